@@ -1,0 +1,97 @@
+"""The exception hierarchy of hyperdb.
+
+Every error hyperdb raises on purpose is an instance of :class:`HyperDBError`. Each class carries a
+stable machine-readable ``code`` (a short snake_case string) that never changes between releases, so
+programs and the command line can react to an error without parsing its message. Errors that are
+also a kind of built-in error (a bad argument, a missing item) inherit from that built-in too, so
+``except ValueError`` keeps working for callers that do not know about hyperdb.
+"""
+
+from __future__ import annotations
+
+
+class HyperDBError(Exception):
+    """Root of every error raised by hyperdb."""
+
+    code: str = "hyperdb_error"
+
+
+class InvalidArgument(HyperDBError, ValueError):
+    """A public call was given an argument of the wrong type, size or form. Nothing was written."""
+
+    code = "invalid_argument"
+
+
+class InvalidKey(InvalidArgument):
+    """A database key is not a valid path (wrong type, too long, or not UTF-8)."""
+
+    code = "invalid_key"
+
+
+class ValueTooLarge(InvalidArgument):
+    """A value, block or record is larger than the limit the specification sets."""
+
+    code = "value_too_large"
+
+
+class NotFound(HyperDBError, LookupError):
+    """The requested item (a block, a feed, a version) does not exist in this store."""
+
+    code = "not_found"
+
+
+class ReadOnly(HyperDBError):
+    """A write was attempted on something that cannot be written: a feed without its secret key, a
+    checkout, or a database opened read-only."""
+
+    code = "read_only"
+
+
+class Closed(HyperDBError):
+    """The object (database, feed, storage, connection) was already closed."""
+
+    code = "closed"
+
+
+class StorageError(HyperDBError):
+    """The storage engine failed (I/O error, corrupt environment, unexpected engine error)."""
+
+    code = "storage_error"
+
+
+class StorageFull(StorageError):
+    """The storage map could not hold a transaction. The map was grown if the configured maximum
+    allows it; retrying the operation is safe because nothing was written."""
+
+    code = "storage_full"
+
+
+class EncodingError(HyperDBError):
+    """Bytes do not decode to a valid record: malformed, non-canonical, or over a size limit."""
+
+    code = "encoding_error"
+
+
+class VerificationError(HyperDBError):
+    """Data failed cryptographic verification: a bad signature, a Merkle proof that does not lead to
+    the signed root, or a block that does not match its hash. Nothing was stored."""
+
+    code = "verification_failed"
+
+
+class ForkDetected(VerificationError):
+    """A writer signed two different trees for the same feed: both signatures are valid, so the
+    writer's key was used to rewrite history. The feed stops accepting data; evidence is kept."""
+
+    code = "fork_detected"
+
+    def __init__(self, message: str, *, evidence: bytes | None = None) -> None:
+        super().__init__(message)
+        self.evidence = evidence
+
+
+class CorruptionError(HyperDBError):
+    """Data already in the local store is damaged: a stored block, tree node or signature no longer
+    matches. Reported by ``verify()``: the disk or the file changed behind hyperdb's back."""
+
+    code = "corrupt"
