@@ -1,0 +1,89 @@
+"""Canonical CBOR: the byte encoding of every hyperdb record.
+
+This is the only module that imports cbor2. ``encode`` writes deterministic CBOR (RFC 8949 section
+4.2.3 "length-first" map key order, shortest integer and length forms, no indefinite lengths), so
+equal records have equal bytes and can be hashed and signed. ``decode`` is the gate for bytes that
+came from disk or from a peer: it enforces a size limit before parsing, refuses anything but the
+plain data model (unsigned and negative 64-bit integers, byte and text strings, arrays, maps, true,
+false, null), refuses duplicate map keys and deep nesting, and re-encodes the result to reject any
+input that is not already in canonical form. Every failure is an :class:`EncodingError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from hyperdb.errors import EncodingError
+
+DEFAULT_MAX_SIZE = 1 << 20
+MAX_DEPTH = 16
+_INT_MIN = -(1 << 64)
+_INT_MAX = (1 << 64) - 1
+
+
+def encode(obj: Any) -> bytes:
+    """The canonical CBOR bytes of ``obj`` (ints, bytes, str, list/tuple, dict, bool, None)."""
+    _check_types(obj, 0)
+    try:
+        data: bytes = cbor2.dumps(obj, canonical=True)
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise EncodingError(f"cannot encode {type(obj).__name__} as CBOR: {exc}") from exc
+    return data
+
+
+def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, canonical: bool = True) -> Any:
+    """Decode one CBOR item from ``data``.
+
+    Raises :class:`EncodingError` if ``data`` is longer than ``max_size``, malformed, has trailing
+    bytes, uses anything outside the plain data model, or (with ``canonical=True``, the default) is
+    not the canonical encoding of its value. ``canonical=False`` skips only the last check and is
+    meant for records this process wrote itself.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise EncodingError(f"expected bytes to decode, got {type(data).__name__}")
+    if len(data) > max_size:
+        raise EncodingError(f"record of {len(data)} bytes exceeds the limit of {max_size}")
+    try:
+        obj = cbor2.loads(
+            bytes(data),
+            max_depth=MAX_DEPTH,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            tag_hook=_reject_tag,
+        )
+    except EncodingError:
+        raise
+    except Exception as exc:  # cbor2 raises several unrelated types for malformed input
+        raise EncodingError(f"malformed CBOR: {exc}") from exc
+    _check_types(obj, 0)
+    if canonical and cbor2.dumps(obj, canonical=True) != data:
+        raise EncodingError("CBOR is not in canonical form")
+    return obj
+
+
+def _reject_tag(decoder: Any, tag: Any) -> Any:
+    raise EncodingError(f"CBOR tag {tag.tag} is not allowed")
+
+
+def _check_types(obj: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise EncodingError(f"CBOR nesting deeper than {MAX_DEPTH}")
+    if obj is None or obj is True or obj is False:
+        return
+    kind = type(obj)
+    if kind is int:
+        if not _INT_MIN <= obj <= _INT_MAX:
+            raise EncodingError("integer outside the 64-bit CBOR range")
+    elif kind is bytes or kind is str:
+        return
+    elif kind is list or kind is tuple:
+        for item in obj:
+            _check_types(item, depth + 1)
+    elif kind is dict:
+        for key, value in obj.items():
+            _check_types(key, depth + 1)
+            _check_types(value, depth + 1)
+    else:
+        raise EncodingError(f"type {kind.__name__} is not part of the record data model")

@@ -1,0 +1,96 @@
+"""Where writers' secret keys live: never in the replicated data, never readable by other users.
+
+A :class:`KeyStore` maps a feed's public key to its secret key. :class:`DirectoryKeyStore` keeps one
+file per key (``<hex public key>.secret``, holding the hex seed) created with mode 0600 inside a
+mode-0700 directory, written atomically and fsynced, and refuses to read a key file that other users
+can read. :class:`MemoryKeyStore` holds keys in process memory for tests and scratch databases.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import stat
+from pathlib import Path
+
+from hyperdb.crypto import PUBLIC_KEY_SIZE, KeyPair, generate_keypair
+from hyperdb.errors import InvalidArgument, StorageError
+
+
+class KeyStore(abc.ABC):
+    """Secret keys by public key."""
+
+    @abc.abstractmethod
+    def load(self, public_key: bytes) -> KeyPair | None:
+        """The key pair for ``public_key``, or None if this store does not hold its secret."""
+
+    @abc.abstractmethod
+    def save(self, keypair: KeyPair) -> None:
+        """Store a key pair durably (before any data signed with it exists)."""
+
+
+class MemoryKeyStore(KeyStore):
+    def __init__(self) -> None:
+        self._keys: dict[bytes, KeyPair] = {}
+
+    def load(self, public_key: bytes) -> KeyPair | None:
+        return self._keys.get(public_key)
+
+    def save(self, keypair: KeyPair) -> None:
+        self._keys[keypair.public_key] = keypair
+
+
+class DirectoryKeyStore(KeyStore):
+    """One ``<hex public key>.secret`` file per key in ``directory`` (created mode 0700)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create key directory {self.directory}: {exc}") from exc
+
+    def _path(self, public_key: bytes) -> Path:
+        if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_SIZE:
+            raise InvalidArgument(f"a public key is {PUBLIC_KEY_SIZE} bytes")
+        return self.directory / f"{public_key.hex()}.secret"
+
+    def load(self, public_key: bytes) -> KeyPair | None:
+        path = self._path(public_key)
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read secret key {path}: {exc}") from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise StorageError(
+                f"secret key file {path} is accessible by other users; run `chmod 600 {path}`"
+            )
+        try:
+            seed = bytes.fromhex(path.read_text(encoding="ascii").strip())
+            keypair = generate_keypair(seed)
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"secret key file {path} is unreadable or damaged: {exc}") from exc
+        if keypair.public_key != public_key:
+            raise StorageError(f"secret key file {path} holds the key of another feed")
+        return keypair
+
+    def save(self, keypair: KeyPair) -> None:
+        path = self._path(keypair.public_key)
+        tmp = path.with_suffix(".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, keypair.seed.hex().encode("ascii") + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StorageError(f"cannot write secret key {path}: {exc}") from exc
