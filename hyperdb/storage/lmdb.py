@@ -1,0 +1,570 @@
+"""LMDB storage engine: the on-disk storage of hyperdb.
+
+This module owns :class:`LMDBStorage` and is the only module of hyperdb that imports :mod:`lmdb`.
+A storage is one LMDB environment in a directory (``data.mdb`` and ``lock.mdb``, created with
+mode 0o700/0o600 if missing) with one named sub-database per table, all opened at construction.
+
+Transactions have LMDB's semantics: a read transaction is a consistent snapshot, a write
+transaction is atomic and isolated. Write transactions are serialized inside the process by a
+lock (and across processes by LMDB itself).
+
+Durability. With ``durable=True`` (the default) a write transaction is fsynced to disk before
+``write()``'s block returns, so a commit survives a crash of the process, the operating system or
+the machine. With ``durable=False`` commits are not fsynced: they survive a crash of the process
+but the last ones may be lost if the operating system crashes or the power fails (the file is
+never left corrupt, only older).
+
+Map size. LMDB maps the file into memory with a fixed maximum size. The map starts at
+``map_size`` (64 MiB by default) and is doubled, up to ``max_map_size`` (1 TiB by default on
+64-bit systems), at the start of a write transaction once more than half of it is used. If a
+transaction still does not fit, it is aborted (nothing written), the map is doubled, and
+:class:`~hyperdb.errors.StorageFull` is raised: retrying is safe, and succeeds once the map is big
+enough (a very large transaction may need several retries) unless ``max_map_size`` is reached.
+The map can only be resized while no transaction of this process is open; if read transactions
+are open, growth waits for a later write transaction.
+
+Every other LMDB failure is raised as :class:`~hyperdb.errors.StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, TypedDict
+
+import lmdb  # type: ignore[import-untyped,unused-ignore]
+
+from hyperdb.errors import Closed, HyperDBError, InvalidArgument, StorageError, StorageFull
+from hyperdb.storage.base import (
+    MAX_KEY_SIZE,
+    ReadTxn,
+    Storage,
+    WriteTxn,
+    check_key,
+    check_tables,
+    check_value,
+    scan_bounds,
+)
+
+if TYPE_CHECKING:
+    _Txn = lmdb.Transaction[bytes]
+    _Db = lmdb._Database
+
+__all__ = ["DEFAULT_MAP_SIZE", "DEFAULT_MAX_MAP_SIZE", "LMDBStorage", "StorageInfo"]
+
+DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_MAP_SIZE = (1 << 40) if sys.maxsize > 2**32 else (1 << 30)
+
+
+class StorageInfo(TypedDict):
+    """What :meth:`LMDBStorage.info` reports."""
+
+    path: str
+    durable: bool
+    map_size: int
+    max_map_size: int
+    used_bytes: int
+    entries: dict[str, int]
+
+
+def _round_to_pages(size: int) -> int:
+    page = mmap.PAGESIZE
+    return -(-size // page) * page
+
+
+def _check_size(name: str, size: object, default: int) -> int:
+    if size is None:
+        return default
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise InvalidArgument(f"{name} must be a positive number of bytes, got {size!r}")
+    return _round_to_pages(size)
+
+
+class _LMDBTxn(ReadTxn):
+    """Shared read side of LMDB transactions."""
+
+    def __init__(self, storage: LMDBStorage, txn: _Txn) -> None:
+        self._storage = storage
+        self._txn = txn
+        self._done = False
+        self._mutations = 0  # bumped by writes, so that open scans re-seek their cursor
+
+    def _check_active(self) -> None:
+        if self._done:
+            raise Closed("this transaction has ended; open a new one with read() or write()")
+        if self._storage._closed:
+            raise Closed("the storage was closed")
+
+    def _fail(self, what: str, exc: lmdb.Error) -> HyperDBError:
+        """Translate an LMDB error raised by an operation of this transaction."""
+        if self._done or self._storage._closed:
+            return Closed("the transaction or its storage was closed while in use")
+        return StorageError(f"LMDB {what} failed in {self._storage.path!r}: {exc}")
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        self._check_active()
+        db = self._storage._db(table)
+        check_key(key)
+        try:
+            return self._txn.get(key, db=db)
+        except lmdb.Error as exc:
+            raise self._fail("get", exc) from exc
+
+    def scan(
+        self,
+        table: str,
+        *,
+        prefix: bytes = b"",
+        start: bytes | None = None,
+        stop: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        self._check_active()
+        db = self._storage._db(table)
+        bounds = scan_bounds(prefix, start, stop, reverse)
+        if bounds is None:
+            return iter(())
+        return self._scan(db, bounds[0], bounds[1], reverse)
+
+    def _scan(
+        self, db: _Db, low: bytes, high: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        self._check_active()
+        try:
+            cursor = self._txn.cursor(db=db)
+        except lmdb.Error as exc:
+            raise self._fail("scan", exc) from exc
+        try:
+            yield from self._walk(cursor, low, high, reverse)
+        finally:
+            if not self._done and not self._storage._closed:
+                with contextlib.suppress(lmdb.Error):
+                    cursor.close()
+
+    def _walk(
+        self, cursor: lmdb.Cursor[bytes], low: bytes, high: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        # Bounds longer than any key are cut to MAX_KEY_SIZE for positioning; the comparisons
+        # below against the full bounds keep the result exact.
+        try:
+            if reverse:
+                found = self._seek_before(cursor, high)
+            elif low:
+                found = cursor.set_range(low[:MAX_KEY_SIZE])
+            else:
+                found = cursor.first()
+            while found:
+                key, value = cursor.item()
+                if reverse:
+                    if key < low:
+                        return
+                elif high is not None and key >= high:
+                    return
+                if key >= low:  # always true except right after a cut `low`
+                    mutations = self._mutations
+                    yield key, value
+                    self._check_active()
+                    if self._mutations != mutations:
+                        # This transaction wrote while we were suspended: re-seek by key rather
+                        # than trust the cursor position.
+                        found = self._reseek(cursor, key, reverse)
+                        continue
+                found = cursor.prev() if reverse else cursor.next()
+        except lmdb.Error as exc:
+            raise self._fail("scan", exc) from exc
+
+    @staticmethod
+    def _seek_before(cursor: lmdb.Cursor[bytes], high: bytes | None) -> bool:
+        """Put the cursor on the greatest key < high (the last key if high is None)."""
+        if high is None:
+            return cursor.last()
+        if cursor.set_range(high[:MAX_KEY_SIZE]):
+            if cursor.key() >= high:
+                return cursor.prev()
+            return True
+        return cursor.last()
+
+    @classmethod
+    def _reseek(cls, cursor: lmdb.Cursor[bytes], key: bytes, reverse: bool) -> bool:
+        """Put the cursor on the key following ``key`` in the scan direction."""
+        if reverse:
+            return cls._seek_before(cursor, key)
+        if cursor.set_range(key):
+            if cursor.key() == key:
+                return cursor.next()
+            return True
+        return False
+
+
+class _LMDBReadTxn(_LMDBTxn):
+    """A read transaction: a consistent snapshot of the storage."""
+
+
+class _LMDBWriteTxn(_LMDBTxn, WriteTxn):
+    """The write transaction. After a failed write it refuses further operations and aborts."""
+
+    def __init__(self, storage: LMDBStorage, txn: _Txn) -> None:
+        super().__init__(storage, txn)
+        self._failed: HyperDBError | None = None
+        self._full = False
+
+    def _check_active(self) -> None:
+        super()._check_active()
+        if self._failed is not None:
+            raise type(self._failed)(
+                f"this transaction already failed and will be aborted: {self._failed}"
+            ) from self._failed
+
+    def _write_failed(self, what: str, exc: lmdb.Error) -> HyperDBError:
+        if isinstance(exc, lmdb.MapFullError):
+            self._full = True
+            error: HyperDBError = StorageFull(self._storage._full_message())
+        else:
+            error = self._fail(what, exc)
+        self._failed = error
+        return error
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._check_active()
+        db = self._storage._db(table)
+        check_key(key)
+        value = check_value(value)
+        self._mutations += 1
+        try:
+            self._txn.put(key, value, db=db)
+        except lmdb.Error as exc:
+            raise self._write_failed("put", exc) from exc
+
+    def delete(self, table: str, key: bytes) -> bool:
+        self._check_active()
+        db = self._storage._db(table)
+        check_key(key)
+        self._mutations += 1
+        try:
+            return self._txn.delete(key, db=db)
+        except lmdb.Error as exc:
+            raise self._write_failed("delete", exc) from exc
+
+    def _finish(self, *, commit: bool) -> None:
+        """Commit (on a normal exit of the block) or abort the transaction."""
+        storage = self._storage
+        self._done = True
+        if commit and self._failed is None and not storage._closed:
+            try:
+                self._txn.commit()
+            except lmdb.Error as exc:
+                self._abort()
+                if isinstance(exc, lmdb.MapFullError):
+                    message = storage._full_message()
+                    storage._grow_after_full()
+                    raise StorageFull(message) from exc
+                raise StorageError(f"LMDB commit failed in {storage.path!r}: {exc}") from exc
+            return
+        self._abort()
+        if self._full:
+            storage._grow_after_full()
+        if commit:  # the block ended normally but the transaction cannot commit
+            if storage._closed:
+                raise Closed("the storage was closed before the transaction committed")
+            assert self._failed is not None
+            raise type(self._failed)(
+                f"the transaction was aborted because an operation failed: {self._failed}"
+            ) from self._failed
+
+    def _abort(self) -> None:
+        if not self._storage._closed:
+            with contextlib.suppress(lmdb.Error):
+                self._txn.abort()
+
+
+class LMDBStorage(Storage):
+    """Tables stored as named sub-databases of one LMDB environment in the directory ``path``.
+
+    See the module docstring for durability and map-size behaviour. ``path`` is created (mode
+    0o700) if missing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        tables: Iterable[str],
+        *,
+        durable: bool = True,
+        map_size: int | None = None,
+        max_map_size: int | None = None,
+    ) -> None:
+        self._closed = True  # until the environment is open; keeps __del__ quiet on failure
+        self.tables = check_tables(tables)
+        self.durable = bool(durable)
+        try:
+            self.path: str = os.fsdecode(os.fspath(path))
+        except TypeError as exc:
+            raise InvalidArgument(f"path must be a str or os.PathLike, got {path!r}") from exc
+        self.max_map_size = _check_size("max_map_size", max_map_size, DEFAULT_MAX_MAP_SIZE)
+        start_size = _check_size("map_size", map_size, min(DEFAULT_MAP_SIZE, self.max_map_size))
+        if start_size > self.max_map_size:
+            raise InvalidArgument(
+                f"map_size ({start_size} bytes) is larger than max_map_size "
+                f"({self.max_map_size} bytes)"
+            )
+        self._write_lock = threading.Lock()  # held for the whole life of a write transaction
+        self._txn_lock = threading.Lock()  # guards _readers, transaction begin and map resizes
+        self._readers = 0  # open read transactions of this object
+        self._writer_thread: int | None = None
+        self._wanted_map_size = 0  # growth deferred because read transactions were open
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise StorageError(
+                f"cannot open the storage {self.path!r}: it exists and is not a directory. An "
+                "LMDB storage is a directory; give the path of a directory or of a missing one."
+            )
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the storage directory {self.path!r}: {exc}. Give the path of a "
+                "directory (existing or not) in a location you can write to."
+            ) from exc
+        env: lmdb.Environment | None = None
+        try:
+            env = lmdb.open(
+                self.path,
+                map_size=start_size,
+                subdir=True,
+                readonly=False,
+                create=True,
+                mode=0o600,
+                sync=self.durable,
+                metasync=self.durable,
+                max_dbs=len(self.tables),
+            )
+            if env.max_key_size() < MAX_KEY_SIZE:
+                raise StorageError(
+                    f"this build of LMDB only supports keys of {env.max_key_size()} bytes; "
+                    f"hyperdb needs {MAX_KEY_SIZE}. Install a standard build of the lmdb package."
+                )
+            self._dbs: dict[str, _Db] = {
+                name: env.open_db(name.encode("utf-8"), create=True) for name in self.tables
+            }
+        except BaseException as exc:
+            if env is not None:
+                env.close()
+            if not isinstance(exc, lmdb.Error):
+                raise
+            raise StorageError(
+                f"cannot open the LMDB storage in {self.path!r}: {exc}. Check that the path is "
+                "a directory you can read and write, that it holds a hyperdb/LMDB store "
+                "(data.mdb, lock.mdb) or nothing, and that this process has not opened it already."
+            ) from exc
+        self._env: lmdb.Environment = env
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<LMDBStorage {self.path!r} tables={self.tables!r} {state}>"
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed storage {self!r}", ResourceWarning, stacklevel=2, source=self)
+            with contextlib.suppress(Exception):
+                self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(f"the storage {self.path!r} was closed")
+
+    def _check_not_nested(self) -> None:
+        if self._writer_thread == threading.get_ident():
+            raise StorageError(
+                "a write transaction is already open in this thread; nested write "
+                "transactions are not supported (use the open one)"
+            )
+
+    def _db(self, table: str) -> _Db:
+        try:
+            return self._dbs[table]
+        except (KeyError, TypeError):
+            raise InvalidArgument(
+                f"unknown table {table!r}; this storage has {self.tables!r}"
+            ) from None
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    def read(self) -> contextlib.AbstractContextManager[ReadTxn]:
+        self._check_open()
+        return self._read_context()
+
+    def write(self) -> contextlib.AbstractContextManager[WriteTxn]:
+        self._check_open()
+        self._check_not_nested()
+        return self._write_context()
+
+    @contextlib.contextmanager
+    def _read_context(self) -> Iterator[ReadTxn]:
+        with self._txn_lock:
+            self._check_open()
+            txn = self._begin(write=False)
+            self._readers += 1
+        rtxn = _LMDBReadTxn(self, txn)
+        try:
+            yield rtxn
+        finally:
+            rtxn._done = True
+            with self._txn_lock:
+                # Abort before the count drops, so a resize never overlaps a live transaction.
+                if not self._closed:
+                    with contextlib.suppress(lmdb.Error):
+                        txn.abort()
+                self._readers -= 1
+
+    @contextlib.contextmanager
+    def _write_context(self) -> Iterator[WriteTxn]:
+        self._check_not_nested()
+        with self._write_lock:
+            self._check_open()
+            self._writer_thread = threading.get_ident()
+            try:
+                self._grow_if_needed()
+                wtxn = _LMDBWriteTxn(self, self._begin(write=True))
+                try:
+                    yield wtxn
+                except BaseException:
+                    wtxn._finish(commit=False)
+                    raise
+                wtxn._finish(commit=True)
+            finally:
+                self._writer_thread = None
+
+    def _begin(self, *, write: bool) -> _Txn:
+        """Begin an LMDB transaction; the caller holds _txn_lock (read) or _write_lock (write)."""
+        try:
+            try:
+                return self._env.begin(write=write, buffers=False)
+            except lmdb.MapResizedError:
+                # Another process grew the map: adopt its size, then retry once.
+                self._adopt_map_size(write=write)
+                return self._env.begin(write=write, buffers=False)
+        except lmdb.Error as exc:
+            raise StorageError(
+                f"cannot begin an LMDB transaction in {self.path!r}: {exc}"
+                + (
+                    ". The map was resized by another process; close open transactions and retry."
+                    if isinstance(exc, lmdb.MapResizedError)
+                    else ""
+                )
+            ) from exc
+
+    def _adopt_map_size(self, *, write: bool) -> None:
+        if write:
+            with self._txn_lock:
+                if self._readers == 0:
+                    self._env.set_mapsize(0)
+        elif self._readers == 0 and self._write_lock.acquire(blocking=False):
+            try:
+                self._env.set_mapsize(0)
+            finally:
+                self._write_lock.release()
+
+    # -- map size --------------------------------------------------------------------------------
+
+    def _used_bytes(self) -> int:
+        return (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+
+    def _grown_size(self, current: int) -> int:
+        return min(current * 2, self.max_map_size)
+
+    def _full_message(self) -> str:
+        current = self._env.info()["map_size"]
+        if current >= self.max_map_size:
+            return (
+                f"the storage {self.path!r} is full: its map reached the configured maximum "
+                f"(max_map_size={self.max_map_size} bytes). Nothing was written. Delete data "
+                "or reopen the storage with a larger max_map_size."
+            )
+        return (
+            f"the storage map of {self.path!r} ({current} bytes) was too small for this "
+            f"transaction; nothing was written. The map is being grown to "
+            f"{self._grown_size(current)} bytes: retry the transaction."
+        )
+
+    def _grow_after_full(self) -> None:
+        """After a MapFullError: grow the map now, or as soon as no transaction is open."""
+        try:
+            current = self._env.info()["map_size"]
+            target = self._grown_size(current)
+            if target > current:
+                self._wanted_map_size = max(self._wanted_map_size, target)
+                self._apply_growth()
+        except lmdb.Error as exc:
+            raise StorageError(f"cannot grow the LMDB map of {self.path!r}: {exc}") from exc
+
+    def _grow_if_needed(self) -> None:
+        """At the start of a write: double the map once more than half of it is in use."""
+        try:
+            current = self._env.info()["map_size"]
+            if self._used_bytes() * 2 > current:
+                self._wanted_map_size = max(self._wanted_map_size, self._grown_size(current))
+            if self._wanted_map_size > current:
+                self._apply_growth()
+        except lmdb.Error as exc:
+            raise StorageError(f"cannot grow the LMDB map of {self.path!r}: {exc}") from exc
+
+    def _apply_growth(self) -> None:
+        # mdb_env_set_mapsize needs no open transaction in this process; the caller holds
+        # _write_lock (so no write transaction), and _txn_lock keeps readers from starting.
+        with self._txn_lock:
+            if self._readers == 0 and not self._closed:
+                if self._wanted_map_size > self._env.info()["map_size"]:
+                    self._env.set_mapsize(self._wanted_map_size)
+                self._wanted_map_size = 0
+
+    # -- misc ------------------------------------------------------------------------------------
+
+    def info(self) -> StorageInfo:
+        """Map size, bytes in use and row count per table (for command-line tools)."""
+        self._check_open()
+        with self.read() as rtxn:
+            assert isinstance(rtxn, _LMDBReadTxn)
+            try:
+                entries = {name: rtxn._txn.stat(self._dbs[name])["entries"] for name in self.tables}
+                env_info = self._env.info()
+                used = self._used_bytes()
+            except lmdb.Error as exc:
+                raise rtxn._fail("stat", exc) from exc
+        return {
+            "path": self.path,
+            "durable": self.durable,
+            "map_size": env_info["map_size"],
+            "max_map_size": self.max_map_size,
+            "used_bytes": used,
+            "entries": entries,
+        }
+
+    def close(self) -> None:
+        """Close the environment. Waits for a write transaction running in another thread; open
+        read transactions become unusable (they raise Closed)."""
+        if self._closed:
+            return
+        own_writer = self._writer_thread == threading.get_ident()
+        if not own_writer:
+            self._write_lock.acquire()
+        try:
+            with self._txn_lock:
+                if self._closed:
+                    return
+                self._closed = True
+                try:
+                    self._env.close()
+                except lmdb.Error as exc:
+                    raise StorageError(f"closing the LMDB storage {self.path!r}: {exc}") from exc
+        finally:
+            if not own_writer:
+                self._write_lock.release()
