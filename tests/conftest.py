@@ -1,0 +1,42 @@
+"""Shared fixtures: a storage of each kind, and helpers to snapshot a storage byte for byte."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from hyperdb.feed import FEED_TABLES
+from hyperdb.storage import LMDBStorage, MemoryStorage, Storage
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    store: Storage
+    if request.param == "memory":
+        store = MemoryStorage(FEED_TABLES)
+    else:
+        store = LMDBStorage(tmp_path / "db", FEED_TABLES, durable=False)
+    with store:
+        yield store
+
+
+def dump(storage: Storage) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Every row of every table, to compare a storage before and after an operation."""
+    with storage.read() as txn:
+        return {table: list(txn.scan(table)) for table in storage.tables}

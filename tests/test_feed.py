@@ -1,0 +1,335 @@
+"""The signed append-only feed: appends, proofs, verified import from peers, forks, full verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hyperdb import crypto, merkle
+from hyperdb.errors import (
+    CorruptionError,
+    ForkDetected,
+    InvalidArgument,
+    NotFound,
+    ReadOnly,
+    VerificationError,
+)
+from hyperdb.feed import FEED_TABLES, Feed, Proof, signable, verify_proof
+from hyperdb.keys import DirectoryKeyStore, MemoryKeyStore
+from hyperdb.storage import LMDBStorage, MemoryStorage, Storage
+from tests.conftest import dump
+
+
+def blocks_of(n: int, prefix: bytes = b"block") -> list[bytes]:
+    return [prefix + b"-%d" % i for i in range(n)]
+
+
+def make_feed(storage: Storage, n: int = 0, batch: int = 1) -> Feed:
+    feed = Feed.create(storage, MemoryKeyStore())
+    data = blocks_of(n)
+    for i in range(0, n, batch):
+        feed.append_batch(data[i : i + batch])
+    return feed
+
+
+def test_append_and_get(storage: Storage) -> None:
+    feed = make_feed(storage)
+    assert feed.writable and feed.length == 0 and feed.signed_length == 0
+    assert feed.append(b"hello") == 0
+    assert feed.append_batch([b"a", bytearray(b"b"), memoryview(b"c")]) == 1
+    assert feed.length == feed.signed_length == 4
+    assert feed.get(0) == b"hello" and feed.get(3) == b"c"
+    assert feed.get_range(1, 4) == [b"a", b"b", b"c"]
+    assert feed.get_range(2, 2) == []
+    assert isinstance(feed.get(1), bytes)
+    with pytest.raises(NotFound):
+        feed.get(4)
+    with pytest.raises(NotFound):
+        feed.get_range(2, 6)
+    with pytest.raises(InvalidArgument):
+        feed.get(-1)
+    with pytest.raises(InvalidArgument):
+        feed.append("text")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        feed.append_batch([])
+    assert feed.length == 4
+
+
+def test_one_signature_per_append_call(storage: Storage) -> None:
+    feed = make_feed(storage)
+    feed.append_batch(blocks_of(100))
+    head = feed.head()
+    assert head.signed_length == 100
+    message = signable(feed.key, merkle.hash_tree(head.roots), 100)
+    assert crypto.verify(message, head.signature, feed.key)
+    assert [r.index for r in head.roots] == merkle.full_roots(100)
+    assert head.byte_length == sum(len(b) for b in blocks_of(100))
+
+
+def test_feed_without_secret_key_is_read_only(storage: Storage) -> None:
+    feed = make_feed(storage, 3)
+    reader = Feed.open(storage, feed.key)
+    assert not reader.writable
+    assert reader.get(2) == feed.get(2)
+    with pytest.raises(ReadOnly):
+        reader.append(b"x")
+    assert feed.length == 3
+
+
+def test_open_unknown_feed(storage: Storage) -> None:
+    key = crypto.generate_keypair().public_key
+    with pytest.raises(NotFound):
+        Feed.open(storage, key)
+    replica = Feed.open(storage, key, create=True)
+    assert replica.length == 0 and not replica.writable
+    assert Feed.open(storage, key).id == replica.id
+    with pytest.raises(InvalidArgument):
+        Feed.open(storage, b"too short")
+    assert key in Feed.keys(storage)
+
+
+def test_many_feeds_share_one_storage(storage: Storage) -> None:
+    feeds = [make_feed(storage, i + 1) for i in range(5)]
+    assert len({f.id for f in feeds}) == 5
+    for i, feed in enumerate(feeds):
+        assert feed.length == i + 1
+        assert feed.get(i) == b"block-%d" % i
+        feed.verify()
+    assert Feed.keys(storage) == [f.key for f in feeds]
+
+
+@settings(max_examples=40)
+@given(
+    n=st.integers(min_value=1, max_value=80),
+    batch=st.integers(min_value=1, max_value=9),
+    data=st.data(),
+)
+def test_every_proof_verifies(n: int, batch: int, data: st.DataObject) -> None:
+    with MemoryStorage(FEED_TABLES) as storage:
+        feed = make_feed(storage, n, batch)
+        seq = data.draw(st.integers(min_value=0, max_value=n - 1))
+        proof = feed.proof(seq)
+        assert proof.length == n
+        verify_proof(feed.key, seq, [feed.get(seq)], proof)
+        end = data.draw(st.integers(min_value=seq, max_value=n))
+        verify_proof(feed.key, seq, feed.get_range(seq, end), feed.proof(seq, end))
+
+
+def flip(data: bytes, bit: int) -> bytes:
+    out = bytearray(data)
+    out[bit // 8 % len(out)] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+@settings(max_examples=60)
+@given(n=st.integers(min_value=2, max_value=40), data=st.data())
+def test_any_flipped_bit_is_rejected_and_nothing_is_stored(n: int, data: st.DataObject) -> None:
+    with MemoryStorage(FEED_TABLES) as source, MemoryStorage(FEED_TABLES) as target:
+        feed = make_feed(source, n, 3)
+        replica = Feed.open(target, feed.key, create=True)
+        have = data.draw(st.integers(min_value=0, max_value=n - 1))
+        if have:
+            replica.receive(0, feed.get_range(0, have), feed.proof(0, have))
+        end = data.draw(st.integers(min_value=have + 1, max_value=n))
+        blocks = feed.get_range(have, end)
+        proof = feed.proof(have, end)
+        before = dump(target)
+        target_part = data.draw(st.sampled_from(["block", "node", "length", "signature"]))
+        bit = data.draw(st.integers(min_value=0, max_value=10_000))
+        if target_part == "block":
+            i = data.draw(st.integers(min_value=0, max_value=len(blocks) - 1))
+            blocks = [*blocks[:i], flip(blocks[i], bit), *blocks[i + 1 :]]
+        elif target_part == "node":
+            if not proof.nodes:
+                return
+            i = data.draw(st.integers(min_value=0, max_value=len(proof.nodes) - 1))
+            node = proof.nodes[i]
+            if data.draw(st.booleans()):
+                node = node._replace(hash=flip(node.hash, bit))
+            else:
+                node = node._replace(size=node.size ^ (1 << (bit % 40)))
+            proof = Proof(
+                proof.start,
+                proof.end,
+                proof.length,
+                (*proof.nodes[:i], node, *proof.nodes[i + 1 :]),
+                proof.signature,
+            )
+        elif target_part == "length":
+            proof = Proof(
+                proof.start,
+                proof.end,
+                proof.length ^ (1 << (bit % 12)),
+                proof.nodes,
+                proof.signature,
+            )
+        else:
+            proof = Proof(
+                proof.start, proof.end, proof.length, proof.nodes, flip(proof.signature, bit)
+            )
+        with pytest.raises(VerificationError) as info:
+            replica.receive(have, blocks, proof)
+        assert not isinstance(info.value, ForkDetected)
+        assert dump(target) == before
+
+
+def test_replicate_in_chunks_and_serve_onwards(storage: Storage) -> None:
+    feed = make_feed(storage, 1000, 7)
+    with MemoryStorage(FEED_TABLES) as second, MemoryStorage(FEED_TABLES) as third:
+        replica = Feed.open(second, feed.key, create=True)
+        for start in range(0, 1000, 128):
+            end = min(start + 128, 1000)
+            stored = replica.receive(start, feed.get_range(start, end), feed.proof(start, end))
+            assert stored == end - start
+            head = replica.head()
+            assert head.length == end
+            # the signature is adopted only when the blocks it covers are all here
+            assert head.signed_length == (1000 if end == 1000 else 0)
+        assert replica.head().roots == feed.head().roots
+        assert replica.head().signature == feed.head().signature
+        report = replica.verify()
+        assert report.blocks == 1000 and report.signed_length == 1000
+        # a replica serves proofs of its own
+        onward = Feed.open(third, feed.key, create=True)
+        onward.receive(0, replica.get_range(0, 1000), replica.proof(0, 1000))
+        assert onward.get_range(0, 1000) == feed.get_range(0, 1000)
+        onward.verify()
+
+
+def test_overlap_and_duplicates_are_harmless(storage: Storage) -> None:
+    feed = make_feed(storage, 20, 4)
+    with MemoryStorage(FEED_TABLES) as other:
+        replica = Feed.open(other, feed.key, create=True)
+        replica.receive(0, feed.get_range(0, 12), feed.proof(0, 12))
+        before = dump(other)
+        assert replica.receive(0, feed.get_range(0, 12), feed.proof(0, 12)) == 0
+        assert replica.receive(3, feed.get_range(3, 5), feed.proof(3, 5)) == 0
+        assert dump(other) == before
+        assert replica.receive(10, feed.get_range(10, 20), feed.proof(10, 20)) == 8
+        assert replica.length == replica.signed_length == 20
+        replica.verify()
+
+
+def test_gap_is_refused_without_writing(storage: Storage) -> None:
+    feed = make_feed(storage, 10)
+    with MemoryStorage(FEED_TABLES) as other:
+        replica = Feed.open(other, feed.key, create=True)
+        before = dump(other)
+        with pytest.raises(InvalidArgument):
+            replica.receive(4, feed.get_range(4, 6), feed.proof(4, 6))
+        assert dump(other) == before
+
+
+def test_signature_is_upgraded_by_a_later_overlapping_proof() -> None:
+    with MemoryStorage(FEED_TABLES) as a, MemoryStorage(FEED_TABLES) as b:
+        keys = MemoryKeyStore()
+        feed = Feed.create(a, keys)
+        feed.append_batch(blocks_of(10))
+        old_proof = feed.proof(0, 10)
+        feed.append_batch(blocks_of(5, b"more"))
+        replica = Feed.open(b, feed.key, create=True)
+        replica.receive(0, feed.get_range(0, 10), feed.proof(0, 10))  # verified at length 15
+        assert replica.head().signed_length == 0
+        replica.receive(0, feed.get_range(0, 10), old_proof)  # a signature at length 10
+        assert replica.head().signed_length == 10
+        replica.verify()
+
+
+def test_fork_is_detected_recorded_and_blocks_the_feed(tmp_path: Path) -> None:
+    keypair = crypto.generate_keypair()
+    with (
+        MemoryStorage(FEED_TABLES) as honest,
+        MemoryStorage(FEED_TABLES) as evil,
+        MemoryStorage(FEED_TABLES) as victim,
+    ):
+        one = Feed.create(honest, MemoryKeyStore(), keypair)
+        two = Feed.create(evil, MemoryKeyStore(), keypair)
+        one.append_batch(blocks_of(8))
+        two.append_batch([*blocks_of(5), b"rewritten", *blocks_of(4, b"x")])
+        replica = Feed.open(victim, keypair.public_key, create=True)
+        replica.receive(0, one.get_range(0, 8), one.proof(0, 8))
+        before_blocks = replica.get_range(0, 8)
+        with pytest.raises(ForkDetected) as info:
+            replica.receive(8, two.get_range(8, 10), two.proof(8, 10))
+        assert info.value.code == "fork_detected"
+        assert replica.forked
+        assert replica.fork_evidence() is not None
+        assert replica.get_range(0, 8) == before_blocks and replica.length == 8
+        with pytest.raises(ForkDetected):
+            replica.receive(8, [b"anything"], one.proof(0, 8))
+        # the same length signed over two different trees is also a fork
+        with MemoryStorage(FEED_TABLES) as third:
+            other = Feed.open(third, keypair.public_key, create=True)
+            other.receive(0, one.get_range(0, 8), one.proof(0, 8))
+            with pytest.raises(ForkDetected):
+                other.receive(0, two.get_range(0, 8), two.proof(0, 8))
+
+
+def test_writer_refuses_foreign_history_of_its_own_feed() -> None:
+    keypair = crypto.generate_keypair()
+    with MemoryStorage(FEED_TABLES) as mine, MemoryStorage(FEED_TABLES) as theirs:
+        feed = Feed.create(mine, MemoryKeyStore(), keypair)
+        feed.append_batch(blocks_of(3))
+        clone = Feed.create(theirs, MemoryKeyStore(), keypair)
+        clone.append_batch(blocks_of(6))
+        assert feed.receive(0, clone.get_range(0, 3), clone.proof(0, 3)) == 0
+        with pytest.raises(ForkDetected):
+            feed.receive(3, clone.get_range(3, 6), clone.proof(3, 6))
+
+
+def test_reopen_lmdb_feed(tmp_path: Path) -> None:
+    keys = DirectoryKeyStore(tmp_path / "keys")
+    with LMDBStorage(tmp_path / "db", FEED_TABLES) as storage:
+        feed = Feed.create(storage, keys)
+        feed.append_batch(blocks_of(50))
+        feed.append(b"last")
+        head = feed.head()
+    with LMDBStorage(tmp_path / "db", FEED_TABLES) as storage:
+        again = Feed.open(storage, feed.key, DirectoryKeyStore(tmp_path / "keys"))
+        assert again.writable
+        assert again.head() == head
+        assert again.get(50) == b"last"
+        again.append(b"after reopen")
+        assert again.verify().blocks == 52
+    with LMDBStorage(tmp_path / "db", FEED_TABLES) as storage:
+        assert not Feed.open(storage, feed.key).writable
+
+
+def test_ten_thousand_blocks_verify_end_to_end(tmp_path: Path) -> None:
+    with (
+        LMDBStorage(tmp_path / "a", FEED_TABLES, durable=False) as a,
+        LMDBStorage(tmp_path / "b", FEED_TABLES, durable=False) as b,
+    ):
+        feed = make_feed(a, 0)
+        data = blocks_of(10_000)
+        for i in range(0, 10_000, 250):
+            feed.append_batch(data[i : i + 250])
+        assert feed.verify().blocks == 10_000
+        replica = Feed.open(b, feed.key, create=True)
+        for start in range(0, 10_000, 1000):
+            replica.receive(
+                start, feed.get_range(start, start + 1000), feed.proof(start, start + 1000)
+            )
+        report = replica.verify()
+        assert (report.blocks, report.signed_length) == (10_000, 10_000)
+        assert report.nodes == 2 * 10_000 - bin(10_000).count("1")
+
+
+def test_verify_finds_damage(storage: Storage) -> None:
+    feed = make_feed(storage, 30, 4)
+    feed.verify()
+    row = (feed.id).to_bytes(4, "big") + (17).to_bytes(8, "big")
+    with storage.write() as txn:
+        original = txn.get("blocks", row)
+        assert original is not None
+        txn.put("blocks", row, flip(original, 3))
+    with pytest.raises(CorruptionError, match="seq 17"):
+        feed.verify()
+    with storage.write() as txn:
+        txn.put("blocks", row, original)
+        txn.delete("tree", (feed.id).to_bytes(4, "big") + (3).to_bytes(8, "big"))
+    with pytest.raises(CorruptionError):
+        feed.verify()
