@@ -1,0 +1,1 @@
+"""Benchmarks for hyperdb. Each module is runnable: ``python -m benchmarks.<name> --help``."""
