@@ -6,8 +6,9 @@ A :class:`Feed` is identified by its ed25519 public key and stored in a
 
 * ``feeds``: ``b"k" + public key -> u32 id`` and ``b"i" + u32 id -> public key``
 * ``blocks``: ``u32 id || u64 seq -> block``
-* ``tree``: ``u32 id || u64 flat index -> 32-byte hash || u64 size``; every complete Merkle node
-  under the feed's stored blocks ``[0, length)``, and nothing else
+* ``tree``: ``u32 id || u64 flat index -> 32-byte hash || u64 size``; every complete Merkle parent
+  node under the feed's stored blocks ``[0, length)``, and nothing else (leaves are hashed from
+  the blocks when needed, which halves the table and the writes of an append)
 * ``feed_heads``: ``u32 id -> head`` (length, the signed length, its roots and signature, flags)
 * ``forks``: ``u32 id -> CBOR evidence`` for a feed whose writer was caught signing two histories
 
@@ -26,6 +27,7 @@ import contextlib
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from hyperdb import crypto, encoding, merkle
 from hyperdb.errors import (
@@ -55,10 +57,10 @@ _HEAD = struct.Struct(">BBQQ64s")
 _NO_SIGNATURE = bytes(crypto.SIGNATURE_SIZE)
 
 
-@dataclass(frozen=True, slots=True)
-class FeedHead:
+class FeedHead(NamedTuple):
     """What a feed holds: ``length`` stored blocks, of which ``signed_length`` are covered by
-    ``signature`` over the tree whose roots are encoded in ``roots_data``."""
+    ``signature`` over the tree whose roots are encoded in ``roots_data``. (A NamedTuple rather
+    than a dataclass: two are built on every append.)"""
 
     length: int
     signed_length: int
@@ -94,7 +96,7 @@ class Proof:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """The outcome of a full :meth:`Feed.verify`."""
+    """The outcome of a full :meth:`Feed.verify`: blocks and parent tree nodes checked."""
 
     key: bytes
     length: int
@@ -318,7 +320,8 @@ class Feed:
                 leaves.append(merkle.hash_leaf(first + i, block))
             roots_data, completed = merkle.append_to_encoded_roots(head.roots_data, leaves)
             for node in completed:
-                put("tree", _ROW.pack(fid, node.index), _NODE_VALUE.pack(node.hash, node.size))
+                if node.index & 1:  # leaves are not stored: they are hashed from the blocks
+                    put("tree", _ROW.pack(fid, node.index), _NODE_VALUE.pack(node.hash, node.size))
             length = first + len(batch)
             tree_hash = merkle.hash_encoded_roots(roots_data)
             signature = crypto.sign(signable(self.key, tree_hash, length), keypair.secret_key)
@@ -362,7 +365,7 @@ class Feed:
                 new_length = max(head.length, end)
                 for node in nodes.values():
                     last = merkle.span(node.index)[1]
-                    if head.length < last <= new_length:
+                    if node.index & 1 and head.length < last <= new_length:
                         tx.put(
                             "tree",
                             _ROW.pack(self.id, node.index),
@@ -401,7 +404,12 @@ class Feed:
 
     def verify(self, txn: ReadTxn | None = None) -> VerifyReport:
         """Re-check every stored block, tree node and the signature. Raises :class:`CorruptionError`
-        naming the first damaged block or node. Memory use is independent of the feed's length."""
+        naming the first damaged block or node. Memory use is independent of the feed's length.
+
+        Every block is covered by a stored parent node or by the signed roots, except the last block
+        of a replica that holds blocks past its signed length when that length is odd: that block is
+        checked against the writer's signature once the rest of the transfer arrives.
+        """
         name = self.key.hex()[:16]
         with _reading(self.storage, txn) as tx:
             head = self._head(tx)
@@ -413,15 +421,19 @@ class Feed:
                     raise CorruptionError(f"feed {name}: block {seq} is missing")
                 leaf = merkle.hash_leaf(seq, block)
                 for node in merkle.append_leaves(roots, (leaf,)):
-                    if self._node(tx, node.index) != node:
-                        what = "block" if node.index == leaf.index else f"tree node {node.index} at"
-                        raise CorruptionError(
-                            f"feed {name}: {what} seq {seq} does not match its hash"
-                        )
-                    checked += 1
+                    if node.index & 1:
+                        if self._node(tx, node.index) != node:
+                            raise CorruptionError(
+                                f"feed {name}: tree node {node.index} does not match the blocks "
+                                f"under it (seq {seq} or before)"
+                            )
+                        checked += 1
                 seq += 1
                 if seq == head.signed_length and tuple(roots) != head.roots:
-                    raise CorruptionError(f"feed {name}: the signed roots differ from the blocks")
+                    raise CorruptionError(
+                        f"feed {name}: the signed roots differ from the blocks (seq {seq - 1} "
+                        "or before)"
+                    )
             if seq != head.length:
                 raise CorruptionError(
                     f"feed {name}: head says {head.length} blocks, {seq} are stored"
@@ -448,6 +460,12 @@ class Feed:
             raise InvalidArgument(f"blocks start at {start!r} but the feed holds {head.length}")
 
     def _node(self, tx: ReadTxn, index: int) -> TreeNode:
+        if not index & 1:
+            seq = index >> 1
+            block = tx.get("blocks", _ROW.pack(self.id, seq))
+            if block is None:
+                raise CorruptionError(f"feed {self.key.hex()[:16]}: block {seq} is missing")
+            return merkle.hash_leaf(seq, block)
         value = tx.get("tree", _ROW.pack(self.id, index))
         if value is None:
             raise CorruptionError(f"feed {self.key.hex()[:16]}: tree node {index} is missing")

@@ -35,6 +35,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, TypedDict
 
 import lmdb  # type: ignore[import-untyped,unused-ignore]
@@ -230,11 +231,20 @@ class _LMDBWriteTxn(_LMDBTxn, WriteTxn):
         return error
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
-        self._check_active()
-        db = self._storage._db(table)
-        check_key(key)
-        value = check_value(value)
+        # The hot path of every write: the checks below take the slow path only on bad input.
+        storage = self._storage
+        if self._done or self._failed is not None or storage._closed:
+            self._check_active()
+        db = storage._dbs.get(table) if type(table) is str else None
+        if db is None:
+            db = storage._db(table)
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
+            check_key(key)
+        if type(value) is not bytes:
+            value = check_value(value)
         self._mutations += 1
+        # LMDB needs more than the raw bytes (page headers, node headers, half-full pages)
+        storage._growth_budget -= 4 * (len(key) + len(value)) + 64
         try:
             self._txn.put(key, value, db=db)
         except lmdb.Error as exc:
@@ -282,6 +292,46 @@ class _LMDBWriteTxn(_LMDBTxn, WriteTxn):
                 self._txn.abort()
 
 
+class _WriteContext:
+    """The context manager ``LMDBStorage.write()`` returns (a class: this is every write's path)."""
+
+    __slots__ = ("_storage", "_wtxn")
+
+    def __init__(self, storage: LMDBStorage) -> None:
+        self._storage = storage
+        self._wtxn: _LMDBWriteTxn | None = None
+
+    def __enter__(self) -> WriteTxn:
+        storage = self._storage
+        storage._check_not_nested()
+        storage._write_lock.acquire()
+        try:
+            storage._check_open()
+            storage._writer_thread = threading.get_ident()
+            storage._grow_if_needed()
+            self._wtxn = _LMDBWriteTxn(storage, storage._begin(write=True))
+        except BaseException:
+            storage._writer_thread = None
+            storage._write_lock.release()
+            raise
+        return self._wtxn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        storage = self._storage
+        wtxn = self._wtxn
+        assert wtxn is not None
+        try:
+            wtxn._finish(commit=exc_type is None)
+        finally:
+            storage._writer_thread = None
+            storage._write_lock.release()
+
+
 class LMDBStorage(Storage):
     """Tables stored as named sub-databases of one LMDB environment in the directory ``path``.
 
@@ -317,6 +367,9 @@ class LMDBStorage(Storage):
         self._readers = 0  # open read transactions of this object
         self._writer_thread: int | None = None
         self._wanted_map_size = 0  # growth deferred because read transactions were open
+        # Bytes that may still be written before the fill level must be checked again: checking
+        # it (two LMDB calls) on every write would double the cost of a small transaction.
+        self._growth_budget = 0
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise StorageError(
                 f"cannot open the storage {self.path!r}: it exists and is not a directory. An "
@@ -405,7 +458,7 @@ class LMDBStorage(Storage):
     def write(self) -> contextlib.AbstractContextManager[WriteTxn]:
         self._check_open()
         self._check_not_nested()
-        return self._write_context()
+        return _WriteContext(self)
 
     @contextlib.contextmanager
     def _read_context(self) -> Iterator[ReadTxn]:
@@ -424,24 +477,6 @@ class LMDBStorage(Storage):
                     with contextlib.suppress(lmdb.Error):
                         txn.abort()
                 self._readers -= 1
-
-    @contextlib.contextmanager
-    def _write_context(self) -> Iterator[WriteTxn]:
-        self._check_not_nested()
-        with self._write_lock:
-            self._check_open()
-            self._writer_thread = threading.get_ident()
-            try:
-                self._grow_if_needed()
-                wtxn = _LMDBWriteTxn(self, self._begin(write=True))
-                try:
-                    yield wtxn
-                except BaseException:
-                    wtxn._finish(commit=False)
-                    raise
-                wtxn._finish(commit=True)
-            finally:
-                self._writer_thread = None
 
     def _begin(self, *, write: bool) -> _Txn:
         """Begin an LMDB transaction; the caller holds _txn_lock (read) or _write_lock (write)."""
@@ -507,10 +542,18 @@ class LMDBStorage(Storage):
             raise StorageError(f"cannot grow the LMDB map of {self.path!r}: {exc}") from exc
 
     def _grow_if_needed(self) -> None:
-        """At the start of a write: double the map once more than half of it is in use."""
+        """At the start of a write: double the map once more than half of it is in use.
+
+        The fill level is read only after the writes since the last reading could have used a
+        quarter of the headroom below the half-way mark (estimated generously from their sizes).
+        """
+        if self._growth_budget > 0 and not self._wanted_map_size:
+            return
         try:
             current = self._env.info()["map_size"]
-            if self._used_bytes() * 2 > current:
+            used = self._used_bytes()
+            self._growth_budget = (current // 2 - used) // 4
+            if used * 2 > current:
                 self._wanted_map_size = max(self._wanted_map_size, self._grown_size(current))
             if self._wanted_map_size > current:
                 self._apply_growth()

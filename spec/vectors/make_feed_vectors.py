@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from hyperdb import crypto, merkle
-from hyperdb.feed import SIGNATURE_NAMESPACE, FEED_TABLES, Feed, signable
+from hyperdb.feed import FEED_TABLES, SIGNATURE_NAMESPACE, Feed, signable
 from hyperdb.keys import MemoryKeyStore
 from hyperdb.storage import MemoryStorage
 
@@ -18,8 +18,9 @@ def node_json(node: merkle.TreeNode) -> dict[str, object]:
     return {"index": node.index, "hash": node.hash.hex(), "size": node.size}
 
 
-def feed_case(seed_byte: int, blocks: list[bytes], batches: list[int],
-              proofs: list[tuple[int, int]]) -> dict[str, object]:
+def feed_case(
+    seed_byte: int, blocks: list[bytes], batches: list[int], proofs: list[tuple[int, int]]
+) -> dict[str, object]:
     keypair = crypto.generate_keypair(bytes([seed_byte]) * 32)
     with MemoryStorage(FEED_TABLES) as storage:
         feed = Feed.create(storage, MemoryKeyStore(), keypair)
@@ -29,25 +30,39 @@ def feed_case(seed_byte: int, blocks: list[bytes], batches: list[int],
             feed.append_batch(blocks[position : position + size])
             position += size
             head = feed.head()
-            signatures.append({
-                "length": head.length,
-                "roots": [node_json(r) for r in head.roots],
-                "tree_hash": head.tree_hash.hex(),
-                "signable": signable(feed.key, head.tree_hash, head.length).hex(),
-                "signature": head.signature.hex(),
-            })
-        tree = []
+            signatures.append(
+                {
+                    "length": head.length,
+                    "roots": [node_json(r) for r in head.roots],
+                    "tree_hash": head.tree_hash.hex(),
+                    "signable": signable(feed.key, head.tree_hash, head.length).hex(),
+                    "signature": head.signature.hex(),
+                }
+            )
+        tree = [node_json(merkle.hash_leaf(i, b)) for i, b in enumerate(blocks)]
         with storage.read() as txn:
             for key, value in txn.scan("tree"):
                 index = int.from_bytes(key[4:], "big")
-                tree.append({"index": index, "hash": value[:32].hex(),
-                             "size": int.from_bytes(value[32:], "big")})
+                tree.append(
+                    {
+                        "index": index,
+                        "hash": value[:32].hex(),
+                        "size": int.from_bytes(value[32:], "big"),
+                    }
+                )
+        tree.sort(key=lambda node: int(str(node["index"])))
         proof_cases = []
         for start, end in proofs:
             proof = feed.proof(start, end)
-            proof_cases.append({"start": start, "end": end, "length": proof.length,
-                                "nodes": [node_json(n) for n in proof.nodes],
-                                "signature": proof.signature.hex()})
+            proof_cases.append(
+                {
+                    "start": start,
+                    "end": end,
+                    "length": proof.length,
+                    "nodes": [node_json(n) for n in proof.nodes],
+                    "signature": proof.signature.hex(),
+                }
+            )
     return {
         "seed": (bytes([seed_byte]) * 32).hex(),
         "public_key": keypair.public_key.hex(),
@@ -65,8 +80,12 @@ def main() -> None:
     cases = [
         feed_case(1, [b"hello"], [1], [(0, 1)]),
         feed_case(2, [b"a", b"b", b"c"], [1, 2], [(0, 1), (1, 2), (2, 3), (0, 3), (3, 3)]),
-        feed_case(3, [b"block %d" % i for i in range(11)], [4, 1, 6],
-                  [(0, 1), (5, 6), (10, 11), (2, 9), (0, 11), (11, 11)]),
+        feed_case(
+            3,
+            [b"block %d" % i for i in range(11)],
+            [4, 1, 6],
+            [(0, 1), (5, 6), (10, 11), (2, 9), (0, 11), (11, 11)],
+        ),
         feed_case(4, [b"", b"\x00" * 70, bytes(range(256))], [3], [(1, 2)]),
     ]
     out = {
