@@ -129,7 +129,7 @@ def run_demo(path: Path, count: int) -> int:
         for name, item in (("writer", feed), ("replica", replica)):
             report = item.verify()
             say(
-                f"verify        {name}: {report.blocks} blocks, {report.nodes} tree nodes, "
+                f"verify        {name}: {report.blocks} blocks, {report.nodes} parent nodes, "
                 f"signature at length {report.signed_length}: ok"
             )
         same = replica.head().tree_hash == head.tree_hash
