@@ -176,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hyperdb-bench-") as tmp:
         results = bench(Path(tmp), args.n, args.repeat)
+    medians = {str(r["name"]): float(str(r["median"])) for r in results}
+    ratios = {
+        "ed25519 signing rate / single-append rate (target <= 2)": medians[
+            "ed25519 sign (raw PyNaCl)"
+        ]
+        / medians["append 1 block/call (not durable)"],
+        "verified import rate / ed25519 verify rate (>> 1: bounded by hashing)": medians[
+            "verified import (1000-block chunks)"
+        ]
+        / medians["ed25519 verify (raw PyNaCl)"],
+    }
     report = {
         "benchmark": "feed",
         "python": platform.python_version(),
@@ -184,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n,
         "repeat": args.repeat,
         "results": results,
+        "ratios": ratios,
     }
     if not args.json:
         width = max(len(str(r["name"])) for r in results)
@@ -193,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['name']!s:<{width}}  {r['median']:>12,.0f}  {r['min']:>12,.0f}  "
                 f"{r['max']:>12,.0f}  {r['unit']}"
             )
+        print()
+        for label, value in ratios.items():
+            print(f"{label}: {value:.2f}")
         print()
     print(json.dumps(report))
     return 0

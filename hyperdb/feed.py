@@ -171,6 +171,7 @@ class Feed:
         self.discovery_key = crypto.discovery_key(key)
         self._keypair = keypair
         self._prefix = _ID.pack(feed_id)
+        self._signable_prefix = SIGNATURE_NAMESPACE + key
 
     # --- opening ----------------------------------------------------------------------------------
 
@@ -297,38 +298,45 @@ class Feed:
 
     def append_batch(self, blocks: Iterable[bytes], txn: WriteTxn | None = None) -> int:
         """Append blocks with one signature, atomically; returns the seq of the first."""
+        # This is the write path of every database put: it avoids building objects it can skip.
         keypair = self._keypair
         if keypair is None:
             raise ReadOnly(
                 f"feed {self.key.hex()[:16]} was opened without its secret key and is read-only"
             )
-        batch = [_as_block(block) for block in blocks]
+        batch = [
+            block if type(block) is bytes and len(block) <= MAX_BLOCK_SIZE else _as_block(block)
+            for block in blocks
+        ]
         if not batch:
             raise InvalidArgument("append_batch needs at least one block")
         with _writing(self.storage, txn) as tx:
-            head = self._head(tx)
+            data = tx.get("feed_heads", self._prefix)
+            head = _EMPTY_HEAD if data is None else decode_head(data)
             if head.forked:
                 raise ForkDetected(f"feed {self.key.hex()[:16]} is marked forked")
             first = head.length
-            if first + len(batch) > MAX_LENGTH:
+            length = first + len(batch)
+            if length > MAX_LENGTH:
                 raise InvalidArgument("the feed would exceed its maximum length")
             fid = self.id
             put = tx.put
             leaves = []
-            for i, block in enumerate(batch):
-                put("blocks", _ROW.pack(fid, first + i), block)
-                leaves.append(merkle.hash_leaf(first + i, block))
+            for seq, block in enumerate(batch, first):
+                put("blocks", _ROW.pack(fid, seq), block)
+                leaves.append(merkle.hash_leaf(seq, block))
             roots_data, completed = merkle.append_to_encoded_roots(head.roots_data, leaves)
             for node in completed:
                 if node.index & 1:  # leaves are not stored: they are hashed from the blocks
                     put("tree", _ROW.pack(fid, node.index), _NODE_VALUE.pack(node.hash, node.size))
-            length = first + len(batch)
-            tree_hash = merkle.hash_encoded_roots(roots_data)
-            signature = crypto.sign(signable(self.key, tree_hash, length), keypair.secret_key)
+            message = (
+                self._signable_prefix + merkle.hash_encoded_roots(roots_data) + _U64.pack(length)
+            )
+            signature = crypto.sign(message, keypair.secret_key)
             put(
                 "feed_heads",
                 self._prefix,
-                encode_head(FeedHead(length, length, roots_data, signature)),
+                _HEAD.pack(HEAD_VERSION, 0, length, length, signature) + roots_data,
             )
         return first
 
