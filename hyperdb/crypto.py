@@ -59,6 +59,12 @@ def sign(message: bytes, secret_key: bytes) -> bytes:
 
 def verify(message: bytes, signature: bytes, public_key: bytes) -> bool:
     """True if ``signature`` is a valid ed25519 signature of ``message`` by ``public_key``."""
+    if not (
+        isinstance(signature, bytes)
+        and isinstance(public_key, bytes)
+        and isinstance(message, bytes)
+    ):
+        return False
     if len(signature) != SIGNATURE_SIZE or len(public_key) != PUBLIC_KEY_SIZE:
         return False
     try:

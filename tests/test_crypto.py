@@ -36,6 +36,8 @@ def test_sign_and_verify() -> None:
     bad[10] ^= 1
     assert not crypto.verify(b"message", bytes(bad), kp.public_key)
     assert not crypto.verify(b"message", sig[:63], kp.public_key)
+    assert not crypto.verify(b"message", "not bytes", kp.public_key)  # type: ignore[arg-type]
+    assert not crypto.verify(b"message", sig, None)  # type: ignore[arg-type]
     other = crypto.generate_keypair()
     assert not crypto.verify(b"message", sig, other.public_key)
     assert crypto.secret_key_matches(kp.public_key, kp.secret_key)
