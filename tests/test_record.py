@@ -1,0 +1,97 @@
+"""Header and node records: canonical round trips and strict validation (hyperdb.record)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hyperdb import encoding, record
+from hyperdb.errors import EncodingError
+from hyperdb.record import KIND_AUTHORIZE, Header, NodeRecord
+
+KEY = bytes(range(32))
+
+nodes = st.builds(
+    NodeRecord,
+    key=st.text(max_size=30),
+    value=st.none() | st.binary(max_size=50),
+    deleted=st.just(False),
+    trie=st.binary(max_size=40),
+    clock=st.dictionaries(st.integers(0, 300), st.integers(0, 1 << 40), max_size=4),
+    feeds=st.none() | st.lists(st.binary(min_size=32, max_size=32), max_size=3).map(tuple),
+)
+
+
+@given(nodes)
+def test_node_round_trip(node: NodeRecord) -> None:
+    data = record.encode_node(node)
+    assert record.decode_node(data) == node
+    assert record.decode_node(data, canonical=False) == node
+
+
+def test_deletion_and_authorization_round_trip() -> None:
+    deletion = NodeRecord("a/b", None, True, b"", {0: 3})
+    assert record.decode_node(record.encode_node(deletion)) == deletion
+    auth = NodeRecord("", None, False, b"\x00", {0: 2}, (KEY,), KIND_AUTHORIZE, (KEY,))
+    assert record.decode_node(record.encode_node(auth)) == auth
+
+
+def test_header() -> None:
+    data = record.encode_header(Header(KEY))
+    assert record.decode_header(data) == Header(KEY)
+    for bad in (
+        {"p": "hyperdb", "v": 2, "k": KEY},
+        {"p": "other", "v": 1, "k": KEY},
+        {"p": "hyperdb", "v": 1, "k": b"short"},
+        {"p": "hyperdb", "v": 1},
+        [1],
+    ):
+        with pytest.raises(EncodingError):
+            record.decode_header(encoding.encode(bad))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"t": b""},  # no key
+        {"k": "a"},  # no trie
+        {"k": 1, "t": b""},
+        {"k": "a", "t": "text"},
+        {"k": "a", "t": b"", "d": False},
+        {"k": "a", "t": b"", "d": True, "v": b"x"},
+        {"k": "a", "t": b"", "v": "text"},
+        {"k": "a", "t": b"", "c": {}},
+        {"k": "a", "t": b"", "c": {0: -1}},
+        {"k": "a", "t": b"", "c": {"x": 1}},
+        {"k": "a", "t": b"", "f": [b"short"]},
+        {"k": "a", "t": b"", "y": 0},
+        {"k": "a", "t": b"", "y": 7},
+        {"k": "a", "t": b"", "y": 1},
+        {"k": "a", "t": b"", "a": [KEY]},
+        {"k": "a", "t": b"", "z": 1},
+        {"k": "x" * (record.MAX_KEY_BYTES + 1), "t": b""},
+        {"k": "a", "t": b"\x00" * (record.MAX_TRIE_BYTES + 1)},
+        [1, 2],
+    ],
+)
+def test_invalid_nodes_are_rejected(obj: Any) -> None:
+    with pytest.raises(EncodingError):
+        record.decode_node(encoding.encode(obj))
+
+
+def test_value_limit() -> None:
+    big = NodeRecord("a", b"x" * (record.MAX_VALUE_BYTES + 1), False, b"", {})
+    with pytest.raises(EncodingError):
+        record.encode_node(big)
+    with pytest.raises(EncodingError):
+        record.encode_node(NodeRecord("\ud800", None, False, b"", {}))
+
+
+@given(st.binary(max_size=80))
+def test_garbage_only_raises_encoding_error(data: bytes) -> None:
+    with contextlib.suppress(EncodingError):
+        record.decode_node(data)
