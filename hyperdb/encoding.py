@@ -45,6 +45,7 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, canonical: bool = T
         raise EncodingError(f"expected bytes to decode, got {type(data).__name__}")
     if len(data) > max_size:
         raise EncodingError(f"record of {len(data)} bytes exceeds the limit of {max_size}")
+    _scan(data)
     try:
         obj = cbor2.loads(
             bytes(data),
@@ -61,6 +62,59 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, canonical: bool = T
     if canonical and cbor2.dumps(obj, canonical=True) != data:
         raise EncodingError("CBOR is not in canonical form")
     return obj
+
+
+def _scan(data: bytes | bytearray | memoryview) -> None:
+    """Walk the item headers of ``data`` before cbor2 sees it.
+
+    Rejects tags (cbor2 decodes some itself, and shared references can describe an exponentially
+    large object in a few hundred bytes), floats and simple values other than false/true/null,
+    indefinite lengths, nesting deeper than MAX_DEPTH, lengths that run past the end, and
+    trailing bytes. Linear in the number of items, each of which takes at least one byte.
+    """
+    view = memoryview(data)
+    size = len(view)
+    pos = 0
+    pending = [1]  # items still to read at each open nesting level
+    while pending:
+        if not pending[-1]:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        if pos >= size:
+            raise EncodingError("CBOR ends in the middle of an item")
+        initial = view[pos]
+        pos += 1
+        major, info = initial >> 5, initial & 31
+        if major == 7:
+            if info not in (20, 21, 22):
+                raise EncodingError("only false, true and null are allowed among simple values")
+            continue
+        if info < 24:
+            argument = info
+        elif info <= 27:
+            width = 1 << (info - 24)
+            if pos + width > size:
+                raise EncodingError("CBOR ends in the middle of an item header")
+            argument = int.from_bytes(view[pos : pos + width], "big")
+            pos += width
+        else:
+            raise EncodingError("indefinite lengths and reserved item headers are not allowed")
+        if major == 6:
+            raise EncodingError("CBOR tags are not allowed")
+        if major in (2, 3):
+            pos += argument
+            if pos > size:
+                raise EncodingError("a CBOR string runs past the end of the input")
+        elif major in (4, 5):
+            count = argument if major == 4 else 2 * argument
+            if count > size - pos:
+                raise EncodingError("a CBOR container claims more items than there are bytes")
+            if len(pending) > MAX_DEPTH:
+                raise EncodingError(f"CBOR nesting deeper than {MAX_DEPTH}")
+            pending.append(count)
+    if pos != size:
+        raise EncodingError("trailing bytes after the CBOR item")
 
 
 def _reject_tag(decoder: Any, tag: Any) -> Any:

@@ -5,11 +5,11 @@ A :class:`Feed` is identified by its ed25519 public key and stored in a
 (its feed id). It owns five tables:
 
 * ``feeds``: ``b"k" + public key -> u32 id`` and ``b"i" + u32 id -> public key``
-* ``blocks``: ``u32 id || u64 seq -> block``
-* ``tree``: ``u32 id || u64 flat index -> 32-byte hash || u64 size``; every complete Merkle parent
-  node under the feed's stored blocks ``[0, length)``, and nothing else (leaves are hashed from
-  the blocks when needed, which halves the table and the writes of an append)
-* ``feed_heads``: ``u32 id -> head`` (length, the signed length, its roots and signature, flags)
+* ``feed_log``: everything else of a feed, under ``u32 id || u64 seq || u8 kind``, so that an
+  append touches one or two B-tree pages: block ``seq`` (kind 0); each complete Merkle parent node
+  right after the block that completed it (kind = its depth; leaves are not stored, they are
+  hashed from the blocks); and, after every block (seq 2^64 - 1), the head (kind 0: length, the
+  signed length, its roots and signature, flags) and a pending signature (kind 1)
 * ``forks``: ``u32 id -> CBOR evidence`` for a feed whose writer was caught signing two histories
 
 The writer signs ``namespace || feed key || tree hash || u64 length`` once per append call, so a
@@ -42,15 +42,17 @@ from hyperdb.keys import KeyStore
 from hyperdb.merkle import TreeNode
 from hyperdb.storage import ReadTxn, Storage, WriteTxn
 
-FEED_TABLES = ("feeds", "feed_heads", "blocks", "tree", "forks")
+FEED_TABLES = ("feeds", "feed_log", "forks")
 MAX_BLOCK_SIZE = 8 * 1024 * 1024
 MAX_LENGTH = 1 << 48
+MAX_BYTES = 1 << 62  # total bytes of a feed: every tree node size fits a u64 with room to spare
 SIGNATURE_NAMESPACE = crypto.blake2b(b"hyperdb feed signature v1")
 HEAD_VERSION = 1
 FLAG_FORKED = 1
 
 _ID = struct.Struct(">I")
-_ROW = struct.Struct(">IQ")
+_ROW = struct.Struct(">IQB")  # feed id, seq, 0 for the block or the depth of a parent node
+_HEAD_SEQ = (1 << 64) - 1  # the head sorts after every block of its feed
 _U64 = struct.Struct(">Q")
 _NODE_VALUE = struct.Struct(">32sQ")
 _HEAD = struct.Struct(">BBQQ64s")
@@ -116,18 +118,38 @@ def verify_proof(
     """Check ``blocks`` (starting at ``start``) and ``proof`` against the writer ``key``.
 
     Pure: touches no storage. Returns the roots of the signed length and every tree node the check
-    used or computed. Raises :class:`VerificationError` on any mismatch.
+    used or computed. Raises :class:`VerificationError` on any mismatch, including fields of the
+    wrong type (a proof decoded from a peer is never trusted to be well formed).
     """
     if not isinstance(proof, Proof):
-        raise InvalidArgument("proof must be a Proof")
+        raise VerificationError("proof must be a Proof")
+    if not (type(proof.start) is int and type(proof.end) is int and type(proof.length) is int):
+        raise VerificationError("proof positions must be integers")
+    if type(proof.signature) is not bytes or not isinstance(proof.nodes, (tuple, list)):
+        raise VerificationError("proof signature must be bytes and its nodes a sequence")
     if proof.start != start or proof.end != start + len(blocks):
         raise VerificationError("proof range does not match the blocks")
-    if not 0 <= proof.length <= MAX_LENGTH or proof.length == 0:
+    if not 1 <= proof.length <= MAX_LENGTH:
         raise VerificationError(f"signed length {proof.length} is out of range")
     for block in blocks:
-        if not isinstance(block, bytes) or len(block) > MAX_BLOCK_SIZE:
+        if type(block) is not bytes or len(block) > MAX_BLOCK_SIZE:
             raise VerificationError("a block is malformed or larger than the maximum block size")
-    roots, nodes = merkle.build_roots(start, blocks, proof.length, proof.nodes)
+    for node in proof.nodes:
+        if not (
+            type(node) is TreeNode
+            and type(node.index) is int
+            and type(node.hash) is bytes
+            and type(node.size) is int
+        ):
+            raise VerificationError("a proof node is malformed")
+    roots, nodes = merkle.build_roots(
+        start,
+        blocks,
+        proof.length,
+        proof.nodes,
+        max_block_size=MAX_BLOCK_SIZE,
+        max_bytes=MAX_BYTES,
+    )
     message = signable(key, merkle.hash_tree(roots), proof.length)
     if not crypto.verify(message, proof.signature, key):
         raise VerificationError("signature does not match the feed key and tree")
@@ -146,6 +168,8 @@ def decode_head(data: bytes) -> FeedHead:
         roots_data = data[_HEAD.size :]
         if version != HEAD_VERSION or len(roots_data) % merkle.ROOT_SIZE:
             raise ValueError("unknown head version or size")
+        if signed_length > length or (signed_length == 0) != (not roots_data):
+            raise ValueError("signed length and roots are inconsistent")
     except (struct.error, ValueError) as exc:
         raise CorruptionError(f"stored feed head is damaged: {exc}") from exc
     return FeedHead(length, signed_length, roots_data, signature, bool(flags & FLAG_FORKED))
@@ -171,6 +195,8 @@ class Feed:
         self.discovery_key = crypto.discovery_key(key)
         self._keypair = keypair
         self._prefix = _ID.pack(feed_id)
+        self._head_key = _ROW.pack(feed_id, _HEAD_SEQ, 0)
+        self._pending_key = _ROW.pack(feed_id, _HEAD_SEQ, 1)
         self._signable_prefix = SIGNATURE_NAMESPACE + key
 
     # --- opening ----------------------------------------------------------------------------------
@@ -249,7 +275,7 @@ class Feed:
         """Block ``seq``. Raises :class:`NotFound` if the feed does not hold it."""
         _check_seq(seq)
         with _reading(self.storage, txn) as tx:
-            block = tx.get("blocks", _ROW.pack(self.id, seq))
+            block = tx.get("feed_log", _ROW.pack(self.id, seq, 0))
         if block is None:
             raise NotFound(f"feed {self.key.hex()[:16]} has no block {seq}")
         return block
@@ -259,16 +285,11 @@ class Feed:
         _check_seq(start)
         _check_seq(end)
         with _reading(self.storage, txn) as tx:
-            blocks = (
-                [
-                    value
-                    for _, value in tx.scan(
-                        "blocks", start=_ROW.pack(self.id, start), stop=_ROW.pack(self.id, end)
-                    )
-                ]
-                if end > start
-                else []
+            rows = tx.scan(
+                "feed_log", start=_ROW.pack(self.id, start, 0), stop=_ROW.pack(self.id, end, 0)
             )
+            # parent nodes sit between the blocks: keep the rows whose last key byte is 0
+            blocks = [value for key, value in rows if not key[-1]] if end > start else []
         if len(blocks) != max(0, end - start):
             raise NotFound(f"feed {self.key.hex()[:16]} does not hold blocks [{start}, {end})")
         return blocks
@@ -311,10 +332,15 @@ class Feed:
         if not batch:
             raise InvalidArgument("append_batch needs at least one block")
         with _writing(self.storage, txn) as tx:
-            data = tx.get("feed_heads", self._prefix)
+            data = tx.get("feed_log", self._head_key)
             head = _EMPTY_HEAD if data is None else decode_head(data)
             if head.forked:
                 raise ForkDetected(f"feed {self.key.hex()[:16]} is marked forked")
+            if head.signed_length != head.length:
+                raise ReadOnly(
+                    f"feed {self.key.hex()[:16]} holds blocks received from peers that its "
+                    "writer's signature does not cover yet; finish replicating before appending"
+                )
             first = head.length
             length = first + len(batch)
             if length > MAX_LENGTH:
@@ -323,19 +349,23 @@ class Feed:
             put = tx.put
             leaves = []
             for seq, block in enumerate(batch, first):
-                put("blocks", _ROW.pack(fid, seq), block)
+                put("feed_log", _ROW.pack(fid, seq, 0), block)
                 leaves.append(merkle.hash_leaf(seq, block))
             roots_data, completed = merkle.append_to_encoded_roots(head.roots_data, leaves)
             for node in completed:
                 if node.index & 1:  # leaves are not stored: they are hashed from the blocks
-                    put("tree", _ROW.pack(fid, node.index), _NODE_VALUE.pack(node.hash, node.size))
+                    put(
+                        "feed_log",
+                        self._node_key(node.index),
+                        _NODE_VALUE.pack(node.hash, node.size),
+                    )
             message = (
                 self._signable_prefix + merkle.hash_encoded_roots(roots_data) + _U64.pack(length)
             )
             signature = crypto.sign(message, keypair.secret_key)
             put(
-                "feed_heads",
-                self._prefix,
+                "feed_log",
+                self._head_key,
                 _HEAD.pack(HEAD_VERSION, 0, length, length, signature) + roots_data,
             )
         return first
@@ -347,62 +377,162 @@ class Feed:
 
         Nothing is written unless the blocks and proof verify against the writer's signature and
         agree with everything already stored. ``start`` may be below the stored length (overlap is
-        checked, then skipped) but not above it. A valid signature over a history that contradicts
-        the stored one raises :class:`ForkDetected`; the feed is then marked forked, with the
-        evidence kept, and refuses further data.
+        checked, then skipped) but not above it. A signature for a length beyond the blocks
+        received is kept as *pending* and becomes the signed head once its blocks are all here.
+
+        A valid signature over a history that contradicts the stored one (or, for a writable feed,
+        any signature by this feed's key beyond its own length) raises :class:`ForkDetected`: the
+        feed is marked forked with the evidence kept (by the caller's :meth:`record_fork` when it
+        passed its own transaction) and refuses further data. If the contradiction comes from a
+        damaged local copy instead, :class:`CorruptionError` is raised and nothing is marked.
         """
         blocks = [_as_block(block) for block in blocks]
         self._check_can_receive(self.head(txn), start)  # cheap refusals before any hashing
         roots, nodes = verify_proof(self.key, start, blocks, proof)
-        end = proof.end
         try:
             with _writing(self.storage, txn) as tx:
-                head = self._head(tx)
-                self._check_can_receive(head, start)
-                self._check_consistent(tx, head, proof, roots, nodes)
-                if end <= head.length and proof.length <= head.signed_length:
-                    return 0
-                if self.writable and end > head.length:
-                    raise ForkDetected(
-                        f"a peer holds blocks of local feed {self.key.hex()[:16]} signed by its "
-                        "key beyond what was written here"
-                    )
-                stored = max(0, end - head.length)
-                for seq in range(head.length, end):
-                    tx.put("blocks", _ROW.pack(self.id, seq), blocks[seq - start])
-                new_length = max(head.length, end)
-                for node in nodes.values():
-                    last = merkle.span(node.index)[1]
-                    if node.index & 1 and head.length < last <= new_length:
-                        tx.put(
-                            "tree",
-                            _ROW.pack(self.id, node.index),
-                            _NODE_VALUE.pack(node.hash, node.size),
-                        )
-                if head.signed_length < proof.length <= new_length:
-                    roots_data = merkle.encode_roots(roots)
-                    head = FeedHead(new_length, proof.length, roots_data, proof.signature)
-                else:
-                    head = FeedHead(new_length, head.signed_length, head.roots_data, head.signature)
-                tx.put("feed_heads", self._prefix, encode_head(head))
-                return stored
+                return self._store_verified(tx, start, blocks, proof, roots, nodes)
         except ForkDetected as fork:
             if txn is None and fork.evidence is not None:
                 self.record_fork(fork.evidence)
             raise
+
+    def _store_verified(
+        self,
+        tx: WriteTxn,
+        start: int,
+        blocks: list[bytes],
+        proof: Proof,
+        roots: list[TreeNode],
+        nodes: dict[int, TreeNode],
+    ) -> int:
+        head = self._head(tx)
+        self._check_can_receive(head, start)
+        end = proof.end
+        if self.writable and proof.length > head.length:
+            raise ForkDetected(
+                f"a peer holds a signature by local feed {self.key.hex()[:16]}'s key for length "
+                f"{proof.length}, beyond the {head.length} blocks written here",
+                evidence=self._evidence(tx, head, proof, roots, blocks, None),
+            )
+        for node in nodes.values():
+            if merkle.span(node.index)[1] <= head.length and self._node(tx, node.index) != node:
+                self._contradiction(tx, head, proof, roots, blocks, node.index)
+        new_length = max(head.length, end)
+        for seq in range(head.length, end):
+            tx.put("feed_log", _ROW.pack(self.id, seq, 0), blocks[seq - start])
+        for node in nodes.values():
+            if node.index & 1 and head.length < merkle.span(node.index)[1] <= new_length:
+                tx.put(
+                    "feed_log", self._node_key(node.index), _NODE_VALUE.pack(node.hash, node.size)
+                )
+        candidates = [(proof.length, proof.signature, merkle.encode_roots(roots))]
+        pending = tx.get("feed_log", self._pending_key)
+        if pending is not None:
+            pending_length = _U64.unpack_from(pending)[0]
+            candidates.append((pending_length, pending[8:72], pending[72:]))
+        signed = (head.signed_length, head.signature, head.roots_data)
+        waiting: tuple[int, bytes, bytes] | None = None
+        for length, signature, roots_data in candidates:
+            if length <= new_length:
+                if length > signed[0]:
+                    self._check_roots_stored(tx, head, proof, roots, blocks, roots_data)
+                    signed = (length, signature, roots_data)
+            elif waiting is None or length > waiting[0]:
+                waiting = (length, signature, roots_data)
+        if waiting is not None and waiting[0] > signed[0]:
+            tx.put("feed_log", self._pending_key, _U64.pack(waiting[0]) + waiting[1] + waiting[2])
+        elif pending is not None:
+            tx.delete("feed_log", self._pending_key)
+        signed_length, signature, roots_data = signed
+        tx.put(
+            "feed_log",
+            self._head_key,
+            encode_head(FeedHead(new_length, signed_length, roots_data, signature)),
+        )
+        return max(0, end - head.length)
+
+    def _check_roots_stored(
+        self,
+        tx: WriteTxn,
+        head: FeedHead,
+        proof: Proof,
+        roots: list[TreeNode],
+        blocks: list[bytes],
+        roots_data: bytes,
+    ) -> None:
+        """Before adopting a signature, its roots must be the nodes now stored."""
+        for root in merkle.decode_roots(roots_data):
+            if self._node(tx, root.index) != root:
+                self._contradiction(tx, head, proof, roots, blocks, root.index)
+
+    def _contradiction(
+        self,
+        tx: ReadTxn,
+        head: FeedHead,
+        proof: Proof,
+        roots: list[TreeNode],
+        blocks: list[bytes],
+        index: int,
+    ) -> None:
+        """A verified node differs from the stored one: local damage, or the writer forked."""
+        try:
+            self.verify(tx)
+        except CorruptionError as exc:
+            raise CorruptionError(
+                f"data from a peer contradicts tree node {index} because the local copy is "
+                f"damaged: {exc}"
+            ) from exc
+        raise ForkDetected(
+            f"feed {self.key.hex()[:16]} has forked: tree node {index} differs from the stored "
+            "one under a valid signature",
+            evidence=self._evidence(tx, head, proof, roots, blocks, index),
+        )
+
+    def _evidence(
+        self,
+        tx: ReadTxn,
+        head: FeedHead,
+        proof: Proof,
+        roots: list[TreeNode],
+        blocks: list[bytes],
+        index: int | None,
+    ) -> bytes:
+        """Canonical CBOR a third party can check: both signatures, with Merkle proofs."""
+        theirs = {
+            "length": proof.length,
+            "signature": proof.signature,
+            "start": proof.start,
+            "nodes": [list(n) for n in proof.nodes],
+            "leaves": [list(merkle.hash_leaf(proof.start + i, b)) for i, b in enumerate(blocks)],
+            "roots": [list(r) for r in roots],
+        }
+        ours: dict[str, object] = {
+            "length": head.signed_length,
+            "signature": head.signature,
+            "roots": [list(r) for r in head.roots],
+        }
+        if index is not None and head.signed_length:
+            first, last = merkle.span(index)
+            last = min(last, head.signed_length)
+            if first < last:
+                ours["proof"] = [list(n) for n in self.proof(first, last, tx).nodes]
+                ours["leaves"] = [list(self._node(tx, 2 * s)) for s in range(first, last)]
+        return encoding.encode(
+            {
+                "feed": self.key,
+                "index": -1 if index is None else index,
+                "ours": ours,
+                "theirs": theirs,
+            }
+        )
 
     def record_fork(self, evidence: bytes) -> None:
         """Mark the feed forked and keep ``evidence`` (see :meth:`receive`)."""
         with self.storage.write() as tx:
             head = self._head(tx)
             tx.put("forks", self._prefix, evidence)
-            tx.put(
-                "feed_heads",
-                self._prefix,
-                encode_head(
-                    FeedHead(head.length, head.signed_length, head.roots_data, head.signature, True)
-                ),
-            )
+            tx.put("feed_log", self._head_key, encode_head(head._replace(forked=True)))
 
     def fork_evidence(self, txn: ReadTxn | None = None) -> bytes | None:
         with _reading(self.storage, txn) as tx:
@@ -411,7 +541,7 @@ class Feed:
     # --- checking ---------------------------------------------------------------------------------
 
     def verify(self, txn: ReadTxn | None = None) -> VerifyReport:
-        """Re-check every stored block, tree node and the signature. Raises :class:`CorruptionError`
+        """Re-check every stored block, tree node and signature. Raises :class:`CorruptionError`
         naming the first damaged block or node. Memory use is independent of the feed's length.
 
         Every block is covered by a stored parent node or by the signed roots, except the last block
@@ -421,13 +551,21 @@ class Feed:
         name = self.key.hex()[:16]
         with _reading(self.storage, txn) as tx:
             head = self._head(tx)
+            if [r.index for r in head.roots] != merkle.full_roots(head.signed_length):
+                raise CorruptionError(f"feed {name}: the head's roots do not fit its signed length")
             seq = 0
             roots: list[TreeNode] = []
-            checked = 0
-            for key, block in tx.scan("blocks", prefix=self._prefix):
-                if _ROW.unpack(key)[1] != seq:
+            checked = parent_rows = 0
+            for key, value in tx.scan("feed_log", prefix=self._prefix):
+                _, row_seq, kind = _ROW.unpack(key)
+                if row_seq == _HEAD_SEQ:
+                    continue
+                if kind:
+                    parent_rows += 1
+                    continue
+                if row_seq != seq:
                     raise CorruptionError(f"feed {name}: block {seq} is missing")
-                leaf = merkle.hash_leaf(seq, block)
+                leaf = merkle.hash_leaf(seq, value)
                 for node in merkle.append_leaves(roots, (leaf,)):
                     if node.index & 1:
                         if self._node(tx, node.index) != node:
@@ -446,19 +584,26 @@ class Feed:
                 raise CorruptionError(
                     f"feed {name}: head says {head.length} blocks, {seq} are stored"
                 )
-            rows = sum(1 for _ in tx.scan("tree", prefix=self._prefix))
-            if rows != checked:
+            if parent_rows != checked:
                 raise CorruptionError(f"feed {name}: the tree holds nodes outside its blocks")
             if head.signed_length:
                 message = signable(self.key, head.tree_hash, head.signed_length)
                 if not crypto.verify(message, head.signature, self.key):
                     raise CorruptionError(f"feed {name}: the stored signature does not verify")
+            pending = tx.get("feed_log", self._pending_key)
+            if pending is not None:
+                length = _U64.unpack_from(pending)[0]
+                tree_hash = merkle.hash_encoded_roots(pending[72:])
+                if not crypto.verify(
+                    signable(self.key, tree_hash, length), pending[8:72], self.key
+                ):
+                    raise CorruptionError(f"feed {name}: the pending signature does not verify")
         return VerifyReport(self.key, head.length, head.signed_length, seq, checked)
 
     # --- internals --------------------------------------------------------------------------------
 
     def _head(self, tx: ReadTxn) -> FeedHead:
-        data = tx.get("feed_heads", self._prefix)
+        data = tx.get("feed_log", self._head_key)
         return _EMPTY_HEAD if data is None else decode_head(data)
 
     def _check_can_receive(self, head: FeedHead, start: int) -> None:
@@ -467,57 +612,23 @@ class Feed:
         if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start <= head.length:
             raise InvalidArgument(f"blocks start at {start!r} but the feed holds {head.length}")
 
+    def _node_key(self, index: int) -> bytes:
+        """Where parent node ``index`` is stored: right after the block that completed it."""
+        depth = merkle.depth(index)
+        return _ROW.pack(self.id, ((merkle.offset(index) + 1) << depth) - 1, depth)
+
     def _node(self, tx: ReadTxn, index: int) -> TreeNode:
         if not index & 1:
             seq = index >> 1
-            block = tx.get("blocks", _ROW.pack(self.id, seq))
+            block = tx.get("feed_log", _ROW.pack(self.id, seq, 0))
             if block is None:
                 raise CorruptionError(f"feed {self.key.hex()[:16]}: block {seq} is missing")
             return merkle.hash_leaf(seq, block)
-        value = tx.get("tree", _ROW.pack(self.id, index))
+        value = tx.get("feed_log", self._node_key(index))
         if value is None:
             raise CorruptionError(f"feed {self.key.hex()[:16]}: tree node {index} is missing")
         digest, size = _NODE_VALUE.unpack(value)
         return TreeNode(index, digest, size)
-
-    def _check_consistent(
-        self,
-        tx: ReadTxn,
-        head: FeedHead,
-        proof: Proof,
-        roots: list[TreeNode],
-        nodes: dict[int, TreeNode],
-    ) -> None:
-        """Raise ForkDetected if a verified node contradicts a stored one. Every stored node is a
-        complete node under ``[0, head.length)``, so each verified node in that range is checked."""
-        for node in nodes.values():
-            if merkle.span(node.index)[1] > head.length:
-                continue
-            stored = self._node(tx, node.index)
-            if stored != node:
-                evidence = encoding.encode(
-                    {
-                        "feed": self.key,
-                        "index": node.index,
-                        "ours": {
-                            "length": head.signed_length,
-                            "signature": head.signature,
-                            "roots": [list(r) for r in head.roots],
-                            "hash": stored.hash,
-                        },
-                        "theirs": {
-                            "length": proof.length,
-                            "signature": proof.signature,
-                            "roots": [list(r) for r in roots],
-                            "hash": node.hash,
-                        },
-                    }
-                )
-                raise ForkDetected(
-                    f"feed {self.key.hex()[:16]} has forked: tree node {node.index} differs from a "
-                    "stored node under a valid signature",
-                    evidence=evidence,
-                )
 
 
 def _register(txn: WriteTxn, key: bytes) -> int:

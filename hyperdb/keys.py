@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -47,8 +48,16 @@ class DirectoryKeyStore(KeyStore):
         self.directory = Path(directory)
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            mode = self.directory.lstat().st_mode
         except OSError as exc:
             raise StorageError(f"cannot create key directory {self.directory}: {exc}") from exc
+        if not stat.S_ISDIR(mode):
+            raise StorageError(f"key directory {self.directory} is not a directory")
+        if mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_IRWXO):
+            raise StorageError(
+                f"key directory {self.directory} is open to other users; "
+                f"run `chmod 700 {self.directory}`"
+            )
 
     def _path(self, public_key: bytes) -> Path:
         if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_SIZE:
@@ -58,11 +67,13 @@ class DirectoryKeyStore(KeyStore):
     def load(self, public_key: bytes) -> KeyPair | None:
         path = self._path(public_key)
         try:
-            mode = path.stat().st_mode
+            mode = path.lstat().st_mode
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StorageError(f"cannot read secret key {path}: {exc}") from exc
+        if not stat.S_ISREG(mode):
+            raise StorageError(f"secret key {path} is not a regular file")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise StorageError(
                 f"secret key file {path} is accessible by other users; run `chmod 600 {path}`"
@@ -78,10 +89,12 @@ class DirectoryKeyStore(KeyStore):
 
     def save(self, keypair: KeyPair) -> None:
         path = self._path(keypair.public_key)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(tmp, flags, 0o600)
             try:
+                os.fchmod(fd, 0o600)  # whatever the umask
                 os.write(fd, keypair.seed.hex().encode("ascii") + b"\n")
                 os.fsync(fd)
             finally:

@@ -165,40 +165,6 @@ def hash_encoded_roots(data: bytes) -> bytes:
     return hashlib.blake2b(TREE_TAG + data, digest_size=32).digest()
 
 
-def append_to_encoded_roots(
-    roots_data: bytes, leaves: Iterable[TreeNode]
-) -> tuple[bytes, list[TreeNode]]:
-    """:func:`append_leaves` on roots in encoded form, decoding only the roots that merge.
-
-    Returns the new encoded roots and every node that became complete, in order.
-    """
-    keep = len(roots_data)
-    tail: list[TreeNode] = []
-    completed: list[TreeNode] = []
-    for node in leaves:
-        completed.append(node)
-        node_depth = depth(node.index)
-        while True:
-            if tail:
-                top = tail[-1]
-            elif keep:
-                digest, index, size = _ROOT.unpack_from(roots_data, keep - ROOT_SIZE)
-                top = TreeNode(index, digest, size)
-            else:
-                break
-            if depth(top.index) != node_depth:
-                break
-            if tail:
-                tail.pop()
-            else:
-                keep -= ROOT_SIZE
-            node = hash_parent(top, node)
-            node_depth += 1
-            completed.append(node)
-        tail.append(node)
-    return roots_data[:keep] + encode_roots(tail), completed
-
-
 def append_leaves(roots: list[TreeNode], leaves: Iterable[TreeNode]) -> Iterator[TreeNode]:
     """Append leaves to a tree given by its ``roots`` (updated in place).
 
@@ -212,14 +178,60 @@ def append_leaves(roots: list[TreeNode], leaves: Iterable[TreeNode]) -> Iterator
         roots.append(node)
 
 
+def append_to_encoded_roots(
+    roots_data: bytes, leaves: Sequence[TreeNode]
+) -> tuple[bytes, list[TreeNode]]:
+    """:func:`append_leaves` on roots in encoded form, decoding only the roots that merge.
+
+    ``roots_data`` must hold the roots of the length at which the first leaf is appended. Like a
+    binary counter, appending block ``seq`` merges as many roots as ``seq`` has trailing one bits,
+    so no depths are compared. Returns the new encoded roots and every node that became complete,
+    in order.
+    """
+    keep = len(roots_data)
+    tail: list[TreeNode] = []
+    completed: list[TreeNode] = []
+    if len(leaves) == 1:  # the single-block append: no tail list needed
+        node = leaves[0]
+        completed.append(node)
+        count = (node.index >> 1) + 1
+        for _ in range((count & -count).bit_length() - 1):
+            keep -= ROOT_SIZE
+            digest, index, size = _ROOT.unpack_from(roots_data, keep)
+            node = hash_parent(TreeNode(index, digest, size), node)
+            completed.append(node)
+        return roots_data[:keep] + _ROOT.pack(node.hash, node.index, node.size), completed
+    for node in leaves:
+        completed.append(node)
+        count = (node.index >> 1) + 1
+        for _ in range((count & -count).bit_length() - 1):
+            if tail:
+                left = tail.pop()
+            else:
+                keep -= ROOT_SIZE
+                digest, index, size = _ROOT.unpack_from(roots_data, keep)
+                left = TreeNode(index, digest, size)
+            node = hash_parent(left, node)
+            completed.append(node)
+        tail.append(node)
+    return roots_data[:keep] + encode_roots(tail), completed
+
+
 def build_roots(
-    start: int, blocks: Sequence[bytes], length: int, proof_nodes: Sequence[TreeNode]
+    start: int,
+    blocks: Sequence[bytes],
+    length: int,
+    proof_nodes: Sequence[TreeNode],
+    *,
+    max_block_size: int,
+    max_bytes: int,
 ) -> tuple[list[TreeNode], dict[int, TreeNode]]:
     """Rebuild the roots of ``length`` from blocks ``[start, start + len(blocks))`` and proof nodes.
 
-    ``proof_nodes`` must be exactly the :func:`cover` of the range, in order. Returns the roots and
-    every node used or computed (proof nodes, leaves, parents), keyed by index. Raises
-    :class:`VerificationError` if the proof does not have the right shape.
+    ``proof_nodes`` must be exactly the :func:`cover` of the range, in order, each no larger than
+    ``max_block_size`` times the blocks it spans; no node may exceed ``max_bytes``. Returns the
+    roots and every node used or computed (proof nodes, leaves, parents), keyed by index. Raises
+    :class:`VerificationError` if the proof does not have the right shape or sizes.
     """
     end = start + len(blocks)
     try:
@@ -232,22 +244,29 @@ def build_roots(
         raise VerificationError("proof nodes do not match the range they claim to prove")
     known: dict[int, TreeNode] = {}
     for node in proof_nodes:
-        if node.size < 0 or node.size >= 1 << 62 or len(node.hash) != 32:
+        first, last = span(node.index)
+        if not 0 <= node.size <= min((last - first) * max_block_size, max_bytes):
+            raise VerificationError(f"proof node {node.index} has an impossible size")
+        if len(node.hash) != 32:
             raise VerificationError(f"proof node {node.index} is malformed")
         known[node.index] = node
     for offset_in_range, block in enumerate(blocks):
         leaf = hash_leaf(start + offset_in_range, block)
         known[leaf.index] = leaf
-    roots = [_resolve(index, known) for index in full_roots(length)]
+    roots = [_resolve(index, known, max_bytes) for index in full_roots(length)]
+    if sum(root.size for root in roots) > max_bytes:
+        raise VerificationError("the tree holds more bytes than a feed may")
     return roots, known
 
 
-def _resolve(index: int, known: dict[int, TreeNode]) -> TreeNode:
+def _resolve(index: int, known: dict[int, TreeNode], max_bytes: int) -> TreeNode:
     node = known.get(index)
     if node is None:
         left_index, right_index = children(index)
-        left = known.get(left_index) or _resolve(left_index, known)
-        right = known.get(right_index) or _resolve(right_index, known)
+        left = known.get(left_index) or _resolve(left_index, known, max_bytes)
+        right = known.get(right_index) or _resolve(right_index, known, max_bytes)
+        if left.size + right.size > max_bytes:
+            raise VerificationError("the tree holds more bytes than a feed may")
         node = hash_parent(left, right)
         known[index] = node
     return node

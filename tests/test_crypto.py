@@ -84,6 +84,23 @@ def test_directory_keystore_refuses_open_permissions_and_damage(tmp_path: Path) 
         store.load(b"short")
 
 
+def test_directory_keystore_refuses_open_directories_and_symlinks(tmp_path: Path) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    os.chmod(loose, 0o755)
+    with pytest.raises(StorageError):
+        DirectoryKeyStore(loose)
+    store = DirectoryKeyStore(tmp_path / "keys")
+    kp = crypto.generate_keypair()
+    target = tmp_path / "elsewhere"
+    target.write_text(kp.seed.hex())
+    os.chmod(target, 0o600)
+    (tmp_path / "keys" / f"{kp.public_key.hex()}.secret").symlink_to(target)
+    with pytest.raises(StorageError):
+        store.load(kp.public_key)
+    assert not list((tmp_path / "keys").glob("*.tmp"))
+
+
 def test_memory_keystore() -> None:
     store = MemoryKeyStore()
     kp = crypto.generate_keypair()

@@ -84,3 +84,20 @@ def test_encode_rejects_other_types() -> None:
 def test_decoder_only_raises_encoding_error(data: bytes) -> None:
     with contextlib.suppress(EncodingError):
         encoding.decode(data)
+
+
+def test_shared_references_cannot_blow_up() -> None:
+    # tag 28 (shareable) / tag 29 (shared reference): 612 bytes that describe 24**8 paths
+    parts = [b"\xd8\x1c\x80"]
+    for level in range(1, 9):
+        parts.append(b"\xd8\x1c\x98\x18" + (b"\xd8\x1d" + bytes([level - 1])) * 24)
+    doc = bytes([0x80 + len(parts)]) + b"".join(parts)
+    for canonical in (True, False):
+        with pytest.raises(EncodingError):
+            encoding.decode(doc, canonical=canonical)
+
+
+@pytest.mark.parametrize("hex_input", ["d81c01", "c24101", "d9010280", "f7", "f93c00"])
+def test_tags_and_other_simple_values_are_rejected_even_when_trusted(hex_input: str) -> None:
+    with pytest.raises(EncodingError):
+        encoding.decode(bytes.fromhex(hex_input), canonical=False)

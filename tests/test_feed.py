@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperdb import crypto, merkle
+from hyperdb import crypto, encoding, merkle
 from hyperdb.errors import (
     CorruptionError,
     ForkDetected,
@@ -274,10 +275,124 @@ def test_writer_refuses_foreign_history_of_its_own_feed() -> None:
         feed = Feed.create(mine, MemoryKeyStore(), keypair)
         feed.append_batch(blocks_of(3))
         clone = Feed.create(theirs, MemoryKeyStore(), keypair)
-        clone.append_batch(blocks_of(6))
+        clone.append_batch(blocks_of(3))
         assert feed.receive(0, clone.get_range(0, 3), clone.proof(0, 3)) == 0
+        clone.append_batch(blocks_of(3, b"elsewhere"))
+        # the key signed a longer history somewhere else: even blocks we hold prove the fork
         with pytest.raises(ForkDetected):
-            feed.receive(3, clone.get_range(3, 6), clone.proof(3, 6))
+            feed.receive(0, clone.get_range(0, 3), clone.proof(0, 3))
+        assert feed.forked
+        with pytest.raises(ForkDetected):
+            feed.append(b"more")
+
+
+def test_pending_signature_is_adopted_when_its_blocks_arrive() -> None:
+    with (
+        MemoryStorage(FEED_TABLES) as a,
+        MemoryStorage(FEED_TABLES) as b,
+        MemoryStorage(FEED_TABLES) as c,
+    ):
+        feed = make_feed(a, 40, 40)
+        old = Feed.open(c, feed.key, create=True)  # a peer that stays at the 40-block version
+        old.receive(0, feed.get_range(0, 40), feed.proof(0, 40))
+        feed.append_batch(blocks_of(5, b"later"))  # the writer signs 45
+        replica = Feed.open(b, feed.key, create=True)
+        replica.receive(0, feed.get_range(0, 10), feed.proof(0, 10))
+        replica.receive(10, feed.get_range(10, 20), feed.proof(10, 20))
+        assert (replica.length, replica.signed_length) == (20, 0)  # 45 is pending
+        replica.receive(20, old.get_range(20, 40), old.proof(20, 40))
+        assert (replica.length, replica.signed_length) == (40, 40)
+        replica.receive(40, feed.get_range(40, 45), feed.proof(40, 45))
+        assert replica.head() == feed.head()
+        replica.verify()
+        # a pending signature is adopted by blocks proved against an even newer one
+        proof_45 = feed.proof(0, 20)
+        feed.append_batch(blocks_of(5, b"newest"))  # the writer signs 50
+        with MemoryStorage(FEED_TABLES) as d:
+            other = Feed.open(d, feed.key, create=True)
+            other.receive(0, feed.get_range(0, 20), proof_45)
+            other.receive(20, feed.get_range(20, 45), feed.proof(20, 45))
+            assert (other.length, other.signed_length) == (45, 45)
+            other.receive(45, feed.get_range(45, 50), feed.proof(45, 50))
+            assert other.head() == feed.head()
+
+
+def test_replica_with_unsigned_blocks_cannot_be_appended_to() -> None:
+    keys = MemoryKeyStore()
+    with MemoryStorage(FEED_TABLES) as a, MemoryStorage(FEED_TABLES) as b:
+        feed = Feed.create(a, keys)
+        feed.append_batch(blocks_of(8))
+        partial = Feed.open(b, feed.key, create=True)
+        partial.receive(0, feed.get_range(0, 3), feed.proof(0, 3))
+        partial.receive(3, feed.get_range(3, 5), feed.proof(3, 5))
+        assert (partial.length, partial.signed_length) == (5, 0)
+        restored = Feed.open(b, feed.key, keys)  # the writer's key is back on this machine
+        with pytest.raises(ReadOnly):
+            restored.append(b"x")
+        assert restored.length == 5
+
+
+def test_damaged_local_copy_is_reported_as_corruption_not_as_a_fork() -> None:
+    with MemoryStorage(FEED_TABLES) as a, MemoryStorage(FEED_TABLES) as b:
+        feed = make_feed(a, 8, 8)
+        replica = Feed.open(b, feed.key, create=True)
+        replica.receive(0, feed.get_range(0, 4), feed.proof(0, 4))
+        row = replica.id.to_bytes(4, "big") + (2).to_bytes(8, "big") + b"\x00"
+        with b.write() as txn:
+            txn.put("feed_log", row, b"bit rot")
+        with pytest.raises(CorruptionError):
+            replica.receive(0, feed.get_range(0, 8), feed.proof(0, 8))
+        assert not replica.forked and replica.length == 4
+
+
+def test_fork_evidence_holds_both_signatures() -> None:
+    keypair = crypto.generate_keypair()
+    with (
+        MemoryStorage(FEED_TABLES) as honest,
+        MemoryStorage(FEED_TABLES) as evil,
+        MemoryStorage(FEED_TABLES) as victim,
+    ):
+        one = Feed.create(honest, MemoryKeyStore(), keypair)
+        two = Feed.create(evil, MemoryKeyStore(), keypair)
+        one.append_batch(blocks_of(4))
+        two.append_batch([b"other", *blocks_of(4)[1:]])
+        replica = Feed.open(victim, keypair.public_key, create=True)
+        replica.receive(0, one.get_range(0, 4), one.proof(0, 4))
+        with pytest.raises(ForkDetected):
+            replica.receive(0, two.get_range(0, 4), two.proof(0, 4))
+        evidence = encoding.decode(replica.fork_evidence() or b"")
+        assert evidence["feed"] == keypair.public_key
+        assert evidence["ours"]["signature"] == one.head().signature
+        assert evidence["theirs"]["signature"] == two.head().signature
+        assert evidence["ours"]["length"] == evidence["theirs"]["length"] == 4
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda p: Proof(p.start, p.end, 2.0, p.nodes, p.signature),
+        lambda p: Proof(p.start, 2.0, p.length, p.nodes, p.signature),
+        lambda p: Proof(p.start, p.end, p.length, None, p.signature),
+        lambda p: Proof(p.start, p.end, p.length, p.nodes, "sig"),
+        lambda p: Proof(p.start, p.end, p.length, ((p.nodes[0].index, "h", 1),), p.signature),
+        lambda p: Proof(
+            p.start,
+            p.end,
+            p.length,
+            tuple(n._replace(size=(1 << 62) - 1) for n in p.nodes),
+            p.signature,
+        ),
+        lambda p: "not a proof",
+    ],
+)
+def test_malformed_proofs_raise_verification_error(mangle: Any) -> None:
+    with MemoryStorage(FEED_TABLES) as a, MemoryStorage(FEED_TABLES) as b:
+        feed = make_feed(a, 6, 6)
+        replica = Feed.open(b, feed.key, create=True)
+        before = dump(b)
+        with pytest.raises(VerificationError):
+            replica.receive(0, feed.get_range(0, 2), mangle(feed.proof(0, 2)))
+        assert dump(b) == before
 
 
 def test_reopen_lmdb_feed(tmp_path: Path) -> None:
@@ -321,15 +436,17 @@ def test_ten_thousand_blocks_verify_end_to_end(tmp_path: Path) -> None:
 def test_verify_finds_damage(storage: Storage) -> None:
     feed = make_feed(storage, 30, 4)
     feed.verify()
-    row = (feed.id).to_bytes(4, "big") + (17).to_bytes(8, "big")
+    row = (feed.id).to_bytes(4, "big") + (17).to_bytes(8, "big") + b"\x00"
     with storage.write() as txn:
-        original = txn.get("blocks", row)
+        original = txn.get("feed_log", row)
         assert original is not None
-        txn.put("blocks", row, flip(original, 3))
+        txn.put("feed_log", row, flip(original, 3))
     with pytest.raises(CorruptionError, match="seq 17"):
         feed.verify()
     with storage.write() as txn:
-        txn.put("blocks", row, original)
-        txn.delete("tree", (feed.id).to_bytes(4, "big") + (3).to_bytes(8, "big"))
+        txn.put("feed_log", row, original)
+        # parent node 3 (blocks 0-3, depth 2) is stored after block 3
+        parent = (feed.id).to_bytes(4, "big") + (3).to_bytes(8, "big") + b"\x02"
+        assert txn.delete("feed_log", parent)
     with pytest.raises(CorruptionError):
         feed.verify()

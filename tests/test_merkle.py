@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from hyperdb import merkle
 from hyperdb.errors import VerificationError
 
+LIMITS = {"max_block_size": 1 << 23, "max_bytes": 1 << 62}
+
 
 def test_flat_tree_layout() -> None:
     # leaves are even; 1 is the parent of 0 and 2; 3 of 1 and 5; 7 of 3 and 11
@@ -92,7 +94,7 @@ def test_build_roots_matches_append(blocks: list[bytes], data: st.DataObject) ->
     start = data.draw(st.integers(min_value=0, max_value=length))
     end = data.draw(st.integers(min_value=start, max_value=length))
     proof = [all_nodes[i] for i in merkle.cover(start, end, length)]
-    rebuilt, used = merkle.build_roots(start, blocks[start:end], length, proof)
+    rebuilt, used = merkle.build_roots(start, blocks[start:end], length, proof, **LIMITS)
     assert rebuilt == roots
     for index, node in used.items():
         assert all_nodes[index] == node
@@ -107,13 +109,13 @@ def test_build_roots_rejects_a_proof_of_the_wrong_shape() -> None:
     }
     good = [nodes[i] for i in merkle.cover(1, 2, 3)]
     with pytest.raises(VerificationError):
-        merkle.build_roots(1, [b"b"], 3, good[:-1])
+        merkle.build_roots(1, [b"b"], 3, good[:-1], **LIMITS)
     with pytest.raises(VerificationError):
-        merkle.build_roots(1, [b"b"], 3, [*good, nodes[2]])
+        merkle.build_roots(1, [b"b"], 3, [*good, nodes[2]], **LIMITS)
     with pytest.raises(VerificationError):
-        merkle.build_roots(1, [b"b"], 3, list(reversed(good)))
+        merkle.build_roots(1, [b"b"], 3, list(reversed(good)), **LIMITS)
     with pytest.raises(VerificationError):
-        merkle.build_roots(2, [b"c", b"d"], 3, [])
+        merkle.build_roots(2, [b"c", b"d"], 3, [], **LIMITS)
 
 
 @given(st.lists(st.binary(max_size=8), max_size=40), st.lists(st.binary(max_size=8), max_size=40))
@@ -130,3 +132,18 @@ def test_append_on_encoded_roots_matches_append_leaves(
     assert completed == expected_nodes
     assert merkle.decode_roots(encoded) == roots
     assert merkle.hash_encoded_roots(encoded) == merkle.hash_tree(roots)
+
+
+def test_sizes_are_bounded_before_they_can_overflow() -> None:
+    blocks = [b"x"] * 3
+    roots: list[merkle.TreeNode] = []
+    nodes = {
+        n.index: n
+        for n in merkle.append_leaves(roots, (merkle.hash_leaf(i, b) for i, b in enumerate(blocks)))
+    }
+    proof = [nodes[i] for i in merkle.cover(2, 3, 3)]
+    huge = [node._replace(size=(1 << 62) - 1) for node in proof]
+    with pytest.raises(VerificationError):
+        merkle.build_roots(2, [b"x"], 3, huge, **LIMITS)
+    with pytest.raises(VerificationError):  # a single leaf can hold at most one block
+        merkle.build_roots(1, [b"x"], 3, [proof[0]._replace(size=(1 << 23) + 1)], **LIMITS)

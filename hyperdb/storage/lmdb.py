@@ -23,9 +23,6 @@ enough (a very large transaction may need several retries) unless ``max_map_size
 The map can only be resized while no transaction of this process is open; if read transactions
 are open, growth waits for a later write transaction.
 
-The environment uses LMDB's ``writemap`` mode (commits write into the memory map directly), so
-``data.mdb`` is a sparse file as large as the map; ``du`` shows the space really used.
-
 Every other LMDB failure is raised as :class:`~hyperdb.errors.StorageError`.
 """
 
@@ -405,10 +402,10 @@ class LMDBStorage(Storage):
                 sync=self.durable,
                 metasync=self.durable,
                 max_dbs=len(self.tables),
-                # Commits write straight into the map instead of copying dirty pages: half the cost
-                # of a small transaction. (It only loses protection against stray C pointer
-                # writes into the map, which Python code cannot make.) The file is sparse.
-                writemap=True,
+                # Not writemap: it would halve the cost of a small commit, but with sync off an OS
+                # crash could then corrupt the file (LMDB's documentation), and a full disk kills
+                # the process with SIGBUS instead of raising an error.
+                writemap=False,
             )
             if env.max_key_size() < MAX_KEY_SIZE:
                 raise StorageError(

@@ -39,18 +39,12 @@ def feed_case(
                     "signature": head.signature.hex(),
                 }
             )
-        tree = [node_json(merkle.hash_leaf(i, b)) for i, b in enumerate(blocks)]
-        with storage.read() as txn:
-            for key, value in txn.scan("tree"):
-                index = int.from_bytes(key[4:], "big")
-                tree.append(
-                    {
-                        "index": index,
-                        "hash": value[:32].hex(),
-                        "size": int.from_bytes(value[32:], "big"),
-                    }
-                )
-        tree.sort(key=lambda node: int(str(node["index"])))
+        roots: list[merkle.TreeNode] = []
+        leaves = (merkle.hash_leaf(i, b) for i, b in enumerate(blocks))
+        tree = sorted(
+            (node_json(n) for n in merkle.append_leaves(roots, leaves)),
+            key=lambda node: int(str(node["index"])),
+        )
         proof_cases = []
         for start, end in proofs:
             proof = feed.proof(start, end)
