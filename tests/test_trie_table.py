@@ -1,0 +1,176 @@
+"""trie.table: pointers, the table value type, the reference's byte vectors and strict decoding."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trie import (
+    EMPTY_TABLE,
+    Pointer,
+    TrieArgumentError,
+    TrieDecodeError,
+    TrieLimitError,
+    TrieLimits,
+    TrieShapeError,
+    TrieTable,
+)
+
+P = Pointer
+
+
+def table(*entries: tuple[int, int, list[Pointer]]) -> TrieTable:
+    return TrieTable(entries)
+
+
+# test/trie-encoding.js of hyperdb 3.5.0 (feed map = identity)
+REFERENCE_VECTORS = [
+    (table(), ""),
+    (table((0, 0, [P(0, 0)])), "00010000"),
+    (table((1, 0, [P(0, 0)])), "01010000"),
+    (table((1, 0, [P(1, 0)])), "01010200"),
+    (table((1, 0, [P(0, 0), P(0, 1)])), "010101000001"),
+    (table((1, 1, [P(0, 0), P(0, 1)])), "010201000001"),
+]
+
+
+@pytest.mark.parametrize(("value", "encoded"), REFERENCE_VECTORS)
+def test_reference_encoding_vectors(value: TrieTable, encoded: str) -> None:
+    assert value.encode().hex() == encoded
+    assert TrieTable.decode(bytes.fromhex(encoded)) == value
+
+
+def test_reference_complex_trie_round_trips() -> None:
+    value = table((32, 2, [P(0, 0)]), (32, 3, [P(0, 2)]), (32, 4, [P(0, 0)]))
+    assert TrieTable.decode(value.encode()) == value
+    assert value.encode() == bytes([32, 0b11100, 0, 0, 0, 2, 0, 0])
+
+
+def test_feed_map_as_in_the_reference() -> None:
+    # enc.encode(set(1, [[{feed: 0, seq: 0}]]), [1]) -> 01 01 02 00
+    assert table((1, 0, [P(0, 0)])).encode(feed_map=[1]).hex() == "01010200"
+    # enc.decode(01 01 02 00, [1, 0]) -> feed 0
+    assert TrieTable.decode(bytes.fromhex("01010200"), feed_map=[1, 0]) == table((1, 0, [P(0, 0)]))
+    with pytest.raises(TrieArgumentError):
+        TrieTable.decode(bytes.fromhex("01010400"), feed_map=[1, 0])
+    assert table((0, 0, [P(3, 1)])).encode(feed_map={3: 200}).hex() == "0001" + "9003" + "01"
+
+
+def test_remap_resorts_buckets() -> None:
+    value = table((5, 2, [P(0, 9), P(1, 3)]))
+    mapped = value.remap(lambda feed: 1 - feed)
+    assert mapped.get(5, 2) == (P(0, 3), P(1, 9))
+    assert mapped.remap([1, 0]) == value
+    with pytest.raises(TrieArgumentError):
+        value.remap({0: 0})
+    with pytest.raises(TrieArgumentError):
+        table((5, 2, [P(0, 3), P(1, 3)])).remap([4, 4])  # would merge two pointers
+
+
+def test_constructor_merges_sorts_and_drops_empties() -> None:
+    value = TrieTable(
+        [(3, 1, [P(2, 1), P(0, 5)]), (3, 1, [P(0, 5)]), (1, 4, []), (0, 0, [P(0, 0)])]
+    )
+    assert value.positions == (0, 3)
+    assert value.get(3, 1) == (P(0, 5), P(2, 1))
+    assert value.get(1, 4) == () and value.get(99, 0) == ()
+    assert value.row(1) is None and value.row(3) == ((), (P(0, 5), P(2, 1)), (), (), ())
+    assert list(value) == [(0, 0, (P(0, 0),)), (3, 1, (P(0, 5), P(2, 1)))]
+    assert list(value.pointers()) == [P(0, 0), P(0, 5), P(2, 1)]
+    assert value.pointer_count == 3
+    assert value.next_position(1) == 3 and value.next_position(4) is None
+    assert list(value.rows_between(0, 3)) == [(0, value.row(0))]
+    assert [i for i, _ in value.rows_between(1, 10)] == [3] and not list(value.rows_between(4, 9))
+    assert bool(value) and not EMPTY_TABLE and TrieTable() == EMPTY_TABLE
+    assert hash(value) == hash(TrieTable.decode(value.encode()))
+    assert value != EMPTY_TABLE and value != "not a table"
+    assert "3, 1, [0:5, 2:1]" in repr(value)
+    for bad in [(-1, 0, [P(0, 0)]), (0, 5, [P(0, 0)]), (0, 0, [P(-1, 0)])]:
+        with pytest.raises(TrieArgumentError):
+            TrieTable([bad])
+
+
+def test_multi_byte_varints() -> None:
+    value = table((300, 4, [P(70, 1 << 40), P(200, 127), P(200, 128)]))
+    encoded = value.encode()
+    assert encoded.startswith(bytes([0xAC, 0x02, 0x10]))
+    assert TrieTable.decode(encoded) == value
+
+
+@pytest.mark.parametrize(
+    ("encoded", "reason"),
+    [
+        ("00", "truncated: no bitfield"),
+        ("0001", "truncated: no pointer"),
+        ("000100", "truncated: no seq"),
+        ("00010100", "truncated: more bit set, next pointer missing"),
+        ("80", "truncated varint"),
+        ("00018000", "truncated varint inside a pointer"),
+        ("8000010000", "non-minimal position"),
+        ("0001000080 00", "non-minimal seq"),
+        ("000000", "empty bitfield"),
+        ("00200000", "bitfield bit above bucket 4"),
+        ("0081010000", "bitfield as a two-byte varint"),
+        ("0001000000010000", "positions not ascending (equal)"),
+        ("0101000000010000", "positions not ascending"),
+        ("0001010100 00", "pointers not ascending"),
+        ("0001010000 00", "duplicate pointer"),
+        ("00010001 0000", "trailing bytes after a complete table"),
+        ("00 01 00 ffffffffffffffffffff01", "varint above 2^64 / longer than 10 bytes"),
+    ],
+)
+def test_malformed_tables_are_rejected(encoded: str, reason: str) -> None:
+    with pytest.raises(TrieDecodeError):
+        TrieTable.decode(bytes.fromhex(encoded.replace(" ", "")))
+
+
+@pytest.mark.parametrize(
+    ("limits", "encoded"),
+    [
+        (TrieLimits(max_path_length=5), "05010000"),
+        (TrieLimits(max_positions=1), "0001000001010000"),
+        (TrieLimits(max_bucket_pointers=1), "000101000001"),
+        (TrieLimits(max_total_pointers=1), "0003000000 00".replace(" ", "")),
+        (TrieLimits(max_feed=2), "00010400"),
+        (TrieLimits(max_seq=10), "0001000a"),
+    ],
+)
+def test_limits(limits: TrieLimits, encoded: str) -> None:
+    data = bytes.fromhex(encoded)
+    TrieTable.decode(data)  # fine without the limit
+    with pytest.raises(TrieLimitError):
+        TrieTable.decode(data, limits=limits)
+
+
+def test_check_shape() -> None:
+    path = bytes([1, 2, 4])
+    table((0, 0, [P(0, 0)]), (2, 4, [P(0, 1)]), (2, 0, [P(0, 2)])).check_shape(path)
+    with pytest.raises(TrieShapeError):
+        table((0, 1, [P(0, 0)])).check_shape(path)  # own digit
+    with pytest.raises(TrieShapeError):
+        table((3, 0, [P(0, 0)])).check_shape(path)  # beyond the path
+
+
+pointers = st.builds(Pointer, st.integers(0, 300), st.integers(0, (1 << 48) - 1))
+entries = st.lists(
+    st.tuples(st.integers(0, 700), st.integers(0, 4), st.lists(pointers, max_size=3))
+)
+
+
+@given(entries)
+def test_round_trip(items: list[tuple[int, int, list[Pointer]]]) -> None:
+    value = TrieTable(items)
+    encoded = value.encode()
+    decoded = TrieTable.decode(encoded)
+    assert decoded == value and decoded.encode() == encoded
+    assert list(decoded) == list(value)
+
+
+@given(st.binary(max_size=60))
+def test_decode_is_strict_and_canonical(data: bytes) -> None:
+    try:
+        value = TrieTable.decode(data)
+    except TrieDecodeError:
+        return
+    assert value.encode() == data
