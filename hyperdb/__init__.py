@@ -7,8 +7,10 @@ pure hash-trie index it is built on.
 
 from __future__ import annotations
 
+from hyperdb.db import Batch, Database, open
 from hyperdb.errors import HyperDBError
+from hyperdb.node import Node
 
 __version__ = "0.1.0"
 
-__all__ = ["HyperDBError", "__version__"]
+__all__ = ["Batch", "Database", "HyperDBError", "Node", "__version__", "open"]
