@@ -1,0 +1,154 @@
+"""Database benchmarks on LMDB: put (durable and not), batch put, get, list and range, at two
+database sizes, with 3-level keys (``d12/s345/k6789``).
+
+Prints a table and one JSON object (``--json`` for only the JSON); each figure is the median of
+``--repeat`` runs with min and max. Run: ``python -m benchmarks.bench_db [--sizes 10000 100000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import hyperdb
+
+Result = dict[str, object]
+
+
+def key_of(i: int) -> str:
+    return f"d{i % 97}/s{i % 1009}/k{i}"
+
+
+def measure(name: str, unit: str, repeat: int, run: Callable[[], int]) -> Result:
+    """``run`` does some operations and returns how many; report operations per second."""
+    rates = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        count = run()
+        rates.append(count / (time.perf_counter() - started))
+    return {
+        "name": name,
+        "unit": unit,
+        "median": statistics.median(rates),
+        "min": min(rates),
+        "max": max(rates),
+    }
+
+
+def bench_size(directory: Path, size: int, repeat: int, sample: int) -> list[Result]:
+    results: list[Result] = []
+    value = os.urandom(32)
+    rng = random.Random(size)
+    with hyperdb.open(directory / f"db-{size}", durable=False) as db:
+        loaded = 0
+
+        def batch_load() -> int:
+            nonlocal loaded
+            count = min(size - loaded, 20_000) if loaded < size else 5_000
+            start = loaded
+            for chunk in range(start, start + count, 1000):
+                db.batch(
+                    [
+                        {"key": key_of(i), "value": value}
+                        for i in range(chunk, min(chunk + 1000, start + count))
+                    ]
+                )
+            loaded += count
+            return count
+
+        results.append(measure(f"batch put, 1000/batch ({size:,} keys)", "keys/s", 1, batch_load))
+        while loaded < size:
+            batch_load()
+        keys = [key_of(rng.randrange(size)) for _ in range(sample)]
+        results.append(
+            measure(
+                f"put, not durable ({size:,} keys)",
+                "puts/s",
+                repeat,
+                lambda: sum(1 for k in keys[: sample // 4] if db.put(k, value)),
+            )
+        )
+        results.append(
+            measure(
+                f"get ({size:,} keys)", "gets/s", repeat, lambda: sum(1 for k in keys if db.get(k))
+            )
+        )
+        results.append(
+            measure(
+                f"list one folder ({size:,} keys)",
+                "entries/s",
+                repeat,
+                lambda: sum(1 for _ in db.list("d5")),
+            )
+        )
+        results.append(
+            measure(
+                f"range scan, all keys ({size:,} keys)",
+                "entries/s",
+                1,
+                lambda: sum(1 for _ in db.range()),
+            )
+        )
+        results.append(
+            measure(
+                f"range, 100 keys from a random start ({size:,} keys)",
+                "entries/s",
+                repeat,
+                lambda: sum(sum(1 for _ in db.range(gte=k, limit=100)) for k in keys[:50]),
+            )
+        )
+    with hyperdb.open(directory / f"durable-{size}") as durable:
+        results.append(
+            measure(
+                "put, durable (fsync per put)",
+                "puts/s",
+                repeat,
+                lambda: sum(1 for k in keys[:200] if durable.put(k, value)),
+            )
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="hyperdb database benchmarks on LMDB")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sample", type=int, default=4000, help="keys per get measurement")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
+    args = parser.parse_args(argv)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="hyperdb-bench-") as tmp:
+        for size in args.sizes:
+            results.extend(bench_size(Path(tmp), size, args.repeat, args.sample))
+    report = {
+        "benchmark": "db",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "sizes": args.sizes,
+        "repeat": args.repeat,
+        "results": results,
+    }
+    if not args.json:
+        width = max(len(str(r["name"])) for r in results)
+        print(f"{'workload':<{width}}  {'median':>10}  {'min':>10}  {'max':>10}  unit")
+        for r in results:
+            print(
+                f"{r['name']!s:<{width}}  {r['median']:>10,.0f}  {r['min']:>10,.0f}  "
+                f"{r['max']:>10,.0f}  {r['unit']}"
+            )
+        print()
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
