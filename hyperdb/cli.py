@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import hyperdb
 from hyperdb import __version__
 from hyperdb.errors import HyperDBError, VerificationError
 from hyperdb.feed import FEED_TABLES, Feed
-from hyperdb.keys import DirectoryKeyStore
 from hyperdb.storage import LMDBStorage
 
 EXIT_OK = 0
@@ -31,10 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
-        help="create a signed feed on LMDB, append, prove, replicate and verify it",
-        description="Create a writer's signed feed in an LMDB store, append blocks one at a time "
-        "and in a batch, replicate it to a second store with Merkle proofs, show that a tampered "
-        "block is refused, and verify both stores end to end.",
+        help="write, read, list and range-scan a database on LMDB, then verify its signed feed",
+        description="Create (or reopen) a database in an LMDB directory, put, batch, get, delete, "
+        "list and range-scan keys, reopen it and verify the writer's signed feed, and copy that "
+        "feed block by block with Merkle proofs into a second store, showing that a tampered "
+        "block is refused.",
     )
     demo.add_argument(
         "path",
@@ -43,10 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for the demo stores (default: ./hyperdb-demo)",
     )
     demo.add_argument(
-        "--blocks",
-        type=int,
-        default=10_000,
-        help="how many blocks to append in the batch (default 10000)",
+        "--keys", type=int, default=1000, help="how many keys to write in the batch (default 1000)"
     )
     return parser
 
@@ -59,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "demo":
-            return run_demo(Path(args.path), args.blocks)
+            return run_demo(Path(args.path), args.keys)
     except HyperDBError as exc:
         print(f"hyperdb: error: {exc} [{exc.code}]", file=sys.stderr)
         return EXIT_ERROR
@@ -70,71 +68,76 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_demo(path: Path, count: int) -> int:
     if count < 1:
-        print("hyperdb: error: --blocks must be at least 1", file=sys.stderr)
+        print("hyperdb: error: --keys must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     say = print
-    keys = DirectoryKeyStore(path / "keys")
-    with (
-        LMDBStorage(path / "writer", FEED_TABLES) as store,
-        LMDBStorage(path / "replica", FEED_TABLES) as replica_store,
-    ):
-        feed = Feed.create(store, keys)
-        say(f"writer feed   {feed.key.hex()}")
-        say(f"  stored in   {path / 'writer'} (LMDB), secret key in {path / 'keys'} (mode 0600)")
-        seq = feed.append(b"hello, feed")
-        say(f"append        block {seq} (one block, one signature, fsynced)")
-        blocks = [b"entry %d" % i for i in range(count)]
+    with hyperdb.open(path / "db", value_encoding="json") as db:
+        say(f"database      {db.key.hex()}")
+        say(f"  stored in   {path / 'db'} (LMDB); writer's secret key in {path / 'db' / 'keys'}")
+        for name, age in (("alice", 31), ("bob", 27), ("carol", 45)):
+            node = db.put(f"users/{name}", {"name": name.title(), "age": age})
+            say(f"put           users/{name} -> seq {node.seq} (committed and fsynced)")
         started = time.perf_counter()
-        first = feed.append_batch(blocks)
-        elapsed = time.perf_counter() - started
-        head = feed.head()
-        say(
-            f"append_batch  blocks {first}..{first + count - 1} in {elapsed * 1000:.1f} ms "
-            f"({count / elapsed:,.0f} blocks/s, one signature)"
+        nodes = db.batch(
+            [{"type": "put", "key": f"items/{i:05d}", "value": {"n": i}} for i in range(count)]
         )
-        say(
-            f"  length {head.length}, {len(head.roots)} Merkle roots, "
-            f"tree hash {head.tree_hash.hex()[:16]}..."
-        )
-        probe = min(42, head.length - 1)
-        proof = feed.proof(probe)
-        say(
-            f"proof         block {probe}: {len(proof.nodes)} tree nodes + signature "
-            f"at length {proof.length}"
-        )
-
-        replica = Feed.open(replica_store, feed.key, create=True)
-        say(f"replica       {path / 'replica'} knows only the public key, no secret")
-        forged = [
-            b"forged" if i == 3 else block
-            for i, block in enumerate(feed.get_range(0, min(10, head.length)))
-        ]
-        try:
-            replica.receive(0, forged, feed.proof(0, len(forged)))
-        except VerificationError as exc:
-            say(
-                f"  tampered    block 3 in transit -> refused: {exc}; replica length "
-                f"{replica.length}"
-            )
-        started = time.perf_counter()
-        chunk = 1000
-        for start in range(0, head.length, chunk):
-            end = min(start + chunk, head.length)
-            replica.receive(start, feed.get_range(start, end), feed.proof(start, end))
         elapsed = time.perf_counter() - started
         say(
-            f"  replicated  {head.length} blocks in chunks of {chunk}: {elapsed * 1000:.1f} ms, "
-            f"one signature check per chunk"
+            f"batch         {count} keys in one append with one signature: "
+            f"{elapsed * 1000:.1f} ms, seqs {nodes[0].seq}..{nodes[-1].seq}"
         )
-        for name, item in (("writer", feed), ("replica", replica)):
-            report = item.verify()
-            say(
-                f"verify        {name}: {report.blocks} blocks, {report.nodes} parent nodes, "
-                f"signature at length {report.signed_length}: ok"
-            )
-        same = replica.head().tree_hash == head.tree_hash
-        say(f"identical     replica tree hash {'==' if same else '!='} writer tree hash")
+        (alice,) = db.get("users/alice")
+        say(
+            f"get           users/alice -> {alice.value} (writer {alice.writer.hex()[:8]}, "
+            f"seq {alice.seq})"
+        )
+        gone = db.delete("users/bob")
+        say(f"delete        users/bob -> tombstone at seq {gone.seq}; get -> {db.get('users/bob')}")
+        listed = [key for key, _ in db.list("users")]
+        say(f"list          users -> {listed} (trie hash order)")
+        ranged = [key for key, _ in db.range(gte="items/00100", limit=3)]
+        say(f"range         gte='items/00100', limit=3 -> {ranged}")
+        database_key = db.key
+    with hyperdb.open(path / "db") as db:
+        keys = sum(1 for _ in db.range())
+        report = db._local.verify()
+        say(
+            f"reopen        {keys} keys; feed verified: {report.blocks} blocks "
+            f"(header + {report.blocks - 1} nodes), {report.nodes} Merkle parent nodes, "
+            "writer signature ok"
+        )
+        same = replicate_feed(db._local, path / "feed-copy", say)
+    if database_key != db.key:
+        return EXIT_ERROR
     return EXIT_OK if same else EXIT_ERROR
+
+
+def replicate_feed(feed: Feed, where: Path, say: Callable[[str], object]) -> bool:
+    """Copy a writer's feed into a fresh store block by block with Merkle proofs, as a replica
+    does, showing that a tampered block is refused."""
+    with LMDBStorage(where, FEED_TABLES) as store:
+        copy = Feed.open(store, feed.key, create=True)
+        head = feed.head()
+        start = copy.length
+        if start < head.length:
+            blocks = feed.get_range(start, min(start + 10, head.length))
+            forged = [b"forged" if i == 1 else block for i, block in enumerate(blocks)]
+            try:
+                copy.receive(start, forged, feed.proof(start, start + len(forged)))
+            except VerificationError as exc:
+                say(f"copy feed     a block altered in transit is refused: {exc}")
+        started = time.perf_counter()
+        for begin in range(copy.length, head.length, 1000):
+            end = min(begin + 1000, head.length)
+            copy.receive(begin, feed.get_range(begin, end), feed.proof(begin, end))
+        elapsed = time.perf_counter() - started
+        same = copy.head().tree_hash == head.tree_hash and copy.verify().blocks == head.length
+        say(
+            f"copy feed     {head.length - start} blocks verified and stored in "
+            f"{elapsed * 1000:.1f} ms in {where}: "
+            f"{'identical to' if same else 'DIFFERENT from'} the writer's feed"
+        )
+    return same
 
 
 if __name__ == "__main__":

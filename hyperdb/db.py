@@ -126,6 +126,8 @@ class Database:
         with storage.write() as tx:
             stored_key = tx.get("meta", b"key")
             if stored_key is None:
+                if key is not None:  # register the database's feed first: its id is then 0
+                    Feed.open(storage, key, create=True, txn=tx)
                 local = _create_local_feed(storage, keystore, tx)
                 database_key = key if key is not None else local.key
                 tx.put("meta", b"key", database_key)
@@ -157,6 +159,8 @@ class Database:
         order = [database_key] if database_key == local.key else [database_key, local.key]
         self._writer_list = tuple(order)
         self._writer_number = {self._feed_id(k): n for n, k in enumerate(order)}
+        # the usual case: local feed ids equal the writer's feed numbers, so no translation
+        self._identity = all(feed_id == n for feed_id, n in self._writer_number.items())
 
     # --- properties and lifetime ------------------------------------------------------------------
 
@@ -255,7 +259,12 @@ class Database:
                     feeds = self._writer_list if seq == 1 else None
                     data = record.encode_node(
                         NodeRecord(
-                            key, value, deleted, table.encode(self._writer_number), {}, feeds
+                            key,
+                            value,
+                            deleted,
+                            table.encode(None if self._identity else self._writer_number),
+                            {},
+                            feeds,
                         )
                     )
                     if len(data) > record.MAX_RECORD_BYTES:
@@ -460,7 +469,8 @@ class Database:
         try:
             stored = record.decode_node(block, canonical=False)
             numbers = self._numbers_of(pointer.feed)
-            table = trie.TrieTable.decode(stored.trie, feed_map=numbers)
+            identity = all(feed_id == n for n, feed_id in enumerate(numbers))
+            table = trie.TrieTable.decode(stored.trie, feed_map=None if identity else numbers)
         except (EncodingError, trie.TrieError) as exc:
             raise CorruptionError(
                 f"node {pointer.seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"

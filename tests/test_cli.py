@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import hyperdb
 from hyperdb.feed import FEED_TABLES, Feed
 from hyperdb.storage import LMDBStorage
 
@@ -27,22 +28,30 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_creates_verifies_and_replicates(tmp_path: Path) -> None:
-    result = run("demo", "--blocks", "500", cwd=tmp_path)
+def test_demo_writes_reads_and_verifies_a_database(tmp_path: Path) -> None:
+    result = run("demo", "--keys", "300", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("writer feed")
-    key = bytes.fromhex(lines[0].split()[-1])
-    assert any("refused" in line for line in lines)
-    assert "identical     replica tree hash == writer tree hash" in lines
     assert result.stderr == ""
-    # what the demo claims is really on disk: both stores hold the same verified feed
-    for name in ("writer", "replica"):
-        with LMDBStorage(tmp_path / "hyperdb-demo" / name, FEED_TABLES) as store:
-            feed = Feed.open(store, key)
-            assert feed.verify().blocks == 501
-    keyfile = tmp_path / "hyperdb-demo" / "keys" / f"{key.hex()}.secret"
-    assert keyfile.stat().st_mode & 0o777 == 0o600
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("database")
+    key = bytes.fromhex(lines[0].split()[-1])
+    out = result.stdout
+    assert "get           users/alice -> {'name': 'Alice', 'age': 31}" in out
+    assert "range         gte='items/00100', limit=3 -> ['items/00100', 'items/00101', " in out
+    assert "is refused" in out and "identical to the writer's feed" in out
+    # what the demo claims is really on disk
+    with hyperdb.open(tmp_path / "hyperdb-demo" / "db", value_encoding="json") as db:
+        assert db.key == key
+        assert db.get("users/bob") == []
+        assert [n.value for n in db.get("items/00299")] == [{"n": 299}]
+        assert sum(1 for _ in db.range()) == 302
+        assert db._local.verify().blocks == 305
+        keyfile = tmp_path / "hyperdb-demo" / "db" / "keys" / f"{db.local_key.hex()}.secret"
+        assert keyfile.stat().st_mode & 0o777 == 0o600
+    with LMDBStorage(tmp_path / "hyperdb-demo" / "feed-copy", FEED_TABLES) as store:
+        assert Feed.open(store, key).verify().blocks == 305
+    again = run("demo", "--keys", "5", cwd=tmp_path)  # a second run reopens and continues
+    assert again.returncode == 0, again.stderr
 
 
 @pytest.mark.parametrize("args", [[], ["--help"], ["demo", "--help"]])
@@ -59,7 +68,7 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert result.stderr.startswith("hyperdb: error: ")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
-    bad = run("demo", "--blocks", "0", cwd=tmp_path)
+    bad = run("demo", "--keys", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     unknown = run("frobnicate", cwd=tmp_path)
     assert unknown.returncode == 2

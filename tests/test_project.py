@@ -83,3 +83,12 @@ def test_each_third_party_library_is_imported_in_one_module(library: str, home: 
         if library in imports_of(p)
     )
     assert users == [home]
+
+
+def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    for number, code in enumerate(blocks):
+        namespace: dict[str, object] = {"print": lambda *args, **kwargs: None}
+        exec(compile(code, f"README.md python block {number}", "exec"), namespace)
