@@ -271,14 +271,14 @@ class Database:
                         raise ValueTooLarge("the node record exceeds the block limit")
                     node = StoredNode(
                         key,
-                        path,
-                        table,
                         local.id,
                         seq,
                         {local.id: seq + 1},
                         deleted,
                         value,
                         record.KIND_ENTRY,
+                        table=table,
+                        path=path,
                     )
                     pending[trie.Pointer(local.id, seq)] = node
                     blocks.append(data)
@@ -295,7 +295,9 @@ class Database:
                         tx.put(
                             "index",
                             index.row_key(key),
-                            index.encode_row(key, [trie.Pointer(node.feed, node.seq)]),
+                            index.encode_row(
+                                key, [index.entry(node.feed, node.seq, False, node.value)]
+                            ),
                         )
             self._remember(pending.values())
             return [self._public(node) for node in written]
@@ -308,13 +310,13 @@ class Database:
         normal = check_key(key, allow_root=True)
         with self._lock:
             self._check_open()
+            row_key = index.row_key(normal)
             with self._storage.read() as tx:
-                row = tx.get("index", index.row_key(normal))
+                row = tx.get("index", row_key)
                 if row is None:
                     return []
-                _, refs = index.decode_row(index.row_key(normal), row)
-                nodes = [self._load(tx, ref) for ref in refs]
-        return self._answer(nodes)
+                _, entries = index.decode_row(row_key, row)
+                return self._answer_entries(tx, normal, entries)
 
     def _trie_get(self, key: str) -> builtins.list[Node]:
         """``get`` answered by walking the tries from the heads instead of the derived index
@@ -394,7 +396,7 @@ class Database:
             return
         with self._storage.read() as tx:
             rows = tx.scan("index", start=start, stop=stop, reverse=reverse)
-            for key, refs in index.sort_long_keys(rows, reverse):
+            for key, entries in index.sort_long_keys(rows, reverse):
                 data = key.encode("utf-8")
                 if low is not None and (
                     data < low.encode() or ("gt" in bounds and data == low.encode())
@@ -404,7 +406,7 @@ class Database:
                     data > high.encode() or ("lt" in bounds and data == high.encode())
                 ):
                     continue
-                answer = self._answer([self._load(tx, ref) for ref in refs])
+                answer = self._answer_entries(tx, key, entries)
                 if not answer:
                     continue
                 yield key, answer
@@ -423,8 +425,8 @@ class Database:
                 heads = self._heads(tx)
                 count = 0
                 for key, nodes in trie.iterate("", heads, self._loader(tx), crypto.siphash24):
-                    refs = [trie.Pointer(n.feed, n.seq) for n in nodes]
-                    tx.put("index", index.row_key(key), index.encode_row(key, refs))
+                    entries = [index.entry(n.feed, n.seq, n.deleted, n.value) for n in nodes]
+                    tx.put("index", index.row_key(key), index.encode_row(key, entries))
                     count += 1
             return count
 
@@ -467,24 +469,23 @@ class Database:
             raise CorruptionError(f"a trie points into unknown feed {pointer.feed}")
         block = feed.get(pointer.seq, tx)
         try:
-            stored = record.decode_node(block, canonical=False)
-            numbers = self._numbers_of(pointer.feed)
-            identity = all(feed_id == n for n, feed_id in enumerate(numbers))
-            table = trie.TrieTable.decode(stored.trie, feed_map=None if identity else numbers)
-        except (EncodingError, trie.TrieError) as exc:
+            stored = record.decode_node(block, trusted=True)
+        except EncodingError as exc:
             raise CorruptionError(
                 f"node {pointer.seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"
             ) from exc
+        numbers = self._numbers_of(pointer.feed)
+        identity = all(feed_id == n for n, feed_id in enumerate(numbers))
         node = StoredNode(
             stored.key,
-            trie.key_path(stored.key, crypto.siphash24),
-            table,
             pointer.feed,
             pointer.seq,
             {pointer.feed: pointer.seq + 1},
             stored.deleted,
             stored.value,
             stored.kind,
+            trie_data=stored.trie,
+            feed_map=None if identity else numbers,
         )
         self._remember((node,))
         return node
@@ -506,6 +507,29 @@ class Database:
         if not nodes or all(node.deleted for node in nodes):
             return []
         return [self._public(node) for node in nodes]
+
+    def _answer_entries(
+        self, tx: ReadTxn, key: str, entries: Sequence[index.Entry]
+    ) -> builtins.list[Node]:
+        """``_answer`` for index entries, loading only nodes whose value is not in the row."""
+        if all(item.deleted for item in entries):
+            return []
+        feeds = self._feeds
+        decode = self._codec.decode
+        answer = []
+        for item in entries:
+            if item.inline:
+                writer = feeds[item.feed].key
+                value = None if item.deleted else decode(item.value)
+                clock = self._clock(item.feed, item.seq)
+                answer.append(Node(key, value, item.deleted, writer, item.seq, clock))
+            else:
+                answer.append(self._public(self._load(tx, item.pointer)))
+        return answer
+
+    def _clock(self, feed_id: int, seq: int) -> dict[bytes, int]:
+        """The vector clock of a node, by writer key (single-writer: the node's own feed)."""
+        return {self._feeds[feed_id].key: seq + 1}
 
     def _public(self, node: StoredNode) -> Node:
         feeds = self._feeds

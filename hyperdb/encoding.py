@@ -33,18 +33,28 @@ def encode(obj: Any) -> bytes:
     return data
 
 
-def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, canonical: bool = True) -> Any:
+def decode(
+    data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, canonical: bool = True, trusted: bool = False
+) -> Any:
     """Decode one CBOR item from ``data``.
 
     Raises :class:`EncodingError` if ``data`` is longer than ``max_size``, malformed, has trailing
     bytes, uses anything outside the plain data model, or (with ``canonical=True``, the default) is
-    not the canonical encoding of its value. ``canonical=False`` skips only the last check and is
-    meant for records this process wrote itself.
+    not the canonical encoding of its value. ``canonical=False`` skips only the last check.
+    ``trusted=True`` (implies ``canonical=False``) also skips the structural pre-scan and the type
+    walk: it is for bytes this store validated when they arrived (its own writes, verified
+    replicated blocks), read back on a hot path, and the caller must still check the type of every
+    field it uses.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise EncodingError(f"expected bytes to decode, got {type(data).__name__}")
     if len(data) > max_size:
         raise EncodingError(f"record of {len(data)} bytes exceeds the limit of {max_size}")
+    if trusted:
+        try:
+            return cbor2.loads(data, max_depth=MAX_DEPTH)
+        except Exception as exc:
+            raise EncodingError(f"malformed CBOR: {exc}") from exc
     _scan(data)
     try:
         obj = cbor2.loads(

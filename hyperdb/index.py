@@ -5,21 +5,46 @@ changes them, so they always agree with what the trie answers; they can be rebui
 at any time (``Database.reindex``). The row key is the key's UTF-8 bytes; keys longer than
 ``INLINE_KEY_BYTES`` (LMDB limits keys to 511 bytes) are stored under their first
 ``INLINE_KEY_BYTES`` bytes followed by a 16-byte BLAKE2b of the whole key, with the whole key in
-the row, so range scans re-sort such rows among themselves. The row value is the list of current
-nodes as ``(u32 feed id, u64 seq)`` pairs, then the whole key for long keys.
+the row, so range scans re-sort such rows among themselves. The row value lists the current nodes
+(feed id, seq, deletion flag) with their values when they are at most ``INLINE_VALUE_BYTES``, so a
+``get`` of a small value reads one row and decodes no record; then the whole key for long keys.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from hyperdb import crypto
 from trie import Pointer
 
 INLINE_KEY_BYTES = 480
+INLINE_VALUE_BYTES = 1024
 _COUNT = struct.Struct(">H")
-_REF = struct.Struct(">IQ")
+_ENTRY = struct.Struct(">IQBI")  # feed id, seq, flags, value length
+_DELETED, _HAS_VALUE, _INLINE = 1, 2, 4
+
+
+class Entry(NamedTuple):
+    """One current node of a key as the index holds it: where it is, whether it deletes the key,
+    and its value when the value is small enough to keep in the row (``inline``)."""
+
+    feed: int
+    seq: int
+    deleted: bool
+    value: bytes | None
+    inline: bool
+
+    @property
+    def pointer(self) -> Pointer:
+        return Pointer(self.feed, self.seq)
+
+
+def entry(feed: int, seq: int, deleted: bool, value: bytes | None) -> Entry:
+    """The entry of a node, inlining its value when it is at most INLINE_VALUE_BYTES."""
+    inline = value is None or len(value) <= INLINE_VALUE_BYTES
+    return Entry(feed, seq, deleted, value if inline else None, inline)
 
 
 def row_key(key: str) -> bytes:
@@ -29,21 +54,36 @@ def row_key(key: str) -> bytes:
     return data[:INLINE_KEY_BYTES] + crypto.blake2b(data, digest_size=16)
 
 
-def encode_row(key: str, refs: Sequence[Pointer]) -> bytes:
-    parts = [_COUNT.pack(len(refs))]
-    parts.extend(_REF.pack(ref.feed, ref.seq) for ref in refs)
+def encode_row(key: str, entries: Sequence[Entry]) -> bytes:
+    parts = [_COUNT.pack(len(entries))]
+    for item in entries:
+        flags = (_DELETED if item.deleted else 0) | (_INLINE if item.inline else 0)
+        value = item.value if item.inline else None
+        if value is not None:
+            flags |= _HAS_VALUE
+        parts.append(_ENTRY.pack(item.feed, item.seq, flags, len(value) if value else 0))
+        if value:
+            parts.append(value)
     data = key.encode("utf-8")
     if len(data) > INLINE_KEY_BYTES:
         parts.append(data)
     return b"".join(parts)
 
 
-def decode_row(row_key_bytes: bytes, value: bytes) -> tuple[str, list[Pointer]]:
-    (count,) = _COUNT.unpack_from(value)
-    end = _COUNT.size + count * _REF.size
-    refs = [Pointer(*_REF.unpack_from(value, _COUNT.size + i * _REF.size)) for i in range(count)]
-    key_bytes = value[end:] if len(value) > end else row_key_bytes
-    return key_bytes.decode("utf-8"), refs
+def decode_row(row_key_bytes: bytes, data: bytes) -> tuple[str, list[Entry]]:
+    (count,) = _COUNT.unpack_from(data)
+    offset = _COUNT.size
+    entries = []
+    for _ in range(count):
+        feed, seq, flags, size = _ENTRY.unpack_from(data, offset)
+        offset += _ENTRY.size
+        value = None
+        if flags & _HAS_VALUE:
+            value = data[offset : offset + size]
+            offset += size
+        entries.append(Entry(feed, seq, bool(flags & _DELETED), value, bool(flags & _INLINE)))
+    key_bytes = data[offset:] if len(data) > offset else row_key_bytes
+    return key_bytes.decode("utf-8"), entries
 
 
 def is_long(row_key_bytes: bytes) -> bool:
@@ -52,10 +92,10 @@ def is_long(row_key_bytes: bytes) -> bool:
 
 def sort_long_keys(
     rows: Iterator[tuple[bytes, bytes]], reverse: bool
-) -> Iterator[tuple[str, list[Pointer]]]:
+) -> Iterator[tuple[str, list[Entry]]]:
     """Decode index rows in key order: rows of long keys that share their stored prefix come out
     of storage in hash order, so they are gathered and sorted by their whole key."""
-    group: list[tuple[str, list[Pointer]]] = []
+    group: list[tuple[str, list[Entry]]] = []
     group_prefix = b""
     for key_bytes, value in rows:
         if is_long(key_bytes):

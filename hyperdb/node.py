@@ -9,10 +9,13 @@ ids, and is immutable, so decoded nodes can be cached.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import trie
+from hyperdb import crypto
+from hyperdb.errors import CorruptionError
 from trie import TrieTable
 
 
@@ -32,16 +35,73 @@ class Node:
         return f"Node(key={self.key!r}, {what}, writer={self.writer.hex()[:8]}, seq={self.seq})"
 
 
-@dataclass(frozen=True, slots=True)
 class StoredNode:
-    """A node decoded from its feed block, in local feed-id numbering (the ``trie.Node`` view)."""
+    """A node decoded from its feed block, in local feed-id numbering (the ``trie.Node`` view).
 
-    key: str
-    path: bytes
-    trie: TrieTable
-    feed: int
-    seq: int
-    clock: Mapping[int, int]
-    deleted: bool
-    value: bytes | None
-    kind: int
+    Immutable. ``path`` and ``trie`` are computed on first use: ``get`` and ``range`` never need
+    them, and decoding a trie table costs more than the rest of the node.
+    """
+
+    __slots__ = (
+        "_feed_map",
+        "_path",
+        "_trie",
+        "_trie_data",
+        "clock",
+        "deleted",
+        "feed",
+        "key",
+        "kind",
+        "seq",
+        "value",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        feed: int,
+        seq: int,
+        clock: Mapping[int, int],
+        deleted: bool,
+        value: bytes | None,
+        kind: int,
+        *,
+        trie_data: bytes = b"",
+        feed_map: Sequence[int] | None = None,
+        table: TrieTable | None = None,
+        path: bytes | None = None,
+    ) -> None:
+        self.key = key
+        self.feed = feed
+        self.seq = seq
+        self.clock = clock
+        self.deleted = deleted
+        self.value = value
+        self.kind = kind
+        self._trie_data = trie_data
+        self._feed_map = feed_map
+        self._trie = table
+        self._path = path
+
+    @property
+    def path(self) -> bytes:
+        path = self._path
+        if path is None:
+            path = self._path = trie.key_path(self.key, crypto.siphash24)
+        return path
+
+    @property
+    def trie(self) -> TrieTable:
+        table = self._trie
+        if table is None:
+            try:
+                table = TrieTable.decode(self._trie_data, feed_map=self._feed_map)
+            except trie.TrieError as exc:
+                raise CorruptionError(
+                    f"the trie of node {self.seq} of feed {self.feed} is damaged: {exc}"
+                ) from exc
+            self._trie = table
+        return table
+
+    def __repr__(self) -> str:
+        return f"StoredNode({self.key!r}, feed={self.feed}, seq={self.seq})"

@@ -99,10 +99,10 @@ def encode_node(record: NodeRecord) -> bytes:
 _FIELDS = frozenset("ktdvcfya")
 
 
-def decode_node(data: bytes, *, canonical: bool = True) -> NodeRecord:
-    """Decode and validate a node record (``canonical=False`` only for records this process
-    wrote itself and already validated)."""
-    obj = encoding.decode(data, max_size=MAX_RECORD_BYTES, canonical=canonical)
+def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
+    """Decode and validate a node record. ``trusted=True`` is for blocks this store validated when
+    they arrived (see :func:`hyperdb.encoding.decode`); every field is still type-checked."""
+    obj = encoding.decode(data, max_size=MAX_RECORD_BYTES, trusted=trusted)
     if not isinstance(obj, dict) or not set(obj) <= _FIELDS or "k" not in obj or "t" not in obj:
         raise EncodingError("a node record is a map with k and t and only known fields")
     key, trie = obj["k"], obj["t"]

@@ -300,6 +300,39 @@ class _LMDBWriteTxn(_LMDBTxn, WriteTxn):
                 self._txn.abort()
 
 
+class _ReadContext:
+    """The context manager ``LMDBStorage.read()`` returns (a class: this is every read's path)."""
+
+    __slots__ = ("_rtxn", "_storage", "_txn")
+
+    def __init__(self, storage: LMDBStorage) -> None:
+        self._storage = storage
+
+    def __enter__(self) -> ReadTxn:
+        storage = self._storage
+        with storage._txn_lock:
+            storage._check_open()
+            self._txn = storage._begin(write=False)
+            storage._readers += 1
+        self._rtxn = _LMDBReadTxn(storage, self._txn)
+        return self._rtxn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        storage = self._storage
+        self._rtxn._done = True
+        with storage._txn_lock:
+            # Abort before the count drops, so a resize never overlaps a live transaction.
+            if not storage._closed:
+                with contextlib.suppress(lmdb.Error):
+                    self._txn.abort()
+            storage._readers -= 1
+
+
 class _WriteContext:
     """The context manager ``LMDBStorage.write()`` returns (a class: this is every write's path)."""
 
@@ -465,30 +498,12 @@ class LMDBStorage(Storage):
 
     def read(self) -> contextlib.AbstractContextManager[ReadTxn]:
         self._check_open()
-        return self._read_context()
+        return _ReadContext(self)
 
     def write(self) -> contextlib.AbstractContextManager[WriteTxn]:
         self._check_open()
         self._check_not_nested()
         return _WriteContext(self)
-
-    @contextlib.contextmanager
-    def _read_context(self) -> Iterator[ReadTxn]:
-        with self._txn_lock:
-            self._check_open()
-            txn = self._begin(write=False)
-            self._readers += 1
-        rtxn = _LMDBReadTxn(self, txn)
-        try:
-            yield rtxn
-        finally:
-            rtxn._done = True
-            with self._txn_lock:
-                # Abort before the count drops, so a resize never overlaps a live transaction.
-                if not self._closed:
-                    with contextlib.suppress(lmdb.Error):
-                        txn.abort()
-                self._readers -= 1
 
     def _begin(self, *, write: bool) -> _Txn:
         """Begin an LMDB transaction; the caller holds _txn_lock (read) or _write_lock (write)."""
