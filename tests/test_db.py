@@ -10,7 +10,7 @@ import pytest
 import hyperdb
 import trie
 from hyperdb import crypto, record
-from hyperdb.errors import Closed, InvalidArgument, InvalidKey, ValueTooLarge
+from hyperdb.errors import Closed, InvalidArgument, InvalidKey, ReadOnly, ValueTooLarge
 from hyperdb.feed import Feed
 
 
@@ -247,3 +247,16 @@ def test_feed_holds_a_header_and_verifies(tmp_path: Path) -> None:
         assert header.database_key == db.key
         report = Feed.verify(db._local)
         assert report.blocks == 22
+
+
+def test_database_without_its_secret_key_is_read_only(tmp_path: Path) -> None:
+    with hyperdb.open(tmp_path / "db") as db:
+        db.put("k", b"v")
+        local = db.local_key
+    (tmp_path / "db" / "keys" / f"{local.hex()}.secret").unlink()
+    with hyperdb.open(tmp_path / "db") as db:
+        assert [n.value for n in db.get("k")] == [b"v"]
+        with pytest.raises(ReadOnly):
+            db.put("k", b"new")
+        assert [n.value for n in db.get("k")] == [b"v"]
+        assert db._local.length == 2
