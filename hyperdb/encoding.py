@@ -23,9 +23,14 @@ _INT_MIN = -(1 << 64)
 _INT_MAX = (1 << 64) - 1
 
 
-def encode(obj: Any) -> bytes:
-    """The canonical CBOR bytes of ``obj`` (ints, bytes, str, list/tuple, dict, bool, None)."""
-    _check_types(obj, 0)
+def encode(obj: Any, *, checked: bool = False) -> bytes:
+    """The canonical CBOR bytes of ``obj`` (ints, bytes, str, list/tuple, dict, bool, None).
+
+    ``checked=True`` skips the walk that refuses other types, for records whose fields the caller
+    built from already validated values (the node records of :mod:`hyperdb.record`).
+    """
+    if not checked:
+        _check_types(obj, 0)
     try:
         data: bytes = cbor2.dumps(obj, canonical=True)
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:

@@ -93,7 +93,15 @@ def encode_node(record: NodeRecord) -> bytes:
     _check_limits(
         record.key, record.value, record.trie, record.clock, record.feeds, record.authorized
     )
-    return encoding.encode(obj)
+    well_typed = (
+        type(record.key) is str
+        and type(record.trie) is bytes
+        and (record.value is None or type(record.value) is bytes)
+        and not record.clock  # the walk below is only skipped for the common, simple case
+        and record.feeds is None
+        and not record.authorized
+    )
+    return encoding.encode(obj, checked=well_typed)
 
 
 _FIELDS = frozenset("ktdvcfya")
