@@ -138,6 +138,18 @@ class _Walker(Generic[N]):
     def keys(self, path: bytes, nodes: list[N]) -> Iterator[tuple[str, list[N]]]:
         """The live keys whose path is exactly ``path`` plus the terminator, ascending."""
         position = len(path)
+        if len(nodes) == 1:
+            # one node ending here without a collision bucket: its key alone (the common case)
+            node = nodes[0]
+            own = node.path
+            if (
+                len(own) == position + 1
+                and own[position] == TERMINATOR
+                and not node.trie.get(position, TERMINATOR)
+            ):
+                if not node.deleted and own.startswith(path) and is_under(node.key, self.prefix):
+                    yield node.key, [node]
+                return
         by_key: dict[str, list[N]] = {}
         for node in key_group(nodes, position, self.load).values():
             own = node.path

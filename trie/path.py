@@ -5,11 +5,14 @@ A key is a ``/``-separated string. Its **path** is a ``bytes`` of digits: for ea
 first), so 32 digits per component; then the terminator digit ``4`` (``TERMINATOR``). The hash is
 a parameter (``HashFn``); hyperdb uses SipHash-2-4 with a zero key. **Hash order** (the order of
 iteration) sorts keys by their path without terminator (a key before its descendants), keys with
-identical digits by key string. See ``spec/trie.md`` section 1.
+identical digits by key string. See ``spec/trie.md`` section 1. The digits of recently seen
+components are kept in a bounded cache (:data:`COMPONENT_CACHE_SIZE`), so a folder is hashed once
+for all the keys under it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 from trie.errors import TrieArgumentError
@@ -46,7 +49,16 @@ def normalize(key: str) -> str:
 
 
 def component_digits(component: str, hash_fn: HashFn) -> bytes:
-    """The 32 digits of one component: its hash, each byte as four 2-bit digits, low pair first."""
+    """The 32 digits of one component: its hash, each byte as four 2-bit digits, low pair first.
+
+    Results are cached (see :func:`key_path`)."""
+    try:
+        return _cached_digits(component, hash_fn)
+    except TypeError:  # an unhashable hash function: nothing to cache under
+        return _digits(component, hash_fn)
+
+
+def _digits(component: str, hash_fn: HashFn) -> bytes:
     try:
         data = component.encode("utf-8")
     except UnicodeEncodeError:
@@ -54,15 +66,33 @@ def component_digits(component: str, hash_fn: HashFn) -> bytes:
     digest = hash_fn(data)
     if len(digest) != HASH_SIZE:
         raise TrieArgumentError(f"hash function returned {len(digest)} bytes, expected {HASH_SIZE}")
-    return b"".join([_DIGITS[byte] for byte in digest])
+    return b"".join(map(_DIGITS.__getitem__, digest))
+
+
+COMPONENT_CACHE_SIZE = 1 << 13
+"""How many ``(component, hash_fn)`` digit strings :func:`component_digits` keeps (least recently
+used first out; about 270 bytes each, so about 2 MB when full)."""
+
+_cached_digits = functools.lru_cache(maxsize=COMPONENT_CACHE_SIZE)(_digits)
 
 
 def key_path(key: str, hash_fn: HashFn, *, terminate: bool = True) -> bytes:
     """The digit path of ``key`` (normalized first); ends with ``TERMINATOR`` if ``terminate``.
 
     The root key ``""`` has no components, so its path is ``b"\\x04"`` (or ``b""`` unterminated).
+
+    The digits of each component are cached for the last :data:`COMPONENT_CACHE_SIZE` distinct
+    ``(component, hash_fn)`` pairs, so the folders of a key are hashed once however many keys they
+    hold. ``hash_fn`` must therefore be a pure function of its input (as a hash is); an unhashable
+    one is simply not cached.
     """
-    digits = b"".join([component_digits(part, hash_fn) for part in components(key)])
+    parts = key.split("/")
+    if "" in parts:
+        parts = [part for part in parts if part]
+    try:
+        digits = b"".join([_cached_digits(part, hash_fn) for part in parts])
+    except TypeError:
+        digits = b"".join([_digits(part, hash_fn) for part in parts])
     return digits + _TERMINATOR_BYTES if terminate else digits
 
 

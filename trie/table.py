@@ -3,11 +3,12 @@
 For each position ``i`` of its node's path a table has five **buckets** ``0..4`` (the reference's
 ``trie[i][v]``), each an ordered tuple of :class:`Pointer` ``(feed, seq)``. A table is an immutable
 value: canonical (buckets sorted by ``(feed, seq)`` without duplicates, empty buckets and rows
-absent), cheap to query with :meth:`TrieTable.get`, comparable and hashable. The encoding is the
-reference's ``lib/trie-encoding.js`` (``spec/trie.md`` section 3): for each non-empty position
-ascending ``varint(i) varint(bitfield)`` then, for each set bucket ascending, its pointers as
-``varint(feed * 2 + more) varint(seq)``. :meth:`TrieTable.decode` is strict and enforces
-:class:`TrieLimits`.
+absent), cheap to query with :meth:`TrieTable.get`, comparable and hashable; it knows whether any
+bucket holds several pointers (:attr:`TrieTable.forked`, which lets :mod:`trie.put` skip pruning).
+The encoding is the reference's ``lib/trie-encoding.js`` (``spec/trie.md`` section 3): for each
+non-empty position ascending ``varint(i) varint(bitfield)`` then, for each set bucket ascending,
+its pointers as ``varint(feed * 2 + more) varint(seq)``. :meth:`TrieTable.decode` is strict and
+enforces :class:`TrieLimits`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from trie.errors import TrieArgumentError, TrieDecodeError, TrieLimitError, TrieShapeError
 from trie.path import TERMINATOR
@@ -79,11 +80,12 @@ class TrieTable:
     position ``i`` (empty when absent). Build one from entries, by decoding, or with
     :func:`trie.put.prepare_put`."""
 
-    __slots__ = ("_encoded", "_positions", "_rows")
+    __slots__ = ("_encoded", "_forked", "_positions", "_rows")
 
     _rows: dict[int, Row]
     _positions: tuple[int, ...]
     _encoded: bytes | None
+    _forked: bool
 
     def __init__(self, entries: Iterable[tuple[int, int, Iterable[Pointer]]] = ()) -> None:
         """A table holding ``entries`` ``(position, bucket, pointers)``; pointers of one bucket
@@ -106,18 +108,24 @@ class TrieTable:
             buckets = collected[position]
             if any(buckets):
                 rows[position] = _row(tuple(sorted(bucket)) for bucket in buckets)
-        self._set(rows, None)
+        self._set(rows, None, None)
 
-    def _set(self, rows: dict[int, Row], encoded: bytes | None) -> None:
+    def _set(self, rows: dict[int, Row], encoded: bytes | None, forked: bool | None) -> None:
         self._rows = rows
         self._positions = tuple(rows)
         self._encoded = encoded
+        if forked is None:
+            forked = any(len(pointers) > 1 for row in rows.values() for pointers in row)
+        self._forked = forked
 
     @classmethod
-    def _canonical(cls, rows: dict[int, Row], encoded: bytes | None = None) -> TrieTable:
-        """A table from rows already canonical (ascending positions, sorted non-empty buckets)."""
+    def _canonical(
+        cls, rows: dict[int, Row], encoded: bytes | None = None, forked: bool | None = None
+    ) -> TrieTable:
+        """A table from rows already canonical (ascending positions, sorted non-empty buckets);
+        ``forked`` is :attr:`forked` when the caller knows it (``None``: computed here)."""
         table = cls.__new__(cls)
-        table._set(rows, encoded)
+        table._set(rows, encoded, forked)
         return table
 
     # --- queries ----------------------------------------------------------------------------------
@@ -164,6 +172,12 @@ class TrieTable:
         for row in self._rows.values():
             for pointers in row:
                 yield from pointers
+
+    @property
+    def forked(self) -> bool:
+        """Whether some bucket holds more than one pointer (a fork of concurrent writers, or a
+        collision bucket of several keys). Never true for a single writer without collisions."""
+        return self._forked
 
     @property
     def pointer_count(self) -> int:
@@ -240,7 +254,8 @@ class TrieTable:
         beyond ``limits``. The result re-encodes to exactly ``data``.
         """
         data = bytes(data)
-        table = cls._canonical(_decode(data, limits), data)
+        rows, forked = _decode(data, limits)
+        table = cls._canonical(rows, data, forked)
         return table if feed_map is None else table.remap(feed_map)
 
     def check_shape(self, path: bytes) -> None:
@@ -261,113 +276,182 @@ def _row(buckets: Iterable[Bucket]) -> Row:
     return (b0, b1, b2, b3, b4)
 
 
-EMPTY_TABLE = TrieTable._canonical({}, b"")
+EMPTY_TABLE = TrieTable._canonical({}, b"", False)
 
 
-def table_from_rows(rows: dict[int, Row]) -> TrieTable:
+def table_from_rows(rows: dict[int, Row], forked: bool | None = None) -> TrieTable:
     """A table from canonical rows (positions ascending, buckets sorted and deduplicated, no empty
-    row). For the algorithms of this package: nothing is checked."""
-    return TrieTable._canonical(rows) if rows else EMPTY_TABLE
+    row; ``forked`` as :attr:`TrieTable.forked` if known). For the algorithms of this package:
+    nothing is checked."""
+    return TrieTable._canonical(rows, None, forked) if rows else EMPTY_TABLE
 
 
 # --- varints and the byte format ------------------------------------------------------------------
-
-
-def _put_varint(out: bytearray, value: int) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _encode(rows: dict[int, Row]) -> bytes:
-    out = bytearray()
-    put = _put_varint
-    for position, row in rows.items():
-        put(out, position)
-        bits = 0
-        for bucket, pointers in enumerate(row):
-            if pointers:
-                bits |= 1 << bucket
-        out.append(bits)
-        for pointers in row:
-            more = len(pointers) - 1
-            for index, (feed, seq) in enumerate(pointers):
-                put(out, feed * 2 + (index < more))
-                put(out, seq)
-    return bytes(out)
-
-
-def _varints(data: bytes) -> list[int]:
-    """Every varint of ``data``, strictly: minimal, below 2^64, none truncated."""
-    values: list[int] = []
-    append = values.append
-    value = 0
-    shift = 0
-    for byte in data:
-        if byte < 0x80:
-            if shift:
-                if not byte:
-                    raise TrieDecodeError("non-minimal varint")
-                value |= byte << shift
-                if value >> 64:
-                    raise TrieDecodeError("varint above 2^64")
-                append(value)
-                value = 0
-                shift = 0
-            else:
-                append(byte)
-        else:
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if shift > 63:
-                raise TrieDecodeError("varint longer than 10 bytes")
-    if shift:
-        raise TrieDecodeError("truncated varint")
-    return values
+#
+# Both directions handle the common varints inline, without a call per value: single bytes (the
+# positions of keys up to four components, every bitfield, the feed words of the first 64 writers)
+# and seqs of up to three bytes (the first two million nodes of a feed).
 
 
 _SET_BUCKETS: tuple[tuple[int, ...], ...] = tuple(
     tuple(bucket for bucket in range(BUCKETS) if bits >> bucket & 1) for bits in range(1 << BUCKETS)
 )
+
+
+def _varint(value: int) -> bytes:
+    """The varint of ``value`` (any non-negative integer)."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _encode(rows: dict[int, Row]) -> bytes:
+    out = bytearray()
+    add = out.append
+    set_buckets = _SET_BUCKETS
+    for position, row in rows.items():
+        b0, b1, b2, b3, b4 = row
+        bits = (
+            (1 if b0 else 0)
+            | (2 if b1 else 0)
+            | (4 if b2 else 0)
+            | (8 if b3 else 0)
+            | (16 if b4 else 0)
+        )
+        if position < 0x80:
+            add(position)
+        else:
+            out += _varint(position)
+        add(bits)
+        for bucket in set_buckets[bits]:
+            pointers = row[bucket]
+            if len(pointers) > 1:
+                more = len(pointers) - 1
+                for index, (feed, seq) in enumerate(pointers):
+                    out += _varint(feed * 2 + (index < more))
+                    out += _varint(seq)
+                continue
+            feed, seq = pointers[0]  # the common case: one pointer
+            if feed < 0x40:
+                add(feed * 2)
+            else:
+                out += _varint(feed * 2)
+            if seq < 0x80:
+                add(seq)
+            elif seq < 0x4000:
+                add((seq & 0x7F) | 0x80)
+                add(seq >> 7)
+            elif seq < 0x200000:
+                add((seq & 0x7F) | 0x80)
+                add((seq >> 7 & 0x7F) | 0x80)
+                add(seq >> 14)
+            else:
+                out += _varint(seq)
+    return bytes(out)
+
+
+def _long_varint(data: bytes, index: int) -> tuple[int, int]:
+    """The varint at ``data[index]`` (a byte ``>= 0x80``) and the index after it, strictly:
+    minimal, below 2^64, at most 10 bytes. Raises ``IndexError`` when truncated."""
+    value = 0
+    shift = 0
+    while True:
+        byte = data[index]
+        index += 1
+        if byte < 0x80:
+            if not byte:
+                raise TrieDecodeError("non-minimal varint")
+            value |= byte << shift
+            if value >> 64:
+                raise TrieDecodeError("varint above 2^64")
+            return value, index
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if shift > 63:
+            raise TrieDecodeError("varint longer than 10 bytes")
+
+
 _new_tuple = tuple.__new__
 
 
-def _decode(data: bytes, limits: TrieLimits) -> dict[int, Row]:
-    values = _varints(data)
-    count = len(values)
+def _decode(data: bytes, limits: TrieLimits) -> tuple[dict[int, Row], bool]:
+    """The rows of ``data`` and whether some bucket holds several pointers."""
+    end = len(data)
     rows: dict[int, Row] = {}
     previous = -1
     total = 0
+    forked = False
     max_path = limits.max_path_length
     max_positions = limits.max_positions
+    max_bits = 1 << BUCKETS
     max_word = limits.max_feed * 2
     max_seq = limits.max_seq
     max_bucket = limits.max_bucket_pointers
     max_total = limits.max_total_pointers
+    set_buckets = _SET_BUCKETS
+    empty_row: list[Bucket] = [EMPTY_BUCKET] * BUCKETS
+    long_varint = _long_varint
     index = 0
     try:
-        while index < count:
-            position = values[index]
-            bits = values[index + 1]
-            index += 2
-            if position <= previous:
-                raise TrieDecodeError(f"position {position} after {previous}")
-            if position >= max_path:
-                raise TrieLimitError(f"position {position} beyond the path limit {max_path}")
-            if len(rows) >= max_positions:
-                raise TrieLimitError(f"more than {max_positions} positions")
-            if not 0 < bits < 1 << BUCKETS:
-                raise TrieDecodeError(f"bad bitfield {bits} at position {position}")
+        while index < end:
+            position = data[index]
+            if position < 0x80:
+                index += 1
+            else:
+                position, index = long_varint(data, index)
+            bits = data[index]
+            index += 1
+            if not (
+                previous < position < max_path and 0 < bits < max_bits and len(rows) < max_positions
+            ):
+                _row_error(position, previous, bits, len(rows), limits)
             previous = position
-            row: list[Bucket] = [EMPTY_BUCKET] * BUCKETS
-            for bucket in _SET_BUCKETS[bits]:
-                pointers: list[Pointer] = []
-                last = -1
-                while True:
-                    word = values[index]
-                    seq = values[index + 1]
-                    index += 2
+            row = empty_row[:]
+            buckets = set_buckets[bits]
+            total += len(buckets)
+            for bucket in buckets:
+                word = data[index]
+                if word < 0x80:
+                    index += 1
+                else:
+                    word, index = long_varint(data, index)
+                seq = data[index]
+                if seq < 0x80:
+                    index += 1
+                else:  # seqs of two and three bytes (below 2^21) inline
+                    second = data[index + 1]
+                    if 0 < second < 0x80:
+                        seq = (seq & 0x7F) | second << 7
+                        index += 2
+                    elif second >= 0x80 and 0 < data[index + 2] < 0x80:
+                        seq = (seq & 0x7F) | (second & 0x7F) << 7 | data[index + 2] << 14
+                        index += 3
+                    else:
+                        seq, index = long_varint(data, index)
+                if not word & 1 and word < max_word and seq < max_seq and max_bucket:
+                    row[bucket] = (_new_tuple(Pointer, (word >> 1, seq)),)  # the common case
+                    continue
+                if word >= max_word:
+                    raise TrieLimitError(f"feed {word >> 1} beyond the limit {max_word >> 1}")
+                if seq >= max_seq:
+                    raise TrieLimitError(f"seq {seq} beyond the limit {max_seq}")
+                forked = True
+                pointers = [_new_tuple(Pointer, (word >> 1, seq))]
+                last = (word >> 1) * max_seq + seq
+                while word & 1:
+                    word = data[index]
+                    if word < 0x80:
+                        index += 1
+                    else:
+                        word, index = long_varint(data, index)
+                    seq = data[index]
+                    if seq < 0x80:
+                        index += 1
+                    else:
+                        seq, index = long_varint(data, index)
                     if word >= max_word:
                         raise TrieLimitError(f"feed {word >> 1} beyond the limit {max_word >> 1}")
                     if seq >= max_seq:
@@ -377,15 +461,27 @@ def _decode(data: bytes, limits: TrieLimits) -> dict[int, Row]:
                         raise TrieDecodeError(f"pointers not ascending in bucket {bucket}")
                     last = order
                     pointers.append(_new_tuple(Pointer, (word >> 1, seq)))
-                    if not word & 1:
-                        break
                 if len(pointers) > max_bucket:
                     raise TrieLimitError(f"more than {max_bucket} pointers in one bucket")
-                total += len(pointers)
+                total += len(pointers) - 1
                 if total > max_total:
                     raise TrieLimitError(f"more than {max_total} pointers")
                 row[bucket] = tuple(pointers)
-            rows[position] = _row(row)
+            b0, b1, b2, b3, b4 = row
+            rows[position] = (b0, b1, b2, b3, b4)
     except IndexError:
         raise TrieDecodeError("truncated trie table") from None
-    return rows
+    if total > max_total:
+        raise TrieLimitError(f"more than {max_total} pointers")
+    return rows, forked
+
+
+def _row_error(position: int, previous: int, bits: int, count: int, limits: TrieLimits) -> NoReturn:
+    """Raise the error of a row header that failed the checks of :func:`_decode`."""
+    if position <= previous:
+        raise TrieDecodeError(f"position {position} after {previous}")
+    if position >= limits.max_path_length:
+        raise TrieLimitError(f"position {position} beyond the path limit {limits.max_path_length}")
+    if count >= limits.max_positions:
+        raise TrieLimitError(f"more than {limits.max_positions} positions")
+    raise TrieDecodeError(f"bad bitfield {bits} at position {position}")

@@ -57,6 +57,16 @@ def child_frontier(
 ) -> list[N]:
     """The frontier of ``child`` (= the frontier's prefix + ``digit``, ``position`` = its length
     minus one). Pointed nodes whose path does not start with ``child`` are ignored."""
+    if len(nodes) == 1:  # one node: it continues, or its bucket is the frontier unless it forks
+        node = nodes[0]
+        if node.path[position] == digit:
+            return [node]
+        pointers = node.trie.get(position, digit)
+        if not pointers:
+            return []
+        if len(pointers) == 1:
+            target = load(pointers[0])
+            return [target] if target.path.startswith(child) else []
     found: dict[tuple[int, int], N] = {}
     for node in nodes:
         if node.path[position] == digit:
