@@ -48,25 +48,31 @@ def bench_size(directory: Path, size: int, repeat: int, sample: int) -> list[Res
     value = os.urandom(32)
     rng = random.Random(size)
     with hyperdb.open(directory / f"db-{size}", durable=False) as db:
-        loaded = 0
+        started = time.perf_counter()
+        for chunk in range(0, size, 1000):
+            db.batch(
+                [{"key": key_of(i), "value": value} for i in range(chunk, min(chunk + 1000, size))]
+            )
+        elapsed = time.perf_counter() - started
+        results.append(
+            {
+                "name": f"load {size:,} keys, 1000/batch",
+                "unit": "keys/s",
+                "median": size / elapsed,
+                "min": size / elapsed,
+                "max": size / elapsed,
+            }
+        )
+        extra = iter(range(size, size + 1_000_000))
 
-        def batch_load() -> int:
-            nonlocal loaded
-            count = min(size - loaded, 20_000) if loaded < size else 5_000
-            start = loaded
-            for chunk in range(start, start + count, 1000):
-                db.batch(
-                    [
-                        {"key": key_of(i), "value": value}
-                        for i in range(chunk, min(chunk + 1000, start + count))
-                    ]
-                )
-            loaded += count
-            return count
+        def batch_more() -> int:
+            for _ in range(2):
+                db.batch([{"key": key_of(next(extra)), "value": value} for _ in range(1000)])
+            return 2000
 
-        results.append(measure(f"batch put, 1000/batch ({size:,} keys)", "keys/s", 1, batch_load))
-        while loaded < size:
-            batch_load()
+        results.append(
+            measure(f"batch put, 1000/batch, into {size:,} keys", "keys/s", repeat, batch_more)
+        )
         keys = [key_of(rng.randrange(size)) for _ in range(sample)]
         results.append(
             measure(

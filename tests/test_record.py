@@ -95,3 +95,32 @@ def test_value_limit() -> None:
 def test_garbage_only_raises_encoding_error(data: bytes) -> None:
     with contextlib.suppress(EncodingError):
         record.decode_node(data)
+
+
+@given(
+    key=st.text(max_size=300),
+    value=st.none() | st.binary(max_size=300),
+    deleted=st.booleans(),
+    trie=st.binary(max_size=300),
+)
+def test_fast_entry_encoding_matches_the_generic_one(
+    key: str, value: bytes | None, deleted: bool, trie: bytes
+) -> None:
+    node = NodeRecord(key, None if deleted else value, deleted, trie, {})
+    try:
+        expected = record.encode_node(node)
+    except EncodingError:
+        with pytest.raises(EncodingError):
+            record.encode_entry(key, value, deleted, trie)
+        return
+    assert record.encode_entry(key, value, deleted, trie) == expected
+
+
+@pytest.mark.parametrize("size", [0, 23, 24, 255, 256, 65535, 65536])
+def test_fast_entry_encoding_at_length_boundaries(size: int) -> None:
+    value = b"v" * size
+    assert record.encode_entry("k" * min(size, 4096), value, False, b"t" * min(size, 1000)) == (
+        record.encode_node(
+            NodeRecord("k" * min(size, 4096), value, False, b"t" * min(size, 1000), {})
+        )
+    )
