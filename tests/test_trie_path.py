@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import trie.path
 from trie import TrieArgumentError, siphash24, siphash_zero
 from trie.path import (
+    COMPONENT_CACHE_SIZE,
     DIGITS_PER_COMPONENT,
     ROOT_PATH,
     TERMINATOR,
@@ -137,3 +139,31 @@ def test_digit_text_round_trip() -> None:
     assert digits_to_text(b"\x00\x01\x04") == "014"
     with pytest.raises(TrieArgumentError):
         text_to_digits("015")
+
+
+def test_component_digits_are_cached_and_bounded() -> None:
+    calls: list[bytes] = []
+
+    def counting(data: bytes) -> bytes:
+        calls.append(data)
+        return siphash_zero(data)
+
+    first = key_path("cache/test/one", counting)
+    assert key_path("cache/test/two", counting)[:64] == first[:64]
+    assert calls == [b"cache", b"test", b"one", b"two"]  # the folders were hashed once
+    assert first == key_path("cache/test/one", siphash_zero)
+    assert component_digits("one", counting) == first[64:96] and len(calls) == 4
+    info = trie.path._cached_digits.cache_info()
+    assert info.maxsize == COMPONENT_CACHE_SIZE and info.currsize <= COMPONENT_CACHE_SIZE
+
+
+def test_an_unhashable_hash_function_is_used_uncached() -> None:
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, data: bytes) -> bytes:
+            return siphash_zero(data)
+
+    hash_fn = Unhashable()
+    assert key_path("a/b", hash_fn) == key_path("a/b", siphash_zero)
+    assert component_digits("a", hash_fn) == component_digits("a", siphash_zero)

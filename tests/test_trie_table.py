@@ -174,3 +174,72 @@ def test_decode_is_strict_and_canonical(data: bytes) -> None:
     except TrieDecodeError:
         return
     assert value.encode() == data
+
+
+def reference_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def reference_encode(value: TrieTable) -> bytes:
+    """Section 3.2 of spec/trie.md, written out plainly."""
+    out = bytearray()
+    for position in value.positions:
+        row = value.row(position)
+        assert row is not None
+        out += reference_varint(position)
+        out += reference_varint(sum(1 << index for index, bucket in enumerate(row) if bucket))
+        for bucket in row:
+            for index, (feed, seq) in enumerate(bucket):
+                out += reference_varint(feed * 2 + (index < len(bucket) - 1))
+                out += reference_varint(seq)
+    return bytes(out)
+
+
+# every varint length the encoder and decoder special-case, with the values at their edges
+edge_ints = st.sampled_from([0, 1, 63, 64, 127, 128, 129, 16383, 16384, (1 << 21) - 1, 1 << 21])
+seqs = st.one_of(edge_ints, st.integers(0, 1 << 22), st.integers(0, (1 << 48) - 1))
+feeds = st.one_of(st.sampled_from([0, 1, 63, 64, 65, 8191, 8192]), st.integers(0, 65_535))
+positions = st.one_of(st.sampled_from([0, 127, 128, 16383, 16384]), st.integers(0, 65_536))
+varied_entries = st.lists(
+    st.tuples(positions, st.integers(0, 4), st.lists(st.builds(Pointer, feeds, seqs), max_size=3))
+)
+
+
+@given(varied_entries)
+def test_encoding_matches_the_plain_definition(items: list[tuple[int, int, list[Pointer]]]) -> None:
+    value = TrieTable(items)
+    encoded = value.encode()
+    assert encoded == reference_encode(value)
+    decoded = TrieTable.decode(encoded)
+    assert decoded == value and decoded.encode() == encoded
+    assert decoded.forked == value.forked == any(len(b) > 1 for _, _, b in value)
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    ["000100808000", "000100ff8000", "00010080808000", "000100808080808080808080808001"],
+)
+def test_non_minimal_and_over_long_seqs_are_rejected(encoded: str) -> None:
+    with pytest.raises(TrieDecodeError):
+        TrieTable.decode(bytes.fromhex(encoded))
+
+
+def test_three_and_four_byte_seqs() -> None:
+    for seq in (16384, (1 << 21) - 1, 1 << 21, (1 << 28) - 1):
+        value = table((1, 2, [P(3, seq)]))
+        assert value.encode() == bytes([1, 4, 6]) + reference_varint(seq)
+        assert TrieTable.decode(value.encode()) == value
+
+
+def test_forked_tells_whether_a_bucket_holds_several_pointers() -> None:
+    assert not EMPTY_TABLE.forked
+    assert not table((0, 1, [P(0, 1)]), (3, 4, [P(2, 2)])).forked
+    several = table((0, 1, [P(0, 1)]), (3, 4, [P(2, 2), P(3, 0)]))
+    assert several.forked and TrieTable.decode(several.encode()).forked
+    assert not TrieTable.decode(table((0, 1, [P(0, 1)])).encode()).forked
+    assert several.remap(lambda feed: feed).forked
