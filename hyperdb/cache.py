@@ -38,7 +38,7 @@ class NodeCache:
 
     def add(self, nodes: Iterable[StoredNode]) -> None:
         for node in nodes:
-            self._insert(Pointer(node.feed, node.seq), node)
+            self._insert((node.feed, node.seq), node)
 
     def _insert(self, pointer: Pointer, node: StoredNode) -> None:
         young = self._young

@@ -292,7 +292,7 @@ class Database:
                         table=table,
                         path=path,
                     )
-                    pending[trie.Pointer(local.id, seq)] = node
+                    pending[(local.id, seq)] = node
                     blocks.append(data)
                     written.append(node)
                     heads = [node]
@@ -459,7 +459,7 @@ class Database:
         for feed in self._feeds.values():
             length = feed.head(tx).length
             if length > 1:
-                heads.append(self._load(tx, trie.Pointer(feed.id, length - 1)))
+                heads.append(self._load(tx, (feed.id, length - 1)))
         return trie.maximal(heads)
 
     def _loader(self, tx: ReadTxn, pending: Mapping[trie.Pointer, StoredNode] | None = None) -> Any:
@@ -482,23 +482,24 @@ class Database:
         node = self._cache.get(pointer)
         if node is not None:
             return node
-        feed = self._feeds.get(pointer.feed)
+        feed_id, seq = pointer
+        feed = self._feeds.get(feed_id)
         if feed is None:
-            raise CorruptionError(f"a trie points into unknown feed {pointer.feed}")
-        block = feed.get(pointer.seq, tx)
+            raise CorruptionError(f"a trie points into unknown feed {feed_id}")
+        block = feed.get(seq, tx)
         try:
             stored = record.decode_node(block, trusted=True)
         except EncodingError as exc:
             raise CorruptionError(
-                f"node {pointer.seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"
+                f"node {seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"
             ) from exc
-        numbers = self._numbers_of(pointer.feed)
-        identity = all(feed_id == n for n, feed_id in enumerate(numbers))
+        numbers = self._numbers_of(feed_id)
+        identity = all(number == n for n, number in enumerate(numbers))
         node = StoredNode(
             stored.key,
-            pointer.feed,
-            pointer.seq,
-            {pointer.feed: pointer.seq + 1},
+            feed_id,
+            seq,
+            {feed_id: seq + 1},
             stored.deleted,
             stored.value,
             stored.kind,

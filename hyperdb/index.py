@@ -38,7 +38,7 @@ class Entry(NamedTuple):
 
     @property
     def pointer(self) -> Pointer:
-        return Pointer(self.feed, self.seq)
+        return (self.feed, self.seq)
 
 
 def entry(feed: int, seq: int, deleted: bool, value: bytes | None) -> Entry:

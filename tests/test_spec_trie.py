@@ -115,7 +115,7 @@ def test_tables() -> None:
         encoded = bytes.fromhex(case["encoded"])
         assert spec_encode(case["entries"]) == encoded
         table = TrieTable(
-            (i, v, [Pointer(f, s) for f, s in pointers]) for i, v, pointers in case["entries"]
+            (i, v, [(f, s) for f, s in pointers]) for i, v, pointers in case["entries"]
         )
         assert table.encode() == encoded
         decoded = TrieTable.decode(encoded)
@@ -172,7 +172,8 @@ def test_replaying_the_steps_builds_the_recorded_tables(history: dict[str, Any])
     known = [[0] * writers for _ in range(writers)]
 
     def load(pointer: Pointer) -> VectorNode:
-        return feeds[pointer.feed][pointer.seq]
+        feed, seq = pointer
+        return feeds[feed][seq]
 
     def heads(writer: int) -> list[VectorNode]:
         tips = [feeds[f][n - 1] for f, n in enumerate(known[writer]) if n]
@@ -247,7 +248,7 @@ def test_lookups_and_listings_follow_the_causal_model(history: dict[str, Any]) -
     nodes = recorded_nodes(history)
 
     def load(pointer: Pointer) -> VectorNode:
-        return nodes[pointer.feed, pointer.seq]
+        return nodes[pointer]
 
     def heads_of(writer: int) -> list[VectorNode]:
         return [nodes[f, s] for f, s in history["heads"][writer]]

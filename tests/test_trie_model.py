@@ -87,7 +87,7 @@ class SimNode:
 
     @property
     def pointer(self) -> Pointer:
-        return Pointer(self.feed, self.seq)
+        return (self.feed, self.seq)
 
 
 def ids(nodes: list[SimNode]) -> list[tuple[int, int]]:
@@ -110,7 +110,8 @@ class World:
 
     def load(self, pointer: Pointer) -> SimNode:
         self.loads += 1
-        return self.feeds[pointer.feed][pointer.seq]
+        feed, seq = pointer
+        return self.feeds[feed][seq]
 
     def node(self, feed: int, seq: int) -> SimNode:
         return self.feeds[feed][seq]

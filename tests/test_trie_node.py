@@ -15,6 +15,7 @@ from trie import (
     clock_at,
     dominated,
     maximal,
+    pointer,
     pointer_of,
     seen_by,
 )
@@ -45,7 +46,7 @@ def test_seen_by() -> None:
     assert seen_by(a1, b1) and not seen_by(a2, b1) and not seen_by(b1, a2)
     assert not seen_by(a1, b2)
     assert not seen_by(a1, Stub(0, 1, (2,)))  # the same node is not "seen"
-    assert pointer_of(b1) == Pointer(1, 1)
+    assert pointer_of(b1) == pointer(1, 1)
 
 
 def test_dominated_and_maximal() -> None:
@@ -63,7 +64,7 @@ def test_check_pointers() -> None:
     def with_trie(*pointers: Pointer) -> Stub:
         return Stub(1, 2, (4, 3), trie=TrieTable([(0, 0, list(pointers))]))
 
-    check_pointers(with_trie(Pointer(0, 3), Pointer(1, 1)))
-    for bad in [Pointer(0, 4), Pointer(1, 2), Pointer(1, 3), Pointer(2, 0)]:
+    check_pointers(with_trie(pointer(0, 3), pointer(1, 1)))
+    for bad in [pointer(0, 4), pointer(1, 2), pointer(1, 3), pointer(2, 0)]:
         with pytest.raises(TrieShapeError):
             check_pointers(with_trie(bad))

@@ -76,7 +76,7 @@ def reference_prepare_put(
                 for bucket, pointers in enumerate(row):
                     if pointers and bucket != target and bucket != digit:
                         add(split, bucket, pointers)
-            add(split, digit, (Pointer(node.feed, node.seq),))
+            add(split, digit, ((node.feed, node.seq),))
             if row is not None:
                 prefix = path[: split + 1]
                 for pointer in row[target]:
@@ -93,10 +93,10 @@ def reference_prepare_put(
         if digit == TERMINATOR:
             arrived: list[N] = [node]
         else:
-            add(last, digit, (Pointer(node.feed, node.seq),))
+            add(last, digit, ((node.feed, node.seq),))
             arrived = [fetch(pointer) for pointer in row[TERMINATOR]] if row is not None else []
         for candidate in arrived:
-            group = [Pointer(candidate.feed, candidate.seq), *candidate.trie.get(last, TERMINATOR)]
+            group = [(candidate.feed, candidate.seq), *candidate.trie.get(last, TERMINATOR)]
             for pointer in group:
                 other = fetch(pointer)
                 if other.key != key and other.path == path:
@@ -111,10 +111,10 @@ def reference_prepare_put(
             latest: dict[int, int] = {}
             for feed, seq in union:
                 latest[feed] = max(seq, latest.get(feed, -1))
-            union = {Pointer(feed, seq) for feed, seq in latest.items()}
+            union = set(latest.items())
         nodes = [fetch(pointer) for pointer in sorted(union)]
         kept = [
-            Pointer(node.feed, node.seq)
+            (node.feed, node.seq)
             for node in nodes
             if not any(
                 other is not node
@@ -246,7 +246,7 @@ def forests(draw: st.DrawFn) -> tuple[Forest, list[SimNode], str]:
             for other in range(feeds)
         )
         node = SimNode(key, path, TrieTable(entries), feed, seq, clock, draw(st.booleans()))
-        forest.nodes[Pointer(feed, seq)] = node
+        forest.nodes[feed, seq] = node
     every = list(forest.nodes.values())
     heads = draw(st.lists(st.sampled_from(every), min_size=1, max_size=3))
     return forest, heads, draw(st.sampled_from(KEYS))
@@ -274,12 +274,12 @@ def test_a_node_reached_at_two_positions_is_walked_from_the_smaller() -> None:
         )
 
     y = node(0, 0, [0, 0, 0, 2, 0, 0, 0, 0], (1, 0, 0))
-    x = node(0, 1, [0, 0, 0, 0, 0, 0, 0, 2], (2, 0, 0), (3, 2, [Pointer(0, 0)]))
-    h1 = node(1, 0, [0, 0, 0, 0, 0, 1, 0, 0], (2, 1, 0), (5, 0, [Pointer(0, 1)]))
-    h2 = node(2, 0, [0, 1, 0, 0, 0, 0, 0, 0], (2, 0, 1), (1, 0, [Pointer(0, 1)]))
-    nodes = {Pointer(n.feed, n.seq): n for n in (y, x, h1, h2)}
+    x = node(0, 1, [0, 0, 0, 0, 0, 0, 0, 2], (2, 0, 0), (3, 2, [(0, 0)]))
+    h1 = node(1, 0, [0, 0, 0, 0, 0, 1, 0, 0], (2, 1, 0), (5, 0, [(0, 1)]))
+    h2 = node(2, 0, [0, 1, 0, 0, 0, 0, 0, 0], (2, 0, 1), (1, 0, [(0, 1)]))
+    nodes = {(n.feed, n.seq): n for n in (y, x, h1, h2)}
     path = bytes([0] * 8 + [TERMINATOR])
     for heads in ([h1, h2], [h2, h1]):
         assert_same("t", path, heads, nodes.__getitem__)
         table = prepare_put("t", path, heads, nodes.__getitem__)
-        assert table.get(3, 2) == (Pointer(0, 0),)
+        assert table.get(3, 2) == ((0, 0),)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,9 +17,10 @@ from trie import (
     TrieLimits,
     TrieShapeError,
     TrieTable,
+    pointer,
 )
 
-P = Pointer
+P = pointer
 
 
 def table(*entries: tuple[int, int, list[Pointer]]) -> TrieTable:
@@ -152,7 +155,7 @@ def test_check_shape() -> None:
         table((3, 0, [P(0, 0)])).check_shape(path)  # beyond the path
 
 
-pointers = st.builds(Pointer, st.integers(0, 300), st.integers(0, (1 << 48) - 1))
+pointers = st.builds(pointer, st.integers(0, 300), st.integers(0, (1 << 48) - 1))
 entries = st.lists(
     st.tuples(st.integers(0, 700), st.integers(0, 4), st.lists(pointers, max_size=3))
 )
@@ -206,7 +209,7 @@ seqs = st.one_of(edge_ints, st.integers(0, 1 << 22), st.integers(0, (1 << 48) - 
 feeds = st.one_of(st.sampled_from([0, 1, 63, 64, 65, 8191, 8192]), st.integers(0, 65_535))
 positions = st.one_of(st.sampled_from([0, 127, 128, 16383, 16384]), st.integers(0, 65_536))
 varied_entries = st.lists(
-    st.tuples(positions, st.integers(0, 4), st.lists(st.builds(Pointer, feeds, seqs), max_size=3))
+    st.tuples(positions, st.integers(0, 4), st.lists(st.builds(pointer, feeds, seqs), max_size=3))
 )
 
 
@@ -243,3 +246,52 @@ def test_forked_tells_whether_a_bucket_holds_several_pointers() -> None:
     assert several.forked and TrieTable.decode(several.encode()).forked
     assert not TrieTable.decode(table((0, 1, [P(0, 1)])).encode()).forked
     assert several.remap(lambda feed: feed).forked
+
+
+def assert_untracked(*values: TrieTable) -> None:
+    """Every row, bucket and pointer of ``values`` is an exact tuple (of ints, for a pointer) that
+    the cyclic GC has untracked, so a cache of decoded tables costs full collections nothing."""
+    # CPython untracks an exact tuple once its items are untracked, one level of nesting per
+    # collection (it visits containers before their items): pointers, then buckets, then rows
+    for _ in range(3):
+        gc.collect()
+    for value in values:
+        assert value.positions
+        for position in value.positions:
+            row = value.row(position)
+            assert row is not None and type(row) is tuple and len(row) == 5
+            assert not gc.is_tracked(row), f"row {position} is GC-tracked"
+            for bucket in row:
+                assert type(bucket) is tuple
+                assert not gc.is_tracked(bucket), f"a bucket at {position} is GC-tracked"
+                for item in bucket:
+                    assert type(item) is tuple and len(item) == 2
+                    assert all(type(number) is int for number in item)
+                    assert not gc.is_tracked(item), f"pointer {item!r} is GC-tracked"
+
+
+def test_pointers_are_plain_tuples() -> None:
+    made = pointer(3, 7)
+    assert type(made) is tuple and made == (3, 7)
+    gc.collect()
+    assert not gc.is_tracked(made)
+    assert type(next(table((0, 0, [P(1, 2)])).pointers())) is tuple
+
+
+def test_decoded_and_built_tables_hold_no_gc_tracked_tuples() -> None:
+    built = table(
+        (0, 0, [P(0, 0)]),
+        (1, 2, [P(3, 1 << 40), P(1, 5)]),
+        (200, 4, [P(70, 300), P(70, 301), P(2, 1)]),
+        (300, 1, [(9, 20000)]),  # a plain tuple given as a pointer
+    )
+    decoded = TrieTable.decode(built.encode())
+    assert decoded == built
+    assert_untracked(
+        decoded,
+        built,
+        decoded.remap(lambda feed: feed + 1),
+        TrieTable.decode(built.encode(), feed_map=lambda feed: 100 - feed),
+        # the common case the decoder builds inline: one pointer per bucket, short varints
+        TrieTable.decode(bytes.fromhex("00010000" + "0102" + "02" + "8001")),
+    )

@@ -40,7 +40,7 @@ from trie.path import (
 )
 from trie.put import prepare_put
 from trie.siphash import siphash24, siphash_zero
-from trie.table import DEFAULT_LIMITS, EMPTY_TABLE, Pointer, TrieLimits, TrieTable
+from trie.table import DEFAULT_LIMITS, EMPTY_TABLE, Pointer, TrieLimits, TrieTable, pointer
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -71,6 +71,7 @@ __all__ = [
     "maximal",
     "normalize",
     "order_key",
+    "pointer",
     "pointer_of",
     "prepare_put",
     "seen_by",

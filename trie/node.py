@@ -74,7 +74,7 @@ def clock_at(clock: Clock, feed: int) -> int:
 
 def pointer_of(node: Node) -> Pointer:
     """The pointer naming ``node``."""
-    return Pointer(node.feed, node.seq)
+    return (node.feed, node.seq)
 
 
 def seen_by(a: Node, b: Node) -> bool:
@@ -112,5 +112,6 @@ def check_pointers(node: Node) -> None:
     clock = node.clock
     own = (node.feed, node.seq)
     for pointer in node.trie.pointers():
-        if pointer == own or clock_at(clock, pointer.feed) <= pointer.seq:
-            raise TrieShapeError(f"pointer {pointer.feed}:{pointer.seq} outside the node's past")
+        feed, seq = pointer
+        if pointer == own or clock_at(clock, feed) <= seq:
+            raise TrieShapeError(f"pointer {feed}:{seq} outside the node's past")

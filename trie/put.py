@@ -42,7 +42,6 @@ from trie.table import (
 )
 
 _EMPTY_ROW: list[Bucket] = [EMPTY_BUCKET] * BUCKETS
-_new_tuple = tuple.__new__
 
 
 def prepare_put(
@@ -83,10 +82,10 @@ def prepare_put(
     order = 0
     if len(heads) == 1:
         chained = heads[0]
-        chained_bucket = (_new_tuple(Pointer, (chained.feed, chained.seq)),)
+        chained_bucket = ((chained.feed, chained.seq),)
     else:
         for head in heads:
-            heappush(queue, (0, order, head, (_new_tuple(Pointer, (head.feed, head.seq)),)))
+            heappush(queue, (0, order, head, ((head.feed, head.seq),)))
             order += 1
     visited: set[Pointer] = set()
     while True:
@@ -183,7 +182,7 @@ def prepare_put(
         colliding: list[Pointer] = []
         for candidate in arrived:
             if candidate.key != key and candidate.path == path:
-                colliding.append(_new_tuple(Pointer, (candidate.feed, candidate.seq)))
+                colliding.append((candidate.feed, candidate.seq))
             for pointer in candidate.trie.get(last, TERMINATOR):
                 other = fetch(pointer)
                 if other.key != key and other.path == path:
@@ -277,10 +276,10 @@ def _prune_bucket(pointers: Bucket, fetch: Callable[[Pointer], N]) -> Bucket:
             latest[feed] = seq
     if len(latest) == 1:
         ((feed, seq),) = latest.items()
-        return (Pointer(feed, seq),)
-    nodes = [fetch(Pointer(feed, seq)) for feed, seq in latest.items()]
-    kept = [
-        Pointer(node.feed, node.seq)
+        return ((feed, seq),)
+    nodes = [fetch((feed, seq)) for feed, seq in latest.items()]
+    kept: list[Pointer] = [
+        (node.feed, node.seq)
         for node in nodes
         if not any(
             other is not node and clock_at(other.clock, node.feed) > node.seq for other in nodes
@@ -293,8 +292,8 @@ def _prune_bucket(pointers: Bucket, fetch: Callable[[Pointer], N]) -> Bucket:
 def _prune_collisions(pointers: Bucket, fetch: Callable[[Pointer], N]) -> Bucket:
     """The collision bucket: a pointer is dropped only for a node of the same key that saw it."""
     nodes = [fetch(pointer) for pointer in set(pointers)]
-    kept = [
-        Pointer(node.feed, node.seq)
+    kept: list[Pointer] = [
+        (node.feed, node.seq)
         for node in nodes
         if not any(
             other is not node

@@ -1,7 +1,7 @@
 """The trie table a node carries, its pointers, and its exact byte encoding with decode limits.
 
 For each position ``i`` of its node's path a table has five **buckets** ``0..4`` (the reference's
-``trie[i][v]``), each an ordered tuple of :class:`Pointer` ``(feed, seq)``. A table is an immutable
+``trie[i][v]``), each an ordered tuple of :data:`Pointer` ``(feed, seq)``. A table is an immutable
 value: canonical (buckets sorted by ``(feed, seq)`` without duplicates, empty buckets and rows
 absent), cheap to query with :meth:`TrieTable.get`, comparable and hashable; it knows whether any
 bucket holds several pointers (:attr:`TrieTable.forked`, which lets :mod:`trie.put` skip pruning).
@@ -9,6 +9,15 @@ The encoding is the reference's ``lib/trie-encoding.js`` (``spec/trie.md`` secti
 non-empty position ascending ``varint(i) varint(bitfield)`` then, for each set bucket ascending,
 its pointers as ``varint(feed * 2 + more) varint(seq)``. :meth:`TrieTable.decode` is strict and
 enforces :class:`TrieLimits`.
+
+Pointers, buckets and rows are plain (exact) tuples of ints, never tuple subclasses such as a
+``NamedTuple``: CPython's cyclic garbage collector untracks an exact tuple once its items are
+untracked (one nesting level per collection that sees it: pointers, then buckets, then rows), so a
+table that survives a few collections costs it at most two tracked objects (the table and its dict
+of rows) however many pointers it holds, where a tuple subclass would keep every pointer, bucket
+and row tracked and make every full collection walk them (a database caches tens of thousands of
+tables). Build pointers as ``(feed, seq)`` (or with :func:`pointer`) and read them by index or by
+unpacking.
 """
 
 from __future__ import annotations
@@ -16,21 +25,23 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, NoReturn
+from typing import NoReturn, TypeAlias
 
 from trie.errors import TrieArgumentError, TrieDecodeError, TrieLimitError, TrieShapeError
 from trie.path import TERMINATOR
 
-
-class Pointer(NamedTuple):
-    """A reference to a node: the feed (in the caller's numbering) and the seq in that feed."""
-
-    feed: int
-    seq: int
+Pointer: TypeAlias = tuple[int, int]
+"""A reference to a node: ``(feed, seq)``, the feed (in the caller's numbering) and the seq in that
+feed. Always an exact tuple (see the module docstring)."""
 
 
-Bucket = tuple[Pointer, ...]
-Row = tuple[Bucket, Bucket, Bucket, Bucket, Bucket]
+def pointer(feed: int, seq: int) -> Pointer:
+    """The pointer ``(feed, seq)``."""
+    return (feed, seq)
+
+
+Bucket: TypeAlias = tuple[Pointer, ...]
+Row: TypeAlias = tuple[Bucket, Bucket, Bucket, Bucket, Bucket]
 FeedMap = Sequence[int] | Mapping[int, int] | Callable[[int], int]
 """Translates feed numbers: ``feed_map[feed]`` (sequence or mapping) or ``feed_map(feed)``."""
 
@@ -98,11 +109,11 @@ class TrieTable:
             row = collected.get(position)
             if row is None:
                 row = collected[position] = [set(), set(), set(), set(), set()]
-            for pointer in pointers:
-                feed, seq = pointer
+            for given in pointers:
+                feed, seq = given
                 if feed < 0 or seq < 0:
-                    raise TrieArgumentError(f"negative pointer {pointer!r}")
-                row[bucket].add(Pointer(feed, seq))
+                    raise TrieArgumentError(f"negative pointer {given!r}")
+                row[bucket].add((feed, seq))
         rows: dict[int, Row] = {}
         for position in sorted(collected):
             buckets = collected[position]
@@ -196,7 +207,7 @@ class TrieTable:
 
     def __repr__(self) -> str:
         body = ", ".join(
-            f"({position}, {bucket}, [{', '.join(f'{p.feed}:{p.seq}' for p in pointers)}])"
+            f"({position}, {bucket}, [{', '.join(f'{feed}:{seq}' for feed, seq in pointers)}])"
             for position, bucket, pointers in self
         )
         return f"TrieTable([{body}])"
@@ -213,12 +224,12 @@ class TrieTable:
                 if not pointers:
                     new.append(EMPTY_BUCKET)
                     continue
-                mapped = []
+                mapped: list[Pointer] = []
                 for feed, seq in pointers:
                     target = cache.get(feed)
                     if target is None:
                         target = cache[feed] = translate(feed)
-                    mapped.append(Pointer(target, seq))
+                    mapped.append((target, seq))
                 if len(mapped) > 1:
                     mapped.sort()
                     if len(set(mapped)) != len(mapped):
@@ -374,9 +385,6 @@ def _long_varint(data: bytes, index: int) -> tuple[int, int]:
             raise TrieDecodeError("varint longer than 10 bytes")
 
 
-_new_tuple = tuple.__new__
-
-
 def _decode(data: bytes, limits: TrieLimits) -> tuple[dict[int, Row], bool]:
     """The rows of ``data`` and whether some bucket holds several pointers."""
     end = len(data)
@@ -432,14 +440,14 @@ def _decode(data: bytes, limits: TrieLimits) -> tuple[dict[int, Row], bool]:
                     else:
                         seq, index = long_varint(data, index)
                 if not word & 1 and word < max_word and seq < max_seq and max_bucket:
-                    row[bucket] = (_new_tuple(Pointer, (word >> 1, seq)),)  # the common case
+                    row[bucket] = ((word >> 1, seq),)  # the common case
                     continue
                 if word >= max_word:
                     raise TrieLimitError(f"feed {word >> 1} beyond the limit {max_word >> 1}")
                 if seq >= max_seq:
                     raise TrieLimitError(f"seq {seq} beyond the limit {max_seq}")
                 forked = True
-                pointers = [_new_tuple(Pointer, (word >> 1, seq))]
+                pointers = [(word >> 1, seq)]
                 last = (word >> 1) * max_seq + seq
                 while word & 1:
                     word = data[index]
@@ -460,7 +468,7 @@ def _decode(data: bytes, limits: TrieLimits) -> tuple[dict[int, Row], bool]:
                     if order <= last:
                         raise TrieDecodeError(f"pointers not ascending in bucket {bucket}")
                     last = order
-                    pointers.append(_new_tuple(Pointer, (word >> 1, seq)))
+                    pointers.append((word >> 1, seq))
                 if len(pointers) > max_bucket:
                     raise TrieLimitError(f"more than {max_bucket} pointers in one bucket")
                 total += len(pointers) - 1

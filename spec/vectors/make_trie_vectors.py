@@ -21,6 +21,7 @@ from trie import (
     key_path,
     lookup,
     normalize,
+    pointer,
     prepare_put,
     seen_by,
     siphash_zero,
@@ -53,7 +54,8 @@ def replay(hash_name: str, writers: int, steps: list[list[Any]]) -> dict[str, An
     known = [[0] * writers for _ in range(writers)]
 
     def load(pointer: Pointer) -> Node:
-        return feeds[pointer.feed][pointer.seq]
+        feed, seq = pointer
+        return feeds[feed][seq]
 
     def heads(writer: int) -> list[Node]:
         tips = [feeds[f][n - 1] for f, n in enumerate(known[writer]) if n]
@@ -187,17 +189,17 @@ def entries_json(table: TrieTable) -> list[list[Any]]:
 def main() -> None:
     tables = [
         TrieTable(),
-        TrieTable([(0, 0, [Pointer(0, 0)])]),
-        TrieTable([(1, 0, [Pointer(0, 0)])]),
-        TrieTable([(1, 0, [Pointer(1, 0)])]),
-        TrieTable([(1, 0, [Pointer(0, 0), Pointer(0, 1)])]),
-        TrieTable([(1, 1, [Pointer(0, 0), Pointer(0, 1)])]),
-        TrieTable([(32, 2, [Pointer(0, 0)]), (32, 3, [Pointer(0, 2)]), (32, 4, [Pointer(0, 0)])]),
+        TrieTable([(0, 0, [pointer(0, 0)])]),
+        TrieTable([(1, 0, [pointer(0, 0)])]),
+        TrieTable([(1, 0, [pointer(1, 0)])]),
+        TrieTable([(1, 0, [pointer(0, 0), pointer(0, 1)])]),
+        TrieTable([(1, 1, [pointer(0, 0), pointer(0, 1)])]),
+        TrieTable([(32, 2, [pointer(0, 0)]), (32, 3, [pointer(0, 2)]), (32, 4, [pointer(0, 0)])]),
         TrieTable(
             [
-                (3, 0, [Pointer(2, 300), Pointer(0, 7)]),
-                (3, 4, [Pointer(1, 1)]),
-                (200, 1, [Pointer(64, 1 << 40)]),
+                (3, 0, [pointer(2, 300), pointer(0, 7)]),
+                (3, 4, [pointer(1, 1)]),
+                (200, 1, [pointer(64, 1 << 40)]),
             ]
         ),
     ]
