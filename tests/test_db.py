@@ -260,3 +260,18 @@ def test_database_without_its_secret_key_is_read_only(tmp_path: Path) -> None:
             db.put("k", b"new")
         assert [n.value for n in db.get("k")] == [b"v"]
         assert db._local.length == 2
+
+
+def test_answers_do_not_depend_on_the_node_cache(tmp_path: Path) -> None:
+    with hyperdb.open(memory=True) as roomy, hyperdb.open(memory=True, cache_size=2) as tiny:
+        for db in (roomy, tiny):
+            for i in range(300):
+                db.put(f"a{i % 7}/b{i % 13}/c{i}", b"%d" % i)
+                if i % 9 == 0:
+                    db.delete(f"a{i % 7}/b{i % 13}/c{i - 9}")
+        assert [k for k, _ in roomy.list()] == [k for k, _ in tiny.list()]
+        assert [k for k, _ in roomy.range()] == [k for k, _ in tiny.range()]
+        for key, nodes in roomy.range():
+            assert [n.value for n in tiny._trie_get(key)] == [n.value for n in nodes]
+    with pytest.raises(InvalidArgument):
+        hyperdb.open(memory=True, cache_size=-1)
