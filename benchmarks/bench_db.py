@@ -8,39 +8,22 @@ Prints a table and one JSON object (``--json`` for only the JSON); each figure i
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import hyperdb
-
-Result = dict[str, object]
+from benchmarks import report
+from benchmarks.report import Result
 
 
 def key_of(i: int) -> str:
     return f"d{i % 97}/s{i % 1009}/k{i}"
 
 
-def measure(name: str, unit: str, repeat: int, run: Callable[[], int]) -> Result:
-    """``run`` does some operations and returns how many; report operations per second."""
-    rates = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        count = run()
-        rates.append(count / (time.perf_counter() - started))
-    return {
-        "name": name,
-        "unit": unit,
-        "median": statistics.median(rates),
-        "min": min(rates),
-        "max": max(rates),
-    }
+measure = report.timed
 
 
 def bench_size(directory: Path, size: int, repeat: int, sample: int) -> list[Result]:
@@ -134,25 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hyperdb-bench-") as tmp:
         for size in args.sizes:
             results.extend(bench_size(Path(tmp), size, args.repeat, args.sample))
-    report = {
-        "benchmark": "db",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "sizes": args.sizes,
-        "repeat": args.repeat,
-        "results": results,
-    }
-    if not args.json:
-        width = max(len(str(r["name"])) for r in results)
-        print(f"{'workload':<{width}}  {'median':>10}  {'min':>10}  {'max':>10}  unit")
-        for r in results:
-            print(
-                f"{r['name']!s:<{width}}  {r['median']:>10,.0f}  {r['min']:>10,.0f}  "
-                f"{r['max']:>10,.0f}  {r['unit']}"
-            )
-        print()
-    print(json.dumps(report))
+    report.emit("db", results, {"sizes": args.sizes, "repeat": args.repeat}, json_only=args.json)
     return 0
 
 

@@ -8,38 +8,27 @@ Prints a table and one JSON object (``--json`` for only the JSON). Each figure i
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks import report
+from benchmarks.report import Result
 from hyperdb import crypto
 from hyperdb.feed import FEED_TABLES, Feed, verify_proof
 from hyperdb.keys import MemoryKeyStore
 from hyperdb.storage import LMDBStorage
 
-Result = dict[str, object]
-
 
 def measure(name: str, unit: str, count: int, repeat: int, run: Callable[[], object]) -> Result:
-    """Run ``run`` (which does ``count`` operations) ``repeat`` times; report ops/s."""
-    rates = []
-    for _ in range(repeat):
-        started = time.perf_counter()
+    """Time ``run``, which does ``count`` operations, ``repeat`` times."""
+
+    def counted() -> int:
         run()
-        rates.append(count / (time.perf_counter() - started))
-    return {
-        "name": name,
-        "unit": unit,
-        "ops": count,
-        "median": statistics.median(rates),
-        "min": min(rates),
-        "max": max(rates),
-    }
+        return count
+
+    return report.timed(name, unit, repeat, counted)
 
 
 def bench(directory: Path, n: int, repeat: int) -> list[Result]:
@@ -187,29 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         / medians["ed25519 verify (raw PyNaCl)"],
     }
-    report = {
-        "benchmark": "feed",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "n": args.n,
-        "repeat": args.repeat,
-        "results": results,
-        "ratios": ratios,
-    }
-    if not args.json:
-        width = max(len(str(r["name"])) for r in results)
-        print(f"{'workload':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
-        for r in results:
-            print(
-                f"{r['name']!s:<{width}}  {r['median']:>12,.0f}  {r['min']:>12,.0f}  "
-                f"{r['max']:>12,.0f}  {r['unit']}"
-            )
-        print()
-        for label, value in ratios.items():
-            print(f"{label}: {value:.2f}")
-        print()
-    print(json.dumps(report))
+    report.emit(
+        "feed", results, {"n": args.n, "repeat": args.repeat}, ratios=ratios, json_only=args.json
+    )
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Smoke test: the feed benchmark runs end to end and prints a table and valid JSON (no timing
-thresholds here: speed is measured by the benchmark itself)."""
+"""Smoke tests: each benchmark runs end to end and prints a table and valid JSON (no timing
+thresholds here: speed is measured by the benchmarks themselves)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,29 @@ import json
 
 import pytest
 
-from benchmarks import bench_feed
+from benchmarks import bench_db, bench_feed
+
+
+def last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("workload")
+    report: dict[str, object] = json.loads(out[-1])
+    return report
 
 
 def test_feed_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_feed.main(["-n", "200", "--repeat", "1"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert out[0].startswith("workload")
-    report = json.loads(out[-1])
-    names = {r["name"] for r in report["results"]}
-    assert "append 1 block/call (not durable)" in names
-    assert all(r["median"] > 0 for r in report["results"])
-    assert len(report["ratios"]) == 2
+    report = last_json(capsys)
+    results = report["results"]
+    assert isinstance(results, list)
+    assert "append 1 block/call (not durable)" in {r["name"] for r in results}
+    assert all(r["median"] > 0 for r in results)
+    assert isinstance(report["ratios"], dict) and len(report["ratios"]) == 2
+
+
+def test_database_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_db.main(["--sizes", "1500", "--repeat", "1", "--sample", "40"]) == 0
+    report = last_json(capsys)
+    results = report["results"]
+    assert isinstance(results, list) and len(results) == 8
+    assert all(r["median"] > 0 for r in results)
