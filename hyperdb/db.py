@@ -255,75 +255,76 @@ class Database:
         return normal, data, False
 
     def _write(self, ops: Sequence[_Op]) -> list[Node]:
-        # A large batch allocates many small, acyclic objects: the cyclic garbage collector would
-        # scan them over and over for nothing (about 15 % of a batch), so it waits until the end.
-        pause_gc = len(ops) >= 64 and gc.isenabled()
-        if pause_gc:
-            gc.disable()
-        try:
-            return self._write_ops(ops)
-        finally:
-            if pause_gc:
-                gc.enable()
-
-    def _write_ops(self, ops: Sequence[_Op]) -> list[Node]:
         with self._lock:
             self._check_open()
-            local = self._local
-            feed_map = None if self._identity else self._writer_number
-            with self._storage.write() as tx:
-                heads = self._heads(tx)
-                first = local.head(tx).length
-                pending: dict[trie.Pointer, StoredNode] = {}
-                load = self._loader(tx, pending)
-                blocks: list[bytes] = []
-                written: list[StoredNode] = []
-                for offset, (key, value, deleted) in enumerate(ops):
-                    seq = first + offset
-                    path = trie.key_path(key, crypto.siphash24)
-                    table = trie.prepare_put(key, path, heads, load)
-                    if seq == 1:  # a writer's first node carries its feeds list
-                        data = record.encode_node(
-                            NodeRecord(
-                                key, value, deleted, table.encode(feed_map), {}, self._writer_list
-                            )
+            # A large batch allocates many small, acyclic objects: the cyclic garbage collector
+            # would scan them over and over for nothing (about 15 % of a batch): it waits.
+            pause_gc = len(ops) >= 64 and gc.isenabled()
+            if pause_gc:
+                gc.disable()
+            try:
+                return self._write_ops(ops)
+            finally:
+                if pause_gc:
+                    gc.enable()
+
+    def _write_ops(self, ops: Sequence[_Op]) -> list[Node]:
+        """Append ``ops`` as one batch; the caller holds the lock."""
+        local = self._local
+        feed_map = None if self._identity else self._writer_number
+        with self._storage.write() as tx:
+            heads = self._heads(tx)
+            first = local.head(tx).length
+            pending: dict[trie.Pointer, StoredNode] = {}
+            load = self._loader(tx, pending)
+            blocks: list[bytes] = []
+            written: list[StoredNode] = []
+            for offset, (key, value, deleted) in enumerate(ops):
+                seq = first + offset
+                path = trie.key_path(key, crypto.siphash24)
+                table = trie.prepare_put(key, path, heads, load)
+                if seq == 1:  # a writer's first node carries its feeds list
+                    data = record.encode_node(
+                        NodeRecord(
+                            key, value, deleted, table.encode(feed_map), {}, self._writer_list
                         )
-                    else:
-                        data = record.encode_entry(key, value, deleted, table.encode(feed_map))
-                    if len(data) > record.MAX_RECORD_BYTES:
-                        raise ValueTooLarge("the node record exceeds the block limit")
-                    node = StoredNode(
-                        key,
-                        local.id,
-                        seq,
-                        {local.id: seq + 1},
-                        deleted,
-                        value,
-                        record.KIND_ENTRY,
-                        table=table,
-                        path=path,
                     )
-                    pending[(local.id, seq)] = node
-                    blocks.append(data)
-                    written.append(node)
-                    heads = [node]
-                local.append_batch(blocks, tx)
-                latest: dict[str, StoredNode] = {node.key: node for node in written}
-                for key, node in latest.items():
-                    # a local write has seen every indexed node: it alone is current, and a
-                    # key whose current nodes are all deletions has no row
-                    if node.deleted:
-                        tx.delete("index", index.row_key(key))
-                    else:
-                        tx.put(
-                            "index",
-                            index.row_key(key),
-                            index.encode_row(
-                                key, [index.entry(node.feed, node.seq, False, node.value)]
-                            ),
-                        )
-            self._cache.add(pending.values())
-            return [self._public(node) for node in written]
+                else:
+                    data = record.encode_entry(key, value, deleted, table.encode(feed_map))
+                if len(data) > record.MAX_RECORD_BYTES:
+                    raise ValueTooLarge("the node record exceeds the block limit")
+                node = StoredNode(
+                    key,
+                    local.id,
+                    seq,
+                    {local.id: seq + 1},
+                    deleted,
+                    value,
+                    record.KIND_ENTRY,
+                    table=table,
+                    path=path,
+                )
+                pending[(local.id, seq)] = node
+                blocks.append(data)
+                written.append(node)
+                heads = [node]
+            local.append_batch(blocks, tx)
+            latest: dict[str, StoredNode] = {node.key: node for node in written}
+            for key, node in latest.items():
+                # a local write has seen every indexed node: it alone is current, and a
+                # key whose current nodes are all deletions has no row
+                if node.deleted:
+                    tx.delete("index", index.row_key(key))
+                else:
+                    tx.put(
+                        "index",
+                        index.row_key(key),
+                        index.encode_row(
+                            key, [index.entry(node.feed, node.seq, False, node.value)]
+                        ),
+                    )
+        self._cache.add(pending.values())
+        return [self._public(node) for node in written]
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -331,15 +332,16 @@ class Database:
         """The current nodes of ``key``: one normally, several after concurrent writes; ``[]``
         when the key is absent or every current node is a deletion."""
         normal = check_key(key, allow_root=True)
-        with self._lock:
-            self._check_open()
-            row_key = index.row_key(normal)
-            with self._storage.read() as tx:
-                row = tx.get("index", row_key)
-                if row is None:
-                    return []
-                _, entries = index.decode_row(row_key, row)
-                return self._answer_entries(tx, normal, entries)
+        self._check_open()
+        if not normal:
+            return []  # the root key is never written
+        row_key = index.row_key(normal)
+        with self._storage.read() as tx:  # a snapshot: no lock needed, writers do not block
+            row = tx.get("index", row_key)
+            if row is None:
+                return []
+            _, entries = index.decode_row(row_key, row)
+            return self._answer_entries(tx, normal, entries)
 
     def _trie_get(self, key: str) -> builtins.list[Node]:
         """``get`` answered by walking the tries from the heads instead of the derived index
@@ -388,14 +390,24 @@ class Database:
         limit: int | None = None,
     ) -> Iterator[tuple[str, builtins.list[Node]]]:
         """Keys in sorted order (by UTF-8 bytes, i.e. code points) within the bounds, with their
-        current nodes. At most one lower (``gt``/``gte``) and one upper (``lt``/``lte``) bound."""
+        current nodes. At most one lower (``gt``/``gte``) and one upper (``lt``/``lte``) bound.
+
+        Bounds are plain strings compared with the (normalized) keys as they are: they are not
+        normalized themselves, so ``range(gte="a/", lt="a0")`` is exactly the keys under ``a/``.
+        """
         if (gt is not None and gte is not None) or (lt is not None and lte is not None):
             raise InvalidArgument("give at most one of gt/gte and one of lt/lte")
-        bounds = {
-            name: check_key(value, allow_root=True)
-            for name, value in (("gt", gt), ("gte", gte), ("lt", lt), ("lte", lte))
-            if value is not None
-        }
+        bounds = {}
+        for name, value in (("gt", gt), ("gte", gte), ("lt", lt), ("lte", lte)):
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidArgument(f"range bound {name} is a str, not {type(value).__name__}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidArgument(f"range bound {name} is not valid Unicode: {exc}") from exc
+            bounds[name] = value
         if limit is not None and (
             not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
         ):
@@ -413,7 +425,13 @@ class Database:
         start = index.row_key(low)[: index.INLINE_KEY_BYTES] if low else None
         stop = None
         if high is not None:
-            stop = high.encode("utf-8")[: index.INLINE_KEY_BYTES] + b"\xff" * 17
+            high_bytes = high.encode("utf-8")
+            if len(high_bytes) > index.INLINE_KEY_BYTES:  # rows sharing the prefix: filter below
+                stop = high_bytes[: index.INLINE_KEY_BYTES] + b"\xff" * 17
+            else:
+                stop = high_bytes + (b"\x00" if "lte" in bounds else b"")
+        if stop == b"":
+            return
         count = 0
         if limit == 0:
             return
@@ -547,7 +565,12 @@ class Database:
                 clock = self._clock(item.feed, item.seq)
                 answer.append(Node(key, value, item.deleted, writer, item.seq, clock))
             else:
-                answer.append(self._public(self._load(tx, item.pointer)))
+                node = self._load(tx, item.pointer)
+                if node.key != key:
+                    raise CorruptionError(
+                        f"the index row of {key!r} points at a node of another key"
+                    )
+                answer.append(self._public(node))
         return answer
 
     def _clock(self, feed_id: int, seq: int) -> dict[bytes, int]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from hyperdb import crypto
+from hyperdb.errors import CorruptionError
 from trie import Pointer
 
 INLINE_KEY_BYTES = 480
@@ -71,6 +72,14 @@ def encode_row(key: str, entries: Sequence[Entry]) -> bytes:
 
 
 def decode_row(row_key_bytes: bytes, data: bytes) -> tuple[str, list[Entry]]:
+    """The key and entries of an index row; :class:`CorruptionError` if the row is damaged."""
+    try:
+        return _decode_row(row_key_bytes, data)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise CorruptionError(f"index row {row_key_bytes[:40]!r} is damaged: {exc}") from exc
+
+
+def _decode_row(row_key_bytes: bytes, data: bytes) -> tuple[str, list[Entry]]:
     (count,) = _COUNT.unpack_from(data)
     offset = _COUNT.size
     entries = []
@@ -82,6 +91,8 @@ def decode_row(row_key_bytes: bytes, data: bytes) -> tuple[str, list[Entry]]:
             value = data[offset : offset + size]
             offset += size
         entries.append(Entry(feed, seq, bool(flags & _DELETED), value, bool(flags & _INLINE)))
+    if offset > len(data):
+        raise struct.error("row shorter than its entries")
     key_bytes = data[offset:] if len(data) > offset else row_key_bytes
     return key_bytes.decode("utf-8"), entries
 

@@ -48,17 +48,36 @@ class ValueCodec:
             except UnicodeEncodeError as exc:
                 raise InvalidArgument(f"value is not valid Unicode text: {exc}") from exc
         try:
+            _check_json_keys(value, 0)
             text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
             return text.encode("utf-8")
-        except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
             raise InvalidArgument(f"value cannot be stored as JSON: {exc}") from exc
 
     def decode(self, data: bytes | None) -> Any:
         if data is None or self.name == "binary":
             return data
-        if self.name == "utf-8":
-            return data.decode("utf-8", errors="replace")
         try:
+            if self.name == "utf-8":
+                return data.decode("utf-8")
             return json.loads(data)
-        except ValueError:
-            return data  # written by a peer with another encoding: hand back the bytes
+        except (ValueError, RecursionError):
+            return data  # written (by a peer) with another encoding: hand back the bytes
+
+
+MAX_JSON_DEPTH = 200
+
+
+def _check_json_keys(value: Any, depth: int) -> None:
+    """Refuse what JSON would silently change: non-string object keys (``{1: "a"}`` would read
+    back as ``{"1": "a"}``, and ``{1: "a", "1": "b"}`` would lose a value) and deep nesting."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be str, not {type(key).__name__}")
+            _check_json_keys(item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_json_keys(item, depth + 1)

@@ -10,7 +10,14 @@ import pytest
 import hyperdb
 import trie
 from hyperdb import crypto, record
-from hyperdb.errors import Closed, InvalidArgument, InvalidKey, ReadOnly, ValueTooLarge
+from hyperdb.errors import (
+    Closed,
+    CorruptionError,
+    InvalidArgument,
+    InvalidKey,
+    ReadOnly,
+    ValueTooLarge,
+)
 from hyperdb.feed import Feed
 
 
@@ -275,3 +282,53 @@ def test_answers_do_not_depend_on_the_node_cache(tmp_path: Path) -> None:
             assert [n.value for n in tiny._trie_get(key)] == [n.value for n in nodes]
     with pytest.raises(InvalidArgument):
         hyperdb.open(memory=True, cache_size=-1)
+
+
+def test_range_bounds_are_not_normalized(db: hyperdb.Database) -> None:
+    for key in ("a", "a-b", "a.txt", "a/1", "a/2", "a!", "b"):
+        db.put(key, b"v")
+    assert [k for k, _ in db.range(gte="a/", lt="a0")] == ["a/1", "a/2"]
+    assert [k for k, _ in db.range(gt="a/")] == ["a/1", "a/2", "b"]
+    assert [k for k, _ in db.range(lt="a/")] == ["a", "a!", "a-b", "a.txt"]
+    assert [k for k, _ in db.range(lte="a/1", reverse=True)] == ["a/1", "a.txt", "a-b", "a!", "a"]
+    assert [k for k, _ in db.range(gte="", lt="a!")] == ["a"]
+    with pytest.raises(InvalidArgument):
+        list(db.range(gt=b"a"))  # type: ignore[arg-type]
+
+
+def test_root_key_reads_as_absent(db: hyperdb.Database) -> None:
+    assert db.get("") == [] and db.get("/") == [] and db._trie_get("") == []
+
+
+def test_json_values_that_would_not_round_trip_are_refused() -> None:
+    with hyperdb.open(memory=True, value_encoding="json") as db:
+        deep: list[object] = []
+        for _ in range(300):
+            deep = [deep]
+        for bad in ({1: "a"}, {1: "a", "1": "b"}, deep):
+            with pytest.raises(InvalidArgument):
+                db.put("k", bad)
+        assert db.get("k") == []
+        assert db.put("k", {"a": (1, 2)}).value == {"a": [1, 2]}
+
+
+def test_values_another_encoding_wrote_come_back_as_bytes(tmp_path: Path) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with hyperdb.open(tmp_path / "db") as db:
+        db.put("deep", deep)
+        db.put("latin", b"\xff\xfe")
+    with hyperdb.open(tmp_path / "db", value_encoding="json") as db:
+        assert db.get("deep")[0].value == deep
+        assert [k for k, _ in db.range()] == ["deep", "latin"]
+    with hyperdb.open(tmp_path / "db", value_encoding="utf-8") as db:
+        assert db.get("latin")[0].value == b"\xff\xfe"
+
+
+def test_damaged_index_rows_raise_corruption(db: hyperdb.Database) -> None:
+    db.put("k", b"v")
+    with db._storage.write() as txn:
+        txn.put("index", b"k", b"\x00\x01\x00")
+    with pytest.raises(CorruptionError):
+        db.get("k")
+    assert db.reindex() == 1
+    assert [n.value for n in db.get("k")] == [b"v"]
