@@ -118,7 +118,7 @@ def prepare_put(
             visited.add(ident)
         table = node.trie
         # package-internal fast access to the table: its rows, positions and fork flag
-        table_rows = table._rows
+        table_row = table.row
         if table._forked:
             prune = True
         fresh = start > top
@@ -133,7 +133,8 @@ def prepare_put(
             if position >= split:
                 break
             index += 1
-            stay = table_rows[position]
+            stay = table_row(position)
+            assert stay is not None
             digit = path[position]
             if stay[digit]:
                 stay = _replace(stay, digit, EMPTY_BUCKET)
@@ -143,7 +144,7 @@ def prepare_put(
                 rows[position] = stay
             else:
                 _contribute(rows, extra, position, stay)
-        row = table_rows.get(split)
+        row = table_row(split)
         digit = own[split]
         buckets = list(row) if row is not None else _EMPTY_ROW[:]
         if split > top:

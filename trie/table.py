@@ -91,9 +91,13 @@ class TrieTable:
     position ``i`` (empty when absent). Build one from entries, by decoding, or with
     :func:`trie.put.prepare_put`."""
 
-    __slots__ = ("_encoded", "_forked", "_positions", "_rows")
+    __slots__ = ("_encoded", "_forked", "_offsets", "_positions", "_rows")
 
     _rows: dict[int, Row]
+    """Every row, ascending; while ``_offsets`` is set (a lazily decoded table), only the rows
+    decoded so far, in any order."""
+    _offsets: dict[int, int] | None
+    """For a lazily decoded table, the offset in ``_encoded`` of each row's bitfield."""
     _positions: tuple[int, ...]
     _encoded: bytes | None
     _forked: bool
@@ -123,6 +127,7 @@ class TrieTable:
 
     def _set(self, rows: dict[int, Row], encoded: bytes | None, forked: bool | None) -> None:
         self._rows = rows
+        self._offsets = None
         self._positions = tuple(rows)
         self._encoded = encoded
         if forked is None:
@@ -139,16 +144,38 @@ class TrieTable:
         table._set(rows, encoded, forked)
         return table
 
+    def _all(self) -> dict[int, Row]:
+        """Every row, ascending (decoding the rows of a lazily decoded table not decoded yet)."""
+        offsets = self._offsets
+        if offsets is None:
+            return self._rows
+        done = self._rows
+        data = self._encoded
+        assert data is not None
+        rows = {
+            position: done.get(position) or _lazy_row(data, offset)
+            for position, offset in offsets.items()
+        }
+        self._rows = rows
+        self._offsets = None
+        return rows
+
     # --- queries ----------------------------------------------------------------------------------
 
     def get(self, position: int, bucket: int) -> Bucket:
         """The pointers of ``bucket`` at ``position`` (``()`` when there are none)."""
-        row = self._rows.get(position)
+        row = self.row(position)
         return row[bucket] if row is not None else EMPTY_BUCKET
 
     def row(self, position: int) -> Row | None:
         """The five buckets at ``position``, or ``None`` when all are empty."""
-        return self._rows.get(position)
+        row = self._rows.get(position)
+        if row is None and self._offsets is not None:
+            offset = self._offsets.get(position)
+            if offset is not None:
+                assert self._encoded is not None
+                row = self._rows[position] = _lazy_row(self._encoded, offset)
+        return row
 
     @property
     def positions(self) -> tuple[int, ...]:
@@ -164,23 +191,25 @@ class TrieTable:
     def rows_between(self, start: int, stop: int) -> Iterator[tuple[int, Row]]:
         """The non-empty rows at positions ``start <= i < stop``, ascending, as ``(i, row)``."""
         positions = self._positions
-        rows = self._rows
+        row = self.row
         for index in range(bisect_left(positions, start), len(positions)):
             position = positions[index]
             if position >= stop:
                 return
-            yield position, rows[position]
+            found = row(position)
+            assert found is not None
+            yield position, found
 
     def __iter__(self) -> Iterator[tuple[int, int, Bucket]]:
         """Every non-empty bucket as ``(position, bucket, pointers)``, in encoding order."""
-        for position, row in self._rows.items():
+        for position, row in self._all().items():
             for bucket, pointers in enumerate(row):
                 if pointers:
                     yield position, bucket, pointers
 
     def pointers(self) -> Iterator[Pointer]:
         """Every pointer of the table, in encoding order."""
-        for row in self._rows.values():
+        for row in self._all().values():
             for pointers in row:
                 yield from pointers
 
@@ -192,15 +221,17 @@ class TrieTable:
 
     @property
     def pointer_count(self) -> int:
-        return sum(len(pointers) for row in self._rows.values() for pointers in row)
+        return sum(len(pointers) for row in self._all().values() for pointers in row)
 
     def __bool__(self) -> bool:
-        return bool(self._rows)
+        return bool(self._positions)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TrieTable):
             return NotImplemented
-        return self._rows == other._rows
+        if self._encoded is not None and other._encoded is not None:
+            return self._encoded == other._encoded  # the encoding of a table is canonical
+        return self._all() == other._all()
 
     def __hash__(self) -> int:
         return hash(self.encode())
@@ -218,7 +249,7 @@ class TrieTable:
         translate = _translate(feed_map)
         cache: dict[int, int] = {}
         rows: dict[int, Row] = {}
-        for position, row in self._rows.items():
+        for position, row in self._all().items():
             new: list[Bucket] = []
             for pointers in row:
                 if not pointers:
@@ -265,6 +296,15 @@ class TrieTable:
         beyond ``limits``. The result re-encodes to exactly ``data``.
         """
         data = bytes(data)
+        offsets = _scan(data, limits)
+        if offsets is not None:
+            table = cls.__new__(cls)
+            table._rows = {}
+            table._offsets = offsets
+            table._positions = tuple(offsets)
+            table._encoded = data
+            table._forked = False
+            return table if feed_map is None else table.remap(feed_map)
         rows, forked = _decode(data, limits)
         table = cls._canonical(rows, data, forked)
         return table if feed_map is None else table.remap(feed_map)
@@ -276,7 +316,7 @@ class TrieTable:
         positions = self._positions
         if positions and positions[-1] >= len(path):
             raise TrieShapeError(f"position {positions[-1]} beyond a path of {len(path)} digits")
-        for position, row in self._rows.items():
+        for position, row in self._all().items():
             own = path[position]
             if own != TERMINATOR and row[own]:
                 raise TrieShapeError(f"bucket {own} at position {position} is the node's own digit")
@@ -383,6 +423,80 @@ def _long_varint(data: bytes, index: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise TrieDecodeError("varint longer than 10 bytes")
+
+
+def _scan(data: bytes, limits: TrieLimits) -> dict[int, int] | None:
+    """The offset of each row's bitfield in ``data`` by position, when ``data`` is a valid table
+    of the common shape: positions below 128, one pointer per bucket, feeds below 64 and seqs below
+    2^21 (the varints :func:`_lazy_row` reads). ``None`` for anything else, valid or not, which
+    :func:`_decode` then parses (and rejects with its precise error). Builds nothing per pointer:
+    rows are decoded on demand."""
+    if not (
+        limits.max_path_length > 0x7F
+        and limits.max_feed >= 0x40
+        and limits.max_seq >= 0x200000
+        and limits.max_bucket_pointers >= 1
+    ):
+        return None
+    end = len(data)
+    offsets: dict[int, int] = {}
+    previous = -1
+    total = 0
+    set_buckets = _SET_BUCKETS
+    index = 0
+    try:
+        while index < end:
+            position = data[index]
+            bits = data[index + 1]
+            if not (previous < position < 0x80 and 0 < bits < 0x20):
+                return None
+            offsets[position] = index + 1
+            previous = position
+            index += 2
+            buckets = set_buckets[bits]
+            total += len(buckets)
+            for _ in buckets:
+                word = data[index]
+                if word >= 0x80 or word & 1:
+                    return None
+                seq = data[index + 1]
+                if seq < 0x80:
+                    index += 2
+                    continue
+                second = data[index + 2]
+                if 0 < second < 0x80:
+                    index += 3
+                elif second >= 0x80 and 0 < data[index + 3] < 0x80:
+                    index += 4
+                else:
+                    return None
+    except IndexError:
+        return None
+    if len(offsets) > limits.max_positions or total > limits.max_total_pointers:
+        return None
+    return offsets
+
+
+def _lazy_row(data: bytes, index: int) -> Row:
+    """The row whose bitfield is at ``data[index]``, of a table :func:`_scan` accepted."""
+    row: list[Bucket] = [EMPTY_BUCKET] * BUCKETS
+    index += 1
+    for bucket in _SET_BUCKETS[data[index - 1]]:
+        feed = data[index] >> 1
+        seq = data[index + 1]
+        if seq < 0x80:
+            index += 2
+        else:
+            second = data[index + 2]
+            if second < 0x80:
+                seq = (seq & 0x7F) | second << 7
+                index += 3
+            else:
+                seq = (seq & 0x7F) | (second & 0x7F) << 7 | data[index + 3] << 14
+                index += 4
+        row[bucket] = ((feed, seq),)
+    b0, b1, b2, b3, b4 = row
+    return (b0, b1, b2, b3, b4)
 
 
 def _decode(data: bytes, limits: TrieLimits) -> tuple[dict[int, Row], bool]:
