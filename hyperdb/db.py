@@ -173,6 +173,9 @@ class Database:
         self._writer_number = {self._feed_id(k): n for n, k in enumerate(order)}
         # the usual case: local feed ids equal the writer's feed numbers, so no translation
         self._identity = all(feed_id == n for feed_id, n in self._writer_number.items())
+        # writer feed number -> local feed id, for decoding this writer's tries (None: identity)
+        local_numbers = [self._feed_id(k) for k in order]
+        self._local_decode_map = None if self._identity else local_numbers
 
     # --- properties and lifetime ------------------------------------------------------------------
 
@@ -435,17 +438,17 @@ class Database:
         count = 0
         if limit == 0:
             return
+        lower = None if low is None else low.encode("utf-8")
+        upper = None if high is None else high.encode("utf-8")
+        exclusive_low = "gt" in bounds
+        exclusive_high = "lt" in bounds
         with self._storage.read() as tx:
             rows = tx.scan("index", start=start, stop=stop, reverse=reverse)
             for key, entries in index.sort_long_keys(rows, reverse):
                 data = key.encode("utf-8")
-                if low is not None and (
-                    data < low.encode() or ("gt" in bounds and data == low.encode())
-                ):
+                if lower is not None and (data < lower or (exclusive_low and data == lower)):
                     continue
-                if high is not None and (
-                    data > high.encode() or ("lt" in bounds and data == high.encode())
-                ):
+                if upper is not None and (data > upper or (exclusive_high and data == upper)):
                     continue
                 answer = self._answer_entries(tx, key, entries)
                 if not answer:
@@ -522,8 +525,6 @@ class Database:
             raise CorruptionError(
                 f"node {seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"
             ) from exc
-        numbers = self._numbers_of(feed_id)
-        identity = all(number == n for n, number in enumerate(numbers))
         node = StoredNode(
             stored.key,
             feed_id,
@@ -533,16 +534,17 @@ class Database:
             stored.value,
             stored.kind,
             trie_data=stored.trie,
-            feed_map=None if identity else numbers,
+            feed_map=self._decode_map(feed_id),
         )
         self._cache.add((node,))
         return node
 
-    def _numbers_of(self, feed_id: int) -> builtins.list[int]:
-        """Writer feed number -> local feed id, for nodes of ``feed_id``."""
+    def _decode_map(self, feed_id: int) -> builtins.list[int] | None:
+        """Writer feed number -> local feed id for the tries of ``feed_id``'s nodes (None when
+        the numbers are the local ids already)."""
         if feed_id == self._local.id:
-            return [self._feed_id(k) for k in self._writer_list]
-        return [feed_id]
+            return self._local_decode_map
+        return None if feed_id == 0 else [feed_id]
 
     def _answer(self, nodes: Sequence[StoredNode]) -> builtins.list[Node]:
         if not nodes or all(node.deleted for node in nodes):
