@@ -16,31 +16,39 @@ import builtins
 import gc
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import trie
 from hyperdb import crypto, index, record
+from hyperdb import state as state_module
+from hyperdb.apply import apply_ready, derive
 from hyperdb.cache import NodeCache
 from hyperdb.errors import (
     Closed,
     CorruptionError,
     EncodingError,
+    ForkDetected,
     HyperDBError,
     InvalidArgument,
     InvalidKey,
+    NotFound,
+    ProtocolError,
     ValueTooLarge,
 )
-from hyperdb.feed import FEED_TABLES, Feed
+from hyperdb.feed import FEED_TABLES, Feed, Proof
 from hyperdb.keys import DirectoryKeyStore, KeyStore, MemoryKeyStore
 from hyperdb.node import Node, StoredNode
 from hyperdb.record import Header, NodeRecord
+from hyperdb.state import StateBuilder, clock_of
 from hyperdb.storage import ReadTxn, Storage, WriteTxn, open_storage
 from hyperdb.values import ValueCodec
+from hyperdb.view import Snapshot, Watcher, check_range, decode_version, in_bounds, resolve
 
-TABLES = (*FEED_TABLES, "meta", "index")
+TABLES = (*FEED_TABLES, *state_module.STATE_TABLES, "meta", "index")
 DEFAULT_CACHE_SIZE = 1 << 15
 _Op = tuple[str, bytes | None, bool]  # normalized key, encoded value, deleted
 
@@ -135,6 +143,7 @@ class Database:
         self._lock = threading.RLock()
         self._closed = False
         self._cache = NodeCache(cache_size)
+        self._watchers: builtins.list[Watcher] = []
         with storage.write() as tx:
             stored_key = tx.get("meta", b"key")
             if stored_key is None:
@@ -155,27 +164,18 @@ class Database:
                 if local_key is None:
                     raise CorruptionError("the database has no local writer recorded")
                 local = Feed.open(storage, local_key, keystore)
-        if database_key != local.key:
-            Feed.open(storage, database_key, create=True)
         if local.length == 0:
             local.append(record.encode_header(Header(database_key)))
         self.key = database_key
         self.discovery_key = crypto.discovery_key(database_key)
         self.local_key = local.key
         self._local = local
-        self._feeds: dict[int, Feed] = {}
+        feeds: dict[int, Feed] = {}
         for feed_key in Feed.keys(storage):
-            feed = local if feed_key == local.key else Feed.open(storage, feed_key, keystore)
-            self._feeds[feed.id] = feed
-        # the writer's feeds list: the database's first writer, then this writer
-        order = [database_key] if database_key == local.key else [database_key, local.key]
-        self._writer_list = tuple(order)
-        self._writer_number = {self._feed_id(k): n for n, k in enumerate(order)}
-        # the usual case: local feed ids equal the writer's feed numbers, so no translation
-        self._identity = all(feed_id == n for feed_id, n in self._writer_number.items())
-        # writer feed number -> local feed id, for decoding this writer's tries (None: identity)
-        local_numbers = [self._feed_id(k) for k in order]
-        self._local_decode_map = None if self._identity else local_numbers
+            feed = local if feed_key == local.key else Feed.open(storage, feed_key)
+            feeds[feed.id] = feed
+        with storage.read() as tx:
+            self._state = state_module.load(database_key, local.id, feeds, tx)
 
     # --- properties and lifetime ------------------------------------------------------------------
 
@@ -188,10 +188,12 @@ class Database:
         return self._closed
 
     def close(self) -> None:
-        """Close the database and its storage. Idempotent."""
+        """Close the database, its watchers and its storage. Idempotent."""
         with self._lock:
             if not self._closed:
                 self._closed = True
+                for watcher in builtins.list(self._watchers):
+                    watcher.close()
                 self._cache.clear()
                 self._storage.close()
 
@@ -244,6 +246,28 @@ class Database:
             return []
         return self._write(parsed)
 
+    def authorize(self, public_key: bytes) -> Node:
+        """Authorize the writer with ``public_key`` (its ``local_key``): append an authorization
+        entry naming it. Its entries are replicated and read once this writer is authorized too
+        (in the view of whoever reads). Returns the entry written (key ``""``, no value)."""
+        if not isinstance(public_key, bytes) or len(public_key) != crypto.PUBLIC_KEY_SIZE:
+            raise InvalidArgument(f"a writer key is {crypto.PUBLIC_KEY_SIZE} bytes")
+        return self._write([("", None, False)], authorizes=(public_key,))[0]
+
+    def is_authorized(self, public_key: bytes) -> bool:
+        """Whether ``public_key`` is a writer of this database, as far as this replica knows: the
+        database key, or named by an authorization entry of an authorized writer."""
+        if not isinstance(public_key, bytes) or len(public_key) != crypto.PUBLIC_KEY_SIZE:
+            raise InvalidArgument(f"a writer key is {crypto.PUBLIC_KEY_SIZE} bytes")
+        self._check_open()
+        return public_key in self._state.authorized
+
+    def writers(self) -> builtins.list[bytes]:
+        """The authorized writers' keys, the database key first, then in key order."""
+        self._check_open()
+        others = sorted(k for k in self._state.authorized if k != self.key)
+        return [self.key, *others]
+
     def _op(self, kind: object, key: object, value: Any) -> _Op:
         if kind not in ("put", "del"):
             raise InvalidArgument(f"operation type must be 'put' or 'del', not {kind!r}")
@@ -257,7 +281,7 @@ class Database:
             )
         return normal, data, False
 
-    def _write(self, ops: Sequence[_Op]) -> list[Node]:
+    def _write(self, ops: Sequence[_Op], authorizes: tuple[bytes, ...] = ()) -> list[Node]:
         with self._lock:
             self._check_open()
             # A large batch allocates many small, acyclic objects: the cyclic garbage collector
@@ -266,18 +290,45 @@ class Database:
             if pause_gc:
                 gc.disable()
             try:
-                return self._write_ops(ops)
+                written, applied = self._write_ops(ops, authorizes)
             finally:
                 if pause_gc:
                     gc.enable()
+            nodes = [self._public_now(node) for node in written]
+        self._notify([*written, *applied])
+        return nodes
 
-    def _write_ops(self, ops: Sequence[_Op]) -> list[Node]:
-        """Append ``ops`` as one batch; the caller holds the lock."""
+    def _write_ops(
+        self, ops: Sequence[_Op], authorizes: tuple[bytes, ...]
+    ) -> tuple[builtins.list[StoredNode], builtins.list[StoredNode]]:
+        """Append ``ops`` as one batch; the caller holds the lock. Returns the nodes written and
+        the remote nodes an authorization let apply."""
+        state = self._state
         local = self._local
-        feed_map = None if self._identity else self._writer_number
+        local_id = local.id
+        kind = record.KIND_AUTHORIZE if authorizes else record.KIND_ENTRY
         with self._storage.write() as tx:
-            heads = self._heads(tx)
+            b = StateBuilder(state, tx)
             first = local.head(tx).length
+            # what the new nodes have seen: every applied node (the applied set is causally
+            # closed, so this is the union of the heads' clocks)
+            seen = {f: n for f, n in state.applied.items() if f != local_id}
+            ids = state.local_list
+            new_ids = None
+            if first == 1:
+                new_ids = array("I", [state.feed_id(self.key)])
+                if local_id != new_ids[0]:
+                    new_ids.append(local_id)
+            missing = [f for f in seen if f not in ids]
+            if missing:
+                new_ids = array("I", new_ids if new_ids is not None else ids)
+                new_ids.extend(f for f in sorted(missing) if f not in new_ids)
+            if new_ids is not None:
+                ids = new_ids
+            identity = all(f == n for n, f in enumerate(ids))
+            numbers = None if identity else {f: n for n, f in enumerate(ids)}
+            delta = {f: n for f, n in seen.items() if state.writer_clock.get(f) != n}
+            heads = [self._load(tx, p) for p in state.heads]
             pending: dict[trie.Pointer, StoredNode] = {}
             load = self._loader(tx, pending)
             blocks: list[bytes] = []
@@ -286,101 +337,244 @@ class Database:
                 seq = first + offset
                 path = trie.key_path(key, crypto.siphash24)
                 table = trie.prepare_put(key, path, heads, load)
-                if seq == 1:  # a writer's first node carries its feeds list
+                trie_data = table.encode(numbers)
+                if offset == 0 and (new_ids is not None or delta or authorizes):
                     data = record.encode_node(
                         NodeRecord(
-                            key, value, deleted, table.encode(feed_map), {}, self._writer_list
+                            key,
+                            value,
+                            deleted,
+                            trie_data,
+                            {numbers[f] if numbers else f: n for f, n in delta.items()},
+                            tuple(b.feeds[f].key for f in ids) if new_ids is not None else None,
+                            kind,
+                            authorizes,
                         )
                     )
                 else:
-                    data = record.encode_entry(key, value, deleted, table.encode(feed_map))
+                    data = record.encode_entry(key, value, deleted, trie_data)
                 if len(data) > record.MAX_RECORD_BYTES:
                     raise ValueTooLarge("the node record exceeds the block limit")
+                clock = {**seen, local_id: seq + 1} if seen else {local_id: seq + 1}
                 node = StoredNode(
                     key,
-                    local.id,
+                    local_id,
                     seq,
-                    {local.id: seq + 1},
+                    clock,
                     deleted,
                     value,
-                    record.KIND_ENTRY,
+                    kind,
                     table=table,
                     path=path,
+                    authorizes=authorizes,
                 )
-                pending[(local.id, seq)] = node
+                pending[(local_id, seq)] = node
                 blocks.append(data)
                 written.append(node)
                 heads = [node]
             local.append_batch(blocks, tx)
-            latest: dict[str, StoredNode] = {node.key: node for node in written}
-            for key, node in latest.items():
-                # a local write has seen every indexed node: it alone is current, and a
-                # key whose current nodes are all deletions has no row
-                if node.deleted:
-                    tx.delete("index", index.row_key(key))
-                else:
+            if new_ids is not None:
+                b.set_list(local_id, new_ids)
+            if delta:
+                b.set_clock(local_id, first, seen)
+                b.writer_clock = seen
+            b.applied[local_id] = first + len(ops)
+            if len(state.heads) == 1 and state.heads[0][0] == local_id:
+                b.heads = [(local_id, first + len(ops) - 1)]  # stored implicitly (state.py)
+            else:
+                b.set_heads([(local_id, first + len(ops) - 1)])
+            applied: list[StoredNode] = []
+            if authorizes:
+                for target in authorizes:
+                    b.register(target)
+                newly = b.add_edges(self.local_key, authorizes)
+                if newly:
+                    applied = apply_ready(b, self._builder_loader(b), [b.ids[k] for k in newly])
+            else:
+                latest: dict[str, StoredNode] = {node.key: node for node in written}
+                for key, node in latest.items():
+                    # a local write has seen every applied node: it alone is current
                     tx.put(
                         "index",
                         index.row_key(key),
                         index.encode_row(
-                            key, [index.entry(node.feed, node.seq, False, node.value)]
+                            key, [index.entry(node.feed, node.seq, node.deleted, node.value)]
                         ),
                     )
+            new_state = b.build()
+        self._state = new_state
         self._cache.add(pending.values())
-        return [self._public(node) for node in written]
+        return written, applied
+
+    # --- replication (used by hyperdb.replication) ------------------------------------------------
+
+    def _offered(self) -> dict[bytes, int]:
+        """Feeds this replica serves: every authorized writer's and its own, by signed length."""
+        self._check_open()
+        state = self._state
+        offered = {}
+        with self._storage.read() as tx:
+            for feed_id, feed in state.feeds.items():
+                if feed_id == state.local_id or feed.key in state.authorized:
+                    length = feed.head(tx).signed_length
+                    if length:
+                        offered[feed.key] = length
+        return offered
+
+    def _wanted(self, feed_key: bytes) -> bool:
+        """Whether data of feed ``feed_key`` is accepted here: an authorized writer's, not ours."""
+        state = self._state
+        return feed_key != self.local_key and feed_key in state.authorized
+
+    def _stored_length(self, feed_key: bytes) -> int:
+        feed_id = self._state.ids.get(feed_key)
+        return 0 if feed_id is None else self._state.feeds[feed_id].length
+
+    def _read(self, feed_key: bytes, start: int, end: int) -> tuple[list[bytes], Proof]:
+        feed_id = self._state.ids.get(feed_key)
+        if feed_id is None:
+            raise NotFound(f"no feed {feed_key.hex()[:16]} here")
+        feed = self._state.feeds[feed_id]
+        with self._storage.read() as tx:
+            return feed.get_range(start, end, tx), feed.proof(start, end, tx)
+
+    def _ingest(self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof) -> bool:
+        """Verify blocks of an authorized writer's feed from a peer, store what is new and apply
+        what became ready, all in one transaction; returns whether anything was stored. Raises
+        VerificationError (ForkDetected included) or ProtocolError having stored nothing."""
+        with self._lock:
+            self._check_open()
+            if not self._wanted(feed_key):
+                raise ProtocolError(
+                    f"feed {feed_key.hex()[:16]} is not an authorized writer's here"
+                )
+            state = self._state
+            feed = state.feeds[state.feed_id(feed_key)]
+            try:
+                with self._storage.write() as tx:
+                    b = StateBuilder(state, tx)
+                    before = feed.head(tx).length
+                    feed.receive(start, blocks, proof, txn=tx)
+                    after = feed.head(tx).length
+                    if after == before:
+                        return False
+                    derive(b, feed.id, before, blocks[before - start : after - start])
+                    applied = apply_ready(b, self._builder_loader(b), [feed.id])
+                    new_state = b.build()
+            except ForkDetected as fork:
+                if fork.evidence is not None:
+                    feed.record_fork(fork.evidence)
+                raise
+            self._state = new_state
+        self._notify(applied)
+        return True
 
     # --- reads ------------------------------------------------------------------------------------
 
     def get(self, key: str) -> list[Node]:
-        """The current nodes of ``key``: one normally, several after concurrent writes; ``[]``
-        when the key is absent or every current node is a deletion."""
+        """The current nodes of ``key``: one normally, several after concurrent writes (sorted by
+        writer key); ``[]`` when the key is absent or every current node is a deletion (a
+        deletion concurrent with a put is returned, with ``deleted=True``)."""
         normal = check_key(key, allow_root=True)
         self._check_open()
         if not normal:
             return []  # the root key is never written
         row_key = index.row_key(normal)
+        state = self._state
         with self._storage.read() as tx:  # a snapshot: no lock needed, writers do not block
             row = tx.get("index", row_key)
             if row is None:
                 return []
             _, entries = index.decode_row(row_key, row)
-            return self._answer_entries(tx, normal, entries)
+            return self._answer_entries(tx, state, normal, entries)
+
+    def get_one(self, key: str) -> Node | None:
+        """One value for ``key`` chosen the same way on every replica: of the current nodes, the
+        one written last in causal order, ties between concurrent writes broken by the larger
+        writer key; ``None`` when the key is absent."""
+        return resolve(self.get(key))
+
+    def heads(self) -> builtins.list[Node]:
+        """The latest nodes no other node has seen (one per writer that wrote concurrently)."""
+        return self._view().heads()
+
+    def version(self) -> bytes:
+        """The current version: bytes naming the heads (``spec/node.md`` section 6)."""
+        return self._view().version()
+
+    def checkout(self, version: bytes | str) -> Snapshot:
+        """A read-only view of the database as of ``version`` (from :meth:`version`)."""
+        self._check_open()
+        return Snapshot(self, decode_version(self, version))
+
+    def snapshot(self) -> Snapshot:
+        """A read-only view of the database as it is now, unaffected by later writes."""
+        return self._view()
+
+    def list(
+        self,
+        prefix: str = "",
+        *,
+        recursive: bool = True,
+        reverse: bool = False,
+        gt: bool = False,
+    ) -> Iterator[tuple[str, builtins.list[Node]]]:
+        """Every key under ``prefix`` (by whole path components) with its current nodes, in trie
+        hash order (``range`` gives key order). ``recursive=False`` gives one entry per child;
+        ``gt`` leaves out the prefix key itself."""
+        return self._view().list(prefix, recursive=recursive, reverse=reverse, gt=gt)
+
+    def history(self, *, reverse: bool = False) -> Iterator[Node]:
+        """Every node of every applied writer, authorization entries included, in a topological
+        order (a node after every node it has seen; ``spec/node.md`` section 6)."""
+        return self._view().history(reverse=reverse)
+
+    def key_history(self, key: str) -> Iterator[builtins.list[Node]]:
+        """The versions of ``key``, newest first: each item the group of concurrent nodes that
+        were current together (deletions included)."""
+        return self._view().key_history(key)
+
+    def diff(
+        self, version: bytes | str | None, prefix: str = ""
+    ) -> Iterator[tuple[str, builtins.list[Node], builtins.list[Node]]]:
+        """``(key, nodes_now, nodes_then)`` for each key under ``prefix`` whose current nodes
+        differ between ``version`` (``None``: the empty database) and now, in hash order."""
+        return self._view().diff(version, prefix)
+
+    def watch(self, prefix: str, callback: Callable[[builtins.list[str]], object]) -> Watcher:
+        """Call ``callback(keys)`` after every local write or replicated data that changes keys
+        under ``prefix`` (``""``: every key), with the sorted changed keys. Stop with
+        ``close()`` (``Database.close`` stops every watcher)."""
+        normal = check_key(prefix, allow_root=True)
+        if not callable(callback):
+            raise InvalidArgument("callback must be callable")
+        self._check_open()
+        watcher = Watcher(self, normal, callback)
+        with self._lock:
+            self._watchers.append(watcher)
+        return watcher
+
+    def _unwatch(self, watcher: Watcher) -> None:
+        with self._lock:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+    def _notify(self, nodes: Sequence[StoredNode]) -> None:
+        watchers = builtins.list(self._watchers)
+        if not watchers or not nodes:
+            return
+        keys = sorted({node.key for node in nodes if node.kind == record.KIND_ENTRY})
+        for watcher in watchers:
+            watcher._changed(keys)
+
+    def _view(self) -> Snapshot:
+        self._check_open()
+        return Snapshot(self, self._state.heads, live=True)
 
     def _trie_get(self, key: str) -> builtins.list[Node]:
         """``get`` answered by walking the tries from the heads instead of the derived index
         (what ``verify`` and the tests compare the index against)."""
-        normal = check_key(key, allow_root=True)
-        with self._lock:
-            self._check_open()
-            with self._storage.read() as tx:
-                heads = self._heads(tx)
-                path = trie.key_path(normal, crypto.siphash24)
-                nodes = trie.lookup(path, normal, heads, self._loader(tx))
-        return self._answer(nodes)
-
-    def list(
-        self, prefix: str = "", *, recursive: bool = True, reverse: bool = False
-    ) -> Iterator[tuple[str, builtins.list[Node]]]:
-        """Every key under ``prefix`` (by whole path components) with its current nodes, in trie
-        hash order (``range`` gives key order). ``recursive=False`` gives one entry per child."""
-        normal = check_key(prefix, allow_root=True)
-        if not isinstance(recursive, bool) or not isinstance(reverse, bool):
-            raise InvalidArgument("recursive and reverse are booleans")
-        return self._list(normal, recursive, reverse)
-
-    def _list(
-        self, prefix: str, recursive: bool, reverse: bool
-    ) -> Iterator[tuple[str, builtins.list[Node]]]:
-        self._check_open()
-        with self._storage.read() as tx:
-            heads = self._heads(tx)
-            load = self._loader(tx)
-            for key, nodes in trie.iterate(
-                prefix, heads, load, crypto.siphash24, recursive=recursive, reverse=reverse
-            ):
-                answer = self._answer(nodes)
-                if answer:
-                    yield key, answer
+        return self._view().get(key)
 
     def range(
         self,
@@ -398,31 +592,15 @@ class Database:
         Bounds are plain strings compared with the (normalized) keys as they are: they are not
         normalized themselves, so ``range(gte="a/", lt="a0")`` is exactly the keys under ``a/``.
         """
-        if (gt is not None and gte is not None) or (lt is not None and lte is not None):
-            raise InvalidArgument("give at most one of gt/gte and one of lt/lte")
-        bounds = {}
-        for name, value in (("gt", gt), ("gte", gte), ("lt", lt), ("lte", lte)):
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise InvalidArgument(f"range bound {name} is a str, not {type(value).__name__}")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise InvalidArgument(f"range bound {name} is not valid Unicode: {exc}") from exc
-            bounds[name] = value
-        if limit is not None and (
-            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
-        ):
-            raise InvalidArgument("limit is a non-negative integer")
-        if not isinstance(reverse, bool):
-            raise InvalidArgument("reverse is a boolean")
+        bounds = check_range(gt, gte, lt, lte, reverse, limit)
         return self._range(bounds, reverse, limit)
 
     def _range(
         self, bounds: dict[str, str], reverse: bool, limit: int | None
     ) -> Iterator[tuple[str, builtins.list[Node]]]:
         self._check_open()
+        if limit == 0:
+            return
         low = bounds.get("gt", bounds.get("gte"))
         high = bounds.get("lt", bounds.get("lte"))
         start = index.row_key(low)[: index.INLINE_KEY_BYTES] if low else None
@@ -436,21 +614,13 @@ class Database:
         if stop == b"":
             return
         count = 0
-        if limit == 0:
-            return
-        lower = None if low is None else low.encode("utf-8")
-        upper = None if high is None else high.encode("utf-8")
-        exclusive_low = "gt" in bounds
-        exclusive_high = "lt" in bounds
+        state = self._state
         with self._storage.read() as tx:
             rows = tx.scan("index", start=start, stop=stop, reverse=reverse)
             for key, entries in index.sort_long_keys(rows, reverse):
-                data = key.encode("utf-8")
-                if lower is not None and (data < lower or (exclusive_low and data == lower)):
+                if not in_bounds(key, bounds):
                     continue
-                if upper is not None and (data > upper or (exclusive_high and data == upper)):
-                    continue
-                answer = self._answer_entries(tx, key, entries)
+                answer = self._answer_entries(tx, state, key, entries)
                 if not answer:
                     continue
                 yield key, answer
@@ -459,19 +629,45 @@ class Database:
                     return
 
     def reindex(self) -> int:
-        """Rebuild the derived index from the feeds (walking the tries from the heads); returns
-        the number of keys indexed."""
+        """Rebuild everything derived from the feeds (feeds lists, clocks, applied nodes,
+        authorizations, heads, the index); returns the number of keys with current values."""
         with self._lock:
             self._check_open()
+            state = self._state
             with self._storage.write() as tx:
-                for row_key, _ in list(tx.scan("index")):
-                    tx.delete("index", row_key)
-                heads = self._heads(tx)
-                count = 0
-                for key, nodes in trie.iterate("", heads, self._loader(tx), crypto.siphash24):
-                    entries = [index.entry(n.feed, n.seq, n.deleted, n.value) for n in nodes]
-                    tx.put("index", index.row_key(key), index.encode_row(key, entries))
-                    count += 1
+                state_module.clear(tx)
+                empty = state_module.State(
+                    state.database_key,
+                    state.local_id,
+                    state.feeds,
+                    state.ids,
+                    {},
+                    (),
+                    frozenset([state.database_key]),
+                    {},
+                    {},
+                    frozenset(),
+                )
+                b = StateBuilder(empty, tx)
+                local = self._local
+                for feed_id, feed in state.feeds.items():
+                    length = feed.head(tx).length
+                    if length > 1:
+                        derive(b, feed_id, 1, feed.get_range(1, length, tx))
+                if local.length > 1:
+                    own = clock_of(b, tx, local.id, local.length - 1)
+                    del own[local.id]
+                    b.writer_clock = own
+                apply_ready(b, self._builder_loader(b), builtins.list(state.feeds))
+                b.set_heads(b.heads)
+                new_state = b.build()
+                count = sum(
+                    1
+                    for row_key, row in tx.scan("index")
+                    if not all(e.deleted for e in index.decode_row(row_key, row)[1])
+                )
+            self._state = new_state
+            self._cache.clear()
             return count
 
     # --- internals --------------------------------------------------------------------------------
@@ -479,20 +675,6 @@ class Database:
     def _check_open(self) -> None:
         if self._closed:
             raise Closed("the database is closed")
-
-    def _feed_id(self, key: bytes) -> int:
-        for feed_id, feed in self._feeds.items():
-            if feed.key == key:
-                return feed_id
-        raise CorruptionError(f"feed {key.hex()[:16]} is not registered")
-
-    def _heads(self, tx: ReadTxn) -> builtins.list[StoredNode]:
-        heads = []
-        for feed in self._feeds.values():
-            length = feed.head(tx).length
-            if length > 1:
-                heads.append(self._load(tx, (feed.id, length - 1)))
-        return trie.maximal(heads)
 
     def _loader(self, tx: ReadTxn, pending: Mapping[trie.Pointer, StoredNode] | None = None) -> Any:
         """The trie's loader, bound to ``tx``: nodes written in the open transaction (``pending``,
@@ -510,12 +692,27 @@ class Database:
 
         return load
 
+    def _builder_loader(self, b: StateBuilder) -> Callable[[int, int], StoredNode]:
+        """Loads nodes inside a write transaction whose state is ``b`` (not cached: the
+        transaction may still abort)."""
+
+        def load(feed_id: int, seq: int) -> StoredNode:
+            return self._decode(b, b.tx, feed_id, seq)
+
+        return load
+
     def _load(self, tx: ReadTxn, pointer: trie.Pointer) -> StoredNode:
         node = self._cache.get(pointer)
         if node is not None:
             return node
-        feed_id, seq = pointer
-        feed = self._feeds.get(feed_id)
+        node = self._decode(self._state, tx, pointer[0], pointer[1])
+        self._cache.add((node,))
+        return node
+
+    def _decode(
+        self, state: state_module.State | StateBuilder, tx: ReadTxn, feed_id: int, seq: int
+    ) -> StoredNode:
+        feed = state.feeds.get(feed_id)
         if feed is None:
             raise CorruptionError(f"a trie points into unknown feed {feed_id}")
         block = feed.get(seq, tx)
@@ -525,46 +722,40 @@ class Database:
             raise CorruptionError(
                 f"node {seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"
             ) from exc
-        node = StoredNode(
+        ids = state.lists.get(feed_id)
+        feed_map = None if ids is None or all(f == n for n, f in enumerate(ids)) else ids
+        return StoredNode(
             stored.key,
             feed_id,
             seq,
-            {feed_id: seq + 1},
+            clock_of(state, tx, feed_id, seq),
             stored.deleted,
             stored.value,
             stored.kind,
             trie_data=stored.trie,
-            feed_map=self._decode_map(feed_id),
+            feed_map=feed_map,
+            authorizes=stored.authorized,
         )
-        self._cache.add((node,))
-        return node
-
-    def _decode_map(self, feed_id: int) -> builtins.list[int] | None:
-        """Writer feed number -> local feed id for the tries of ``feed_id``'s nodes (None when
-        the numbers are the local ids already)."""
-        if feed_id == self._local.id:
-            return self._local_decode_map
-        return None if feed_id == 0 else [feed_id]
-
-    def _answer(self, nodes: Sequence[StoredNode]) -> builtins.list[Node]:
-        if not nodes or all(node.deleted for node in nodes):
-            return []
-        return [self._public(node) for node in nodes]
 
     def _answer_entries(
-        self, tx: ReadTxn, key: str, entries: Sequence[index.Entry]
+        self,
+        tx: ReadTxn,
+        state: state_module.State,
+        key: str,
+        entries: Sequence[index.Entry],
     ) -> builtins.list[Node]:
-        """``_answer`` for index entries, loading only nodes whose value is not in the row."""
+        """The answer for a key's index entries, loading only nodes whose value is not in the
+        row: ``[]`` when all are deletions."""
         if all(item.deleted for item in entries):
             return []
-        feeds = self._feeds
+        feeds = state.feeds
         decode = self._codec.decode
         answer = []
         for item in entries:
             if item.inline:
                 writer = feeds[item.feed].key
                 value = None if item.deleted else decode(item.value)
-                clock = self._clock(item.feed, item.seq)
+                clock = self._public_clock(state, clock_of(state, tx, item.feed, item.seq))
                 answer.append(Node(key, value, item.deleted, writer, item.seq, clock))
             else:
                 node = self._load(tx, item.pointer)
@@ -572,23 +763,30 @@ class Database:
                     raise CorruptionError(
                         f"the index row of {key!r} points at a node of another key"
                     )
-                answer.append(self._public(node))
+                answer.append(self._public(state, node))
+        if len(answer) > 1:
+            answer.sort(key=lambda node: (node.writer, node.seq))
         return answer
 
-    def _clock(self, feed_id: int, seq: int) -> dict[bytes, int]:
-        """The vector clock of a node, by writer key (single-writer: the node's own feed)."""
-        return {self._feeds[feed_id].key: seq + 1}
+    def _public_clock(
+        self, state: state_module.State, clock: Mapping[int, int]
+    ) -> dict[bytes, int]:
+        feeds = state.feeds
+        return {feeds[f].key: n for f, n in clock.items()}
 
-    def _public(self, node: StoredNode) -> Node:
-        feeds = self._feeds
+    def _public(self, state: state_module.State, node: StoredNode) -> Node:
         return Node(
             node.key,
-            None if node.deleted else self._codec.decode(node.value),
+            None if node.deleted or node.kind else self._codec.decode(node.value),
             node.deleted,
-            feeds[node.feed].key,
+            state.feeds[node.feed].key,
             node.seq,
-            {feeds[f].key: n for f, n in node.clock.items()},
+            self._public_clock(state, node.clock),
+            node.authorizes,
         )
+
+    def _public_now(self, node: StoredNode) -> Node:
+        return self._public(self._state, node)
 
 
 def _create_local_feed(storage: Storage, keystore: KeyStore, tx: WriteTxn) -> Feed:

@@ -95,3 +95,11 @@ class CorruptionError(HyperDBError):
     matches. Reported by ``verify()``: the disk or the file changed behind hyperdb's back."""
 
     code = "corrupt"
+
+
+class ProtocolError(HyperDBError):
+    """A replication peer broke the protocol: a malformed or oversized message, a message out of
+    turn, data nobody asked for, or data for a feed this replica does not consider authorized.
+    The session with that peer ends; nothing it sent was stored."""
+
+    code = "protocol_error"

@@ -29,6 +29,8 @@ class Node:
     writer: bytes
     seq: int
     clock: Mapping[bytes, int]
+    authorizes: tuple[bytes, ...] = ()
+    """For an authorization entry (key ``""``, no value): the writer keys it authorized."""
 
     def __repr__(self) -> str:
         what = "deleted" if self.deleted else f"value={self.value!r}"
@@ -47,6 +49,7 @@ class StoredNode:
         "_path",
         "_trie",
         "_trie_data",
+        "authorizes",
         "clock",
         "deleted",
         "feed",
@@ -70,6 +73,7 @@ class StoredNode:
         feed_map: Sequence[int] | None = None,
         table: TrieTable | None = None,
         path: bytes | None = None,
+        authorizes: tuple[bytes, ...] = (),
     ) -> None:
         self.key = key
         self.feed = feed
@@ -82,6 +86,7 @@ class StoredNode:
         self._feed_map = feed_map
         self._trie = table
         self._path = path
+        self.authorizes = authorizes
 
     @property
     def path(self) -> bytes:

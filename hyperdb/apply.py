@@ -1,0 +1,189 @@
+"""Checking the nodes a peer sent, and applying nodes to the database's derived state.
+
+Two steps, both inside the write transaction that stores the blocks (so a failure stores nothing):
+
+* :func:`derive` runs over blocks as they are stored, in feed order: each record is decoded
+  strictly and checked against its writer's earlier nodes (feeds list extended, never rewritten;
+  clock entries inside the list, never the writer's own, only ever growing; trie pointers only to
+  nodes the clock says the writer had seen; keys normalized; authorization nodes well formed), and
+  its feeds list and full clock are recorded (``hyperdb.state``). Anything wrong raises
+  :class:`~hyperdb.errors.VerificationError`.
+* :func:`apply_ready` applies stored nodes in a causal order: a node is applied once its writer is
+  authorized (or is this replica's own) and every node its clock names is applied. Applying a node
+  updates the index row of its key (the nodes of the key that it has not seen, plus itself), the
+  heads, and for an authorization node the authorized set, which may let more feeds apply.
+
+``spec/node.md`` section 5 is the normative description.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+
+import trie
+from hyperdb import crypto, index, record
+from hyperdb.errors import EncodingError, VerificationError
+from hyperdb.node import StoredNode
+from hyperdb.state import Clock, StateBuilder, clock_of
+from hyperdb.storage import WriteTxn
+
+
+def _bad(feed_key: bytes, seq: int, why: str) -> VerificationError:
+    return VerificationError(f"feed {feed_key.hex()[:16]} block {seq}: {why}")
+
+
+def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -> None:
+    """Check the records ``blocks`` (seqs from ``first``) of remote feed ``feed_id`` and record
+    their feeds lists and clocks. The blocks' authenticity is checked before, by the feed."""
+    feed_key = b.feeds[feed_id].key
+    seq = first
+    tx = b.tx
+    previous: Clock | None = None
+    for block in blocks:
+        if seq == 0:
+            try:
+                header = record.decode_header(block)
+            except EncodingError as exc:
+                raise _bad(feed_key, 0, f"not a header: {exc}") from exc
+            if header.database_key != b.base.database_key:
+                raise _bad(feed_key, 0, "the feed belongs to another database")
+            seq = 1
+            continue
+        try:
+            node = record.decode_node(block)
+        except EncodingError as exc:
+            raise _bad(feed_key, seq, str(exc)) from exc
+        ids = b.lists.get(feed_id)
+        if node.feeds is not None:
+            ids = _extend_list(b, feed_id, seq, feed_key, node.feeds)
+        if ids is None or (seq == 1 and node.feeds is None):
+            raise _bad(feed_key, seq, "a writer's first node must carry its feeds list")
+        if previous is None:
+            previous = clock_of(b, tx, feed_id, seq - 1) if seq > 1 else {}
+            previous.pop(feed_id, None)
+        own_number = ids.index(feed_id)
+        full = dict(previous)
+        for number, length in node.clock.items():
+            if number >= len(ids) or number == own_number:
+                raise _bad(feed_key, seq, f"clock entry for feed number {number} is not allowed")
+            local = ids[number]
+            if length < 2 or length <= previous.get(local, 0):
+                raise _bad(feed_key, seq, "clock entries must only grow")
+            full[local] = length
+        if node.clock:
+            b.set_clock(feed_id, seq, full)
+        if node.kind == record.KIND_AUTHORIZE:
+            if node.key or node.value is not None or node.deleted:
+                raise _bad(feed_key, seq, "an authorization node has the empty key and no value")
+        elif not node.key or trie.normalize(node.key) != node.key:
+            raise _bad(feed_key, seq, "node key is empty or not normalized")
+        try:
+            table = trie.TrieTable.decode(node.trie, feed_map=ids)
+            path = trie.key_path(node.key, crypto.siphash24)
+            table.check_shape(path)
+        except trie.TrieError as exc:
+            raise _bad(feed_key, seq, f"bad trie: {exc}") from exc
+        full[feed_id] = seq + 1
+        for pointer_feed, pointer_seq in table.pointers():
+            if pointer_seq >= full.get(pointer_feed, 0):
+                raise _bad(feed_key, seq, "trie points outside the node's past")
+        del full[feed_id]
+        previous = full
+        seq += 1
+
+
+def _extend_list(
+    b: StateBuilder, feed_id: int, seq: int, feed_key: bytes, keys: tuple[bytes, ...]
+) -> array[int]:
+    old = b.lists.get(feed_id)
+    if len(set(keys)) != len(keys):
+        raise _bad(feed_key, seq, "feeds list names a writer twice")
+    if not keys or keys[0] != b.base.database_key or feed_key not in keys:
+        raise _bad(feed_key, seq, "feeds list must start with the database key and name its writer")
+    if old is not None and (
+        len(keys) < len(old)
+        or any(b.feeds[old_id].key != key for old_id, key in zip(old, keys, strict=False))
+    ):
+        raise _bad(feed_key, seq, "a feeds list may only be extended")
+    ids = array("I", (b.register(key) for key in keys))
+    b.set_list(feed_id, ids)
+    return ids
+
+
+def merge_index(tx: WriteTxn, node: StoredNode, clock: Mapping[int, int]) -> None:
+    """Update the index row of ``node``'s key: the entries ``node`` has not seen, and ``node``."""
+    row_key = index.row_key(node.key)
+    data = tx.get("index", row_key)
+    entries = []
+    if data is not None:
+        _, old = index.decode_row(row_key, data)
+        entries = [e for e in old if clock.get(e.feed, 0) <= e.seq]
+    entries.append(index.entry(node.feed, node.seq, node.deleted, node.value))
+    tx.put("index", row_key, index.encode_row(node.key, entries))
+
+
+def apply_node(b: StateBuilder, node: StoredNode) -> None:
+    """Apply one causally ready node: heads, index row, authorizations."""
+    clock = node.clock
+    heads = [h for h in b.heads if clock.get(h[0], 0) <= h[1]]
+    heads.append((node.feed, node.seq))
+    b.heads = heads
+    if node.kind == record.KIND_ENTRY:
+        merge_index(b.tx, node, clock)
+    else:
+        for key in node.authorizes:
+            b.register(key)
+        b.add_edges(b.feeds[node.feed].key, node.authorizes)
+
+
+def apply_ready(
+    b: StateBuilder, load: Callable[[int, int], StoredNode], feeds: Iterable[int]
+) -> list[StoredNode]:
+    """Apply every node of ``feeds`` (and of feeds that become ready meanwhile) that can be;
+    returns the nodes applied, in the order applied."""
+    done: list[StoredNode] = []
+    pending = deque(feeds)
+    queued = set(pending)
+    waiting: dict[int, set[int]] = {}
+    while pending:
+        feed_id = pending.popleft()
+        queued.discard(feed_id)
+        feed = b.feeds[feed_id]
+        if not (feed_id == b.base.local_id or feed.key in b.authorized):
+            continue
+        length = feed.head(b.tx).length
+        applied = b.applied.get(feed_id, 1)
+        start = applied
+        authorized_before = len(b.authorized)
+        while applied < length:
+            node = load(feed_id, applied)
+            blocker = next(
+                (f for f, n in node.clock.items() if f != feed_id and b.applied.get(f, 0) < n),
+                None,
+            )
+            if blocker is not None:
+                waiting.setdefault(blocker, set()).add(feed_id)
+                break
+            apply_node(b, node)
+            done.append(node)
+            applied += 1
+            # later nodes of this feed may wait on nothing else; nodes of other feeds may wait
+            # on this one: recorded below
+            b.applied[feed_id] = applied
+        if applied > start:
+            b.set_applied(feed_id, applied)
+            for other in waiting.pop(feed_id, ()):
+                if other not in queued:
+                    pending.append(other)
+                    queued.add(other)
+        if len(b.authorized) != authorized_before:
+            for key in b.authorized:
+                known = b.ids.get(key)
+                if known is not None and known not in queued and known != feed_id:
+                    pending.append(known)
+                    queued.add(known)
+    if done:
+        b.set_heads(b.heads)
+    return done

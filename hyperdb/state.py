@@ -1,0 +1,253 @@
+"""What a database knows about its writers, derived from their feeds and kept next to them.
+
+For every feed the database holds: its **feeds list** (the writer's feed numbers translated to
+local feed ids), which of its nodes carry a clock that differs from their predecessor's (with the
+full clock), how many of its nodes are **applied** (indexed: causally complete and from an
+authorized writer, ``spec/node.md`` section 5), the authorization edges its applied nodes added,
+and the database's current **heads**. All of it is written in the same transaction as the blocks
+it comes from and can be rebuilt from the feeds (``Database.reindex``).
+
+In memory it is a :class:`State`, an immutable snapshot readers use without locks; a write
+transaction works on a :class:`StateBuilder` and publishes a new State only after it committed,
+so an aborted transaction leaves nothing behind in memory either.
+
+Tables (local, not replicated): ``applied`` (u32 feed id -> u64 applied length), ``lists``
+(u32 feed id -> the feed's latest feeds list as u32 local ids), ``clocks`` (u32 feed id, u64 seq ->
+the node's full clock without its own entry, as (u32 feed id, u64 length) pairs, for nodes whose
+clock differs from their predecessor's), ``auth`` (u32 authorizer id, 32-byte key -> empty),
+``meta`` ``heads`` (the heads as (u32 feed id, u64 seq) pairs).
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from hyperdb.errors import CorruptionError
+from hyperdb.feed import Feed
+from hyperdb.storage import ReadTxn, WriteTxn
+from trie import Pointer
+
+STATE_TABLES = ("applied", "lists", "clocks", "auth")
+_ID = struct.Struct(">I")
+_POINTER = struct.Struct(">IQ")
+_LENGTH = struct.Struct(">Q")
+
+Clock = dict[int, int]
+
+
+@dataclass(frozen=True)
+class State:
+    """An immutable view of the writers, valid for the transaction it was published after."""
+
+    database_key: bytes
+    local_id: int
+    feeds: Mapping[int, Feed]
+    ids: Mapping[bytes, int]
+    applied: Mapping[int, int]
+    """Feed id -> blocks applied (header included); feeds with nothing applied are absent."""
+    heads: tuple[Pointer, ...]
+    authorized: frozenset[bytes]
+    edges: Mapping[bytes, frozenset[bytes]]
+    """Writer key -> the keys its applied authorization nodes named."""
+    lists: Mapping[int, array[int]]
+    """Feed id -> that writer's latest feeds list (feed number -> local feed id)."""
+    clocked: frozenset[int]
+    """Feeds having at least one ``clocks`` row (others: every clock is the own entry only)."""
+    writer_clock: Mapping[int, int] = field(default_factory=dict)
+    """The full clock (own entry excluded) of the local writer's latest node."""
+
+    @property
+    def local_list(self) -> array[int]:
+        return self.lists.get(self.local_id, array("I"))
+
+    def feed_id(self, key: bytes) -> int:
+        try:
+            return self.ids[key]
+        except KeyError:
+            raise CorruptionError(f"feed {key.hex()[:16]} is not registered") from None
+
+    def applicable(self, feed_id: int) -> bool:
+        """Whether nodes of ``feed_id`` may be applied: an authorized writer's, or our own."""
+        return feed_id == self.local_id or self.feeds[feed_id].key in self.authorized
+
+
+class StateBuilder:
+    """The changes one write transaction makes to a :class:`State`, written through to ``tx``."""
+
+    def __init__(self, state: State, tx: WriteTxn) -> None:
+        self.base = state
+        self.tx = tx
+        self.feeds = dict(state.feeds)
+        self.ids = dict(state.ids)
+        self.applied = dict(state.applied)
+        self.heads = list(state.heads)
+        self.authorized = set(state.authorized)
+        self.edges = dict(state.edges)
+        self.lists = dict(state.lists)
+        self.clocked = set(state.clocked)
+        self.writer_clock = state.writer_clock
+        self.new_feeds: list[Feed] = []
+
+    def register(self, key: bytes) -> int:
+        """The local id of feed ``key``, registering it (empty) if it is new."""
+        feed_id = self.ids.get(key)
+        if feed_id is None:
+            feed = Feed.open(
+                self.base.feeds[self.base.local_id].storage, key, create=True, txn=self.tx
+            )
+            feed_id = feed.id
+            self.feeds[feed_id] = feed
+            self.ids[key] = feed_id
+            self.new_feeds.append(feed)
+        return feed_id
+
+    def set_list(self, feed_id: int, ids: array[int]) -> None:
+        self.lists[feed_id] = ids
+        self.tx.put("lists", _ID.pack(feed_id), struct.pack(f">{len(ids)}I", *ids))
+
+    def set_clock(self, feed_id: int, seq: int, clock: Mapping[int, int]) -> None:
+        """Record the full clock (without the own entry) of node ``seq`` of ``feed_id``."""
+        self.clocked.add(feed_id)
+        self.tx.put("clocks", _POINTER.pack(feed_id, seq), encode_clock(clock))
+
+    def set_applied(self, feed_id: int, length: int) -> None:
+        self.applied[feed_id] = length
+        self.tx.put("applied", _ID.pack(feed_id), _LENGTH.pack(length))
+
+    def add_edges(self, authorizer: bytes, keys: Iterable[bytes]) -> list[bytes]:
+        """Record that ``authorizer`` named ``keys``; returns the keys newly authorized."""
+        authorizer_id = self.ids[authorizer]
+        known = self.edges.get(authorizer, frozenset())
+        added = [key for key in keys if key not in known]
+        if not added:
+            return []
+        self.edges[authorizer] = known | frozenset(added)
+        for key in added:
+            self.tx.put("auth", _ID.pack(authorizer_id) + key, b"")
+        if authorizer not in self.authorized:
+            return []
+        return _close(self.authorized, self.edges, added)
+
+    def set_heads(self, heads: list[Pointer]) -> None:
+        """Record the heads. The usual heads, only the local writer's latest node (or none), are
+        not stored: :func:`load` derives them from the local feed when no row is stored."""
+        self.heads = heads
+        local_id = self.base.local_id
+        if not heads or (len(heads) == 1 and heads[0][0] == local_id):
+            self.tx.delete("meta", b"heads")
+        else:
+            self.tx.put("meta", b"heads", b"".join(_POINTER.pack(f, s) for f, s in heads))
+
+    def build(self) -> State:
+        return State(
+            self.base.database_key,
+            self.base.local_id,
+            self.feeds,
+            self.ids,
+            self.applied,
+            tuple(self.heads),
+            frozenset(self.authorized),
+            self.edges,
+            self.lists,
+            frozenset(self.clocked),
+            self.writer_clock,
+        )
+
+
+def _close(
+    authorized: set[bytes], edges: Mapping[bytes, frozenset[bytes]], start: Iterable[bytes]
+) -> list[bytes]:
+    """Add ``start`` and everything reachable from it through ``edges`` to ``authorized``;
+    returns what was added, in discovery order."""
+    added: list[bytes] = []
+    queue = list(start)
+    while queue:
+        key = queue.pop()
+        if key in authorized:
+            continue
+        authorized.add(key)
+        added.append(key)
+        queue.extend(edges.get(key, ()))
+    return added
+
+
+def _ids_from(data: bytes) -> array[int]:
+    if len(data) % _ID.size:
+        raise CorruptionError("a stored feeds list is damaged")
+    return array("I", struct.unpack(f">{len(data) // _ID.size}I", data))
+
+
+def encode_clock(clock: Mapping[int, int]) -> bytes:
+    return b"".join(_POINTER.pack(f, n) for f, n in sorted(clock.items()))
+
+
+def decode_clock(data: bytes) -> Clock:
+    if len(data) % _POINTER.size:
+        raise CorruptionError("a stored clock row is damaged")
+    return dict(_POINTER.iter_unpack(data))
+
+
+def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn) -> State:
+    """The state as stored."""
+    ids = {feed.key: feed_id for feed_id, feed in feeds.items()}
+    applied = {_ID.unpack(k)[0]: _LENGTH.unpack(v)[0] for k, v in tx.scan("applied")}
+    edges_sets: dict[bytes, set[bytes]] = {}
+    for row, _ in tx.scan("auth"):
+        authorizer = feeds[_ID.unpack_from(row)[0]].key
+        edges_sets.setdefault(authorizer, set()).add(row[_ID.size :])
+    edges = {key: frozenset(keys) for key, keys in edges_sets.items()}
+    authorized: set[bytes] = set()
+    _close(authorized, edges, [database_key])
+    lists = {_ID.unpack(k)[0]: _ids_from(v) for k, v in tx.scan("lists")}
+    clocked = frozenset(
+        feed_id for feed_id in feeds if next(tx.scan("clocks", prefix=_ID.pack(feed_id)), None)
+    )
+    local_length = feeds[local_id].head(tx).length
+    if local_length > 1:
+        applied[local_id] = local_length  # the local writer's nodes are applied as written
+    heads_data = tx.get("meta", b"heads")
+    if heads_data is not None:
+        heads = tuple(_POINTER.iter_unpack(heads_data))
+    else:
+        heads = ((local_id, local_length - 1),) if local_length > 1 else ()
+    state = State(
+        database_key,
+        local_id,
+        feeds,
+        ids,
+        applied,
+        heads,
+        frozenset(authorized),
+        edges,
+        lists,
+        clocked,
+    )
+    if local_length > 1:
+        own = clock_of(state, tx, local_id, local_length - 1)
+        del own[local_id]
+        state = replace(state, writer_clock=own)
+    return state
+
+
+def clock_of(state: State | StateBuilder, tx: ReadTxn, feed_id: int, seq: int) -> Clock:
+    """The full clock of node ``seq`` of ``feed_id`` (own entry included), in local feed ids."""
+    if feed_id in state.clocked:
+        start = _POINTER.pack(feed_id, 0)
+        stop = _POINTER.pack(feed_id, seq + 1)
+        row = next(tx.scan("clocks", start=start, stop=stop, reverse=True), None)
+        if row is not None:
+            clock = decode_clock(row[1])
+            clock[feed_id] = seq + 1
+            return clock
+    return {feed_id: seq + 1}
+
+
+def clear(tx: WriteTxn) -> None:
+    """Delete every derived row (before a rebuild)."""
+    for table in (*STATE_TABLES, "index"):
+        for key, _ in list(tx.scan(table)):
+            tx.delete(table, key)
+    tx.delete("meta", b"heads")
