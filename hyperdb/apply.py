@@ -144,7 +144,7 @@ def apply_ready(
     """Apply every node of ``feeds`` (and of feeds that become ready meanwhile) that can be;
     returns the nodes applied, in the order applied."""
     done: list[StoredNode] = []
-    pending = deque(feeds)
+    pending = deque(dict.fromkeys([*feeds, *b.stalled]))
     queued = set(pending)
     waiting: dict[int, set[int]] = {}
     while pending:
@@ -152,6 +152,8 @@ def apply_ready(
         queued.discard(feed_id)
         feed = b.feeds[feed_id]
         if not (feed_id == b.base.local_id or feed.key in b.authorized):
+            if feed.head(b.tx).length > 1:
+                b.stalled.add(feed_id)
             continue
         length = feed.head(b.tx).length
         applied = b.applied.get(feed_id, 1)
@@ -172,6 +174,10 @@ def apply_ready(
             # later nodes of this feed may wait on nothing else; nodes of other feeds may wait
             # on this one: recorded below
             b.applied[feed_id] = applied
+        if applied < length:
+            b.stalled.add(feed_id)
+        else:
+            b.stalled.discard(feed_id)
         if applied > start:
             b.set_applied(feed_id, applied)
             for other in waiting.pop(feed_id, ()):

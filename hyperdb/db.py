@@ -618,7 +618,7 @@ class Database:
         with self._storage.read() as tx:
             rows = tx.scan("index", start=start, stop=stop, reverse=reverse)
             for key, entries in index.sort_long_keys(rows, reverse):
-                if not in_bounds(key, bounds):
+                if bounds and not in_bounds(key, bounds):
                     continue
                 answer = self._answer_entries(tx, state, key, entries)
                 if not answer:
@@ -749,13 +749,17 @@ class Database:
         if all(item.deleted for item in entries):
             return []
         feeds = state.feeds
+        clocked = state.clocked
         decode = self._codec.decode
         answer = []
         for item in entries:
             if item.inline:
                 writer = feeds[item.feed].key
                 value = None if item.deleted else decode(item.value)
-                clock = self._public_clock(state, clock_of(state, tx, item.feed, item.seq))
+                if item.feed in clocked:
+                    clock = self._public_clock(state, clock_of(state, tx, item.feed, item.seq))
+                else:
+                    clock = {writer: item.seq + 1}
                 answer.append(Node(key, value, item.deleted, writer, item.seq, clock))
             else:
                 node = self._load(tx, item.pointer)

@@ -58,6 +58,9 @@ class State:
     """Feeds having at least one ``clocks`` row (others: every clock is the own entry only)."""
     writer_clock: Mapping[int, int] = field(default_factory=dict)
     """The full clock (own entry excluded) of the local writer's latest node."""
+    stalled: frozenset[int] = frozenset()
+    """Feeds holding nodes not applied yet (waiting for their writer's authorization or for
+    nodes of other feeds): retried whenever data arrives."""
 
     @property
     def local_list(self) -> array[int]:
@@ -89,6 +92,7 @@ class StateBuilder:
         self.lists = dict(state.lists)
         self.clocked = set(state.clocked)
         self.writer_clock = state.writer_clock
+        self.stalled = set(state.stalled)
         self.new_feeds: list[Feed] = []
 
     def register(self, key: bytes) -> int:
@@ -154,6 +158,7 @@ class StateBuilder:
             self.lists,
             frozenset(self.clocked),
             self.writer_clock,
+            frozenset(self.stalled),
         )
 
 
@@ -213,6 +218,11 @@ def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn
         heads = tuple(_POINTER.iter_unpack(heads_data))
     else:
         heads = ((local_id, local_length - 1),) if local_length > 1 else ()
+    stalled = frozenset(
+        feed_id
+        for feed_id, feed in feeds.items()
+        if feed_id != local_id and feed.head(tx).length > applied.get(feed_id, 1)
+    )
     state = State(
         database_key,
         local_id,
@@ -224,6 +234,7 @@ def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn
         edges,
         lists,
         clocked,
+        stalled=stalled,
     )
     if local_length > 1:
         own = clock_of(state, tx, local_id, local_length - 1)

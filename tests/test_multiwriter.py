@@ -1,0 +1,284 @@
+"""Several writers: authorization, conflicts, deletions, heads, versions, history, diff, watch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import hyperdb
+from hyperdb import record
+from hyperdb.errors import InvalidArgument, ProtocolError, VerificationError
+from hyperdb.node import Node
+from tests.conftest import dump
+from tests.sync import sync
+
+
+def values(nodes: list[Node]) -> list[object]:
+    return [node.value for node in nodes]
+
+
+@pytest.fixture
+def pair() -> tuple[hyperdb.Database, hyperdb.Database]:
+    a = hyperdb.open(memory=True, value_encoding="utf-8")
+    b = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
+    return a, b
+
+
+def authorized_pair(
+    pair: tuple[hyperdb.Database, hyperdb.Database],
+) -> tuple[hyperdb.Database, hyperdb.Database]:
+    a, b = pair
+    a.authorize(b.local_key)
+    sync(a, b)
+    return a, b
+
+
+def test_a_new_replica_reads_but_its_writes_stay_local_until_authorized(pair) -> None:
+    a, b = pair
+    a.put("x", "1")
+    sync(a, b)
+    assert values(b.get("x")) == ["1"]
+    assert not b.is_authorized(b.local_key) and a.is_authorized(a.key) and b.is_authorized(a.key)
+    b.put("y", "mine")
+    assert values(b.get("y")) == ["mine"]  # readable where it was written
+    sync(a, b)
+    assert a.get("y") == []
+    node = a.authorize(b.local_key)
+    assert (node.key, node.value, node.deleted, node.seq) == ("", None, False, 2)
+    assert node.authorizes == (b.local_key,) and node.writer == a.local_key
+    sync(a, b)
+    assert values(a.get("y")) == ["mine"] and a.get("y")[0].writer == b.local_key
+    assert a.is_authorized(b.local_key) and b.is_authorized(b.local_key)
+    assert a.writers() == b.writers() == [a.key, b.local_key]
+
+
+def test_writes_return_what_they_appended(pair) -> None:
+    a, _ = pair
+    first = a.put("k", "v")
+    assert (first.key, first.value, first.writer, first.seq) == ("k", "v", a.local_key, 1)
+    assert first.clock == {a.local_key: 2}
+    gone = a.delete("k")
+    assert gone.deleted and gone.value is None and gone.seq == 2
+    nodes = a.batch([{"key": "p", "value": "1"}, {"type": "del", "key": "q"}])
+    assert [(n.key, n.seq, n.deleted) for n in nodes] == [("p", 3, False), ("q", 4, True)]
+
+
+def test_concurrent_puts_conflict_and_a_later_put_resolves_them(pair) -> None:
+    a, b = authorized_pair(pair)
+    a.put("k", "from a")
+    b.put("k", "from b")
+    sync(a, b)
+    for db in (a, b):
+        got = db.get("k")
+        assert sorted(values(got)) == ["from a", "from b"]
+        assert db._trie_get("k") == got
+        assert {n.writer for n in db.heads()} == {a.local_key, b.local_key}
+    assert a.get_one("k") == b.get_one("k") is not None
+    b.put("k", "merged")
+    sync(a, b)
+    assert values(a.get("k")) == values(b.get("k")) == ["merged"]
+    assert [n.writer for n in a.heads()] == [b.local_key]
+
+
+def test_a_deletion_concurrent_with_a_put_is_returned_flagged(pair) -> None:
+    a, b = authorized_pair(pair)
+    a.put("k", "1")
+    sync(a, b)
+    a.delete("k")
+    b.put("k", "2")
+    sync(a, b)
+    got = a.get("k")
+    assert sorted((n.deleted, n.value) for n in got) == [(False, "2"), (True, None)]
+    assert a.get_one("k") in (None, *got)
+    # concurrent deletions only: the key is absent, everywhere, also in listings and ranges
+    a.delete("k")
+    sync(a, b)
+    b.put("j", "x")
+    a.delete("j")
+    b.delete("j")
+    sync(a, b)
+    for db in (a, b):
+        assert db.get("j") == [] and db._trie_get("j") == []
+        assert "j" not in dict(db.list()) and "j" not in dict(db.range())
+
+
+def test_authorization_is_transitive_and_follows_the_data(pair) -> None:
+    a, b = authorized_pair(pair)
+    c = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
+    c.put("from/c", "hello")
+    b.authorize(c.local_key)  # b is authorized, so c becomes authorized through b
+    sync(a, c)  # a does not know c is authorized yet: nothing of c travels
+    assert a.get("from/c") == [] and not a.is_authorized(c.local_key)
+    sync(b, c)  # c's feed reaches b, which authorized it
+    assert values(b.get("from/c")) == ["hello"]
+    sync(a, b)  # b's authorization and c's feed reach a (a chain a - b - c)
+    assert a.is_authorized(c.local_key) and values(a.get("from/c")) == ["hello"]
+
+
+def test_an_unauthorized_writer_can_authorize_and_it_counts_once_it_is_authorized(pair) -> None:
+    a, b = pair
+    c = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
+    b.authorize(c.local_key)
+    c.put("c", "1")
+    sync(b, c)
+    assert not b.is_authorized(c.local_key)
+    a.authorize(b.local_key)
+    sync(a, b)
+    assert b.is_authorized(c.local_key) and a.is_authorized(c.local_key)
+    sync(b, c)
+    sync(a, b)
+    assert values(a.get("c")) == ["1"]
+
+
+def test_versions_checkouts_and_diff(pair) -> None:
+    a, b = authorized_pair(pair)
+    a.put("x", "1")
+    a.put("d/e", "2")
+    v1 = a.version()
+    assert len(v1) >= 33 and a.checkout(v1).version() == v1
+    a.put("x", "3")
+    a.delete("d/e")
+    b.put("y", "4")
+    sync(a, b)
+    old = a.checkout(v1)
+    assert values(old.get("x")) == ["1"] and old.get("y") == []
+    assert sorted(k for k, _ in old.list()) == ["d/e", "x"]
+    assert [k for k, _ in old.range()] == ["d/e", "x"]
+    changes = {k: (values(now), values(then)) for k, now, then in a.diff(v1)}
+    assert changes == {"x": (["3"], ["1"]), "d/e": ([], ["2"]), "y": (["4"], [])}
+    assert {k for k, _, _ in a.diff(None)} == {k for k, _ in a.list()}
+    assert list(a.diff(a.version())) == []
+    assert [k for k, _, _ in a.diff(v1, prefix="d")] == ["d/e"]
+    # a version from the other replica names the same heads there
+    assert b.checkout(a.version()).get("x") == a.get("x")
+    with pytest.raises(InvalidArgument):
+        a.checkout(b"\x01" * 33)
+    with pytest.raises(InvalidArgument):
+        a.checkout(v1[:-1] + b"\x80")
+
+
+def test_history_is_topological_and_complete(pair) -> None:
+    a, b = authorized_pair(pair)
+    for i in range(5):
+        a.put(f"a{i}", str(i))
+        b.put(f"b{i}", str(i))
+        if i % 2:
+            sync(a, b)
+    sync(a, b)
+    history = list(a.history())
+    assert [(n.writer, n.seq) for n in history] == [(n.writer, n.seq) for n in b.history()]
+    assert len(history) == 5 + 1 + 5  # a's puts and its authorization, b's puts
+    for later_index, later in enumerate(history):
+        for earlier in history[later_index + 1 :]:
+            assert later.clock.get(earlier.writer, 0) <= earlier.seq  # nothing later was seen
+    assert list(reversed(history)) == list(a.history(reverse=True))
+
+
+def test_key_history_groups_concurrent_versions_newest_first(pair) -> None:
+    a, b = authorized_pair(pair)
+    a.put("k", "1")
+    sync(a, b)
+    a.put("k", "2a")
+    b.put("k", "2b")
+    sync(a, b)
+    b.delete("k")
+    groups = [sorted((n.value, n.deleted) for n in group) for group in b.key_history("k")]
+    assert groups == [[(None, True)], [("2a", False), ("2b", False)], [("1", False)]]
+    assert list(a.key_history("nothing")) == []
+
+
+def test_watch_reports_the_changed_keys_under_its_prefix(pair) -> None:
+    a, b = authorized_pair(pair)
+    seen: list[list[str]] = []
+    watcher = a.watch("w", seen.append)
+    a.put("w/1", "x")
+    a.put("other", "x")
+    a.batch([{"key": "w/2", "value": "y"}, {"key": "w/3", "value": "z"}])
+    b.put("w/4", "remote")
+    sync(a, b)
+    assert seen == [["w/1"], ["w/2", "w/3"], ["w/4"]]
+    watcher.close()
+    a.put("w/5", "x")
+    assert len(seen) == 3
+
+
+def test_watch_callback_errors_do_not_break_writes(pair, caplog) -> None:
+    a, _ = pair
+
+    def broken(keys: list[str]) -> None:
+        raise RuntimeError("boom")
+
+    a.watch("", broken)
+    assert a.put("k", "v").seq == 1
+    assert "watch callback" in caplog.text
+
+
+def test_reindex_and_reopen_rebuild_the_same_state(tmp_path: Path) -> None:
+    a = hyperdb.open(tmp_path / "a", value_encoding="utf-8", durable=False)
+    b = hyperdb.open(tmp_path / "b", key=a.key, value_encoding="utf-8", durable=False)
+    a.authorize(b.local_key)
+    a.put("k", "a")
+    sync(a, b)
+    b.put("k", "b")
+    b.put("j", "b")
+    a.put("k", "a2")
+    sync(a, b)
+    before = (list(b.list()), b.heads(), b.version(), b.get("k"), list(b.history()))
+    b.close()
+    b = hyperdb.open(tmp_path / "b", value_encoding="utf-8")
+    assert (list(b.list()), b.heads(), b.version(), b.get("k"), list(b.history())) == before
+    b.reindex()
+    assert (list(b.list()), b.heads(), b.version(), b.get("k"), list(b.history())) == before
+    b.put("after", "reopen")
+    sync(a, b)
+    assert values(a.get("after")) == ["reopen"]
+    a.close()
+    b.close()
+
+
+def test_ingest_refuses_unwanted_feeds_and_bad_records(pair) -> None:
+    a, b = pair
+    a.put("x", "1")
+    b.put("y", "2")  # b is not authorized
+    blocks, proof = b._read(b.local_key, 0, b._stored_length(b.local_key))
+    before = dump(a._storage)
+    with pytest.raises(ProtocolError):
+        a._ingest(b.local_key, 0, blocks, proof)
+    assert dump(a._storage) == before
+    # a validly signed feed whose records lie: a clock naming its own feed
+    evil = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
+    a.authorize(evil.local_key)
+    sync(a, b)
+    evil.put("z", "1")
+    header, first = evil._local.get(0), evil._local.get(1)
+    decoded = record.decode_node(first)
+    lying = record.encode_node(
+        record.NodeRecord(decoded.key, b"1", False, decoded.trie, {1: 5}, decoded.feeds)
+    )
+    forged = hyperdb.open(memory=True, key=a.key)
+    forged._local.append_batch([lying])  # signed by a key a has not authorized...
+    before = dump(a._storage)
+    blocks, proof = forged._read(forged.local_key, 0, 2)
+    with pytest.raises(ProtocolError):
+        a._ingest(forged.local_key, 0, blocks, proof)
+    # ...and the authorized writer's own key signing the lie is refused on its content
+    evil_feed = evil._local
+    assert evil_feed.get(0) == header
+    with pytest.raises(VerificationError):
+        a._ingest(evil.local_key, 0, [header, lying], _resign(evil, [header, lying]))
+    assert dump(a._storage) == before
+
+
+def _resign(db: hyperdb.Database, blocks: list[bytes]) -> object:
+    """A valid proof for ``blocks`` as a fresh feed with ``db``'s writer key would sign them."""
+    from hyperdb.feed import Feed
+    from hyperdb.keys import MemoryKeyStore
+    from hyperdb.storage import open_storage
+
+    storage = open_storage(None, ("feeds", "feed_log", "forks"))
+    keys = MemoryKeyStore()
+    keys.save(db._local._keypair)  # type: ignore[arg-type]
+    feed = Feed.open(storage, db.local_key, keys, create=True)
+    feed.append_batch(blocks)
+    return feed.proof(0, len(blocks))
