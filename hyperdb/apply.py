@@ -79,18 +79,31 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
                 raise _bad(feed_key, seq, "an authorization node has the empty key and no value")
         elif not node.key or trie.normalize(node.key) != node.key:
             raise _bad(feed_key, seq, "node key is empty or not normalized")
-        try:
-            table = trie.TrieTable.decode(node.trie, feed_map=ids)
+        try:  # checked in the writer's numbering: translated only if a walk ever needs it
+            table = trie.TrieTable.decode(node.trie)
             path = trie.key_path(node.key, crypto.siphash24)
             table.check_shape(path)
         except trie.TrieError as exc:
             raise _bad(feed_key, seq, f"bad trie: {exc}") from exc
         full[feed_id] = seq + 1
-        for pointer_feed, pointer_seq in table.pointers():
-            if pointer_seq >= full.get(pointer_feed, 0):
+        count = len(ids)
+        for number, pointer_seq in table.pointers():
+            if number >= count or pointer_seq >= full.get(ids[number], 0):
                 raise _bad(feed_key, seq, "trie points outside the node's past")
-        del full[feed_id]
-        previous = full
+        b.derived[(feed_id, seq)] = StoredNode(
+            node.key,
+            feed_id,
+            seq,
+            full,
+            node.deleted,
+            node.value,
+            node.kind,
+            trie_data=node.trie,
+            feed_map=None if all(f == n for n, f in enumerate(ids)) else ids,
+            path=path,
+            authorizes=node.authorized,
+        )
+        previous = {f: n for f, n in full.items() if f != feed_id}
         seq += 1
 
 

@@ -697,7 +697,8 @@ class Database:
         transaction may still abort)."""
 
         def load(feed_id: int, seq: int) -> StoredNode:
-            return self._decode(b, b.tx, feed_id, seq)
+            node = b.derived.pop((feed_id, seq), None)
+            return node if node is not None else self._decode(b, b.tx, feed_id, seq)
 
         return load
 

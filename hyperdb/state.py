@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from hyperdb.errors import CorruptionError
 from hyperdb.feed import Feed
+from hyperdb.node import StoredNode
 from hyperdb.storage import ReadTxn, WriteTxn
 from trie import Pointer
 
@@ -94,6 +95,8 @@ class StateBuilder:
         self.writer_clock = state.writer_clock
         self.stalled = set(state.stalled)
         self.new_feeds: list[Feed] = []
+        self.derived: dict[Pointer, StoredNode] = {}
+        """Nodes decoded while checking them, for applying them in the same transaction."""
 
     def register(self, key: bytes) -> int:
         """The local id of feed ``key``, registering it (empty) if it is new."""
