@@ -144,6 +144,7 @@ class Database:
         self._closed = False
         self._cache = NodeCache(cache_size)
         self._watchers: builtins.list[Watcher] = []
+        self._feed_lengths: dict[bytes, tuple[int, int]] | None = None
         with storage.write() as tx:
             stored_key = tx.get("meta", b"key")
             if stored_key is None:
@@ -403,23 +404,37 @@ class Database:
                     )
             new_state = b.build()
         self._state = new_state
+        length = first + len(ops)
+        self._feed_lengths = None if b.new_feeds else self._feed_lengths
+        if self._feed_lengths is not None:
+            self._feed_lengths[local.key] = (length, length)
         self._cache.add(pending.values())
         return written, applied
 
     # --- replication (used by hyperdb.replication) ------------------------------------------------
 
+    def _lengths(self) -> dict[bytes, tuple[int, int]]:
+        """Feed key -> (stored length, signed length) of every feed, kept up to date by every
+        write and every ingest."""
+        lengths = self._feed_lengths
+        if lengths is None:
+            lengths = {}
+            with self._storage.read() as tx:
+                for feed in self._state.feeds.values():
+                    head = feed.head(tx)
+                    lengths[feed.key] = (head.length, head.signed_length)
+            self._feed_lengths = lengths
+        return lengths
+
     def _offered(self) -> dict[bytes, int]:
         """Feeds this replica serves: every authorized writer's and its own, by signed length."""
         self._check_open()
-        state = self._state
-        offered = {}
-        with self._storage.read() as tx:
-            for feed_id, feed in state.feeds.items():
-                if feed_id == state.local_id or feed.key in state.authorized:
-                    length = feed.head(tx).signed_length
-                    if length:
-                        offered[feed.key] = length
-        return offered
+        authorized = self._state.authorized
+        return {
+            key: signed
+            for key, (_, signed) in self._lengths().items()
+            if signed and (key in authorized or key == self.local_key)
+        }
 
     def _wanted(self, feed_key: bytes) -> bool:
         """Whether data of feed ``feed_key`` is accepted here: an authorized writer's, not ours."""
@@ -427,8 +442,7 @@ class Database:
         return feed_key != self.local_key and feed_key in state.authorized
 
     def _stored_length(self, feed_key: bytes) -> int:
-        feed_id = self._state.ids.get(feed_key)
-        return 0 if feed_id is None else self._state.feeds[feed_id].length
+        return self._lengths().get(feed_key, (0, 0))[0]
 
     def _read(self, feed_key: bytes, start: int, end: int) -> tuple[list[bytes], Proof]:
         feed_id = self._state.ids.get(feed_key)
@@ -461,11 +475,18 @@ class Database:
                     derive(b, feed.id, before, blocks[before - start : after - start])
                     applied = apply_ready(b, self._builder_loader(b), [feed.id])
                     new_state = b.build()
+                    head = feed.head(tx)
             except ForkDetected as fork:
                 if fork.evidence is not None:
                     feed.record_fork(fork.evidence)
                 raise
             self._state = new_state
+            lengths = self._feed_lengths
+            if lengths is not None:
+                if b.new_feeds:
+                    self._feed_lengths = None
+                else:
+                    lengths[feed_key] = (head.length, head.signed_length)
         self._notify(applied)
         return True
 
@@ -667,6 +688,7 @@ class Database:
                     if not all(e.deleted for e in index.decode_row(row_key, row)[1])
                 )
             self._state = new_state
+            self._feed_lengths = None
             self._cache.clear()
             return count
 
