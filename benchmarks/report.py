@@ -53,9 +53,10 @@ def emit(
         width = max(len(str(r["name"])) for r in results)
         print(f"{'workload':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
         for r in results:
+            spec = ">12,.3f" if r["unit"] == "s" else ">12,.0f"  # durations: milliseconds shown
             print(
-                f"{r['name']!s:<{width}}  {r['median']:>12,.0f}  {r['min']:>12,.0f}  "
-                f"{r['max']:>12,.0f}  {r['unit']}"
+                f"{r['name']!s:<{width}}  {r['median']:{spec}}  {r['min']:{spec}}  "
+                f"{r['max']:{spec}}  {r['unit']}"
             )
         print()
         for label, value in (ratios or {}).items():

@@ -10,7 +10,20 @@ from __future__ import annotations
 from hyperdb.db import Batch, Database, open
 from hyperdb.errors import HyperDBError
 from hyperdb.node import Node
+from hyperdb.replication import Connection, replicate
+from hyperdb.view import Snapshot, Watcher
 
 __version__ = "0.1.0"
 
-__all__ = ["Batch", "Database", "HyperDBError", "Node", "__version__", "open"]
+__all__ = [
+    "Batch",
+    "Connection",
+    "Database",
+    "HyperDBError",
+    "Node",
+    "Snapshot",
+    "Watcher",
+    "__version__",
+    "open",
+    "replicate",
+]

@@ -33,3 +33,14 @@ def test_database_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     results = report["results"]
     assert isinstance(results, list) and len(results) == 8
     assert all(r["median"] > 0 for r in results)
+
+
+def test_writers_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bench_writers
+
+    assert bench_writers.main(["--writers", "3", "4", "--keys", "3", "--mesh-limit", "3"]) == 0
+    report = last_json(capsys)
+    names = [r["name"] for r in report["results"]]  # type: ignore[union-attr]
+    assert names[0] == "converge 3 writers x 3 keys (full mesh)"
+    assert names[3] == "converge 4 writers x 3 keys (star)"
+    assert "open a 4-writer database" in names

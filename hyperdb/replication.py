@@ -1,0 +1,527 @@
+"""Replication of a database's feeds between two replicas: the sans-I/O protocol state machine.
+
+This module owns the session logic of ``spec/protocol.md``: a :class:`Connection` takes the bytes
+a peer sent (:meth:`Connection.receive_data`) and produces the bytes to send back
+(:meth:`Connection.data_to_send`), with no sockets, threads or event loop, so the same code runs
+joined in memory (:func:`replicate`) or over any transport. It talks to its database through the
+:class:`Replica` protocol: which feeds this side offers (authorized here, at their signed
+lengths), which it accepts, how much of each it stores, reading blocks with a proof, and ingesting
+a peer's blocks (which verifies signature, proof and records before storing anything).
+
+A session: both sides send ``hello``; once a side has checked the peer's hello it announces its
+feeds (``have``), requests the ranges it lacks of the feeds it wants (at most a few requests in
+flight per feed and per connection, at most ``max_request_blocks`` blocks each), answers the
+peer's requests in order with ``data`` messages of bounded size, and re-announces whenever its
+offer grows (data arrived, or :meth:`Connection.notify_local_change`). Feeds it did not want may
+become wanted as data arrives (an authorization inside it); they are then requested too. When a
+side has nothing outstanding it says so (``idle``, with how many of the peer's messages it had
+processed); both sides are :attr:`~Connection.synced` when each has said so after the last message
+that could change the other's state. A non-live session is then :attr:`~Connection.finished`.
+The wire format itself is :mod:`hyperdb.wire`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from hyperdb import merkle
+from hyperdb.errors import Closed, HyperDBError, InvalidArgument, ProtocolError
+from hyperdb.feed import MAX_BLOCK_SIZE, Proof
+from hyperdb.wire import (
+    MAX_HAVE_ENTRIES,
+    MAX_OUTSTANDING_REQUESTS,
+    MAX_REASON_SIZE,
+    MAX_REQUEST_BLOCKS,
+    MAX_SESSION_FEEDS,
+    Data,
+    Error,
+    FrameDecoder,
+    Have,
+    Hello,
+    Idle,
+    Message,
+    Request,
+    decode_message,
+    encode_frame,
+    message_name,
+)
+
+DEFAULT_MAX_REQUESTS = 16
+DEFAULT_MAX_REQUESTS_PER_FEED = 4
+#: Soft limit on the block bytes of one data message (a single larger block is sent alone).
+DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_ROUNDS = 100_000
+
+
+class Replica(Protocol):
+    """What a :class:`Connection` needs of the database it replicates."""
+
+    @property
+    def key(self) -> bytes:
+        """The database key (32 bytes)."""
+        ...
+
+    @property
+    def discovery_key(self) -> bytes:
+        """``hyperdb.crypto.discovery_key(key)``."""
+        ...
+
+    def _offered(self) -> dict[bytes, int]:
+        """Feeds this side serves (authorized in its view): feed key -> signed length."""
+        ...
+
+    def _wanted(self, feed_key: bytes) -> bool:
+        """True if data of this feed is accepted here (authorized in this side's view)."""
+        ...
+
+    def _stored_length(self, feed_key: bytes) -> int:
+        """Blocks of that feed stored here (0 if unknown)."""
+        ...
+
+    def _read(self, feed_key: bytes, start: int, end: int) -> tuple[list[bytes], Proof]:
+        """Blocks ``[start, end)`` and their proof against the signed length (``end`` is at most
+        the signed length)."""
+        ...
+
+    def _ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
+        """Verify everything, then store and index in one transaction; True if something new was
+        stored. Raises VerificationError (ForkDetected included) or ProtocolError for bad data,
+        having stored nothing."""
+        ...
+
+
+ProgressCallback = Callable[[bytes, int, int], None]
+
+
+@dataclass(slots=True)
+class _Range:
+    """A request in progress: blocks ``[cursor, end)`` of ``feed`` are still to come."""
+
+    feed: bytes
+    start: int
+    end: int
+    cursor: int
+
+
+class Connection:
+    """One side of a replication session with one peer, as a state machine over bytes.
+
+    ``initiator`` names the side that opened the transport (it matters to the transport's
+    handshake; the messages themselves are symmetric). ``live`` keeps the session open after the
+    two sides are synced, to carry later changes (announced with :meth:`notify_local_change`).
+    ``max_request_blocks``, ``max_requests`` and ``max_requests_per_feed`` (default: 4, at most
+    ``max_requests``) bound what this side asks for at once; ``max_message_bytes`` bounds the
+    blocks of each data message it sends.
+    ``on_progress(feed key, stored blocks, blocks the peer offers)`` is called after each data
+    message this side stores.
+
+    Any error (a protocol violation or bad data from the peer, or a failure of the local
+    replica) closes the connection: the exception propagates to the caller, a final ``error``
+    message for the peer is left in :meth:`data_to_send`, and further input raises
+    :class:`~hyperdb.errors.Closed`.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        initiator: bool,
+        live: bool = False,
+        max_request_blocks: int = MAX_REQUEST_BLOCKS,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_requests_per_feed: int | None = None,
+        max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        _check_limit("max_request_blocks", max_request_blocks, MAX_REQUEST_BLOCKS)
+        _check_limit("max_requests", max_requests, MAX_OUTSTANDING_REQUESTS)
+        if max_requests_per_feed is None:
+            max_requests_per_feed = min(DEFAULT_MAX_REQUESTS_PER_FEED, max_requests)
+        _check_limit("max_requests_per_feed", max_requests_per_feed, max_requests)
+        _check_limit("max_message_bytes", max_message_bytes, MAX_BLOCK_SIZE)
+        self.initiator = initiator
+        self.live = live
+        self.messages_sent: Counter[str] = Counter()
+        self.messages_received: Counter[str] = Counter()
+        self._replica = replica
+        self._discovery_key = replica.discovery_key
+        self._max_request_blocks = max_request_blocks
+        self._max_requests = max_requests
+        self._max_requests_per_feed = max_requests_per_feed
+        self._max_message_bytes = max_message_bytes
+        self._on_progress = on_progress
+        self._decoder = FrameDecoder()
+        self._out: deque[bytes] = deque()  # encoded frames, in order
+        self._closed = False
+        self._peer_hello = False
+        # what this side asked for: per feed, its requests in the order sent
+        self._pulls: dict[bytes, deque[_Range]] = {}
+        self._pull_count = 0
+        # what the peer asked for, answered in order (lazily, in data_to_send)
+        self._serving: deque[_Range] = deque()
+        self._peer_offer: dict[bytes, int] = {}
+        self._announced: dict[bytes, int] = {}
+        self._unwanted: set[bytes] = set()  # offered by the peer, not wanted here (yet)
+        self._lagging: set[bytes] = set()  # wanted feeds that may have ranges left to request
+        self._stored = False  # data was stored during the current receive_data call
+        # termination (spec/protocol.md, "Idle and the end of a session")
+        self._sent = 0  # have, request and data messages sent
+        self._received = 0  # and received
+        self._dirty = True  # this side's state changed since its last idle message
+        self._peer_idle: int | None = None  # the peer's latest message was idle, having seen this
+        self._send(Hello(self._discovery_key))
+
+    # --- state ------------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def idle(self) -> bool:
+        """This side has nothing in flight, nothing to request and nothing to answer."""
+        return (
+            self._peer_hello
+            and not self._closed
+            and not self._pull_count
+            and not self._lagging
+            and not self._serving
+        )
+
+    @property
+    def synced(self) -> bool:
+        """Both sides are idle, have told each other after the last message that could change
+        that, and nothing is left to send: each holds what it wants of the other's offer."""
+        return (
+            self.idle
+            and not self._dirty
+            and not self._out
+            and self._peer_idle is not None
+            and self._peer_idle == self._sent
+        )
+
+    @property
+    def finished(self) -> bool:
+        """A non-live session is over: the transport may be closed."""
+        return not self.live and self.synced
+
+    @property
+    def wants_to_send(self) -> bool:
+        """:meth:`data_to_send` would return something."""
+        return bool(self._out) or (bool(self._serving) and not self._closed)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of an incomplete incoming frame (at most one frame and its header)."""
+        return self._decoder.buffered
+
+    # --- input ------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Process bytes from the peer, however they are chunked.
+
+        Raises :class:`~hyperdb.errors.ProtocolError` when the peer breaks the protocol (or sent
+        an error), and lets the replica's :class:`~hyperdb.errors.VerificationError` (and
+        :class:`~hyperdb.errors.ForkDetected`) through; either way the connection is closed.
+        """
+        self._check_open()
+        try:
+            for body in self._decoder.feed(data):
+                message = decode_message(body)
+                self.messages_received[message_name(message)] += 1
+                self._handle(message)
+            if self._stored:  # once per call, not per data message: both steps scan every feed
+                self._stored = False
+                self._local_change()
+            self._schedule()
+            self._maybe_idle()
+        except _PeerClosed as exc:
+            self._fail(exc, notify=False)
+            raise ProtocolError(str(exc)) from None
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def receive_eof(self) -> None:
+        """The peer closed the transport. Raises ProtocolError if it did so inside a frame."""
+        if self._closed:
+            return
+        truncated = not self._decoder.at_boundary
+        self._fail(ProtocolError("the peer closed the connection"), notify=False)
+        if truncated:
+            raise ProtocolError("the peer closed the connection in the middle of a frame")
+
+    def notify_local_change(self) -> None:
+        """The local replica changed (an append, an authorization): announce what it now offers
+        and request feeds that became wanted."""
+        self._check_open()
+        try:
+            self._local_change()
+            self._schedule()
+            self._maybe_idle()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def close(self) -> None:
+        """End the session locally (nothing more is sent or accepted)."""
+        if not self._closed:
+            self._fail(Closed("the connection was closed"), notify=False)
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
+        """The bytes to send to the peer now: every queued message, then answers to the peer's
+        requests until about ``max_bytes`` (default: ``max_message_bytes``) are gathered. Call
+        again while :attr:`wants_to_send`. After an error this returns the final ``error``
+        message once, then nothing."""
+        budget = self._max_message_bytes if max_bytes is None else max_bytes
+        out = bytearray()
+        while self._out:
+            out += self._out.popleft()
+        if self._closed:
+            return bytes(out)
+        try:
+            while self._serving and len(out) < budget:
+                self._serve_one()
+                out += self._out.popleft()
+            self._maybe_idle()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        while self._out:
+            out += self._out.popleft()
+        return bytes(out)
+
+    # --- messages ---------------------------------------------------------------------------------
+
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, Error):
+            raise _PeerClosed(f"the peer ended the session: {message.reason}")
+        if not self._peer_hello:
+            if not isinstance(message, Hello):
+                raise ProtocolError(f"expected hello first, got {message_name(message)}")
+            if message.discovery_key != self._discovery_key:
+                raise ProtocolError("the peer is replicating another database (discovery key)")
+            self._peer_hello = True
+            self._announce()
+            return
+        if isinstance(message, Hello):
+            raise ProtocolError("a second hello")
+        if isinstance(message, Idle):
+            if message.seen > self._sent:
+                raise ProtocolError(
+                    f"the peer claims to have seen {message.seen} messages, {self._sent} were sent"
+                )
+            self._peer_idle = message.seen
+            return
+        self._received += 1
+        self._peer_idle = None
+        self._dirty = True
+        if isinstance(message, Have):
+            self._on_have(message)
+        elif isinstance(message, Request):
+            self._on_request(message)
+        else:
+            self._on_data(message)
+
+    def _on_have(self, message: Have) -> None:
+        replica = self._replica
+        for feed, length in message.feeds:
+            previous = self._peer_offer.get(feed)
+            if previous is None and len(self._peer_offer) >= MAX_SESSION_FEEDS:
+                raise ProtocolError(f"the peer announced more than {MAX_SESSION_FEEDS} feeds")
+            if previous is not None and length <= previous:
+                raise ProtocolError(
+                    f"the peer announced feed {feed.hex()[:16]} at {length} after {previous}"
+                )
+            self._peer_offer[feed] = length
+            if previous is None:
+                if replica._wanted(feed):
+                    self._lagging.add(feed)
+                else:
+                    self._unwanted.add(feed)
+            elif feed not in self._unwanted:
+                self._lagging.add(feed)
+
+    def _on_request(self, message: Request) -> None:
+        offered = self._announced.get(message.feed, 0)
+        if message.end > offered:
+            raise ProtocolError(
+                f"request for blocks [{message.start}, {message.end}) of feed "
+                f"{message.feed.hex()[:16]}, offered up to {offered}"
+            )
+        if len(self._serving) >= MAX_OUTSTANDING_REQUESTS:
+            raise ProtocolError(f"more than {MAX_OUTSTANDING_REQUESTS} requests outstanding")
+        self._serving.append(_Range(message.feed, message.start, message.end, message.start))
+
+    def _on_data(self, message: Data) -> None:
+        feed = message.feed
+        name = feed.hex()[:16]
+        if not self._replica._wanted(feed):
+            raise ProtocolError(f"data for feed {name}, which this replica does not accept")
+        queue = self._pulls.get(feed)
+        if not queue:
+            raise ProtocolError(f"data for feed {name}, which was not requested")
+        pull = queue[0]
+        if message.start != pull.cursor or message.end > pull.end:
+            raise ProtocolError(
+                f"data [{message.start}, {message.end}) of feed {name} does not continue the "
+                f"request [{pull.start}, {pull.end}) at {pull.cursor}"
+            )
+        stored = self._replica._ingest(feed, message.start, list(message.blocks), message.proof)
+        pull.cursor = message.end
+        if pull.cursor == pull.end:
+            queue.popleft()
+            self._pull_count -= 1
+            if not queue:
+                del self._pulls[feed]
+        self._lagging.add(feed)
+        if self._on_progress is not None:
+            self._on_progress(feed, self._replica._stored_length(feed), self._peer_offer[feed])
+        if stored:
+            self._stored = True
+
+    # --- decisions --------------------------------------------------------------------------------
+
+    def _send(self, message: Message) -> None:
+        self._out.append(encode_frame(message))
+        self.messages_sent[message_name(message)] += 1
+        if isinstance(message, (Have, Request, Data)):
+            self._sent += 1
+            self._dirty = True
+
+    def _announce(self) -> None:
+        """Send a have message for every offered feed that is new or grew since last announced."""
+        if not self._peer_hello:
+            return
+        offer = self._replica._offered()
+        changes = sorted(
+            (feed, length)
+            for feed, length in offer.items()
+            if length > self._announced.get(feed, 0)
+        )
+        for first in range(0, len(changes), MAX_HAVE_ENTRIES):
+            self._send(Have(tuple(changes[first : first + MAX_HAVE_ENTRIES])))
+        self._announced.update(changes)
+
+    def _local_change(self) -> None:
+        self._announce()
+        wanted = [feed for feed in self._unwanted if self._replica._wanted(feed)]
+        self._unwanted.difference_update(wanted)
+        self._lagging.update(wanted)
+
+    def _schedule(self) -> None:
+        """Request what is missing of the wanted feeds the peer offers, within the limits."""
+        if not self._peer_hello:
+            return
+        for feed in sorted(self._lagging):
+            target = self._peer_offer[feed]
+            queue = self._pulls.get(feed)
+            position = queue[-1].end if queue else self._replica._stored_length(feed)
+            while (
+                position < target
+                and self._pull_count < self._max_requests
+                and (queue is None or len(queue) < self._max_requests_per_feed)
+            ):
+                end = min(position + self._max_request_blocks, target)
+                if queue is None:
+                    queue = self._pulls[feed] = deque()
+                queue.append(_Range(feed, position, end, position))
+                self._pull_count += 1
+                self._send(Request(feed, position, end))
+                position = end
+            if position >= target:
+                self._lagging.discard(feed)  # answers to its requests put it back
+
+    def _maybe_idle(self) -> None:
+        if self._dirty and self.idle:
+            self._dirty = False
+            self._send(Idle(self._received))
+
+    def _serve_one(self) -> None:
+        """Queue one data message answering the oldest request: as many blocks as fit in the
+        message size limit, found from the sizes of the proof nodes of its first block."""
+        serving = self._serving[0]
+        feed, start, end = serving.feed, serving.cursor, serving.end
+        limit = self._max_message_bytes
+        blocks, proof = self._replica._read(feed, start, start + 1)
+        cut = start + 1
+        size = sum(len(block) for block in blocks)
+        if end > cut and size < limit:
+            # the proof nodes right of the block tile [start + 1, signed length) left to right
+            for node in proof.nodes:
+                first, last = merkle.span(node.index)
+                if first < cut:
+                    continue
+                if first != cut or size + node.size > limit:
+                    break
+                if last >= end:
+                    cut = end  # [cut, end) lies inside this node: no more bytes than it has
+                    break
+                size += node.size
+                cut = last
+            if cut > start + 1:
+                blocks, proof = self._replica._read(feed, start, cut)
+        if len(blocks) != cut - start or proof.start != start or proof.end != cut:
+            raise HyperDBError(f"the replica read the wrong blocks of feed {feed.hex()[:16]}")
+        serving.cursor = cut
+        if cut == end:
+            self._serving.popleft()
+        self._send(Data.from_proof(feed, blocks, proof))
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("the replication connection is closed")
+
+    def _fail(self, exc: BaseException, *, notify: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._out.clear()
+        self._serving.clear()
+        if notify:
+            reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, HyperDBError) else "error"
+            text = reason.encode("utf-8", "replace")[:MAX_REASON_SIZE].decode("utf-8", "ignore")
+            self._out.append(encode_frame(Error(text)))
+            self.messages_sent["error"] += 1
+
+
+class _PeerClosed(Exception):
+    """The peer sent an error message (internal: becomes a ProtocolError)."""
+
+
+def _check_limit(name: str, value: object, high: int) -> None:
+    if type(value) is not int or not 1 <= value <= high:
+        raise InvalidArgument(f"{name} must be an integer in [1, {high}], got {value!r}")
+
+
+def replicate(a: Replica, b: Replica, *, max_rounds: int = DEFAULT_MAX_ROUNDS) -> None:
+    """Replicate two replicas in memory until each holds everything of the other it accepts.
+
+    Runs a session between two :class:`Connection` objects (``a`` the initiator) by handing each
+    one's output to the other. Raises what either side raises, and :class:`ProtocolError` if the
+    session stalls or has not settled after ``max_rounds`` exchanges.
+    """
+    first = Connection(a, initiator=True)
+    second = Connection(b, initiator=False)
+    for _ in range(max_rounds):
+        moved = False
+        for sender, receiver in ((first, second), (second, first)):
+            data = sender.data_to_send()
+            if data:
+                moved = True
+                receiver.receive_data(data)
+        if first.finished and second.finished:
+            return
+        if not moved:
+            raise ProtocolError("replication stalled: neither side has anything to send")
+    raise ProtocolError(f"replication did not settle after {max_rounds} rounds")
+
+
+__all__ = ["Connection", "Replica", "replicate"]

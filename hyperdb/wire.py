@@ -1,0 +1,393 @@
+"""The replication wire format: message types, their canonical CBOR encoding, and framing.
+
+This module owns the bytes two replicas exchange (``spec/protocol.md``): six message types
+(:class:`Hello`, :class:`Have`, :class:`Request`, :class:`Data`, :class:`Idle`, :class:`Error`),
+each a canonical CBOR map with short text keys and a numeric type ``"t"``, sent in frames of a
+``u32`` big-endian body length followed by the body. Decoding is strict: every field's type, size
+and range is checked and anything else (an unknown type, a missing or extra field, a
+non-canonical body, an oversized frame) raises :class:`~hyperdb.errors.ProtocolError`.
+:class:`FrameDecoder` splits a byte stream into frame bodies however it is chunked, holding at most
+one frame in memory. Which message may be sent when is the business of :mod:`hyperdb.replication`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hyperdb import encoding
+from hyperdb.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from hyperdb.errors import EncodingError, ProtocolError
+from hyperdb.feed import MAX_BLOCK_SIZE, MAX_BYTES, MAX_LENGTH, Proof
+from hyperdb.merkle import TreeNode
+
+PROTOCOL = "hyperdb"
+VERSION = 1
+
+HEADER_SIZE = 4
+#: Largest frame body: one maximum-size block plus room for the rest of a data message.
+MAX_FRAME_SIZE = MAX_BLOCK_SIZE + 64 * 1024
+#: Most blocks one request may ask for (and so one data message may carry).
+MAX_REQUEST_BLOCKS = 1024
+#: Most requests a peer may have sent that this side has not answered completely.
+MAX_OUTSTANDING_REQUESTS = 64
+#: Most feeds one have message may list (more are split over several messages).
+MAX_HAVE_ENTRIES = 65_536
+#: Most distinct feeds a peer may announce in one session.
+MAX_SESSION_FEEDS = 1 << 20
+#: Most Merkle nodes a data message may carry (a proof needs at most about 3 * 48).
+MAX_PROOF_NODES = 256
+#: Longest error reason, in UTF-8 bytes.
+MAX_REASON_SIZE = 1024
+#: Largest flat-tree index of a feed of at most MAX_LENGTH blocks.
+MAX_NODE_INDEX = 2 * MAX_LENGTH
+
+HELLO, HAVE, REQUEST, DATA, IDLE, ERROR = range(6)
+NAMES = ("hello", "have", "request", "data", "idle", "error")
+
+_HEADER = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message each side sends: the protocol it speaks and the database it wants."""
+
+    discovery_key: bytes
+    protocol: str = PROTOCOL
+    version: int = VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    """Feeds the sender offers, ``(feed key, signed length)`` in ascending key order."""
+
+    feeds: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Ask for blocks ``[start, end)`` of ``feed``."""
+
+    feed: bytes
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """Blocks ``[start, start + len(blocks))`` of ``feed`` and their proof against the writer's
+    signature of ``length``: the Merkle ``nodes`` of the range's cover and ``signature``."""
+
+    feed: bytes
+    start: int
+    blocks: tuple[bytes, ...]
+    length: int
+    nodes: tuple[TreeNode, ...]
+    signature: bytes
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.blocks)
+
+    @property
+    def proof(self) -> Proof:
+        return Proof(self.start, self.end, self.length, self.nodes, self.signature)
+
+    @classmethod
+    def from_proof(cls, feed: bytes, blocks: Sequence[bytes], proof: Proof) -> Data:
+        return cls(
+            feed, proof.start, tuple(blocks), proof.length, tuple(proof.nodes), proof.signature
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """The sender has nothing outstanding and holds what it wants of the receiver's offer, having
+    processed ``seen`` have, request and data messages from the receiver."""
+
+    seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """The sender is ending the session because of ``reason``."""
+
+    reason: str
+
+
+Message = Hello | Have | Request | Data | Idle | Error
+
+
+def message_name(message: Message) -> str:
+    return NAMES[_TYPES[type(message)]]
+
+
+_TYPES: dict[type, int] = {
+    Hello: HELLO,
+    Have: HAVE,
+    Request: REQUEST,
+    Data: DATA,
+    Idle: IDLE,
+    Error: ERROR,
+}
+
+
+# --- encoding -------------------------------------------------------------------------------------
+
+
+def encode_message(message: Message) -> bytes:
+    """The canonical CBOR body of ``message`` (no frame header). The fields are not validated:
+    the sender builds messages from its own checked state."""
+    body: dict[str, Any]
+    if isinstance(message, Hello):
+        body = {"t": HELLO, "p": message.protocol, "v": message.version, "d": message.discovery_key}
+    elif isinstance(message, Have):
+        body = {"t": HAVE, "f": [[key, length] for key, length in message.feeds]}
+    elif isinstance(message, Request):
+        body = {"t": REQUEST, "f": message.feed, "s": message.start, "e": message.end}
+    elif isinstance(message, Data):
+        body = {
+            "t": DATA,
+            "f": message.feed,
+            "s": message.start,
+            "b": list(message.blocks),
+            "l": message.length,
+            "n": [[node.index, node.hash, node.size] for node in message.nodes],
+            "g": message.signature,
+        }
+    elif isinstance(message, Idle):
+        body = {"t": IDLE, "c": message.seen}
+    else:
+        body = {"t": ERROR, "r": message.reason}
+    return encoding.encode(body)
+
+
+def encode_frame(message: Message) -> bytes:
+    """``message`` as it goes on the wire: u32 big-endian body length, then the body."""
+    body = encode_message(message)
+    if len(body) > MAX_FRAME_SIZE:
+        raise ProtocolError(f"a {message_name(message)} message of {len(body)} bytes is too large")
+    return _HEADER.pack(len(body)) + body
+
+
+# --- decoding -------------------------------------------------------------------------------------
+
+
+def decode_message(body: bytes) -> Message:
+    """Parse one frame body. Raises :class:`ProtocolError` for anything but a well-formed message
+    of a known type with exactly its fields, each of the right type, size and range."""
+    try:
+        obj = encoding.decode(body, max_size=MAX_FRAME_SIZE)
+    except EncodingError as exc:
+        raise ProtocolError(f"malformed message: {exc}") from exc
+    if type(obj) is not dict:
+        raise ProtocolError("a message must be a CBOR map")
+    kind = obj.get("t")
+    if type(kind) is not int or not 0 <= kind < len(NAMES):
+        raise ProtocolError(f"unknown message type {kind!r}")
+    name = NAMES[kind]
+    if kind == HELLO:
+        # protocol and version first: a peer speaking another version gets a clear refusal even if
+        # its hello has other fields
+        protocol = _field(obj, "p", str, name)
+        version = _field(obj, "v", int, name)
+        if protocol != PROTOCOL:
+            raise ProtocolError(f"the peer speaks {protocol[:64]!r}, not {PROTOCOL!r}")
+        if version != VERSION:
+            raise ProtocolError(f"the peer speaks protocol version {version}, this side {VERSION}")
+        _keys(obj, ("t", "p", "v", "d"), name)
+        return Hello(_fixed_bytes(obj, "d", HASH_SIZE, name), protocol, version)
+    if kind == HAVE:
+        _keys(obj, ("t", "f"), name)
+        entries = _field(obj, "f", list, name)
+        if not 1 <= len(entries) <= MAX_HAVE_ENTRIES:
+            raise ProtocolError(f"a have message lists 1 to {MAX_HAVE_ENTRIES} feeds")
+        feeds: list[tuple[bytes, int]] = []
+        for entry in entries:
+            if type(entry) is not list or len(entry) != 2:
+                raise ProtocolError("a have entry is a [feed key, length] pair")
+            key, length = entry
+            if type(key) is not bytes or len(key) != PUBLIC_KEY_SIZE:
+                raise ProtocolError("a have entry's feed key must be 32 bytes")
+            if type(length) is not int or not 1 <= length <= MAX_LENGTH:
+                raise ProtocolError(f"a have entry's length must be in [1, {MAX_LENGTH}]")
+            if feeds and key <= feeds[-1][0]:
+                raise ProtocolError("have entries must be in strictly ascending feed key order")
+            feeds.append((key, length))
+        return Have(tuple(feeds))
+    if kind == REQUEST:
+        _keys(obj, ("t", "f", "s", "e"), name)
+        feed = _fixed_bytes(obj, "f", PUBLIC_KEY_SIZE, name)
+        start = _integer(obj, "s", 0, MAX_LENGTH - 1, name)
+        end = _integer(obj, "e", 1, MAX_LENGTH, name)
+        if not start < end <= start + MAX_REQUEST_BLOCKS:
+            raise ProtocolError(
+                f"a request asks for 1 to {MAX_REQUEST_BLOCKS} blocks, not [{start}, {end})"
+            )
+        return Request(feed, start, end)
+    if kind == DATA:
+        return _decode_data(obj)
+    if kind == IDLE:
+        _keys(obj, ("t", "c"), name)
+        return Idle(_integer(obj, "c", 0, (1 << 64) - 1, name))
+    _keys(obj, ("t", "r"), name)
+    reason = _field(obj, "r", str, name)
+    if len(reason.encode("utf-8", "surrogatepass")) > MAX_REASON_SIZE:
+        raise ProtocolError(f"an error reason is at most {MAX_REASON_SIZE} bytes")
+    return Error(reason)
+
+
+def _decode_data(obj: dict[str, Any]) -> Data:
+    name = "data"
+    _keys(obj, ("t", "f", "s", "b", "l", "n", "g"), name)
+    feed = _fixed_bytes(obj, "f", PUBLIC_KEY_SIZE, name)
+    start = _integer(obj, "s", 0, MAX_LENGTH - 1, name)
+    length = _integer(obj, "l", 1, MAX_LENGTH, name)
+    blocks = _field(obj, "b", list, name)
+    if not 1 <= len(blocks) <= MAX_REQUEST_BLOCKS:
+        raise ProtocolError(f"a data message carries 1 to {MAX_REQUEST_BLOCKS} blocks")
+    for block in blocks:
+        if type(block) is not bytes or len(block) > MAX_BLOCK_SIZE:
+            raise ProtocolError(f"a block is bytes of at most {MAX_BLOCK_SIZE} bytes")
+    if start + len(blocks) > length:
+        raise ProtocolError("data reaches beyond the signed length it is proven against")
+    raw_nodes = _field(obj, "n", list, name)
+    if len(raw_nodes) > MAX_PROOF_NODES:
+        raise ProtocolError(f"a proof has at most {MAX_PROOF_NODES} nodes")
+    nodes: list[TreeNode] = []
+    for raw in raw_nodes:
+        if type(raw) is not list or len(raw) != 3:
+            raise ProtocolError("a proof node is an [index, hash, size] triple")
+        index, digest, size = raw
+        if type(index) is not int or not 0 <= index <= MAX_NODE_INDEX:
+            raise ProtocolError("a proof node index is out of range")
+        if type(digest) is not bytes or len(digest) != HASH_SIZE:
+            raise ProtocolError("a proof node hash must be 32 bytes")
+        if type(size) is not int or not 0 <= size <= MAX_BYTES:
+            raise ProtocolError("a proof node size is out of range")
+        nodes.append(TreeNode(index, digest, size))
+    signature = _fixed_bytes(obj, "g", SIGNATURE_SIZE, name)
+    return Data(feed, start, tuple(blocks), length, tuple(nodes), signature)
+
+
+def _keys(obj: dict[str, Any], expected: tuple[str, ...], name: str) -> None:
+    if obj.keys() != set(expected):
+        missing = sorted(set(expected) - obj.keys())
+        extra = sorted(map(repr, obj.keys() - set(expected)))
+        raise ProtocolError(f"a {name} message has missing fields {missing} or extra {extra}")
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, name: str) -> Any:
+    value = obj.get(key)
+    if type(value) is not kind:
+        raise ProtocolError(f"field {key!r} of a {name} message must be {kind.__name__}")
+    return value
+
+
+def _fixed_bytes(obj: dict[str, Any], key: str, size: int, name: str) -> bytes:
+    value: bytes = _field(obj, key, bytes, name)
+    if len(value) != size:
+        raise ProtocolError(f"field {key!r} of a {name} message must be {size} bytes")
+    return value
+
+
+def _integer(obj: dict[str, Any], key: str, low: int, high: int, name: str) -> int:
+    value: int = _field(obj, key, int, name)
+    if not low <= value <= high:
+        raise ProtocolError(f"field {key!r} of a {name} message must be in [{low}, {high}]")
+    return value
+
+
+# --- framing --------------------------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame bodies, however it is chunked.
+
+    Holds at most one frame (header included) between calls; a header announcing an empty or
+    oversized frame raises :class:`ProtocolError` before any of its body is buffered.
+    """
+
+    def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
+        self._max = max_frame_size
+        self._buffer = bytearray()
+        self._length: int | None = None  # body length of the frame being read, once its header is
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of a frame not yet complete (header included)."""
+        return len(self._buffer) + (HEADER_SIZE if self._length is not None else 0)
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when no partial frame is held."""
+        return self._length is None and not self._buffer
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        """Yield the body of every frame that ``data`` completes, in order. Stop iterating early
+        (after an error) and the rest of ``data`` is dropped."""
+        view = memoryview(data).cast("B")
+        pos, size = 0, len(view)
+        buffer = self._buffer
+        while pos < size:
+            if self._length is None:
+                take = min(HEADER_SIZE - len(buffer), size - pos)
+                buffer += view[pos : pos + take]
+                pos += take
+                if len(buffer) < HEADER_SIZE:
+                    return
+                length = _HEADER.unpack(buffer)[0]
+                buffer.clear()
+                if length == 0:
+                    raise ProtocolError("empty frame")
+                if length > self._max:
+                    raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self._max}")
+                self._length = length
+            length = self._length
+            if not buffer and size - pos >= length:  # the whole body is in data: no copy to buffer
+                body = bytes(view[pos : pos + length])
+                pos += length
+            else:
+                take = min(length - len(buffer), size - pos)
+                buffer += view[pos : pos + take]
+                pos += take
+                if len(buffer) < length:
+                    return
+                body = bytes(buffer)
+                buffer.clear()
+            self._length = None
+            yield body
+
+
+__all__ = [
+    "DATA",
+    "ERROR",
+    "HAVE",
+    "HEADER_SIZE",
+    "HELLO",
+    "IDLE",
+    "MAX_FRAME_SIZE",
+    "MAX_HAVE_ENTRIES",
+    "MAX_OUTSTANDING_REQUESTS",
+    "MAX_PROOF_NODES",
+    "MAX_REASON_SIZE",
+    "MAX_REQUEST_BLOCKS",
+    "MAX_SESSION_FEEDS",
+    "PROTOCOL",
+    "REQUEST",
+    "VERSION",
+    "Data",
+    "Error",
+    "FrameDecoder",
+    "Have",
+    "Hello",
+    "Idle",
+    "Message",
+    "Request",
+    "decode_message",
+    "encode_frame",
+    "encode_message",
+    "message_name",
+]

@@ -1,0 +1,129 @@
+"""Regenerate ``protocol.json``:
+python spec/vectors/make_protocol_vectors.py > spec/vectors/protocol.json
+
+Every value is deterministic (fixed key seeds; ed25519 signatures are deterministic). The vectors
+are computed by the implementation and then frozen; tests/test_spec_protocol.py decodes each frame
+with plain cbor2 and struct, compares it field by field, and checks the implementation against it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from hyperdb import crypto, encoding
+from hyperdb.feed import FEED_TABLES, Feed
+from hyperdb.keys import MemoryKeyStore
+from hyperdb.storage import MemoryStorage
+from hyperdb.wire import (
+    MAX_FRAME_SIZE,
+    Data,
+    Error,
+    Have,
+    Hello,
+    Idle,
+    Message,
+    Request,
+    encode_frame,
+)
+
+
+def fields(message: Message) -> dict[str, object]:
+    """The message's fields in JSON form (bytes as hex)."""
+    if isinstance(message, Hello):
+        return {
+            "protocol": message.protocol,
+            "version": message.version,
+            "discovery_key": message.discovery_key.hex(),
+        }
+    if isinstance(message, Have):
+        return {"feeds": [[key.hex(), length] for key, length in message.feeds]}
+    if isinstance(message, Request):
+        return {"feed": message.feed.hex(), "start": message.start, "end": message.end}
+    if isinstance(message, Data):
+        return {
+            "feed": message.feed.hex(),
+            "start": message.start,
+            "blocks": [block.hex() for block in message.blocks],
+            "length": message.length,
+            "nodes": [[n.index, n.hash.hex(), n.size] for n in message.nodes],
+            "signature": message.signature.hex(),
+        }
+    if isinstance(message, Idle):
+        return {"seen": message.seen}
+    return {"reason": message.reason}
+
+
+def case(name: str, message: Message) -> dict[str, object]:
+    return {
+        "name": name,
+        "type": type(message).__name__.lower(),
+        "fields": fields(message),
+        "frame": encode_frame(message).hex(),
+    }
+
+
+def frame(body: bytes) -> str:
+    return (struct.pack(">I", len(body)) + body).hex()
+
+
+def main() -> None:
+    keypair = crypto.generate_keypair(bytes([0x11]) * 32)
+    other = crypto.generate_keypair(bytes([0x22]) * 32).public_key
+    key = keypair.public_key
+    with MemoryStorage(FEED_TABLES) as storage:
+        feed = Feed.create(storage, MemoryKeyStore(), keypair)
+        feed.append_batch([b"header", b"first", b"second"])
+        blocks = feed.get_range(1, 3)
+        proof = feed.proof(1, 3)
+        whole = feed.get_range(0, 3)
+        whole_proof = feed.proof(0, 3)
+    discovery_key = crypto.discovery_key(key)
+    valid = [
+        case("hello", Hello(discovery_key)),
+        case("have one feed", Have(((key, 3),))),
+        case("have two feeds", Have(tuple(sorted([(key, 3), (other, 70000)])))),
+        case("request", Request(key, 1, 3)),
+        case("request at a large offset", Request(key, 1 << 40, (1 << 40) + 1024)),
+        case("data with a proof node", Data.from_proof(key, blocks, proof)),
+        case("data of a whole feed", Data.from_proof(key, whole, whole_proof)),
+        case("idle", Idle(7)),
+        case("error", Error("bad proof")),
+    ]
+    signature = bytes(64)
+    invalid = [
+        ("empty frame", "00000000"),
+        ("frame longer than the maximum", struct.pack(">I", MAX_FRAME_SIZE + 1).hex()),
+        ("unknown message type", frame(encoding.encode({"t": 6}))),
+        ("missing field", frame(encoding.encode({"t": 2, "f": key, "s": 1}))),
+        ("extra field", frame(encoding.encode({"t": 4, "c": 1, "x": 0}))),
+        ("keys out of canonical order", frame(bytes.fromhex("a2617404616301"))),
+        ("integer not in shortest form", frame(bytes.fromhex("a2616318016174" + "04"))),
+        ("other protocol version", frame(encoding.encode({"t": 0, "p": "hyperdb", "v": 2}))),
+        ("have not in key order", frame(encoding.encode({"t": 1, "f": [[key, 1], [other, 1]]}))),
+        ("request of 1025 blocks", frame(encoding.encode({"t": 2, "f": key, "s": 0, "e": 1025}))),
+        (
+            "data without blocks",
+            frame(
+                encoding.encode(
+                    {"t": 3, "f": key, "s": 0, "b": [], "l": 1, "n": [], "g": signature}
+                )
+            ),
+        ),
+        ("text where a uint belongs", frame(encoding.encode({"t": 4, "c": "7"}))),
+    ]
+    vectors = {
+        "description": "Replication messages of spec/protocol.md: fields and exact frames.",
+        "protocol": "hyperdb",
+        "version": 1,
+        "max_frame_size": MAX_FRAME_SIZE,
+        "database_seed": (bytes([0x11]) * 32).hex(),
+        "database_key": key.hex(),
+        "messages": valid,
+        "invalid_frames": [{"name": name, "frame": data} for name, data in invalid],
+    }
+    print(json.dumps(vectors, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1210 @@
+"""Replication: the wire codec and framing, the Connection state machine, and end-to-end sessions
+between replicas over real storage and real signed feeds (so tampering is caught by the real
+cryptography, and a refused message must leave the receiving storage byte for byte unchanged)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hyperdb import crypto, encoding, replication, wire
+from hyperdb.errors import Closed, ForkDetected, ProtocolError, VerificationError
+from hyperdb.feed import FEED_TABLES, MAX_BLOCK_SIZE, Feed, Proof
+from hyperdb.keys import MemoryKeyStore
+from hyperdb.merkle import TreeNode
+from hyperdb.replication import Connection, replicate
+from hyperdb.storage import MemoryStorage
+from hyperdb.wire import (
+    MAX_FRAME_SIZE,
+    Data,
+    Error,
+    FrameDecoder,
+    Have,
+    Hello,
+    Idle,
+    Message,
+    Request,
+    decode_message,
+    encode_frame,
+    encode_message,
+)
+from tests.conftest import dump
+
+MARK = b"AUTH:"  # a block MARK + 32-byte key authorizes that writer (the test replica's rule)
+
+# --- a replica over real storage and feeds --------------------------------------------------------
+
+
+class FeedReplica:
+    """The Replica protocol over a MemoryStorage of real feeds, with an in-memory set of authorized
+    writers. A block starting with MARK authorizes the key that follows, once stored."""
+
+    def __init__(
+        self,
+        key: bytes | None = None,
+        *,
+        writer: bool = True,
+        keypair: crypto.KeyPair | None = None,
+    ) -> None:
+        self.storage = MemoryStorage(FEED_TABLES)
+        self.keystore = MemoryKeyStore()
+        self.local = Feed.create(self.storage, self.keystore, keypair) if writer else None
+        if key is None:
+            assert self.local is not None
+            key = self.local.key
+        self.key = key
+        self.discovery_key = crypto.discovery_key(key)
+        self.authorized = {key}
+        self.reads: list[tuple[bytes, int, int]] = []
+        self.ingests = 0
+
+    def close(self) -> None:
+        self.storage.close()
+
+    # helpers for tests
+    def append(self, *blocks: bytes) -> None:
+        assert self.local is not None
+        if blocks:
+            self.local.append_batch(blocks)
+
+    def authorize(self, writer: bytes) -> None:
+        self.append(MARK + writer)
+        self.authorized.add(writer)
+
+    def feed(self, key: bytes) -> Feed:
+        return Feed.open(self.storage, key)
+
+    def blocks(self, key: bytes) -> list[bytes]:
+        if key not in Feed.keys(self.storage):
+            return []
+        feed = self.feed(key)
+        return feed.get_range(0, feed.length)
+
+    def contents(self) -> dict[bytes, list[bytes]]:
+        return {key: self.blocks(key) for key in Feed.keys(self.storage) if self.blocks(key)}
+
+    # the Replica protocol
+    def _offered(self) -> dict[bytes, int]:
+        known = set(Feed.keys(self.storage))
+        offer = {}
+        for key in self.authorized & known:
+            signed = self.feed(key).signed_length
+            if signed:
+                offer[key] = signed
+        return offer
+
+    def _wanted(self, feed_key: bytes) -> bool:
+        return feed_key in self.authorized
+
+    def _stored_length(self, feed_key: bytes) -> int:
+        if feed_key not in Feed.keys(self.storage):
+            return 0
+        return self.feed(feed_key).length
+
+    def _read(self, feed_key: bytes, start: int, end: int) -> tuple[list[bytes], Proof]:
+        self.reads.append((feed_key, start, end))
+        feed = self.feed(feed_key)
+        with self.storage.read() as tx:
+            return feed.get_range(start, end, tx), feed.proof(start, end, tx)
+
+    def _ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
+        if feed_key not in self.authorized:
+            raise ProtocolError("not authorized here")
+        existed = feed_key in Feed.keys(self.storage)
+        try:
+            with self.storage.write() as tx:  # registration and blocks commit together, or not
+                feed = Feed.open(self.storage, feed_key, create=True, txn=tx)
+                stored = feed.receive(start, blocks, proof, txn=tx)
+        except ForkDetected as fork:
+            if existed and fork.evidence is not None:
+                self.feed(feed_key).record_fork(fork.evidence)
+            raise
+        self.ingests += 1
+        for block in blocks:
+            if block.startswith(MARK) and len(block) == len(MARK) + 32:
+                self.authorized.add(block[len(MARK) :])
+        return stored > 0
+
+
+@pytest.fixture
+def replicas() -> Iterable[Callable[..., FeedReplica]]:
+    made: list[FeedReplica] = []
+
+    def make(key: bytes | None = None, **options: Any) -> FeedReplica:
+        replica = FeedReplica(key, **options)
+        made.append(replica)
+        return replica
+
+    yield make
+    for replica in made:
+        replica.close()
+
+
+# --- pumping sessions in memory -------------------------------------------------------------------
+
+
+class Tap:
+    """Records the messages one connection sends."""
+
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder()
+        self.messages: list[Message] = []
+
+    def __call__(self, data: bytes) -> None:
+        self.messages.extend(decode_message(body) for body in self.decoder.feed(data))
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for m in self.messages if isinstance(m, kind)]
+
+
+def pump(
+    *pairs: tuple[Connection, Connection],
+    taps: dict[int, Tap] | None = None,
+    until: Callable[[], bool] | None = None,
+    max_rounds: int = 10_000,
+) -> int:
+    """Move bytes both ways between each pair until every connection is synced with nothing left
+    to send (or ``until()``); returns the rounds taken."""
+    connections = [c for pair in pairs for c in pair]
+    for rounds in range(1, max_rounds + 1):
+        for x, y in pairs:
+            for sender, receiver in ((x, y), (y, x)):
+                data = sender.data_to_send()
+                if taps is not None and id(sender) in taps:
+                    taps[id(sender)](data)
+                if data:
+                    receiver.receive_data(data)
+        if until is not None:
+            if until():
+                return rounds
+        elif all(c.synced and not c.wants_to_send for c in connections):
+            return rounds
+    raise AssertionError("the session did not settle")
+
+
+def connect(a: FeedReplica, b: FeedReplica, **options: Any) -> tuple[Connection, Connection]:
+    return Connection(a, initiator=True, **options), Connection(b, initiator=False, **options)
+
+
+def frames(data: bytes) -> list[bytes]:
+    return list(FrameDecoder().feed(data))
+
+
+def frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def owner_with(replicas: Callable[..., FeedReplica], n: int, batch: int = 1) -> FeedReplica:
+    owner: FeedReplica = replicas()
+    data = [b"block %d" % i for i in range(n)]
+    for i in range(0, n, batch):
+        owner.append(*data[i : i + batch])
+    return owner
+
+
+def assert_same_feed(a: FeedReplica, b: FeedReplica, key: bytes) -> None:
+    fa, fb = a.feed(key), b.feed(key)
+    assert fa.get_range(0, fa.length) == fb.get_range(0, fb.length)
+    assert fa.head().signature == fb.head().signature
+    assert fa.head().signed_length == fb.head().signed_length == fb.length
+    fb.verify()
+
+
+# --- messages: round trips ------------------------------------------------------------------------
+
+keys32 = st.binary(min_size=32, max_size=32)
+lengths = st.integers(min_value=1, max_value=1 << 48)
+nodes = st.builds(
+    TreeNode,
+    st.integers(min_value=0, max_value=1 << 49),
+    st.binary(min_size=32, max_size=32),
+    st.integers(min_value=0, max_value=1 << 62),
+)
+
+
+@st.composite
+def data_messages(draw: st.DrawFn) -> Data:
+    blocks = tuple(draw(st.lists(st.binary(max_size=64), min_size=1, max_size=20)))
+    start = draw(st.integers(min_value=0, max_value=(1 << 48) - len(blocks)))
+    length = draw(st.integers(min_value=start + len(blocks), max_value=1 << 48))
+    return Data(
+        draw(keys32),
+        start,
+        blocks,
+        length,
+        tuple(draw(st.lists(nodes, max_size=10))),
+        draw(st.binary(min_size=64, max_size=64)),
+    )
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> Request:
+    start = draw(st.integers(min_value=0, max_value=(1 << 48) - 1))
+    end = draw(st.integers(min_value=start + 1, max_value=min(start + 1024, 1 << 48)))
+    return Request(draw(keys32), start, end)
+
+
+messages = st.one_of(
+    st.builds(Hello, keys32),
+    st.builds(
+        lambda d: Have(tuple(sorted(d.items()))),
+        st.dictionaries(keys32, lengths, min_size=1, max_size=10),
+    ),
+    requests(),
+    data_messages(),
+    st.builds(Idle, st.integers(min_value=0, max_value=(1 << 64) - 1)),
+    st.builds(Error, st.text(max_size=100)),
+)
+
+
+@settings(max_examples=300)
+@given(message=messages)
+def test_every_message_round_trips(message: Message) -> None:
+    encoded = encode_frame(message)
+    assert struct.unpack(">I", encoded[:4])[0] == len(encoded) - 4
+    assert encoded[4:] == encode_message(message)
+    [body] = frames(encoded)
+    assert decode_message(body) == message
+    assert encoding.decode(body)["t"] == wire.NAMES.index(wire.message_name(message))
+
+
+@settings(max_examples=100)
+@given(batch=st.lists(messages, min_size=1, max_size=6), data=st.data())
+def test_framing_is_independent_of_chunking(batch: list[Message], data: st.DataObject) -> None:
+    stream = b"".join(encode_frame(m) for m in batch)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    decoder = FrameDecoder()
+    bodies: list[bytes] = []
+    for lo, hi in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        bodies.extend(decoder.feed(stream[lo:hi]))
+        assert decoder.buffered <= MAX_FRAME_SIZE + wire.HEADER_SIZE
+    assert [decode_message(b) for b in bodies] == batch
+    assert decoder.at_boundary
+    one = FrameDecoder()
+    assert [decode_message(b) for i in range(len(stream)) for b in one.feed(stream[i : i + 1])] == (
+        batch
+    )
+
+
+def test_data_message_carries_a_proof() -> None:
+    proof = Proof(3, 5, 9, (TreeNode(1, b"h" * 32, 7),), b"s" * 64)
+    message = Data.from_proof(b"k" * 32, [b"a", b"b"], proof)
+    assert message.proof == proof and message.end == 5
+
+
+# --- messages: strict decoding --------------------------------------------------------------------
+
+KEY = bytes(range(32))
+SIG = bytes(64)
+HASH = bytes(32)
+
+
+def raw(**fields: Any) -> bytes:
+    return encoding.encode(fields)
+
+
+BAD_BODIES = {
+    "not cbor": b"\xff\x00",
+    "not a map": encoding.encode([1, 2]),
+    "no type": raw(f=KEY),
+    "unknown type": raw(t=6),
+    "negative type": raw(t=-1),
+    "bool type": raw(t=True),
+    "text type": raw(t="hello"),
+    "hello other protocol": raw(t=0, p="hypercore", v=1, d=KEY),
+    "hello other version": raw(t=0, p="hyperdb", v=2, d=KEY),
+    "hello short key": raw(t=0, p="hyperdb", v=1, d=KEY[:31]),
+    "hello extra field": raw(t=0, p="hyperdb", v=1, d=KEY, x=1),
+    "hello missing key": raw(t=0, p="hyperdb", v=1),
+    "have empty": raw(t=1, f=[]),
+    "have zero length": raw(t=1, f=[[KEY, 0]]),
+    "have huge length": raw(t=1, f=[[KEY, (1 << 48) + 1]]),
+    "have unsorted": raw(t=1, f=[[b"\x01" * 32, 1], [b"\x00" * 32, 1]]),
+    "have duplicate": raw(t=1, f=[[KEY, 1], [KEY, 2]]),
+    "have short key": raw(t=1, f=[[KEY[:5], 1]]),
+    "have bad entry": raw(t=1, f=[[KEY, 1, 2]]),
+    "have not a list": raw(t=1, f={KEY: 1}),
+    "request empty range": raw(t=2, f=KEY, s=5, e=5),
+    "request reversed": raw(t=2, f=KEY, s=5, e=4),
+    "request too many": raw(t=2, f=KEY, s=0, e=1025),
+    "request negative": raw(t=2, f=KEY, s=-1, e=4),
+    "request missing end": raw(t=2, f=KEY, s=0),
+    "request bool": raw(t=2, f=KEY, s=False, e=1),
+    "data no blocks": raw(t=3, f=KEY, s=0, b=[], l=1, n=[], g=SIG),
+    "data too many blocks": raw(t=3, f=KEY, s=0, b=[b""] * 1025, l=2000, n=[], g=SIG),
+    "data text block": raw(t=3, f=KEY, s=0, b=["x"], l=1, n=[], g=SIG),
+    "data beyond length": raw(t=3, f=KEY, s=1, b=[b"x"], l=1, n=[], g=SIG),
+    "data zero length": raw(t=3, f=KEY, s=0, b=[b"x"], l=0, n=[], g=SIG),
+    "data short signature": raw(t=3, f=KEY, s=0, b=[b"x"], l=1, n=[], g=SIG[:63]),
+    "data short hash": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[2, HASH[:31], 1]], g=SIG),
+    "data node pair": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[2, HASH]], g=SIG),
+    "data node size": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[2, HASH, -1]], g=SIG),
+    "data node index": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[1 << 60, HASH, 1]], g=SIG),
+    "data many nodes": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[2, HASH, 1]] * 257, g=SIG),
+    "data extra": raw(t=3, f=KEY, s=0, b=[b"x"], l=1, n=[], g=SIG, z=0),
+    "idle negative": raw(t=4, c=-1),
+    "idle text": raw(t=4, c="1"),
+    "error long reason": raw(t=5, r="x" * 1025),
+    "error bytes reason": raw(t=5, r=b"x"),
+    "non-canonical": bytes.fromhex("a2") + b"\x61t\x04" + b"\x61c\x00",  # keys out of order
+    "long integer form": bytes.fromhex("a2") + b"\x61c\x18\x01" + b"\x61t\x04",
+    "float": bytes.fromhex("a2") + b"\x61c\xf9\x3c\x00" + b"\x61t\x04",
+    "tag": bytes.fromhex("a1") + b"\x61t\xc1\x04",
+    "trailing bytes": raw(t=4, c=1) + b"\x00",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BODIES))
+def test_malformed_messages_are_protocol_errors(name: str) -> None:
+    with pytest.raises(ProtocolError):
+        decode_message(BAD_BODIES[name])
+
+
+def test_oversized_block_is_refused_by_the_decoder() -> None:
+    body = raw(t=3, f=KEY, s=0, b=[bytes(MAX_BLOCK_SIZE + 1)], l=1, n=[], g=SIG)
+    assert len(body) <= MAX_FRAME_SIZE
+    with pytest.raises(ProtocolError, match="block"):
+        decode_message(body)
+
+
+def test_frame_limits() -> None:
+    decoder = FrameDecoder()
+    with pytest.raises(ProtocolError, match="empty"):
+        list(decoder.feed(b"\x00\x00\x00\x00"))
+    decoder = FrameDecoder()
+    header = struct.pack(">I", MAX_FRAME_SIZE + 1)
+    assert list(decoder.feed(header[:3])) == []
+    with pytest.raises(ProtocolError, match="exceeds"):
+        list(decoder.feed(header[3:]))  # refused on the header, before any of the body
+    decoder = FrameDecoder()
+    body = b"\x01" * MAX_FRAME_SIZE
+    stream = frame(body) + frame(b"\x02")
+    assert list(decoder.feed(stream[:-6])) == []
+    assert decoder.buffered == MAX_FRAME_SIZE - 1 + 4
+    assert list(decoder.feed(stream[-6:])) == [body, b"\x02"]
+    assert decoder.buffered == 0
+
+
+def test_a_connection_never_buffers_more_than_one_frame(
+    replicas: Callable[..., FeedReplica],
+) -> None:
+    replica = replicas()
+    conn = Connection(replica, initiator=True)
+    conn.receive_data(encode_frame(Hello(replica.discovery_key)))
+    header = struct.pack(">I", MAX_FRAME_SIZE)
+    for chunk in (header, b"\xa0" * (1 << 20), b"\xa0" * (MAX_FRAME_SIZE - (1 << 20) - 1)):
+        conn.receive_data(chunk)
+        assert conn.buffered <= MAX_FRAME_SIZE + 4
+    with pytest.raises(ProtocolError):
+        conn.receive_data(b"\xa0")  # the frame is complete and is not a valid message
+
+
+def test_frame_of_exactly_the_maximum_is_accepted_by_the_framer() -> None:
+    body = bytes(MAX_FRAME_SIZE)
+    assert list(FrameDecoder().feed(frame(body))) == [body]
+
+
+# --- fuzzing the connection -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_replica() -> Iterable[FeedReplica]:
+    replica = FeedReplica()
+    replica.append(b"one", b"two", b"three")
+    yield replica
+    replica.close()
+
+
+def fresh(replica: FeedReplica, *, greeted: bool) -> Connection:
+    conn = Connection(replica, initiator=False)
+    if greeted:
+        conn.receive_data(encode_frame(Hello(replica.discovery_key)))
+    return conn
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=300), greeted=st.booleans(), one_by_one=st.booleans())
+def test_random_bytes_only_ever_raise_protocol_error(
+    fuzz_replica: FeedReplica, data: bytes, greeted: bool, one_by_one: bool
+) -> None:
+    before = dump(fuzz_replica.storage)
+    conn = fresh(fuzz_replica, greeted=greeted)
+    try:
+        if one_by_one:
+            for i in range(len(data)):
+                conn.receive_data(data[i : i + 1])
+        else:
+            conn.receive_data(data)
+    except ProtocolError:
+        assert conn.closed
+        with pytest.raises(Closed):
+            conn.receive_data(b"")
+    assert dump(fuzz_replica.storage) == before
+
+
+@settings(max_examples=300)
+@given(body=st.binary(min_size=1, max_size=200), greeted=st.booleans())
+def test_random_frame_bodies_only_ever_raise_protocol_error(
+    fuzz_replica: FeedReplica, body: bytes, greeted: bool
+) -> None:
+    conn = fresh(fuzz_replica, greeted=greeted)
+    with contextlib.suppress(ProtocolError):
+        conn.receive_data(frame(body))
+
+
+cbor_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(1 << 64), max_value=(1 << 64) - 1)
+    | st.binary(max_size=40)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=2), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400)
+@given(
+    kind=st.integers(min_value=-1, max_value=7),
+    fields=st.dictionaries(st.sampled_from("pvdfsebnlgcrx"), cbor_values, max_size=8),
+    greeted=st.booleans(),
+)
+def test_structured_garbage_only_ever_raises_protocol_error(
+    fuzz_replica: FeedReplica, kind: int, fields: dict[str, Any], greeted: bool
+) -> None:
+    before = dump(fuzz_replica.storage)
+    conn = fresh(fuzz_replica, greeted=greeted)
+    with contextlib.suppress(ProtocolError):
+        conn.receive_data(frame(encoding.encode({"t": kind, **fields})))
+    assert dump(fuzz_replica.storage) == before
+
+
+# --- hello ----------------------------------------------------------------------------------------
+
+
+def test_different_databases_fail_on_both_sides(replicas: Callable[..., FeedReplica]) -> None:
+    a, b = replicas(), replicas()
+    ca, cb = connect(a, b)
+    to_b, to_a = ca.data_to_send(), cb.data_to_send()
+    with pytest.raises(ProtocolError, match="discovery key"):
+        cb.receive_data(to_b)
+    with pytest.raises(ProtocolError, match="discovery key"):
+        ca.receive_data(to_a)
+    assert ca.closed and cb.closed
+    assert [type(decode_message(b)) for b in frames(cb.data_to_send())] == [Error]
+    assert cb.data_to_send() == b""
+
+
+def test_another_version_fails_on_both_sides(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    conn = Connection(a, initiator=True)
+    conn.data_to_send()
+    future = frame(raw(t=0, p="hyperdb", v=2, d=a.discovery_key, x="new field"))
+    with pytest.raises(ProtocolError, match="version 2"):
+        conn.receive_data(future)
+    # the peer (whatever its version) learns why from the error message, which every version reads
+    [error] = frames(conn.data_to_send())
+    reply = decode_message(error)
+    assert isinstance(reply, Error) and "version" in reply.reason
+    peer = Connection(a, initiator=False)
+    with pytest.raises(ProtocolError, match="peer ended the session"):
+        peer.receive_data(frame(error))
+    assert peer.closed and peer.data_to_send() == b""  # no reply to an error
+
+
+def test_hello_must_come_first_and_once(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    a.append(b"x")
+    conn = Connection(a, initiator=True)
+    with pytest.raises(ProtocolError, match="hello first"):
+        conn.receive_data(encode_frame(Idle(0)))
+    conn = Connection(a, initiator=True)
+    conn.receive_data(encode_frame(Hello(a.discovery_key)))
+    with pytest.raises(ProtocolError, match="second hello"):
+        conn.receive_data(encode_frame(Hello(a.discovery_key)))
+
+
+def test_nothing_is_announced_before_the_peers_hello(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    a.append(b"x")
+    conn = Connection(a, initiator=True)
+    assert [decode_message(b) for b in frames(conn.data_to_send())] == [Hello(a.discovery_key)]
+    conn.receive_data(encode_frame(Hello(a.discovery_key)))
+    assert [decode_message(b) for b in frames(conn.data_to_send())] == [
+        Have(((a.key, 1),)),
+        Idle(0),
+    ]
+
+
+def test_closed_connection_refuses_input(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    conn = Connection(a, initiator=True)
+    conn.close()
+    with pytest.raises(Closed):
+        conn.receive_data(b"")
+    with pytest.raises(Closed):
+        conn.notify_local_change()
+    conn.receive_eof()
+
+
+def test_eof_inside_a_frame_is_an_error(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    conn = Connection(a, initiator=True)
+    conn.receive_data(encode_frame(Hello(a.discovery_key))[:-1])
+    with pytest.raises(ProtocolError, match="middle of a frame"):
+        conn.receive_eof()
+    conn = Connection(a, initiator=True)
+    conn.receive_eof()
+    assert conn.closed and not conn.finished
+
+
+def test_option_limits(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    for options in (
+        {"max_request_blocks": 0},
+        {"max_request_blocks": 1025},
+        {"max_requests": 65},
+        {"max_requests": 2, "max_requests_per_feed": 3},
+        {"max_message_bytes": MAX_BLOCK_SIZE + 1},
+        {"max_requests": True},
+    ):
+        with pytest.raises(ValueError):
+            Connection(a, initiator=True, **options)
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+
+def test_cold_replica_gets_everything(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 50, batch=7)
+    b = replicas(a.key, writer=False)
+    replicate(a, b)
+    assert_same_feed(a, b, a.key)
+    assert b.contents() == a.contents()
+
+
+def test_replicating_twice_changes_nothing(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 10)
+    b = replicas(a.key, writer=False)
+    replicate(a, b)
+    before = dump(a.storage), dump(b.storage)
+    ca, cb = connect(a, b)
+    tap = Tap()
+    pump((ca, cb), taps={id(cb): tap})
+    assert (dump(a.storage), dump(b.storage)) == before
+    assert not tap.of(Request) and not tap.of(Data)
+    assert ca.finished and cb.finished
+
+
+def test_two_empty_replicas_finish(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    b = replicas(a.key, writer=False)
+    replicate(a, b)
+    assert b.contents() == {}
+
+
+def test_both_sides_with_different_feeds(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 5)
+    b = replicas(a.key)
+    assert b.local is not None
+    for r in (a, b):
+        r.authorized.add(b.local.key)
+    b.append(b"from b", b"more from b")
+    replicate(b, a)
+    assert a.contents() == b.contents()
+    assert len(a.contents()) == 2
+    assert_same_feed(b, a, b.local.key)
+    assert_same_feed(a, b, a.key)
+
+
+def test_a_new_writers_feed_travels_once_its_authorization_has(
+    replicas: Callable[..., FeedReplica],
+) -> None:
+    """B's own writes are not offered until B learns (from A's feed) that it is authorized; then B
+    announces them and A, which authorized B, requests them, all in one session."""
+    a = owner_with(replicas, 3)
+    b = replicas(a.key)
+    assert b.local is not None
+    b.append(b"b's first write")
+    a.authorize(b.local.key)
+    assert b._offered() == {}
+    replicate(a, b)
+    assert b.local.key in b.authorized
+    assert a.contents() == b.contents()
+    assert_same_feed(b, a, b.local.key)
+
+
+def test_feed_wanted_only_after_data_arrives(replicas: Callable[..., FeedReplica]) -> None:
+    """A offers a feed C that B refuses at first; C's authorization arrives inside A's feed, and
+    B then requests C in the same session."""
+    a = owner_with(replicas, 2)
+    c = replicas(a.key)
+    assert c.local is not None
+    c.append(b"c0", b"c1", b"c2")
+    a.authorize(c.local.key)
+    replicate(a, c)  # A now holds C's feed
+    assert c.local.key in Feed.keys(a.storage)
+    b = replicas(a.key, writer=False)
+    ca, cb = connect(a, b)
+    tap = Tap()
+    pump((ca, cb), taps={id(cb): tap})
+    assert ca.finished and cb.finished
+    assert b.contents() == a.contents() and c.local.key in b.contents()
+    requested = [m.feed for m in tap.of(Request)]
+    assert requested.index(a.key) < requested.index(c.local.key)
+
+
+def test_chain_of_three_replicas(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 4)
+    b = replicas(a.key, writer=False)
+    c = replicas(a.key, writer=False)
+    replicate(a, b)
+    replicate(b, c)
+    assert c.contents() == a.contents()
+    a.append(b"later")
+    replicate(c, b)
+    replicate(b, a)
+    replicate(b, c)
+    assert c.contents() == a.contents()
+    assert_same_feed(a, c, a.key)
+
+
+def test_live_chain_relays_new_appends(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 2)
+    b = replicas(a.key, writer=False)
+    c = replicas(a.key, writer=False)
+    b_with_c = Connection(b, initiator=True, live=True)
+    c_with_b = Connection(c, initiator=False, live=True)
+    a_with_b = Connection(a, initiator=True, live=True)
+    # B tells its session with C whenever its session with A stored something
+    b_with_a = Connection(
+        b, initiator=False, live=True, on_progress=lambda *_: b_with_c.notify_local_change()
+    )
+    sessions = ((a_with_b, b_with_a), (b_with_c, c_with_b))
+    pump(*sessions)
+    assert c.contents() == a.contents()
+    for n in range(3):
+        a.append(b"live %d" % n)
+        a_with_b.notify_local_change()
+        pump(*sessions)
+        assert c.contents() == a.contents()
+        assert all(conn.synced and not conn.finished for pair in sessions for conn in pair)
+
+
+def test_chunked_requests_and_flow_control(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 3000, batch=100)
+    b = replicas(a.key, writer=False)
+    ca, cb = connect(a, b, max_request_blocks=128, max_requests=3, max_requests_per_feed=3)
+    tap_a, tap_b = Tap(), Tap()
+    outstanding: dict[tuple[int, int], int] = {}
+
+    def watch() -> bool:
+        for request in tap_b.of(Request):
+            outstanding.setdefault((request.start, request.end), 0)
+        for data in tap_a.of(Data):
+            for (start, end), _ in list(outstanding.items()):
+                if start <= data.start < end and data.end == end:
+                    del outstanding[(start, end)]
+        assert len(outstanding) <= 3
+        return ca.synced and cb.synced and not ca.wants_to_send and not cb.wants_to_send
+
+    pump((ca, cb), taps={id(ca): tap_a, id(cb): tap_b}, until=watch)
+    requests = tap_b.of(Request)
+    assert len(requests) == math.ceil(3000 / 128)
+    assert all(r.end - r.start <= 128 for r in requests)
+    assert [r.start for r in requests] == sorted(r.start for r in requests)
+    assert_same_feed(a, b, a.key)
+
+
+def test_data_messages_are_bounded_in_bytes(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    sizes = [100_000] * 30 + [300_000] + [1_000] * 500 + [70_000] * 10
+    for i, size in enumerate(sizes):
+        a.append(bytes([i % 256]) * size)
+    b = replicas(a.key, writer=False)
+    limit = 256 * 1024
+    ca, cb = connect(a, b, max_message_bytes=limit)
+    tap = Tap()
+    pump((ca, cb), taps={id(ca): tap})
+    datas = tap.of(Data)
+    for data in datas:
+        total = sum(map(len, data.blocks))
+        assert total <= limit or len(data.blocks) == 1
+    assert len(datas) >= sum(sizes) // limit
+    assert any(len(d.blocks) == 1 and len(d.blocks[0]) == 300_000 for d in datas)
+    assert any(len(d.blocks) > 100 for d in datas)  # small blocks still travel many at a time
+    assert_same_feed(a, b, a.key)
+
+
+def test_a_maximum_size_block_travels(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    a.append(b"small", bytes(MAX_BLOCK_SIZE), b"after")
+    b = replicas(a.key, writer=False)
+    ca, cb = connect(a, b)
+    tap = Tap()
+    pump((ca, cb), taps={id(ca): tap})
+    assert [len(d.blocks) for d in tap.of(Data)] == [1, 1, 1]
+    assert_same_feed(a, b, a.key)
+
+
+def test_only_signed_lengths_are_offered(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 5)
+    feed = a.feed(a.key)
+    c = replicas(a.key, writer=False)
+    c._ingest(a.key, 0, feed.get_range(0, 5), feed.proof(0, 5))  # signed at 5
+    a.append(*[b"more %d" % i for i in range(5)])
+    # a partial transfer: blocks 5..7 verified against the signature of length 10
+    proof = feed.proof(5, 8)
+    assert proof.length == 10
+    c._ingest(a.key, 5, feed.get_range(5, 8), proof)
+    head = c.feed(a.key).head()
+    assert (head.length, head.signed_length) == (8, 5)
+    d = replicas(a.key, writer=False)
+    cc, cd = connect(c, d)
+    tap = Tap()
+    pump((cc, cd), taps={id(cc): tap})
+    assert [m.feeds for m in tap.of(Have)] == [((a.key, 5),)]
+    assert d.feed(a.key).length == 5 and d.feed(a.key).signed_length == 5
+    # asking C for more than it offered is a protocol violation
+    cc, _ = connect(c, d)
+    cc.receive_data(encode_frame(Hello(c.discovery_key)))
+    before = dump(c.storage)
+    with pytest.raises(ProtocolError, match="offered up to 5"):
+        cc.receive_data(encode_frame(Request(a.key, 4, 6)))
+    assert dump(c.storage) == before
+
+
+def test_progress_events(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 40)
+    b = replicas(a.key, writer=False)
+    events: list[tuple[bytes, int, int]] = []
+    ca = Connection(a, initiator=True)
+    cb = Connection(
+        b, initiator=False, max_request_blocks=16, on_progress=lambda *e: events.append(e)
+    )
+    pump((ca, cb))
+    assert events[-1] == (a.key, 40, 40)
+    assert [e[1] for e in events] == sorted(e[1] for e in events)
+    assert len(events) >= 3
+
+
+def test_many_writers_converge(replicas: Callable[..., FeedReplica]) -> None:
+    a = replicas()
+    writers = [replicas(a.key) for _ in range(30)]
+    for i, w in enumerate(writers):
+        assert w.local is not None
+        w.append(*[b"w%d-%d" % (i, j) for j in range(i % 4 + 1)])
+        a.authorize(w.local.key)
+    for w in writers:
+        replicate(w, a)
+    b = replicas(a.key, writer=False)
+    ca, cb = connect(a, b, max_requests=4, max_requests_per_feed=1)
+    pump((ca, cb))
+    assert b.contents() == a.contents() and len(b.contents()) == 31
+
+
+def test_live_session_carries_later_appends(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 1)
+    b = replicas(a.key, writer=False)
+    ca, cb = connect(a, b, live=True)
+    pump((ca, cb))
+    assert ca.synced and not ca.finished
+    for n in range(2, 6):
+        a.append(b"x")
+        ca.notify_local_change()
+        assert not ca.synced
+        pump((ca, cb))
+        assert b.feed(a.key).length == n
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=12
+    )
+)
+def test_replicas_converge(plan: list[tuple[int, int, int]]) -> None:
+    """Three writers, all authorized by the first: random appends and pairwise sessions, then
+    enough sessions to spread everything; every replica ends with the same verified feeds."""
+    nodes_ = [FeedReplica()]
+    nodes_ += [FeedReplica(nodes_[0].key) for _ in range(2)]
+    try:
+        for node in nodes_[1:]:
+            assert node.local is not None
+            nodes_[0].authorize(node.local.key)
+        for x, y, appends in plan:
+            for n in range(appends):
+                nodes_[x].append(b"%d-%d" % (x, n))
+            if x != y:
+                replicate(nodes_[x], nodes_[y])
+        for x, y in ((0, 1), (1, 2), (2, 0), (0, 1), (1, 2)):
+            replicate(nodes_[x], nodes_[y])
+        contents = [n.contents() for n in nodes_]
+        assert contents[0] == contents[1] == contents[2]
+        wrote = {x for x, _, appends in plan if appends}
+        assert set(contents[0]) == {nodes_[0].key} | {nodes_[x].local.key for x in wrote}  # type: ignore[union-attr]
+        for n in nodes_:
+            for key in n.contents():
+                n.feed(key).verify()
+    finally:
+        for n in nodes_:
+            n.close()
+
+
+@settings(max_examples=60)
+@given(data=st.data())
+def test_sessions_settle_however_bytes_are_delivered(data: st.DataObject) -> None:
+    """Random output budgets, random delivery splits and random interleaving: when both sides say
+    finished, nothing is in transit and each holds what it wants of the other's offer."""
+    a = FeedReplica()
+    b = FeedReplica(a.key)
+    assert b.local is not None
+    try:
+        a.append(*[b"a%d" % i for i in range(data.draw(st.integers(0, 30)))])
+        b.append(*[b"b%d" % i for i in range(data.draw(st.integers(1, 30)))])
+        if data.draw(st.booleans()):
+            a.authorize(b.local.key)  # B learns it may offer its feed during the session
+        ca, cb = connect(a, b, max_request_blocks=data.draw(st.integers(1, 8)), max_requests=2)
+        transit = {id(ca): bytearray(), id(cb): bytearray()}
+        peer = {id(ca): cb, id(cb): ca}
+        for _ in range(400):
+            if ca.finished and cb.finished:
+                break
+            conn = data.draw(st.sampled_from([ca, cb]))
+            if data.draw(st.booleans()):
+                transit[id(conn)] += conn.data_to_send(data.draw(st.integers(1, 200)))
+            else:
+                pending = transit[id(conn)]
+                n = data.draw(st.integers(0, len(pending)))
+                peer[id(conn)].receive_data(bytes(pending[:n]))
+                del pending[:n]
+        for _ in range(1000):  # then deliver everything until both settle
+            if ca.finished and cb.finished:
+                break
+            for conn in (ca, cb):
+                transit[id(conn)] += conn.data_to_send()
+                peer[id(conn)].receive_data(bytes(transit[id(conn)]))
+                transit[id(conn)].clear()
+        assert ca.finished and cb.finished
+        assert not transit[id(ca)] and not transit[id(cb)]
+        assert a.blocks(a.key) == b.blocks(a.key)
+        expected = b.blocks(b.local.key) if b.local.key in b.authorized else []
+        assert a.blocks(b.local.key) == expected
+    finally:
+        a.close()
+        b.close()
+
+
+def test_replicate_gives_up_on_a_session_that_never_settles(
+    replicas: Callable[..., FeedReplica],
+) -> None:
+    class Forgetful(FeedReplica):
+        def _ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
+            return False  # claims to accept, never stores: the same range is requested forever
+
+    a = owner_with(replicas, 3)
+    b = Forgetful(a.key, writer=False)
+    try:
+        with pytest.raises(ProtocolError, match="did not settle after 50 rounds"):
+            replicate(a, b, max_rounds=50)
+    finally:
+        b.close()
+
+
+# --- tampering ------------------------------------------------------------------------------------
+
+
+def start_session(
+    a: FeedReplica, b: FeedReplica, **options: Any
+) -> tuple[Connection, Connection, list[Message]]:
+    """Run until A has answered B's first requests; return the connections and A's undelivered
+    messages to B (hello, have and idle already delivered)."""
+    ca, cb = connect(a, b, **options)
+    cb.receive_data(ca.data_to_send())
+    ca.receive_data(cb.data_to_send())
+    cb.receive_data(ca.data_to_send())  # A's have
+    ca.receive_data(cb.data_to_send())  # B's requests
+    pending = [decode_message(body) for body in frames(ca.data_to_send())]
+    assert any(isinstance(m, Data) for m in pending)
+    return ca, cb, pending
+
+
+def deliver_tampered(
+    cb: Connection, b: FeedReplica, pending: list[Message], change: Callable[[Data], Message]
+) -> None:
+    """Deliver A's messages, the first data message changed; assert it is refused with B's
+    storage untouched."""
+    first = next(i for i, m in enumerate(pending) if isinstance(m, Data))
+    for message in pending[:first]:
+        cb.receive_data(encode_frame(message))
+    data = pending[first]
+    assert isinstance(data, Data)
+    before = dump(b.storage), set(b.authorized)
+    with pytest.raises((ProtocolError, VerificationError)):
+        cb.receive_data(encode_frame(change(data)))
+    assert (dump(b.storage), b.authorized) == before
+    assert cb.closed
+    error = decode_message(frames(cb.data_to_send())[-1])
+    assert isinstance(error, Error)
+
+
+def flip(data: bytes, i: int = 0) -> bytes:
+    out = bytearray(data)
+    out[i] ^= 1
+    return bytes(out)
+
+
+def replace(data: Data, **changes: Any) -> Data:
+    fields = {name: getattr(data, name) for name in Data.__dataclass_fields__}
+    return Data(**{**fields, **changes})
+
+
+TAMPERING: dict[str, Callable[[Data], Message]] = {
+    "forged signature": lambda d: replace(d, signature=flip(d.signature, 5)),
+    "bad proof node": lambda d: replace(
+        d, nodes=(d.nodes[0]._replace(hash=flip(d.nodes[0].hash)), *d.nodes[1:])
+    ),
+    "proof node size": lambda d: replace(
+        d, nodes=(d.nodes[0]._replace(size=d.nodes[0].size + 1), *d.nodes[1:])
+    ),
+    "changed block": lambda d: replace(d, blocks=(flip(d.blocks[0]), *d.blocks[1:])),
+    "dropped proof node": lambda d: replace(d, nodes=d.nodes[1:]),
+    "other signed length": lambda d: replace(d, length=d.length + 1),
+    "shifted start": lambda d: replace(d, start=d.start + 1),
+    "too many blocks": lambda d: replace(d, blocks=(*d.blocks, b"extra")),
+    "not requested": lambda d: replace(d, feed=bytes(32)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERING))
+def test_tampered_data_is_refused_and_nothing_is_stored(
+    replicas: Callable[..., FeedReplica], name: str
+) -> None:
+    a = owner_with(replicas, 40, batch=3)
+    b = replicas(a.key, writer=False)
+    b.authorized.add(bytes(32))  # so "not requested" is refused for that reason
+    _, cb, pending = start_session(a, b, max_request_blocks=16)
+    deliver_tampered(cb, b, pending, TAMPERING[name])
+
+
+def test_tampering_after_partial_progress(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 40, batch=3)
+    b = replicas(a.key, writer=False)
+    _, cb, pending = start_session(a, b, max_request_blocks=8)
+    datas = [i for i, m in enumerate(pending) if isinstance(m, Data)]
+    assert len(datas) >= 2
+    for message in pending[: datas[1]]:
+        cb.receive_data(encode_frame(message))
+    assert b.feed(a.key).length == 8
+    deliver_tampered(
+        cb, b, pending[datas[1] :], lambda d: replace(d, signature=flip(d.signature, 9))
+    )
+
+
+def test_data_for_an_unwanted_feed_is_refused(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 4)
+    other = owner_with(replicas, 4)  # a real, validly signed feed B does not accept
+    b = replicas(a.key, writer=False)
+    _, cb, _ = start_session(a, b)
+    feed = other.feed(other.key)
+    bogus = Data.from_proof(other.key, feed.get_range(0, 4), feed.proof(0, 4))
+    before = dump(b.storage)
+    with pytest.raises(ProtocolError, match="does not accept"):
+        cb.receive_data(encode_frame(bogus))
+    assert dump(b.storage) == before
+
+
+def test_duplicate_data_is_refused(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 4)
+    b = replicas(a.key, writer=False)
+    _, cb, pending = start_session(a, b)
+    data = next(m for m in pending if isinstance(m, Data))
+    for message in pending:
+        cb.receive_data(encode_frame(message))
+    before = dump(b.storage)
+    with pytest.raises(ProtocolError, match="not requested"):
+        cb.receive_data(encode_frame(data))
+    assert dump(b.storage) == before
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"\x00\x00\x00\x02\xa0\xa0",
+        encode_frame(Request(bytes(32), 0, 1)),
+        frame(raw(t=9)),
+        encode_frame(Idle(1000)),
+    ],
+    ids=["garbage", "request for a feed never offered", "unknown type", "idle seen too many"],
+)
+def test_malformed_or_out_of_turn_messages_mid_session(
+    replicas: Callable[..., FeedReplica], message: bytes
+) -> None:
+    a = owner_with(replicas, 6)
+    b = replicas(a.key, writer=False)
+    _, cb, pending = start_session(a, b, max_request_blocks=2)
+    cb.receive_data(encode_frame(pending[0]))
+    before = dump(b.storage)
+    with pytest.raises(ProtocolError):
+        cb.receive_data(message)
+    assert dump(b.storage) == before
+
+
+def test_have_must_grow(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 6)
+    b = replicas(a.key, writer=False)
+    _, cb, _ = start_session(a, b)
+    with pytest.raises(ProtocolError, match="announced feed"):
+        cb.receive_data(encode_frame(Have(((a.key, 6),))))
+
+
+def test_too_many_feeds_announced(
+    replicas: Callable[..., FeedReplica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replication, "MAX_SESSION_FEEDS", 3)
+    a = replicas()
+    conn = Connection(a, initiator=True)
+    conn.receive_data(encode_frame(Hello(a.discovery_key)))
+    conn.receive_data(encode_frame(Have(tuple((bytes([i]) * 32, 1) for i in range(3)))))
+    conn.receive_data(encode_frame(Have(((bytes([1]) * 32, 2),))))  # a known feed grows: fine
+    with pytest.raises(ProtocolError, match="more than 3 feeds"):
+        conn.receive_data(encode_frame(Have(((bytes([9]) * 32, 1),))))
+
+
+def test_too_many_outstanding_requests(replicas: Callable[..., FeedReplica]) -> None:
+    a = owner_with(replicas, 100)
+    conn = Connection(a, initiator=True)
+    conn.receive_data(encode_frame(Hello(a.discovery_key)))
+    conn.receive_data(b"".join(encode_frame(Request(a.key, i, i + 1)) for i in range(64)))
+    with pytest.raises(ProtocolError, match="outstanding"):
+        conn.receive_data(encode_frame(Request(a.key, 64, 65)))
+
+
+def test_the_peer_learns_about_a_verification_failure(
+    replicas: Callable[..., FeedReplica],
+) -> None:
+    a = owner_with(replicas, 5)
+    b = replicas(a.key, writer=False)
+    ca, cb, pending = start_session(a, b)
+    data = next(m for m in pending if isinstance(m, Data))
+    with pytest.raises(VerificationError):
+        cb.receive_data(encode_frame(replace(data, signature=flip(data.signature))))
+    with pytest.raises(ProtocolError, match="VerificationError"):
+        ca.receive_data(cb.data_to_send())
+    assert ca.closed
+
+
+def test_a_forked_writer_is_detected(replicas: Callable[..., FeedReplica]) -> None:
+    keypair = crypto.generate_keypair()
+    a1, a2 = replicas(keypair=keypair), replicas(keypair=keypair)
+    for r, tail in ((a1, b"one"), (a2, b"two")):
+        r.append(b"shared", tail)
+    a2.append(b"longer")
+    b = replicas(keypair.public_key, writer=False)
+    replicate(a1, b)
+    with pytest.raises(ForkDetected):
+        replicate(a2, b)
+    assert b.feed(keypair.public_key).forked
+
+
+# --- real databases -------------------------------------------------------------------------------
+
+
+def _database_is_a_replica() -> bool:
+    from hyperdb.db import Database
+
+    names = ("_offered", "_wanted", "_stored_length", "_read", "_ingest")
+    return all(hasattr(Database, name) for name in names)
+
+
+needs_database = pytest.mark.skipif(
+    not _database_is_a_replica(), reason="hyperdb.db.Database does not implement Replica yet"
+)
+
+
+def values(nodes: list[Any]) -> list[bytes]:
+    return sorted(node.value for node in nodes)
+
+
+@needs_database
+def test_databases_replicate() -> None:
+    import hyperdb
+
+    with hyperdb.open(memory=True) as a, hyperdb.open(memory=True, key=a.key) as b:
+        a.put("x", b"1")
+        b.put("y", b"2")
+        replicate(a, b)
+        assert values(b.get("x")) == [b"1"]
+        assert a.get("y") == []  # b's writes travel only once a authorized b
+        a.authorize(b.local_key)
+        replicate(a, b)
+        assert values(a.get("y")) == [b"2"] and b.is_authorized(b.local_key)
+        a.put("z", b"3")
+        with hyperdb.open(memory=True, key=a.key) as c:
+            replicate(c, b)
+            assert values(c.get("y")) == [b"2"] and values(c.get("x")) == [b"1"]
+            assert c.get("z") == []
+            replicate(a, c)
+            assert values(c.get("z")) == [b"3"]
+
+
+@needs_database
+def test_databases_converge_on_concurrent_writes() -> None:
+    import hyperdb
+
+    with hyperdb.open(memory=True) as a, hyperdb.open(memory=True, key=a.key) as b:
+        a.authorize(b.local_key)
+        replicate(a, b)
+        a.put("k", b"from a")
+        b.put("k", b"from b")
+        replicate(b, a)
+        assert values(a.get("k")) == values(b.get("k")) == [b"from a", b"from b"]
+        assert a.version() == b.version()
+
+
+@needs_database
+def test_databases_in_a_live_session() -> None:
+    import hyperdb
+
+    with hyperdb.open(memory=True) as a, hyperdb.open(memory=True, key=a.key) as b:
+        ca, cb = Connection(a, initiator=True, live=True), Connection(b, initiator=False, live=True)
+        pump((ca, cb))
+        for n in range(3):
+            a.put("n", b"%d" % n)
+            ca.notify_local_change()
+            pump((ca, cb))
+            assert values(b.get("n")) == [b"%d" % n]
+        assert ca.synced and not ca.finished
+
+
+@needs_database
+def test_database_refuses_tampered_data_and_recovers() -> None:
+    import hyperdb
+
+    with hyperdb.open(memory=True) as a, hyperdb.open(memory=True, key=a.key) as b:
+        for n in range(20):
+            a.put(f"k{n}", b"v")
+        ca, cb = Connection(a, initiator=True), Connection(b, initiator=False)
+        cb.receive_data(ca.data_to_send())
+        ca.receive_data(cb.data_to_send())
+        cb.receive_data(ca.data_to_send())
+        ca.receive_data(cb.data_to_send())
+        pending = [decode_message(body) for body in frames(ca.data_to_send())]
+        data = next(m for m in pending if isinstance(m, Data))
+        version = b.version()
+        with pytest.raises(VerificationError):
+            cb.receive_data(
+                encode_frame(replace(data, blocks=(*data.blocks[:-1], flip(data.blocks[-1]))))
+            )
+        assert b.get("k0") == [] and b.version() == version
+        replicate(a, b)
+        assert values(b.get("k19")) == [b"v"]

@@ -1,0 +1,173 @@
+"""spec/protocol.md vectors: each frame is split with struct, its body decoded with plain cbor2 and
+compared field by field with the specification's keys, the data messages' proofs are recomputed with
+hashlib from spec/feed.md; then the implementation must produce and parse exactly these frames, and
+refuse every invalid one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+
+from hyperdb import crypto
+from hyperdb.errors import ProtocolError
+from hyperdb.feed import SIGNATURE_NAMESPACE
+from hyperdb.merkle import TreeNode
+from hyperdb.wire import (
+    MAX_FRAME_SIZE,
+    Data,
+    Error,
+    FrameDecoder,
+    Have,
+    Hello,
+    Idle,
+    Message,
+    Request,
+    decode_message,
+    encode_frame,
+)
+
+VECTORS = json.loads((Path(__file__).parent.parent / "spec/vectors/protocol.json").read_text())
+MESSAGES: list[dict[str, Any]] = VECTORS["messages"]
+TYPES = {"hello": 0, "have": 1, "request": 2, "data": 3, "idle": 4, "error": 5}
+
+
+def b2b(data: bytes, key: bytes = b"") -> bytes:
+    return hashlib.blake2b(data, digest_size=32, key=key).digest()
+
+
+def u64(n: int) -> bytes:
+    return struct.pack(">Q", n)
+
+
+def split(frame_hex: str) -> bytes:
+    frame = bytes.fromhex(frame_hex)
+    (length,) = struct.unpack(">I", frame[:4])
+    assert length == len(frame) - 4 and 1 <= length <= MAX_FRAME_SIZE
+    return frame[4:]
+
+
+def expected_body(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The CBOR map spec/protocol.md section 3 prescribes for these fields."""
+    h = bytes.fromhex
+    if kind == "hello":
+        return {"p": fields["protocol"], "v": fields["version"], "d": h(fields["discovery_key"])}
+    if kind == "have":
+        return {"f": [[h(key), length] for key, length in fields["feeds"]]}
+    if kind == "request":
+        return {"f": h(fields["feed"]), "s": fields["start"], "e": fields["end"]}
+    if kind == "data":
+        return {
+            "f": h(fields["feed"]),
+            "s": fields["start"],
+            "b": [h(block) for block in fields["blocks"]],
+            "l": fields["length"],
+            "n": [[index, h(digest), size] for index, digest, size in fields["nodes"]],
+            "g": h(fields["signature"]),
+        }
+    if kind == "idle":
+        return {"c": fields["seen"]}
+    return {"r": fields["reason"]}
+
+
+def message_of(kind: str, fields: dict[str, Any]) -> Message:
+    h = bytes.fromhex
+    if kind == "hello":
+        return Hello(h(fields["discovery_key"]), fields["protocol"], fields["version"])
+    if kind == "have":
+        return Have(tuple((h(key), length) for key, length in fields["feeds"]))
+    if kind == "request":
+        return Request(h(fields["feed"]), fields["start"], fields["end"])
+    if kind == "data":
+        return Data(
+            h(fields["feed"]),
+            fields["start"],
+            tuple(h(block) for block in fields["blocks"]),
+            fields["length"],
+            tuple(TreeNode(i, h(d), s) for i, d, s in fields["nodes"]),
+            h(fields["signature"]),
+        )
+    if kind == "idle":
+        return Idle(fields["seen"])
+    return Error(fields["reason"])
+
+
+def test_constants() -> None:
+    assert VECTORS["protocol"] == "hyperdb" and VECTORS["version"] == 1
+    assert VECTORS["max_frame_size"] == MAX_FRAME_SIZE == 8 * 1024 * 1024 + 64 * 1024
+    seed = bytes.fromhex(VECTORS["database_seed"])
+    assert crypto.generate_keypair(seed).public_key.hex() == VECTORS["database_key"]
+    assert {case["type"] for case in MESSAGES} == set(TYPES)
+
+
+@pytest.mark.parametrize("case", MESSAGES, ids=lambda c: c["name"])
+def test_frames_follow_the_specification(case: dict[str, Any]) -> None:
+    body = split(case["frame"])
+    decoded = cbor2.loads(body)
+    assert decoded == {"t": TYPES[case["type"]], **expected_body(case["type"], case["fields"])}
+    assert cbor2.dumps(decoded, canonical=True) == body  # canonical CBOR, nothing else
+
+
+def test_hello_names_the_database_by_its_discovery_key() -> None:
+    [hello] = [case for case in MESSAGES if case["type"] == "hello"]
+    key = bytes.fromhex(VECTORS["database_key"])
+    expected = b2b(b"hyperdb discovery v1", key=key)
+    assert hello["fields"]["discovery_key"] == expected.hex()
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in MESSAGES if c["type"] == "data"], ids=lambda c: c["name"]
+)
+def test_data_proofs_verify_from_the_formulas(case: dict[str, Any]) -> None:
+    """Rebuild the roots of the signed length from the blocks and proof nodes (spec/feed.md
+    sections 3 and 5) with hashlib alone, then check the writer's signature."""
+    fields = case["fields"]
+    key = bytes.fromhex(fields["feed"])
+    start, length = fields["start"], fields["length"]
+    known: dict[int, tuple[bytes, int]] = {}
+    for index, digest, size in fields["nodes"]:
+        known[index] = (bytes.fromhex(digest), size)
+    for offset, block_hex in enumerate(fields["blocks"]):
+        block = bytes.fromhex(block_hex)
+        known[2 * (start + offset)] = (b2b(b"\x00" + u64(len(block)) + block), len(block))
+
+    def node(index: int) -> tuple[bytes, int]:
+        if index not in known:
+            depth = ((index + 1) & ~index).bit_length() - 1
+            assert depth > 0, f"leaf {index} is neither sent nor proven"
+            half = 1 << (depth - 1)
+            (left, ls), (right, rs) = node(index - half), node(index + half)
+            known[index] = (b2b(b"\x01" + u64(ls + rs) + left + right), ls + rs)
+        return known[index]
+
+    roots: list[int] = []
+    first, remaining = 0, length
+    while remaining:
+        depth = remaining.bit_length() - 1
+        roots.append(((first >> depth) << (depth + 1)) | ((1 << depth) - 1))
+        first += 1 << depth
+        remaining -= 1 << depth
+    tree = b"\x02" + b"".join(node(r)[0] + u64(r) + u64(node(r)[1]) for r in roots)
+    signable = b2b(b"hyperdb feed signature v1") + key + b2b(tree) + u64(length)
+    assert b2b(b"hyperdb feed signature v1") == SIGNATURE_NAMESPACE
+    assert crypto.verify(signable, bytes.fromhex(fields["signature"]), key)
+
+
+@pytest.mark.parametrize("case", MESSAGES, ids=lambda c: c["name"])
+def test_implementation_reproduces_the_frames(case: dict[str, Any]) -> None:
+    message = message_of(case["type"], case["fields"])
+    frame = bytes.fromhex(case["frame"])
+    assert encode_frame(message) == frame
+    assert [decode_message(body) for body in FrameDecoder().feed(frame)] == [message]
+
+
+@pytest.mark.parametrize("case", VECTORS["invalid_frames"], ids=lambda c: c["name"])
+def test_invalid_frames_are_refused(case: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        for body in FrameDecoder().feed(bytes.fromhex(case["frame"])):
+            decode_message(body)
