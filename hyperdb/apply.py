@@ -41,6 +41,9 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
     seq = first
     tx = b.tx
     previous: Clock | None = None
+    numbering: array[int] | None = None  # the feeds list the following three were computed for
+    own_number = 0
+    feed_map: array[int] | None = None
     for block in blocks:
         if seq == 0:
             try:
@@ -63,8 +66,12 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
         if previous is None:
             previous = clock_of(b, tx, feed_id, seq - 1) if seq > 1 else {}
             previous.pop(feed_id, None)
-        own_number = ids.index(feed_id)
-        full = dict(previous)
+        if ids is not numbering:
+            numbering = ids
+            own_number = ids.index(feed_id)
+            feed_map = None if all(f == n for n, f in enumerate(ids)) else ids
+        full = previous.copy()
+        changed = [feed_id]
         for number, length in node.clock.items():
             if number >= len(ids) or number == own_number:
                 raise _bad(feed_key, seq, f"clock entry for feed number {number} is not allowed")
@@ -72,6 +79,7 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
             if length < 2 or length <= previous.get(local, 0):
                 raise _bad(feed_key, seq, "clock entries must only grow")
             full[local] = length
+            changed.append(local)
         if node.clock:
             b.set_clock(feed_id, seq, full)
         if node.kind == record.KIND_AUTHORIZE:
@@ -90,20 +98,24 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
         for number, pointer_seq in table.pointers():
             if number >= count or pointer_seq >= full.get(ids[number], 0):
                 raise _bad(feed_key, seq, "trie points outside the node's past")
-        b.derived[(feed_id, seq)] = StoredNode(
-            node.key,
-            feed_id,
-            seq,
-            full,
-            node.deleted,
-            node.value,
-            node.kind,
-            trie_data=node.trie,
-            feed_map=None if all(f == n for n, f in enumerate(ids)) else ids,
-            path=path,
-            authorizes=node.authorized,
+        b.derived[(feed_id, seq)] = (
+            StoredNode(
+                node.key,
+                feed_id,
+                seq,
+                full,
+                node.deleted,
+                node.value,
+                node.kind,
+                trie_data=node.trie,
+                feed_map=feed_map,
+                path=path,
+                authorizes=node.authorized,
+            ),
+            tuple(changed),
         )
-        previous = {f: n for f, n in full.items() if f != feed_id}
+        previous = full.copy()
+        del previous[feed_id]
         seq += 1
 
 
@@ -137,12 +149,17 @@ def merge_index(tx: WriteTxn, node: StoredNode, clock: Mapping[int, int]) -> Non
     tx.put("index", row_key, index.encode_row(node.key, entries))
 
 
-def apply_node(b: StateBuilder, node: StoredNode) -> None:
-    """Apply one causally ready node: heads, index row, authorizations."""
+def apply_node(b: StateBuilder, node: StoredNode, changed: Iterable[int] | None = None) -> None:
+    """Apply one causally ready node: heads, index row, authorizations. ``changed`` (when known)
+    are the feeds whose clock entry differs from the writer's previous node: only heads of those
+    feeds (and of its own) can be ones the node has seen and its predecessor had not."""
     clock = node.clock
-    heads = [h for h in b.heads if clock.get(h[0], 0) <= h[1]]
-    heads.append((node.feed, node.seq))
-    b.heads = heads
+    heads = b.heads
+    for feed_id in list(heads) if changed is None else changed:
+        seq = heads.get(feed_id)
+        if seq is not None and clock.get(feed_id, 0) > seq:
+            del heads[feed_id]
+    heads[node.feed] = node.seq
     if node.kind == record.KIND_ENTRY:
         merge_index(b.tx, node, clock)
     else:
@@ -152,7 +169,9 @@ def apply_node(b: StateBuilder, node: StoredNode) -> None:
 
 
 def apply_ready(
-    b: StateBuilder, load: Callable[[int, int], StoredNode], feeds: Iterable[int]
+    b: StateBuilder,
+    load: Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]],
+    feeds: Iterable[int],
 ) -> list[StoredNode]:
     """Apply every node of ``feeds`` (and of feeds that become ready meanwhile) that can be;
     returns the nodes applied, in the order applied."""
@@ -173,15 +192,21 @@ def apply_ready(
         start = applied
         authorized_before = len(b.authorized)
         while applied < length:
-            node = load(feed_id, applied)
+            node, changed = load(feed_id, applied)
+            # the previous node of the feed is applied: only entries that changed since can wait
+            clock = node.clock
             blocker = next(
-                (f for f, n in node.clock.items() if f != feed_id and b.applied.get(f, 0) < n),
+                (
+                    f
+                    for f in (clock if changed is None else changed)
+                    if f != feed_id and b.applied.get(f, 0) < clock[f]
+                ),
                 None,
             )
             if blocker is not None:
                 waiting.setdefault(blocker, set()).add(feed_id)
                 break
-            apply_node(b, node)
+            apply_node(b, node, changed)
             done.append(node)
             applied += 1
             # later nodes of this feed may wait on nothing else; nodes of other feeds may wait

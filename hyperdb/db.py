@@ -381,9 +381,9 @@ class Database:
                 b.writer_clock = seen
             b.applied[local_id] = first + len(ops)
             if len(state.heads) == 1 and state.heads[0][0] == local_id:
-                b.heads = [(local_id, first + len(ops) - 1)]  # stored implicitly (state.py)
+                b.heads = {local_id: first + len(ops) - 1}  # stored implicitly (state.py)
             else:
-                b.set_heads([(local_id, first + len(ops) - 1)])
+                b.set_heads({local_id: first + len(ops) - 1})
             applied: list[StoredNode] = []
             if authorizes:
                 for target in authorizes:
@@ -714,13 +714,15 @@ class Database:
 
         return load
 
-    def _builder_loader(self, b: StateBuilder) -> Callable[[int, int], StoredNode]:
+    def _builder_loader(
+        self, b: StateBuilder
+    ) -> Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]]:
         """Loads nodes inside a write transaction whose state is ``b`` (not cached: the
-        transaction may still abort)."""
+        transaction may still abort), with their changed clock entries when known."""
 
-        def load(feed_id: int, seq: int) -> StoredNode:
-            node = b.derived.pop((feed_id, seq), None)
-            return node if node is not None else self._decode(b, b.tx, feed_id, seq)
+        def load(feed_id: int, seq: int) -> tuple[StoredNode, tuple[int, ...] | None]:
+            found = b.derived.pop((feed_id, seq), None)
+            return found if found is not None else (self._decode(b, b.tx, feed_id, seq), None)
 
         return load
 

@@ -143,10 +143,106 @@ _TRUE_DELETED = b"\x61d\xf5"
 _FIELDS = frozenset("ktdvcfya")
 
 
+class _NotSimple(Exception):
+    """The bytes are not a canonical node record of the shape :func:`_parse_simple` reads."""
+
+
+def _head(data: bytes, pos: int, major: int) -> tuple[int, int]:
+    """The argument of the minimal CBOR item head of ``major`` at ``pos``, and the next pos."""
+    initial = data[pos]
+    if initial >> 5 != major:
+        raise _NotSimple
+    info = initial & 31
+    if info < 24:
+        return info, pos + 1
+    if info > 27:
+        raise _NotSimple
+    width = 1 << (info - 24)
+    end = pos + 1 + width
+    if end > len(data):
+        raise _NotSimple
+    value = int.from_bytes(data[pos + 1 : end], "big")
+    if value < (24 if width == 1 else 1 << (4 * width)):  # not the shortest form
+        raise _NotSimple
+    return value, end
+
+
+def _bytes(data: bytes, pos: int, major: int) -> tuple[bytes, int]:
+    size, pos = _head(data, pos, major)
+    end = pos + size
+    if end > len(data):
+        raise _NotSimple
+    return data[pos:end], end
+
+
+def _parse_simple(data: bytes) -> dict[str, Any]:
+    """What :func:`hyperdb.encoding.decode` returns for a canonical node record, read directly:
+    a map of one-letter text keys in canonical order with text, byte string, ``true``, uint, map
+    of uint to uint and array of byte string values. Raises :class:`_NotSimple` for anything else
+    (the caller then takes the general, strict path, which decides), never for a record it would
+    read differently."""
+    try:
+        count, pos = _head(data, 0, 5)
+        obj: dict[str, Any] = {}
+        previous = 0
+        for _ in range(count):
+            if data[pos] != 0x61:
+                raise _NotSimple
+            letter = data[pos + 1]
+            if letter <= previous:  # canonical order of equal-length keys, no duplicates
+                raise _NotSimple
+            previous = letter
+            pos += 2
+            if letter == 0x6B:  # "k"
+                raw, pos = _bytes(data, pos, 3)
+                obj["k"] = raw.decode("utf-8")
+            elif letter in (0x74, 0x76):  # "t", "v"
+                obj[chr(letter)], pos = _bytes(data, pos, 2)
+            elif letter == 0x64:  # "d"
+                if data[pos] != 0xF5:
+                    raise _NotSimple
+                obj["d"] = True
+                pos += 1
+            elif letter == 0x79:  # "y"
+                obj["y"], pos = _head(data, pos, 0)
+            elif letter == 0x63:  # "c"
+                entries, pos = _head(data, pos, 5)
+                clock: dict[int, int] = {}
+                last = -1
+                for _ in range(entries):
+                    number, pos = _head(data, pos, 0)
+                    if number <= last:
+                        raise _NotSimple
+                    last = number
+                    clock[number], pos = _head(data, pos, 0)
+                obj["c"] = clock
+            elif letter in (0x61, 0x66):  # "a", "f"
+                items, pos = _head(data, pos, 4)
+                keys = []
+                for _ in range(items):
+                    item, pos = _bytes(data, pos, 2)
+                    keys.append(item)
+                obj[chr(letter)] = keys
+            else:
+                raise _NotSimple
+        if pos != len(data):
+            raise _NotSimple
+        return obj
+    except (IndexError, UnicodeDecodeError):
+        raise _NotSimple from None
+
+
 def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
     """Decode and validate a node record. ``trusted=True`` is for blocks this store validated when
     they arrived (see :func:`hyperdb.encoding.decode`); every field is still type-checked."""
-    obj = encoding.decode(data, max_size=MAX_RECORD_BYTES, trusted=trusted)
+    obj: Any = None
+    if not trusted and type(data) is bytes and len(data) <= MAX_RECORD_BYTES:
+        try:
+            obj = _parse_simple(data)
+        except _NotSimple:
+            obj = None
+    if obj is None:
+        obj = encoding.decode(data, max_size=MAX_RECORD_BYTES, trusted=trusted)
     if not isinstance(obj, dict) or not set(obj) <= _FIELDS or "k" not in obj or "t" not in obj:
         raise EncodingError("a node record is a map with k and t and only known fields")
     key, trie = obj["k"], obj["t"]

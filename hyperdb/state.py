@@ -87,7 +87,8 @@ class StateBuilder:
         self.feeds = dict(state.feeds)
         self.ids = dict(state.ids)
         self.applied = dict(state.applied)
-        self.heads = list(state.heads)
+        self.heads: dict[int, int] = dict(state.heads)
+        """Feed id -> seq of its head (at most one head per feed)."""
         self.authorized = set(state.authorized)
         self.edges = dict(state.edges)
         self.lists = dict(state.lists)
@@ -95,8 +96,9 @@ class StateBuilder:
         self.writer_clock = state.writer_clock
         self.stalled = set(state.stalled)
         self.new_feeds: list[Feed] = []
-        self.derived: dict[Pointer, StoredNode] = {}
-        """Nodes decoded while checking them, for applying them in the same transaction."""
+        self.derived: dict[Pointer, tuple[StoredNode, tuple[int, ...]]] = {}
+        """Nodes decoded while checking them, for applying them in the same transaction, with
+        the feeds whose clock entry differs from the writer's previous node."""
 
     def register(self, key: bytes) -> int:
         """The local id of feed ``key``, registering it (empty) if it is new."""
@@ -138,15 +140,17 @@ class StateBuilder:
             return []
         return _close(self.authorized, self.edges, added)
 
-    def set_heads(self, heads: list[Pointer]) -> None:
-        """Record the heads. The usual heads, only the local writer's latest node (or none), are
-        not stored: :func:`load` derives them from the local feed when no row is stored."""
+    def set_heads(self, heads: dict[int, int]) -> None:
+        """Record the heads (feed id -> seq). The usual heads, only the local writer's latest
+        node (or none), are not stored: :func:`load` derives them from the local feed when no
+        row is stored."""
         self.heads = heads
-        local_id = self.base.local_id
-        if not heads or (len(heads) == 1 and heads[0][0] == local_id):
+        if not heads or (len(heads) == 1 and self.base.local_id in heads):
             self.tx.delete("meta", b"heads")
         else:
-            self.tx.put("meta", b"heads", b"".join(_POINTER.pack(f, s) for f, s in heads))
+            self.tx.put(
+                "meta", b"heads", b"".join(_POINTER.pack(f, s) for f, s in sorted(heads.items()))
+            )
 
     def build(self) -> State:
         return State(
@@ -155,7 +159,7 @@ class StateBuilder:
             self.feeds,
             self.ids,
             self.applied,
-            tuple(self.heads),
+            tuple(sorted(self.heads.items())),
             frozenset(self.authorized),
             self.edges,
             self.lists,

@@ -124,3 +124,52 @@ def test_fast_entry_encoding_at_length_boundaries(size: int) -> None:
             NodeRecord("k" * min(size, 4096), value, False, b"t" * min(size, 1000), {})
         )
     )
+
+
+def _simple_or_none(data: bytes) -> Any:
+    try:
+        return record._parse_simple(data)
+    except record._NotSimple:
+        return None
+
+
+@given(nodes)
+def test_direct_parser_reads_records_as_the_generic_decoder(node: NodeRecord) -> None:
+    data = record.encode_node(node)
+    assert _simple_or_none(data) == encoding.decode(data)
+
+
+@given(nodes, st.data())
+def test_direct_parser_never_accepts_what_the_generic_decoder_reads_otherwise(
+    node: NodeRecord, data: st.DataObject
+) -> None:
+    """Damaged records: whenever the direct parser answers, the strict generic decoder accepts
+    the same bytes and reads the same value (otherwise the parser must defer to it)."""
+    encoded = bytearray(record.encode_node(node))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[at] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        encoded = encoded[: data.draw(st.integers(0, len(encoded)))]
+    damaged = bytes(encoded)
+    fast = _simple_or_none(damaged)
+    if fast is not None:
+        assert encoding.decode(damaged) == fast
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes.fromhex("a2616b6161617440"),  # {"k": "a", "t": b""}
+        bytes.fromhex("a2617440616b6161"),  # keys out of order
+        bytes.fromhex("a2616b61616174580040"),  # a non-minimal length
+        bytes.fromhex("a3616b616161634061744000"),  # trailing byte
+    ],
+)
+def test_direct_parser_edge_cases(data: bytes) -> None:
+    fast = _simple_or_none(data)
+    try:
+        generic = encoding.decode(data)
+    except EncodingError:
+        generic = None
+    assert fast is None or fast == generic
