@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, overload
 
 import trie
 from hyperdb import crypto, index, record
@@ -46,7 +46,18 @@ from hyperdb.record import Header, NodeRecord
 from hyperdb.state import StateBuilder, clock_of
 from hyperdb.storage import ReadTxn, Storage, WriteTxn, open_storage
 from hyperdb.values import ValueCodec
-from hyperdb.view import Snapshot, Watcher, check_range, decode_version, in_bounds, resolve
+from hyperdb.view import (
+    MapFn,
+    ReduceFn,
+    Snapshot,
+    Watcher,
+    check_range,
+    check_shaping,
+    decode_version,
+    in_bounds,
+    resolve,
+    shape,
+)
 
 TABLES = (*FEED_TABLES, *state_module.STATE_TABLES, "meta", "index")
 DEFAULT_CACHE_SIZE = 1 << 15
@@ -492,10 +503,23 @@ class Database:
 
     # --- reads ------------------------------------------------------------------------------------
 
-    def get(self, key: str) -> list[Node]:
+    @overload
+    def get(self, key: str) -> builtins.list[Node]: ...
+
+    @overload
+    def get(self, key: str, *, map: MapFn | None = None, reduce: ReduceFn | None = None) -> Any: ...
+
+    def get(self, key: str, *, map: MapFn | None = None, reduce: ReduceFn | None = None) -> Any:
         """The current nodes of ``key``: one normally, several after concurrent writes (sorted by
         writer key); ``[]`` when the key is absent or every current node is a deletion (a
-        deletion concurrent with a put is returned, with ``deleted=True``)."""
+        deletion concurrent with a put is returned, with ``deleted=True``).
+
+        As in HyperDB, ``map`` is applied to each node and ``reduce`` folds the (mapped) nodes into
+        one answer (``None`` when there are none); :meth:`get_one` is a ready-made resolver."""
+        check_shaping(map, reduce)
+        return shape(self._get(key), map, reduce)
+
+    def _get(self, key: str) -> builtins.list[Node]:
         normal = check_key(key, allow_root=True)
         self._check_open()
         if not normal:
@@ -513,7 +537,7 @@ class Database:
         """One value for ``key`` chosen the same way on every replica: of the current nodes, the
         one written last in causal order, ties between concurrent writes broken by the larger
         writer key; ``None`` when the key is absent."""
-        return resolve(self.get(key))
+        return resolve(self._get(key))
 
     def heads(self) -> builtins.list[Node]:
         """The latest nodes no other node has seen (one per writer that wrote concurrently)."""
@@ -539,11 +563,16 @@ class Database:
         recursive: bool = True,
         reverse: bool = False,
         gt: bool = False,
-    ) -> Iterator[tuple[str, builtins.list[Node]]]:
+        map: MapFn | None = None,
+        reduce: ReduceFn | None = None,
+    ) -> Iterator[tuple[str, Any]]:
         """Every key under ``prefix`` (by whole path components) with its current nodes, in trie
         hash order (``range`` gives key order). ``recursive=False`` gives one entry per child;
-        ``gt`` leaves out the prefix key itself."""
-        return self._view().list(prefix, recursive=recursive, reverse=reverse, gt=gt)
+        ``gt`` leaves out the prefix key itself; ``map``/``reduce`` shape each key's nodes as in
+        :meth:`get`."""
+        return self._view().list(
+            prefix, recursive=recursive, reverse=reverse, gt=gt, map=map, reduce=reduce
+        )
 
     def history(self, *, reverse: bool = False) -> Iterator[Node]:
         """Every node of every applied writer, authorization entries included, in a topological
@@ -595,7 +624,7 @@ class Database:
     def _trie_get(self, key: str) -> builtins.list[Node]:
         """``get`` answered by walking the tries from the heads instead of the derived index
         (what ``verify`` and the tests compare the index against)."""
-        return self._view().get(key)
+        return self._view()._get(key)
 
     def range(
         self,

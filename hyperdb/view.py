@@ -11,10 +11,11 @@ heads (``spec/node.md`` section 6). Watchers live here too: they are told which 
 from __future__ import annotations
 
 import builtins
+import functools
 import heapq
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, overload
 
 import trie
 from hyperdb import crypto, record
@@ -58,8 +59,18 @@ class Snapshot:
 
     # --- the read API -----------------------------------------------------------------------------
 
-    def get(self, key: str) -> builtins.list[Node]:
+    @overload
+    def get(self, key: str) -> builtins.list[Node]: ...
+
+    @overload
+    def get(self, key: str, *, map: MapFn | None = None, reduce: ReduceFn | None = None) -> Any: ...
+
+    def get(self, key: str, *, map: MapFn | None = None, reduce: ReduceFn | None = None) -> Any:
         """The current nodes of ``key`` as of this snapshot (see ``Database.get``)."""
+        check_shaping(map, reduce)
+        return shape(self._get(key), map, reduce)
+
+    def _get(self, key: str) -> builtins.list[Node]:
         normal = _check_key(key)
         db = self._db
         db._check_open()
@@ -72,7 +83,7 @@ class Snapshot:
 
     def get_one(self, key: str) -> Node | None:
         """One value for ``key`` (see ``Database.get_one``)."""
-        return resolve(self.get(key))
+        return resolve(self._get(key))
 
     def list(
         self,
@@ -81,13 +92,19 @@ class Snapshot:
         recursive: bool = True,
         reverse: bool = False,
         gt: bool = False,
-    ) -> Iterator[tuple[str, builtins.list[Node]]]:
+        map: MapFn | None = None,
+        reduce: ReduceFn | None = None,
+    ) -> Iterator[tuple[str, Any]]:
         """Keys under ``prefix`` with their current nodes, in hash order (``Database.list``)."""
         normal = _check_key(prefix)
         for name, flag in (("recursive", recursive), ("reverse", reverse), ("gt", gt)):
             if not isinstance(flag, bool):
                 raise InvalidArgument(f"{name} is a boolean")
-        return self._list(normal, recursive, reverse, gt)
+        check_shaping(map, reduce)
+        items = self._list(normal, recursive, reverse, gt)
+        if map is None and reduce is None:
+            return items
+        return ((key, shape(nodes, map, reduce)) for key, nodes in items)
 
     def _list(
         self, prefix: str, recursive: bool, reverse: bool, gt: bool
@@ -245,6 +262,26 @@ class Snapshot:
                     yield left[0], left[1], right[1]
                 left = next(now_items, None)
                 right = next(then_items, None)
+
+
+MapFn = Callable[[Node], Any]
+ReduceFn = Callable[[Any, Any], Any]
+
+
+def check_shaping(map: object, reduce: object) -> None:
+    for name, fn in (("map", map), ("reduce", reduce)):
+        if fn is not None and not callable(fn):
+            raise InvalidArgument(f"{name} must be callable")
+
+
+def shape(nodes: builtins.list[Node], map: MapFn | None, reduce: ReduceFn | None) -> Any:
+    """``nodes`` through ``map`` (each) and ``reduce`` (folded; ``None`` when empty)."""
+    if map is None and reduce is None:
+        return nodes
+    values = [map(node) for node in nodes] if map is not None else builtins.list(nodes)
+    if reduce is None:
+        return values
+    return functools.reduce(reduce, values) if values else None
 
 
 def _ids(nodes: Sequence[Node]) -> set[tuple[bytes, int]]:

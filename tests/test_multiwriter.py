@@ -282,3 +282,69 @@ def _resign(db: hyperdb.Database, blocks: list[bytes]) -> object:
     feed = Feed.open(storage, db.local_key, keys, create=True)
     feed.append_batch(blocks)
     return feed.proof(0, len(blocks))
+
+
+def test_map_and_reduce_shape_answers_as_in_hyperdb(pair) -> None:
+    a, b = authorized_pair(pair)
+    a.put("k", "1")
+    b.put("k", "2")
+    sync(a, b)
+    assert sorted(a.get("k", map=lambda n: n.value)) == ["1", "2"]
+    assert a.get("k", map=lambda n: int(n.value), reduce=lambda x, y: x + y) == 3
+    assert a.get("nothing", reduce=lambda x, y: x) is None
+    assert dict(a.list(map=lambda n: n.value, reduce=max)) == {"k": "2"}
+    assert a.checkout(a.version()).get("k", map=lambda n: n.seq) == [n.seq for n in a.get("k")]
+    with pytest.raises(InvalidArgument):
+        a.get("k", map="not callable")  # type: ignore[call-overload]
+
+
+def _tamper_signature(message: object) -> object:
+    from hyperdb.wire import Data
+
+    assert isinstance(message, Data)
+    fields = {name: getattr(message, name) for name in Data.__dataclass_fields__}
+    signature = bytearray(message.signature)
+    signature[3] ^= 1
+    return Data(**{**fields, "signature": bytes(signature)})
+
+
+def _tamper_block(message: object) -> object:
+    from hyperdb.wire import Data
+
+    assert isinstance(message, Data)
+    fields = {name: getattr(message, name) for name in Data.__dataclass_fields__}
+    return Data(**{**fields, "blocks": (message.blocks[0] + b"x", *message.blocks[1:])})
+
+
+@pytest.mark.parametrize("tamper", [_tamper_signature, _tamper_block])
+def test_a_connection_refuses_tampered_data_and_the_store_is_unchanged(pair, tamper) -> None:
+    from hyperdb.replication import Connection
+    from hyperdb.wire import Data, decode_message, encode_frame
+
+    a, b = pair
+    for i in range(20):
+        a.put(f"k{i}", str(i))
+    sender, receiver = Connection(a, initiator=True), Connection(b, initiator=False)
+    before = dump(b._storage)
+    for _ in range(10):
+        outgoing = sender.data_to_send()
+        if outgoing:
+            bodies = []
+            view = memoryview(outgoing)
+            while view:
+                size = int.from_bytes(view[:4], "big")
+                bodies.append(bytes(view[4 : 4 + size]))
+                view = view[4 + size :]
+            messages = [decode_message(body) for body in bodies]
+            if any(isinstance(m, Data) for m in messages):
+                with pytest.raises((ProtocolError, VerificationError)):
+                    for message in messages:
+                        if isinstance(message, Data):
+                            message = tamper(message)
+                        receiver.receive_data(encode_frame(message))
+                assert dump(b._storage) == before
+                assert b.get("k1") == [] and receiver.closed
+                return
+            receiver.receive_data(outgoing)
+        sender.receive_data(receiver.data_to_send())
+    raise AssertionError("no data message was sent")
