@@ -331,14 +331,18 @@ class Database:
                 new_ids = array("I", [state.feed_id(self.key)])
                 if local_id != new_ids[0]:
                     new_ids.append(local_id)
-            missing = [f for f in seen if f not in ids]
+            missing = [f for f in seen if f not in state.local_numbers] if seen else []
             if missing:
                 new_ids = array("I", new_ids if new_ids is not None else ids)
                 new_ids.extend(f for f in sorted(missing) if f not in new_ids)
             if new_ids is not None:
                 ids = new_ids
-            identity = all(f == n for n, f in enumerate(ids))
-            numbers = None if identity else {f: n for n, f in enumerate(ids)}
+            if new_ids is None:
+                numbers = state.local_numbers_map
+            else:
+                numbers = {f: n for n, f in enumerate(ids)}
+                if all(f == n for f, n in numbers.items()):
+                    numbers = None
             delta = {f: n for f, n in seen.items() if state.writer_clock.get(f) != n}
             heads = [self._load(tx, p) for p in state.heads]
             pending: dict[trie.Pointer, StoredNode] = {}

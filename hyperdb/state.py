@@ -20,6 +20,7 @@ clock differs from their predecessor's), ``auth`` (u32 authorizer id, 32-byte ke
 
 from __future__ import annotations
 
+import functools
 import struct
 from array import array
 from collections.abc import Iterable, Mapping
@@ -66,6 +67,17 @@ class State:
     @property
     def local_list(self) -> array[int]:
         return self.lists.get(self.local_id, array("I"))
+
+    @functools.cached_property
+    def local_numbers(self) -> dict[int, int]:
+        """Local feed id -> the local writer's feed number."""
+        return {f: n for n, f in enumerate(self.local_list)}
+
+    @functools.cached_property
+    def local_numbers_map(self) -> dict[int, int] | None:
+        """:attr:`local_numbers`, or None when every feed number is the feed's local id."""
+        numbers = self.local_numbers
+        return None if all(f == n for f, n in numbers.items()) else numbers
 
     def feed_id(self, key: bytes) -> int:
         try:
