@@ -23,8 +23,9 @@ The wire format itself is :mod:`hyperdb.wire`.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Protocol
 
 from hyperdb import merkle
@@ -70,7 +71,8 @@ class Replica(Protocol):
         ...
 
     def _offered(self) -> dict[bytes, int]:
-        """Feeds this side serves (authorized in its view): feed key -> signed length."""
+        """Feeds this side serves (authorized in its view): feed key -> signed length (which is
+        stored here: at most :meth:`_stored_length`)."""
         ...
 
     def _wanted(self, feed_key: bytes) -> bool:
@@ -78,7 +80,7 @@ class Replica(Protocol):
         ...
 
     def _stored_length(self, feed_key: bytes) -> int:
-        """Blocks of that feed stored here (0 if unknown)."""
+        """Blocks of that feed stored here (0 if unknown); it never decreases."""
         ...
 
     def _read(self, feed_key: bytes, start: int, end: int) -> tuple[list[bytes], Proof]:
@@ -329,22 +331,37 @@ class Connection:
             self._on_data(message)
 
     def _on_have(self, message: Have) -> None:
+        offer = self._peer_offer
+        feeds = dict(message.feeds)  # the decoder checked that the keys ascend: no duplicates
+        new: Collection[bytes] = feeds.keys()
+        if not offer.keys().isdisjoint(new):  # announcements of known feeds must grow
+            for feed, length in message.feeds:
+                previous = offer.get(feed)
+                if previous is None:
+                    continue
+                if length <= previous:
+                    raise ProtocolError(
+                        f"the peer announced feed {feed.hex()[:16]} at {length} after {previous}"
+                    )
+                if feed not in self._unwanted:
+                    self._lagging.add(feed)  # _schedule compares with what is requested and stored
+            new = feeds.keys() - offer.keys()
+        if len(offer) + len(new) > MAX_SESSION_FEEDS:
+            raise ProtocolError(f"the peer announced more than {MAX_SESSION_FEEDS} feeds")
+        offer.update(feeds)
         replica = self._replica
-        for feed, length in message.feeds:
-            previous = self._peer_offer.get(feed)
-            if previous is None and len(self._peer_offer) >= MAX_SESSION_FEEDS:
-                raise ProtocolError(f"the peer announced more than {MAX_SESSION_FEEDS} feeds")
-            if previous is not None and length <= previous:
-                raise ProtocolError(
-                    f"the peer announced feed {feed.hex()[:16]} at {length} after {previous}"
-                )
-            self._peer_offer[feed] = length
-            if previous is None:
-                if replica._wanted(feed):
-                    self._lagging.add(feed)
-                else:
-                    self._unwanted.add(feed)
-            elif feed not in self._unwanted:
+        wanted = replica._wanted
+        announced = self._announced.get
+        stored = replica._stored_length
+        for feed in new:
+            if not wanted(feed):
+                self._unwanted.add(feed)
+                continue
+            # A new feed has nothing requested yet: it lags if fewer blocks are stored here than
+            # the peer offers. This side stores at least what it announced (and stored lengths
+            # never decrease), so between replicas in sync the replica is not even asked.
+            length = feeds[feed]
+            if announced(feed, 0) < length and stored(feed) < length:
                 self._lagging.add(feed)
 
     def _on_request(self, message: Request) -> None:
@@ -399,14 +416,23 @@ class Connection:
         if not self._peer_hello:
             return
         offer = self._replica._offered()
-        changes = sorted(
-            (feed, length)
-            for feed, length in offer.items()
-            if length > self._announced.get(feed, 0)
-        )
+        announced = self._announced
+        if announced:  # only what is new or changed, then only what grew
+            changes = [
+                item
+                for item in offer.items() - announced.items()
+                if item[1] > announced.get(item[0], 0)
+            ]
+        else:
+            changes = list(offer.items())
+            if changes and min(offer.values()) < 1:
+                changes = [item for item in changes if item[1] > 0]
+        if not changes:
+            return
+        changes.sort(key=itemgetter(0))  # by key alone (unique): cheaper than comparing pairs
         for first in range(0, len(changes), MAX_HAVE_ENTRIES):
             self._send(Have(tuple(changes[first : first + MAX_HAVE_ENTRIES])))
-        self._announced.update(changes)
+        announced.update(changes)
 
     def _local_change(self) -> None:
         self._announce()

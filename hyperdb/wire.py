@@ -3,9 +3,14 @@
 This module owns the bytes two replicas exchange (``spec/protocol.md``): six message types
 (:class:`Hello`, :class:`Have`, :class:`Request`, :class:`Data`, :class:`Idle`, :class:`Error`),
 each a canonical CBOR map with short text keys and a numeric type ``"t"``, sent in frames of a
-``u32`` big-endian body length followed by the body. Decoding is strict: every field's type, size
-and range is checked and anything else (an unknown type, a missing or extra field, a
-non-canonical body, an oversized frame) raises :class:`~hyperdb.errors.ProtocolError`.
+``u32`` big-endian body length followed by the body. Lists of fixed-size entries (the feeds of a
+have, the proof nodes of a data message) are one byte string of fixed-size records
+(:data:`HAVE_RECORD`, :data:`NODE_RECORD`), one CBOR item however long. Decoding is strict: every
+field's type, size and range is checked and anything else (an unknown type, a missing or extra
+field, a non-canonical body, an oversized frame) raises :class:`~hyperdb.errors.ProtocolError`.
+Bodies are written directly rather than through :mod:`hyperdb.encoding`, and read by a fast path
+that takes only the exact canonical shape of a message and leaves anything else to the generic
+strict decoder, so that a session between replicas in sync costs little.
 :class:`FrameDecoder` splits a byte stream into frame bodies however it is chunked, holding at most
 one frame in memory. Which message may be sent when is the business of :mod:`hyperdb.replication`.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import starmap
 from typing import Any
 
 from hyperdb import encoding
@@ -48,6 +54,10 @@ HELLO, HAVE, REQUEST, DATA, IDLE, ERROR = range(6)
 NAMES = ("hello", "have", "request", "data", "idle", "error")
 
 _HEADER = struct.Struct(">I")
+#: One feed of a have message's ``"f"``: 32-byte feed key, u64 big-endian signed length.
+HAVE_RECORD = struct.Struct(f">{PUBLIC_KEY_SIZE}sQ")
+#: One proof node of a data message's ``"n"``: u64 index, 32-byte hash, u64 size (big-endian).
+NODE_RECORD = struct.Struct(f">Q{HASH_SIZE}sQ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,29 +149,91 @@ _TYPES: dict[type, int] = {
 
 def encode_message(message: Message) -> bytes:
     """The canonical CBOR body of ``message`` (no frame header). The fields are not validated:
-    the sender builds messages from its own checked state."""
-    body: dict[str, Any]
+    the sender builds messages from its own checked state.
+
+    Every body is a map of one-letter text keys to unsigned integers, byte strings, text strings
+    or an array of byte strings, so it is written here directly: the keys in canonical (bytewise)
+    order, every length and integer in its shortest form. It equals
+    ``encoding.encode(<the map of spec/protocol.md>)`` byte for byte (tests/test_replication.py
+    and the vectors check it). Record fields are packed with :mod:`struct`, which pads or cuts a
+    key or hash of the wrong size: the caller passes 32-byte ones.
+    """
+    if isinstance(message, Have):
+        return b"\xa2af" + _bytes(b"".join(starmap(HAVE_RECORD.pack, message.feeds))) + b"at\x01"
+    if isinstance(message, Data):
+        return b"".join(
+            (
+                b"\xa7ab",
+                _head(0x80, len(message.blocks)),
+                *[_head(0x40, len(block)) + block for block in message.blocks],
+                b"af",
+                _bytes(message.feed),
+                b"ag",
+                _bytes(message.signature),
+                b"al",
+                _uint(message.length),
+                b"an",
+                _bytes(b"".join(starmap(NODE_RECORD.pack, message.nodes))),
+                b"as",
+                _uint(message.start),
+                b"at\x03",
+            )
+        )
+    if isinstance(message, Request):
+        return b"".join(
+            (
+                b"\xa4ae",
+                _uint(message.end),
+                b"af",
+                _bytes(message.feed),
+                b"as",
+                _uint(message.start),
+                b"at\x02",
+            )
+        )
+    if isinstance(message, Idle):
+        return b"\xa2ac" + _uint(message.seen) + b"at\x04"
     if isinstance(message, Hello):
-        body = {"t": HELLO, "p": message.protocol, "v": message.version, "d": message.discovery_key}
-    elif isinstance(message, Have):
-        body = {"t": HAVE, "f": [[key, length] for key, length in message.feeds]}
-    elif isinstance(message, Request):
-        body = {"t": REQUEST, "f": message.feed, "s": message.start, "e": message.end}
-    elif isinstance(message, Data):
-        body = {
-            "t": DATA,
-            "f": message.feed,
-            "s": message.start,
-            "b": list(message.blocks),
-            "l": message.length,
-            "n": [[node.index, node.hash, node.size] for node in message.nodes],
-            "g": message.signature,
-        }
-    elif isinstance(message, Idle):
-        body = {"t": IDLE, "c": message.seen}
-    else:
-        body = {"t": ERROR, "r": message.reason}
-    return encoding.encode(body)
+        return b"".join(
+            (
+                b"\xa4ad",
+                _bytes(message.discovery_key),
+                b"ap",
+                _text(message.protocol),
+                b"at\x00av",
+                _uint(message.version),
+            )
+        )
+    if isinstance(message, Error):
+        return b"\xa2ar" + _text(message.reason) + b"at\x05"
+    raise TypeError(f"not a message: {type(message).__name__}")
+
+
+def _head(major: int, argument: int) -> bytes:
+    """A canonical CBOR item head: ``major`` (the type's top three bits, as a byte) with the
+    shortest form of ``argument`` (a length or an unsigned integer below 2^64)."""
+    if argument < 24:
+        return bytes((major | argument,))
+    if argument < 0x100:
+        return bytes((major | 24, argument))
+    if argument < 0x10000:
+        return bytes((major | 25,)) + argument.to_bytes(2, "big")
+    if argument < 0x1_0000_0000:
+        return bytes((major | 26,)) + argument.to_bytes(4, "big")
+    return bytes((major | 27,)) + argument.to_bytes(8, "big")
+
+
+def _uint(value: int) -> bytes:
+    return _head(0x00, value)
+
+
+def _bytes(value: bytes) -> bytes:
+    return _head(0x40, len(value)) + value
+
+
+def _text(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return _head(0x60, len(data)) + data
 
 
 def encode_frame(message: Message) -> bytes:
@@ -178,10 +250,12 @@ def encode_frame(message: Message) -> bytes:
 def decode_message(body: bytes) -> Message:
     """Parse one frame body. Raises :class:`ProtocolError` for anything but a well-formed message
     of a known type with exactly its fields, each of the right type, size and range."""
-    try:
-        obj = encoding.decode(body, max_size=MAX_FRAME_SIZE)
-    except EncodingError as exc:
-        raise ProtocolError(f"malformed message: {exc}") from exc
+    obj = _parse_plain(body) if type(body) is bytes else None
+    if obj is None:  # not in the common shape: the generic strict decoder decides
+        try:
+            obj = encoding.decode(body, max_size=MAX_FRAME_SIZE)
+        except EncodingError as exc:
+            raise ProtocolError(f"malformed message: {exc}") from exc
     if type(obj) is not dict:
         raise ProtocolError("a message must be a CBOR map")
     kind = obj.get("t")
@@ -201,22 +275,22 @@ def decode_message(body: bytes) -> Message:
         return Hello(_fixed_bytes(obj, "d", HASH_SIZE, name), protocol, version)
     if kind == HAVE:
         _keys(obj, ("t", "f"), name)
-        entries = _field(obj, "f", list, name)
-        if not 1 <= len(entries) <= MAX_HAVE_ENTRIES:
-            raise ProtocolError(f"a have message lists 1 to {MAX_HAVE_ENTRIES} feeds")
-        feeds: list[tuple[bytes, int]] = []
-        for entry in entries:
-            if type(entry) is not list or len(entry) != 2:
-                raise ProtocolError("a have entry is a [feed key, length] pair")
-            key, length = entry
-            if type(key) is not bytes or len(key) != PUBLIC_KEY_SIZE:
-                raise ProtocolError("a have entry's feed key must be 32 bytes")
-            if type(length) is not int or not 1 <= length <= MAX_LENGTH:
-                raise ProtocolError(f"a have entry's length must be in [1, {MAX_LENGTH}]")
-            if feeds and key <= feeds[-1][0]:
+        records = _field(obj, "f", bytes, name)
+        count, rest = divmod(len(records), HAVE_RECORD.size)
+        if rest or not 1 <= count <= MAX_HAVE_ENTRIES:
+            raise ProtocolError(
+                f"the feeds of a have message are 1 to {MAX_HAVE_ENTRIES} records of "
+                f"{HAVE_RECORD.size} bytes, not {len(records)} bytes"
+            )
+        feeds: tuple[tuple[bytes, int], ...] = tuple(HAVE_RECORD.iter_unpack(records))
+        previous = b""
+        for key, length in feeds:
+            if key <= previous:
                 raise ProtocolError("have entries must be in strictly ascending feed key order")
-            feeds.append((key, length))
-        return Have(tuple(feeds))
+            if not 1 <= length <= MAX_LENGTH:
+                raise ProtocolError(f"a have entry's length must be in [1, {MAX_LENGTH}]")
+            previous = key
+        return Have(feeds)
     if kind == REQUEST:
         _keys(obj, ("t", "f", "s", "e"), name)
         feed = _fixed_bytes(obj, "f", PUBLIC_KEY_SIZE, name)
@@ -253,23 +327,105 @@ def _decode_data(obj: dict[str, Any]) -> Data:
             raise ProtocolError(f"a block is bytes of at most {MAX_BLOCK_SIZE} bytes")
     if start + len(blocks) > length:
         raise ProtocolError("data reaches beyond the signed length it is proven against")
-    raw_nodes = _field(obj, "n", list, name)
-    if len(raw_nodes) > MAX_PROOF_NODES:
-        raise ProtocolError(f"a proof has at most {MAX_PROOF_NODES} nodes")
-    nodes: list[TreeNode] = []
-    for raw in raw_nodes:
-        if type(raw) is not list or len(raw) != 3:
-            raise ProtocolError("a proof node is an [index, hash, size] triple")
-        index, digest, size = raw
-        if type(index) is not int or not 0 <= index <= MAX_NODE_INDEX:
+    records = _field(obj, "n", bytes, name)
+    count, rest = divmod(len(records), NODE_RECORD.size)
+    if rest or count > MAX_PROOF_NODES:
+        raise ProtocolError(
+            f"the proof nodes of a data message are at most {MAX_PROOF_NODES} records of "
+            f"{NODE_RECORD.size} bytes, not {len(records)} bytes"
+        )
+    nodes = tuple(starmap(TreeNode, NODE_RECORD.iter_unpack(records)))
+    for index, _, size in nodes:
+        if index > MAX_NODE_INDEX:
             raise ProtocolError("a proof node index is out of range")
-        if type(digest) is not bytes or len(digest) != HASH_SIZE:
-            raise ProtocolError("a proof node hash must be 32 bytes")
-        if type(size) is not int or not 0 <= size <= MAX_BYTES:
+        if size > MAX_BYTES:
             raise ProtocolError("a proof node size is out of range")
-        nodes.append(TreeNode(index, digest, size))
     signature = _fixed_bytes(obj, "g", SIGNATURE_SIZE, name)
-    return Data(feed, start, tuple(blocks), length, tuple(nodes), signature)
+    return Data(feed, start, tuple(blocks), length, nodes, signature)
+
+
+def _parse_plain(body: bytes) -> dict[str, Any] | None:
+    """The map ``body`` encodes if it is the canonical CBOR of a map of one to 23 one-letter ASCII
+    keys to unsigned integers, byte strings, text strings or arrays of byte strings (every
+    message this protocol defines), else None.
+
+    A fast path for :func:`encoding.decode`, which needs a structural scan, the generic decoder
+    and a re-encoding for the same result: whatever this accepts, that accepts too with an equal
+    result (tests/test_replication.py checks it), and whatever this declines goes to it.
+    """
+    size = len(body)
+    if not 0 < size <= MAX_FRAME_SIZE or not 0xA1 <= body[0] <= 0xB7:
+        return None
+    obj: dict[str, Any] = {}
+    pos, last = 1, 0
+    for _ in range(body[0] - 0xA0):
+        if pos + 3 > size or body[pos] != 0x61:
+            return None
+        key = body[pos + 1]
+        if not last < key < 0x80:  # canonical order (bytewise, as every key is one byte long)
+            return None
+        last = key
+        head = body[pos + 2]
+        major = head >> 5
+        if head & 31 < 24:  # the argument is in the head (inlined _argument, for speed)
+            argument, pos = head & 31, pos + 3
+        else:
+            argument, pos = _argument(body, pos + 2, size)
+            if argument < 0:
+                return None
+        value: Any
+        if major == 0:
+            value = argument
+        elif major == 2 or major == 3:
+            if argument > size - pos:
+                return None
+            value = body[pos : pos + argument]
+            pos += argument
+            if major == 3:
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+        elif major == 4:
+            if argument > size - pos:
+                return None
+            items = []
+            for _ in range(argument):
+                if pos >= size:
+                    return None
+                head = body[pos]
+                if 0x40 <= head < 0x58:  # a byte string shorter than 24 bytes
+                    length, pos = head - 0x40, pos + 1
+                elif head >> 5 == 2:
+                    length, pos = _argument(body, pos, size)
+                else:
+                    return None
+                if not 0 <= length <= size - pos:
+                    return None
+                items.append(body[pos : pos + length])
+                pos += length
+            value = items
+        else:
+            return None
+        obj[chr(key)] = value
+    return obj if pos == size else None
+
+
+def _argument(body: bytes, pos: int, size: int) -> tuple[int, int]:
+    """The argument of the item head at ``pos`` and the position after it; -1 if the head is not
+    in its shortest form, is indefinite or reserved, or runs past ``size``."""
+    info = body[pos] & 31
+    pos += 1
+    if info < 24:
+        return info, pos
+    if info > 27:
+        return -1, pos
+    width = 1 << (info - 24)
+    if pos + width > size:
+        return -1, pos
+    value = int.from_bytes(body[pos : pos + width], "big")
+    # shortest form: a value below 24 is in the head, others in the fewest bytes that hold them
+    return (value if value >= (24 if width == 1 else 1 << (4 * width)) else -1), pos + width
 
 
 def _keys(obj: dict[str, Any], expected: tuple[str, ...], name: str) -> None:
@@ -365,6 +521,7 @@ __all__ = [
     "DATA",
     "ERROR",
     "HAVE",
+    "HAVE_RECORD",
     "HEADER_SIZE",
     "HELLO",
     "IDLE",
@@ -375,6 +532,7 @@ __all__ = [
     "MAX_REASON_SIZE",
     "MAX_REQUEST_BLOCKS",
     "MAX_SESSION_FEEDS",
+    "NODE_RECORD",
     "PROTOCOL",
     "REQUEST",
     "VERSION",

@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyperdb import crypto, encoding, replication, wire
-from hyperdb.errors import Closed, ForkDetected, ProtocolError, VerificationError
+from hyperdb.errors import (
+    Closed,
+    EncodingError,
+    ForkDetected,
+    ProtocolError,
+    VerificationError,
+)
 from hyperdb.feed import FEED_TABLES, MAX_BLOCK_SIZE, Feed, Proof
 from hyperdb.keys import MemoryKeyStore
 from hyperdb.merkle import TreeNode
@@ -299,6 +305,50 @@ def test_data_message_carries_a_proof() -> None:
     assert message.proof == proof and message.end == 5
 
 
+def spec_map(message: Message) -> dict[str, Any]:
+    """The map spec/protocol.md section 3 prescribes for ``message``, records packed here."""
+    if isinstance(message, Hello):
+        return {"t": 0, "p": message.protocol, "v": message.version, "d": message.discovery_key}
+    if isinstance(message, Have):
+        return {"t": 1, "f": b"".join(k + struct.pack(">Q", n) for k, n in message.feeds)}
+    if isinstance(message, Request):
+        return {"t": 2, "f": message.feed, "s": message.start, "e": message.end}
+    if isinstance(message, Data):
+        nodes = b"".join(struct.pack(">Q32sQ", *node) for node in message.nodes)
+        return {
+            "t": 3,
+            "f": message.feed,
+            "s": message.start,
+            "b": list(message.blocks),
+            "l": message.length,
+            "n": nodes,
+            "g": message.signature,
+        }
+    if isinstance(message, Idle):
+        return {"t": 4, "c": message.seen}
+    return {"t": 5, "r": message.reason}
+
+
+@settings(max_examples=300)
+@given(message=messages)
+def test_messages_are_written_as_the_generic_encoder_writes_their_map(message: Message) -> None:
+    """encode_message writes CBOR itself; it must be the canonical encoding, byte for byte."""
+    assert encode_message(message) == encoding.encode(spec_map(message))
+
+
+@pytest.mark.parametrize("value", [0, 23, 24, 255, 256, 65_535, 65_536, (1 << 32) - 1, 1 << 32])
+def test_integer_and_length_boundaries_are_written_canonically(value: int) -> None:
+    cases: list[Message] = [
+        Idle(value),
+        Request(KEY, value, value + 1),
+        Data(KEY, value, (b"x",), value + 1, (), SIG),
+    ]
+    for size in (0, 23, 24, 255, 256, 65_535, 65_536):
+        cases += [Data(KEY, 0, (bytes(size),), 1, (), SIG), Error("x" * size)]
+    for message in cases:
+        assert encode_message(message) == encoding.encode(spec_map(message))
+
+
 # --- messages: strict decoding --------------------------------------------------------------------
 
 KEY = bytes(range(32))
@@ -308,6 +358,24 @@ HASH = bytes(32)
 
 def raw(**fields: Any) -> bytes:
     return encoding.encode(fields)
+
+
+def feeds(*entries: tuple[bytes, int]) -> bytes:
+    """Have records as given, unchecked: key || u64 length."""
+    return b"".join(key + struct.pack(">Q", length) for key, length in entries)
+
+
+def proof_nodes(*entries: tuple[int, bytes, int]) -> bytes:
+    """Node records as given, unchecked: u64 index || hash || u64 size."""
+    return b"".join(
+        struct.pack(">Q", index) + digest + struct.pack(">Q", size)
+        for index, digest, size in entries
+    )
+
+
+def data_body(**fields: Any) -> bytes:
+    """A data message of one block, well-formed but for ``fields``."""
+    return raw(**{"t": 3, "f": KEY, "s": 0, "b": [b"x"], "l": 2, "n": b"", "g": SIG, **fields})
 
 
 BAD_BODIES = {
@@ -323,32 +391,49 @@ BAD_BODIES = {
     "hello short key": raw(t=0, p="hyperdb", v=1, d=KEY[:31]),
     "hello extra field": raw(t=0, p="hyperdb", v=1, d=KEY, x=1),
     "hello missing key": raw(t=0, p="hyperdb", v=1),
-    "have empty": raw(t=1, f=[]),
-    "have zero length": raw(t=1, f=[[KEY, 0]]),
-    "have huge length": raw(t=1, f=[[KEY, (1 << 48) + 1]]),
-    "have unsorted": raw(t=1, f=[[b"\x01" * 32, 1], [b"\x00" * 32, 1]]),
-    "have duplicate": raw(t=1, f=[[KEY, 1], [KEY, 2]]),
-    "have short key": raw(t=1, f=[[KEY[:5], 1]]),
+    "have empty": raw(t=1, f=b""),
+    "have zero length": raw(t=1, f=feeds((KEY, 0))),
+    "have zero length after a good one": raw(t=1, f=feeds((HASH, 1), (KEY, 0))),
+    "have huge length": raw(t=1, f=feeds((KEY, (1 << 48) + 1))),
+    "have u64 max length": raw(t=1, f=feeds((KEY, (1 << 64) - 1))),
+    "have unsorted": raw(t=1, f=feeds((b"\x01" * 32, 1), (b"\x00" * 32, 1))),
+    "have unsorted last": raw(t=1, f=feeds((HASH, 1), (KEY, 1), (b"\x00" * 31 + b"\x01", 1))),
+    "have duplicate": raw(t=1, f=feeds((KEY, 1), (KEY, 2))),
+    "have short record": raw(t=1, f=feeds((KEY, 1))[:-1]),
+    "have long record": raw(t=1, f=feeds((KEY, 1)) + b"\x00"),
+    "have short key": raw(t=1, f=KEY[:5] + struct.pack(">Q", 1)),
+    "have record and a half": raw(t=1, f=feeds((HASH, 1), (KEY, 1))[:60]),
+    "have 65537 feeds": raw(t=1, f=feeds(*((i.to_bytes(32, "big"), 1) for i in range(65_537)))),
+    "have old layout": raw(t=1, f=[[KEY, 1]]),
     "have bad entry": raw(t=1, f=[[KEY, 1, 2]]),
-    "have not a list": raw(t=1, f={KEY: 1}),
+    "have not bytes": raw(t=1, f={KEY: 1}),
+    "have text": raw(t=1, f="x" * 40),
     "request empty range": raw(t=2, f=KEY, s=5, e=5),
     "request reversed": raw(t=2, f=KEY, s=5, e=4),
     "request too many": raw(t=2, f=KEY, s=0, e=1025),
     "request negative": raw(t=2, f=KEY, s=-1, e=4),
     "request missing end": raw(t=2, f=KEY, s=0),
     "request bool": raw(t=2, f=KEY, s=False, e=1),
-    "data no blocks": raw(t=3, f=KEY, s=0, b=[], l=1, n=[], g=SIG),
-    "data too many blocks": raw(t=3, f=KEY, s=0, b=[b""] * 1025, l=2000, n=[], g=SIG),
-    "data text block": raw(t=3, f=KEY, s=0, b=["x"], l=1, n=[], g=SIG),
-    "data beyond length": raw(t=3, f=KEY, s=1, b=[b"x"], l=1, n=[], g=SIG),
-    "data zero length": raw(t=3, f=KEY, s=0, b=[b"x"], l=0, n=[], g=SIG),
-    "data short signature": raw(t=3, f=KEY, s=0, b=[b"x"], l=1, n=[], g=SIG[:63]),
-    "data short hash": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[2, HASH[:31], 1]], g=SIG),
-    "data node pair": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[2, HASH]], g=SIG),
-    "data node size": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[2, HASH, -1]], g=SIG),
-    "data node index": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[1 << 60, HASH, 1]], g=SIG),
-    "data many nodes": raw(t=3, f=KEY, s=0, b=[b"x"], l=2, n=[[2, HASH, 1]] * 257, g=SIG),
-    "data extra": raw(t=3, f=KEY, s=0, b=[b"x"], l=1, n=[], g=SIG, z=0),
+    "data no blocks": data_body(b=[], l=1),
+    "data too many blocks": data_body(b=[b""] * 1025, l=2000),
+    "data text block": data_body(b=["x"]),
+    "data blocks not an array": data_body(b=b"x"),
+    "data beyond length": data_body(s=1, l=1),
+    "data zero length": data_body(l=0),
+    "data short signature": data_body(g=SIG[:63]),
+    "data short key": data_body(f=KEY[:31]),
+    "data short node record": data_body(n=proof_nodes((2, HASH, 1))[:-1]),
+    "data long node record": data_body(n=proof_nodes((2, HASH, 1)) + b"\x00"),
+    "data node record and a half": data_body(n=proof_nodes((2, HASH, 1), (5, HASH, 1))[:72]),
+    "data node size": data_body(n=proof_nodes((2, HASH, (1 << 62) + 1))),
+    "data node u64 max size": data_body(n=proof_nodes((2, HASH, (1 << 64) - 1))),
+    "data node index": data_body(n=proof_nodes((1 << 60, HASH, 1))),
+    "data node index just beyond": data_body(n=proof_nodes((2, HASH, 1), ((1 << 49) + 1, HASH, 1))),
+    "data many nodes": data_body(n=proof_nodes(*[(2, HASH, 1)] * 257)),
+    "data nodes old layout": data_body(n=[[2, HASH, 1]]),
+    "data nodes old layout, empty": data_body(n=[]),
+    "data nodes text": data_body(n=""),
+    "data extra": data_body(z=0),
     "idle negative": raw(t=4, c=-1),
     "idle text": raw(t=4, c="1"),
     "error long reason": raw(t=5, r="x" * 1025),
@@ -367,8 +452,21 @@ def test_malformed_messages_are_protocol_errors(name: str) -> None:
         decode_message(BAD_BODIES[name])
 
 
+def test_record_limits_are_inclusive() -> None:
+    """The largest have (65,536 feeds of length 2^48) and the largest proof (256 nodes at the
+    largest index and size) are accepted; one more record is refused (BAD_BODIES)."""
+    have = raw(t=1, f=feeds(*((i.to_bytes(32, "big"), 1 << 48) for i in range(65_536))))
+    decoded = decode_message(have)
+    assert isinstance(decoded, Have) and len(decoded.feeds) == 65_536
+    assert decoded.feeds[-1] == ((65_535).to_bytes(32, "big"), 1 << 48)
+    assert len(encode_frame(decoded)) <= MAX_FRAME_SIZE
+    data = decode_message(data_body(n=proof_nodes(*[(1 << 49, HASH, 1 << 62)] * 256)))
+    assert isinstance(data, Data) and data.nodes == (TreeNode(1 << 49, HASH, 1 << 62),) * 256
+    assert decode_message(data_body()) == Data(KEY, 0, (b"x",), 2, (), SIG)
+
+
 def test_oversized_block_is_refused_by_the_decoder() -> None:
-    body = raw(t=3, f=KEY, s=0, b=[bytes(MAX_BLOCK_SIZE + 1)], l=1, n=[], g=SIG)
+    body = data_body(b=[bytes(MAX_BLOCK_SIZE + 1)], l=1)
     assert len(body) <= MAX_FRAME_SIZE
     with pytest.raises(ProtocolError, match="block"):
         decode_message(body)
@@ -486,6 +584,125 @@ def test_structured_garbage_only_ever_raises_protocol_error(
     with contextlib.suppress(ProtocolError):
         conn.receive_data(frame(encoding.encode({"t": kind, **fields})))
     assert dump(fuzz_replica.storage) == before
+
+
+# --- the decoder's fast path agrees with the strict generic decoder ------------------------------
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal with equal types all the way down (1 and True, or bytes and str, differ)."""
+    return repr(a) == repr(b)
+
+
+def check_fast_path(body: bytes) -> Any:
+    """wire._parse_plain either declines ``body`` or returns exactly what the strict generic
+    decoder returns, and decode_message gives the same answer either way."""
+    fast = wire._parse_plain(body)
+    try:
+        strict = encoding.decode(body, max_size=MAX_FRAME_SIZE)
+    except EncodingError:
+        assert fast is None
+        return None
+    if fast is not None:
+        assert same(fast, strict)
+    return fast
+
+
+@settings(max_examples=300)
+@given(message=messages)
+def test_every_message_takes_the_fast_path(message: Message) -> None:
+    body = encode_message(message)
+    assert check_fast_path(body) is not None
+
+
+body_edits = st.sampled_from(["flip", "delete", "insert", "truncate", "append"])
+
+
+@settings(max_examples=1000)
+@given(message=messages, edit=body_edits, data=st.data())
+def test_edited_messages_are_decoded_alike_by_both_paths(
+    message: Message, edit: str, data: st.DataObject
+) -> None:
+    body = bytearray(encode_message(message))
+    at = data.draw(st.integers(0, len(body) - 1))
+    byte = data.draw(st.integers(0, 255))
+    if edit == "flip":
+        body[at] = byte
+    elif edit == "delete":
+        del body[at]
+    elif edit == "insert":
+        body.insert(at, byte)
+    elif edit == "truncate":
+        del body[at:]
+    else:
+        body.append(byte)
+    check_fast_path(bytes(body))
+
+
+plain_values = (
+    st.integers(min_value=0, max_value=(1 << 64) - 1)
+    | st.binary(max_size=30)
+    | st.text(max_size=5)
+    | st.lists(st.binary(max_size=30), max_size=5)
+)
+
+
+@settings(max_examples=500)
+@given(
+    fields=st.dictionaries(
+        st.characters(max_codepoint=0x7F), plain_values, min_size=1, max_size=8
+    )  # the shape the fast path takes
+    | st.dictionaries(
+        st.text(alphabet=st.characters(max_codepoint=0x90), max_size=2),
+        cbor_values | plain_values,
+        max_size=8,
+    )
+)
+def test_canonical_maps_are_decoded_alike_by_both_paths(fields: dict[str, Any]) -> None:
+    check_fast_path(encoding.encode(fields))
+
+
+@pytest.mark.parametrize(
+    ("body", "fast"),
+    [
+        ("a1616118", False),  # a head running past the end
+        ("a161611817", False),  # 23 in a one-byte argument: not the shortest form
+        ("a16161190017", False),  # in two bytes
+        ("a1616119ffff", True),  # the largest two-byte argument
+        ("a161611a0000ffff", False),  # 65,535 in four bytes
+        ("a161611b00000000ffffffff", False),  # 2^32 - 1 in eight bytes
+        ("a161611b0000000100000000", True),  # 2^32
+        ("a161611c", False),  # reserved argument width
+        ("a161615f4100ff", False),  # indefinite byte string
+        ("a161617f6100ff", False),  # indefinite text string
+        ("a16161815800", False),  # an array holding a byte string with a long zero length
+        ("a161618140", True),  # an array of one empty byte string
+        ("a16161816100", False),  # an array holding text
+        ("a1616162ceb1", True),  # text "\u03b1"
+        ("a1616163eda080", False),  # a UTF-16 surrogate encoded as UTF-8
+        ("a16161c0", False),  # a tag
+        ("a16161f5", False),  # true
+        ("a1616120", False),  # a negative integer
+        ("a2616101616101", False),  # a key twice
+        ("a2616201616101", False),  # keys out of order
+        ("a1620000", False),  # a key of two bytes
+        ("a1618001", False),  # a key outside ASCII
+        ("a1610001", False),  # the key "\x00"
+        ("b800", False),  # a map of a long zero count
+        ("a0", False),  # an empty map
+        ("a1616101ff", False),  # a trailing byte
+    ],
+)
+def test_corner_cases_are_decoded_alike_by_both_paths(body: str, fast: bool) -> None:
+    assert (check_fast_path(bytes.fromhex(body)) is not None) == fast
+
+
+def test_the_fast_path_is_for_bytes_only() -> None:
+    """Other buffers (the generic decoder takes them) go the generic way: slices of them would not
+    be bytes."""
+    body = encode_message(Have(((KEY, 1),)))
+    for other in (bytearray(body), memoryview(body)):
+        assert decode_message(other) == Have(((KEY, 1),))  # type: ignore[arg-type]
 
 
 # --- hello ----------------------------------------------------------------------------------------
@@ -842,8 +1059,8 @@ def test_replicas_converge(plan: list[tuple[int, int, int]]) -> None:
             assert node.local is not None
             nodes_[0].authorize(node.local.key)
         for x, y, appends in plan:
-            for n in range(appends):
-                nodes_[x].append(b"%d-%d" % (x, n))
+            for i in range(appends):
+                nodes_[x].append(b"%d-%d" % (x, i))
             if x != y:
                 replicate(nodes_[x], nodes_[y])
         for x, y in ((0, 1), (1, 2), (2, 0), (0, 1), (1, 2)):

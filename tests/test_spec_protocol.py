@@ -1,7 +1,7 @@
 """spec/protocol.md vectors: each frame is split with struct, its body decoded with plain cbor2 and
-compared field by field with the specification's keys, the data messages' proofs are recomputed with
-hashlib from spec/feed.md; then the implementation must produce and parse exactly these frames, and
-refuse every invalid one."""
+compared field by field with the specification's keys (the have and node records built and taken
+apart with struct), the data messages' proofs are recomputed with hashlib from spec/feed.md; then
+the implementation must produce and parse exactly these frames, and refuse every invalid one."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from hyperdb.errors import ProtocolError
 from hyperdb.feed import SIGNATURE_NAMESPACE
 from hyperdb.merkle import TreeNode
 from hyperdb.wire import (
+    HAVE_RECORD,
     MAX_FRAME_SIZE,
+    NODE_RECORD,
     Data,
     Error,
     FrameDecoder,
@@ -45,6 +47,18 @@ def u64(n: int) -> bytes:
     return struct.pack(">Q", n)
 
 
+def have_record(key: bytes, length: int) -> bytes:
+    """spec/protocol.md 3.2: feed key (32) || u64 signed length."""
+    assert len(key) == 32
+    return key + u64(length)
+
+
+def node_record(index: int, digest: bytes, size: int) -> bytes:
+    """spec/protocol.md 3.4: u64 index || hash (32) || u64 size."""
+    assert len(digest) == 32
+    return u64(index) + digest + u64(size)
+
+
 def split(frame_hex: str) -> bytes:
     frame = bytes.fromhex(frame_hex)
     (length,) = struct.unpack(">I", frame[:4])
@@ -58,7 +72,7 @@ def expected_body(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
     if kind == "hello":
         return {"p": fields["protocol"], "v": fields["version"], "d": h(fields["discovery_key"])}
     if kind == "have":
-        return {"f": [[h(key), length] for key, length in fields["feeds"]]}
+        return {"f": b"".join(have_record(h(key), length) for key, length in fields["feeds"])}
     if kind == "request":
         return {"f": h(fields["feed"]), "s": fields["start"], "e": fields["end"]}
     if kind == "data":
@@ -67,7 +81,7 @@ def expected_body(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
             "s": fields["start"],
             "b": [h(block) for block in fields["blocks"]],
             "l": fields["length"],
-            "n": [[index, h(digest), size] for index, digest, size in fields["nodes"]],
+            "n": b"".join(node_record(i, h(digest), size) for i, digest, size in fields["nodes"]),
             "g": h(fields["signature"]),
         }
     if kind == "idle":
@@ -100,6 +114,8 @@ def message_of(kind: str, fields: dict[str, Any]) -> Message:
 def test_constants() -> None:
     assert VECTORS["protocol"] == "hyperdb" and VECTORS["version"] == 1
     assert VECTORS["max_frame_size"] == MAX_FRAME_SIZE == 8 * 1024 * 1024 + 64 * 1024
+    assert VECTORS["have_record_size"] == HAVE_RECORD.size == 40
+    assert VECTORS["node_record_size"] == NODE_RECORD.size == 48
     seed = bytes.fromhex(VECTORS["database_seed"])
     assert crypto.generate_keypair(seed).public_key.hex() == VECTORS["database_key"]
     assert {case["type"] for case in MESSAGES} == set(TYPES)
@@ -111,6 +127,35 @@ def test_frames_follow_the_specification(case: dict[str, Any]) -> None:
     decoded = cbor2.loads(body)
     assert decoded == {"t": TYPES[case["type"]], **expected_body(case["type"], case["fields"])}
     assert cbor2.dumps(decoded, canonical=True) == body  # canonical CBOR, nothing else
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in MESSAGES if c["type"] in ("have", "data")], ids=lambda c: c["name"]
+)
+def test_records_take_apart_with_struct(case: dict[str, Any]) -> None:
+    """The have and node records, read back from the frame with struct alone, are the fields, and
+    satisfy the rules of sections 3.2 and 3.4."""
+    body = cbor2.loads(split(case["frame"]))
+    if case["type"] == "have":
+        raw = body["f"]
+        assert type(raw) is bytes and len(raw) % 40 == 0 and 1 <= len(raw) // 40 <= 65_536
+        feeds = [struct.unpack_from(">32sQ", raw, offset) for offset in range(0, len(raw), 40)]
+        assert [[key.hex(), length] for key, length in feeds] == case["fields"]["feeds"]
+        keys = [key for key, _ in feeds]
+        assert keys == sorted(set(keys))  # strictly ascending
+        assert all(1 <= length <= 1 << 48 for _, length in feeds)
+    else:
+        raw = body["n"]
+        assert type(raw) is bytes and len(raw) % 48 == 0 and len(raw) // 48 <= 256
+        nodes = [struct.unpack_from(">Q32sQ", raw, offset) for offset in range(0, len(raw), 48)]
+        assert [[i, digest.hex(), size] for i, digest, size in nodes] == case["fields"]["nodes"]
+        assert all(i <= 1 << 49 and size <= 1 << 62 for i, _, size in nodes)
+
+
+def test_vectors_cover_the_record_layouts() -> None:
+    have_counts = {len(c["fields"]["feeds"]) for c in MESSAGES if c["type"] == "have"}
+    node_counts = {len(c["fields"]["nodes"]) for c in MESSAGES if c["type"] == "data"}
+    assert max(have_counts) >= 3 and 0 in node_counts and max(node_counts) >= 3
 
 
 def test_hello_names_the_database_by_its_discovery_key() -> None:

@@ -16,7 +16,9 @@ from hyperdb.feed import FEED_TABLES, Feed
 from hyperdb.keys import MemoryKeyStore
 from hyperdb.storage import MemoryStorage
 from hyperdb.wire import (
+    HAVE_RECORD,
     MAX_FRAME_SIZE,
+    NODE_RECORD,
     Data,
     Error,
     Have,
@@ -67,6 +69,18 @@ def frame(body: bytes) -> str:
     return (struct.pack(">I", len(body)) + body).hex()
 
 
+def have_records(*feeds: tuple[bytes, int]) -> bytes:
+    """Have records as given, unchecked (for invalid frames)."""
+    return b"".join(key + struct.pack(">Q", length) for key, length in feeds)
+
+
+def node_records(*nodes: tuple[int, bytes, int]) -> bytes:
+    """Node records as given, unchecked (for invalid frames)."""
+    return b"".join(
+        struct.pack(">Q", i) + digest + struct.pack(">Q", size) for i, digest, size in nodes
+    )
+
+
 def main() -> None:
     keypair = crypto.generate_keypair(bytes([0x11]) * 32)
     other = crypto.generate_keypair(bytes([0x22]) * 32).public_key
@@ -78,19 +92,35 @@ def main() -> None:
         proof = feed.proof(1, 3)
         whole = feed.get_range(0, 3)
         whole_proof = feed.proof(0, 3)
+        feed.append_batch([b"third", b"fourth", b"fifth", b"sixth"])
+        middle = feed.get_range(2, 3)
+        middle_proof = feed.proof(2, 3)
     discovery_key = crypto.discovery_key(key)
     valid = [
         case("hello", Hello(discovery_key)),
         case("have one feed", Have(((key, 3),))),
         case("have two feeds", Have(tuple(sorted([(key, 3), (other, 70000)])))),
+        # the smallest key, the largest length, a length needing more than 32 bits
+        case("have three feeds", Have(((bytes(32), 1), (other, 1 << 48), (key, (1 << 32) + 5)))),
         case("request", Request(key, 1, 3)),
         case("request at a large offset", Request(key, 1 << 40, (1 << 40) + 1024)),
         case("data with a proof node", Data.from_proof(key, blocks, proof)),
         case("data of a whole feed", Data.from_proof(key, whole, whole_proof)),
+        case("data with several proof nodes", Data.from_proof(key, middle, middle_proof)),
         case("idle", Idle(7)),
         case("error", Error("bad proof")),
     ]
     signature = bytes(64)
+    digest = bytes(range(32))
+
+    def have(fields: dict[str, object]) -> str:
+        return frame(encoding.encode({"t": 1, **fields}))
+
+    def data(fields: dict[str, object]) -> str:
+        """A data message of one block, well-formed but for ``fields``."""
+        base = {"t": 3, "f": key, "s": 0, "b": [b"x"], "l": 2, "n": b"", "g": signature}
+        return frame(encoding.encode({**base, **fields}))
+
     invalid = [
         ("empty frame", "00000000"),
         ("frame longer than the maximum", struct.pack(">I", MAX_FRAME_SIZE + 1).hex()),
@@ -100,27 +130,40 @@ def main() -> None:
         ("keys out of canonical order", frame(bytes.fromhex("a2617404616301"))),
         ("integer not in shortest form", frame(bytes.fromhex("a2616318016174" + "04"))),
         ("other protocol version", frame(encoding.encode({"t": 0, "p": "hyperdb", "v": 2}))),
-        ("have not in key order", frame(encoding.encode({"t": 1, "f": [[key, 1], [other, 1]]}))),
+        ("have not in key order", have({"f": have_records((key, 1), (other, 1))})),
+        ("have listing a feed twice", have({"f": have_records((key, 1), (key, 2))})),
+        ("have of no feed", have({"f": b""})),
+        ("have of length zero", have({"f": have_records((key, 0))})),
+        ("have beyond 2^48 blocks", have({"f": have_records((key, (1 << 48) + 1))})),
+        ("have record of 39 bytes", have({"f": have_records((key, 1))[:-1]})),
+        ("have record of 41 bytes", have({"f": have_records((key, 1)) + b"\x00"})),
+        ("have as an array of pairs", have({"f": [[key, 1]]})),
         ("request of 1025 blocks", frame(encoding.encode({"t": 2, "f": key, "s": 0, "e": 1025}))),
-        (
-            "data without blocks",
-            frame(
-                encoding.encode(
-                    {"t": 3, "f": key, "s": 0, "b": [], "l": 1, "n": [], "g": signature}
-                )
-            ),
-        ),
+        ("data without blocks", data({"b": [], "l": 1})),
         ("text where a uint belongs", frame(encoding.encode({"t": 4, "c": "7"}))),
+        ("proof node record of 47 bytes", data({"n": node_records((2, digest, 5))[1:]})),
+        (
+            "proof node index beyond 2^49",
+            data({"n": node_records(((1 << 49) + 1, digest, 5))}),
+        ),
+        (
+            "proof node size beyond 2^62",
+            data({"n": node_records((2, digest, (1 << 62) + 1))}),
+        ),
+        ("257 proof nodes", data({"n": node_records(*[(2, digest, 5)] * 257)})),
+        ("proof nodes as an array of triples", data({"n": [[2, digest, 5]]})),
     ]
     vectors = {
         "description": "Replication messages of spec/protocol.md: fields and exact frames.",
         "protocol": "hyperdb",
         "version": 1,
         "max_frame_size": MAX_FRAME_SIZE,
+        "have_record_size": HAVE_RECORD.size,
+        "node_record_size": NODE_RECORD.size,
         "database_seed": (bytes([0x11]) * 32).hex(),
         "database_key": key.hex(),
         "messages": valid,
-        "invalid_frames": [{"name": name, "frame": data} for name, data in invalid],
+        "invalid_frames": [{"name": name, "frame": hex_frame} for name, hex_frame in invalid],
     }
     print(json.dumps(vectors, indent=1))
 
