@@ -459,13 +459,28 @@ class Database:
     def _stored_length(self, feed_key: bytes) -> int:
         return self._lengths().get(feed_key, (0, 0))[0]
 
-    def _read(self, feed_key: bytes, start: int, end: int) -> tuple[list[bytes], Proof]:
+    def _read(
+        self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None
+    ) -> tuple[list[bytes], Proof]:
+        """Blocks ``[start, end)`` of a feed with their proof; with ``max_bytes``, only the first
+        blocks that fit in it (at least one)."""
         feed_id = self._state.ids.get(feed_key)
         if feed_id is None:
             raise NotFound(f"no feed {feed_key.hex()[:16]} here")
         feed = self._state.feeds[feed_id]
         with self._storage.read() as tx:
-            return feed.get_range(start, end, tx), feed.proof(start, end, tx)
+            if max_bytes is None:
+                blocks = feed.get_range(start, end, tx)
+            else:  # block by block: never more in memory than the budget and one block
+                blocks = []
+                size = 0
+                for seq in range(start, end):
+                    block = feed.get(seq, tx)
+                    size += len(block)
+                    if size > max_bytes and blocks:
+                        break
+                    blocks.append(block)
+            return blocks, feed.proof(start, start + len(blocks), tx)
 
     def _ingest(self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof) -> bool:
         """Verify blocks of an authorized writer's feed from a peer, store what is new and apply

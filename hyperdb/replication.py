@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Protocol
 
-from hyperdb import merkle
 from hyperdb.errors import Closed, HyperDBError, InvalidArgument, ProtocolError
 from hyperdb.feed import MAX_BLOCK_SIZE, Proof
 from hyperdb.wire import (
@@ -83,9 +82,12 @@ class Replica(Protocol):
         """Blocks of that feed stored here (0 if unknown); it never decreases."""
         ...
 
-    def _read(self, feed_key: bytes, start: int, end: int) -> tuple[list[bytes], Proof]:
+    def _read(
+        self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None
+    ) -> tuple[list[bytes], Proof]:
         """Blocks ``[start, end)`` and their proof against the signed length (``end`` is at most
-        the signed length)."""
+        the signed length). With ``max_bytes``, only the first blocks whose sizes add up to at
+        most ``max_bytes`` (always at least one), with the proof of those."""
         ...
 
     def _ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
@@ -470,28 +472,14 @@ class Connection:
 
     def _serve_one(self) -> None:
         """Queue one data message answering the oldest request: as many blocks as fit in the
-        message size limit, found from the sizes of the proof nodes of its first block."""
+        message size limit (a single larger block goes alone)."""
         serving = self._serving[0]
         feed, start, end = serving.feed, serving.cursor, serving.end
         limit = self._max_message_bytes
-        blocks, proof = self._replica._read(feed, start, start + 1)
-        cut = start + 1
-        size = sum(len(block) for block in blocks)
-        if end > cut and size < limit:
-            # the proof nodes right of the block tile [start + 1, signed length) left to right
-            for node in proof.nodes:
-                first, last = merkle.span(node.index)
-                if first < cut:
-                    continue
-                if first != cut or size + node.size > limit:
-                    break
-                if last >= end:
-                    cut = end  # [cut, end) lies inside this node: no more bytes than it has
-                    break
-                size += node.size
-                cut = last
-            if cut > start + 1:
-                blocks, proof = self._replica._read(feed, start, cut)
+        blocks, proof = self._replica._read(feed, start, end, limit)
+        cut = start + len(blocks)
+        if not blocks or cut > end:
+            raise HyperDBError(f"the replica read the wrong blocks of feed {feed.hex()[:16]}")
         if len(blocks) != cut - start or proof.start != start or proof.end != cut:
             raise HyperDBError(f"the replica read the wrong blocks of feed {feed.hex()[:16]}")
         serving.cursor = cut

@@ -114,11 +114,24 @@ class FeedReplica:
             return 0
         return self.feed(feed_key).length
 
-    def _read(self, feed_key: bytes, start: int, end: int) -> tuple[list[bytes], Proof]:
-        self.reads.append((feed_key, start, end))
+    def _read(
+        self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None
+    ) -> tuple[list[bytes], Proof]:
         feed = self.feed(feed_key)
         with self.storage.read() as tx:
-            return feed.get_range(start, end, tx), feed.proof(start, end, tx)
+            if max_bytes is None:
+                blocks = feed.get_range(start, end, tx)
+            else:  # block by block: never more in memory than the budget and one block
+                blocks = []
+                size = 0
+                for seq in range(start, end):
+                    block = feed.get(seq, tx)
+                    size += len(block)
+                    if size > max_bytes and blocks:
+                        break
+                    blocks.append(block)
+            self.reads.append((feed_key, start, start + len(blocks)))
+            return blocks, feed.proof(start, start + len(blocks), tx)
 
     def _ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
         if feed_key not in self.authorized:
