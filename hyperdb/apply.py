@@ -63,9 +63,8 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
             ids = _extend_list(b, feed_id, seq, feed_key, node.feeds)
         if ids is None or (seq == 1 and node.feeds is None):
             raise _bad(feed_key, seq, "a writer's first node must carry its feeds list")
-        if previous is None:
+        if previous is None:  # the previous node's full clock (its own entry included)
             previous = clock_of(b, tx, feed_id, seq - 1) if seq > 1 else {}
-            previous.pop(feed_id, None)
         if ids is not numbering:
             numbering = ids
             own_number = ids.index(feed_id)
@@ -114,8 +113,7 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
             ),
             tuple(changed),
         )
-        previous = full.copy()
-        del previous[feed_id]
+        previous = full
         seq += 1
 
 

@@ -156,6 +156,9 @@ class Database:
         self._cache = NodeCache(cache_size)
         self._watchers: builtins.list[Watcher] = []
         self._feed_lengths: dict[bytes, tuple[int, int]] | None = None
+        self._offered_cache: (
+            tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]] | None
+        ) = None
         with storage.write() as tx:
             stored_key = tx.get("meta", b"key")
             if stored_key is None:
@@ -442,14 +445,22 @@ class Database:
         return lengths
 
     def _offered(self) -> dict[bytes, int]:
-        """Feeds this replica serves: every authorized writer's and its own, by signed length."""
+        """Feeds this replica serves: every authorized writer's and its own, by signed length
+        (a new dict only when a length or the authorized set changed)."""
         self._check_open()
-        authorized = self._state.authorized
-        return {
+        state = self._state
+        lengths = self._lengths()
+        cached = self._offered_cache
+        if cached is not None and cached[0] is state and cached[1] is lengths:
+            return cached[2]
+        authorized = state.authorized
+        offered = {
             key: signed
-            for key, (_, signed) in self._lengths().items()
+            for key, (_, signed) in lengths.items()
             if signed and (key in authorized or key == self.local_key)
         }
+        self._offered_cache = (state, lengths, offered)
+        return offered
 
     def _wanted(self, feed_key: bytes) -> bool:
         """Whether data of feed ``feed_key`` is accepted here: an authorized writer's, not ours."""

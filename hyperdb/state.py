@@ -132,7 +132,8 @@ class StateBuilder:
     def set_clock(self, feed_id: int, seq: int, clock: Mapping[int, int]) -> None:
         """Record the full clock (without the own entry) of node ``seq`` of ``feed_id``."""
         self.clocked.add(feed_id)
-        self.tx.put("clocks", _POINTER.pack(feed_id, seq), encode_clock(clock))
+        others = {f: n for f, n in clock.items() if f != feed_id}
+        self.tx.put("clocks", _POINTER.pack(feed_id, seq), encode_clock(others))
 
     def set_applied(self, feed_id: int, length: int) -> None:
         self.applied[feed_id] = length
