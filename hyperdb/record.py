@@ -232,6 +232,27 @@ def _parse_simple(data: bytes) -> dict[str, Any]:
         raise _NotSimple from None
 
 
+_PLAIN_FIELDS = frozenset("ktvd")
+
+
+def _plain_entry(obj: dict[str, Any]) -> NodeRecord | None:
+    """The record for a directly parsed put or deletion with no clock, feeds list or kind (the
+    usual node), checked; None for any other record (the general checks below decide)."""
+    if not (obj.keys() <= _PLAIN_FIELDS and "k" in obj and "t" in obj):
+        return None
+    key: str = obj["k"]
+    trie: bytes = obj["t"]
+    value: bytes | None = obj.get("v")
+    deleted = "d" in obj
+    if deleted and value is not None:
+        raise EncodingError("node value must be bytes, and absent on deletions")
+    if len(trie) > MAX_TRIE_BYTES or (value is not None and len(value) > MAX_VALUE_BYTES):
+        return None  # let the general checks word the error
+    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        return None
+    return NodeRecord(key, value, deleted, trie, {})
+
+
 def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
     """Decode and validate a node record. ``trusted=True`` is for blocks this store validated when
     they arrived (see :func:`hyperdb.encoding.decode`); every field is still type-checked."""
@@ -241,6 +262,10 @@ def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
             obj = _parse_simple(data)
         except _NotSimple:
             obj = None
+        else:
+            plain = _plain_entry(obj)
+            if plain is not None:
+                return plain
     if obj is None:
         obj = encoding.decode(data, max_size=MAX_RECORD_BYTES, trusted=trusted)
     if not isinstance(obj, dict) or not set(obj) <= _FIELDS or "k" not in obj or "t" not in obj:
