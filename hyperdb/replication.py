@@ -120,7 +120,8 @@ class Connection:
     ``max_requests``) bound what this side asks for at once; ``max_message_bytes`` bounds the
     blocks of each data message it sends.
     ``on_progress(feed key, stored blocks, blocks the peer offers)`` is called after each data
-    message this side stores.
+    message this side stores. ``upload=False`` offers the peer nothing; ``download=False``
+    requests nothing.
 
     Any error (a protocol violation or bad data from the peer, or a failure of the local
     replica) closes the connection: the exception propagates to the caller, a final ``error``
@@ -139,6 +140,8 @@ class Connection:
         max_requests_per_feed: int | None = None,
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
         on_progress: ProgressCallback | None = None,
+        upload: bool = True,
+        download: bool = True,
     ) -> None:
         _check_limit("max_request_blocks", max_request_blocks, MAX_REQUEST_BLOCKS)
         _check_limit("max_requests", max_requests, MAX_OUTSTANDING_REQUESTS)
@@ -146,8 +149,12 @@ class Connection:
             max_requests_per_feed = min(DEFAULT_MAX_REQUESTS_PER_FEED, max_requests)
         _check_limit("max_requests_per_feed", max_requests_per_feed, max_requests)
         _check_limit("max_message_bytes", max_message_bytes, MAX_BLOCK_SIZE)
+        if not isinstance(upload, bool) or not isinstance(download, bool):
+            raise InvalidArgument("upload and download are booleans")
         self.initiator = initiator
         self.live = live
+        self.upload = upload
+        self.download = download
         self.messages_sent: Counter[str] = Counter()
         self.messages_received: Counter[str] = Counter()
         self._replica = replica
@@ -352,7 +359,7 @@ class Connection:
             raise ProtocolError(f"the peer announced more than {MAX_SESSION_FEEDS} feeds")
         offer.update(feeds)
         replica = self._replica
-        wanted = replica._wanted
+        wanted = replica._wanted if self.download else _nothing_wanted
         announced = self._announced.get
         stored = replica._stored_length
         for feed in new:
@@ -414,8 +421,9 @@ class Connection:
             self._dirty = True
 
     def _announce(self) -> None:
-        """Send a have message for every offered feed that is new or grew since last announced."""
-        if not self._peer_hello:
+        """Send a have message for every offered feed that is new or grew since last announced
+        (nothing at all when this side does not upload)."""
+        if not self._peer_hello or not self.upload:
             return
         offer = self._replica._offered()
         announced = self._announced
@@ -438,6 +446,8 @@ class Connection:
 
     def _local_change(self) -> None:
         self._announce()
+        if not self.download:
+            return
         wanted = [feed for feed in self._unwanted if self._replica._wanted(feed)]
         self._unwanted.difference_update(wanted)
         self._lagging.update(wanted)
@@ -515,15 +525,28 @@ def _check_limit(name: str, value: object, high: int) -> None:
         raise InvalidArgument(f"{name} must be an integer in [1, {high}], got {value!r}")
 
 
-def replicate(a: Replica, b: Replica, *, max_rounds: int = DEFAULT_MAX_ROUNDS) -> None:
+def _nothing_wanted(feed_key: bytes) -> bool:
+    return False
+
+
+def replicate(
+    a: Replica,
+    b: Replica,
+    *,
+    upload: bool = True,
+    download: bool = True,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+) -> None:
     """Replicate two replicas in memory until each holds everything of the other it accepts.
 
     Runs a session between two :class:`Connection` objects (``a`` the initiator) by handing each
-    one's output to the other. Raises what either side raises, and :class:`ProtocolError` if the
-    session stalls or has not settled after ``max_rounds`` exchanges.
+    one's output to the other. ``upload=False`` sends nothing of ``a`` to ``b``,
+    ``download=False`` nothing of ``b`` to ``a``. Raises what either side raises, and
+    :class:`ProtocolError` if the session stalls or has not settled after ``max_rounds``
+    exchanges.
     """
-    first = Connection(a, initiator=True)
-    second = Connection(b, initiator=False)
+    first = Connection(a, initiator=True, upload=upload, download=download)
+    second = Connection(b, initiator=False, upload=download, download=upload)
     for _ in range(max_rounds):
         moved = False
         for sender, receiver in ((first, second), (second, first)):

@@ -42,5 +42,5 @@ def test_writers_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     report = last_json(capsys)
     names = [r["name"] for r in report["results"]]  # type: ignore[union-attr]
     assert names[0] == "converge 3 writers x 3 keys (full mesh)"
-    assert names[3] == "converge 4 writers x 3 keys (star)"
+    assert names[3] == "converge 4 writers x 3 keys (into one replica)"
     assert "open a 4-writer database" in names

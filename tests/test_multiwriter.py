@@ -348,3 +348,14 @@ def test_a_connection_refuses_tampered_data_and_the_store_is_unchanged(pair, tam
             receiver.receive_data(outgoing)
         sender.receive_data(receiver.data_to_send())
     raise AssertionError("no data message was sent")
+
+
+def test_one_way_replication(pair) -> None:
+    a, b = authorized_pair(pair)
+    a.put("from/a", "1")
+    b.put("from/b", "2")
+    hyperdb.replicate(a, b, upload=False)  # a only downloads
+    assert values(a.get("from/b")) == ["2"] and b.get("from/a") == []
+    hyperdb.replicate(a, b, download=False)  # a only uploads
+    assert values(b.get("from/a")) == ["1"]
+    assert a.version() == b.version()
