@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import struct
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 
 from hyperdb.errors import CorruptionError
@@ -96,15 +96,17 @@ class StateBuilder:
     def __init__(self, state: State, tx: WriteTxn) -> None:
         self.base = state
         self.tx = tx
-        self.feeds = dict(state.feeds)
-        self.ids = dict(state.ids)
+        # read-mostly tables are shared with the base state until the first change (copy on
+        # write: most transactions change none of them)
+        self.feeds: Mapping[int, Feed] = state.feeds
+        self.ids: Mapping[bytes, int] = state.ids
+        self.authorized: Set[bytes] = state.authorized
+        self.edges: Mapping[bytes, frozenset[bytes]] = state.edges
+        self.lists: Mapping[int, array[int]] = state.lists
+        self.clocked: Set[int] = state.clocked
         self.applied = dict(state.applied)
         self.heads: dict[int, int] = dict(state.heads)
         """Feed id -> seq of its head (at most one head per feed)."""
-        self.authorized = set(state.authorized)
-        self.edges = dict(state.edges)
-        self.lists = dict(state.lists)
-        self.clocked = set(state.clocked)
         self.writer_clock = state.writer_clock
         self.stalled = set(state.stalled)
         self.new_feeds: list[Feed] = []
@@ -120,18 +122,19 @@ class StateBuilder:
                 self.base.feeds[self.base.local_id].storage, key, create=True, txn=self.tx
             )
             feed_id = feed.id
-            self.feeds[feed_id] = feed
-            self.ids[key] = feed_id
+            self.feeds = {**self.feeds, feed_id: feed}
+            self.ids = {**self.ids, key: feed_id}
             self.new_feeds.append(feed)
         return feed_id
 
     def set_list(self, feed_id: int, ids: array[int]) -> None:
-        self.lists[feed_id] = ids
+        self.lists = {**self.lists, feed_id: ids}
         self.tx.put("lists", _ID.pack(feed_id), struct.pack(f">{len(ids)}I", *ids))
 
     def set_clock(self, feed_id: int, seq: int, clock: Mapping[int, int]) -> None:
         """Record the full clock (without the own entry) of node ``seq`` of ``feed_id``."""
-        self.clocked.add(feed_id)
+        if feed_id not in self.clocked:
+            self.clocked = self.clocked | {feed_id}
         others = {f: n for f, n in clock.items() if f != feed_id}
         self.tx.put("clocks", _POINTER.pack(feed_id, seq), encode_clock(others))
 
@@ -146,12 +149,15 @@ class StateBuilder:
         added = [key for key in keys if key not in known]
         if not added:
             return []
-        self.edges[authorizer] = known | frozenset(added)
+        self.edges = {**self.edges, authorizer: known | frozenset(added)}
         for key in added:
             self.tx.put("auth", _ID.pack(authorizer_id) + key, b"")
         if authorizer not in self.authorized:
             return []
-        return _close(self.authorized, self.edges, added)
+        authorized = set(self.authorized)
+        newly = _close(authorized, self.edges, added)
+        self.authorized = authorized
+        return newly
 
     def set_heads(self, heads: dict[int, int]) -> None:
         """Record the heads (feed id -> seq). The usual heads, only the local writer's latest
