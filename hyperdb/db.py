@@ -480,17 +480,7 @@ class Database:
             raise NotFound(f"no feed {feed_key.hex()[:16]} here")
         feed = self._state.feeds[feed_id]
         with self._storage.read() as tx:
-            if max_bytes is None:
-                blocks = feed.get_range(start, end, tx)
-            else:  # block by block: never more in memory than the budget and one block
-                blocks = []
-                size = 0
-                for seq in range(start, end):
-                    block = feed.get(seq, tx)
-                    size += len(block)
-                    if size > max_bytes and blocks:
-                        break
-                    blocks.append(block)
+            blocks = feed.get_range(start, end, tx, max_bytes=max_bytes)
             return blocks, feed.proof(start, start + len(blocks), tx)
 
     def _ingest(self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof) -> bool:

@@ -280,8 +280,12 @@ class Feed:
             raise NotFound(f"feed {self.key.hex()[:16]} has no block {seq}")
         return block
 
-    def get_range(self, start: int, end: int, txn: ReadTxn | None = None) -> list[bytes]:
-        """Blocks ``[start, end)``; raises :class:`NotFound` if any is missing."""
+    def get_range(
+        self, start: int, end: int, txn: ReadTxn | None = None, *, max_bytes: int | None = None
+    ) -> list[bytes]:
+        """Blocks ``[start, end)``; raises :class:`NotFound` if any is missing. With
+        ``max_bytes``, only the first of them whose sizes add up to at most ``max_bytes``
+        (always at least one): no more is read than that and one block."""
         _check_seq(start)
         _check_seq(end)
         with _reading(self.storage, txn) as tx:
@@ -289,7 +293,21 @@ class Feed:
                 "feed_log", start=_ROW.pack(self.id, start, 0), stop=_ROW.pack(self.id, end, 0)
             )
             # parent nodes sit between the blocks: keep the rows whose last key byte is 0
-            blocks = [value for key, value in rows if not key[-1]] if end > start else []
+            blocks: list[bytes] = []
+            if end > start and max_bytes is None:
+                blocks = [value for key, value in rows if not key[-1]]
+            elif end > start:
+                budget: int = max_bytes
+                size = 0
+                for key, value in rows:
+                    if key[-1]:
+                        continue
+                    if _ROW.unpack(key)[1] != start + len(blocks):
+                        break  # a block is missing: reported below
+                    size += len(value)
+                    if size > budget and blocks:
+                        return blocks
+                    blocks.append(value)
         if len(blocks) != max(0, end - start):
             raise NotFound(f"feed {self.key.hex()[:16]} does not hold blocks [{start}, {end})")
         return blocks

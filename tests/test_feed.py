@@ -450,3 +450,11 @@ def test_verify_finds_damage(storage: Storage) -> None:
         assert txn.delete("feed_log", parent)
     with pytest.raises(CorruptionError):
         feed.verify()
+
+
+def test_get_range_within_a_byte_budget(storage: Storage) -> None:
+    feed = Feed.create(storage, MemoryKeyStore())
+    feed.append_batch([bytes([i]) * (i + 1) for i in range(10)])  # sizes 1..10
+    assert feed.get_range(0, 10, max_bytes=6) == [b"\x00", b"\x01" * 2, b"\x02" * 3]
+    assert feed.get_range(9, 10, max_bytes=1) == [b"\x09" * 10]  # one block even if larger
+    assert feed.get_range(2, 5, max_bytes=10**6) == feed.get_range(2, 5)

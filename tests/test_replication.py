@@ -119,17 +119,7 @@ class FeedReplica:
     ) -> tuple[list[bytes], Proof]:
         feed = self.feed(feed_key)
         with self.storage.read() as tx:
-            if max_bytes is None:
-                blocks = feed.get_range(start, end, tx)
-            else:  # block by block: never more in memory than the budget and one block
-                blocks = []
-                size = 0
-                for seq in range(start, end):
-                    block = feed.get(seq, tx)
-                    size += len(block)
-                    if size > max_bytes and blocks:
-                        break
-                    blocks.append(block)
+            blocks = feed.get_range(start, end, tx, max_bytes=max_bytes)
             self.reads.append((feed_key, start, start + len(blocks)))
             return blocks, feed.proof(start, start + len(blocks), tx)
 
