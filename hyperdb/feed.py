@@ -296,8 +296,8 @@ class Feed:
             blocks: list[bytes] = []
             if end > start and max_bytes is None:
                 blocks = [value for key, value in rows if not key[-1]]
-            elif end > start:
-                budget: int = max_bytes
+            elif end > start and max_bytes is not None:
+                budget = max_bytes
                 size = 0
                 for key, value in rows:
                     if key[-1]:
