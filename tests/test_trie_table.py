@@ -19,8 +19,10 @@ from trie import (
     TrieTable,
     pointer,
 )
+from trie.table import _decode, _lazy_row, _scan
 
 P = pointer
+Entry = tuple[int, int, list[Pointer]]
 
 
 def table(*entries: tuple[int, int, list[Pointer]]) -> TrieTable:
@@ -310,3 +312,82 @@ def test_lazily_decoded_rows_match_the_built_table() -> None:
     assert decoded.row(1) is None and decoded.positions == built.positions
     assert decoded == built and hash(decoded) == hash(built) and list(decoded) == list(built)
     assert decoded.encode() == built.encode() and not decoded.forked
+
+
+@given(varied_entries)
+def test_row_offsets_index_the_encoding(items: list[tuple[int, int, list[Pointer]]]) -> None:
+    """``_index``: the encoding and where each row starts in it, the same for a table built from
+    rows and for the table decoded from its bytes (lazily or not)."""
+    value = TrieTable(items)
+    data, offsets = value._index()
+    assert data == value.encode() == reference_encode(value)
+    assert tuple(offsets) == value.positions
+    ends = [*offsets.values(), len(data)][1:]
+    for (position, start), end in zip(offsets.items(), ends, strict=True):
+        row = value.row(position)
+        assert row is not None
+        assert data[start:end] == reference_encode(TrieTable(entries_of(position, row)))
+        if not value.forked:
+            assert _lazy_row(data, start) == row
+    decoded = TrieTable.decode(data)
+    assert decoded._index() == (data, offsets)
+    assert list(decoded) == list(value) and decoded._index() == (data, offsets)
+
+
+def entries_of(position: int, row: tuple[tuple[Pointer, ...], ...]) -> list[Entry]:
+    return [(position, bucket, list(pointers)) for bucket, pointers in enumerate(row) if pointers]
+
+
+def test_lazily_decoded_tables_keep_their_offsets_once_fully_decoded() -> None:
+    built = table((0, 1, [P(0, 5)]), (2, 0, [P(3, 200)]), (130, 4, [P(1, 20000)]))
+    decoded = TrieTable.decode(built.encode())
+    index = decoded._index()
+    assert list(decoded) == list(built)  # decodes every row
+    assert decoded._index() == index == built._index()
+    assert decoded.row(2) == built.row(2) and decoded.row(1) is None
+
+
+small_limits = st.builds(
+    TrieLimits,
+    max_path_length=st.sampled_from([0x80, 200, 16_384, 65_537]),
+    max_positions=st.integers(1, 6),
+    max_bucket_pointers=st.integers(1, 3),
+    max_total_pointers=st.integers(1, 12),
+    max_feed=st.sampled_from([64, 65, 8192, 65_536]),
+    max_seq=st.sampled_from([1 << 21, (1 << 21) + 5, 1 << 48]),
+)
+
+
+def check_scan(data: bytes, limits: TrieLimits) -> dict[int, int] | None:
+    """``_scan`` accepts only what the strict decoder accepts, and finds the same rows."""
+    offsets = _scan(data, limits)
+    if offsets is not None:
+        rows, forked = _decode(data, limits)
+        assert not forked and tuple(offsets) == tuple(rows)
+        for position, start in offsets.items():
+            assert _lazy_row(data, start) == rows[position]
+    return offsets
+
+
+@given(st.binary(max_size=60), st.one_of(st.just(TrieLimits()), small_limits))
+def test_the_lazy_scan_is_as_strict_as_the_decoder(data: bytes, limits: TrieLimits) -> None:
+    check_scan(data, limits)
+
+
+@given(varied_entries, st.one_of(st.just(TrieLimits()), small_limits))
+def test_tables_of_one_pointer_per_bucket_decode_lazily(
+    items: list[tuple[int, int, list[Pointer]]], limits: TrieLimits
+) -> None:
+    first = {(position, bucket): pointers[:1] for position, bucket, pointers in reversed(items)}
+    value = TrieTable((*place, pointers) for place, pointers in first.items())
+    assert not value.forked
+    data = value.encode()
+    offsets = check_scan(data, limits)
+    try:
+        decoded = TrieTable.decode(data, limits=limits)
+    except TrieLimitError:
+        assert offsets is None
+        return
+    assert decoded == value and list(decoded) == list(value)
+    if limits == TrieLimits():
+        assert offsets == value._index()[1]  # every valid table of this shape is scanned

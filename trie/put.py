@@ -15,17 +15,30 @@ the common case, one head and no fork on the path (every single-writer put), the
 the next node is taken directly instead of through the heap, nothing needs remembering as
 visited (nothing after a node leads back to it), the contributed positions are disjoint and
 ascending so the rows need no merging or sorting, and when no visited table holds a bucket of
-several pointers (:attr:`TrieTable.forked`) nothing needs pruning either. Forks, several heads and
-collisions take the same walk with merging, sorting and pruning at the end; the result is the same
-function of the heads (``tests/test_trie_put_reference.py`` checks it against a plain
-transcription of the spec).
+several pointers (:attr:`TrieTable.forked`) nothing needs pruning either.
+
+That case takes a faster road still (:func:`_chain`): rows arrive in ascending positions, so the
+result's encoding is written during the walk, straight from the visited tables' encodings. The
+rows a node keeps are copied as one byte slice; the row where it leaves the path is cut from its
+bytes (the followed bucket dropped, the node's own pointer added; :data:`_SPLITS` says how for
+every bitfield and pair of digits); and the result is a lazily decoded table over the bytes, whose
+rows the next walk reads the same way without ever building their tuples. Where the chain meets a
+fork, several colliding keys or a table breaking its shape, it hands over to the general walk.
+
+Forks, several heads and collisions take the general walk with merging, sorting and pruning at the
+end; every road gives the same function of the heads, byte for byte
+(``tests/test_trie_put_reference.py`` checks it against a plain transcription of the spec,
+``tests/test_trie_put_chain.py`` the chain against both).
 """
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from heapq import heappop, heappush
+from operator import itemgetter
+from typing import Any, cast
 
 from trie.errors import TrieArgumentError
 from trie.node import N, clock_at
@@ -38,6 +51,10 @@ from trie.table import (
     Pointer,
     Row,
     TrieTable,
+    _encode,
+    _read_varint,
+    _varint,
+    lazy_table,
     table_from_rows,
 )
 
@@ -53,6 +70,10 @@ def prepare_put(
         raise TrieArgumentError("a put path must end with the terminator")
     if not heads:
         return EMPTY_TABLE
+    if len(heads) == 1:
+        table = _chain(key, path, heads[0], load)
+        if table is not None:
+            return table
     last = len(path) - 1
     # the new path's digits before the terminator as one integer: a node leaves the path where
     # the integer of its own digits first differs
@@ -207,6 +228,244 @@ def prepare_put(
     if not prune:
         return table_from_rows(rows, forked=False)
     return table_from_rows(_pruned(rows, last, fetch))
+
+
+def _chain(key: str, path: bytes, head: N, load: Callable[[Pointer], N]) -> TrieTable | None:
+    """The walk of :func:`prepare_put` from one head while it is a chain whose contributed rows
+    hold one pointer per bucket (every single-writer put), building the result's encoding as it
+    goes; ``None`` where that does not hold (a fork, several colliding keys, a table breaking its
+    shape), for the general walk to take over.
+
+    The rows of a chain are contributed in ascending positions and need no pruning, so the
+    encoding is written in order: the rows a node keeps are copied as one slice of its table's
+    encoding, the row where it leaves the path is rewritten from its bytes (the followed bucket
+    dropped, the node's own pointer added), and the result is a lazily decoded table over those
+    bytes. It equals what the general walk builds, byte for byte."""
+    out = bytearray()
+    offsets: dict[int, int] = {}
+    node = head
+    start = 0
+    own_bytes = _pointer_bytes(head.feed, head.seq)
+    size = len(path)
+    last = size - 1
+    # the new path as one integer: a node leaves the path where the integer of its own path first
+    # differs
+    whole = int.from_bytes(path, "big")
+    from_bytes = int.from_bytes
+    splits = _SPLITS
+    headers = _HEADERS
+    while True:
+        own = node.path
+        # the split: the first position where the node leaves the new path, at most ``last``
+        end = len(own)
+        if end == size:
+            differs = from_bytes(own, "big") ^ whole
+            split = size - ((differs.bit_length() + 7) >> 3) if differs else last
+        else:
+            if end > last:
+                differs = from_bytes(own[:last], "big") ^ (whole >> 8)
+                end = last
+            else:
+                differs = from_bytes(own, "big") ^ (whole >> ((size - end) << 3))
+            split = end - ((differs.bit_length() + 7) >> 3) if differs else end
+        if split < start:
+            break  # a pointer to a node whose path does not start with its bucket's prefix
+        table = node.trie
+        rows = table._offsets
+        if rows is None or table._forked:  # not yet indexed, or forked
+            if table._forked and _forks(table, start, split):
+                return None
+            data, rows = table._index()
+        else:
+            data = table._encoded  # type: ignore[assignment]  # set with the offsets
+        if split > start:
+            # the rows where the node stays on the new path, copied whole unless one holds the
+            # new path's own digit (empty in an honest table)
+            positions = table._positions
+            high = bisect_left(positions, split)
+            if high and positions[high - 1] >= start:
+                low = high - 1
+                position = positions[low]
+                begin = rows[position]
+                if position < 0x80 and (low == 0 or positions[low - 1] < start):  # one row
+                    if data[begin + 1] >> path[position] & 1:
+                        return None
+                    offsets[position] = len(out)
+                else:
+                    while low and positions[low - 1] >= start:
+                        low -= 1
+                    begin = rows[positions[low]]
+                    shift = len(out) - begin
+                    for index in range(low, high):
+                        position = positions[index]
+                        offset = rows[position]
+                        if data[offset + _varint_size(position)] >> path[position] & 1:
+                            return None
+                        offsets[position] = offset + shift
+                stop = rows[positions[high]] if high < len(positions) else len(data)
+                out += data[begin:stop]
+        if split == last:
+            return _chain_end(key, path, last, node, table, own_bytes, out, offsets, load)
+        # the node leaves the new path here: its row there without the bucket we follow, with
+        # the node itself in its own digit's bucket
+        at = rows.get(split)
+        offsets[split] = len(out)
+        if at is not None and split < 0x80:
+            match, taken, pick, bits = splits[data[at + 1]][path[split]][own[split]]
+            buckets = match(data, at + 2).groups()
+            out += b"".join(pick((headers[split][bits], *buckets, own_bytes)))
+        elif at is None:  # no row there: just the node
+            if split < 0x80:
+                out += headers[split][1 << own[split]]
+            else:
+                out += _varint(split)
+                out.append(1 << own[split])
+            out += own_bytes
+            break
+        else:
+            at += _varint_size(split)
+            match, taken, pick, bits = splits[data[at]][path[split]][own[split]]
+            buckets = match(data, at + 1).groups()
+            out += b"".join(pick((_varint(split) + bytes((bits,)), *buckets, own_bytes)))
+        if taken < 0:
+            break
+        own_bytes = buckets[taken]
+        length = len(own_bytes)
+        if length == 3 and own_bytes[0] < 0x80:
+            node = load((own_bytes[0] >> 1, (own_bytes[1] & 0x7F) | own_bytes[2] << 7))
+        elif length == 4 and own_bytes[0] < 0x80:
+            node = load(
+                (
+                    own_bytes[0] >> 1,
+                    (own_bytes[1] & 0x7F) | (own_bytes[2] & 0x7F) << 7 | own_bytes[3] << 14,
+                )
+            )
+        elif length == 2:
+            node = load((own_bytes[0] >> 1, own_bytes[1]))
+        else:
+            node = load(_read_pointer(own_bytes, 0))
+        start = split + 1
+    return lazy_table(bytes(out), offsets)  # never empty: the head contributes its row
+
+
+# A bucket of one pointer is two varints (its feed word, without the ``more`` bit, and its seq);
+# ``_BUCKETS[count]`` matches the buckets of a row holding ``count`` of them, each as a group
+_ONE_POINTER = rb"([\x80-\xff]*+[\x00-\x7f][\x80-\xff]*+[\x00-\x7f])"
+# (the buckets of a row of a table without forks always match: typed as such)
+_BUCKETS = [
+    cast(Callable[[bytes, int], re.Match[bytes]], re.compile(_ONE_POINTER * count).match)
+    for count in range(BUCKETS + 1)
+]
+
+
+def _split_recipe(
+    bits: int, target: int, digit: int
+) -> tuple[Callable[[bytes, int], re.Match[bytes]], int, itemgetter[Any], int]:
+    """How :func:`_chain` rewrites a row with bitfield ``bits`` where the node (own digit
+    ``digit``) leaves a path going on with ``target``: the matcher of the row's buckets, the index
+    of the followed bucket among them (-1: none), the picker of the new row's parts (in order)
+    from the new row's header, the row's buckets and the node's pointer, and the new bitfield."""
+    present = [bucket for bucket in range(BUCKETS) if bits >> bucket & 1]
+    taken = present.index(target) if target in present else -1
+    order = [0]  # the header
+    order += [
+        len(present) + 1 if bucket == digit else present.index(bucket) + 1
+        for bucket in sorted({*present, digit})
+        if bucket != target
+    ]
+    new_bits = (bits | 1 << digit) & ~(1 << target)
+    return _BUCKETS[len(present)], taken, itemgetter(*order), new_bits
+
+
+# by bitfield, the new path's digit and the node's digit (the same digit never happens)
+_SPLITS = [
+    [[_split_recipe(bits, target, digit) for digit in range(BUCKETS)] for target in range(4)]
+    for bits in range(1 << BUCKETS)
+]
+
+# the first two bytes of a row by position (below 0x80) and bitfield
+_HEADERS = [[bytes((position, bits)) for bits in range(1 << BUCKETS)] for position in range(0x80)]
+
+
+def _chain_end(
+    key: str,
+    path: bytes,
+    last: int,
+    node: N,
+    table: TrieTable,
+    own_bytes: bytes,
+    out: bytearray,
+    offsets: dict[int, int],
+    load: Callable[[Pointer], N],
+) -> TrieTable | None:
+    """The end of :func:`_chain` at the terminator position (as in :func:`prepare_put`)."""
+    row = table.row(last)
+    digit = node.path[last]
+    buckets = list(row) if row is not None else _EMPTY_ROW[:]
+    if digit == TERMINATOR:
+        arrived: list[N] = [node]
+    else:
+        buckets[digit] = (_read_pointer(own_bytes, 0),)
+        arrived = [load(pointer) for pointer in row[TERMINATOR]] if row is not None else []
+    colliding: list[Pointer] = []
+    for candidate in arrived:
+        if candidate.key != key and candidate.path == path:
+            colliding.append((candidate.feed, candidate.seq))
+        for pointer in candidate.trie.get(last, TERMINATOR):
+            other = load(pointer)
+            if other.key != key and other.path == path:
+                colliding.append(pointer)
+    if len(colliding) > 1:
+        return None  # several colliding keys: pruned by key in the general walk
+    buckets[TERMINATOR] = tuple(colliding)
+    if any(buckets):
+        b0, b1, b2, b3, b4 = buckets
+        offsets[last] = len(out)
+        out += _encode({last: (b0, b1, b2, b3, b4)})
+    return lazy_table(bytes(out), offsets) if out else EMPTY_TABLE
+
+
+def _forks(table: TrieTable, start: int, split: int) -> bool:
+    """Whether a row of ``table`` at a position in ``[start, split]`` holds several pointers in
+    one bucket."""
+    for position in table._positions:
+        if start <= position <= split:
+            row = table.row(position)
+            assert row is not None
+            if any(len(pointers) > 1 for pointers in row):
+                return True
+    return False
+
+
+def _varint_size(value: int) -> int:
+    """The length of the varint of ``value``."""
+    return (value.bit_length() + 6) // 7 or 1
+
+
+def _pointer_bytes(feed: int, seq: int) -> bytes:
+    """The encoding of a bucket holding just ``(feed, seq)``."""
+    word = feed * 2
+    if word < 0x80:
+        if seq < 0x80:
+            return bytes((word, seq))
+        if seq < 0x4000:
+            return bytes((word, (seq & 0x7F) | 0x80, seq >> 7))
+        if seq < 0x200000:
+            return bytes((word, (seq & 0x7F) | 0x80, (seq >> 7 & 0x7F) | 0x80, seq >> 14))
+    return _varint(word) + _varint(seq)
+
+
+def _read_pointer(data: bytes, index: int) -> Pointer:
+    """The pointer encoded at ``data[index]`` (a valid encoding)."""
+    word = data[index]
+    if word < 0x80:
+        index += 1
+    else:
+        word, index = _read_varint(data, index)
+    seq = data[index]
+    if seq >= 0x80:
+        seq, index = _read_varint(data, index)
+    return (word >> 1, seq)
 
 
 def _replace(row: Row, bucket: int, pointers: Bucket) -> Row:

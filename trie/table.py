@@ -91,13 +91,16 @@ class TrieTable:
     position ``i`` (empty when absent). Build one from entries, by decoding, or with
     :func:`trie.put.prepare_put`."""
 
-    __slots__ = ("_encoded", "_forked", "_offsets", "_positions", "_rows")
+    __slots__ = ("_encoded", "_forked", "_lazy", "_offsets", "_positions", "_rows")
 
     _rows: dict[int, Row]
-    """Every row, ascending; while ``_offsets`` is set (a lazily decoded table), only the rows
-    decoded so far, in any order."""
+    """Every row, ascending; while ``_lazy``, only the rows decoded so far, in any order."""
     _offsets: dict[int, int] | None
-    """For a lazily decoded table, the offset in ``_encoded`` of each row's bitfield."""
+    """When known, the offset in ``_encoded`` where each row starts, by position (ascending):
+    always for a lazily decoded table, and once :meth:`_index` has run. :mod:`trie.put` copies
+    rows from the encoding through it."""
+    _lazy: bool
+    """Whether rows are decoded from ``_encoded`` on demand (``_rows`` may be incomplete)."""
     _positions: tuple[int, ...]
     _encoded: bytes | None
     _forked: bool
@@ -128,6 +131,7 @@ class TrieTable:
     def _set(self, rows: dict[int, Row], encoded: bytes | None, forked: bool | None) -> None:
         self._rows = rows
         self._offsets = None
+        self._lazy = False
         self._positions = tuple(rows)
         self._encoded = encoded
         if forked is None:
@@ -146,19 +150,30 @@ class TrieTable:
 
     def _all(self) -> dict[int, Row]:
         """Every row, ascending (decoding the rows of a lazily decoded table not decoded yet)."""
-        offsets = self._offsets
-        if offsets is None:
+        if not self._lazy:
             return self._rows
+        offsets = self._offsets
         done = self._rows
         data = self._encoded
-        assert data is not None
+        assert data is not None and offsets is not None
         rows = {
             position: done.get(position) or _lazy_row(data, offset)
             for position, offset in offsets.items()
         }
         self._rows = rows
-        self._offsets = None
+        self._lazy = False
         return rows
+
+    def _index(self) -> tuple[bytes, dict[int, int]]:
+        """The encoding and the offset where each row starts in it (computed once)."""
+        offsets = self._offsets
+        encoded = self._encoded
+        if offsets is None or encoded is None:
+            offsets = {}
+            encoded = _encode(self._rows, offsets)  # canonical: equal to ``_encoded`` if set
+            self._encoded = encoded
+            self._offsets = offsets
+        return encoded, offsets
 
     # --- queries ----------------------------------------------------------------------------------
 
@@ -170,10 +185,10 @@ class TrieTable:
     def row(self, position: int) -> Row | None:
         """The five buckets at ``position``, or ``None`` when all are empty."""
         row = self._rows.get(position)
-        if row is None and self._offsets is not None:
+        if row is None and self._lazy:
+            assert self._offsets is not None and self._encoded is not None
             offset = self._offsets.get(position)
             if offset is not None:
-                assert self._encoded is not None
                 row = self._rows[position] = _lazy_row(self._encoded, offset)
         return row
 
@@ -277,7 +292,7 @@ class TrieTable:
             return self.remap(feed_map).encode()
         encoded = self._encoded
         if encoded is None:
-            encoded = self._encoded = _encode(self._rows)
+            encoded = self._index()[0]
         return encoded
 
     @classmethod
@@ -298,12 +313,7 @@ class TrieTable:
         data = bytes(data)
         offsets = _scan(data, limits)
         if offsets is not None:
-            table = cls.__new__(cls)
-            table._rows = {}
-            table._offsets = offsets
-            table._positions = tuple(offsets)
-            table._encoded = data
-            table._forked = False
+            table = lazy_table(data, offsets)
             return table if feed_map is None else table.remap(feed_map)
         rows, forked = _decode(data, limits)
         table = cls._canonical(rows, data, forked)
@@ -328,6 +338,23 @@ def _row(buckets: Iterable[Bucket]) -> Row:
 
 
 EMPTY_TABLE = TrieTable._canonical({}, b"", False)
+
+
+def lazy_table(encoded: bytes, offsets: dict[int, int]) -> TrieTable:
+    """A lazily decoded table over ``encoded``, a valid canonical encoding with one pointer per
+    bucket whose rows start at ``offsets`` (by position, ascending). For the algorithms of this
+    package: nothing is checked."""
+    table = _new_table(TrieTable)
+    table._rows = {}
+    table._offsets = offsets
+    table._lazy = True
+    table._positions = tuple(offsets)
+    table._encoded = encoded
+    table._forked = False
+    return table
+
+
+_new_table = object.__new__
 
 
 def table_from_rows(rows: dict[int, Row], forked: bool | None = None) -> TrieTable:
@@ -359,7 +386,9 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _encode(rows: dict[int, Row]) -> bytes:
+def _encode(rows: dict[int, Row], offsets: dict[int, int] | None = None) -> bytes:
+    """The encoding of ``rows``; with ``offsets``, records there the offset where each row
+    starts."""
     out = bytearray()
     add = out.append
     set_buckets = _SET_BUCKETS
@@ -372,6 +401,8 @@ def _encode(rows: dict[int, Row]) -> bytes:
             | (8 if b3 else 0)
             | (16 if b4 else 0)
         )
+        if offsets is not None:
+            offsets[position] = len(out)
         if position < 0x80:
             add(position)
         else:
@@ -404,6 +435,19 @@ def _encode(rows: dict[int, Row]) -> bytes:
     return bytes(out)
 
 
+def _read_varint(data: bytes, index: int) -> tuple[int, int]:
+    """The varint at ``data[index]`` of a valid encoding and the index after it (unchecked)."""
+    value = 0
+    shift = 0
+    while True:
+        byte = data[index]
+        index += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, index
+        shift += 7
+
+
 def _long_varint(data: bytes, index: int) -> tuple[int, int]:
     """The varint at ``data[index]`` (a byte ``>= 0x80``) and the index after it, strictly:
     minimal, below 2^64, at most 10 bytes. Raises ``IndexError`` when truncated."""
@@ -426,11 +470,13 @@ def _long_varint(data: bytes, index: int) -> tuple[int, int]:
 
 
 def _scan(data: bytes, limits: TrieLimits) -> dict[int, int] | None:
-    """The offset of each row's bitfield in ``data`` by position, when ``data`` is a valid table
-    of the common shape: positions below 128, one pointer per bucket, feeds below 64 and seqs below
-    2^21 (the varints :func:`_lazy_row` reads). ``None`` for anything else, valid or not, which
-    :func:`_decode` then parses (and rejects with its precise error). Builds nothing per pointer:
-    rows are decoded on demand."""
+    """The offset where each row starts in ``data`` by position, when ``data`` is a valid table
+    with one pointer per bucket (the common shape: a table of one writer, or without concurrent
+    writes). ``None`` for anything else, valid or not, which :func:`_decode` then parses (and
+    rejects with its precise error). Builds nothing per pointer: rows are decoded on demand.
+
+    The varints of the common values are checked inline: positions below 128, feed words below
+    128 (feeds below 64), seqs below 2^21; longer ones by :func:`_checked_varint`."""
     if not (
         limits.max_path_length > 0x7F
         and limits.max_feed >= 0x40
@@ -446,30 +492,45 @@ def _scan(data: bytes, limits: TrieLimits) -> dict[int, int] | None:
     index = 0
     try:
         while index < end:
+            start = index
             position = data[index]
-            bits = data[index + 1]
-            if not (previous < position < 0x80 and 0 < bits < 0x20):
+            if position < 0x80:
+                index += 1
+            else:
+                position, index = _checked_varint(data, index)
+                if not 0 <= position < limits.max_path_length:
+                    return None
+            bits = data[index]
+            if not (previous < position and 0 < bits < 0x20):
                 return None
-            offsets[position] = index + 1
+            offsets[position] = start
             previous = position
-            index += 2
+            index += 1
             buckets = set_buckets[bits]
             total += len(buckets)
             for _ in buckets:
                 word = data[index]
-                if word >= 0x80 or word & 1:
-                    return None
-                seq = data[index + 1]
-                if seq < 0x80:
-                    index += 2
-                    continue
-                second = data[index + 2]
-                if 0 < second < 0x80:
-                    index += 3
-                elif second >= 0x80 and 0 < data[index + 3] < 0x80:
-                    index += 4
+                if word < 0x80:
+                    index += 1
                 else:
-                    return None
+                    word, index = _checked_varint(data, index)
+                    if not 0 <= word < limits.max_feed * 2:
+                        return None
+                if word & 1:
+                    return None  # several pointers in the bucket
+                seq = data[index]
+                if seq < 0x80:
+                    index += 1
+                    continue
+                second = data[index + 1]
+                if 0 < second < 0x80:
+                    index += 2
+                elif second >= 0x80 and 0 < data[index + 2] < 0x80:
+                    index += 3
+                else:
+                    seq, index = _checked_varint(data, index)
+                    if not 0 <= seq < limits.max_seq:
+                        return None
     except IndexError:
         return None
     if len(offsets) > limits.max_positions or total > limits.max_total_pointers:
@@ -477,24 +538,43 @@ def _scan(data: bytes, limits: TrieLimits) -> dict[int, int] | None:
     return offsets
 
 
+def _checked_varint(data: bytes, index: int) -> tuple[int, int]:
+    """The varint at ``data[index]`` and the index after it, or ``(-1, index)`` unless it is
+    minimal, below 2^64 and at most 10 bytes long (:func:`_long_varint` without raising; an
+    ``IndexError`` when truncated)."""
+    try:
+        return _long_varint(data, index)
+    except TrieDecodeError:
+        return -1, index
+
+
 def _lazy_row(data: bytes, index: int) -> Row:
-    """The row whose bitfield is at ``data[index]``, of a table :func:`_scan` accepted."""
+    """The row starting at ``data[index]`` of a valid encoding with one pointer per bucket (a
+    table :func:`_scan` accepted, or one :mod:`trie.put` built)."""
     row: list[Bucket] = [EMPTY_BUCKET] * BUCKETS
-    index += 1
+    while data[index] & 0x80:  # the position
+        index += 1
+    index += 2
     for bucket in _SET_BUCKETS[data[index - 1]]:
-        feed = data[index] >> 1
-        seq = data[index + 1]
-        if seq < 0x80:
-            index += 2
+        word = data[index]
+        if word < 0x80:
+            index += 1
         else:
-            second = data[index + 2]
+            word, index = _read_varint(data, index)
+        seq = data[index]
+        if seq < 0x80:
+            index += 1
+        else:
+            second = data[index + 1]
             if second < 0x80:
                 seq = (seq & 0x7F) | second << 7
+                index += 2
+            elif data[index + 2] < 0x80:
+                seq = (seq & 0x7F) | (second & 0x7F) << 7 | data[index + 2] << 14
                 index += 3
             else:
-                seq = (seq & 0x7F) | (second & 0x7F) << 7 | data[index + 3] << 14
-                index += 4
-        row[bucket] = ((feed, seq),)
+                seq, index = _read_varint(data, index)
+        row[bucket] = ((word >> 1, seq),)
     b0, b1, b2, b3, b4 = row
     return (b0, b1, b2, b3, b4)
 
