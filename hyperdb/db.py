@@ -60,7 +60,7 @@ from hyperdb.view import (
 )
 
 TABLES = (*FEED_TABLES, *state_module.STATE_TABLES, "meta", "index")
-DEFAULT_CACHE_SIZE = 1 << 15
+DEFAULT_CACHE_SIZE = 1 << 16
 _Op = tuple[str, bytes | None, bool]  # normalized key, encoded value, deleted
 
 
@@ -78,7 +78,7 @@ def open(
     ``key`` (bytes or hex) opens a new replica of an existing database with its own writer; an
     existing directory must belong to that database. ``durable=False`` skips the fsync of each
     commit: a crash of the process still loses nothing, an OS crash or power loss may lose the
-    last writes. ``cache_size`` bounds the decoded nodes kept in memory (about 3 KB each): more
+    last writes. ``cache_size`` bounds the decoded nodes kept in memory (about 1.5 KB each): more
     makes writes into large databases faster.
     """
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:

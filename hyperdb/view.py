@@ -156,7 +156,7 @@ class Snapshot:
         """The bytes naming this snapshot's heads (``spec/node.md`` section 6)."""
         feeds = self._state.feeds
         named = sorted((feeds[f].key, seq) for f, seq in self._heads)
-        return b"".join(key + _varint(seq) for key, seq in named)
+        return b"".join(key + trie.encode_varint(seq) for key, seq in named)
 
     def history(self, *, reverse: bool = False) -> Iterator[Node]:
         """Every node this snapshot has seen, in a topological order (``Database.history``)."""
@@ -308,15 +308,6 @@ def resolve(nodes: Sequence[Node]) -> Node | None:
     return None if chosen.deleted else chosen
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def decode_version(db: Database, version: bytes | str) -> tuple[trie.Pointer, ...]:
     """The heads a version names, checked against what this replica holds."""
     if isinstance(version, str):
@@ -332,17 +323,10 @@ def decode_version(db: Database, version: bytes | str) -> tuple[trie.Pointer, ..
     while offset < len(version):
         key = version[offset : offset + crypto.PUBLIC_KEY_SIZE]
         offset += crypto.PUBLIC_KEY_SIZE
-        seq = 0
-        shift = 0
-        while True:
-            if offset >= len(version) or shift > 63:
-                raise InvalidArgument("invalid version: truncated")
-            byte = version[offset]
-            offset += 1
-            seq |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        try:
+            seq, offset = trie.decode_varint(version, offset)
+        except trie.TrieError as exc:
+            raise InvalidArgument(f"invalid version: {exc}") from None
         feed_id = state.ids.get(key)
         if feed_id is None or not 1 <= seq < state.applied.get(feed_id, 0):
             raise InvalidArgument(

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import trie
 from trie import (
     EMPTY_TABLE,
     Pointer,
@@ -391,3 +392,15 @@ def test_tables_of_one_pointer_per_bucket_decode_lazily(
     assert decoded == value and list(decoded) == list(value)
     if limits == TrieLimits():
         assert offsets == value._index()[1]  # every valid table of this shape is scanned
+
+
+@given(st.integers(0, (1 << 64) - 1))
+def test_public_varints_round_trip(value: int) -> None:
+    data = trie.encode_varint(value)
+    assert trie.decode_varint(b"x" + data, 1) == (value, len(data) + 1)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x80", b"\x80\x00", b"\xff" * 10 + b"\x01"])
+def test_public_varint_decoding_is_strict(data: bytes) -> None:
+    with pytest.raises(trie.TrieDecodeError):
+        trie.decode_varint(data)

@@ -40,7 +40,16 @@ from trie.path import (
 )
 from trie.put import prepare_put
 from trie.siphash import siphash24, siphash_zero
-from trie.table import DEFAULT_LIMITS, EMPTY_TABLE, Pointer, TrieLimits, TrieTable, pointer
+from trie.table import (
+    DEFAULT_LIMITS,
+    EMPTY_TABLE,
+    Pointer,
+    TrieLimits,
+    TrieTable,
+    decode_varint,
+    encode_varint,
+    pointer,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -62,7 +71,9 @@ __all__ = [
     "check_pointers",
     "clock_at",
     "components",
+    "decode_varint",
     "dominated",
+    "encode_varint",
     "hash_order",
     "is_under",
     "iterate",

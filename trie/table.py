@@ -435,6 +435,25 @@ def _encode(rows: dict[int, Row], offsets: dict[int, int] | None = None) -> byte
     return bytes(out)
 
 
+def encode_varint(value: int) -> bytes:
+    """The unsigned LEB128 varint of ``value`` (the integer format of the table encoding)."""
+    if value < 0:
+        raise TrieArgumentError("a varint encodes a non-negative integer")
+    return _varint(value)
+
+
+def decode_varint(data: bytes, index: int = 0) -> tuple[int, int]:
+    """The varint at ``data[index]`` and the index after it, strictly (minimal, below 2^64);
+    :class:`TrieDecodeError` if it is malformed or truncated."""
+    try:
+        byte = data[index]
+        if byte < 0x80:
+            return byte, index + 1
+        return _long_varint(data, index)
+    except IndexError:
+        raise TrieDecodeError("truncated varint") from None
+
+
 def _read_varint(data: bytes, index: int) -> tuple[int, int]:
     """The varint at ``data[index]`` of a valid encoding and the index after it (unchecked)."""
     value = 0
