@@ -25,26 +25,24 @@ from typing import Any, Self, overload
 import trie
 from hyperdb import crypto, index, record
 from hyperdb import state as state_module
+from hyperdb.access import NodeAccess
 from hyperdb.apply import apply_ready, derive
 from hyperdb.cache import NodeCache
 from hyperdb.errors import (
     Closed,
     CorruptionError,
-    EncodingError,
-    ForkDetected,
     HyperDBError,
     InvalidArgument,
     InvalidKey,
-    NotFound,
-    ProtocolError,
     ValueTooLarge,
 )
-from hyperdb.feed import FEED_TABLES, Feed, Proof
+from hyperdb.feed import FEED_TABLES, Feed
 from hyperdb.keys import DirectoryKeyStore, KeyStore, MemoryKeyStore
 from hyperdb.node import Node, StoredNode
 from hyperdb.record import Header, NodeRecord
+from hyperdb.replica import ReplicaSide
 from hyperdb.state import StateBuilder, clock_of
-from hyperdb.storage import ReadTxn, Storage, WriteTxn, open_storage
+from hyperdb.storage import Storage, WriteTxn, open_storage
 from hyperdb.values import ValueCodec
 from hyperdb.view import (
     MapFn,
@@ -137,7 +135,7 @@ def check_key(key: object, *, allow_root: bool = False) -> str:
     return normal
 
 
-class Database:
+class Database(NodeAccess, ReplicaSide):
     """A hyperdb database. Create with :func:`open`; close with :meth:`close` or ``with``."""
 
     def __init__(
@@ -429,98 +427,6 @@ class Database:
         self._cache.add(pending.values())
         return written, applied
 
-    # --- replication (used by hyperdb.replication) ------------------------------------------------
-
-    def _lengths(self) -> dict[bytes, tuple[int, int]]:
-        """Feed key -> (stored length, signed length) of every feed, kept up to date by every
-        write and every ingest."""
-        lengths = self._feed_lengths
-        if lengths is None:
-            lengths = {}
-            with self._storage.read() as tx:
-                for feed in self._state.feeds.values():
-                    head = feed.head(tx)
-                    lengths[feed.key] = (head.length, head.signed_length)
-            self._feed_lengths = lengths
-        return lengths
-
-    def _offered(self) -> dict[bytes, int]:
-        """Feeds this replica serves: every authorized writer's and its own, by signed length
-        (a new dict only when a length or the authorized set changed)."""
-        self._check_open()
-        state = self._state
-        lengths = self._lengths()
-        cached = self._offered_cache
-        if cached is not None and cached[0] is state and cached[1] is lengths:
-            return cached[2]
-        authorized = state.authorized
-        offered = {
-            key: signed
-            for key, (_, signed) in lengths.items()
-            if signed and (key in authorized or key == self.local_key)
-        }
-        self._offered_cache = (state, lengths, offered)
-        return offered
-
-    def _wanted(self, feed_key: bytes) -> bool:
-        """Whether data of feed ``feed_key`` is accepted here: an authorized writer's, not ours."""
-        state = self._state
-        return feed_key != self.local_key and feed_key in state.authorized
-
-    def _stored_length(self, feed_key: bytes) -> int:
-        return self._lengths().get(feed_key, (0, 0))[0]
-
-    def _read(
-        self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None
-    ) -> tuple[list[bytes], Proof]:
-        """Blocks ``[start, end)`` of a feed with their proof; with ``max_bytes``, only the first
-        blocks that fit in it (at least one)."""
-        feed_id = self._state.ids.get(feed_key)
-        if feed_id is None:
-            raise NotFound(f"no feed {feed_key.hex()[:16]} here")
-        feed = self._state.feeds[feed_id]
-        with self._storage.read() as tx:
-            blocks = feed.get_range(start, end, tx, max_bytes=max_bytes)
-            return blocks, feed.proof(start, start + len(blocks), tx)
-
-    def _ingest(self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof) -> bool:
-        """Verify blocks of an authorized writer's feed from a peer, store what is new and apply
-        what became ready, all in one transaction; returns whether anything was stored. Raises
-        VerificationError (ForkDetected included) or ProtocolError having stored nothing."""
-        with self._lock:
-            self._check_open()
-            if not self._wanted(feed_key):
-                raise ProtocolError(
-                    f"feed {feed_key.hex()[:16]} is not an authorized writer's here"
-                )
-            state = self._state
-            feed = state.feeds[state.feed_id(feed_key)]
-            try:
-                with self._storage.write() as tx:
-                    b = StateBuilder(state, tx)
-                    before = feed.head(tx).length
-                    feed.receive(start, blocks, proof, txn=tx)
-                    after = feed.head(tx).length
-                    if after == before:
-                        return False
-                    derive(b, feed.id, before, blocks[before - start : after - start])
-                    applied = apply_ready(b, self._builder_loader(b), [feed.id])
-                    new_state = b.build()
-                    head = feed.head(tx)
-            except ForkDetected as fork:
-                if fork.evidence is not None:
-                    feed.record_fork(fork.evidence)
-                raise
-            self._state = new_state
-            lengths = self._feed_lengths
-            if lengths is not None:
-                if b.new_feeds:
-                    self._feed_lengths = None
-                else:
-                    lengths[feed_key] = (head.length, head.signed_length)
-        self._notify(applied)
-        return True
-
     # --- reads ------------------------------------------------------------------------------------
 
     @overload
@@ -746,125 +652,6 @@ class Database:
     def _check_open(self) -> None:
         if self._closed:
             raise Closed("the database is closed")
-
-    def _loader(self, tx: ReadTxn, pending: Mapping[trie.Pointer, StoredNode] | None = None) -> Any:
-        """The trie's loader, bound to ``tx``: nodes written in the open transaction (``pending``,
-        not cached until it commits), then the cache of committed nodes, then storage."""
-        cache = self._cache
-        slow = self._load
-
-        def load(pointer: trie.Pointer) -> StoredNode:
-            if pending:
-                node = pending.get(pointer)
-                if node is not None:
-                    return node
-            node = cache.get(pointer)
-            return node if node is not None else slow(tx, pointer)
-
-        return load
-
-    def _builder_loader(
-        self, b: StateBuilder
-    ) -> Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]]:
-        """Loads nodes inside a write transaction whose state is ``b`` (not cached: the
-        transaction may still abort), with their changed clock entries when known."""
-
-        def load(feed_id: int, seq: int) -> tuple[StoredNode, tuple[int, ...] | None]:
-            found = b.derived.pop((feed_id, seq), None)
-            return found if found is not None else (self._decode(b, b.tx, feed_id, seq), None)
-
-        return load
-
-    def _load(self, tx: ReadTxn, pointer: trie.Pointer) -> StoredNode:
-        node = self._cache.get(pointer)
-        if node is not None:
-            return node
-        node = self._decode(self._state, tx, pointer[0], pointer[1])
-        self._cache.add((node,))
-        return node
-
-    def _decode(
-        self, state: state_module.State | StateBuilder, tx: ReadTxn, feed_id: int, seq: int
-    ) -> StoredNode:
-        feed = state.feeds.get(feed_id)
-        if feed is None:
-            raise CorruptionError(f"a trie points into unknown feed {feed_id}")
-        block = feed.get(seq, tx)
-        try:
-            stored = record.decode_node(block, trusted=True)
-        except EncodingError as exc:
-            raise CorruptionError(
-                f"node {seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"
-            ) from exc
-        ids = state.lists.get(feed_id)
-        feed_map = None if ids is None or all(f == n for n, f in enumerate(ids)) else ids
-        return StoredNode(
-            stored.key,
-            feed_id,
-            seq,
-            clock_of(state, tx, feed_id, seq),
-            stored.deleted,
-            stored.value,
-            stored.kind,
-            trie_data=stored.trie,
-            feed_map=feed_map,
-            authorizes=stored.authorized,
-        )
-
-    def _answer_entries(
-        self,
-        tx: ReadTxn,
-        state: state_module.State,
-        key: str,
-        entries: Sequence[index.Entry],
-    ) -> builtins.list[Node]:
-        """The answer for a key's index entries, loading only nodes whose value is not in the
-        row: ``[]`` when all are deletions."""
-        if all(item.deleted for item in entries):
-            return []
-        feeds = state.feeds
-        clocked = state.clocked
-        decode = self._codec.decode
-        answer = []
-        for item in entries:
-            if item.inline:
-                writer = feeds[item.feed].key
-                value = None if item.deleted else decode(item.value)
-                if item.feed in clocked:
-                    clock = self._public_clock(state, clock_of(state, tx, item.feed, item.seq))
-                else:
-                    clock = {writer: item.seq + 1}
-                answer.append(Node(key, value, item.deleted, writer, item.seq, clock))
-            else:
-                node = self._load(tx, item.pointer)
-                if node.key != key:
-                    raise CorruptionError(
-                        f"the index row of {key!r} points at a node of another key"
-                    )
-                answer.append(self._public(state, node))
-        if len(answer) > 1:
-            answer.sort(key=lambda node: (node.writer, node.seq))
-        return answer
-
-    def _public_clock(
-        self, state: state_module.State, clock: Mapping[int, int]
-    ) -> dict[bytes, int]:
-        feeds = state.feeds
-        return {feeds[f].key: n for f, n in clock.items()}
-
-    def _public(self, state: state_module.State, node: StoredNode) -> Node:
-        return Node(
-            node.key,
-            None if node.deleted or node.kind else self._codec.decode(node.value),
-            node.deleted,
-            state.feeds[node.feed].key,
-            node.seq,
-            self._public_clock(state, node.clock),
-            node.authorizes,
-        )
-
-    def _public_now(self, node: StoredNode) -> Node:
-        return self._public(self._state, node)
 
 
 def _create_local_feed(storage: Storage, keystore: KeyStore, tx: WriteTxn) -> Feed:

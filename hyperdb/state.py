@@ -85,10 +85,6 @@ class State:
         except KeyError:
             raise CorruptionError(f"feed {key.hex()[:16]} is not registered") from None
 
-    def applicable(self, feed_id: int) -> bool:
-        """Whether nodes of ``feed_id`` may be applied: an authorized writer's, or our own."""
-        return feed_id == self.local_id or self.feeds[feed_id].key in self.authorized
-
 
 class StateBuilder:
     """The changes one write transaction makes to a :class:`State`, written through to ``tx``."""

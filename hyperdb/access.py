@@ -1,0 +1,149 @@
+"""Reading nodes for a database: decoding them from feed blocks, caching them, and turning them
+into the public :class:`~hyperdb.node.Node` answers (clocks by writer key, values decoded).
+
+:class:`NodeAccess` is a part of :class:`~hyperdb.db.Database` (a mixin over its storage, state,
+node cache and value codec), kept apart so the database module holds the API and the write path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import trie
+from hyperdb import index, record
+from hyperdb import state as state_module
+from hyperdb.cache import NodeCache
+from hyperdb.errors import CorruptionError, EncodingError
+from hyperdb.node import Node, StoredNode
+from hyperdb.state import StateBuilder, clock_of
+from hyperdb.storage import ReadTxn, Storage
+from hyperdb.values import ValueCodec
+
+
+class NodeAccess:
+    """Node loading and answers; the database provides the attributes below."""
+
+    _storage: Storage
+    _state: state_module.State
+    _cache: NodeCache
+    _codec: ValueCodec
+
+    def _loader(self, tx: ReadTxn, pending: Mapping[trie.Pointer, StoredNode] | None = None) -> Any:
+        """The trie's loader, bound to ``tx``: nodes written in the open transaction (``pending``,
+        not cached until it commits), then the cache of committed nodes, then storage."""
+        cache = self._cache
+        slow = self._load
+
+        def load(pointer: trie.Pointer) -> StoredNode:
+            if pending:
+                node = pending.get(pointer)
+                if node is not None:
+                    return node
+            node = cache.get(pointer)
+            return node if node is not None else slow(tx, pointer)
+
+        return load
+
+    def _builder_loader(
+        self, b: StateBuilder
+    ) -> Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]]:
+        """Loads nodes inside a write transaction whose state is ``b`` (not cached: the
+        transaction may still abort), with their changed clock entries when known."""
+
+        def load(feed_id: int, seq: int) -> tuple[StoredNode, tuple[int, ...] | None]:
+            found = b.derived.pop((feed_id, seq), None)
+            return found if found is not None else (self._decode(b, b.tx, feed_id, seq), None)
+
+        return load
+
+    def _load(self, tx: ReadTxn, pointer: trie.Pointer) -> StoredNode:
+        node = self._cache.get(pointer)
+        if node is not None:
+            return node
+        node = self._decode(self._state, tx, pointer[0], pointer[1])
+        self._cache.add((node,))
+        return node
+
+    def _decode(
+        self, state: state_module.State | StateBuilder, tx: ReadTxn, feed_id: int, seq: int
+    ) -> StoredNode:
+        feed = state.feeds.get(feed_id)
+        if feed is None:
+            raise CorruptionError(f"a trie points into unknown feed {feed_id}")
+        block = feed.get(seq, tx)
+        try:
+            stored = record.decode_node(block, trusted=True)
+        except EncodingError as exc:
+            raise CorruptionError(
+                f"node {seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"
+            ) from exc
+        ids = state.lists.get(feed_id)
+        feed_map = None if ids is None or all(f == n for n, f in enumerate(ids)) else ids
+        return StoredNode(
+            stored.key,
+            feed_id,
+            seq,
+            clock_of(state, tx, feed_id, seq),
+            stored.deleted,
+            stored.value,
+            stored.kind,
+            trie_data=stored.trie,
+            feed_map=feed_map,
+            authorizes=stored.authorized,
+        )
+
+    def _answer_entries(
+        self,
+        tx: ReadTxn,
+        state: state_module.State,
+        key: str,
+        entries: Sequence[index.Entry],
+    ) -> list[Node]:
+        """The answer for a key's index entries, loading only nodes whose value is not in the
+        row: ``[]`` when all are deletions."""
+        if all(item.deleted for item in entries):
+            return []
+        feeds = state.feeds
+        clocked = state.clocked
+        decode = self._codec.decode
+        answer = []
+        for item in entries:
+            if item.inline:
+                writer = feeds[item.feed].key
+                value = None if item.deleted else decode(item.value)
+                if item.feed in clocked:
+                    clock = self._public_clock(state, clock_of(state, tx, item.feed, item.seq))
+                else:
+                    clock = {writer: item.seq + 1}
+                answer.append(Node(key, value, item.deleted, writer, item.seq, clock))
+            else:
+                node = self._load(tx, item.pointer)
+                if node.key != key:
+                    raise CorruptionError(
+                        f"the index row of {key!r} points at a node of another key"
+                    )
+                answer.append(self._public(state, node))
+        if len(answer) > 1:
+            answer.sort(key=lambda node: (node.writer, node.seq))
+        return answer
+
+    def _public_clock(
+        self, state: state_module.State, clock: Mapping[int, int]
+    ) -> dict[bytes, int]:
+        feeds = state.feeds
+        return {feeds[f].key: n for f, n in clock.items()}
+
+    def _public(self, state: state_module.State, node: StoredNode) -> Node:
+        return Node(
+            node.key,
+            None if node.deleted or node.kind else self._codec.decode(node.value),
+            node.deleted,
+            state.feeds[node.feed].key,
+            node.seq,
+            self._public_clock(state, node.clock),
+            node.authorizes,
+        )
+
+    def _public_now(self, node: StoredNode) -> Node:
+        return self._public(self._state, node)
