@@ -46,6 +46,9 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
     feed_map: array[int] | None = None
     for block in blocks:
         if seq == 0:
+            if block == record.header_bytes(b.base.database_key):  # the usual, valid header
+                seq = 1
+                continue
             try:
                 header = record.decode_header(block)
             except EncodingError as exc:
@@ -86,17 +89,19 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
                 raise _bad(feed_key, seq, "an authorization node has the empty key and no value")
         elif not node.key or trie.normalize(node.key) != node.key:
             raise _bad(feed_key, seq, "node key is empty or not normalized")
+        full[feed_id] = seq + 1
+
+        def limit(number: int, full: Clock = full, ids: array[int] = ids) -> int:
+            return full.get(ids[number], 0) if number < len(ids) else 0
+
         try:  # checked in the writer's numbering: translated only if a walk ever needs it
             table = trie.TrieTable.decode(node.trie)
             path = trie.key_path(node.key, crypto.siphash24)
-            table.check_shape(path)
+            within = table.check_node(path, limit)
         except trie.TrieError as exc:
             raise _bad(feed_key, seq, f"bad trie: {exc}") from exc
-        full[feed_id] = seq + 1
-        count = len(ids)
-        for number, pointer_seq in table.pointers():
-            if number >= count or pointer_seq >= full.get(ids[number], 0):
-                raise _bad(feed_key, seq, "trie points outside the node's past")
+        if not within:
+            raise _bad(feed_key, seq, "trie points outside the node's past")
         b.derived[(feed_id, seq)] = (
             StoredNode(
                 node.key,
@@ -177,15 +182,16 @@ def apply_ready(
     pending = deque(dict.fromkeys([*feeds, *b.stalled]))
     queued = set(pending)
     waiting: dict[int, set[int]] = {}
+    applied_of = b.applied.get
     while pending:
         feed_id = pending.popleft()
         queued.discard(feed_id)
         feed = b.feeds[feed_id]
+        length = feed.head(b.tx).length
         if not (feed_id == b.base.local_id or feed.key in b.authorized):
-            if feed.head(b.tx).length > 1:
+            if length > 1:
                 b.stalled.add(feed_id)
             continue
-        length = feed.head(b.tx).length
         applied = b.applied.get(feed_id, 1)
         start = applied
         authorized_before = len(b.authorized)
@@ -193,14 +199,11 @@ def apply_ready(
             node, changed = load(feed_id, applied)
             # the previous node of the feed is applied: only entries that changed since can wait
             clock = node.clock
-            blocker = next(
-                (
-                    f
-                    for f in (clock if changed is None else changed)
-                    if f != feed_id and b.applied.get(f, 0) < clock[f]
-                ),
-                None,
-            )
+            blocker = None
+            for f in clock if changed is None else changed:
+                if f != feed_id and applied_of(f, 0) < clock[f]:
+                    blocker = f
+                    break
             if blocker is not None:
                 waiting.setdefault(blocker, set()).add(feed_id)
                 break

@@ -404,28 +404,45 @@ class Feed:
         passed its own transaction) and refuses further data. If the contradiction comes from a
         damaged local copy instead, :class:`CorruptionError` is raised and nothing is marked.
         """
+        if txn is not None:
+            before = self.receive_in(txn, start, blocks, proof)[0]
+            return max(0, proof.end - before.length)
         blocks = [_as_block(block) for block in blocks]
-        self._check_can_receive(self.head(txn), start)  # cheap refusals before any hashing
+        self._check_can_receive(self.head(), start)  # cheap refusals before any hashing
         roots, nodes = verify_proof(self.key, start, blocks, proof)
         try:
-            with _writing(self.storage, txn) as tx:
-                return self._store_verified(tx, start, blocks, proof, roots, nodes)
+            with _writing(self.storage, None) as tx:
+                head = self._head(tx)
+                self._store_verified(tx, head, start, blocks, proof, roots, nodes)
+                return max(0, proof.end - head.length)
         except ForkDetected as fork:
-            if txn is None and fork.evidence is not None:
+            if fork.evidence is not None:
                 self.record_fork(fork.evidence)
             raise
+
+    def receive_in(
+        self, tx: WriteTxn, start: int, blocks: Sequence[bytes], proof: Proof
+    ) -> tuple[FeedHead, FeedHead]:
+        """:meth:`receive` inside the caller's transaction ``tx``, returning the feed's head
+        before and after (the caller records a fork's evidence, as with :meth:`receive`)."""
+        blocks = [_as_block(block) for block in blocks]
+        head = self._head(tx)
+        self._check_can_receive(head, start)  # cheap refusals before any hashing
+        roots, nodes = verify_proof(self.key, start, blocks, proof)
+        return head, self._store_verified(tx, head, start, blocks, proof, roots, nodes)
 
     def _store_verified(
         self,
         tx: WriteTxn,
+        head: FeedHead,
         start: int,
         blocks: list[bytes],
         proof: Proof,
         roots: list[TreeNode],
         nodes: dict[int, TreeNode],
-    ) -> int:
-        head = self._head(tx)
-        self._check_can_receive(head, start)
+    ) -> FeedHead:
+        """Store what is new of verified data; ``head`` is the feed's head in ``tx``. Returns
+        the new head."""
         end = proof.end
         if self.writable and proof.length > head.length:
             raise ForkDetected(
@@ -433,18 +450,21 @@ class Feed:
                 f"{proof.length}, beyond the {head.length} blocks written here",
                 evidence=self._evidence(tx, head, proof, roots, blocks, None),
             )
-        for node in nodes.values():
-            if merkle.span(node.index)[1] <= head.length and self._node(tx, node.index) != node:
+        span = merkle.span
+        spanned = [(node, span(node.index)[1]) for node in nodes.values()]
+        for node, last in spanned:
+            if last <= head.length and self._node(tx, node.index) != node:
                 self._contradiction(tx, head, proof, roots, blocks, node.index)
         new_length = max(head.length, end)
         for seq in range(head.length, end):
             tx.put("feed_log", _ROW.pack(self.id, seq, 0), blocks[seq - start])
-        for node in nodes.values():
-            if node.index & 1 and head.length < merkle.span(node.index)[1] <= new_length:
+        for node, last in spanned:
+            if node.index & 1 and head.length < last <= new_length:
                 tx.put(
                     "feed_log", self._node_key(node.index), _NODE_VALUE.pack(node.hash, node.size)
                 )
-        candidates = [(proof.length, proof.signature, merkle.encode_roots(roots))]
+        proof_roots = merkle.encode_roots(roots)
+        candidates = [(proof.length, proof.signature, proof_roots)]
         pending = tx.get("feed_log", self._pending_key)
         if pending is not None:
             pending_length = _U64.unpack_from(pending)[0]
@@ -453,8 +473,12 @@ class Feed:
         waiting: tuple[int, bytes, bytes] | None = None
         for length, signature, roots_data in candidates:
             if length <= new_length:
+                # the proof's own roots are verified nodes (``nodes``), each either checked
+                # against the stored one above or stored just now: only a pending signature's
+                # roots need reading back
                 if length > signed[0]:
-                    self._check_roots_stored(tx, head, proof, roots, blocks, roots_data)
+                    if roots_data is not proof_roots:
+                        self._check_roots_stored(tx, head, proof, roots, blocks, roots_data)
                     signed = (length, signature, roots_data)
             elif waiting is None or length > waiting[0]:
                 waiting = (length, signature, roots_data)
@@ -463,12 +487,9 @@ class Feed:
         elif pending is not None:
             tx.delete("feed_log", self._pending_key)
         signed_length, signature, roots_data = signed
-        tx.put(
-            "feed_log",
-            self._head_key,
-            encode_head(FeedHead(new_length, signed_length, roots_data, signature)),
-        )
-        return max(0, end - head.length)
+        new_head = FeedHead(new_length, signed_length, roots_data, signature)
+        tx.put("feed_log", self._head_key, encode_head(new_head))
+        return new_head
 
     def _check_roots_stored(
         self,

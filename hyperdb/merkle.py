@@ -83,8 +83,8 @@ def children(index: int) -> tuple[int, int]:
 
 def span(index: int) -> tuple[int, int]:
     """The blocks ``[first, last)`` under a node."""
-    d = depth(index)
-    first = offset(index) << d
+    d = ((index + 1) & ~index).bit_length() - 1  # depth(index), inline: a hot path
+    first = index >> (d + 1) << d
     return first, first + (1 << d)
 
 
@@ -234,6 +234,8 @@ def build_roots(
     :class:`VerificationError` if the proof does not have the right shape or sizes.
     """
     end = start + len(blocks)
+    if start == 0 and end == length and not proof_nodes and blocks:
+        return _build_whole(blocks, max_bytes)
     try:
         expected = cover(start, end, length)
     except ValueError as exc:
@@ -254,6 +256,34 @@ def build_roots(
         leaf = hash_leaf(start + offset_in_range, block)
         known[leaf.index] = leaf
     roots = [_resolve(index, known, max_bytes) for index in full_roots(length)]
+    if sum(root.size for root in roots) > max_bytes:
+        raise VerificationError("the tree holds more bytes than a feed may")
+    return roots, known
+
+
+def _build_whole(
+    blocks: Sequence[bytes], max_bytes: int
+) -> tuple[list[TreeNode], dict[int, TreeNode]]:
+    """:func:`build_roots` of every block of a tree (no proof nodes): the same roots and nodes,
+    in the same order (leaves, then parents in the order :func:`_resolve` completes them, which
+    is the order appending leaves completes them), without the recursion."""
+    known: dict[int, TreeNode] = {}
+    leaves = []
+    for seq, block in enumerate(blocks):
+        leaf = hash_leaf(seq, block)
+        known[leaf.index] = leaf
+        leaves.append(leaf)
+    roots: list[TreeNode] = []
+    for leaf in leaves:
+        node = leaf
+        count = (node.index >> 1) + 1
+        for _ in range((count & -count).bit_length() - 1):  # one merge per trailing one bit
+            left = roots.pop()
+            if left.size + node.size > max_bytes:
+                raise VerificationError("the tree holds more bytes than a feed may")
+            node = hash_parent(left, node)
+            known[node.index] = node
+        roots.append(node)
     if sum(root.size for root in roots) > max_bytes:
         raise VerificationError("the tree holds more bytes than a feed may")
     return roots, known

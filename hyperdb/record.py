@@ -62,6 +62,20 @@ def encode_header(header: Header) -> bytes:
     return encoding.encode({"p": header.protocol, "v": header.version, "k": header.database_key})
 
 
+_HEADER_BYTES: dict[bytes, bytes] = {}
+
+
+def header_bytes(database_key: bytes) -> bytes:
+    """The encoding of the header of every feed of database ``database_key`` (remembered): a
+    block equal to it decodes (:func:`decode_header`) to that header."""
+    data = _HEADER_BYTES.get(database_key)
+    if data is None:
+        data = encode_header(Header(database_key))
+        if len(_HEADER_BYTES) < 64:
+            _HEADER_BYTES[database_key] = data
+    return data
+
+
 def decode_header(data: bytes) -> Header:
     obj = encoding.decode(data, max_size=1024)
     if not isinstance(obj, dict) or set(obj) != {"p", "v", "k"}:
@@ -183,6 +197,7 @@ def _parse_simple(data: bytes) -> dict[str, Any]:
     read differently."""
     try:
         count, pos = _head(data, 0, 5)
+        size = len(data)
         obj: dict[str, Any] = {}
         previous = 0
         for _ in range(count):
@@ -193,11 +208,30 @@ def _parse_simple(data: bytes) -> dict[str, Any]:
                 raise _NotSimple
             previous = letter
             pos += 2
-            if letter == 0x6B:  # "k"
-                raw, pos = _bytes(data, pos, 3)
-                obj["k"] = raw.decode("utf-8")
-            elif letter in (0x74, 0x76):  # "t", "v"
-                obj[chr(letter)], pos = _bytes(data, pos, 2)
+            if letter == 0x6B or letter == 0x74 or letter == 0x76:  # "k", "t", "v"
+                # _bytes(data, pos, 3 for "k" else 2), with the heads of strings shorter than
+                # 256 bytes read inline
+                initial = data[pos]
+                info = initial & 31
+                if initial >> 5 != (3 if letter == 0x6B else 2) or info > 24:
+                    raw, pos = _bytes(data, pos, 3 if letter == 0x6B else 2)
+                else:
+                    if info < 24:
+                        pos += 1
+                    else:
+                        info = data[pos + 1]
+                        if info < 24:  # not the shortest form
+                            raise _NotSimple
+                        pos += 2
+                    end = pos + info
+                    if end > size:
+                        raise _NotSimple
+                    raw = data[pos:end]
+                    pos = end
+                if letter == 0x6B:
+                    obj["k"] = raw.decode("utf-8")
+                else:
+                    obj[chr(letter)] = raw
             elif letter == 0x64:  # "d"
                 if data[pos] != 0xF5:
                     raise _NotSimple
@@ -225,7 +259,7 @@ def _parse_simple(data: bytes) -> dict[str, Any]:
                 obj[chr(letter)] = keys
             else:
                 raise _NotSimple
-        if pos != len(data):
+        if pos != size:
             raise _NotSimple
         return obj
     except (IndexError, UnicodeDecodeError):

@@ -109,15 +109,14 @@ class ReplicaSide:
             try:
                 with self._storage.write() as tx:
                     b = StateBuilder(state, tx)
-                    before = feed.head(tx).length
-                    feed.receive(start, blocks, proof, txn=tx)
-                    after = feed.head(tx).length
+                    old_head, head = feed.receive_in(tx, start, blocks, proof)
+                    before = old_head.length
+                    after = head.length
                     if after == before:
                         return False
                     derive(b, feed.id, before, blocks[before - start : after - start])
                     applied = apply_ready(b, self._builder_loader(b), [feed.id])
                     new_state = b.build()
-                    head = feed.head(tx)
             except ForkDetected as fork:
                 if fork.evidence is not None:
                     feed.record_fork(fork.evidence)

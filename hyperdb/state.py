@@ -25,6 +25,7 @@ import struct
 from array import array
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
+from itertools import chain
 
 from hyperdb.errors import CorruptionError
 from hyperdb.feed import Feed
@@ -106,6 +107,8 @@ class StateBuilder:
         self.writer_clock = state.writer_clock
         self.stalled = set(state.stalled)
         self.new_feeds: list[Feed] = []
+        self._sorted_heads: tuple[tuple[Pointer, ...], dict[int, int]] | None = None
+        """The heads :meth:`set_heads` last stored, sorted, and a copy of them as given."""
         self.derived: dict[Pointer, tuple[StoredNode, tuple[int, ...]]] = {}
         """Nodes decoded while checking them, for applying them in the same transaction, with
         the feeds whose clock entry differs from the writer's previous node."""
@@ -163,18 +166,20 @@ class StateBuilder:
         if not heads or (len(heads) == 1 and self.base.local_id in heads):
             self.tx.delete("meta", b"heads")
         else:
-            self.tx.put(
-                "meta", b"heads", b"".join(_POINTER.pack(f, s) for f, s in sorted(heads.items()))
-            )
+            items = tuple(sorted(heads.items()))
+            self._sorted_heads = (items, heads.copy())  # for build(), unless heads change
+            self.tx.put("meta", b"heads", _heads_row(len(items)).pack(*chain.from_iterable(items)))
 
     def build(self) -> State:
+        heads = self.heads
+        known = self._sorted_heads
         return State(
             self.base.database_key,
             self.base.local_id,
             self.feeds,
             self.ids,
             self.applied,
-            tuple(sorted(self.heads.items())),
+            known[0] if known is not None and known[1] == heads else tuple(sorted(heads.items())),
             frozenset(self.authorized),
             self.edges,
             self.lists,
@@ -182,6 +187,12 @@ class StateBuilder:
             self.writer_clock,
             frozenset(self.stalled),
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _heads_row(count: int) -> struct.Struct:
+    """The layout of a heads row of ``count`` heads: ``_POINTER`` repeated."""
+    return struct.Struct(">" + "IQ" * count)
 
 
 def _close(

@@ -158,6 +158,25 @@ def test_check_shape() -> None:
         table((3, 0, [P(0, 0)])).check_shape(path)  # beyond the path
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_check_node(lazy: bool) -> None:
+    def made(*entries: tuple[int, int, list[Pointer]]) -> TrieTable:
+        value = table(*entries)
+        return TrieTable.decode(value.encode()) if lazy else value
+
+    path = bytes([1, 2, 4])
+    bounds = {0: 3, 1: 200, 70: 1}.get
+    ok = made((0, 0, [P(0, 0)]), (2, 4, [P(0, 2), P(1, 199)]), (2, 0, [P(70, 0)]))
+    assert ok.check_node(path, lambda feed: bounds(feed, 0))
+    outside = made((0, 0, [P(0, 3)]), (2, 0, [P(1, 150)]))
+    assert not outside.check_node(path, lambda feed: bounds(feed, 0))
+    assert not made((1, 0, [P(5, 0)])).check_node(path, lambda feed: bounds(feed, 0))
+    with pytest.raises(TrieShapeError):  # the shape is reported before a pointer out of bounds
+        made((0, 0, [P(0, 9)]), (1, 2, [P(0, 0)])).check_node(path, lambda feed: 1)
+    with pytest.raises(TrieShapeError):
+        made((3, 0, [P(0, 0)])).check_node(path, lambda feed: 1)
+
+
 pointers = st.builds(pointer, st.integers(0, 300), st.integers(0, (1 << 48) - 1))
 entries = st.lists(
     st.tuples(st.integers(0, 700), st.integers(0, 4), st.lists(pointers, max_size=3))

@@ -331,6 +331,66 @@ class TrieTable:
             if own != TERMINATOR and row[own]:
                 raise TrieShapeError(f"bucket {own} at position {position} is the node's own digit")
 
+    def check_node(self, path: bytes, limit: Callable[[int], int]) -> bool:
+        """:meth:`check_shape` (raising the same :class:`TrieShapeError`) and, in the same pass,
+        whether every pointer ``(feed, seq)`` has ``seq < limit(feed)``: ``False`` if one does
+        not (reported only once the whole shape checked out)."""
+        positions = self._positions
+        if positions and positions[-1] >= len(path):
+            raise TrieShapeError(f"position {positions[-1]} beyond a path of {len(path)} digits")
+        within = True
+        limits: dict[int, int] = {}
+        if self._lazy:  # read the pointers from the encoding: one per bucket, rows not built
+            data = self._encoded
+            offsets = self._offsets
+            assert data is not None and offsets is not None
+            set_buckets = _SET_BUCKETS
+            for position, index in offsets.items():
+                own = path[position]
+                while data[index] & 0x80:  # the position
+                    index += 1
+                bits = data[index + 1]
+                index += 2
+                if own != TERMINATOR and bits >> own & 1:
+                    raise TrieShapeError(
+                        f"bucket {own} at position {position} is the node's own digit"
+                    )
+                if not within:
+                    continue
+                for _ in set_buckets[bits]:
+                    word = data[index]
+                    if word < 0x80:
+                        index += 1
+                    else:
+                        word, index = _read_varint(data, index)
+                    seq = data[index]
+                    if seq < 0x80:
+                        index += 1
+                    else:
+                        seq, index = _read_varint(data, index)
+                    feed = word >> 1
+                    bound = limits.get(feed)
+                    if bound is None:
+                        bound = limits[feed] = limit(feed)
+                    if seq >= bound:
+                        within = False
+                        break
+            return within
+        for position, row in self._rows.items():
+            own = path[position]
+            if own != TERMINATOR and row[own]:
+                raise TrieShapeError(f"bucket {own} at position {position} is the node's own digit")
+            if not within:
+                continue
+            for pointers in row:
+                for feed, seq in pointers:
+                    bound = limits.get(feed)
+                    if bound is None:
+                        bound = limits[feed] = limit(feed)
+                    if seq >= bound:
+                        within = False
+        return within
+
 
 def _row(buckets: Iterable[Bucket]) -> Row:
     b0, b1, b2, b3, b4 = buckets
