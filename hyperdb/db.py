@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import gc
+import logging
 import os
 import threading
 from array import array
@@ -56,6 +57,8 @@ from hyperdb.view import (
     resolve,
     shape,
 )
+
+_log = logging.getLogger(__name__)
 
 TABLES = (*FEED_TABLES, *state_module.STATE_TABLES, "meta", "index")
 DEFAULT_CACHE_SIZE = 1 << 16
@@ -153,6 +156,7 @@ class Database(NodeAccess, ReplicaSide):
         self._closed = False
         self._cache = NodeCache(cache_size)
         self._watchers: builtins.list[Watcher] = []
+        self._change_listeners: builtins.list[Callable[[], object]] = []
         self._feed_lengths: dict[bytes, tuple[int, int]] | None = None
         self._offered_cache: (
             tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]] | None
@@ -535,7 +539,24 @@ class Database(NodeAccess, ReplicaSide):
             if watcher in self._watchers:
                 self._watchers.remove(watcher)
 
+    def _add_change_listener(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` (in the writing thread, outside the lock) after every commit that
+        stored something: a local write or blocks from a peer. Replication sessions use it to
+        announce new data; it must be quick and must not raise."""
+        with self._lock:
+            self._change_listeners.append(listener)
+
+    def _remove_change_listener(self, listener: Callable[[], object]) -> None:
+        with self._lock:
+            if listener in self._change_listeners:
+                self._change_listeners.remove(listener)
+
     def _notify(self, nodes: Sequence[StoredNode]) -> None:
+        for listener in builtins.list(self._change_listeners):
+            try:
+                listener()
+            except Exception:  # a listener's failure must not turn a committed write into an error
+                _log.exception("change listener %r failed", listener)
         watchers = builtins.list(self._watchers)
         if not watchers or not nodes:
             return
