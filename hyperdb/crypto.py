@@ -98,6 +98,13 @@ def discovery_key(public_key: bytes) -> bytes:
     return blake2b(b"hyperdb discovery v1", key=public_key)
 
 
+def capability(database_key: bytes, initiator: bool, handshake_hash: bytes) -> bytes:
+    """The proof that the side (``initiator`` or responder) of an encrypted channel whose Noise
+    handshake hash is ``handshake_hash`` knows ``database_key`` (``spec/protocol.md`` §1.4)."""
+    role = b"\x01" if initiator else b"\x00"
+    return blake2b(b"hyperdb capability v1" + role + handshake_hash, key=database_key)
+
+
 def random_bytes(size: int) -> bytes:
     return os.urandom(size)
 

@@ -103,3 +103,36 @@ class ProtocolError(HyperDBError):
     The session with that peer ends; nothing it sent was stored."""
 
     code = "protocol_error"
+
+
+class ProtocolVersionError(ProtocolError):
+    """The peer speaks another version of the replication protocol (or not this protocol at
+    all). Both sides see it before anything else is exchanged."""
+
+    code = "protocol_version"
+
+
+class WrongDatabase(ProtocolError):
+    """The peer replicates another database (its discovery key differs from this one's)."""
+
+    code = "wrong_database"
+
+
+class CapabilityError(ProtocolError):
+    """The peer names this database but could not prove it knows the database key (its capability,
+    a keyed hash over the handshake, is wrong). Nothing is sent to it."""
+
+    code = "capability"
+
+
+class PeerTimeout(ProtocolError, TimeoutError):
+    """The peer did not answer in time (during the handshake, or while this side waited for data
+    it had asked for)."""
+
+    code = "timeout"
+
+
+class NetworkError(HyperDBError):
+    """The connection to a peer could not be made or was lost (refused, unreachable, reset)."""
+
+    code = "network"

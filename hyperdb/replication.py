@@ -157,6 +157,8 @@ class Connection:
         self.download = download
         self.messages_sent: Counter[str] = Counter()
         self.messages_received: Counter[str] = Counter()
+        self.blocks_sent = 0
+        self.blocks_received = 0  # blocks in the data messages received (stored or already here)
         self._replica = replica
         self._discovery_key = replica.discovery_key
         self._max_request_blocks = max_request_blocks
@@ -399,6 +401,7 @@ class Connection:
                 f"request [{pull.start}, {pull.end}) at {pull.cursor}"
             )
         stored = self._replica._ingest(feed, message.start, list(message.blocks), message.proof)
+        self.blocks_received += len(message.blocks)
         pull.cursor = message.end
         if pull.cursor == pull.end:
             queue.popleft()
@@ -493,6 +496,7 @@ class Connection:
         if len(blocks) != cut - start or proof.start != start or proof.end != cut:
             raise HyperDBError(f"the replica read the wrong blocks of feed {feed.hex()[:16]}")
         serving.cursor = cut
+        self.blocks_sent += len(blocks)
         if cut == end:
             self._serving.popleft()
         self._send(Data.from_proof(feed, blocks, proof))

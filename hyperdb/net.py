@@ -1,0 +1,524 @@
+"""Replication over TCP: the only module that touches sockets (asyncio streams).
+
+``await serve(db, host, port)`` accepts any number of peers, each in its own live
+:class:`~hyperdb.session.Session`; ``await sync(db, host, port, live=False)`` connects to one and
+returns once both sides are current (or, live, keeps the session open until it is cancelled or
+the peer leaves). :func:`sync_blocking` and :func:`serve_in_background` are the same for scripts
+without an event loop.
+
+Each session runs two tasks over one socket: a reader that hands the peer's bytes to the session
+(which verifies and stores them), and a writer that sends what the session produces, one bounded
+chunk at a time and only once the socket has drained below its high-water mark, so a slow peer
+never makes this side buffer more than about one chunk. Database work runs in a worker thread
+under the database's lock, so a server's event loop keeps serving other peers meanwhile. A live
+session learns of local changes from the database (a listener called after every commit) without
+polling. A session that fails logs why and ends; others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hyperdb.errors import (
+    Closed,
+    HyperDBError,
+    InvalidArgument,
+    NetworkError,
+    PeerTimeout,
+)
+from hyperdb.replication import ProgressCallback, Replica
+from hyperdb.session import Session
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7337
+#: Seconds a peer has to complete the handshake and capability exchange.
+HANDSHAKE_TIMEOUT = 10.0
+#: Seconds without any progress (nothing received, nothing sent) while the session waits for
+#: the peer, after which the peer is considered gone.
+STALL_TIMEOUT = 30.0
+READ_SIZE = 256 * 1024
+#: Bytes of answers produced per step; the socket buffer is drained below ``WRITE_HIGH_WATER``
+#: before the next step.
+WRITE_CHUNK = 1024 * 1024
+WRITE_HIGH_WATER = 2 * 1024 * 1024
+DEFAULT_MAX_SESSIONS = 64
+
+
+class LocalDatabase(Replica, Protocol):
+    """What the transport needs of a database beyond :class:`~hyperdb.replication.Replica`."""
+
+    _lock: Any
+
+    def _add_change_listener(self, listener: Callable[[], object]) -> None: ...
+
+    def _remove_change_listener(self, listener: Callable[[], object]) -> None: ...
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What one session did."""
+
+    peer: str
+    seconds: float = 0.0
+    blocks_received: int = 0
+    blocks_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    remote_static: bytes | None = None
+    error: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class _Options:
+    live: bool
+    upload: bool = True
+    download: bool = True
+    on_progress: ProgressCallback | None = None
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    timeout: float = STALL_TIMEOUT
+    static_key: bytes | None = None
+    version: int | None = None
+
+
+async def _run_session(
+    db: LocalDatabase,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    options: _Options,
+    *,
+    initiator: bool,
+    peer: str,
+) -> SyncResult:
+    """Run one session to its end; returns what it did, with ``error`` set if it failed."""
+    started = time.monotonic()
+    result = SyncResult(peer)
+    session = Session(
+        db,
+        initiator=initiator,
+        live=options.live,
+        upload=options.upload,
+        download=options.download,
+        on_progress=options.on_progress,
+        static_key=options.static_key,
+        version=options.version,
+    )
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()  # the writer has something to look at
+    changed = asyncio.Event()  # the local database changed
+    ended = asyncio.Event()
+    activity = [time.monotonic()]
+
+    def changed_here() -> None:
+        changed.set()
+        wake.set()
+
+    def on_change() -> None:  # called in whichever thread committed
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the session is over anyway
+            loop.call_soon_threadsafe(changed_here)
+
+    def locked(function: Callable[..., Any], *args: Any) -> Any:
+        with db._lock:
+            return function(*args)
+
+    async def call(function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(locked, function, *args)
+
+    async def read_loop() -> None:
+        while not session.closed:
+            data = await reader.read(READ_SIZE)
+            activity[0] = time.monotonic()
+            if not data:
+                await call(session.receive_eof)
+                if not session.finished and not options.live:
+                    raise NetworkError("the peer closed the connection before the sync finished")
+                ended.set()
+                return
+            result.bytes_received += len(data)
+            await call(session.receive_data, data)
+            wake.set()
+
+    async def write_loop() -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            if changed.is_set():
+                changed.clear()
+                await call(session.notify_local_change)
+            while True:
+                out = await call(session.data_to_send, WRITE_CHUNK)
+                if not out:
+                    break
+                writer.write(out)
+                result.bytes_sent += len(out)
+                await writer.drain()
+                activity[0] = time.monotonic()
+            if session.closed or session.finished:
+                ended.set()
+                return
+
+    async def watchdog() -> None:
+        while True:
+            now = time.monotonic()
+            if not session.established:
+                remaining = started + options.handshake_timeout - now
+                if remaining <= 0:
+                    raise PeerTimeout(
+                        f"the peer did not complete the handshake in {options.handshake_timeout} s"
+                    )
+            elif session.synced:
+                remaining = options.timeout
+            else:
+                remaining = activity[0] + options.timeout - now
+                if remaining <= 0:
+                    raise PeerTimeout(f"the peer sent nothing for {options.timeout} s")
+            await asyncio.sleep(min(max(remaining, 0.01), 1.0))
+
+    db._add_change_listener(on_change)
+    tasks = [
+        asyncio.ensure_future(coroutine) for coroutine in (read_loop(), write_loop(), watchdog())
+    ]
+    ender = asyncio.ensure_future(ended.wait())
+    wake.set()  # send the preamble (and, initiating, the first handshake message)
+    try:
+        done, _ = await asyncio.wait([*tasks, ender], return_when=asyncio.FIRST_COMPLETED)
+        failure = next((t.exception() for t in done if t is not ender and t.exception()), None)
+        if failure is None and session.error is not None:
+            failure = session.error
+        if failure is not None:
+            result.error = _as_error(failure)
+            with contextlib.suppress(Exception):  # tell the peer why, if the channel allows
+                if not session.closed:
+                    await call(session._fail, failure)
+                out = await call(session.data_to_send)
+                if out:
+                    writer.write(out)
+                    await asyncio.wait_for(writer.drain(), 1.0)
+    except asyncio.CancelledError:
+        session.close()
+        raise
+    finally:
+        db._remove_change_listener(on_change)
+        for task in [*tasks, ender]:
+            task.cancel()
+        await asyncio.gather(*tasks, ender, return_exceptions=True)
+        session.close()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        result.seconds = time.monotonic() - started
+        result.blocks_received = session.connection.blocks_received
+        result.blocks_sent = session.connection.blocks_sent
+        result.remote_static = session.channel.remote_static
+    return result
+
+
+def _as_error(exc: BaseException) -> HyperDBError:
+    if isinstance(exc, HyperDBError):
+        return exc
+    if isinstance(exc, (ConnectionError, OSError, asyncio.IncompleteReadError)):
+        return NetworkError(f"the connection was lost: {exc}")
+    return HyperDBError(f"the session failed: {type(exc).__name__}: {exc}")
+
+
+def _configure(writer: asyncio.StreamWriter) -> str:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+    name = writer.get_extra_info("peername")
+    if isinstance(name, tuple) and len(name) >= 2:
+        return f"{name[0]}:{name[1]}"
+    return str(name)
+
+
+def _check_address(host: object, port: object) -> None:
+    if not isinstance(host, str) or not host:
+        raise InvalidArgument("host must be a non-empty string")
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise InvalidArgument(f"port must be an integer in [0, 65535], got {port!r}")
+
+
+def _check_timeouts(*values: object) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidArgument(f"timeouts are positive numbers of seconds, got {value!r}")
+
+
+# --- serving --------------------------------------------------------------------------------------
+
+
+class Server:
+    """A running server (from :func:`serve`): ``port``, the sessions it ran (``results``), and
+    ``close()`` / ``await wait_closed()``; also an async context manager."""
+
+    def __init__(self, db: LocalDatabase, options: _Options, max_sessions: int) -> None:
+        self._db = db
+        self._options = options
+        self._max_sessions = max_sessions
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[SyncResult]] = set()
+        self.results: list[SyncResult] = []
+        self.host = ""
+        self.port = 0
+
+    @property
+    def active(self) -> int:
+        """Sessions in progress."""
+        return len(self._sessions)
+
+    async def _start(self, host: str, port: int) -> None:
+        try:
+            self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE)
+        except OSError as exc:
+            raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        address = self._server.sockets[0].getsockname()
+        self.host, self.port = address[0], address[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _configure(writer)
+        if len(self._sessions) >= self._max_sessions:
+            _log.warning("refusing %s: %d sessions already", peer, len(self._sessions))
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        try:
+            result = await _run_session(
+                self._db, reader, writer, self._options, initiator=False, peer=peer
+            )
+        except asyncio.CancelledError:  # the server is closing: the session ended with it
+            return
+        finally:
+            self._sessions.discard(task)
+        self.results.append(result)
+        del self.results[:-1000]
+        if result.error is not None:
+            _log.warning("session with %s ended: %s", peer, result.error)
+        else:
+            _log.info(
+                "session with %s done: %d blocks received, %d sent",
+                peer,
+                result.blocks_received,
+                result.blocks_sent,
+            )
+
+    def close(self) -> None:
+        """Stop accepting and end every session."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._sessions):
+            task.cancel()
+
+    async def wait_closed(self) -> None:
+        if self._sessions:
+            await asyncio.gather(*self._sessions, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.close()
+            await self.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def serve(
+    db: LocalDatabase,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    live: bool = True,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    timeout: float = STALL_TIMEOUT,
+    on_progress: ProgressCallback | None = None,
+) -> Server:
+    """Listen on ``host:port`` (port 0: any free port, see :attr:`Server.port`) and replicate
+    ``db`` with every peer that connects and proves it knows the database key, each in its own
+    session (live by default: sessions stay open and carry later changes both ways)."""
+    _check_address(host, port)
+    _check_timeouts(handshake_timeout, timeout)
+    if type(max_sessions) is not int or max_sessions < 1:
+        raise InvalidArgument("max_sessions must be a positive integer")
+    server = Server(
+        db,
+        _Options(
+            live=live,
+            handshake_timeout=handshake_timeout,
+            timeout=timeout,
+            on_progress=on_progress,
+        ),
+        max_sessions,
+    )
+    await server._start(host, port)
+    return server
+
+
+# --- connecting -----------------------------------------------------------------------------------
+
+
+async def sync(
+    db: LocalDatabase,
+    host: str,
+    port: int = DEFAULT_PORT,
+    *,
+    live: bool = False,
+    upload: bool = True,
+    download: bool = True,
+    on_progress: ProgressCallback | None = None,
+    connect_timeout: float = HANDSHAKE_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    timeout: float = STALL_TIMEOUT,
+    static_key: bytes | None = None,
+    _version: int | None = None,
+) -> SyncResult:
+    """Connect to a peer serving the same database and replicate.
+
+    Not live: returns once each side holds everything of the other's that it accepts. Live: the
+    session stays open, carrying new writes both ways as they happen, until the task is cancelled
+    or the peer closes. ``on_progress(feed key, blocks stored, blocks the peer offers)`` is called
+    as data arrives. Raises :class:`~hyperdb.errors.NetworkError` if the peer cannot be reached or
+    the connection drops before a non-live sync finished, and the session's
+    :class:`~hyperdb.errors.ProtocolError` (its subclasses name wrong databases, capabilities,
+    versions and timeouts) or :class:`~hyperdb.errors.VerificationError` if it failed. Whatever was
+    verified and stored before a failure stays; a later sync continues from there.
+    """
+    _check_address(host, port)
+    _check_timeouts(connect_timeout, handshake_timeout, timeout)
+    for name, flag in (("live", live), ("upload", upload), ("download", download)):
+        if not isinstance(flag, bool):
+            raise InvalidArgument(f"{name} must be a boolean")
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, limit=READ_SIZE), connect_timeout
+        )
+    except TimeoutError:
+        raise NetworkError(f"cannot connect to {host}:{port}: timed out") from None
+    except OSError as exc:
+        raise NetworkError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    peer = _configure(writer)
+    options = _Options(
+        live=live,
+        upload=upload,
+        download=download,
+        on_progress=on_progress,
+        handshake_timeout=handshake_timeout,
+        timeout=timeout,
+        static_key=static_key,
+        version=_version,
+    )
+    result = await _run_session(db, reader, writer, options, initiator=True, peer=peer)
+    if result.error is not None:
+        raise result.error
+    return result
+
+
+# --- without an event loop ------------------------------------------------------------------------
+
+
+def sync_blocking(
+    db: LocalDatabase, host: str, port: int = DEFAULT_PORT, **options: Any
+) -> SyncResult:
+    """:func:`sync` for code without an event loop (runs one until the sync is done)."""
+    return asyncio.run(sync(db, host, port, **options))
+
+
+class BackgroundServer:
+    """A :func:`serve` running on its own event loop in a daemon thread (from
+    :func:`serve_in_background`). ``host``/``port`` say where; ``close()`` stops it."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Server | None = None
+        self.host = ""
+        self.port = 0
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            raise Closed("the server is not running")
+        return self._server
+
+    def _start(self, db: LocalDatabase, host: str, port: int, options: dict[str, Any]) -> None:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(serve(db, host, port, **options), self._loop)
+        try:
+            self._server = future.result()
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.host, self.port = self._server.host, self._server.port
+
+    def close(self) -> None:
+        """Stop serving, end the sessions and the thread. Idempotent."""
+        if self._server is not None:
+            server, self._server = self._server, None
+
+            async def stop() -> None:
+                server.close()
+                await server.wait_closed()
+
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_in_background(
+    db: LocalDatabase, host: str = DEFAULT_HOST, port: int = 0, **options: Any
+) -> BackgroundServer:
+    """Start :func:`serve` in a background thread and return once it listens."""
+    background = BackgroundServer()
+    background._start(db, host, port, options)
+    return background
+
+
+__all__ = [
+    "DEFAULT_PORT",
+    "BackgroundServer",
+    "Server",
+    "SyncResult",
+    "serve",
+    "serve_in_background",
+    "sync",
+    "sync_blocking",
+]

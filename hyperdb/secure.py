@@ -1,0 +1,298 @@
+"""The encrypted, authenticated channel that replication runs over, as a sans-I/O state machine.
+
+This module owns ``spec/protocol.md`` §1: the preamble that names the protocol and its version,
+the Noise XX handshake (``Noise_XX_25519_ChaChaPoly_BLAKE2b``, through the ``noise`` package: the
+only module that imports it), the length-prefixed records that carry the handshake and then the
+encrypted byte stream, and the capability exchange that proves each side knows the database key
+before either reveals anything about its feeds.
+
+A :class:`SecureChannel` takes the bytes the peer sent (:meth:`SecureChannel.receive_data`, which
+returns the plaintext they complete) and gives the bytes to send (:meth:`SecureChannel.send`
+encrypts, :meth:`SecureChannel.data_to_send` hands over). It holds at most one incomplete record
+of the peer's (65,537 bytes); every plaintext it returns is at most one record's worth.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from enum import Enum
+
+from noise.connection import Keypair, NoiseConnection
+
+from hyperdb import crypto
+from hyperdb.errors import (
+    CapabilityError,
+    Closed,
+    InvalidArgument,
+    ProtocolError,
+    ProtocolVersionError,
+    WrongDatabase,
+)
+
+#: The protocol's name in the preamble, then one byte of version.
+MAGIC = b"HYPERDB"
+VERSION = 1
+PREAMBLE_SIZE = len(MAGIC) + 1
+NOISE_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2b"
+PROLOGUE = b"hyperdb replication v1"
+RECORD_HEADER = 2
+#: A record's body: a Noise message, at most 65,535 bytes (the Noise limit).
+MAX_RECORD = 65_535
+TAG_SIZE = 16
+#: Plaintext carried by one transport record.
+MAX_PLAINTEXT = MAX_RECORD - TAG_SIZE
+AUTH_SIZE = 64  # discovery key (32) || capability (32)
+
+_U16 = struct.Struct(">H")
+
+
+class Phase(Enum):
+    PREAMBLE = "preamble"  # waiting for the peer's preamble
+    HANDSHAKE = "handshake"  # Noise handshake in progress
+    AUTH = "auth"  # handshake done, waiting for the peer's capability
+    OPEN = "open"  # the peer proved it knows the database: application data flows
+    CLOSED = "closed"
+
+
+def preamble(version: int = VERSION) -> bytes:
+    """The first bytes each side sends: the protocol name and version."""
+    return MAGIC + bytes([version])
+
+
+class SecureChannel:
+    """One side of the encrypted channel to one peer.
+
+    ``database_key`` is the key of the database both sides replicate: each side proves it knows
+    it (a capability bound to this handshake) and checks the other's proof. ``initiator`` is the
+    side that opened the connection. ``static_key`` is this side's 32-byte X25519 private key for
+    the handshake (random when not given); :attr:`remote_static` is the peer's public one once the
+    handshake has told it.
+
+    Errors (all :class:`~hyperdb.errors.ProtocolError`): another protocol or version
+    (:class:`~hyperdb.errors.ProtocolVersionError`), a failed handshake or record, another
+    database (:class:`~hyperdb.errors.WrongDatabase`), a wrong capability
+    (:class:`~hyperdb.errors.CapabilityError`). After one, the channel is closed, except that
+    :meth:`send` still works once the handshake is done, so that the caller can tell the peer why.
+    """
+
+    def __init__(
+        self,
+        database_key: bytes,
+        *,
+        initiator: bool,
+        static_key: bytes | None = None,
+        version: int = VERSION,
+    ) -> None:
+        if not isinstance(database_key, bytes) or len(database_key) != crypto.PUBLIC_KEY_SIZE:
+            raise InvalidArgument("the database key must be 32 bytes")
+        if static_key is None:
+            static_key = crypto.random_bytes(32)
+        if not isinstance(static_key, bytes) or len(static_key) != 32:
+            raise InvalidArgument("a static key must be 32 bytes")
+        if type(version) is not int or not 0 <= version <= 255:
+            raise InvalidArgument("the protocol version is a byte")
+        self.initiator = initiator
+        self.version = version
+        self.remote_static: bytes | None = None
+        self.phase = Phase.PREAMBLE
+        self._database_key = database_key
+        self._discovery_key = crypto.discovery_key(database_key)
+        self._noise = NoiseConnection.from_name(NOISE_NAME)
+        self._noise.set_keypair_from_private_bytes(Keypair.STATIC, static_key)
+        self._noise.set_prologue(PROLOGUE)
+        if initiator:
+            self._noise.set_as_initiator()
+        else:
+            self._noise.set_as_responder()
+        self._noise.start_handshake()
+        self._buffer = bytearray()
+        self._out = bytearray(preamble(version))
+        self._encrypting = False
+        if initiator:
+            self._handshake_write()
+
+    # --- state ------------------------------------------------------------------------------------
+
+    @property
+    def established(self) -> bool:
+        """Both sides are through the handshake and the peer proved it knows the database key."""
+        return self.phase is Phase.OPEN
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of an incomplete record (at most a header and 65,535 bytes)."""
+        return len(self._buffer)
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self._buffer
+
+    # --- input ------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Process bytes from the peer, however they are chunked; returns the application
+        plaintext they complete, in order (empty until the channel is established)."""
+        if self.phase is Phase.CLOSED:
+            raise Closed("the secure channel is closed")
+        try:
+            return self._receive(memoryview(data).cast("B"))
+        except BaseException:
+            self.phase = Phase.CLOSED
+            self._buffer.clear()
+            raise
+
+    def _receive(self, view: memoryview) -> list[bytes]:
+        buffer = self._buffer
+        plaintexts: list[bytes] = []
+        pos, size = 0, len(view)
+        if self.phase is Phase.PREAMBLE:
+            take = min(PREAMBLE_SIZE - len(buffer), size)
+            buffer += view[:take]
+            pos = take
+            if len(buffer) < PREAMBLE_SIZE:
+                if not MAGIC.startswith(bytes(buffer[: len(MAGIC)])):
+                    raise ProtocolVersionError("the peer does not speak the hyperdb protocol")
+                return plaintexts
+            self._check_preamble(bytes(buffer))
+            buffer.clear()
+            self.phase = Phase.HANDSHAKE
+        while pos < size and self.phase is not Phase.CLOSED:
+            if len(buffer) < RECORD_HEADER:
+                take = min(RECORD_HEADER - len(buffer), size - pos)
+                buffer += view[pos : pos + take]
+                pos += take
+                if len(buffer) < RECORD_HEADER:
+                    break
+            length = _U16.unpack_from(buffer)[0]
+            if length == 0:
+                raise ProtocolError("an empty record")
+            want = RECORD_HEADER + length
+            if len(buffer) == RECORD_HEADER and size - pos >= length:  # whole body here: no copy
+                body = bytes(view[pos : pos + length])
+                pos += length
+            else:
+                take = min(want - len(buffer), size - pos)
+                buffer += view[pos : pos + take]
+                pos += take
+                if len(buffer) < want:
+                    break
+                body = bytes(buffer[RECORD_HEADER:])
+            buffer.clear()
+            plaintext = self._record(body)
+            if plaintext:
+                plaintexts.append(plaintext)
+        return plaintexts
+
+    def _check_preamble(self, received: bytes) -> None:
+        if received[: len(MAGIC)] != MAGIC:
+            raise ProtocolVersionError("the peer does not speak the hyperdb protocol")
+        theirs = received[len(MAGIC)]
+        if theirs != self.version:
+            raise ProtocolVersionError(
+                f"the peer speaks version {theirs} of the hyperdb protocol, "
+                f"this replica speaks version {self.version}"
+            )
+
+    def _record(self, body: bytes) -> bytes:
+        if self.phase is Phase.HANDSHAKE:
+            self._handshake_read(body)
+            return b""
+        try:
+            plaintext: bytes = self._noise.decrypt(body)
+        except Exception:  # the noise package raises assorted exception types for bad input
+            raise ProtocolError(
+                "a record failed authentication (tampered or out of order)"
+            ) from None
+        if self.phase is Phase.AUTH:
+            self._check_auth(plaintext)
+            return b""
+        if not plaintext:
+            raise ProtocolError("an empty record")
+        return plaintext
+
+    def _handshake_read(self, body: bytes) -> None:
+        try:
+            payload = self._noise.read_message(body)
+            state = getattr(self._noise.noise_protocol, "handshake_state", None)
+            remote = getattr(state, "rs", None) if state is not None else None
+            public = getattr(remote, "public_bytes", None)
+            if isinstance(public, bytes):
+                self.remote_static = public
+        except Exception:
+            raise ProtocolError("the Noise handshake failed") from None
+        if payload:
+            raise ProtocolError("a handshake message carried a payload")
+        if not self._noise.handshake_finished:
+            self._handshake_write()
+        if self._noise.handshake_finished:
+            self._start_auth()
+
+    def _handshake_write(self) -> None:
+        message = bytes(self._noise.write_message())
+        self._out += _U16.pack(len(message)) + message
+        if self._noise.handshake_finished:
+            self._start_auth()
+
+    def _start_auth(self) -> None:
+        if self.phase is Phase.AUTH:
+            return
+        self.phase = Phase.AUTH
+        self._encrypting = True
+        handshake_hash = self._noise.get_handshake_hash()
+        proof = crypto.capability(self._database_key, self.initiator, handshake_hash)
+        self._expected = crypto.capability(self._database_key, not self.initiator, handshake_hash)
+        self._seal(self._discovery_key + proof)
+
+    def _check_auth(self, plaintext: bytes) -> None:
+        if len(plaintext) != AUTH_SIZE:
+            raise ProtocolError(f"the peer's capability message has {len(plaintext)} bytes")
+        discovery_key, proof = plaintext[:32], plaintext[32:]
+        if discovery_key != self._discovery_key:
+            raise WrongDatabase(
+                f"the peer replicates another database (discovery key {discovery_key.hex()[:16]}, "
+                f"this one is {self._discovery_key.hex()[:16]})"
+            )
+        if not hmac.compare_digest(proof, self._expected):
+            raise CapabilityError("the peer could not prove it knows the database key")
+        self.phase = Phase.OPEN
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def send(self, plaintext: bytes) -> None:
+        """Encrypt application data for the peer (only once :attr:`established`, or after an error
+        once the handshake is done, to send the reason)."""
+        if not self._encrypting:
+            raise Closed("the secure channel cannot send yet (handshake not complete)")
+        if self.phase is not Phase.OPEN and self.phase is not Phase.CLOSED:
+            raise Closed("the peer has not proved it knows the database key yet")
+        for first in range(0, len(plaintext), MAX_PLAINTEXT):
+            self._seal(plaintext[first : first + MAX_PLAINTEXT])
+
+    def _seal(self, plaintext: bytes) -> None:
+        sealed = self._noise.encrypt(bytes(plaintext))
+        self._out += _U16.pack(len(sealed))
+        self._out += sealed
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def close(self) -> None:
+        self.phase = Phase.CLOSED
+        self._buffer.clear()
+
+
+__all__ = [
+    "MAGIC",
+    "MAX_PLAINTEXT",
+    "MAX_RECORD",
+    "NOISE_NAME",
+    "PROLOGUE",
+    "VERSION",
+    "Phase",
+    "SecureChannel",
+    "preamble",
+]

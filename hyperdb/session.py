@@ -1,0 +1,177 @@
+"""A replication session with one peer over the encrypted channel: still sans-I/O.
+
+A :class:`Session` joins a :class:`~hyperdb.secure.SecureChannel` (preamble, Noise handshake,
+capability) and a replication :class:`~hyperdb.replication.Connection`: bytes from the socket go
+in through :meth:`Session.receive_data`, bytes for the socket come out of
+:meth:`Session.data_to_send`. The replication messages start only once the peer has proved it
+knows the database key. When something goes wrong the session closes, after leaving for the peer
+(when the channel can still encrypt) an error message that says why; the exception tells the
+caller. :mod:`hyperdb.net` runs sessions over asyncio TCP sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from hyperdb.errors import Closed, HyperDBError, ProtocolError
+from hyperdb.replication import Connection, ProgressCallback, Replica
+from hyperdb.secure import SecureChannel
+from hyperdb.wire import MAX_REASON_SIZE, Error, encode_frame
+
+
+class Session:
+    """One side of a replication session over an encrypted channel.
+
+    Options are those of :class:`~hyperdb.replication.Connection` (``live``, ``upload``,
+    ``download``, ``on_progress``, request limits) and of
+    :class:`~hyperdb.secure.SecureChannel` (``static_key``, ``version``).
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        initiator: bool,
+        live: bool = False,
+        upload: bool = True,
+        download: bool = True,
+        on_progress: ProgressCallback | None = None,
+        static_key: bytes | None = None,
+        version: int | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
+        extra = {} if version is None else {"version": version}
+        self.channel = SecureChannel(
+            replica.key, initiator=initiator, static_key=static_key, **extra
+        )
+        options = {} if max_message_bytes is None else {"max_message_bytes": max_message_bytes}
+        self.connection = Connection(
+            replica,
+            initiator=initiator,
+            live=live,
+            upload=upload,
+            download=download,
+            on_progress=on_progress,
+            **options,
+        )
+        self.error: BaseException | None = None
+        self._closed = False
+
+    # --- state ------------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def established(self) -> bool:
+        return self.channel.established
+
+    @property
+    def finished(self) -> bool:
+        """A non-live session is over (both sides synced): the transport may be closed."""
+        return self.channel.established and self.connection.finished
+
+    @property
+    def synced(self) -> bool:
+        return self.channel.established and self.connection.synced
+
+    @property
+    def wants_to_send(self) -> bool:
+        return self.channel.established and self.connection.wants_to_send
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of incomplete input: one record and one replication frame at most."""
+        return self.channel.buffered + self.connection.buffered
+
+    # --- input ------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Process bytes from the peer. Raises the peer's or the data's fault as a
+        :class:`~hyperdb.errors.HyperDBError` (the session is then closed)."""
+        if self._closed:
+            raise Closed("the session is closed")
+        try:
+            plaintexts = self.channel.receive_data(data)
+            for plaintext in plaintexts:
+                self.connection.receive_data(plaintext)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def receive_eof(self) -> None:
+        """The peer closed the transport. Raises ProtocolError unless that happened at a
+        frame boundary of an established session."""
+        if self._closed:
+            return
+        try:
+            if not self.channel.established:
+                raise ProtocolError("the peer closed the connection during the handshake")
+            if not self.channel.at_boundary:
+                raise ProtocolError("the peer closed the connection in the middle of a record")
+            self.connection.receive_eof()
+        except BaseException as exc:
+            self._fail(exc, tell_peer=False)
+            raise
+        self._closed = True
+
+    def notify_local_change(self) -> None:
+        """The local database changed: announce it (live sessions)."""
+        if self._closed or not self.channel.established or self.connection.closed:
+            return
+        try:
+            self.connection.notify_local_change()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.connection.close()
+            self.channel.close()
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
+        """The bytes to write to the socket now (handshake, then encrypted replication messages
+        up to about ``max_bytes`` of answers to the peer's requests). After an error this still
+        returns, once, what tells the peer why."""
+        if self.channel.established and not self.connection.closed:
+            try:
+                plaintext = self.connection.data_to_send(max_bytes)
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+            if plaintext:
+                self.channel.send(plaintext)
+        return self.channel.data_to_send()
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException, *, tell_peer: bool = True) -> None:
+        if self._closed:
+            return
+        self.error = exc
+        self._closed = True
+        if tell_peer:
+            # The connection left its final error message if it failed; otherwise (a failure
+            # of the channel itself) build one here. Before the handshake is done nothing can be
+            # encrypted, and the peer learns nothing.
+            final = self.connection.data_to_send() if self.connection.closed else b""
+            if not final:
+                final = _error_frame(exc)
+            with contextlib.suppress(HyperDBError):
+                self.channel.send(final)
+        self.connection.close()
+        self.channel.close()
+
+
+def _error_frame(exc: BaseException) -> bytes:
+    reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, HyperDBError) else "error"
+    text = reason.encode("utf-8", "replace")[:MAX_REASON_SIZE].decode("utf-8", "ignore")
+    return encode_frame(Error(text))
+
+
+__all__ = ["Session"]
