@@ -1,69 +1,20 @@
-"""The ``hyperdb`` command line: argument parsing, output and exit codes, nothing else.
-
-``main(argv)`` returns the process exit code. Every :class:`~hyperdb.errors.HyperDBError` becomes
-one line on stderr and exit code 1 (2 for bad usage, as argparse does); tracebacks are never shown.
-"""
+"""``hyperdb demo``: the main job README runs, on the LMDB default store."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import hyperdb
-from hyperdb import __version__
-from hyperdb.errors import HyperDBError, VerificationError
+from hyperdb.errors import VerificationError
 from hyperdb.feed import FEED_TABLES, Feed
 from hyperdb.storage import LMDBStorage
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hyperdb", description="A multi-writer, peer-to-peer key-value database."
-    )
-    parser.add_argument("--version", action="version", version=f"hyperdb {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo",
-        help="write, read, list and range-scan a database on LMDB, then verify its signed feed",
-        description="Create (or reopen) a database in an LMDB directory, put, batch, get, delete, "
-        "list and range-scan keys, reopen it and verify the writer's signed feed, and copy that "
-        "feed block by block with Merkle proofs into a second store, showing that a tampered "
-        "block is refused.",
-    )
-    demo.add_argument(
-        "path",
-        nargs="?",
-        default="hyperdb-demo",
-        help="directory for the demo stores (default: ./hyperdb-demo)",
-    )
-    demo.add_argument(
-        "--keys", type=int, default=1000, help="how many keys to write in the batch (default 1000)"
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        if args.command == "demo":
-            return run_demo(Path(args.path), args.keys)
-    except HyperDBError as exc:
-        print(f"hyperdb: error: {exc} [{exc.code}]", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-    return EXIT_USAGE
 
 
 def run_demo(path: Path, count: int) -> int:
@@ -138,7 +89,3 @@ def replicate_feed(feed: Feed, where: Path, say: Callable[[str], object]) -> boo
             f"{'identical to' if same else 'DIFFERENT from'} the writer's feed"
         )
     return same
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,324 @@
+"""Command-line subcommands for databases, writers and replication between peers.
+
+``init`` (a new database, or a replica of one by its key), ``info``, ``authorize``, ``serve``,
+``sync`` (once, or ``--live``) and ``clone`` (a replica of a remote database, fetched). Progress of
+a sync is a bar on stderr when stderr is a terminal; results go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import hyperdb
+from hyperdb import net
+from hyperdb.db import Database
+from hyperdb.errors import InvalidArgument, NotFound
+
+EXIT_OK = 0
+
+
+def add_commands(commands: Any) -> None:
+    """Register the subcommands of this module on an argparse subparsers object."""
+    init = commands.add_parser(
+        "init",
+        help="create a database, or a replica of an existing one with --key",
+        description="Create a database in directory PATH (LMDB), with this replica's writer. With "
+        "--key, create a replica of an existing database instead: it can read everything once "
+        "synced, and its writes count once an authorized writer runs `hyperdb authorize` for it.",
+    )
+    init.add_argument("path", help="directory for the database")
+    init.add_argument("--key", help="the database key (hex) to create a replica of")
+    init.set_defaults(run=run_init)
+
+    info = commands.add_parser(
+        "info",
+        help="show a database's key, this replica's writer and the writers it knows",
+        description="Print the database key, this replica's writer key (and whether it is "
+        "authorized), and every writer known here with its feed length.",
+    )
+    info.add_argument("path", help="database directory")
+    info.set_defaults(run=run_info)
+
+    authorize = commands.add_parser(
+        "authorize",
+        help="authorize another replica's writer key to write",
+        description="Append an authorization entry for WRITER (a 64-character hex key, as "
+        "`hyperdb init` or `hyperdb info` prints it) to this replica's feed. This replica must "
+        "itself be authorized. The new writer learns of it when it syncs.",
+    )
+    authorize.add_argument("path", help="database directory")
+    authorize.add_argument("writer", help="the writer key (hex) to authorize")
+    authorize.set_defaults(run=run_authorize)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the database to peers over encrypted TCP until interrupted",
+        description="Listen for peers (each must prove it knows the database key) and replicate "
+        "with each of them live: their writes arrive here and ours reach them as they happen. "
+        "Stops on Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument("path", help="database directory")
+    serve.add_argument("--host", default=net.DEFAULT_HOST, help="address to listen on")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=net.DEFAULT_PORT,
+        help=f"port to listen on (default {net.DEFAULT_PORT}; 0 picks a free one)",
+    )
+    serve.add_argument("--quiet", action="store_true", help="do not log sessions on stderr")
+    serve.set_defaults(run=run_serve)
+
+    sync = commands.add_parser(
+        "sync",
+        help="replicate with a peer once (or --live, until interrupted)",
+        description="Connect to a peer serving the same database (`hyperdb serve`) and exchange "
+        "what each side lacks. Without --live it returns once both are current; with --live it "
+        "stays connected and carries new writes both ways until interrupted. A sync that is cut "
+        "off continues from what was verified and stored.",
+    )
+    sync.add_argument("path", help="database directory")
+    sync.add_argument("peer", metavar="HOST:PORT", help="the peer's address")
+    _sync_options(sync)
+    sync.set_defaults(run=run_sync)
+
+    clone = commands.add_parser(
+        "clone",
+        help="create a replica of a remote database by its key and fetch it",
+        description="The same as `hyperdb init PATH --key KEY` followed by "
+        "`hyperdb sync PATH HOST:PORT`.",
+    )
+    clone.add_argument("key", help="the database key (hex)")
+    clone.add_argument("peer", metavar="HOST:PORT", help="a peer serving the database")
+    clone.add_argument("path", help="directory for the new replica")
+    _sync_options(clone)
+    clone.set_defaults(run=run_clone)
+
+
+def _sync_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--live", action="store_true", help="stay connected and exchange new writes as they happen"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=net.STALL_TIMEOUT,
+        help=f"seconds a silent peer is waited for (default {net.STALL_TIMEOUT:g})",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def open_existing(path: str) -> Database:
+    """Open the database in ``path``, refusing to create one by accident."""
+    if not (Path(path) / "data.mdb").exists():
+        raise NotFound(f"no database in {path} (create one with `hyperdb init {path}`)")
+    return hyperdb.open(path)
+
+
+def parse_peer(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6 addresses) → (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InvalidArgument(f"a peer is HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def parse_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise InvalidArgument(f"a key is 64 hexadecimal characters, got {text!r}")
+    return key
+
+
+def describe(db: Database, out: TextIO = sys.stdout) -> None:
+    status = "authorized" if db.is_authorized(db.local_key) else "not authorized yet"
+    print(f"database   {db.key.hex()}", file=out)
+    print(f"writer     {db.local_key.hex()} ({status})", file=out)
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal: blocks stored of those the peer offers."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self._stream = stream
+        self._enabled = enabled
+        self._feeds: dict[bytes, tuple[int, int, int]] = {}  # feed -> (first seen, stored, total)
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._started = time.monotonic()
+        self._shown = False
+
+    def update(self, feed: bytes, stored: int, total: int) -> None:
+        with self._lock:
+            first = self._feeds.get(feed, (stored, 0, 0))[0]
+            self._feeds[feed] = (min(first, stored), stored, total)
+            now = time.monotonic()
+            if self._enabled and (now - self._last >= 0.1 or stored >= total):
+                self._last = now
+                self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        fetched = sum(stored - first for first, stored, _ in self._feeds.values())
+        wanted = sum(max(total - first, 0) for first, _, total in self._feeds.values())
+        fraction = fetched / wanted if wanted else 1.0
+        width = 30
+        filled = int(fraction * width)
+        rate = fetched / max(now - self._started, 1e-9)
+        line = (
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% "
+            f"{fetched}/{wanted} blocks of {len(self._feeds)} feed(s), {rate:,.0f} blocks/s"
+        )
+        self._stream.write(line)
+        self._stream.flush()
+        self._shown = True
+
+    def finish(self) -> None:
+        if self._shown:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._shown = False
+
+
+def _sync(db: Database, peer: str, args: argparse.Namespace) -> int:
+    host, port = parse_peer(peer)
+    bar = ProgressBar(sys.stderr, not args.no_progress and sys.stderr.isatty())
+    if args.live:
+        print(f"live sync with {host}:{port} (Ctrl-C to stop)", flush=True)
+    try:
+        result = asyncio.run(
+            net.sync(db, host, port, live=args.live, timeout=args.timeout, on_progress=bar.update)
+        )
+    finally:
+        bar.finish()
+    print(
+        f"synced with {host}:{port}: {result.blocks_received} blocks received, "
+        f"{result.blocks_sent} sent ({_size(result.bytes_received)} in, "
+        f"{_size(result.bytes_sent)} out) in {result.seconds:.2f} s",
+        flush=True,
+    )
+    return EXIT_OK
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def run_init(args: argparse.Namespace) -> int:
+    key = parse_key(args.key) if args.key is not None else None
+    if (Path(args.path) / "data.mdb").exists():
+        raise InvalidArgument(f"{args.path} already holds a database (see `hyperdb info`)")
+    with hyperdb.open(args.path, key=key) as db:
+        describe(db)
+        print(f"stored in  {args.path}")
+        if not db.is_authorized(db.local_key):
+            print(
+                "to write, have an authorized replica run: "
+                f"hyperdb authorize PATH {db.local_key.hex()}"
+            )
+    return EXIT_OK
+
+
+def run_info(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        describe(db)
+        lengths = db._lengths()
+        print(f"writers    {len(db.writers())}")
+        for writer in db.writers():
+            length = lengths.get(writer, (0, 0))[0]
+            mark = " (this replica)" if writer == db.local_key else ""
+            print(f"  {writer.hex()}  {length} blocks{mark}")
+    return EXIT_OK
+
+
+def run_authorize(args: argparse.Namespace) -> int:
+    writer = parse_key(args.writer)
+    with open_existing(args.path) as db:
+        node = db.authorize(writer)
+        print(f"authorized {writer.hex()} (seq {node.seq} of writer {db.local_key.hex()[:16]})")
+    return EXIT_OK
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    if not args.quiet:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+        )
+    with open_existing(args.path) as db:
+        return asyncio.run(_serve(db, args.host, args.port))
+
+
+async def _serve(db: Database, host: str, port: int) -> int:
+    server = await net.serve(db, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    print(f"serving {db.key.hex()} on {server.host}:{server.port} (Ctrl-C to stop)", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+    print(f"stopped after {len(server.results)} session(s)", flush=True)
+    return EXIT_OK
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        return _run_interruptible(lambda: _sync(db, args.peer, args))
+
+
+def run_clone(args: argparse.Namespace) -> int:
+    key = parse_key(args.key)
+    parse_peer(args.peer)  # check it before creating anything
+    if (Path(args.path) / "data.mdb").exists():
+        raise InvalidArgument(f"{args.path} already holds a database (use `hyperdb sync`)")
+    with hyperdb.open(args.path, key=key) as db:
+        describe(db)
+        return _run_interruptible(lambda: _sync(db, args.peer, args))
+
+
+def _run_interruptible(body: Any) -> int:
+    """Run ``body`` so that SIGTERM ends it like Ctrl-C (a live sync ends cleanly either way)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        result: int = body()
+        return result
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["add_commands", "parse_key", "parse_peer"]
