@@ -5,7 +5,8 @@
 Opens the database in PATH, serves it on a free loopback port (printed as ``port N``), keeps a
 live session with every ``--peer``, and, once a line arrives on stdin, writes COUNT keys
 ``NAME/i`` at a steady pace while syncing. Prints ``complete`` once it holds EXPECTED keys, then
-keeps serving until its stdin closes, and exits 0. Any failed session is printed as ``error ...`` and ends the process with 1.
+keeps serving until its stdin closes, and exits 0. Any failed session is printed as
+``error ...`` and ends the process with 1.
 """
 
 from __future__ import annotations
