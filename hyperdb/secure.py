@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import struct
+import warnings
 from enum import Enum
 
 from noise.connection import Keypair, NoiseConnection
@@ -83,6 +84,7 @@ class SecureChannel:
         initiator: bool,
         static_key: bytes | None = None,
         version: int = VERSION,
+        _ephemeral_key: bytes | None = None,
     ) -> None:
         if not isinstance(database_key, bytes) or len(database_key) != crypto.PUBLIC_KEY_SIZE:
             raise InvalidArgument("the database key must be 32 bytes")
@@ -101,11 +103,17 @@ class SecureChannel:
         self._noise = NoiseConnection.from_name(NOISE_NAME)
         self._noise.set_keypair_from_private_bytes(Keypair.STATIC, static_key)
         self._noise.set_prologue(PROLOGUE)
+        if _ephemeral_key is not None:  # fixed ephemeral keys: only to generate test vectors
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._noise.set_keypair_from_private_bytes(Keypair.EPHEMERAL, _ephemeral_key)
         if initiator:
             self._noise.set_as_initiator()
         else:
             self._noise.set_as_responder()
-        self._noise.start_handshake()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the warning about fixed ephemeral keys, above
+            self._noise.start_handshake()
         self._buffer = bytearray()
         self._out = bytearray(preamble(version))
         self._encrypting = False
@@ -213,8 +221,9 @@ class SecureChannel:
 
     def _handshake_read(self, body: bytes) -> None:
         try:
-            payload = self._noise.read_message(body)
+            # hold the handshake state: the noise package drops it when the handshake completes
             state = getattr(self._noise.noise_protocol, "handshake_state", None)
+            payload = self._noise.read_message(body)
             remote = getattr(state, "rs", None) if state is not None else None
             public = getattr(remote, "public_bytes", None)
             if isinstance(public, bytes):
