@@ -15,7 +15,7 @@ import contextlib
 
 from hyperdb.errors import Closed, HyperDBError, ProtocolError
 from hyperdb.replication import Connection, ProgressCallback, Replica
-from hyperdb.secure import SecureChannel
+from hyperdb.secure import VERSION, SecureChannel
 from hyperdb.wire import MAX_REASON_SIZE, Error, encode_frame
 
 
@@ -40,9 +40,11 @@ class Session:
         version: int | None = None,
         max_message_bytes: int | None = None,
     ) -> None:
-        extra = {} if version is None else {"version": version}
         self.channel = SecureChannel(
-            replica.key, initiator=initiator, static_key=static_key, **extra
+            replica.key,
+            initiator=initiator,
+            static_key=static_key,
+            version=VERSION if version is None else version,
         )
         options = {} if max_message_bytes is None else {"max_message_bytes": max_message_bytes}
         self.connection = Connection(
