@@ -44,3 +44,22 @@ def test_writers_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert names[0] == "converge 3 writers x 3 keys (full mesh)"
     assert names[3] == "converge 4 writers x 3 keys (into one replica)"
     assert "open a 4-writer database" in names
+
+
+@pytest.mark.timeout(120)
+def test_network_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bench_net
+
+    assert (
+        bench_net.main(["--entries", "300", "--writers", "3", "--keys", "2", "--repeat", "1"]) == 0
+    )
+    report = last_json(capsys)
+    names = [r["name"] for r in report["results"]]  # type: ignore[union-attr]
+    assert names == [
+        "cold, 300 entries: time",
+        "cold, 300 entries: entries",
+        "cold, 300 entries: wire",
+        "cold, 3 writers: time",
+        "cold, 3 writers: entries",
+        "cold, 3 writers: wire",
+    ]
