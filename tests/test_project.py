@@ -74,6 +74,8 @@ def test_trie_is_pure() -> None:
         ("nacl", "hyperdb/crypto.py"),
         ("cbor2", "hyperdb/encoding.py"),
         ("lmdb", "hyperdb/storage/lmdb.py"),
+        ("noise", "hyperdb/secure.py"),
+        ("socket", "hyperdb/net.py"),
     ],
 )
 def test_each_third_party_library_is_imported_in_one_module(library: str, home: str) -> None:
@@ -92,3 +94,9 @@ def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for number, code in enumerate(blocks):
         namespace: dict[str, object] = {"print": lambda *args, **kwargs: None}
         exec(compile(code, f"README.md python block {number}", "exec"), namespace)
+
+
+def test_the_protocol_layers_are_sans_io() -> None:
+    for name in ("replication.py", "wire.py", "secure.py", "session.py"):
+        imported = imports_of(ROOT / "hyperdb" / name)
+        assert not imported & {"asyncio", "socket", "selectors", "threading"}, name
