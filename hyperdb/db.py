@@ -96,7 +96,7 @@ def open(
         keystore = MemoryKeyStore()
     else:
         assert path is not None
-        storage = open_storage(path, TABLES, durable=durable)
+        storage = open_storage(path, TABLES, durable=durable, exclusive=True)
         try:
             keystore = DirectoryKeyStore(Path(path) / "keys")
         except HyperDBError:

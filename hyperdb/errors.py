@@ -66,6 +66,12 @@ class StorageFull(StorageError):
     code = "storage_full"
 
 
+class StorageInUse(StorageError):
+    """The store is open in another process (or already in this one): one open at a time."""
+
+    code = "in_use"
+
+
 class EncodingError(HyperDBError):
     """Bytes do not decode to a valid record: malformed, non-canonical, or over a size limit."""
 

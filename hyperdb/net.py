@@ -515,6 +515,7 @@ def serve_in_background(
 __all__ = [
     "DEFAULT_PORT",
     "BackgroundServer",
+    "ProgressCallback",
     "Server",
     "SyncResult",
     "serve",

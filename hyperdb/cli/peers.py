@@ -198,11 +198,17 @@ class ProgressBar:
 def _sync(db: Database, peer: str, args: argparse.Namespace) -> int:
     host, port = parse_peer(peer)
     bar = ProgressBar(sys.stderr, not args.no_progress and sys.stderr.isatty())
+    on_progress: net.ProgressCallback = bar.update
     if args.live:
         print(f"live sync with {host}:{port} (Ctrl-C to stop)", flush=True)
+
+        def on_progress(feed: bytes, stored: int, total: int) -> None:
+            if stored >= total:  # a feed caught up: say so, one line each time
+                print(f"received   writer {feed.hex()[:16]} now at {stored} blocks", flush=True)
+
     try:
         result = asyncio.run(
-            net.sync(db, host, port, live=args.live, timeout=args.timeout, on_progress=bar.update)
+            net.sync(db, host, port, live=args.live, timeout=args.timeout, on_progress=on_progress)
         )
     finally:
         bar.finish()

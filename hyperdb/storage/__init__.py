@@ -32,13 +32,22 @@ def open_storage(
     durable: bool = True,
     map_size: int | None = None,
     max_map_size: int | None = None,
+    exclusive: bool = False,
 ) -> Storage:
     """Open a storage holding ``tables``.
 
     With ``path`` None the storage lives in memory (:class:`MemoryStorage`; ``durable``,
     ``map_size`` and ``max_map_size`` do not apply and are ignored). Otherwise ``path`` is a
-    directory, created if missing, holding an LMDB environment (:class:`LMDBStorage`).
+    directory, created if missing, holding an LMDB environment (:class:`LMDBStorage`), locked
+    against other exclusive opens with ``exclusive=True``.
     """
     if path is None:
         return MemoryStorage(tables)
-    return LMDBStorage(path, tables, durable=durable, map_size=map_size, max_map_size=max_map_size)
+    return LMDBStorage(
+        path,
+        tables,
+        durable=durable,
+        map_size=map_size,
+        max_map_size=max_map_size,
+        exclusive=exclusive,
+    )

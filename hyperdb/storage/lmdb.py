@@ -29,6 +29,7 @@ Every other LMDB failure is raised as :class:`~hyperdb.errors.StorageError`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import mmap
 import os
 import sys
@@ -40,7 +41,14 @@ from typing import TYPE_CHECKING, TypedDict
 
 import lmdb  # type: ignore[import-untyped,unused-ignore]
 
-from hyperdb.errors import Closed, HyperDBError, InvalidArgument, StorageError, StorageFull
+from hyperdb.errors import (
+    Closed,
+    HyperDBError,
+    InvalidArgument,
+    StorageError,
+    StorageFull,
+    StorageInUse,
+)
 from hyperdb.storage.base import (
     MAX_KEY_SIZE,
     ReadTxn,
@@ -377,7 +385,10 @@ class LMDBStorage(Storage):
     """Tables stored as named sub-databases of one LMDB environment in the directory ``path``.
 
     See the module docstring for durability and map-size behaviour. ``path`` is created (mode
-    0o700) if missing.
+    0o700) if missing. ``exclusive=True`` takes a lock file in the directory so that no other
+    :class:`LMDBStorage` opened with ``exclusive=True`` (in any process) uses it at the same time:
+    :class:`StorageInUse` otherwise. Databases open their store this way; LMDB itself is safe
+    for several processes, but a database keeps state in memory.
     """
 
     def __init__(
@@ -388,6 +399,7 @@ class LMDBStorage(Storage):
         durable: bool = True,
         map_size: int | None = None,
         max_map_size: int | None = None,
+        exclusive: bool = False,
     ) -> None:
         self._closed = True  # until the environment is open; keeps __del__ quiet on failure
         self.tables = check_tables(tables)
@@ -423,6 +435,7 @@ class LMDBStorage(Storage):
                 f"cannot create the storage directory {self.path!r}: {exc}. Give the path of a "
                 "directory (existing or not) in a location you can write to."
             ) from exc
+        self._lock_fd = _lock_directory(self.path) if exclusive else -1
         env: lmdb.Environment | None = None
         try:
             env = lmdb.open(
@@ -451,6 +464,8 @@ class LMDBStorage(Storage):
         except BaseException as exc:
             if env is not None:
                 env.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
             if not isinstance(exc, lmdb.Error):
                 raise
             raise StorageError(
@@ -635,6 +650,31 @@ class LMDBStorage(Storage):
                     self._env.close()
                 except lmdb.Error as exc:
                     raise StorageError(f"closing the LMDB storage {self.path!r}: {exc}") from exc
+                finally:
+                    if self._lock_fd >= 0:
+                        os.close(self._lock_fd)
         finally:
             if not own_writer:
                 self._write_lock.release()
+
+
+LOCK_FILE = "owner.lock"
+
+
+def _lock_directory(path: str) -> int:
+    """Take the exclusive lock that keeps a second exclusive open (in another process or in this
+    one) from using the store at the same time. The lock goes with the process, however it
+    ends."""
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot create the lock file in {path!r}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StorageInUse(
+            f"the store in {path!r} is open in another process (or already in this one); "
+            "close it there first"
+        ) from None
+    return fd

@@ -1,0 +1,139 @@
+"""The installed ``hyperdb`` command serving and syncing over loopback TCP, in subprocesses:
+init, authorize, serve, clone, sync (once and live), and the exit codes of failures."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hyperdb
+from hyperdb import net
+from tests.test_cli import hyperdb_command, run
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def field(output: str, name: str) -> str:
+    for line in output.splitlines():
+        parts = line.split()
+        if parts and parts[0] == name:
+            return parts[1]
+    raise AssertionError(f"no {name} in {output!r}")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A database ``a`` with 2,000 keys, served by ``hyperdb serve``: yields (key, HOST:PORT).
+    Beside it, ``w``: a replica whose writer ``a`` authorized (the served store is locked by the
+    server process; tests write through ``w``)."""
+    created = run("init", "a", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    key = field(created.stdout, "database")
+    with hyperdb.open(tmp_path / "a") as db:
+        db.batch([{"type": "put", "key": f"k/{i}", "value": b"v%d" % i} for i in range(2000)])
+    writer = run("init", "w", "--key", key, cwd=tmp_path)
+    assert run("authorize", "a", field(writer.stdout, "writer"), cwd=tmp_path).returncode == 0
+    server = subprocess.Popen(
+        [*hyperdb_command(), "serve", "a", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert line.startswith(f"serving {key} on 127.0.0.1:"), line
+    try:
+        yield key, line.split()[3]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+        assert server.returncode == 0, err
+        assert "stopped after" in out
+        assert "Traceback" not in err
+
+
+def test_clone_authorize_and_sync_both_ways(tmp_path: Path, served: tuple[str, str]) -> None:
+    key, address = served
+    cloned = run("clone", key, address, "b", cwd=tmp_path)
+    assert cloned.returncode == 0, cloned.stderr
+    assert field(cloned.stdout, "database") == key
+    writer = field(cloned.stdout, "writer")
+    assert "not authorized yet" in cloned.stdout
+    assert "2002 blocks received" in cloned.stdout  # header, 2,000 keys, authorization of w
+    with hyperdb.open(tmp_path / "b") as b:
+        assert [n.value for n in b.get("k/1999")] == [b"v1999"]
+        b.put("from/b", b"hello")
+    # the served store is the server's alone; w, authorized by a, authorizes b (transitively)
+    busy = run("authorize", "a", writer, cwd=tmp_path)
+    assert busy.returncode == 1 and "[in_use]" in busy.stderr
+    authorized = run("authorize", "w", writer, cwd=tmp_path)
+    assert authorized.returncode == 0, authorized.stderr
+    assert authorized.stdout.startswith(f"authorized {writer}")
+    assert run("sync", "w", address, cwd=tmp_path).returncode == 0
+    synced = run("sync", "b", address, cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    assert "2 blocks received, 2 sent" in synced.stdout  # w's header and authorization; b's 2
+    info = run("info", "b", cwd=tmp_path)
+    assert f"writer     {writer} (authorized)" in info.stdout
+    assert "writers    3" in info.stdout
+
+
+def test_live_sync_carries_new_writes_until_stopped(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    key, address = served
+    assert run("init", "c", "--key", key, cwd=tmp_path).returncode == 0
+    live = subprocess.Popen(
+        [*hyperdb_command(), "sync", "c", address, "--live"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    host, port = address.rsplit(":", 1)
+    try:
+        assert live.stdout is not None
+        assert live.stdout.readline().startswith(f"live sync with {address}")
+        with hyperdb.open(tmp_path / "w") as w:  # an authorized writer pushes to the server
+            net.sync_blocking(w, host, int(port))
+            w.put("late/news", b"arrives live")
+            net.sync_blocking(w, host, int(port))
+            wanted = f"received   writer {w.local_key.hex()[:16]} now at 2 blocks"
+        for line in live.stdout:  # the server passed it on to the live session at once
+            if line.strip() == wanted:
+                break
+    finally:
+        live.send_signal(signal.SIGTERM)
+        out, err = live.communicate(timeout=30)
+    assert live.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
+    with hyperdb.open(tmp_path / "c") as c:
+        assert [n.value for n in c.get("late/news")] == [b"arrives live"]
+
+
+def test_failures_are_one_line_with_their_exit_code(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    _, address = served
+    assert run("init", "other", cwd=tmp_path).returncode == 0
+    wrong = run("sync", "other", address, cwd=tmp_path)
+    assert wrong.returncode == 4
+    assert wrong.stderr.count("\n") == 1 and "another database" in wrong.stderr
+    assert "[wrong_database]" in wrong.stderr
+    refused = run("sync", "other", "127.0.0.1:1", cwd=tmp_path)
+    assert refused.returncode == 3 and "cannot connect" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    missing = run("sync", "nothing-here", address, cwd=tmp_path)
+    assert missing.returncode == 1 and "no database in nothing-here" in missing.stderr
+    bad = run("sync", "other", "no-port", cwd=tmp_path)
+    assert bad.returncode == 1 and "HOST:PORT" in bad.stderr
+    again = run("init", "other", cwd=tmp_path)
+    assert again.returncode == 1 and "already holds a database" in again.stderr
+    for args in (["serve", "--help"], ["sync", "--help"], ["clone", "--help"], ["init", "--help"]):
+        helped = run(*args, cwd=tmp_path)
+        assert helped.returncode == 0 and "usage: hyperdb" in helped.stdout
