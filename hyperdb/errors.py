@@ -98,9 +98,17 @@ class ForkDetected(VerificationError):
 
 class CorruptionError(HyperDBError):
     """Data already in the local store is damaged: a stored block, tree node or signature no longer
-    matches. Reported by ``verify()``: the disk or the file changed behind hyperdb's back."""
+    matches. Reported by ``verify()``: the disk or the file changed behind hyperdb's back. ``feed``
+    and ``seqs`` name the damaged feed and the blocks that may be damaged, when known."""
 
     code = "corrupt"
+
+    def __init__(
+        self, message: str, *, feed: bytes | None = None, seqs: tuple[int, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.feed = feed
+        self.seqs = seqs
 
 
 class ProtocolError(HyperDBError):

@@ -288,26 +288,21 @@ class Feed:
         (always at least one): no more is read than that and one block."""
         _check_seq(start)
         _check_seq(end)
+        fid = self.id
+        pack_row = _ROW.pack
+        blocks: list[bytes] = []
         with _reading(self.storage, txn) as tx:
-            rows = tx.scan(
-                "feed_log", start=_ROW.pack(self.id, start, 0), stop=_ROW.pack(self.id, end, 0)
-            )
-            # parent nodes sit between the blocks: keep the rows whose last key byte is 0
-            blocks: list[bytes] = []
-            if end > start and max_bytes is None:
-                blocks = [value for key, value in rows if not key[-1]]
-            elif end > start and max_bytes is not None:
-                budget = max_bytes
-                size = 0
-                for key, value in rows:
-                    if key[-1]:
-                        continue
-                    if _ROW.unpack(key)[1] != start + len(blocks):
-                        break  # a block is missing: reported below
-                    size += len(value)
-                    if size > budget and blocks:
+            get = tx.get  # a lookup per block is faster than a scan (which meets parent nodes)
+            size = 0
+            for seq in range(start, end):
+                block = get("feed_log", pack_row(fid, seq, 0))
+                if block is None:
+                    break  # reported below
+                if max_bytes is not None:
+                    size += len(block)
+                    if size > max_bytes and blocks:
                         return blocks
-                    blocks.append(value)
+                blocks.append(block)
         if len(blocks) != max(0, end - start):
             raise NotFound(f"feed {self.key.hex()[:16]} does not hold blocks [{start}, {end})")
         return blocks
@@ -364,28 +359,27 @@ class Feed:
             if length > MAX_LENGTH:
                 raise InvalidArgument("the feed would exceed its maximum length")
             fid = self.id
-            put = tx.put
-            leaves = []
-            for seq, block in enumerate(batch, first):
-                put("feed_log", _ROW.pack(fid, seq, 0), block)
-                leaves.append(merkle.hash_leaf(seq, block))
+            pack_row = _ROW.pack
+            hash_leaf = merkle.hash_leaf
+            rows = [(pack_row(fid, seq, 0), block) for seq, block in enumerate(batch, first)]
+            leaves = [hash_leaf(seq, block) for seq, block in enumerate(batch, first)]
             roots_data, completed = merkle.append_to_encoded_roots(head.roots_data, leaves)
             for node in completed:
                 if node.index & 1:  # leaves are not stored: they are hashed from the blocks
-                    put(
-                        "feed_log",
-                        self._node_key(node.index),
-                        _NODE_VALUE.pack(node.hash, node.size),
+                    rows.append(
+                        (self._node_key(node.index), _NODE_VALUE.pack(node.hash, node.size))
                     )
             message = (
                 self._signable_prefix + merkle.hash_encoded_roots(roots_data) + _U64.pack(length)
             )
             signature = crypto.sign(message, keypair.secret_key)
-            put(
-                "feed_log",
-                self._head_key,
-                _HEAD.pack(HEAD_VERSION, 0, length, length, signature) + roots_data,
+            rows.append(
+                (
+                    self._head_key,
+                    _HEAD.pack(HEAD_VERSION, 0, length, length, signature) + roots_data,
+                )
             )
+            tx.put_many("feed_log", rows)
         return first
 
     def receive(
@@ -456,13 +450,13 @@ class Feed:
             if last <= head.length and self._node(tx, node.index) != node:
                 self._contradiction(tx, head, proof, roots, blocks, node.index)
         new_length = max(head.length, end)
-        for seq in range(head.length, end):
-            tx.put("feed_log", _ROW.pack(self.id, seq, 0), blocks[seq - start])
+        fid = self.id
+        pack_row = _ROW.pack
+        rows = [(pack_row(fid, seq, 0), blocks[seq - start]) for seq in range(head.length, end)]
         for node, last in spanned:
             if node.index & 1 and head.length < last <= new_length:
-                tx.put(
-                    "feed_log", self._node_key(node.index), _NODE_VALUE.pack(node.hash, node.size)
-                )
+                rows.append((self._node_key(node.index), _NODE_VALUE.pack(node.hash, node.size)))
+        tx.put_many("feed_log", rows)
         proof_roots = merkle.encode_roots(roots)
         candidates = [(proof.length, proof.signature, proof_roots)]
         pending = tx.get("feed_log", self._pending_key)
@@ -603,21 +597,44 @@ class Feed:
                     parent_rows += 1
                     continue
                 if row_seq != seq:
-                    raise CorruptionError(f"feed {name}: block {seq} is missing")
+                    raise CorruptionError(
+                        f"feed {name}: block {seq} is missing", feed=self.key, seqs=(seq,)
+                    )
                 leaf = merkle.hash_leaf(seq, value)
                 for node in merkle.append_leaves(roots, (leaf,)):
                     if node.index & 1:
                         if self._node(tx, node.index) != node:
+                            depth = merkle.depth(node.index)
+                            first = merkle.offset(node.index) << depth
+                            seqs = tuple(range(first, seq + 1))
+                            which = (
+                                " or ".join(str(s) for s in seqs)
+                                if len(seqs) <= 2
+                                else (f"{first} to {seq}")
+                            )
                             raise CorruptionError(
-                                f"feed {name}: tree node {node.index} does not match the blocks "
-                                f"under it (seq {seq} or before)"
+                                f"feed {name}: block {which} is damaged (tree node {node.index} "
+                                "no longer matches the blocks under it)",
+                                feed=self.key,
+                                seqs=seqs,
                             )
                         checked += 1
                 seq += 1
                 if seq == head.signed_length and tuple(roots) != head.roots:
+                    damaged = tuple(
+                        s
+                        for root, stored in zip(roots, head.roots, strict=False)
+                        if root != stored
+                        for s in range(
+                            merkle.offset(root.index) << merkle.depth(root.index),
+                            (merkle.offset(root.index) + 1) << merkle.depth(root.index),
+                        )
+                    )
                     raise CorruptionError(
-                        f"feed {name}: the signed roots differ from the blocks (seq {seq - 1} "
-                        "or before)"
+                        f"feed {name}: the signed roots differ from the blocks (block "
+                        f"{' or '.join(map(str, damaged[-2:])) if damaged else seq - 1})",
+                        feed=self.key,
+                        seqs=damaged or (seq - 1,),
                     )
             if seq != head.length:
                 raise CorruptionError(

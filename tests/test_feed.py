@@ -441,8 +441,9 @@ def test_verify_finds_damage(storage: Storage) -> None:
         original = txn.get("feed_log", row)
         assert original is not None
         txn.put("feed_log", row, flip(original, 3))
-    with pytest.raises(CorruptionError, match="seq 17"):
+    with pytest.raises(CorruptionError, match="block 16 or 17 is damaged") as raised:
         feed.verify()
+    assert raised.value.feed == feed.key and raised.value.seqs == (16, 17)
     with storage.write() as txn:
         txn.put("feed_log", row, original)
         # parent node 3 (blocks 0-3, depth 2) is stored after block 3
@@ -450,6 +451,18 @@ def test_verify_finds_damage(storage: Storage) -> None:
         assert txn.delete("feed_log", parent)
     with pytest.raises(CorruptionError):
         feed.verify()
+
+
+def test_verify_names_a_damaged_last_block_outside_any_parent(storage: Storage) -> None:
+    feed = make_feed(storage, 5, 5)  # block 4 is a root of its own: no parent node covers it
+    row = (feed.id).to_bytes(4, "big") + (4).to_bytes(8, "big") + b"\x00"
+    with storage.write() as txn:
+        original = txn.get("feed_log", row)
+        assert original is not None
+        txn.put("feed_log", row, flip(original, 0))
+    with pytest.raises(CorruptionError, match="block 4") as raised:
+        feed.verify()
+    assert raised.value.seqs == (4,)
 
 
 def test_get_range_within_a_byte_budget(storage: Storage) -> None:
