@@ -38,6 +38,7 @@ from hyperdb.errors import (
     ValueTooLarge,
 )
 from hyperdb.feed import FEED_TABLES, Feed
+from hyperdb.fsck import VerifyReport, verify_database
 from hyperdb.keys import DirectoryKeyStore, KeyStore, MemoryKeyStore
 from hyperdb.node import Node, StoredNode
 from hyperdb.record import Header, NodeRecord
@@ -284,6 +285,13 @@ class Database(NodeAccess, ReplicaSide):
         self._check_open()
         others = sorted(k for k in self._state.authorized if k != self.key)
         return [self.key, *others]
+
+    def authorizations(self) -> dict[bytes, builtins.list[bytes]]:
+        """Who authorized whom: each writer that wrote authorization entries -> the writer keys
+        they named, sorted (the database key, authorized by creation, appears only as an
+        authorizer)."""
+        self._check_open()
+        return {writer: sorted(keys) for writer, keys in sorted(self._state.edges.items())}
 
     def _op(self, kind: object, key: object, value: Any) -> _Op:
         if kind not in ("put", "del"):
@@ -629,6 +637,13 @@ class Database(NodeAccess, ReplicaSide):
         """Rebuild everything derived from the feeds (feeds lists, clocks, applied nodes,
         authorizations, heads, the index); returns the number of keys with current values."""
         with self._lock:
+    def verify(self) -> VerifyReport:
+        """Check the whole store without trusting it (``hyperdb.fsck``): every feed's blocks, tree
+        nodes and signature, every record, and the derived index against the tries. Returns a
+        :class:`hyperdb.fsck.VerifyReport` listing any damage found; writes nothing."""
+        with self._lock:
+            return verify_database(self)
+
             self._check_open()
             state = self._state
             with self._storage.write() as tx:

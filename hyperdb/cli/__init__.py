@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperdb import __version__
-from hyperdb.cli import peers
+from hyperdb.cli import data, peers
 from hyperdb.cli.demo import run_demo
 from hyperdb.errors import (
     HyperDBError,
@@ -29,6 +29,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NETWORK = 3
 EXIT_PEER = 4
+EXIT_DAMAGED = data.EXIT_DAMAGED
 EXIT_INTERRUPTED = 130
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -36,6 +37,7 @@ EXIT_CODES = {
     EXIT_USAGE: "bad usage (unknown command or option)",
     EXIT_NETWORK: "the peer could not be reached, went away, or timed out",
     EXIT_PEER: "the peer broke the protocol or sent data that failed verification",
+    EXIT_DAMAGED: "`verify` found damage in the store (the report names it)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keys", type=int, default=1000, help="how many keys to write in the batch (default 1000)"
     )
+    data.add_commands(commands)
     peers.add_commands(commands)
     return parser
 

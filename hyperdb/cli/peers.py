@@ -20,8 +20,9 @@ from typing import Any, TextIO
 
 import hyperdb
 from hyperdb import net
+from hyperdb.cli.common import open_existing, parse_key, parse_peer
 from hyperdb.db import Database
-from hyperdb.errors import InvalidArgument, NotFound
+from hyperdb.errors import InvalidArgument
 
 EXIT_OK = 0
 
@@ -117,33 +118,6 @@ def _sync_options(parser: argparse.ArgumentParser) -> None:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def open_existing(path: str) -> Database:
-    """Open the database in ``path``, refusing to create one by accident."""
-    if not (Path(path) / "data.mdb").exists():
-        raise NotFound(f"no database in {path} (create one with `hyperdb init {path}`)")
-    return hyperdb.open(path)
-
-
-def parse_peer(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6 addresses) → (host, port)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InvalidArgument(f"a peer is HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port_text)
-
-
-def parse_key(text: str) -> bytes:
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise InvalidArgument(f"a key is 64 hexadecimal characters, got {text!r}")
-    return key
 
 
 def describe(db: Database, out: TextIO = sys.stdout) -> None:

@@ -1,0 +1,158 @@
+"""What the subcommands share: opening a database, reading at a version, and printing nodes and
+values for people (one line each) or for scripts (``--json``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import hyperdb
+from hyperdb.db import Database
+from hyperdb.errors import InvalidArgument, NotFound
+from hyperdb.node import Node
+from hyperdb.view import Snapshot
+
+MAX_SHOWN = 60  # characters of a value shown on a line
+
+
+def open_existing(path: str) -> Database:
+    """Open the database in ``path``, refusing to create one by accident."""
+    if not (Path(path) / "data.mdb").exists():
+        raise NotFound(f"no database in {path} (create one with `hyperdb init {path}`)")
+    return hyperdb.open(path)
+
+
+def add_path(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="database directory")
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def add_at(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--at", metavar="VERSION", help="read the database as of VERSION (hex, from `version`)"
+    )
+    add_json(parser)
+
+
+def view(db: Database, args: argparse.Namespace) -> Database | Snapshot:
+    """The database, or its checkout at ``--at``."""
+    at = getattr(args, "at", None)
+    return db if at is None else db.checkout(at)
+
+
+def parse_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise InvalidArgument(f"a key is 64 hexadecimal characters, got {text!r}")
+    return key
+
+
+def parse_peer(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6 addresses) -> (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InvalidArgument(f"a peer is HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+# --- values and nodes -----------------------------------------------------------------------------
+
+
+def show_value(value: Any) -> str:
+    """A value on one line: text in quotes when it is UTF-8, else hex; long ones cut."""
+    if value is None:
+        return "<deleted>"
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            shown = "0x" + value[: MAX_SHOWN // 2].hex()
+            return shown + (f"... ({len(value)} bytes)" if len(value) > MAX_SHOWN // 2 else "")
+        quoted = json.dumps(text, ensure_ascii=False)  # control characters escaped
+        if len(quoted) > MAX_SHOWN:
+            return quoted[: MAX_SHOWN - 4] + '..." ' + f"({len(value)} bytes)"
+        return quoted
+    return json.dumps(value, ensure_ascii=False)[:MAX_SHOWN]
+
+
+def json_value(value: Any) -> Any:
+    """A value in JSON: UTF-8 text as a string, other bytes as ``{"hex": ...}``."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"hex": value.hex()}
+    return value
+
+
+def who(node: Node) -> str:
+    return f"{node.writer.hex()[:8]} #{node.seq}"
+
+
+def describe_write(node: Node) -> str:
+    """``put key = value`` / ``del key`` / ``authorize abcd1234...``."""
+    if node.authorizes:
+        return "authorize " + ", ".join(key.hex()[:16] for key in node.authorizes)
+    if node.deleted:
+        return f"del {node.key}"
+    return f"put {node.key} = {show_value(node.value)}"
+
+
+def node_json(node: Node) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "key": node.key,
+        "value": json_value(node.value),
+        "deleted": node.deleted,
+        "writer": node.writer.hex(),
+        "seq": node.seq,
+        "clock": {writer.hex(): length for writer, length in sorted(node.clock.items())},
+    }
+    if node.authorizes:
+        data["authorizes"] = [key.hex() for key in node.authorizes]
+    return data
+
+
+def values_line(nodes: Sequence[Node]) -> str:
+    """Every current value of a key, with who wrote it; several mean a conflict."""
+    parts = [f"{show_value(n.value)} ({who(n)})" for n in nodes]
+    return " | ".join(parts)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def print_json_lines(items: Iterable[Any]) -> None:
+    for item in items:
+        print_json(item)
+
+
+__all__ = [
+    "add_at",
+    "add_json",
+    "add_path",
+    "describe_write",
+    "json_value",
+    "node_json",
+    "open_existing",
+    "parse_key",
+    "parse_peer",
+    "print_json",
+    "show_value",
+    "values_line",
+    "view",
+    "who",
+]

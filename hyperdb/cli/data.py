@@ -1,0 +1,349 @@
+"""Command-line subcommands that write and read keys: ``put``, ``get``, ``del``, ``ls``,
+``range``, ``heads``, ``version``, ``diff``, ``writers`` and ``verify``.
+
+Values given on the command line are stored as their UTF-8 bytes (``--file`` stores a file's
+bytes); values are shown as quoted text when they are UTF-8, else as hex. Read commands take
+``--at VERSION`` (read a past version) and ``--json`` (one JSON document, or one per line for
+listings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from hyperdb.cli.common import (
+    add_at,
+    add_json,
+    add_path,
+    describe_write,
+    node_json,
+    open_existing,
+    print_json,
+    print_json_lines,
+    show_value,
+    values_line,
+    view,
+    who,
+)
+from hyperdb.errors import InvalidArgument, NotFound, StorageError
+
+EXIT_OK = 0
+EXIT_DAMAGED = 5
+
+
+def add_commands(commands: Any) -> None:
+    put = commands.add_parser(
+        "put",
+        help="write a value",
+        description="Write VALUE (stored as UTF-8 bytes) or the bytes of --file under KEY.",
+    )
+    add_path(put)
+    put.add_argument("key", help="a /-separated key, e.g. users/alice")
+    put.add_argument("value", nargs="?", help="the value (text)")
+    put.add_argument("--file", help="store this file's bytes instead of VALUE")
+    put.set_defaults(run=run_put)
+
+    get = commands.add_parser(
+        "get",
+        help="read every current value of a key, with the writer and seq of each",
+        description="Print every current value of KEY: one normally, several when concurrent "
+        "writers disagree (a conflict), each with the writer and seq that wrote it. Exit code 1 "
+        "when the key has no value.",
+    )
+    add_path(get)
+    get.add_argument("key")
+    add_at(get)
+    get.set_defaults(run=run_get)
+
+    delete = commands.add_parser("del", help="delete a key", description="Delete KEY.")
+    add_path(delete)
+    delete.add_argument("key")
+    delete.set_defaults(run=run_del)
+
+    ls = commands.add_parser(
+        "ls",
+        help="list the keys under a prefix, sorted, with their values",
+        description="List the keys under PREFIX (a path: `users` lists users/...) in key order "
+        "with their current values. --no-recursive lists only what is directly under PREFIX.",
+    )
+    add_path(ls)
+    ls.add_argument("prefix", nargs="?", default="", help="a key prefix (default: everything)")
+    ls.add_argument(
+        "--no-recursive", action="store_true", help="only the level directly under PREFIX"
+    )
+    add_at(ls)
+    ls.set_defaults(run=run_ls)
+
+    ranged = commands.add_parser(
+        "range",
+        help="scan keys in sorted order between bounds",
+        description="Print the keys between the bounds in key order (bytewise UTF-8), with "
+        "their values.",
+    )
+    add_path(ranged)
+    for bound in ("gt", "gte", "lt", "lte"):
+        ranged.add_argument(f"--{bound}", metavar="KEY")
+    ranged.add_argument("--reverse", action="store_true", help="largest key first")
+    ranged.add_argument("--limit", type=int, help="at most this many keys")
+    add_at(ranged)
+    ranged.set_defaults(run=run_range)
+
+    heads = commands.add_parser(
+        "heads",
+        help="show the latest write of each writer that no other write has seen",
+        description="Print the heads: the writes that name the current version.",
+    )
+    add_path(heads)
+    add_at(heads)
+    heads.set_defaults(run=run_heads)
+
+    version = commands.add_parser(
+        "version",
+        help="print the current version (to read it later with --at, or to diff against)",
+        description="Print the version: hex bytes naming the heads (spec/node.md section 6).",
+    )
+    add_path(version)
+    add_json(version)
+    version.set_defaults(run=run_version)
+
+    diff = commands.add_parser(
+        "diff",
+        help="show the keys whose values differ between two versions",
+        description="Show what changed from VERSION to NEW (default: now): + added, - removed, "
+        "~ changed. VERSION may be `empty` for the empty database.",
+    )
+    add_path(diff)
+    diff.add_argument("version", metavar="VERSION")
+    diff.add_argument("new", metavar="NEW", nargs="?", help="the later version (default: now)")
+    diff.add_argument("--prefix", default="", help="only keys under this prefix")
+    add_json(diff)
+    diff.set_defaults(run=run_diff)
+
+    writers = commands.add_parser(
+        "writers",
+        help="list the writers: who authorized each, and their feed lengths",
+        description="Print every authorized writer, the writers that authorized it, and how "
+        "many blocks of its feed this replica holds.",
+    )
+    add_path(writers)
+    add_json(writers)
+    writers.set_defaults(run=run_writers)
+
+    verify = commands.add_parser(
+        "verify",
+        help="check every block, tree node, signature and the derived index (fsck)",
+        description="Re-check the whole store without trusting it: every feed's blocks "
+        "against its Merkle tree, every stored tree node, every writer's signature, every "
+        f"record, and the derived index against the tries. Exit code {EXIT_DAMAGED} and a "
+        "report naming each damaged feed and block when anything is wrong.",
+    )
+    add_path(verify)
+    add_json(verify)
+    verify.set_defaults(run=run_verify)
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+def run_put(args: argparse.Namespace) -> int:
+    if (args.value is None) == (args.file is None):
+        raise InvalidArgument("give either VALUE or --file")
+    if args.file is not None:
+        try:
+            value = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read {args.file}: {exc.strerror}") from None
+    else:
+        value = args.value.encode("utf-8")
+    with open_existing(args.path) as db:
+        node = db.put(args.key, value)
+        print(f"put {node.key} ({who(node)})")
+    return EXIT_OK
+
+
+def run_del(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        node = db.delete(args.key)
+        print(f"deleted {node.key} ({who(node)})")
+    return EXIT_OK
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def run_get(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        nodes = view(db, args).get(args.key)
+        if args.json:
+            print_json({"key": args.key, "values": [node_json(n) for n in nodes]})
+            return EXIT_OK if nodes else 1
+        if not nodes:
+            raise NotFound(f"{args.key}: no value")
+        if len(nodes) > 1:
+            print(f"{nodes[0].key}: {len(nodes)} concurrent values (a conflict)")
+        for node in nodes:
+            print(f"{node.key} = {show_value(node.value)}  ({who(node)})")
+    return EXIT_OK
+
+
+def _listing(args: argparse.Namespace, entries: Any) -> int:
+    count = 0
+    for key, nodes in entries:
+        count += 1
+        if args.json:
+            print_json({"key": key, "values": [node_json(n) for n in nodes]})
+        else:
+            print(f"{key} = {values_line(nodes)}")
+    if not args.json and count == 0:
+        print("(no keys)", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        source = view(db, args)
+        entries = sorted(
+            source.list(args.prefix, recursive=not args.no_recursive),
+            key=lambda item: item[0].encode("utf-8"),
+        )
+        return _listing(args, entries)
+
+
+def run_range(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        source = view(db, args)
+        entries = source.range(
+            gt=args.gt,
+            gte=args.gte,
+            lt=args.lt,
+            lte=args.lte,
+            reverse=args.reverse,
+            limit=args.limit,
+        )
+        return _listing(args, entries)
+
+
+def run_heads(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        heads = view(db, args).heads()
+        if args.json:
+            print_json([node_json(n) for n in heads])
+        for node in [] if args.json else heads:
+            print(f"{who(node)}  {describe_write(node)}")
+    return EXIT_OK
+
+
+def run_version(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        version = db.version().hex()
+        if args.json:
+            print_json({"version": version, "heads": len(db.heads())})
+        else:
+            print(version)
+    return EXIT_OK
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        then = None if args.version == "empty" else args.version
+        later = db if args.new is None else db.checkout(args.new)
+        changes = list(later.diff(then, args.prefix))
+        if args.json:
+            print_json_lines(
+                {
+                    "key": key,
+                    "now": [node_json(n) for n in now],
+                    "then": [node_json(n) for n in before],
+                }
+                for key, now, before in changes
+            )
+            return EXIT_OK
+        for key, now, before in sorted(changes, key=lambda change: change[0].encode("utf-8")):
+            if not before:
+                print(f"+ {key} = {values_line(now)}")
+            elif not now:
+                print(f"- {key} (was {values_line(before)})")
+            else:
+                print(f"~ {key}: {values_line(before)} -> {values_line(now)}")
+        if not changes:
+            print("(no differences)", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_writers(args: argparse.Namespace) -> int:
+    with open_existing(args.path) as db:
+        by: dict[bytes, list[bytes]] = {}
+        for authorizer, keys in db.authorizations().items():
+            for key in keys:
+                by.setdefault(key, []).append(authorizer)
+        lengths = db._lengths()
+        rows: list[dict[str, Any]] = []
+        for writer in db.writers():
+            rows.append(
+                {
+                    "writer": writer.hex(),
+                    "authorized_by": sorted(a.hex() for a in by.get(writer, [])),
+                    "creator": writer == db.key,
+                    "local": writer == db.local_key,
+                    "blocks": lengths.get(writer, (0, 0))[0],
+                }
+            )
+        if args.json:
+            print_json(rows)
+            return EXIT_OK
+        for row in rows:
+            if row["creator"]:
+                origin = "created the database"
+            else:
+                origin = "authorized by " + ", ".join(a[:8] for a in row["authorized_by"])
+            here = "  (this replica)" if row["local"] else ""
+            print(f"{row['writer']}  {row['blocks']:>8} blocks  {origin}{here}")
+    return EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        db = open_existing(args.path)
+    except StorageError as exc:
+        raise StorageError(f"cannot open the store to verify it: {exc}") from None
+    with db:
+        report = db.verify()
+    if args.json:
+        print_json(
+            {
+                "ok": report.ok,
+                "feeds": report.feeds,
+                "blocks": report.blocks,
+                "tree_nodes": report.tree_nodes,
+                "records": report.records,
+                "keys": report.keys,
+                "damage": [
+                    {
+                        "kind": d.kind,
+                        "message": d.message,
+                        "feed": d.feed.hex() if d.feed else None,
+                        "seqs": list(d.seqs),
+                        "key": d.key,
+                    }
+                    for d in report.damage
+                ],
+            }
+        )
+    else:
+        print(
+            f"checked {report.feeds} feeds: {report.blocks} blocks, {report.tree_nodes} tree "
+            f"nodes, {report.feeds} signatures, {report.records} records; "
+            f"{report.keys} keys in the index against the tries"
+        )
+        for damage in report.damage:
+            where = f" feed {damage.feed.hex()}" if damage.feed else ""
+            seqs = f" seq {' or '.join(map(str, damage.seqs))}" if damage.seqs else ""
+            print(f"DAMAGED{where}{seqs}: {damage.message}")
+        print("ok" if report.ok else f"{len(report.damage)} problem(s) found")
+    return EXIT_OK if report.ok else EXIT_DAMAGED
+
+
+__all__ = ["EXIT_DAMAGED", "add_commands"]

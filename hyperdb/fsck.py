@@ -1,0 +1,143 @@
+"""Checking a whole database's store, as fsck does: nothing is trusted, everything is re-derived.
+
+:func:`verify_database` re-checks every feed (each block against the Merkle tree, every stored
+tree node, the writer's signature: :meth:`hyperdb.feed.Feed.verify`), decodes every block as a
+header or node record with the strict decoder, and compares the derived key-order index with what
+the tries answer from the heads, key by key, in both directions. It reports every problem it finds
+(at most one per feed for the feed check, which stops at the first damaged block of a feed) rather
+than stopping at the first, and never writes. ``Database.verify`` calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hyperdb import record
+from hyperdb.errors import CorruptionError, HyperDBError
+from hyperdb.feed import Feed
+from hyperdb.node import Node
+from hyperdb.storage import ReadTxn
+
+if TYPE_CHECKING:
+    from hyperdb.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """One problem: ``kind`` is ``"feed"`` (blocks, tree or signature), ``"record"`` (a block
+    that is not a valid record) or ``"index"`` (the derived index disagrees with the tries)."""
+
+    kind: str
+    message: str
+    feed: bytes | None = None
+    seqs: tuple[int, ...] = ()
+    key: str | None = None
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What :func:`verify_database` checked and found."""
+
+    feeds: int = 0
+    blocks: int = 0
+    tree_nodes: int = 0
+    records: int = 0
+    keys: int = 0
+    damage: list[Damage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+
+def verify_database(
+    db: Database, *, progress: Callable[[str, int, int], object] | None = None
+) -> VerifyReport:
+    """Check everything in ``db``'s store (see the module docstring). ``progress(stage, done,
+    total)`` is told how far each stage got."""
+    report = VerifyReport()
+    db._check_open()
+    state = db._state
+    feeds = sorted(state.feeds.values(), key=lambda feed: feed.key)
+    report.feeds = len(feeds)
+    damaged: set[bytes] = set()
+    with db._storage.read() as tx:
+        for number, feed in enumerate(feeds):
+            try:
+                checked = feed.verify(tx)
+            except CorruptionError as exc:
+                damaged.add(feed.key)
+                report.damage.append(
+                    Damage("feed", str(exc), exc.feed or feed.key, tuple(exc.seqs))
+                )
+            else:
+                report.blocks += checked.blocks
+                report.tree_nodes += checked.nodes
+            _records(feed, tx, report)
+            if progress is not None:
+                progress("feeds", number + 1, len(feeds))
+    _index(db, report, progress)
+    return report
+
+
+def _records(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:
+    length = feed.head(tx).length
+    for seq in range(length):
+        try:
+            block = feed.get(seq, tx)
+            if seq == 0:
+                record.decode_header(block)
+            else:
+                record.decode_node(block)
+        except HyperDBError as exc:
+            report.damage.append(
+                Damage(
+                    "record",
+                    f"feed {feed.key.hex()[:16]}: block {seq} is not a valid record: {exc}",
+                    feed.key,
+                    (seq,),
+                )
+            )
+        else:
+            report.records += 1
+
+
+def _index(
+    db: Database, report: VerifyReport, progress: Callable[[str, int, int], object] | None
+) -> None:
+    def ids(nodes: list[Node]) -> list[tuple[bytes, int, bool]]:
+        return sorted((n.writer, n.seq, n.deleted) for n in nodes)
+
+    try:
+        trie_keys = {key for key, _ in db.list("")}
+    except HyperDBError as exc:
+        report.damage.append(Damage("index", f"the tries cannot be listed: {exc}"))
+        return
+    try:
+        index_keys = [key for key, _ in db.range()]
+    except HyperDBError as exc:
+        report.damage.append(Damage("index", f"the derived index cannot be read: {exc}"))
+        return
+    for key in sorted(set(index_keys) - trie_keys):
+        report.damage.append(
+            Damage("index", f"the index holds {key!r}, which the tries do not", key=key)
+        )
+    for number, key in enumerate(sorted(trie_keys)):
+        try:
+            from_index = db.get(key)
+            from_trie = db._trie_get(key)
+        except HyperDBError as exc:
+            report.damage.append(Damage("index", f"{key!r} cannot be read: {exc}", key=key))
+            continue
+        if ids(from_index) != ids(from_trie):
+            report.damage.append(
+                Damage("index", f"the index and the tries disagree on {key!r}", key=key)
+            )
+        report.keys += 1
+        if progress is not None and number % 1000 == 999:
+            progress("keys", number + 1, len(trie_keys))
+
+
+__all__ = ["Damage", "VerifyReport", "verify_database"]
