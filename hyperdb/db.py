@@ -633,10 +633,6 @@ class Database(NodeAccess, ReplicaSide):
                 if limit is not None and count >= limit:
                     return
 
-    def reindex(self) -> int:
-        """Rebuild everything derived from the feeds (feeds lists, clocks, applied nodes,
-        authorizations, heads, the index); returns the number of keys with current values."""
-        with self._lock:
     def verify(self) -> VerifyReport:
         """Check the whole store without trusting it (``hyperdb.fsck``): every feed's blocks, tree
         nodes and signature, every record, and the derived index against the tries. Returns a
@@ -644,6 +640,10 @@ class Database(NodeAccess, ReplicaSide):
         with self._lock:
             return verify_database(self)
 
+    def reindex(self) -> int:
+        """Rebuild everything derived from the feeds (feeds lists, clocks, applied nodes,
+        authorizations, heads, the index); returns the number of keys with current values."""
+        with self._lock:
             self._check_open()
             state = self._state
             with self._storage.write() as tx:
