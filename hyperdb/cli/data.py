@@ -333,10 +333,11 @@ def run_verify(args: argparse.Namespace) -> int:
             }
         )
     else:
+        intact = report.feeds - len({d.feed for d in report.damage if d.kind == "feed"})
         print(
-            f"checked {report.feeds} feeds: {report.blocks} blocks, {report.tree_nodes} tree "
-            f"nodes, {report.feeds} signatures, {report.records} records; "
-            f"{report.keys} keys in the index against the tries"
+            f"checked {report.feeds} feed(s), {intact} intact ({report.blocks} blocks, "
+            f"{report.tree_nodes} tree nodes and their signatures), {report.records} records "
+            f"decoded, {report.keys} keys of the index against the tries"
         )
         for damage in report.damage:
             where = f" feed {damage.feed.hex()}" if damage.feed else ""
