@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 import hyperdb
-from hyperdb.feed import FEED_TABLES, Feed
-from hyperdb.storage import LMDBStorage
 
 
 def hyperdb_command() -> list[str]:
@@ -28,30 +26,40 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_writes_reads_and_verifies_a_database(tmp_path: Path) -> None:
-    result = run("demo", "--keys", "300", cwd=tmp_path)
+def test_demo_three_replicas_conflict_resolve_and_verify(tmp_path: Path) -> None:
+    result = run("demo", "--keys", "20", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0].startswith("database")
     key = bytes.fromhex(lines[0].split()[-1])
     out = result.stdout
-    assert "get           users/alice -> {'name': 'Alice', 'age': 31}" in out
-    assert "range         gte='items/00100', limit=3 -> ['items/00100', 'items/00101', " in out
-    assert "is refused" in out and "identical to the writer's feed" in out
+    assert "carol's doc/title has 3 concurrent values:" in out
+    assert '"Hi there" (' in out and '"Hey" (' in out and '"Hello" (' in out
+    assert "-> " in out and " on every replica" in out
+    assert 'resolved   doc/title on alice, bob, carol: "Hello, world" (' in out
+    assert "every replica is on the same version: yes (60 notes each)" in out
+    assert out.count(": ok\n") == 3
+    graph = out.split("(hyperdb history alice --graph):\n")[1].split("\n\n")[0].splitlines()
+    assert "doc/title" in graph[0] and "Hello, world" in graph[0] and "*" in graph[0]
     # what the demo claims is really on disk
-    with hyperdb.open(tmp_path / "hyperdb-demo" / "db", value_encoding="json") as db:
-        assert db.key == key
-        assert db.get("users/bob") == []
-        assert [n.value for n in db.get("items/00299")] == [{"n": 299}]
-        assert sum(1 for _ in db.range()) == 302
-        assert db._local.verify().blocks == 305
-        keyfile = tmp_path / "hyperdb-demo" / "db" / "keys" / f"{db.local_key.hex()}.secret"
+    base = tmp_path / "hyperdb-demo"
+    databases = [hyperdb.open(base / name) for name in ("alice", "bob", "carol")]
+    try:
+        assert {db.key for db in databases} == {key}
+        assert len({db.version() for db in databases}) == 1
+        for db in databases:
+            assert [n.value for n in db.get("doc/title")] == [b"Hello, world"]
+            assert sum(1 for _ in db.range(gte="notes/", lt="notes0")) == 60
+            assert db.verify().ok
+        keyfile = base / "alice" / "keys" / f"{databases[0].local_key.hex()}.secret"
         assert keyfile.stat().st_mode & 0o777 == 0o600
-    with LMDBStorage(tmp_path / "hyperdb-demo" / "feed-copy", FEED_TABLES) as store:
-        assert Feed.open(store, key).verify().blocks == 305
+    finally:
+        for db in databases:
+            db.close()
     again = run("demo", "--keys", "5", cwd=tmp_path)  # a second run reopens and continues
     assert again.returncode == 0, again.stderr
+    assert "every replica is on the same version: yes (60 notes each)" in again.stdout
 
 
 @pytest.mark.parametrize("args", [[], ["--help"], ["demo", "--help"]])

@@ -76,6 +76,7 @@ def test_trie_is_pure() -> None:
         ("lmdb", "hyperdb/storage/lmdb.py"),
         ("noise", "hyperdb/secure.py"),
         ("socket", "hyperdb/net.py"),
+        ("networkx", "hyperdb/inspect.py"),
     ],
 )
 def test_each_third_party_library_is_imported_in_one_module(library: str, home: str) -> None:

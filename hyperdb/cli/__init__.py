@@ -2,8 +2,9 @@
 
 ``main(argv)`` returns the process exit code. Every :class:`~hyperdb.errors.HyperDBError` becomes
 one line on stderr and a documented exit code (:data:`EXIT_CODES`); tracebacks are never shown.
-The subcommands live in sibling modules: :mod:`hyperdb.cli.demo`, :mod:`hyperdb.cli.peers`
-(databases, writers, serving and syncing).
+The subcommands live in sibling modules: :mod:`hyperdb.cli.demo`, :mod:`hyperdb.cli.data`
+(keys, versions, writers, verify), :mod:`hyperdb.cli.history` (history, graph, blame, conflicts)
+and :mod:`hyperdb.cli.peers` (databases, authorization, serving and syncing).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperdb import __version__
-from hyperdb.cli import data, peers
+from hyperdb.cli import data, history, peers
 from hyperdb.cli.demo import run_demo
 from hyperdb.errors import (
     HyperDBError,
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keys", type=int, default=1000, help="how many keys to write in the batch (default 1000)"
     )
     data.add_commands(commands)
+    history.add_commands(commands)
     peers.add_commands(commands)
     return parser
 
@@ -93,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PEER
     except HyperDBError as exc:
         _error(exc)
+        return EXIT_ERROR
+    except OSError as exc:  # a file the command was pointed at: say which, in one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"hyperdb: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -1,91 +1,153 @@
-"""``hyperdb demo``: the main job README runs, on the LMDB default store."""
+"""``hyperdb demo``: the main job README runs. Three replicas of one database on LMDB write
+concurrently, sync over encrypted loopback TCP, show the conflict that follows, its resolution,
+and the causal history, then verify their stores."""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import hyperdb
-from hyperdb.errors import VerificationError
-from hyperdb.feed import FEED_TABLES, Feed
-from hyperdb.storage import LMDBStorage
+from hyperdb import inspect, net
+from hyperdb.cli.common import show_value, values_line
+from hyperdb.db import Database
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+NAMES = ("alice", "bob", "carol")
+TITLES = {"alice": "Hello", "bob": "Hi there", "carol": "Hey"}
 
 
-def run_demo(path: Path, count: int) -> int:
+def run_demo(path: Path, count: int, say: Callable[[str], object] = print) -> int:
     if count < 1:
         print("hyperdb: error: --keys must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    say = print
-    with hyperdb.open(path / "db", value_encoding="json") as db:
-        say(f"database      {db.key.hex()}")
-        say(f"  stored in   {path / 'db'} (LMDB); writer's secret key in {path / 'db' / 'keys'}")
-        for name, age in (("alice", 31), ("bob", 27), ("carol", 45)):
-            node = db.put(f"users/{name}", {"name": name.title(), "age": age})
-            say(f"put           users/{name} -> seq {node.seq} (committed and fsynced)")
-        started = time.perf_counter()
-        nodes = db.batch(
-            [{"type": "put", "key": f"items/{i:05d}", "value": {"n": i}} for i in range(count)]
-        )
-        elapsed = time.perf_counter() - started
-        say(
-            f"batch         {count} keys in one append with one signature: "
-            f"{elapsed * 1000:.1f} ms, seqs {nodes[0].seq}..{nodes[-1].seq}"
-        )
-        (alice,) = db.get("users/alice")
-        say(
-            f"get           users/alice -> {alice.value} (writer {alice.writer.hex()[:8]}, "
-            f"seq {alice.seq})"
-        )
-        gone = db.delete("users/bob")
-        say(f"delete        users/bob -> tombstone at seq {gone.seq}; get -> {db.get('users/bob')}")
-        listed = [key for key, _ in db.list("users")]
-        say(f"list          users -> {listed} (trie hash order)")
-        ranged = [key for key, _ in db.range(gte="items/00100", limit=3)]
-        say(f"range         gte='items/00100', limit=3 -> {ranged}")
-        database_key = db.key
-    with hyperdb.open(path / "db") as db:
-        keys = sum(1 for _ in db.range())
-        report = db._local.verify()
-        say(
-            f"reopen        {keys} keys; feed verified: {report.blocks} blocks "
-            f"(header + {report.blocks - 1} nodes), {report.nodes} Merkle parent nodes, "
-            "writer signature ok"
-        )
-        same = replicate_feed(db._local, path / "feed-copy", say)
-    if database_key != db.key:
-        return EXIT_ERROR
-    return EXIT_OK if same else EXIT_ERROR
+    path.mkdir(parents=True, exist_ok=True)
+    alice = hyperdb.open(path / "alice")
+    others = [hyperdb.open(path / name, key=alice.key) for name in NAMES[1:]]
+    replicas = dict(zip(NAMES, [alice, *others], strict=True))
+    try:
+        return _demo(path, replicas, count, say)
+    finally:
+        for db in replicas.values():
+            db.close()
 
 
-def replicate_feed(feed: Feed, where: Path, say: Callable[[str], object]) -> bool:
-    """Copy a writer's feed into a fresh store block by block with Merkle proofs, as a replica
-    does, showing that a tampered block is refused."""
-    with LMDBStorage(where, FEED_TABLES) as store:
-        copy = Feed.open(store, feed.key, create=True)
-        head = feed.head()
-        start = copy.length
-        if start < head.length:
-            blocks = feed.get_range(start, min(start + 10, head.length))
-            forged = [b"forged" if i == 1 else block for i, block in enumerate(blocks)]
-            try:
-                copy.receive(start, forged, feed.proof(start, start + len(forged)))
-            except VerificationError as exc:
-                say(f"copy feed     a block altered in transit is refused: {exc}")
+def _demo(
+    path: Path, replicas: dict[str, Database], count: int, say: Callable[[str], object]
+) -> int:
+    alice = replicas["alice"]
+    say(f"database   {alice.key.hex()}")
+    say(f"           three replicas in {path}/{{alice,bob,carol}} (LMDB), each with its own writer")
+    for name, db in replicas.items():
+        if name != "alice" and not alice.is_authorized(db.local_key):
+            alice.authorize(db.local_key)
+    with net.serve_in_background(alice) as server:
+        say(f"alice      serves on {server.host}:{server.port} (Noise-encrypted TCP)")
+        for name in NAMES[1:]:
+            db = replicas[name]
+            result = net.sync_blocking(db, server.host, server.port)
+            say(
+                f"{name:<10} synced with alice: {result.blocks_received} blocks in, "
+                f"{result.blocks_sent} out; authorized: {db.is_authorized(db.local_key)}"
+            )
+
+        say("")
+        say(f"offline, all three write at once: {count} keys each under notes/, then doc/title")
+        threads = [
+            threading.Thread(target=_write, args=(name, replicas[name], count)) for name in NAMES
+        ]
         started = time.perf_counter()
-        for begin in range(copy.length, head.length, 1000):
-            end = min(begin + 1000, head.length)
-            copy.receive(begin, feed.get_range(begin, end), feed.proof(begin, end))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         elapsed = time.perf_counter() - started
-        same = copy.head().tree_hash == head.tree_hash and copy.verify().blocks == head.length
+        for name in NAMES:
+            (title,) = replicas[name].get("doc/title")
+            say(f"  {name:<8} doc/title = {show_value(title.value)}   (seq {title.seq})")
         say(
-            f"copy feed     {head.length - start} blocks verified and stored in "
-            f"{elapsed * 1000:.1f} ms in {where}: "
-            f"{'identical to' if same else 'DIFFERENT from'} the writer's feed"
+            f"  {3 * (count + 1)} writes in {elapsed * 1000:.0f} ms: per replica a batch of "
+            f"{count} (one signed append) and a put, each fsynced"
         )
-    return same
+
+        say("")
+        _sync_all(replicas, server, say)
+        carol = replicas["carol"]
+        conflict = carol.get("doc/title")
+        say(f"conflict   carol's doc/title has {len(conflict)} concurrent values:")
+        say(f"           {values_line(conflict)}")
+        chosen = {
+            show_value(node.value) for db in replicas.values() if (node := db.get_one("doc/title"))
+        }
+        say(
+            "           get_one (last writer in causal order, ties by writer key) -> "
+            + (f"{chosen.pop()} on every replica" if len(chosen) == 1 else f"DIFFERENT: {chosen}")
+        )
+        resolution = replicas["bob"].put("doc/title", b"Hello, world")
+        say(
+            'resolve    bob, having seen all three, writes doc/title = "Hello, world" '
+            f"(seq {resolution.seq})"
+        )
+        _sync_all(replicas, server, say)
+        versions = {db.version() for db in replicas.values()}
+        finals = {name: values_line(db.get("doc/title")) for name, db in replicas.items()}
+        say(f"resolved   doc/title on alice, bob, carol: {finals['alice']}")
+        same = len(versions) == 1 and len(set(finals.values())) == 1
+        say(
+            "           every replica is on the same version: "
+            + ("yes" if same else "NO")
+            + f" ({len(list(alice.range(gte='notes/', lt='notes0')))} notes each)"
+        )
+
+    say("")
+    say("history of doc/title, newest first (hyperdb history PATH --graph draws every write):")
+    for group in alice.key_history("doc/title"):
+        say("  " + values_line(group))
+    say("")
+    say("the causal graph of the last writes (hyperdb history alice --graph):")
+    for line in inspect.draw(alice)[:8]:
+        say("  " + line)
+
+    say("")
+    healthy = True
+    for name, db in replicas.items():
+        report = db.verify()
+        healthy = healthy and report.ok
+        say(
+            f"verify     {name}: {report.feeds} feeds, {report.blocks} blocks, "
+            f"{report.tree_nodes} tree nodes, {report.keys} keys: "
+            + ("ok" if report.ok else f"{len(report.damage)} problem(s)")
+        )
+    say("")
+    say(f"next: hyperdb history {path / 'alice'} --graph | hyperdb get {path / 'bob'} doc/title")
+    return EXIT_OK if same and healthy else EXIT_ERROR
+
+
+def _write(name: str, db: Database, count: int) -> None:
+    db.batch(
+        [
+            {"type": "put", "key": f"notes/{name}-{i:04d}", "value": f"{name}'s note {i}".encode()}
+            for i in range(count)
+        ]
+    )
+    db.put("doc/title", TITLES[name].encode())
+
+
+def _sync_all(
+    replicas: dict[str, Database], server: net.BackgroundServer, say: Callable[[str], object]
+) -> None:
+    """bob and carol through alice, twice, so that each holds everyone's writes."""
+    moved = 0
+    for _ in range(2):
+        for name in NAMES[1:]:
+            result = net.sync_blocking(replicas[name], server.host, server.port)
+            moved += result.blocks_received + result.blocks_sent
+    say(f"synced     bob and carol with alice, twice: {moved} blocks moved")
+
+
+__all__ = ["run_demo"]

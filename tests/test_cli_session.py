@@ -1,0 +1,121 @@
+"""An end-to-end command-line session as a new user would run it, in subprocesses on LMDB: init,
+authorize a second replica, concurrent writes, serve + sync, conflicts, history --graph, diff,
+graph export, blame and verify, with the output asserted; and help on every subcommand."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hyperdb.cli import build_parser
+from tests.test_cli import hyperdb_command, run
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def ok(*args: str, cwd: Path) -> str:
+    result = run(*args, cwd=cwd)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    assert result.stderr == "" or result.stderr.startswith("("), result.stderr
+    return result.stdout
+
+
+def field(output: str, name: str) -> str:
+    return next(line.split()[1] for line in output.splitlines() if line.split()[:1] == [name])
+
+
+def subcommands() -> list[str]:
+    parser = build_parser()
+    actions = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return sorted(actions[0].choices)  # type: ignore[attr-defined]
+
+
+def test_every_subcommand_has_help(tmp_path: Path) -> None:
+    names = subcommands()
+    expected = {"init", "put", "get", "del", "ls", "range", "history", "heads", "version", "diff"}
+    expected |= {"authorize", "writers", "verify", "graph", "serve", "sync", "demo", "clone"}
+    assert expected <= set(names)
+    for name in names:
+        result = run(name, "--help", cwd=tmp_path)
+        assert result.returncode == 0, (name, result.stderr)
+        assert result.stdout.startswith(f"usage: hyperdb {name}"), name
+        assert len(result.stdout.splitlines()) > 3, name
+    top = run("--help", cwd=tmp_path).stdout
+    assert "exit codes:" in top and all(name in top for name in names)
+
+
+def test_a_whole_session(tmp_path: Path) -> None:
+    created = ok("init", "alice", cwd=tmp_path)
+    key, alice_writer = field(created, "database"), field(created, "writer")
+    assert key == alice_writer and "(authorized)" in created
+    joined = ok("init", "bob", "--key", key, cwd=tmp_path)
+    bob_writer = field(joined, "writer")
+    assert "not authorized yet" in joined
+    assert ok("authorize", "alice", bob_writer, cwd=tmp_path).startswith(f"authorized {bob_writer}")
+
+    # concurrent writes: neither has seen the other's
+    ok("put", "alice", "doc/title", "Hello", cwd=tmp_path)
+    ok("put", "alice", "doc/body", "first draft", cwd=tmp_path)
+    ok("put", "bob", "doc/title", "Hi", cwd=tmp_path)
+    before = ok("version", "alice", cwd=tmp_path).strip()
+
+    server = subprocess.Popen(
+        [*hyperdb_command(), "serve", "alice", "--port", "0", "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        address = server.stdout.readline().split()[-4]
+        synced = ok("sync", "bob", address, cwd=tmp_path)
+        assert synced.startswith(f"synced with {address}: 4 blocks received, 2 sent")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        if server.stdout is not None:
+            server.stdout.close()
+
+    got = ok("get", "alice", "doc/title", cwd=tmp_path).splitlines()
+    assert got[0] == "doc/title: 2 concurrent values (a conflict)"
+    assert sorted(line.split("  ")[0] for line in got[1:]) == [
+        'doc/title = "Hello"',
+        'doc/title = "Hi"',
+    ]
+    conflicts = ok("conflicts", "alice", cwd=tmp_path).splitlines()
+    assert conflicts[0] == "doc/title: 2 concurrent values"
+    assert {line.split()[0] for line in conflicts[1:3]} == {alice_writer[:8], bob_writer[:8]}
+
+    history = ok("history", "alice", cwd=tmp_path).splitlines()
+    assert len(history) == 4  # the two first writes are concurrent: either may come last
+    assert f"{alice_writer[:8]} #1{' ' * 6}authorize {bob_writer[:16]}" in history[-2:]
+    assert f'{bob_writer[:8]} #1{" " * 6}put doc/title = "Hi"' in history[-2:]
+    drawn = ok("history", "alice", "--graph", cwd=tmp_path).splitlines()
+    stars = [line for line in drawn if "*" in line]
+    assert len(stars) == 4
+    assert any("doc/title" in line and bob_writer[:8] in line for line in stars)
+    assert set("".join(line.split(" ")[0] for line in drawn)) <= set("*|/\\_")
+
+    diff = ok("diff", "alice", before, cwd=tmp_path).splitlines()
+    a, b = alice_writer[:8], bob_writer[:8]
+    values = sorted([f'"Hello" ({a} #2)', f'"Hi" ({b} #1)'], key=lambda v: v[v.index("(") :])
+    assert diff == [f'~ doc/title: "Hello" ({a} #2) -> ' + " | ".join(values)]
+
+    blame = ok("blame", "alice", "doc", cwd=tmp_path).splitlines()
+    assert blame[0] == f'doc/body  "first draft" ({alice_writer[:8]} #3)'
+    dot = ok("graph", "alice", cwd=tmp_path)
+    assert dot.startswith("digraph") and dot.count("->") == 2
+    graphml = tmp_path / "history.graphml"
+    wrote = ok("graph", "alice", "--format", "graphml", "-o", str(graphml), cwd=tmp_path)
+    assert wrote.startswith(f"wrote {graphml}: 4 writes") and graphml.read_text().startswith(
+        "<?xml"
+    )
+
+    writers = ok("writers", "alice", "--json", cwd=tmp_path)
+    assert [w["writer"] for w in json.loads(writers)] == [alice_writer, bob_writer]
+    verified = ok("verify", "alice", cwd=tmp_path)
+    assert verified.startswith("checked 2 feed(s), 2 intact") and verified.endswith("ok\n")
