@@ -337,7 +337,7 @@ def run_verify(args: argparse.Namespace) -> int:
         print(
             f"checked {report.feeds} feed(s), {intact} intact ({report.blocks} blocks, "
             f"{report.tree_nodes} tree nodes and their signatures), {report.records} records "
-            f"decoded, {report.keys} keys of the index against the tries"
+            f"decoded, {report.keys} key(s) of the index checked against the tries"
         )
         for damage in report.damage:
             where = f" feed {damage.feed.hex()}" if damage.feed else ""
