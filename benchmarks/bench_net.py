@@ -109,6 +109,7 @@ def cold_sync(source: Path, scratch: Path, entries: int, repeat: int, name: str)
             "median": statistics.median(seconds),
             "min": min(seconds),
             "max": max(seconds),
+            "reps": seconds,
         },
         {
             "name": f"{name}: entries",

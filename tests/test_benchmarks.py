@@ -4,6 +4,7 @@ thresholds here: speed is measured by the benchmarks themselves)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,25 @@ def test_network_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
         "cold, 3 writers: entries",
         "cold, 3 writers: wire",
     ]
+
+
+@pytest.mark.timeout(900)
+def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
+    """The smoke run CI does: every workload, the reference when Node is here, the limits, the
+    table, JSON lines and the chart. No thresholds."""
+    from benchmarks import __main__ as harness_main
+
+    assert harness_main.main(["--quick", "--out", str(tmp_path)]) == 0
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    environment = json.loads(lines[0])["environment"]
+    assert environment["quick"] is True
+    rows = [json.loads(line) for line in lines[1:]]
+    ours = {r["workload"] for r in rows if r["impl"] == "hyperdb"}
+    assert {"put", "put-durable", "batch", "get", "list", "range", "history", "diff"} <= ours
+    assert {"checkout-get", "replicate", "writers", "writers-get", "feed-append"} <= ours
+    assert {r["workload"] for r in rows if r["impl"] == "limit"} >= {"ed25519 sign (libsodium)"}
+    for r in rows:
+        assert r["min"] <= r["median"] <= r["max"] and r["reps"]
+    table = (tmp_path / "table.txt").read_text()
+    assert "ours/ref" in table and "limits of this machine" in table
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

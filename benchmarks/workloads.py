@@ -1,0 +1,236 @@
+"""This engine's workloads, by name, each returning result rows (``benchmarks.harness``).
+
+Databases are on LMDB in a scratch directory, keys have three levels (``d12/s345/k6789``, no
+locality), values are 32 random bytes, and every random choice comes from a fixed seed. The same
+workload names are run on the reference by ``benchmarks.reference``:
+
+* ``load`` (bulk load, 1,000 per batch), ``put`` (single puts, not durable), ``put-durable``
+  (fsync per put), ``batch`` (1,000 per batch into the loaded database), ``get`` (random existing
+  keys), ``list`` (every entry through the trie), ``range`` (every entry in key order),
+  ``history`` (every write), ``diff`` (against the version before the last 1,000 writes),
+  ``checkout-get`` (gets on that older version), at each database size;
+* ``replicate``: a cold replica brought current over loopback TCP (encrypted), from a server in
+  its own process; ``writers``: N writers converging (full mesh up to 100, into one replica
+  beyond), then ``writers-get`` and ``writers-open``;
+* ``feed-append`` / ``feed-verify``: the signed feed alone (one block per append; verified import
+  of the whole feed into a fresh replica, 1,000 blocks per chunk).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from pathlib import Path
+
+import hyperdb
+from benchmarks import bench_net, bench_writers
+from benchmarks.harness import Row, rate, row
+from hyperdb.feed import FEED_TABLES, Feed
+from hyperdb.keys import MemoryKeyStore
+from hyperdb.storage import LMDBStorage
+
+SEED = 20261122
+DB_WORKLOADS = (
+    "load",
+    "put",
+    "put-durable",
+    "batch",
+    "get",
+    "list",
+    "range",
+    "history",
+    "diff",
+    "checkout-get",
+)
+#: Workloads that read every entry: skipped above this size (they scale linearly by design).
+FULL_SCAN_LIMIT = 1_000_000
+
+
+def key_of(i: int) -> str:
+    return f"d{i % 97}/s{i % 1009}/k{i}"
+
+
+def database(
+    directory: Path, size: int, repeat: int, wanted: set[str], *, quick: bool = False
+) -> list[Row]:
+    """The database workloads at one size."""
+    rows: list[Row] = []
+    value = random.Random(SEED).randbytes(32)
+    rng = random.Random(SEED + size)
+    path = directory / f"db-{size}"
+    tail = min(1000, max(size // 10, 1))  # the last writes, after the older version
+    with hyperdb.open(path, durable=False) as db:
+        started = time.perf_counter()
+        for first in range(0, size - tail, 1000):
+            end = min(first + 1000, size - tail)
+            db.batch([{"key": key_of(i), "value": value} for i in range(first, end)])
+        older = db.version()
+        for first in range(size - tail, size, 1000):
+            end = min(first + 1000, size)
+            db.batch([{"key": key_of(i), "value": value} for i in range(first, end)])
+        load = size / (time.perf_counter() - started)
+        if "load" in wanted:
+            rows.append(row("load", size, "keys/s", [load]))
+        extra = itertools.count(size)
+        n_put = 100 if quick else 500
+        if "put" in wanted:
+            rows.append(
+                rate(
+                    "put",
+                    size,
+                    "puts/s",
+                    repeat,
+                    lambda: sum(1 for _ in range(n_put) if db.put(key_of(next(extra)), value)),
+                )
+            )
+        if "batch" in wanted:
+
+            def batch() -> int:
+                for _ in range(2):
+                    db.batch([{"key": key_of(next(extra)), "value": value} for _ in range(1000)])
+                return 2000
+
+            rows.append(rate("batch", size, "keys/s", repeat, batch))
+        sample = [key_of(rng.randrange(size)) for _ in range(500 if quick else 4000)]
+        if "get" in wanted:
+            rows.append(
+                rate("get", size, "gets/s", repeat, lambda: sum(1 for k in sample if db.get(k)))
+            )
+        scan = size <= FULL_SCAN_LIMIT
+        if "list" in wanted and scan:
+            rows.append(
+                rate("list", size, "entries/s", repeat, lambda: sum(1 for _ in db.list("")))
+            )
+        if "range" in wanted and scan:
+            rows.append(
+                rate("range", size, "entries/s", repeat, lambda: sum(1 for _ in db.range()))
+            )
+        if "history" in wanted and scan:
+            rows.append(
+                rate("history", size, "writes/s", repeat, lambda: sum(1 for _ in db.history()))
+            )
+        if "diff" in wanted:
+            snapshot = db.checkout(db.version())  # fixed: later puts must not change the diff
+            rows.append(
+                rate(
+                    "diff",
+                    size,
+                    "changes/s",
+                    repeat,
+                    lambda: sum(1 for _ in snapshot.diff(older)),
+                )
+            )
+        if "checkout-get" in wanted:
+            then = db.checkout(older)
+            early = [k for k in sample if int(k.rsplit("k", 1)[1]) < size - tail]
+            rows.append(
+                rate(
+                    "checkout-get",
+                    size,
+                    "gets/s",
+                    repeat,
+                    lambda: sum(1 for k in early if then.get(k)),
+                )
+            )
+    if "put-durable" in wanted:
+        with hyperdb.open(path, durable=True) as db:
+            extra = itertools.count(10 * size + 10_000_000)
+            n = 20 if quick else 100
+            rows.append(
+                rate(
+                    "put-durable",
+                    size,
+                    "puts/s",
+                    repeat,
+                    lambda: sum(1 for _ in range(n) if db.put(key_of(next(extra)), value)),
+                )
+            )
+    return rows
+
+
+def replicate(directory: Path, entries: int, repeat: int) -> list[Row]:
+    """A cold replica of ``entries`` entries over loopback TCP from a server process."""
+    source = directory / f"replicate-{entries}"
+    bench_net.build_single(source, entries)
+    results = bench_net.cold_sync(source, directory, entries, repeat, "cold")
+    seconds = [float(x) for x in _reps(results[0])]
+    return [row("replicate", entries, "entries/s", [entries / s for s in seconds])]
+
+
+def replicate_writers(directory: Path, writers: int, repeat: int) -> list[Row]:
+    source = directory / f"replicate-w{writers}"
+    total = bench_net.build_writers(source, writers, 10)
+    results = bench_net.cold_sync(source, directory, total, repeat, "cold")
+    return [row("replicate-writers", writers, "s", [float(x) for x in _reps(results[0])])]
+
+
+def _reps(result: dict[str, object]) -> list[object]:
+    reps = result.get("reps")
+    if isinstance(reps, list):
+        return reps
+    return [result["median"]]
+
+
+def writers(directory: Path, count: int, keys: int = 10) -> list[Row]:
+    """``count`` writers converging, then get and open (one run each: convergence is the run)."""
+    where = directory / f"writers-{count}"
+    where.mkdir()
+    converge, get, opened = bench_writers.converge(where, count, keys, mesh_limit=100)
+    return [
+        row("writers", count, "s", [float(converge["median"])]),
+        row(
+            "writers-get",
+            count,
+            "gets/s",
+            [float(get["min"]), float(get["median"]), float(get["max"])],
+        ),
+        row(
+            "writers-open",
+            count,
+            "s",
+            [float(opened["min"]), float(opened["median"]), float(opened["max"])],
+        ),
+    ]
+
+
+def feed(directory: Path, blocks: int, repeat: int) -> list[Row]:
+    """Appending to the signed feed one block per call, and verified import of it."""
+    payload = random.Random(SEED).randbytes(64)
+    rows: list[Row] = []
+    with LMDBStorage(directory / f"feed-{blocks}", FEED_TABLES, durable=False) as store:
+        source = Feed.create(store, MemoryKeyStore())
+
+        def append() -> int:
+            for _ in range(blocks):
+                source.append(payload)
+            return blocks
+
+        rows.append(rate("feed-append", blocks, "blocks/s", repeat, append, warmup=lambda: None))
+        length = source.length
+        counter = itertools.count()
+
+        def verify() -> int:
+            with LMDBStorage(
+                directory / f"feed-copy-{next(counter)}", FEED_TABLES, durable=False
+            ) as other:
+                copy = Feed.open(other, source.key, create=True)
+                for start in range(0, length, 1000):
+                    end = min(start + 1000, length)
+                    copy.receive(start, source.get_range(start, end), source.proof(start, end))
+            return length
+
+        rows.append(rate("feed-verify", blocks, "blocks/s", repeat, verify))
+    return rows
+
+
+__all__ = [
+    "DB_WORKLOADS",
+    "SEED",
+    "database",
+    "feed",
+    "key_of",
+    "replicate",
+    "replicate_writers",
+    "writers",
+]
