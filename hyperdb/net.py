@@ -439,6 +439,41 @@ async def sync(
     return result
 
 
+async def keep_synced(
+    db: LocalDatabase,
+    host: str,
+    port: int = DEFAULT_PORT,
+    *,
+    on_event: Callable[[str, object], object] | None = None,
+    min_delay: float = 0.5,
+    max_delay: float = 30.0,
+    **options: Any,
+) -> None:
+    """A live sync that reconnects: runs :func:`sync` with ``live=True`` until cancelled. When
+    the peer cannot be reached or the connection drops (:class:`~hyperdb.errors.NetworkError`,
+    :class:`~hyperdb.errors.PeerTimeout`), or the peer closes the session, it waits and connects
+    again: ``min_delay`` seconds, doubling up to ``max_delay``, back to ``min_delay`` after a
+    session that the peer ended normally. A protocol or verification failure is raised, not
+    retried: that peer is not to be trusted. ``on_event(kind, detail)`` tells applications what
+    happens: ``("ended", SyncResult)``, ``("failed", exception)``, ``("waiting", seconds)``."""
+    _check_timeouts(min_delay, max_delay)
+    delay = min_delay
+    while True:
+        try:
+            result = await sync(db, host, port, live=True, **options)
+        except (NetworkError, PeerTimeout) as exc:
+            if on_event is not None:
+                on_event("failed", exc)
+        else:
+            if on_event is not None:
+                on_event("ended", result)
+            delay = min_delay
+        if on_event is not None:
+            on_event("waiting", delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
 # --- without an event loop ------------------------------------------------------------------------
 
 
@@ -518,6 +553,7 @@ __all__ = [
     "ProgressCallback",
     "Server",
     "SyncResult",
+    "keep_synced",
     "serve",
     "serve_in_background",
     "sync",

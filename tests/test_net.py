@@ -327,3 +327,36 @@ def test_a_peer_killed_mid_transfer_resumes_from_what_it_verified(tmp_path: Path
             assert result.blocks_received == length - stored  # continued, not restarted
             assert sum(1 for _ in replica.range()) == total_entries
             assert answers(replica)[1] == answers(source)[1]
+
+
+def test_keep_synced_reconnects_after_the_server_restarts(
+    pair: tuple[Database, Database],
+) -> None:
+    a, b = pair
+    events: list[str] = []
+
+    async def scenario() -> None:
+        first = net.serve_in_background(a)
+        port = first.port
+        task = asyncio.ensure_future(
+            net.keep_synced(
+                b, "127.0.0.1", port, min_delay=0.05, on_event=lambda kind, _: events.append(kind)
+            )
+        )
+        try:
+            a.put("before", b"1")
+            await eventually(lambda: bool(b.get("before")))
+            first.close()  # the session ends; reconnecting fails until the server is back
+            await eventually(lambda: "failed" in events)
+            second = net.serve_in_background(a, port=port)
+            try:
+                a.put("after", b"2")
+                await eventually(lambda: bool(b.get("after")))
+            finally:
+                second.close()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert events[0] == "ended" and "waiting" in events and "failed" in events

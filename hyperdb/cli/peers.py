@@ -106,7 +106,9 @@ def add_commands(commands: Any) -> None:
 
 def _sync_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--live", action="store_true", help="stay connected and exchange new writes as they happen"
+        "--live",
+        action="store_true",
+        help="stay connected and exchange new writes as they happen (reconnects if cut off)",
     )
     parser.add_argument(
         "--timeout",
@@ -180,9 +182,25 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> int:
             if stored >= total:  # a feed caught up: say so, one line each time
                 print(f"received   writer {feed.hex()[:16]} now at {stored} blocks", flush=True)
 
+    if args.live:
+
+        def on_event(kind: str, detail: object) -> None:
+            if kind == "failed":
+                print(f"connection to {host}:{port} lost or refused: {detail}", flush=True)
+            elif kind == "ended":
+                print(f"{host}:{port} closed the session", flush=True)
+            elif kind == "waiting":
+                print(f"reconnecting in {detail:g} s", flush=True)
+
+        asyncio.run(
+            net.keep_synced(
+                db, host, port, timeout=args.timeout, on_progress=on_progress, on_event=on_event
+            )
+        )
+        return EXIT_OK  # not reached: a live sync ends with Ctrl-C or an error
     try:
         result = asyncio.run(
-            net.sync(db, host, port, live=args.live, timeout=args.timeout, on_progress=on_progress)
+            net.sync(db, host, port, timeout=args.timeout, on_progress=on_progress)
         )
     finally:
         bar.finish()
