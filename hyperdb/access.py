@@ -40,8 +40,12 @@ class NodeAccess:
                 node = pending.get(pointer)
                 if node is not None:
                     return node
-            node = cache.get(pointer)
-            return node if node is not None else slow(tx, pointer)
+            node = cache._young.get(pointer)  # NodeCache.get's first look, inline: a hot path
+            if node is None:
+                node = cache.get(pointer)
+                if node is None:
+                    return slow(tx, pointer)
+            return node
 
         return load
 
@@ -72,14 +76,28 @@ class NodeAccess:
         if feed is None:
             raise CorruptionError(f"a trie points into unknown feed {feed_id}")
         block = feed.get(seq, tx)
+        ids = state.lists.get(feed_id)
+        feed_map = None if ids is None or all(f == n for n, f in enumerate(ids)) else ids
+        plain = record.decode_plain(block)
+        if plain is not None:  # the usual node, read directly (as decode_node reads it)
+            key, value, deleted, trie_data = plain
+            return StoredNode(
+                key,
+                feed_id,
+                seq,
+                clock_of(state, tx, feed_id, seq),
+                deleted,
+                value,
+                record.KIND_ENTRY,
+                trie_data=trie_data,
+                feed_map=feed_map,
+            )
         try:
             stored = record.decode_node(block, trusted=True)
         except EncodingError as exc:
             raise CorruptionError(
                 f"node {seq} of feed {feed.key.hex()[:16]} is damaged: {exc}"
             ) from exc
-        ids = state.lists.get(feed_id)
-        feed_map = None if ids is None or all(f == n for n, f in enumerate(ids)) else ids
         return StoredNode(
             stored.key,
             feed_id,
@@ -147,3 +165,20 @@ class NodeAccess:
 
     def _public_now(self, node: StoredNode) -> Node:
         return self._public(self._state, node)
+
+    def _public_all(self, nodes: Sequence[StoredNode]) -> list[Node]:
+        """:meth:`_public_now` of each of ``nodes`` (the answer of a batch: lookups hoisted)."""
+        feeds = self._state.feeds
+        decode = self._codec.decode
+        return [
+            Node(
+                node.key,
+                None if node.deleted or node.kind else decode(node.value),
+                node.deleted,
+                feeds[node.feed].key,
+                node.seq,
+                {feeds[f].key: n for f, n in node.clock.items()},
+                node.authorizes,
+            )
+            for node in nodes
+        ]

@@ -63,6 +63,7 @@ _log = logging.getLogger(__name__)
 
 TABLES = (*FEED_TABLES, *state_module.STATE_TABLES, "meta", "index")
 DEFAULT_CACHE_SIZE = 1 << 16
+_OP_FIELDS = frozenset(("type", "key", "value"))  # the fields of a batch operation
 _Op = tuple[str, bytes | None, bool]  # normalized key, encoded value, deleted
 
 
@@ -254,11 +255,12 @@ class Database(NodeAccess, ReplicaSide):
             raise InvalidArgument("batch takes a list of operations")
         parsed = []
         for op in ops:
-            if not isinstance(op, Mapping):
-                raise InvalidArgument(f"a batch operation is a dict, not {type(op).__name__}")
-            unknown = set(op) - {"type", "key", "value"}
-            if unknown:
-                raise InvalidArgument(f"unknown batch operation fields {sorted(unknown)}")
+            if type(op) is not dict or not op.keys() <= _OP_FIELDS:  # checked only off the usual
+                if not isinstance(op, Mapping):
+                    raise InvalidArgument(f"a batch operation is a dict, not {type(op).__name__}")
+                unknown = set(op) - _OP_FIELDS
+                if unknown:
+                    raise InvalidArgument(f"unknown batch operation fields {sorted(unknown)}")
             parsed.append(self._op(op.get("type", "put"), op.get("key"), op.get("value")))
         if not parsed:
             return []
@@ -319,7 +321,7 @@ class Database(NodeAccess, ReplicaSide):
             finally:
                 if pause_gc:
                     gc.enable()
-            nodes = [self._public_now(node) for node in written]
+            nodes = self._public_all(written)
         self._notify([*written, *applied])
         return nodes
 
@@ -360,30 +362,16 @@ class Database(NodeAccess, ReplicaSide):
             heads = [self._load(tx, p) for p in state.heads]
             pending: dict[trie.Pointer, StoredNode] = {}
             load = self._loader(tx, pending)
-            blocks: list[bytes] = []
             written: list[StoredNode] = []
+            trie_data: list[bytes] = []
+            # the paths first and the records last, each in one tight loop (faster than one at a
+            # time between the walks)
+            paths = [trie.key_path(key, crypto.siphash24) for key, _, _ in ops]
             for offset, (key, value, deleted) in enumerate(ops):
                 seq = first + offset
-                path = trie.key_path(key, crypto.siphash24)
+                path = paths[offset]
                 table = trie.prepare_put(key, path, heads, load)
-                trie_data = table.encode(numbers)
-                if offset == 0 and (new_ids is not None or delta or authorizes):
-                    data = record.encode_node(
-                        NodeRecord(
-                            key,
-                            value,
-                            deleted,
-                            trie_data,
-                            {numbers[f] if numbers else f: n for f, n in delta.items()},
-                            tuple(b.feeds[f].key for f in ids) if new_ids is not None else None,
-                            kind,
-                            authorizes,
-                        )
-                    )
-                else:
-                    data = record.encode_entry(key, value, deleted, trie_data)
-                if len(data) > record.MAX_RECORD_BYTES:
-                    raise ValueTooLarge("the node record exceeds the block limit")
+                trie_data.append(table.encode(numbers))
                 clock = {**seen, local_id: seq + 1} if seen else {local_id: seq + 1}
                 node = StoredNode(
                     key,
@@ -398,9 +386,31 @@ class Database(NodeAccess, ReplicaSide):
                     authorizes=authorizes,
                 )
                 pending[(local_id, seq)] = node
-                blocks.append(data)
                 written.append(node)
                 heads = [node]
+            blocks: list[bytes] = []
+            if new_ids is not None or delta or authorizes:  # the first node says more
+                key, value, deleted = ops[0]
+                blocks.append(
+                    record.encode_node(
+                        NodeRecord(
+                            key,
+                            value,
+                            deleted,
+                            trie_data[0],
+                            {numbers[f] if numbers else f: n for f, n in delta.items()},
+                            tuple(b.feeds[f].key for f in ids) if new_ids is not None else None,
+                            kind,
+                            authorizes,
+                        )
+                    )
+                )
+            encode_entry = record.encode_entry
+            for offset in range(len(blocks), len(ops)):
+                key, value, deleted = ops[offset]
+                blocks.append(encode_entry(key, value, deleted, trie_data[offset]))
+            if max(map(len, blocks)) > record.MAX_RECORD_BYTES:
+                raise ValueTooLarge("the node record exceeds the block limit")
             local.append_batch(blocks, tx)
             if new_ids is not None:
                 b.set_list(local_id, new_ids)
@@ -421,15 +431,19 @@ class Database(NodeAccess, ReplicaSide):
                     applied = apply_ready(b, self._builder_loader(b), [b.ids[k] for k in newly])
             else:
                 latest: dict[str, StoredNode] = {node.key: node for node in written}
+                rows = []
                 for key, node in latest.items():
                     # a local write has seen every applied node: it alone is current
-                    tx.put(
-                        "index",
-                        index.row_key(key),
-                        index.encode_row(
-                            key, [index.entry(node.feed, node.seq, node.deleted, node.value)]
-                        ),
+                    key_bytes = key.encode("utf-8")
+                    rows.append(
+                        (
+                            index.row_key_of(key_bytes),
+                            index.encode_single(
+                                key, node.feed, node.seq, node.deleted, node.value, key_bytes
+                            ),
+                        )
                     )
+                tx.put_many("index", rows)
             new_state = b.build()
         self._state = new_state
         length = first + len(ops)

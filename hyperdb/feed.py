@@ -288,26 +288,21 @@ class Feed:
         (always at least one): no more is read than that and one block."""
         _check_seq(start)
         _check_seq(end)
+        fid = self.id
+        pack_row = _ROW.pack
+        blocks: list[bytes] = []
         with _reading(self.storage, txn) as tx:
-            rows = tx.scan(
-                "feed_log", start=_ROW.pack(self.id, start, 0), stop=_ROW.pack(self.id, end, 0)
-            )
-            # parent nodes sit between the blocks: keep the rows whose last key byte is 0
-            blocks: list[bytes] = []
-            if end > start and max_bytes is None:
-                blocks = [value for key, value in rows if not key[-1]]
-            elif end > start and max_bytes is not None:
-                budget = max_bytes
-                size = 0
-                for key, value in rows:
-                    if key[-1]:
-                        continue
-                    if _ROW.unpack(key)[1] != start + len(blocks):
-                        break  # a block is missing: reported below
-                    size += len(value)
-                    if size > budget and blocks:
+            get = tx.get  # a lookup per block is faster than a scan (which meets parent nodes)
+            size = 0
+            for seq in range(start, end):
+                block = get("feed_log", pack_row(fid, seq, 0))
+                if block is None:
+                    break  # reported below
+                if max_bytes is not None:
+                    size += len(block)
+                    if size > max_bytes and blocks:
                         return blocks
-                    blocks.append(value)
+                blocks.append(block)
         if len(blocks) != max(0, end - start):
             raise NotFound(f"feed {self.key.hex()[:16]} does not hold blocks [{start}, {end})")
         return blocks
@@ -364,28 +359,30 @@ class Feed:
             if length > MAX_LENGTH:
                 raise InvalidArgument("the feed would exceed its maximum length")
             fid = self.id
-            put = tx.put
-            leaves = []
-            for seq, block in enumerate(batch, first):
-                put("feed_log", _ROW.pack(fid, seq, 0), block)
-                leaves.append(merkle.hash_leaf(seq, block))
+            pack_row = _ROW.pack
+            hash_leaf = merkle.hash_leaf
+            rows = [(pack_row(fid, seq, 0), block) for seq, block in enumerate(batch, first)]
+            leaves = [hash_leaf(seq, block) for seq, block in enumerate(batch, first)]
             roots_data, completed = merkle.append_to_encoded_roots(head.roots_data, leaves)
+            pack_node = _NODE_VALUE.pack
             for node in completed:
-                if node.index & 1:  # leaves are not stored: they are hashed from the blocks
-                    put(
-                        "feed_log",
-                        self._node_key(node.index),
-                        _NODE_VALUE.pack(node.hash, node.size),
-                    )
+                index = node.index
+                if index & 1:  # leaves are not stored: they are hashed from the blocks
+                    # under its _node_key (inline): right after the block that completed it
+                    depth = ((index + 1) & ~index).bit_length() - 1
+                    last = (((index >> (depth + 1)) + 1) << depth) - 1
+                    rows.append((pack_row(fid, last, depth), pack_node(node.hash, node.size)))
             message = (
                 self._signable_prefix + merkle.hash_encoded_roots(roots_data) + _U64.pack(length)
             )
             signature = crypto.sign(message, keypair.secret_key)
-            put(
-                "feed_log",
-                self._head_key,
-                _HEAD.pack(HEAD_VERSION, 0, length, length, signature) + roots_data,
+            rows.append(
+                (
+                    self._head_key,
+                    _HEAD.pack(HEAD_VERSION, 0, length, length, signature) + roots_data,
+                )
             )
+            tx.put_many("feed_log", rows)
         return first
 
     def receive(
@@ -425,7 +422,10 @@ class Feed:
     ) -> tuple[FeedHead, FeedHead]:
         """:meth:`receive` inside the caller's transaction ``tx``, returning the feed's head
         before and after (the caller records a fork's evidence, as with :meth:`receive`)."""
-        blocks = [_as_block(block) for block in blocks]
+        blocks = [
+            block if type(block) is bytes and len(block) <= MAX_BLOCK_SIZE else _as_block(block)
+            for block in blocks
+        ]
         head = self._head(tx)
         self._check_can_receive(head, start)  # cheap refusals before any hashing
         roots, nodes = verify_proof(self.key, start, blocks, proof)
@@ -450,19 +450,24 @@ class Feed:
                 f"{proof.length}, beyond the {head.length} blocks written here",
                 evidence=self._evidence(tx, head, proof, roots, blocks, None),
             )
-        span = merkle.span
-        spanned = [(node, span(node.index)[1]) for node in nodes.values()]
-        for node, last in spanned:
+        spanned = []
+        for node in nodes.values():  # with its depth and the end of the blocks under it
+            index = node.index
+            depth = ((index + 1) & ~index).bit_length() - 1  # merkle.depth and span, inline
+            spanned.append((node, ((index >> (depth + 1)) + 1) << depth, depth))
+        for node, last, _ in spanned:
             if last <= head.length and self._node(tx, node.index) != node:
                 self._contradiction(tx, head, proof, roots, blocks, node.index)
         new_length = max(head.length, end)
-        for seq in range(head.length, end):
-            tx.put("feed_log", _ROW.pack(self.id, seq, 0), blocks[seq - start])
-        for node, last in spanned:
-            if node.index & 1 and head.length < last <= new_length:
-                tx.put(
-                    "feed_log", self._node_key(node.index), _NODE_VALUE.pack(node.hash, node.size)
-                )
+        fid = self.id
+        pack_row = _ROW.pack
+        pack_node = _NODE_VALUE.pack
+        rows = [(pack_row(fid, seq, 0), blocks[seq - start]) for seq in range(head.length, end)]
+        for node, last, depth in spanned:
+            if depth and head.length < last <= new_length:  # a parent (leaves are not stored),
+                # under its _node_key: right after the block that completed it
+                rows.append((pack_row(fid, last - 1, depth), pack_node(node.hash, node.size)))
+        tx.put_many("feed_log", rows)
         proof_roots = merkle.encode_roots(roots)
         candidates = [(proof.length, proof.signature, proof_roots)]
         pending = tx.get("feed_log", self._pending_key)

@@ -71,6 +71,35 @@ def encode_row(key: str, entries: Sequence[Entry]) -> bytes:
     return b"".join(parts)
 
 
+_ONE = _COUNT.pack(1)
+_ENTRY_PACK = _ENTRY.pack
+
+
+def encode_single(
+    key: str, feed: int, seq: int, deleted: bool, value: bytes | None, key_bytes: bytes
+) -> bytes:
+    """``encode_row(key, [entry(feed, seq, deleted, value)])`` built directly (the row of a key
+    with one current node: every local write, and every remote node of a key new here);
+    ``key_bytes`` is ``key`` in UTF-8."""
+    flags = _DELETED if deleted else 0
+    if value is None:
+        data = _ONE + _ENTRY_PACK(feed, seq, flags | _INLINE, 0)
+    elif len(value) <= INLINE_VALUE_BYTES:
+        data = _ONE + _ENTRY_PACK(feed, seq, flags | _INLINE | _HAS_VALUE, len(value)) + value
+    else:
+        data = _ONE + _ENTRY_PACK(feed, seq, flags, 0)
+    if len(key_bytes) > INLINE_KEY_BYTES:
+        data += key_bytes
+    return data
+
+
+def row_key_of(key_bytes: bytes) -> bytes:
+    """:func:`row_key` of a key given as its UTF-8 bytes."""
+    if len(key_bytes) <= INLINE_KEY_BYTES:
+        return key_bytes
+    return key_bytes[:INLINE_KEY_BYTES] + crypto.blake2b(key_bytes, digest_size=16)
+
+
 def decode_row(row_key_bytes: bytes, data: bytes) -> tuple[str, list[Entry]]:
     """The key and entries of an index row; :class:`CorruptionError` if the row is damaged."""
     try:

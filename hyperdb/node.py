@@ -41,13 +41,13 @@ class StoredNode:
     """A node decoded from its feed block, in local feed-id numbering (the ``trie.Node`` view).
 
     Immutable. ``path`` and ``trie`` are computed on first use: ``get`` and ``range`` never need
-    them, and decoding a trie table costs more than the rest of the node.
+    them, and decoding a trie table costs more than the rest of the node. They are slots filled
+    by :meth:`__getattr__` the first time they are read while unset, so every later read (the
+    trie walks read them for every node they visit) is a plain attribute read.
     """
 
     __slots__ = (
         "_feed_map",
-        "_path",
-        "_trie",
         "_trie_data",
         "authorizes",
         "clock",
@@ -55,9 +55,14 @@ class StoredNode:
         "feed",
         "key",
         "kind",
+        "path",
         "seq",
+        "trie",
         "value",
     )
+
+    path: bytes
+    trie: TrieTable
 
     def __init__(
         self,
@@ -84,29 +89,27 @@ class StoredNode:
         self.kind = kind
         self._trie_data = trie_data
         self._feed_map = feed_map
-        self._trie = table
-        self._path = path
+        if table is not None:
+            self.trie = table
+        if path is not None:
+            self.path = path
         self.authorizes = authorizes
 
-    @property
-    def path(self) -> bytes:
-        path = self._path
-        if path is None:
-            path = self._path = trie.key_path(self.key, crypto.siphash24)
-        return path
-
-    @property
-    def trie(self) -> TrieTable:
-        table = self._trie
-        if table is None:
+    def __getattr__(self, name: str) -> bytes | TrieTable:
+        # Called only for an attribute not set: ``path`` or ``trie`` on first use.
+        if name == "path":
+            path = self.path = trie.key_path(self.key, crypto.siphash24)
+            return path
+        if name == "trie":
             try:
                 table = TrieTable.decode(self._trie_data, feed_map=self._feed_map)
             except trie.TrieError as exc:
                 raise CorruptionError(
                     f"the trie of node {self.seq} of feed {self.feed} is damaged: {exc}"
                 ) from exc
-            self._trie = table
-        return table
+            self.trie = table
+            return table
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"StoredNode({self.key!r}, feed={self.feed}, seq={self.seq})"

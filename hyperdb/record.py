@@ -138,22 +138,30 @@ def encode_entry(key: str, value: bytes | None, deleted: bool, trie: bytes) -> b
         key_bytes = key.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise EncodingError("node key is not valid Unicode text") from exc
-    if len(key_bytes) > MAX_KEY_BYTES or len(trie) > MAX_TRIE_BYTES:
+    key_size = len(key_bytes)
+    trie_size = len(trie)
+    if key_size > MAX_KEY_BYTES or trie_size > MAX_TRIE_BYTES:
         raise EncodingError("node key or trie over its limit")
-    parts = [b"", _TRUE_DELETED if deleted else b""]
-    parts.append(b"\x61k" + _cbor_head(3, len(key_bytes)) + key_bytes)
-    parts.append(b"\x61t" + _cbor_head(2, len(trie)) + trie)
-    size = 2 + deleted
+    key_head = _KEY_HEADS[key_size] if key_size < 0x100 else b"\x61k" + _cbor_head(3, key_size)
+    trie_head = _TRIE_HEADS[trie_size] if trie_size < 0x100 else b"\x61t" + _cbor_head(2, trie_size)
     if value is not None and not deleted:
-        if len(value) > MAX_VALUE_BYTES:
+        value_size = len(value)
+        if value_size > MAX_VALUE_BYTES:
             raise EncodingError(f"node value longer than {MAX_VALUE_BYTES} bytes")
-        parts.append(b"\x61v" + _cbor_head(2, len(value)) + value)
-        size += 1
-    parts[0] = bytes((0xA0 | size,))
-    return b"".join(parts)
+        value_head = (
+            _VALUE_HEADS[value_size] if value_size < 0x100 else b"\x61v" + _cbor_head(2, value_size)
+        )
+        return b"".join((b"\xa3", key_head, key_bytes, trie_head, trie, value_head, value))
+    if deleted:
+        return b"".join((b"\xa3" + _TRUE_DELETED, key_head, key_bytes, trie_head, trie))
+    return b"".join((b"\xa2", key_head, key_bytes, trie_head, trie))
 
 
 _TRUE_DELETED = b"\x61d\xf5"
+# the field name and the head of a key, trie or value of fewer than 256 bytes, by length
+_KEY_HEADS = tuple(b"\x61k" + _cbor_head(3, size) for size in range(0x100))
+_TRIE_HEADS = tuple(b"\x61t" + _cbor_head(2, size) for size in range(0x100))
+_VALUE_HEADS = tuple(b"\x61v" + _cbor_head(2, size) for size in range(0x100))
 _FIELDS = frozenset("ktdvcfya")
 
 
@@ -287,6 +295,140 @@ def _plain_entry(obj: dict[str, Any]) -> NodeRecord | None:
     return NodeRecord(key, value, deleted, trie, {})
 
 
+def decode_plain(data: bytes) -> tuple[str, bytes | None, bool, bytes] | None:
+    """``(key, value, deleted, trie)`` when ``data`` is the canonical record of a put or a
+    deletion with no clock, feeds list or kind (the usual node, as :func:`encode_entry` writes
+    it) within every limit, read in one pass without building a map or a record: exactly what
+    :func:`decode_node` returns for it. ``None`` for every other input, valid or not (the caller
+    then asks :func:`decode_node`, which decides)."""
+    if type(data) is not bytes:
+        return None
+    try:
+        size = len(data)
+        count = data[0] - 0xA0
+        deleted = data[1] == 0x61 and data[2] == 0x64  # "d": true comes first when present
+        if deleted:
+            if data[3] != 0xF5:
+                return None
+            pos = 4
+        else:
+            pos = 1
+        if not 2 + deleted <= count <= 3 + deleted or data[pos] != 0x61 or data[pos + 1] != 0x6B:
+            return None
+        # "k": text; the heads of strings shorter than 256 bytes are read inline
+        initial = data[pos + 2]
+        info = initial - 0x60
+        if 0 <= info < 24:
+            pos += 3
+        elif info == 24 and data[pos + 3] >= 24:
+            info = data[pos + 3]
+            pos += 4
+        else:
+            raw, pos = _bytes(data, pos + 2, 3)
+            info = -1
+        if info >= 0:
+            end = pos + info
+            if end > size:
+                return None
+            raw = data[pos:end]
+            pos = end
+        if len(raw) > MAX_KEY_BYTES or data[pos] != 0x61 or data[pos + 1] != 0x74:
+            return None
+        key = raw.decode("utf-8")
+        # "t": bytes
+        initial = data[pos + 2]
+        info = initial - 0x40
+        if 0 <= info < 24:
+            pos += 3
+        elif info == 24 and data[pos + 3] >= 24:
+            info = data[pos + 3]
+            pos += 4
+        else:
+            raw, pos = _bytes(data, pos + 2, 2)
+            info = -1
+        if info >= 0:
+            end = pos + info
+            if end > size:
+                return None
+            raw = data[pos:end]
+            pos = end
+        trie = raw
+        value = None
+        if count == 3 + deleted:  # "v": bytes, never next to "d"
+            if deleted or data[pos] != 0x61 or data[pos + 1] != 0x76:
+                return None
+            info = data[pos + 2] - 0x40
+            if 0 <= info < 24:
+                pos += 3
+            elif info == 24 and data[pos + 3] >= 24:
+                info = data[pos + 3]
+                pos += 4
+            else:
+                value, pos = _bytes(data, pos + 2, 2)
+                if len(value) > MAX_VALUE_BYTES:
+                    return None
+                info = -1
+            if info >= 0:
+                end = pos + info
+                if end > size:
+                    return None
+                value = data[pos:end]
+                pos = end
+        if pos != size or len(trie) > MAX_TRIE_BYTES:
+            return None
+        return key, value, deleted, trie
+    except (IndexError, UnicodeDecodeError, _NotSimple):
+        return None
+
+
+def _simple_record(obj: dict[str, Any]) -> NodeRecord | None:
+    """The record of a map :func:`_parse_simple` read (so with fields of the right types) when it
+    passes every check of :func:`decode_node`; None otherwise (those checks word the error)."""
+    plain = _plain_entry(obj)
+    if plain is not None or "k" not in obj or "t" not in obj:
+        return plain
+    key: str = obj["k"]
+    trie: bytes = obj["t"]
+    value: bytes | None = obj.get("v")
+    deleted = "d" in obj
+    clock: dict[int, int] = obj.get("c", {})
+    feeds: list[bytes] | None = obj.get("f")
+    kind: int = obj.get("y", KIND_ENTRY)
+    authorized: list[bytes] = obj.get("a", ())
+    if (
+        (deleted and value is not None)
+        or ("c" in obj and not clock)
+        or ("a" in obj and not authorized)
+        or ("y" in obj and kind != KIND_AUTHORIZE)
+        or (kind == KIND_AUTHORIZE) != bool(authorized)
+        or len(trie) > MAX_TRIE_BYTES
+        or (value is not None and len(value) > MAX_VALUE_BYTES)
+        or len(clock) > MAX_CLOCK_ENTRIES
+        or len(authorized) > MAX_FEEDS
+        or (len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8")) > MAX_KEY_BYTES)
+    ):
+        return None
+    for item in authorized:
+        if len(item) != PUBLIC_KEY_SIZE:
+            return None
+    if feeds is not None:
+        if len(feeds) > MAX_FEEDS:
+            return None
+        for item in feeds:
+            if len(item) != PUBLIC_KEY_SIZE:
+                return None
+    return NodeRecord(
+        key,
+        value,
+        deleted,
+        trie,
+        clock,
+        tuple(feeds) if feeds is not None else None,
+        kind,
+        tuple(authorized),
+    )
+
+
 def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
     """Decode and validate a node record. ``trusted=True`` is for blocks this store validated when
     they arrived (see :func:`hyperdb.encoding.decode`); every field is still type-checked."""
@@ -297,9 +439,9 @@ def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
         except _NotSimple:
             obj = None
         else:
-            plain = _plain_entry(obj)
-            if plain is not None:
-                return plain
+            simple = _simple_record(obj)
+            if simple is not None:
+                return simple
     if obj is None:
         obj = encoding.decode(data, max_size=MAX_RECORD_BYTES, trusted=trusted)
     if not isinstance(obj, dict) or not set(obj) <= _FIELDS or "k" not in obj or "t" not in obj:

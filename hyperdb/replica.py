@@ -115,6 +115,7 @@ class ReplicaSide:
                     if after == before:
                         return False
                     derive(b, feed.id, before, blocks[before - start : after - start])
+                    b.lengths[feed.id] = after
                     applied = apply_ready(b, self._builder_loader(b), [feed.id])
                     new_state = b.build()
             except ForkDetected as fork:
@@ -128,5 +129,18 @@ class ReplicaSide:
                     self._feed_lengths = None
                 else:
                     lengths[feed_key] = (head.length, head.signed_length)
+                    offer = self._offered_cache
+                    if (
+                        offer is not None
+                        and offer[0] is state
+                        and offer[1] is lengths
+                        and new_state.authorized is state.authorized
+                    ):
+                        # only this feed's length changed, and the feed is an authorized
+                        # writer's (_wanted): the offer follows without going over every feed
+                        offered = offer[2]
+                        if head.signed_length and offered.get(feed_key) != head.signed_length:
+                            offered = {**offered, feed_key: head.signed_length}
+                        self._offered_cache = (new_state, lengths, offered)
         self._notify(applied)
         return True

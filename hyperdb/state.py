@@ -23,9 +23,11 @@ from __future__ import annotations
 import functools
 import struct
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from itertools import chain
+from typing import Any
 
 from hyperdb.errors import CorruptionError
 from hyperdb.feed import Feed
@@ -65,6 +67,16 @@ class State:
     """Feeds holding nodes not applied yet (waiting for their writer's authorization or for
     nodes of other feeds): retried whenever data arrives."""
 
+    @functools.cached_property
+    def heads_map(self) -> dict[int, int]:
+        """:attr:`heads` as a dict (feed id -> seq). Shared: never change it."""
+        return dict(self.heads)
+
+    @functools.cached_property
+    def heads_row(self) -> bytes:
+        """:attr:`heads` in the layout of the ``heads`` row."""
+        return _heads_row(len(self.heads)).pack(*chain.from_iterable(self.heads))
+
     @property
     def local_list(self) -> array[int]:
         return self.lists.get(self.local_id, array("I"))
@@ -102,16 +114,38 @@ class StateBuilder:
         self.lists: Mapping[int, array[int]] = state.lists
         self.clocked: Set[int] = state.clocked
         self.applied = dict(state.applied)
-        self.heads: dict[int, int] = dict(state.heads)
+        self.heads: dict[int, int] = dict(state.heads_map)
         """Feed id -> seq of its head (at most one head per feed)."""
+        self._tracked = self.heads
+        self.heads_touched: set[int] = set()
+        """The feeds whose entry :attr:`heads` gained, lost or changed in place (which
+        :func:`hyperdb.apply.apply_node` records), so that :meth:`set_heads` re-encodes only
+        those entries of the base state's row."""
         self.writer_clock = state.writer_clock
         self.stalled = set(state.stalled)
         self.new_feeds: list[Feed] = []
-        self._sorted_heads: tuple[tuple[Pointer, ...], dict[int, int]] | None = None
-        """The heads :meth:`set_heads` last stored, sorted, and a copy of them as given."""
+        self.lengths: dict[int, int] = {}
+        """Stored lengths of feeds known without reading their head: set by whoever stored
+        blocks in this transaction (an ingest), for :func:`hyperdb.apply.apply_ready`."""
+        self._sorted_heads: tuple[tuple[Pointer, ...], dict[int, int], bytes] | None = None
+        """The heads :meth:`set_heads` last stored, sorted, a copy of them as given, and their
+        row."""
         self.derived: dict[Pointer, tuple[StoredNode, tuple[int, ...]]] = {}
         """Nodes decoded while checking them, for applying them in the same transaction, with
         the feeds whose clock entry differs from the writer's previous node."""
+        self._own: set[str] = set()
+        """The shared tables above already copied for this builder (changed in place after)."""
+
+    def _owned(self, name: str) -> dict[Any, Any]:
+        """The builder's own copy of table ``name`` (``feeds``, ``ids``, ``lists``, ``edges``),
+        copied from the base state on the first change: a transaction that registers a hundred
+        feeds copies each table once, not a hundred times."""
+        table = getattr(self, name)
+        if name not in self._own:
+            table = dict(table)
+            setattr(self, name, table)
+            self._own.add(name)
+        return table  # type: ignore[no-any-return]
 
     def register(self, key: bytes) -> int:
         """The local id of feed ``key``, registering it (empty) if it is new."""
@@ -121,13 +155,13 @@ class StateBuilder:
                 self.base.feeds[self.base.local_id].storage, key, create=True, txn=self.tx
             )
             feed_id = feed.id
-            self.feeds = {**self.feeds, feed_id: feed}
-            self.ids = {**self.ids, key: feed_id}
+            self._owned("feeds")[feed_id] = feed
+            self._owned("ids")[key] = feed_id
             self.new_feeds.append(feed)
         return feed_id
 
     def set_list(self, feed_id: int, ids: array[int]) -> None:
-        self.lists = {**self.lists, feed_id: ids}
+        self._owned("lists")[feed_id] = ids
         self.tx.put("lists", _ID.pack(feed_id), struct.pack(f">{len(ids)}I", *ids))
 
     def set_clock(self, feed_id: int, seq: int, clock: Mapping[int, int]) -> None:
@@ -148,15 +182,16 @@ class StateBuilder:
         added = [key for key in keys if key not in known]
         if not added:
             return []
-        self.edges = {**self.edges, authorizer: known | frozenset(added)}
+        self._owned("edges")[authorizer] = known | frozenset(added)
         for key in added:
             self.tx.put("auth", _ID.pack(authorizer_id) + key, b"")
         if authorizer not in self.authorized:
             return []
-        authorized = set(self.authorized)
-        newly = _close(authorized, self.edges, added)
-        self.authorized = authorized
-        return newly
+        if "authorized" not in self._own:  # copied on the first change, as _owned does
+            self.authorized = set(self.authorized)
+            self._own.add("authorized")
+        assert isinstance(self.authorized, set)
+        return _close(self.authorized, self.edges, added)
 
     def set_heads(self, heads: dict[int, int]) -> None:
         """Record the heads (feed id -> seq). The usual heads, only the local writer's latest
@@ -166,20 +201,53 @@ class StateBuilder:
         if not heads or (len(heads) == 1 and self.base.local_id in heads):
             self.tx.delete("meta", b"heads")
         else:
-            items = tuple(sorted(heads.items()))
-            self._sorted_heads = (items, heads.copy())  # for build(), unless heads change
-            self.tx.put("meta", b"heads", _heads_row(len(items)).pack(*chain.from_iterable(items)))
+            items, row = self._encode_heads(heads)
+            self._sorted_heads = (items, heads.copy(), row)  # for build(), unless heads change
+            self.tx.put("meta", b"heads", row)
+
+    def _encode_heads(self, heads: dict[int, int]) -> tuple[tuple[Pointer, ...], bytes]:
+        """``heads`` sorted, and their row: the base state's with only the entries of
+        :attr:`heads_touched` redone when ``heads`` is the builder's own dict and few changed
+        (a transaction usually moves one head among many), else encoded whole."""
+        base = self.base.heads
+        touched = self.heads_touched
+        if heads is self._tracked and base and len(touched) * 8 <= len(base):
+            items = list(base)
+            row = bytearray(self.base.heads_row)
+            size = _POINTER.size
+            for feed_id in sorted(touched):
+                at = bisect_left(items, (feed_id,))  # (f,) sorts before every (f, seq)
+                present = at < len(items) and items[at][0] == feed_id
+                seq = heads.get(feed_id)
+                if seq is not None:
+                    packed = _POINTER.pack(feed_id, seq)
+                    if present:
+                        items[at] = (feed_id, seq)
+                        row[at * size : (at + 1) * size] = packed
+                    else:
+                        items.insert(at, (feed_id, seq))
+                        row[at * size : at * size] = packed
+                elif present:
+                    del items[at]
+                    del row[at * size : (at + 1) * size]
+            if len(items) == len(heads):
+                return tuple(items), bytes(row)
+        whole = tuple(sorted(heads.items()))
+        return whole, _heads_row(len(whole)).pack(*chain.from_iterable(whole))
 
     def build(self) -> State:
         heads = self.heads
         known = self._sorted_heads
-        return State(
+        if known is not None and known[1] != heads:
+            known = None
+        self._own.clear()  # the state shares the tables: a later change copies them again
+        state = State(
             self.base.database_key,
             self.base.local_id,
             self.feeds,
             self.ids,
             self.applied,
-            known[0] if known is not None and known[1] == heads else tuple(sorted(heads.items())),
+            known[0] if known is not None else tuple(sorted(heads.items())),
             frozenset(self.authorized),
             self.edges,
             self.lists,
@@ -187,6 +255,10 @@ class StateBuilder:
             self.writer_clock,
             frozenset(self.stalled),
         )
+        if known is not None:  # what the next transaction starts from, already at hand
+            state.__dict__["heads_map"] = known[1]
+            state.__dict__["heads_row"] = known[2]
+        return state
 
 
 @functools.lru_cache(maxsize=64)

@@ -116,6 +116,41 @@ class StorageContract:
             assert txn.get("t", b"k") is None
             assert txn.get("u", b"k") == b"other table"
 
+    def test_put_many(self, storage: Storage) -> None:
+        with storage.write() as txn:
+            txn.put("t", b"b", b"old")
+            txn.put_many("t", [(b"c", b"3"), (b"a", b"1"), (b"b", bytearray(b"2"))])  # type: ignore[list-item]
+            txn.put_many("u", iter([(b"a", memoryview(b"other")), (b"a", b"last")]))  # type: ignore[list-item]
+            txn.put_many("t", [])
+            assert txn.get("t", b"b") == b"2"
+            assert list(txn.scan("u")) == [(b"a", b"last")]
+        assert dump(storage) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
+        with storage.write() as txn:
+            for bad in ([(b"x", b"1"), (b"", b"2")], [(b"x", b"1"), (b"y", "text")]):
+                with pytest.raises(InvalidArgument):
+                    txn.put_many("t", bad)  # type: ignore[arg-type]
+                assert txn.get("t", b"x") is None  # a bad item: nothing written
+            with pytest.raises(InvalidArgument):
+                txn.put_many("nope", [(b"x", b"1")])
+        assert dump(storage) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
+        with pytest.raises(Boom), storage.write() as txn:
+            txn.put_many("t", [(b"d", b"4")])
+            raise Boom
+        assert dump(storage) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
+
+    def test_put_many_while_scanning(self, storage: Storage) -> None:
+        fill(storage, {b"a": b"1", b"c": b"3"})
+        with storage.write() as txn:
+            seen = []
+            for key, _ in txn.scan("t"):
+                seen.append(key)
+                if key == b"a":
+                    txn.put_many("t", [(b"b", b"2"), (b"d", b"4")])
+            # the scan goes on (whether it shows the new rows is the engine's choice)
+            assert seen[0] == b"a" and b"c" in seen and len(seen) == len(set(seen))
+            assert set(seen) <= {b"a", b"b", b"c", b"d"}
+        assert dump(storage) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3"), (b"d", b"4")]
+
     def test_empty_value_and_bytes_like_values(self, storage: Storage) -> None:
         with storage.write() as txn:
             txn.put("t", b"empty", b"")

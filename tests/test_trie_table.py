@@ -423,3 +423,95 @@ def test_public_varints_round_trip(value: int) -> None:
 def test_public_varint_decoding_is_strict(data: bytes) -> None:
     with pytest.raises(trie.TrieDecodeError):
         trie.decode_varint(data)
+
+
+def _general_check(data: bytes, path: bytes, bounds: dict[int, int]) -> object:
+    """What decode + check_node answers or raises (the error type and message)."""
+    try:
+        return TrieTable.decode(data).check_node(path, lambda feed: bounds.get(feed, 0))
+    except trie.TrieError as exc:
+        return (type(exc), str(exc))
+
+
+def _fast_check(data: bytes, path: bytes, bounds: dict[int, int]) -> object:
+    try:
+        return TrieTable.check_encoded(data, path, lambda feed: bounds.get(feed, 0))
+    except trie.TrieError as exc:
+        return (type(exc), str(exc))
+
+
+small_entries = st.lists(
+    st.tuples(
+        st.one_of(st.integers(0, 40), st.sampled_from([127, 128, 129, 200, 16383, 16384])),
+        st.integers(0, 4),
+        st.lists(
+            st.builds(
+                pointer,
+                st.one_of(st.integers(0, 3), st.sampled_from([63, 64, 65])),
+                st.one_of(st.integers(0, 20), edge_ints),
+            ),
+            min_size=1,
+            max_size=2,
+        ),
+    ),
+    max_size=8,
+)
+paths = st.one_of(
+    st.binary(min_size=1, max_size=45).map(lambda b: bytes(x % 4 for x in b) + b"\x04"),
+    st.binary(min_size=1, max_size=300).map(lambda b: bytes(x % 5 for x in b)),
+)
+bounds_maps = st.dictionaries(
+    st.one_of(st.integers(0, 3), st.sampled_from([63, 64, 65])),
+    st.one_of(st.integers(0, 25), edge_ints),
+    max_size=6,
+)
+
+
+@given(small_entries, paths, bounds_maps)
+def test_check_encoded_matches_decode_and_check_node(
+    items: list[tuple[int, int, list[Pointer]]], path: bytes, bounds: dict[int, int]
+) -> None:
+    data = TrieTable(items).encode()
+    assert _fast_check(data, path, bounds) == _general_check(data, path, bounds)
+
+
+@given(small_entries, paths, bounds_maps, st.data())
+def test_check_encoded_on_damaged_tables(
+    items: list[tuple[int, int, list[Pointer]]],
+    path: bytes,
+    bounds: dict[int, int],
+    data: st.DataObject,
+) -> None:
+    encoded = bytearray(TrieTable(items).encode())
+    if encoded:
+        for _ in range(data.draw(st.integers(0, 3))):
+            encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
+        if data.draw(st.booleans()):
+            encoded = encoded[: data.draw(st.integers(0, len(encoded)))]
+    damaged = bytes(encoded)
+    assert _fast_check(damaged, path, bounds) == _general_check(damaged, path, bounds)
+
+
+@given(st.binary(max_size=40), paths, bounds_maps)
+def test_check_encoded_on_garbage(data: bytes, path: bytes, bounds: dict[int, int]) -> None:
+    assert _fast_check(data, path, bounds) == _general_check(data, path, bounds)
+
+
+def test_check_encoded_examples() -> None:
+    path = bytes([1, 2, 4])
+    bounds = {0: 3, 1: 200, 70: 1}
+
+    def both(*entries: tuple[int, int, list[Pointer]]) -> object:
+        data = table(*entries).encode()
+        fast = _fast_check(data, path, bounds)
+        assert fast == _general_check(data, path, bounds)
+        return fast
+
+    assert both((0, 0, [P(0, 0)]), (2, 4, [P(1, 199)])) is True
+    assert both((0, 0, [P(0, 0)]), (2, 4, [P(0, 2), P(1, 199)]), (2, 0, [P(70, 0)])) is True
+    assert both((0, 0, [P(0, 3)]), (2, 0, [P(1, 150)])) is False
+    assert both((1, 0, [P(5, 0)])) is False
+    assert both((0, 0, [P(0, 9)]), (1, 2, [P(0, 0)]))[0] is TrieShapeError  # type: ignore[index]
+    assert both((3, 0, [P(0, 0)]))[0] is TrieShapeError  # type: ignore[index]
+    assert _fast_check(b"", path, bounds) is True
+    assert _fast_check(bytearray(table((0, 0, [P(0, 2)])).encode()), path, bounds) is True

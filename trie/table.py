@@ -319,6 +319,74 @@ class TrieTable:
         table = cls._canonical(rows, data, forked)
         return table if feed_map is None else table.remap(feed_map)
 
+    @classmethod
+    def check_encoded(cls, data: bytes, path: bytes, limit: Callable[[int], int]) -> bool:
+        """``TrieTable.decode(data).check_node(path, limit)`` (default limits), without building
+        the table: the usual table (positions below 2^14, one pointer per bucket, feeds below 64,
+        seqs below 2^21) is read and checked in one pass; anything else takes the general path,
+        which raises exactly the errors (:class:`TrieDecodeError`, :class:`TrieLimitError`,
+        :class:`TrieShapeError`) and returns the answer that expression would."""
+        if type(data) is not bytes:
+            return cls.decode(data).check_node(path, limit)
+        end = len(data)
+        path_length = len(path)
+        set_buckets = _SET_BUCKETS
+        limits: dict[int, int] = {}
+        within = True
+        previous = -1
+        index = 0
+        try:
+            while index < end:
+                position = data[index]
+                if position < 0x80:
+                    index += 1
+                else:  # positions of two bytes (below 2^14) inline
+                    second = data[index + 1]
+                    if not 0 < second < 0x80:
+                        break
+                    position = (position & 0x7F) | second << 7
+                    index += 2
+                bits = data[index]
+                if not (previous < position < path_length and 0 < bits < 0x20):
+                    break  # a bad header, or a position beyond the path
+                own = path[position]
+                if own != TERMINATOR and bits >> own & 1:
+                    break  # the node's own digit (the general path words the error)
+                previous = position
+                index += 1
+                for _ in set_buckets[bits]:
+                    word = data[index]
+                    if word >= 0x80 or word & 1:
+                        break  # a feed of 64 or more, or several pointers in the bucket
+                    seq = data[index + 1]
+                    if seq < 0x80:
+                        index += 2
+                    else:
+                        second = data[index + 2]
+                        if 0 < second < 0x80:
+                            seq = (seq & 0x7F) | second << 7
+                            index += 3
+                        elif second >= 0x80 and 0 < data[index + 3] < 0x80:
+                            seq = (seq & 0x7F) | (second & 0x7F) << 7 | data[index + 3] << 14
+                            index += 4
+                        else:
+                            break
+                    if within:
+                        feed = word >> 1
+                        bound = limits.get(feed)
+                        if bound is None:
+                            bound = limits[feed] = limit(feed)
+                        if seq >= bound:
+                            within = False
+                else:
+                    continue
+                break
+            else:
+                return within
+        except IndexError:
+            pass
+        return cls.decode(data).check_node(path, limit)
+
     def check_shape(self, path: bytes) -> None:
         """Raise :class:`TrieShapeError` unless the table fits ``path``: every position lies
         within the path, and no bucket named by the path's own digit is used except the

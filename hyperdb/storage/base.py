@@ -81,6 +81,15 @@ class WriteTxn(ReadTxn):
     def delete(self, table: str, key: bytes) -> bool:
         """Remove the row ``key`` from ``table``; return True if a row was removed."""
 
+    def put_many(self, table: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """:meth:`put` of every ``(key, value)`` of ``items`` into ``table``, in order (an engine
+        may do it in one call). Every item is checked first: a bad one raises
+        :class:`~hyperdb.errors.InvalidArgument` having written none."""
+        rows = [(check_key(key), check_value(value)) for key, value in items]
+        put = self.put
+        for key, value in rows:
+            put(table, key, value)
+
 
 class Storage(abc.ABC):
     """A set of named ordered tables, read and written through transactions.

@@ -266,6 +266,32 @@ class _LMDBWriteTxn(_LMDBTxn, WriteTxn):
         except lmdb.Error as exc:
             raise self._write_failed("put", exc) from exc
 
+    def put_many(self, table: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        # put() of each item, checked the same way, written by one LMDB call
+        storage = self._storage
+        if self._done or self._failed is not None or storage._closed:
+            self._check_active()
+        db = storage._dbs.get(table) if type(table) is str else None
+        if db is None:
+            db = storage._db(table)
+        rows = []
+        size = 0
+        for key, value in items:
+            if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
+                check_key(key)
+            if type(value) is not bytes:
+                value = check_value(value)
+            rows.append((key, value))
+            size += 4 * (len(key) + len(value)) + 64
+        if not rows:
+            return
+        self._mutations += 1
+        storage._growth_budget -= size
+        try:
+            self._txn.cursor(db=db).putmulti(rows)
+        except lmdb.Error as exc:
+            raise self._write_failed("put", exc) from exc
+
     def delete(self, table: str, key: bytes) -> bool:
         self._check_active()
         db = self._storage._db(table)
