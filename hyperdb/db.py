@@ -35,6 +35,8 @@ from hyperdb.errors import (
     HyperDBError,
     InvalidArgument,
     InvalidKey,
+    NotFound,
+    ReadOnly,
     ValueTooLarge,
 )
 from hyperdb.feed import FEED_TABLES, Feed
@@ -75,6 +77,7 @@ def open(
     value_encoding: str = "binary",
     durable: bool = True,
     cache_size: int = DEFAULT_CACHE_SIZE,
+    readonly: bool = False,
 ) -> Database:
     """Open (or create) the database in directory ``path``, or in memory with ``memory=True``.
 
@@ -83,7 +86,17 @@ def open(
     commit: a crash of the process still loses nothing, an OS crash or power loss may lose the
     last writes. ``cache_size`` bounds the decoded nodes kept in memory (about 1.5 KB each): more
     makes writes into large databases faster.
+
+    A directory is open in one process at a time (:class:`~hyperdb.errors.StorageInUse`), except
+    with ``readonly=True``: a read-only view of an existing database as it is at the moment of
+    opening, which works beside the process that has it open (a server, a live sync) and never
+    writes (writes raise :class:`~hyperdb.errors.ReadOnly`). Its reads walk the tries from the
+    heads it saw, so they stay consistent however the database changes meanwhile.
     """
+    if not isinstance(readonly, bool):
+        raise InvalidArgument("readonly is a boolean")
+    if readonly and (memory or key is not None):
+        raise InvalidArgument("readonly opens an existing database directory (no key, no memory)")
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:
         raise InvalidArgument("cache_size is a non-negative number of nodes")
     if memory and path is not None:
@@ -98,14 +111,18 @@ def open(
         keystore = MemoryKeyStore()
     else:
         assert path is not None
-        storage = open_storage(path, TABLES, durable=durable, exclusive=True)
+        if readonly and not (Path(path) / "data.mdb").exists():
+            raise NotFound(f"no database in {os.fspath(path)}")
+        storage = open_storage(path, TABLES, durable=durable, exclusive=not readonly)
         try:
             keystore = DirectoryKeyStore(Path(path) / "keys")
         except HyperDBError:
             storage.close()
             raise
     try:
-        return Database(storage, keystore, database_key, codec, cache_size=cache_size)
+        return Database(
+            storage, keystore, database_key, codec, cache_size=cache_size, readonly=readonly
+        )
     except BaseException:
         storage.close()
         raise
@@ -151,8 +168,10 @@ class Database(NodeAccess, ReplicaSide):
         codec: ValueCodec,
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        readonly: bool = False,
     ) -> None:
         self._storage = storage
+        self.readonly = readonly
         self._codec = codec
         self._lock = threading.RLock()
         self._closed = False
@@ -163,6 +182,9 @@ class Database(NodeAccess, ReplicaSide):
         self._offered_cache: (
             tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]] | None
         ) = None
+        if readonly:
+            self._open_readonly(storage)
+            return
         with storage.write() as tx:
             stored_key = tx.get("meta", b"key")
             if stored_key is None:
@@ -195,6 +217,27 @@ class Database(NodeAccess, ReplicaSide):
             feeds[feed.id] = feed
         with storage.read() as tx:
             self._state = state_module.load(database_key, local.id, feeds, tx)
+
+    def _open_readonly(self, storage: Storage) -> None:
+        with storage.read() as tx:  # one snapshot: the feeds and the state agree
+            database_key = tx.get("meta", b"key")
+            local_key = tx.get("meta", b"local")
+            if database_key is None or local_key is None:
+                raise NotFound("no database in this directory")
+            feeds: dict[int, Feed] = {}
+            for feed_key in Feed.keys(storage, tx):
+                feed = Feed.open(storage, feed_key)
+                feeds[feed.id] = feed
+            local = next(feed for feed in feeds.values() if feed.key == local_key)
+            self._state = state_module.load(database_key, local.id, feeds, tx)
+        self.key = database_key
+        self.discovery_key = crypto.discovery_key(database_key)
+        self.local_key = local_key
+        self._local = local
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise ReadOnly("this database was opened read-only")
 
     # --- properties and lifetime ------------------------------------------------------------------
 
@@ -311,6 +354,7 @@ class Database(NodeAccess, ReplicaSide):
     def _write(self, ops: Sequence[_Op], authorizes: tuple[bytes, ...] = ()) -> list[Node]:
         with self._lock:
             self._check_open()
+            self._check_writable()
             # A large batch allocates many small, acyclic objects: the cyclic garbage collector
             # would scan them over and over for nothing (about 15 % of a batch): it waits.
             pause_gc = len(ops) >= 64 and gc.isenabled()
@@ -474,6 +518,8 @@ class Database(NodeAccess, ReplicaSide):
     def _get(self, key: str) -> builtins.list[Node]:
         normal = check_key(key, allow_root=True)
         self._check_open()
+        if self.readonly:  # the index may be ahead of this view: answer from its heads
+            return self._view()._get(normal)
         if not normal:
             return []  # the root key is never written
         row_key = index.row_key(normal)
@@ -612,6 +658,8 @@ class Database(NodeAccess, ReplicaSide):
         normalized themselves, so ``range(gte="a/", lt="a0")`` is exactly the keys under ``a/``.
         """
         bounds = check_range(gt, gte, lt, lte, reverse, limit)
+        if self.readonly:  # as in _get
+            return self._view().range(gt=gt, gte=gte, lt=lt, lte=lte, reverse=reverse, limit=limit)
         return self._range(bounds, reverse, limit)
 
     def _range(
@@ -659,6 +707,7 @@ class Database(NodeAccess, ReplicaSide):
         authorizations, heads, the index); returns the number of keys with current values."""
         with self._lock:
             self._check_open()
+            self._check_writable()
             state = self._state
             with self._storage.write() as tx:
                 state_module.clear(tx)

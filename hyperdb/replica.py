@@ -74,9 +74,14 @@ class ReplicaSide:
         return offered
 
     def _wanted(self, feed_key: bytes) -> bool:
-        """Whether data of feed ``feed_key`` is accepted here: an authorized writer's, not ours."""
+        """Whether data of feed ``feed_key`` is accepted here: an authorized writer's, not ours
+        (and nothing at all in a database opened read-only)."""
         state = self._state
-        return feed_key != self.local_key and feed_key in state.authorized
+        return (
+            feed_key != self.local_key
+            and feed_key in state.authorized
+            and not getattr(self, "readonly", False)
+        )
 
     def _stored_length(self, feed_key: bytes) -> int:
         return self._lengths().get(feed_key, (0, 0))[0]
@@ -100,6 +105,8 @@ class ReplicaSide:
         VerificationError (ForkDetected included) or ProtocolError having stored nothing."""
         with self._lock:
             self._check_open()
+            if getattr(self, "readonly", False):
+                raise ProtocolError("this replica was opened read-only and accepts no data")
             if not self._wanted(feed_key):
                 raise ProtocolError(
                     f"feed {feed_key.hex()[:16]} is not an authorized writer's here"

@@ -71,6 +71,10 @@ def test_clone_authorize_and_sync_both_ways(tmp_path: Path, served: tuple[str, s
     # the served store is the server's alone; w, authorized by a, authorizes b (transitively)
     busy = run("authorize", "a", writer, cwd=tmp_path)
     assert busy.returncode == 1 and "[in_use]" in busy.stderr
+    assert "is open in another process (a `hyperdb serve`" in busy.stderr
+    read = run("get", "a", "k/7", cwd=tmp_path)  # reading beside the server works
+    assert read.returncode == 0 and read.stdout.startswith('k/7 = "v7"'), read.stderr
+    assert run("history", "a", "--limit", "1", cwd=tmp_path).returncode == 0
     authorized = run("authorize", "w", writer, cwd=tmp_path)
     assert authorized.returncode == 0, authorized.stderr
     assert authorized.stdout.startswith(f"authorized {writer}")

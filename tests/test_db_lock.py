@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import hyperdb
-from hyperdb.errors import StorageError, StorageInUse
+from hyperdb.errors import InvalidArgument, NotFound, ReadOnly, StorageError, StorageInUse
 
 HOLD = """
 import sys, hyperdb
@@ -55,3 +55,73 @@ def test_another_process_holding_it_is_refused_until_it_exits(tmp_path: Path) ->
 def test_memory_databases_have_no_lock() -> None:
     with hyperdb.open(memory=True), hyperdb.open(memory=True):
         pass
+
+
+WRITER = """
+import sys, hyperdb
+db = hyperdb.open(sys.argv[1])
+print("open", flush=True)
+for line in sys.stdin:
+    db.put(line.strip(), b"from the writer")
+    print("done", flush=True)
+"""
+
+
+def test_read_only_opens_work_beside_the_process_that_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with hyperdb.open(path) as db:
+        db.batch([{"type": "put", "key": f"k/{i}", "value": b"v"} for i in range(100)])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdin is not None and writer.stdout is not None
+        assert writer.stdout.readline() == "open\n"
+        with hyperdb.open(path, readonly=True) as view:
+            assert view.readonly and len(list(view.range())) == 100
+            before = view.version()
+            writer.stdin.write("new/key\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline() == "done\n"
+            # the view stays as it was opened, whatever the index holds now
+            assert view.get("new/key") == [] and len(list(view.range())) == 100
+            assert view.version() == before and len(list(view.list(""))) == 100
+            with pytest.raises(ReadOnly):
+                view.put("x", b"1")
+            with pytest.raises(ReadOnly):
+                view.authorize(bytes(32))
+            with pytest.raises(ReadOnly):
+                view.reindex()
+        with hyperdb.open(path, readonly=True) as again:  # a new view sees the new write
+            assert [n.value for n in again.get("new/key")] == [b"from the writer"]
+    finally:
+        if writer.stdin is not None:
+            writer.stdin.close()
+        writer.wait(30)
+        if writer.stdout is not None:
+            writer.stdout.close()
+
+
+def test_read_only_needs_an_existing_database(tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        hyperdb.open(tmp_path / "nothing", readonly=True)
+    assert not (tmp_path / "nothing").exists()
+    with pytest.raises(InvalidArgument):
+        hyperdb.open(memory=True, readonly=True)
+
+
+def test_a_read_only_replica_serves_but_accepts_nothing(tmp_path: Path) -> None:
+    with hyperdb.open(tmp_path / "a") as a:
+        a.put("x", b"1")
+        key = a.key
+    with (
+        hyperdb.open(tmp_path / "b", key=key) as b,
+        hyperdb.open(tmp_path / "a", readonly=True) as view,
+    ):
+        hyperdb.replicate(view, b)  # the view uploads what it has
+        assert [n.value for n in b.get("x")] == [b"1"]
+        b.put("y", b"2")  # b is not authorized: nothing to send anyway; and the view wants nothing
+        assert not view._wanted(b.local_key)

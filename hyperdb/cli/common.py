@@ -12,18 +12,25 @@ from typing import Any
 
 import hyperdb
 from hyperdb.db import Database
-from hyperdb.errors import InvalidArgument, NotFound
+from hyperdb.errors import InvalidArgument, NotFound, StorageInUse
 from hyperdb.node import Node
 from hyperdb.view import Snapshot
 
 MAX_SHOWN = 60  # characters of a value shown on a line
 
 
-def open_existing(path: str) -> Database:
-    """Open the database in ``path``, refusing to create one by accident."""
+def open_existing(path: str, *, readonly: bool = False) -> Database:
+    """Open the database in ``path``, refusing to create one by accident. Read commands open it
+    read-only, which works while another process (a server, a live sync) has it open."""
     if not (Path(path) / "data.mdb").exists():
         raise NotFound(f"no database in {path} (create one with `hyperdb init {path}`)")
-    return hyperdb.open(path)
+    try:
+        return hyperdb.open(path, readonly=readonly)
+    except StorageInUse:
+        raise StorageInUse(
+            f"{path} is open in another process (a `hyperdb serve` or `sync --live`?): write "
+            "through that process or a replica that syncs with it, or stop it first"
+        ) from None
 
 
 def add_path(parser: argparse.ArgumentParser) -> None:

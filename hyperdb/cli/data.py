@@ -175,7 +175,7 @@ def run_del(args: argparse.Namespace) -> int:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         nodes = view(db, args).get(args.key)
         if args.json:
             print_json({"key": args.key, "values": [node_json(n) for n in nodes]})
@@ -203,7 +203,7 @@ def _listing(args: argparse.Namespace, entries: Any) -> int:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         source = view(db, args)
         entries = sorted(
             source.list(args.prefix, recursive=not args.no_recursive),
@@ -213,7 +213,7 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_range(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         source = view(db, args)
         entries = source.range(
             gt=args.gt,
@@ -227,7 +227,7 @@ def run_range(args: argparse.Namespace) -> int:
 
 
 def run_heads(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         heads = view(db, args).heads()
         if args.json:
             print_json([node_json(n) for n in heads])
@@ -237,7 +237,7 @@ def run_heads(args: argparse.Namespace) -> int:
 
 
 def run_version(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         version = db.version().hex()
         if args.json:
             print_json({"version": version, "heads": len(db.heads())})
@@ -247,7 +247,7 @@ def run_version(args: argparse.Namespace) -> int:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         then = None if args.version == "empty" else args.version
         later = db if args.new is None else db.checkout(args.new)
         changes = list(later.diff(then, args.prefix))
@@ -274,7 +274,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_writers(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         by: dict[bytes, list[bytes]] = {}
         for authorizer, keys in db.authorizations().items():
             for key in keys:

@@ -95,7 +95,7 @@ def _limit(value: int | None) -> int | None:
 
 def run_history(args: argparse.Namespace) -> int:
     limit = _limit(args.limit)
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         source = view(db, args)
         if args.graph:
             if args.json:
@@ -116,7 +116,7 @@ def run_history(args: argparse.Namespace) -> int:
 def run_graph(args: argparse.Namespace) -> int:
     if args.format == "png" and args.output is None:
         raise InvalidArgument("--format png needs --output FILE")
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         graph = inspect.causal_graph(view(db, args), reduced=not args.all_edges)
     if args.format == "dot":
         text = inspect.to_dot(graph)
@@ -140,7 +140,7 @@ def run_graph(args: argparse.Namespace) -> int:
 
 
 def run_blame(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         for entry in inspect.blame(view(db, args), args.prefix):
             if args.json:
                 print_json({"key": entry.key, "values": [node_json(n) for n in entry.nodes]})
@@ -151,7 +151,7 @@ def run_blame(args: argparse.Namespace) -> int:
 
 def run_conflicts(args: argparse.Namespace) -> int:
     found = 0
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         for conflict in inspect.conflicts(view(db, args), args.prefix):
             found += 1
             if args.json:

@@ -241,7 +241,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
+    with open_existing(args.path, readonly=True) as db:
         describe(db)
         lengths = db._lengths()
         print(f"writers    {len(db.writers())}")
