@@ -192,6 +192,7 @@ async def _run_session(
         asyncio.ensure_future(coroutine) for coroutine in (read_loop(), write_loop(), watchdog())
     ]
     ender = asyncio.ensure_future(ended.wait())
+    cancelled = False
     wake.set()  # send the preamble (and, initiating, the first handshake message)
     try:
         done, _ = await asyncio.wait([*tasks, ender], return_when=asyncio.FIRST_COMPLETED)
@@ -208,6 +209,7 @@ async def _run_session(
                     writer.write(out)
                     await asyncio.wait_for(writer.drain(), 1.0)
     except asyncio.CancelledError:
+        cancelled = True
         session.close()
         raise
     finally:
@@ -216,7 +218,12 @@ async def _run_session(
             task.cancel()
         await asyncio.gather(*tasks, ender, return_exceptions=True)
         session.close()
-        writer.close()
+        if result.error is not None or cancelled or not (session.finished or options.live):
+            # a failed or abandoned session: drop the connection and whatever is still buffered
+            # for it at once (a graceful close would wait for a peer that may never read)
+            writer.transport.abort()
+        else:
+            writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
         result.seconds = time.monotonic() - started
