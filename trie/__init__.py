@@ -1,12 +1,14 @@
 """The hash trie that indexes a hyperdb database: pure computation, no I/O, no import from hyperdb.
 
-Path hashing, the per-node trie table and its byte encoding, lookups and prefix iteration live here
-(``spec/trie.md``). The package reads nodes only through a loader the caller provides and takes its
-hash function as a parameter, so it can be tested with forced collisions and reused on its own.
+Path hashing, the per-node trie table and its byte encoding, lookups, prefix iteration and diffs
+live here (``spec/trie.md``). The package reads nodes only through a loader the caller provides
+and takes its hash function as a parameter, so it can be tested with forced collisions and reused
+on its own.
 """
 
 from __future__ import annotations
 
+from trie.diff import diff
 from trie.errors import (
     TrieArgumentError,
     TrieDecodeError,
@@ -72,6 +74,7 @@ __all__ = [
     "clock_at",
     "components",
     "decode_varint",
+    "diff",
     "dominated",
     "encode_varint",
     "hash_order",
