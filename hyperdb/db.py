@@ -582,6 +582,15 @@ class Database(NodeAccess, ReplicaSide):
         were current together (deletions included)."""
         return self._view().key_history(key)
 
+    def graph(self, *, reduced: bool = True) -> Any:
+        """The causal graph of every write as a ``networkx.DiGraph``
+        (:func:`hyperdb.inspect.causal_graph`: a node per write with its writer, seq, key and
+        kind; an edge from each write to the writes that saw it directly, or, with
+        ``reduced=False``, to the latest write of each writer it saw)."""
+        from hyperdb import inspect
+
+        return inspect.causal_graph(self, reduced=reduced)
+
     def diff(
         self, version: bytes | str | None, prefix: str = ""
     ) -> Iterator[tuple[str, builtins.list[Node], builtins.list[Node]]]:

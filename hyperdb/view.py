@@ -143,6 +143,12 @@ class Snapshot:
         entries.sort(key=lambda item: item[0].encode("utf-8"), reverse=reverse)
         return iter(entries if limit is None else entries[:limit])
 
+    def graph(self, *, reduced: bool = True) -> Any:
+        """The causal graph of the writes this snapshot has seen (``Database.graph``)."""
+        from hyperdb import inspect
+
+        return inspect.causal_graph(self, reduced=reduced)
+
     def heads(self) -> builtins.list[Node]:
         """The nodes naming this snapshot, sorted by writer key."""
         db = self._db

@@ -575,3 +575,20 @@ def test_render_png_runs_dot_and_reports_its_errors(
 def test_render_png_with_graphviz(dbs: list[Db], tmp_path: Path) -> None:
     inspect.render_png(inspect.causal_graph(history_db(dbs)), tmp_path / "g.png")
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_database_and_snapshot_graph_methods() -> None:
+    a = hyperdb.open(memory=True)
+    b = hyperdb.open(memory=True, key=a.key)
+    a.authorize(b.local_key)
+    hyperdb.replicate(a, b)
+    old = a.version()
+    a.put("x", b"1")
+    b.put("x", b"2")
+    hyperdb.replicate(a, b)
+    graph = a.graph()
+    assert graph.number_of_nodes() == 3 and nx.is_directed_acyclic_graph(graph)
+    assert set(graph.edges) == set(inspect.causal_graph(a).edges)
+    then = a.checkout(old).graph()
+    assert list(then) == [inspect.node_id(next(iter(a.history())))]
+    assert a.graph(reduced=False).number_of_edges() >= graph.number_of_edges()
