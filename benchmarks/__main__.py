@@ -98,7 +98,7 @@ def run_reference(args: argparse.Namespace, progress: harness.Progress) -> tuple
     if reason is not None:
         return [], f"reference skipped: {reason}"
     progress.step("reference (HyperDB 3.5.0 on Node)")
-    names = [w for w in args.workloads if w in REFERENCE_WORKLOADS or w in ("replicate", "writers")]
+    names = [w for w in args.workloads if w in REFERENCE_WORKLOADS or w == "load"]
     rows: list[Row] = reference.run(
         names,
         sizes=[s for s in args.sizes if s <= 100_000],

@@ -1,0 +1,115 @@
+"""The reference runner: the harness's workloads on the original HyperDB 3.5.0 under Node.
+
+The reference is the one the differential tests use, installed from the oracle's lock file into
+``.cache/oracle/`` (``tests.oracle_support``; ``npm ci --ignore-scripts``, so libsodium is the
+pure-JavaScript build, about ten times slower at signing than the native one: it weighs on the
+reference's single puts). ``benchmarks/reference/workloads.js`` runs the same operations, key
+shapes and sizes as ``benchmarks.workloads``, on disk (random-access-file; the reference never
+fsyncs), and prints one JSON line per result. Run alone: ``python -m benchmarks.reference``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Row, row
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).resolve().parent / "reference" / "workloads.js"
+WORKLOADS = ("load", "put", "batch", "get", "list", "history", "diff", "checkout-get")
+TIMEOUT = 1800.0
+_described = "HyperDB 3.5.0 on Node"
+
+
+def _install() -> Path:
+    """The installed reference's folder (installing it on first use)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.oracle_support import Reference, oracle_dir
+
+    Reference.install(oracle_dir())
+    return ROOT / ".cache" / "oracle"
+
+
+def available() -> str | None:
+    """None if the reference can run here, else why not."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "Node.js and npm are not installed"
+    try:
+        folder = _install()
+    except Exception as exc:  # OracleUnavailable and anything the install meets
+        return f"the reference could not be installed: {exc}".splitlines()[0]
+    if not (folder / "node_modules" / "hyperdb").is_dir():
+        return f"no hyperdb in {folder / 'node_modules'}"
+    return None
+
+
+def describe() -> str:
+    return _described
+
+
+def run(
+    names: list[str],
+    *,
+    sizes: list[int],
+    writers: list[int] | None = None,
+    entries: int | None = None,
+    repeat: int = 3,
+    quick: bool = False,
+) -> list[Row]:
+    """The reference's rows for the database workloads among ``names`` at ``sizes``
+    (``writers`` and ``entries`` are accepted for the harness's sake: the reference runner does
+    not run the replication workloads)."""
+    global _described
+    wanted = [name for name in names if name in WORKLOADS]
+    if not wanted or not sizes:
+        return []
+    folder = _install()
+    config = {"workloads": wanted, "sizes": sizes, "repeat": repeat, "quick": quick}
+    env = {**os.environ, "NODE_PATH": str(folder / "node_modules")}
+    done = subprocess.run(
+        ["node", str(SCRIPT), json.dumps(config)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the reference runner failed: {done.stderr.strip()[-2000:]}")
+    rows: list[Row] = []
+    for line in done.stdout.splitlines():
+        data: dict[str, Any] = json.loads(line)
+        if "sodium" in data:
+            _described = f"HyperDB 3.5.0 on Node {data['node']}, {data['sodium']} libsodium"
+            continue
+        rows.append(row(data["workload"], data["size"], data["unit"], data["reps"], "reference"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks import harness
+
+    args = sys.argv[1:] if argv is None else argv
+    quick = "--quick" in args
+    reason = available()
+    if reason is not None:
+        print(f"reference skipped: {reason}")
+        return 0
+    rows = run(list(WORKLOADS), sizes=[1_000] if quick else [10_000], repeat=1 if quick else 3)
+    print(describe())
+    for r in rows:
+        print(
+            f"{r['workload']:<14} {r['size']:>8,}  "
+            f"{harness.fmt(r['median'], r['unit'])} {r['unit']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
