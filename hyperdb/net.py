@@ -213,10 +213,11 @@ async def _run_session(
         session.close()
         raise
     finally:
+        # Everything that releases the connection happens before the first await: a second
+        # cancellation (the server closing while this session ends) must not skip it.
         db._remove_change_listener(on_change)
         for task in [*tasks, ender]:
             task.cancel()
-        await asyncio.gather(*tasks, ender, return_exceptions=True)
         session.close()
         if result.error is not None or cancelled or not (session.finished or options.live):
             # a failed or abandoned session: drop the connection and whatever is still buffered
@@ -224,12 +225,13 @@ async def _run_session(
             writer.transport.abort()
         else:
             writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
         result.seconds = time.monotonic() - started
         result.blocks_received = session.connection.blocks_received
         result.blocks_sent = session.connection.blocks_sent
         result.remote_static = session.channel.remote_static
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.gather(*tasks, ender, return_exceptions=True)
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
     return result
 
 
