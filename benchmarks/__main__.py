@@ -32,6 +32,8 @@ ALL = (
 )
 #: Workloads the reference runs (the rest are ours only: ranges and the machine's limits).
 REFERENCE_WORKLOADS = ("put", "batch", "get", "list", "history", "diff", "checkout-get")
+#: The reference takes minutes per workload beyond this size (a get at 100,000 keys: 1,250/s).
+REFERENCE_MAX_SIZE = 100_000
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -59,13 +61,34 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_ours(args: argparse.Namespace, scratch: Path, progress: harness.Progress) -> list[Row]:
+def reference_runner(args: argparse.Namespace) -> tuple[Any, str]:
+    """The reference module when it can run here, and a line saying which reference (or why
+    none)."""
+    if args.no_reference:
+        return None, "reference skipped (--no-reference)"
+    from benchmarks import reference
+
+    reason = reference.available()
+    if reason is not None:
+        return None, f"reference skipped: {reason}"
+    return reference, "reference: HyperDB 3.5.0 on Node"
+
+
+def run(
+    args: argparse.Namespace, scratch: Path, progress: harness.Progress, reference: Any
+) -> list[Row]:
+    """Ours, and the reference's database workloads at each size right after ours at that size
+    (pair by pair, so that the two of a pair run under the same conditions)."""
     rows: list[Row] = []
     wanted = set(args.workloads)
+    ref_names = [w for w in args.workloads if w in REFERENCE_WORKLOADS or w == "load"]
     if wanted & set(workloads.DB_WORKLOADS):
         for size in args.sizes:
             progress.step(f"database, {size:,} keys")
             rows += workloads.database(scratch, size, args.repeat, wanted, quick=args.quick)
+            if reference is not None and ref_names and size <= REFERENCE_MAX_SIZE:
+                progress.step(f"reference, {size:,} keys")
+                rows += reference.run(ref_names, sizes=[size], repeat=args.repeat, quick=args.quick)
     if "replicate" in wanted:
         progress.step(f"replicate {args.entries:,} entries")
         rows += workloads.replicate(scratch, args.entries, args.repeat)
@@ -86,30 +109,6 @@ def run_ours(args: argparse.Namespace, scratch: Path, progress: harness.Progress
     return rows
 
 
-def run_reference(args: argparse.Namespace, progress: harness.Progress) -> tuple[list[Row], str]:
-    """The reference's rows for the workloads it supports, or [] and why not."""
-    if args.no_reference:
-        return [], "reference skipped (--no-reference)"
-    try:
-        from benchmarks import reference
-    except ImportError as exc:  # pragma: no cover - the module is part of the harness
-        return [], f"reference runner unavailable: {exc}"
-    reason = reference.available()
-    if reason is not None:
-        return [], f"reference skipped: {reason}"
-    progress.step("reference (HyperDB 3.5.0 on Node)")
-    names = [w for w in args.workloads if w in REFERENCE_WORKLOADS or w == "load"]
-    rows: list[Row] = reference.run(
-        names,
-        sizes=[s for s in args.sizes if s <= 100_000],
-        writers=[w for w in args.writers if w <= 20],
-        entries=min(args.entries, 100_000),
-        repeat=args.repeat,
-        quick=args.quick,
-    )
-    return rows, f"reference: {reference.describe()}"
-
-
 def summary(rows: list[Row]) -> list[str]:
     lines = []
     growth = chart.log_growth(rows, "get")
@@ -127,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = args.out or ROOT / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    steps = len(args.sizes) + len(args.writers) + 6
+    steps = 2 * len(args.sizes) + len(args.writers) + 5
     progress = harness.Progress(steps, enabled=None if not args.json else False)
     started = time.monotonic()
+    reference, reference_note = reference_runner(args)
     with tempfile.TemporaryDirectory(prefix="hyperdb-bench-") as tmp:
-        rows = run_ours(args, Path(tmp), progress)
-    reference_rows, reference_note = run_reference(args, progress)
+        rows = run(args, Path(tmp), progress, reference)
     progress.finish()
-    rows += reference_rows
+    if reference is not None:
+        reference_note = f"reference: {reference.describe()}"
     environment: dict[str, Any] = {
         **harness.environment(),
         "quick": args.quick,
