@@ -5,7 +5,9 @@ The reference is the one the differential tests use, installed from the oracle's
 pure-JavaScript build, about ten times slower at signing than the native one: it weighs on the
 reference's single puts). ``benchmarks/reference/workloads.js`` runs the same operations, key
 shapes and sizes as ``benchmarks.workloads``, on disk (random-access-file; the reference never
-fsyncs), and prints one JSON line per result. Run alone: ``python -m benchmarks.reference``.
+fsyncs), and prints one JSON line per result. Run alone: ``python -m benchmarks.reference``;
+``python -m benchmarks.reference --build-native`` installs a copy with native libsodium (built
+from source), which every later run then uses.
 """
 
 from __future__ import annotations
@@ -27,13 +29,59 @@ TIMEOUT = 1800.0
 _described = "HyperDB 3.5.0 on Node"
 
 
+NATIVE = ROOT / ".cache" / "reference-native"
+
+
+def _native_works(folder: Path) -> bool:
+    if not (folder / "node_modules" / "sodium-native").is_dir():
+        return False
+    done = subprocess.run(
+        ["node", "-e", "require('sodium-native')"],
+        cwd=folder,
+        capture_output=True,
+        timeout=60,
+    )
+    return done.returncode == 0
+
+
 def _install() -> Path:
-    """The installed reference's folder (installing it on first use)."""
+    """The installed reference's folder: the one with native libsodium when it was built
+    (:func:`build_native`), else the oracle's install (pure-JavaScript libsodium), installed on
+    first use."""
+    if (NATIVE / "node_modules" / "hyperdb").is_dir() and _native_works(NATIVE):
+        return NATIVE
     sys.path.insert(0, str(ROOT))
     from tests.oracle_support import Reference, oracle_dir
 
     Reference.install(oracle_dir())
     return ROOT / ".cache" / "oracle"
+
+
+def build_native() -> str:
+    """Install the reference again, from the oracle's lock file, into ``.cache/reference-native``
+    with ``sodium-native@2`` built from source (it needs Debian's libtool, autoconf and automake:
+    installed with apt-get when missing and allowed). Returns what happened."""
+    sys.path.insert(0, str(ROOT))
+    from tests.oracle_support import oracle_dir
+
+    NATIVE.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(oracle_dir() / name, NATIVE / name)
+    if shutil.which("autoconf") is None or shutil.which("libtoolize") is None:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "libtool", "autoconf", "automake"],
+            capture_output=True,
+            timeout=600,
+        )
+    steps = (
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        ["npm", "install", "--no-audit", "--no-fund", "--no-save", "sodium-native@2"],
+    )
+    for command in steps:
+        done = subprocess.run(command, cwd=NATIVE, capture_output=True, text=True, timeout=1200)
+        if done.returncode != 0:
+            return f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}"
+    return "native libsodium built" if _native_works(NATIVE) else "sodium-native does not load"
 
 
 def available() -> str | None:
@@ -96,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import harness
 
     args = sys.argv[1:] if argv is None else argv
+    if "--build-native" in args:
+        print(build_native())
+        return 0
     quick = "--quick" in args
     reason = available()
     if reason is not None:
