@@ -10,6 +10,8 @@ and :mod:`hyperdb.cli.peers` (databases, authorization, serving and syncing).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HyperDBError as exc:
         _error(exc)
         return EXIT_ERROR
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more is written
+        return EXIT_OK
     except OSError as exc:  # a file the command was pointed at: say which, in one line
         where = f": {exc.filename}" if exc.filename else ""
         print(f"hyperdb: error: {exc.strerror or exc}{where}", file=sys.stderr)
