@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from trie.iterate import _NO_LIMIT, _next_event, _Walker
+from trie.iterate import _NO_LIMIT, _next_event, _Walker, events
 from trie.node import N
 from trie.path import TERMINATOR, HashFn, first_difference, key_path, normalize
 from trie.table import Pointer
@@ -55,8 +55,8 @@ def diff(
         if jump > position:  # every node of both sides continues with the same digits
             path += nodes_a[0].path[position:jump]
             position = jump
-        keys_a, digits_a = _events(nodes_a, position)
-        keys_b, digits_b = _events(nodes_b, position)
+        keys_a, digits_a = events(nodes_a, position)
+        keys_b, digits_b = events(nodes_b, position)
         if position == walker.prefix_length and walker.exclude_base:
             keys_a = keys_b = False
         for bucket in range(TERMINATOR - 1, -1, -1):
@@ -86,26 +86,6 @@ def _same(nodes_a: Sequence[N], nodes_b: Sequence[N]) -> bool:
     if len(nodes_a) != len(nodes_b):
         return False
     return {(n.feed, n.seq) for n in nodes_a} == {(n.feed, n.seq) for n in nodes_b}
-
-
-def _events(nodes: Sequence[N], position: int) -> tuple[bool, list[bool]]:
-    """Whether keys end at ``position`` and which digits continue from it, for one frontier."""
-    has_keys = False
-    digits = [False, False, False, False]
-    for node in nodes:
-        own = node.path[position]
-        if own == TERMINATOR:
-            has_keys = True
-        else:
-            digits[own] = True
-        row = node.trie.row(position)
-        if row is not None:
-            if row[TERMINATOR]:
-                has_keys = True
-            for bucket in range(TERMINATOR):
-                if bucket != own and row[bucket]:
-                    digits[bucket] = True
-    return has_keys, digits
 
 
 __all__ = ["diff"]

@@ -105,21 +105,7 @@ class _Walker(Generic[N]):
                 if first is not None:
                     yield first
                 continue
-            has_keys = False
-            digits = [False, False, False, False]
-            for node in nodes:
-                own = node.path[position]
-                if own == TERMINATOR:
-                    has_keys = True
-                else:
-                    digits[own] = True
-                row = node.trie.row(position)
-                if row is not None:
-                    if row[TERMINATOR]:
-                        has_keys = True
-                    for bucket in range(TERMINATOR):
-                        if bucket != own and row[bucket]:
-                            digits[bucket] = True
+            has_keys, digits = events(nodes, position)
             if position == self.prefix_length and self.exclude_base:
                 has_keys = False
             if reverse:
@@ -166,6 +152,27 @@ class _Walker(Generic[N]):
             current = maximal(by_key[key])
             if not all(node.deleted for node in current):
                 yield key, current
+
+
+def events(nodes: Sequence[N], position: int) -> tuple[bool, list[bool]]:
+    """At a prefix of length ``position`` with frontier ``nodes``: whether keys end there, and
+    which digits continue from it."""
+    has_keys = False
+    digits = [False, False, False, False]
+    for node in nodes:
+        own = node.path[position]
+        if own == TERMINATOR:
+            has_keys = True
+        else:
+            digits[own] = True
+        row = node.trie.row(position)
+        if row is not None:
+            if row[TERMINATOR]:
+                has_keys = True
+            for bucket in range(TERMINATOR):
+                if bucket != own and row[bucket]:
+                    digits[bucket] = True
+    return has_keys, digits
 
 
 def _next_event(nodes: Sequence[N], position: int, limit: int) -> int:
