@@ -33,7 +33,6 @@ from hyperdb.feed import MAX_BLOCK_SIZE, Proof
 from hyperdb.wire import (
     MAX_HAVE_ENTRIES,
     MAX_OUTSTANDING_REQUESTS,
-    MAX_REASON_SIZE,
     MAX_REQUEST_BLOCKS,
     MAX_SESSION_FEEDS,
     Data,
@@ -46,6 +45,7 @@ from hyperdb.wire import (
     Request,
     decode_message,
     encode_frame,
+    error_frame,
     message_name,
 )
 
@@ -514,9 +514,7 @@ class Connection:
         self._out.clear()
         self._serving.clear()
         if notify:
-            reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, HyperDBError) else "error"
-            text = reason.encode("utf-8", "replace")[:MAX_REASON_SIZE].decode("utf-8", "ignore")
-            self._out.append(encode_frame(Error(text)))
+            self._out.append(error_frame(exc))
             self.messages_sent["error"] += 1
 
 

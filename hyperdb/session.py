@@ -16,7 +16,7 @@ import contextlib
 from hyperdb.errors import Closed, HyperDBError, ProtocolError
 from hyperdb.replication import Connection, ProgressCallback, Replica
 from hyperdb.secure import VERSION, SecureChannel
-from hyperdb.wire import MAX_REASON_SIZE, Error, encode_frame
+from hyperdb.wire import error_frame
 
 
 class Session:
@@ -163,17 +163,11 @@ class Session:
             # encrypted, and the peer learns nothing.
             final = self.connection.data_to_send() if self.connection.closed else b""
             if not final:
-                final = _error_frame(exc)
+                final = error_frame(exc)
             with contextlib.suppress(HyperDBError):
                 self.channel.send(final)
         self.connection.close()
         self.channel.close()
-
-
-def _error_frame(exc: BaseException) -> bytes:
-    reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, HyperDBError) else "error"
-    text = reason.encode("utf-8", "replace")[:MAX_REASON_SIZE].decode("utf-8", "ignore")
-    return encode_frame(Error(text))
 
 
 __all__ = ["Session"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from hyperdb import encoding
 from hyperdb.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
-from hyperdb.errors import EncodingError, ProtocolError
+from hyperdb.errors import EncodingError, HyperDBError, ProtocolError
 from hyperdb.feed import MAX_BLOCK_SIZE, MAX_BYTES, MAX_LENGTH, Proof
 from hyperdb.merkle import TreeNode
 
@@ -245,6 +245,15 @@ def encode_frame(message: Message) -> bytes:
 
 
 # --- decoding -------------------------------------------------------------------------------------
+
+
+def error_frame(exc: BaseException) -> bytes:
+    """The frame of the error message that tells a peer why the session ends: the exception's
+    class and text for hyperdb's own errors (cut to ``MAX_REASON_SIZE`` bytes), else just
+    "error" (an internal failure's details are not the peer's business)."""
+    reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, HyperDBError) else "error"
+    text = reason.encode("utf-8", "replace")[:MAX_REASON_SIZE].decode("utf-8", "ignore")
+    return encode_frame(Error(text))
 
 
 def decode_message(body: bytes) -> Message:
@@ -547,5 +556,6 @@ __all__ = [
     "decode_message",
     "encode_frame",
     "encode_message",
+    "error_frame",
     "message_name",
 ]
