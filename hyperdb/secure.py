@@ -30,6 +30,7 @@ from hyperdb.errors import (
     ProtocolVersionError,
     WrongDatabase,
 )
+from hyperdb.wire import FrameDecoder
 
 #: The protocol's name in the preamble, then one byte of version.
 MAGIC = b"HYPERDB"
@@ -37,7 +38,6 @@ VERSION = 1
 PREAMBLE_SIZE = len(MAGIC) + 1
 NOISE_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2b"
 PROLOGUE = b"hyperdb replication v1"
-RECORD_HEADER = 2
 #: A record's body: a Noise message, at most 65,535 bytes (the Noise limit).
 MAX_RECORD = 65_535
 TAG_SIZE = 16
@@ -114,7 +114,10 @@ class SecureChannel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the warning about fixed ephemeral keys, above
             self._noise.start_handshake()
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the peer's preamble, until complete
+        self._records = FrameDecoder(
+            MAX_RECORD, header=_U16, unit="record", empty="an empty record"
+        )
         self._out = bytearray(preamble(version))
         self._encrypting = False
         if initiator:
@@ -129,12 +132,12 @@ class SecureChannel:
 
     @property
     def buffered(self) -> int:
-        """Bytes held of an incomplete record (at most a header and 65,535 bytes)."""
-        return len(self._buffer)
+        """Bytes held of an incomplete preamble or record (at most a header and 65,535 bytes)."""
+        return len(self._buffer) + self._records.buffered
 
     @property
     def at_boundary(self) -> bool:
-        return not self._buffer
+        return not self._buffer and self._records.at_boundary
 
     # --- input ------------------------------------------------------------------------------------
 
@@ -148,6 +151,7 @@ class SecureChannel:
         except BaseException:
             self.phase = Phase.CLOSED
             self._buffer.clear()
+            self._records = FrameDecoder(MAX_RECORD, header=_U16)
             raise
 
     def _receive(self, view: memoryview) -> list[bytes]:
@@ -165,28 +169,7 @@ class SecureChannel:
             self._check_preamble(bytes(buffer))
             buffer.clear()
             self.phase = Phase.HANDSHAKE
-        while pos < size and self.phase is not Phase.CLOSED:
-            if len(buffer) < RECORD_HEADER:
-                take = min(RECORD_HEADER - len(buffer), size - pos)
-                buffer += view[pos : pos + take]
-                pos += take
-                if len(buffer) < RECORD_HEADER:
-                    break
-            length = _U16.unpack_from(buffer)[0]
-            if length == 0:
-                raise ProtocolError("an empty record")
-            want = RECORD_HEADER + length
-            if len(buffer) == RECORD_HEADER and size - pos >= length:  # whole body here: no copy
-                body = bytes(view[pos : pos + length])
-                pos += length
-            else:
-                take = min(want - len(buffer), size - pos)
-                buffer += view[pos : pos + take]
-                pos += take
-                if len(buffer) < want:
-                    break
-                body = bytes(buffer[RECORD_HEADER:])
-            buffer.clear()
+        for body in self._records.feed(view[pos:]):
             plaintext = self._record(body)
             if plaintext:
                 plaintexts.append(plaintext)
@@ -292,6 +275,7 @@ class SecureChannel:
     def close(self) -> None:
         self.phase = Phase.CLOSED
         self._buffer.clear()
+        self._records = FrameDecoder(MAX_RECORD, header=_U16)
 
 
 __all__ = [

@@ -472,18 +472,30 @@ class FrameDecoder:
     """Splits a byte stream into frame bodies, however it is chunked.
 
     Holds at most one frame (header included) between calls; a header announcing an empty or
-    oversized frame raises :class:`ProtocolError` before any of its body is buffered.
+    oversized frame raises :class:`ProtocolError` before any of its body is buffered. The
+    defaults are this module's frames (u32 length); the encrypted channel reads its records
+    (u16 length) with the same decoder, naming them in its errors (``unit``, ``empty``).
     """
 
-    def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        max_frame_size: int = MAX_FRAME_SIZE,
+        *,
+        header: struct.Struct = _HEADER,
+        unit: str = "frame",
+        empty: str = "empty frame",
+    ) -> None:
         self._max = max_frame_size
+        self._header = header
+        self._unit = unit
+        self._empty = empty
         self._buffer = bytearray()
         self._length: int | None = None  # body length of the frame being read, once its header is
 
     @property
     def buffered(self) -> int:
         """Bytes held of a frame not yet complete (header included)."""
-        return len(self._buffer) + (HEADER_SIZE if self._length is not None else 0)
+        return len(self._buffer) + (self._header.size if self._length is not None else 0)
 
     @property
     def at_boundary(self) -> bool:
@@ -498,17 +510,19 @@ class FrameDecoder:
         buffer = self._buffer
         while pos < size:
             if self._length is None:
-                take = min(HEADER_SIZE - len(buffer), size - pos)
+                take = min(self._header.size - len(buffer), size - pos)
                 buffer += view[pos : pos + take]
                 pos += take
-                if len(buffer) < HEADER_SIZE:
+                if len(buffer) < self._header.size:
                     return
-                length = _HEADER.unpack(buffer)[0]
+                length = self._header.unpack(buffer)[0]
                 buffer.clear()
                 if length == 0:
-                    raise ProtocolError("empty frame")
+                    raise ProtocolError(self._empty)
                 if length > self._max:
-                    raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self._max}")
+                    raise ProtocolError(
+                        f"{self._unit} of {length} bytes exceeds the limit of {self._max}"
+                    )
                 self._length = length
             length = self._length
             if not buffer and size - pos >= length:  # the whole body is in data: no copy to buffer
