@@ -57,6 +57,7 @@ from hyperdb.view import (
     check_shaping,
     decode_version,
     in_bounds,
+    list_with,
     resolve,
     shape,
 )
@@ -568,9 +569,34 @@ class Database(NodeAccess, ReplicaSide):
         hash order (``range`` gives key order). ``recursive=False`` gives one entry per child;
         ``gt`` leaves out the prefix key itself; ``map``/``reduce`` shape each key's nodes as in
         :meth:`get`."""
-        return self._view().list(
-            prefix, recursive=recursive, reverse=reverse, gt=gt, map=map, reduce=reduce
-        )
+        self._check_open()
+        lister = self._view()._list if self.readonly else self._list
+        return list_with(lister, prefix, recursive, reverse, gt, map, reduce)
+
+    def _list(
+        self, prefix: str, recursive: bool, reverse: bool, gt: bool
+    ) -> Iterator[tuple[str, builtins.list[Node]]]:
+        """The listing from the derived index (as ``get``): the keys sorted into hash order, each
+        answered from its row; through the trie (``Snapshot._list``) when there are too many to
+        sort in memory. Both give the same answers (the index always agrees with the trie)."""
+        self._check_open()
+        state = self._state
+        with self._storage.read() as tx:
+            keys = index.listing(
+                tx, prefix, recursive=recursive, reverse=reverse, exclude_base=gt or not prefix
+            )
+            if keys is not None:
+                get = tx.get
+                answer_entries = self._answer_entries
+                for row_key in keys:
+                    row = get("index", row_key)
+                    assert row is not None  # listed in this transaction
+                    key, entries = index.decode_row(row_key, row)
+                    answer = answer_entries(tx, state, key, entries)
+                    if answer:
+                        yield key, answer
+                return
+        yield from Snapshot(self, state.heads, live=True)._list(prefix, recursive, reverse, gt)
 
     def history(self, *, reverse: bool = False) -> Iterator[Node]:
         """Every node of every applied writer, authorization entries included, in a topological

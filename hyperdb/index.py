@@ -16,12 +16,16 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
+import trie
 from hyperdb import crypto
 from hyperdb.errors import CorruptionError
+from hyperdb.storage import ReadTxn
 from trie import Pointer
 
 INLINE_KEY_BYTES = 480
 INLINE_VALUE_BYTES = 1024
+LISTING_LIMIT = 1 << 18
+"""At most this many keys are sorted in memory by :func:`listing` (about 40 MB)."""
 _COUNT = struct.Struct(">H")
 _ENTRY = struct.Struct(">IQBI")  # feed id, seq, flags, value length
 _DELETED, _HAS_VALUE, _INLINE = 1, 2, 4
@@ -152,3 +156,74 @@ def sort_long_keys(
         yield decode_row(key_bytes, value)
     if group:
         yield from sorted(group, key=lambda item: item[0].encode(), reverse=reverse)
+
+
+def is_live(data: bytes) -> bool:
+    """Whether an index row holds a node that is not a deletion (a key ``get`` answers)."""
+    try:
+        (count,) = _COUNT.unpack_from(data)
+        offset = _COUNT.size
+        for _ in range(count):
+            _, _, flags, size = _ENTRY.unpack_from(data, offset)
+            if not flags & _DELETED:
+                return True
+            offset += _ENTRY.size + (size if flags & _HAS_VALUE else 0)
+    except struct.error as exc:
+        raise CorruptionError(f"an index row is damaged: {exc}") from exc
+    return False
+
+
+def listing(
+    tx: ReadTxn, prefix: str, *, recursive: bool, reverse: bool, exclude_base: bool
+) -> list[bytes] | None:
+    """The row keys of the live keys ``Database.list(prefix, ...)`` yields, in its order (trie
+    hash order: ``spec/trie.md`` section 6), from the index alone: the keys under ``prefix`` by
+    whole components are one key range, sorted here by :func:`trie.path_order`. ``None`` when
+    that would sort more than :data:`LISTING_LIMIT` keys, or when ``prefix`` is too long for
+    the stored key bytes to select its keys: the caller then walks the trie, which streams."""
+    base = prefix.encode("utf-8")
+    if len(base) >= INLINE_KEY_BYTES:
+        return None
+    hash_fn = crypto.siphash24
+    order = trie.path_order
+    found: list[tuple[bytes, str, bytes]] = []
+    under = prefix + "/"
+    rows = tx.scan("index", start=base + b"/", stop=base + b"0") if prefix else tx.scan("index")
+    for row_key_bytes, data in rows:
+        if not is_live(data):
+            continue
+        if is_long(row_key_bytes):
+            key = decode_row(row_key_bytes, data)[0]
+            if prefix and not key.startswith(under):
+                continue
+        else:
+            key = row_key_bytes.decode("utf-8")
+        if key:  # the root key is never listed
+            found.append((order(key, hash_fn), key, row_key_bytes))
+            if len(found) > LISTING_LIMIT:
+                return None
+    found.sort()
+    if not recursive:  # the first key in forward order of each child component
+        cut = len(order(prefix, hash_fn)) + trie.path.HASH_SIZE
+        firsts = []
+        group = None
+        for item in found:
+            if item[0][:cut] != group:
+                group = item[0][:cut]
+                firsts.append(item)
+        found = firsts
+        if reverse:
+            found.reverse()
+    elif reverse:  # digits reversed; keys with identical paths stay ascending (a stable sort)
+        found.sort(key=_path_of, reverse=True)
+    keys = [item[2] for item in found]
+    if prefix and not exclude_base:  # the prefix key itself: first, or last in reverse
+        own_row = row_key(prefix)
+        own = tx.get("index", own_row)
+        if own is not None and is_live(own):
+            keys.insert(len(keys) if reverse else 0, own_row)
+    return keys
+
+
+def _path_of(item: tuple[bytes, str, bytes]) -> bytes:
+    return item[0]

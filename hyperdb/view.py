@@ -96,15 +96,7 @@ class Snapshot:
         reduce: ReduceFn | None = None,
     ) -> Iterator[tuple[str, Any]]:
         """Keys under ``prefix`` with their current nodes, in hash order (``Database.list``)."""
-        normal = _check_key(prefix)
-        for name, flag in (("recursive", recursive), ("reverse", reverse), ("gt", gt)):
-            if not isinstance(flag, bool):
-                raise InvalidArgument(f"{name} is a boolean")
-        check_shaping(map, reduce)
-        items = self._list(normal, recursive, reverse, gt)
-        if map is None and reduce is None:
-            return items
-        return ((key, shape(nodes, map, reduce)) for key, nodes in items)
+        return list_with(self._list, prefix, recursive, reverse, gt, map, reduce)
 
     def _list(
         self, prefix: str, recursive: bool, reverse: bool, gt: bool
@@ -294,6 +286,31 @@ class Snapshot:
 
 MapFn = Callable[[Node], Any]
 ReduceFn = Callable[[Any, Any], Any]
+
+
+Lister = Callable[[str, bool, bool, bool], Iterator[tuple[str, builtins.list[Node]]]]
+"""``lister(normalized_prefix, recursive, reverse, gt)``: the listing of a view or a database."""
+
+
+def list_with(
+    lister: Lister,
+    prefix: str,
+    recursive: bool,
+    reverse: bool,
+    gt: bool,
+    map: MapFn | None,
+    reduce: ReduceFn | None,
+) -> Iterator[tuple[str, Any]]:
+    """``list``'s arguments checked, the listing from ``lister``, each key's nodes shaped."""
+    normal = _check_key(prefix)
+    for name, flag in (("recursive", recursive), ("reverse", reverse), ("gt", gt)):
+        if not isinstance(flag, bool):
+            raise InvalidArgument(f"{name} is a boolean")
+    check_shaping(map, reduce)
+    items = lister(normal, recursive, reverse, gt)
+    if map is None and reduce is None:
+        return items
+    return ((key, shape(nodes, map, reduce)) for key, nodes in items)
 
 
 def check_shaping(map: object, reduce: object) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 import hyperdb
 import trie
-from hyperdb import crypto, record
+from hyperdb import crypto, index, record
 from hyperdb.errors import (
     Closed,
     CorruptionError,
@@ -160,6 +160,37 @@ def test_list_prefixes_and_order(db: hyperdb.Database) -> None:
     assert len(top) == 3 and set(top) <= set(keys)
     db.delete("foo/abc")
     assert "foo/abc" not in {k for k, _ in db.list()}
+
+
+def test_list_beyond_the_sorting_limit_walks_the_trie(
+    db: hyperdb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database lists from its index, sorting in memory up to a limit; past it, and for a
+    prefix longer than the stored key bytes, it walks the trie: the answers are the same."""
+    keys = [f"f/{i % 3}/k{i}" for i in range(40)] + ["f", "g/x"]
+    db.batch([{"key": k, "value": k.encode()} for k in keys])
+    long_prefix = "p" * 600
+    db.put(long_prefix + "/a", b"1")
+    options = [
+        {"recursive": r, "reverse": v, "gt": g}
+        for r in (True, False)
+        for v in (True, False)
+        for g in (True, False)
+    ]
+    sorted_answers = [list(db.list(p, **o)) for p in ("", "f", long_prefix) for o in options]
+    monkeypatch.setattr(index, "LISTING_LIMIT", 5)
+    with db._storage.read() as tx:  # both fall back
+        for prefix in ("", long_prefix):
+            assert (
+                index.listing(tx, prefix, recursive=True, reverse=False, exclude_base=True) is None
+            )
+    assert [list(db.list(p, **o)) for p in ("", "f", long_prefix) for o in options] == (
+        sorted_answers
+    )
+    assert [k for k, _ in db.list(long_prefix)] == [long_prefix + "/a"]
+    assert sorted_answers == [
+        list(db.snapshot().list(p, **o)) for p in ("", "f", long_prefix) for o in options
+    ]
 
 
 def test_range(db: hyperdb.Database) -> None:

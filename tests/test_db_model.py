@@ -1,6 +1,6 @@
 """Property test: random puts, deletes, batches, reads, listings, ranges and reopens against a dict
-model, on LMDB and in memory; every get is answered by the derived index and by the trie, and both
-must match the model."""
+model, on LMDB and in memory; every get and listing is answered by the derived index and by the
+trie, and both must match the model."""
 
 from __future__ import annotations
 
@@ -77,6 +77,22 @@ class DatabaseModel(RuleBasedStateMachine):
         listed = list(self.database.list(prefix, reverse=reverse))
         assert [k for k, _ in listed] == expected
         assert all([n.value for n in nodes] == [self.model[k]] for k, nodes in listed)
+
+    @rule(
+        prefix=st.sampled_from(["", "a", "b", "a/b", "dd", "é/x y"]),
+        recursive=st.booleans(),
+        reverse=st.booleans(),
+        gt=st.booleans(),
+    )
+    def list_index_matches_trie(
+        self, prefix: str, recursive: bool, reverse: bool, gt: bool
+    ) -> None:
+        """The database lists from its index; a snapshot walks the trie: same answers."""
+        options = {"recursive": recursive, "reverse": reverse, "gt": gt}
+        listed = list(self.database.list(prefix, **options))
+        assert listed == list(self.database.snapshot().list(prefix, **options))
+        if recursive and not gt:
+            assert {k for k, _ in listed} == {k for k in self.model if trie.is_under(k, prefix)}
 
     @rule(
         low=st.none() | KEYS,

@@ -60,7 +60,9 @@ def check(db: hyperdb.Database) -> None:
         got = db.get(key)
         assert ids(got) == expected.get(key, []), key
         assert got == db._trie_get(key), key
-    assert {k: ids(v) for k, v in db.list()} == expected
+    listed = list(db.list())
+    assert {k: ids(v) for k, v in listed} == expected
+    assert listed == list(db.snapshot().list())  # the index's listing is the trie's
     assert [k for k, _ in db.range()] == sorted(expected, key=lambda k: k.encode())
 
 

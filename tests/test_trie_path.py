@@ -13,6 +13,7 @@ from trie.path import (
     DIGITS_PER_COMPONENT,
     ROOT_PATH,
     TERMINATOR,
+    HashFn,
     component_digits,
     components,
     digits_to_text,
@@ -22,6 +23,7 @@ from trie.path import (
     key_path,
     normalize,
     order_key,
+    path_order,
     text_to_digits,
 )
 
@@ -124,6 +126,20 @@ def test_hash_order_ties_ascend_in_both_directions() -> None:
     assert hash_order(keys, constant) == ["a", "b", "c", "a/x", "b/x"]
     assert hash_order(keys, constant, reverse=True) == ["a/x", "b/x", "a", "b", "c"]
     assert order_key("/b/", constant) == (bytes(32), "b")
+
+
+def _collide_in_first_byte(data: bytes) -> bytes:
+    return bytes([len(data) % 3]) + bytes(7)
+
+
+@pytest.mark.parametrize("hash_fn", [siphash_zero, _collide_in_first_byte])
+@given(keys=st.lists(st.lists(st.sampled_from(["a", "b", "cc", "ddd", "é"]), max_size=4)))
+def test_path_order_sorts_as_the_digit_path(hash_fn: HashFn, keys: list[list[str]]) -> None:
+    names = ["/".join(parts) for parts in keys]
+    by_digits = sorted(names, key=lambda key: (key_path(key, hash_fn, terminate=False), key))
+    assert sorted(names, key=lambda key: (path_order(key, hash_fn), key)) == by_digits
+    for key in names:
+        assert len(path_order(key, hash_fn)) == 8 * len(components(key))
 
 
 @given(st.binary(max_size=40), st.binary(max_size=40), st.integers(0, 45))

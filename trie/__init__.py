@@ -39,6 +39,7 @@ from trie.path import (
     key_path,
     normalize,
     order_key,
+    path_order,
 )
 from trie.put import prepare_put
 from trie.siphash import siphash24, siphash_zero
@@ -84,6 +85,7 @@ __all__ = [
     "lookup",
     "maximal",
     "normalize",
+    "path_order",
     "order_key",
     "pointer",
     "pointer_of",
