@@ -32,7 +32,7 @@ class NodeAccess:
     def _loader(self, tx: ReadTxn, pending: Mapping[trie.Pointer, StoredNode] | None = None) -> Any:
         """The trie's loader, bound to ``tx``: nodes written in the open transaction (``pending``,
         not cached until it commits), then the cache of committed nodes, then storage."""
-        cache = self._cache
+        cached = self._cache.nodes.get  # NodeCache.get, inline: a hot path
         slow = self._load
 
         def load(pointer: trie.Pointer) -> StoredNode:
@@ -40,11 +40,9 @@ class NodeAccess:
                 node = pending.get(pointer)
                 if node is not None:
                     return node
-            node = cache._young.get(pointer)  # NodeCache.get's first look, inline: a hot path
+            node = cached(pointer)
             if node is None:
-                node = cache.get(pointer)
-                if node is None:
-                    return slow(tx, pointer)
+                return slow(tx, pointer)
             return node
 
         return load
