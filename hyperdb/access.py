@@ -83,7 +83,7 @@ class NodeAccess:
                 key,
                 feed_id,
                 seq,
-                clock_of(state, tx, feed_id, seq),
+                clock_of(state, tx, feed_id, seq) if feed_id in state.clocked else None,
                 deleted,
                 value,
                 record.KIND_ENTRY,

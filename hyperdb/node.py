@@ -43,7 +43,10 @@ class StoredNode:
     Immutable. ``path`` and ``trie`` are computed on first use: ``get`` and ``range`` never need
     them, and decoding a trie table costs more than the rest of the node. They are slots filled
     by :meth:`__getattr__` the first time they are read while unset, so every later read (the
-    trie walks read them for every node they visit) is a plain attribute read.
+    trie walks read them for every node they visit) is a plain attribute read. So is ``clock``
+    when it is given as ``None``: the clock of a node that had seen nothing of other feeds,
+    ``{feed: seq + 1}``, built only if asked for (a put's walk never asks; cached nodes stay
+    smaller).
     """
 
     __slots__ = (
@@ -63,13 +66,14 @@ class StoredNode:
 
     path: bytes
     trie: TrieTable
+    clock: Mapping[int, int]
 
     def __init__(
         self,
         key: str,
         feed: int,
         seq: int,
-        clock: Mapping[int, int],
+        clock: Mapping[int, int] | None,
         deleted: bool,
         value: bytes | None,
         kind: int,
@@ -83,7 +87,8 @@ class StoredNode:
         self.key = key
         self.feed = feed
         self.seq = seq
-        self.clock = clock
+        if clock is not None:
+            self.clock = clock
         self.deleted = deleted
         self.value = value
         self.kind = kind
@@ -95,8 +100,11 @@ class StoredNode:
             self.path = path
         self.authorizes = authorizes
 
-    def __getattr__(self, name: str) -> bytes | TrieTable:
-        # Called only for an attribute not set: ``path`` or ``trie`` on first use.
+    def __getattr__(self, name: str) -> bytes | TrieTable | Mapping[int, int]:
+        # Called only for an attribute not set: ``path``, ``trie`` or ``clock`` on first use.
+        if name == "clock":
+            clock = self.clock = {self.feed: self.seq + 1}
+            return clock
         if name == "path":
             path = self.path = trie.key_path(self.key, crypto.siphash24)
             return path

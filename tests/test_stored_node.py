@@ -1,4 +1,5 @@
-"""hyperdb.node.StoredNode: ``path`` and ``trie`` computed on first use, plain slots after."""
+"""hyperdb.node.StoredNode: ``path``, ``trie`` and an unseen ``clock`` computed on first use, plain
+slots after."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ def test_path_and_trie_are_computed_once_on_first_use() -> None:
     assert node.path is node.path
     assert node.trie == table
     assert node.trie is node.trie
+
+
+def test_a_clock_given_as_none_is_the_nodes_own_entry() -> None:
+    node = StoredNode("a", 3, 7, None, False, b"v", 0)
+    assert node.clock == {3: 8}
+    assert node.clock is node.clock
+    assert trie.seen_by(StoredNode("b", 3, 6, None, False, b"v", 0), node)
+    assert not trie.seen_by(StoredNode("b", 4, 0, None, False, b"v", 0), node)
+    given = {3: 8, 4: 2}
+    assert StoredNode("a", 3, 7, given, False, b"v", 0).clock is given
 
 
 def test_given_path_and_table_are_kept() -> None:

@@ -60,11 +60,11 @@ def check_chain(key: str, path: bytes, head: N, load: Callable[[Pointer], N]) ->
     assert data == expected.encode()
     assert fused == expected and fused.positions == expected.positions
     assert not fused.forked
-    offsets = fused._offsets
-    assert offsets is not None and fused._index() == (data, offsets)
-    assert tuple(offsets) == expected.positions
-    for position in expected.positions:
-        assert _lazy_row(data, offsets[position]) == expected.row(position)
+    starts = fused._starts
+    assert starts is not None and fused._index() == (data, starts)
+    assert len(starts) == len(expected.positions)
+    for position, start in zip(expected.positions, starts, strict=True):
+        assert _lazy_row(data, start) == expected.row(position)
     for position in range(len(path) + 1):
         assert fused.row(position) == expected.row(position)
     assert list(fused) == list(expected)
@@ -143,8 +143,8 @@ def test_a_long_single_writer_history_takes_the_chain_throughout() -> None:
 
 def test_chain_tables_hold_no_gc_tracked_containers() -> None:
     """A table the chain builds is the table object and nothing the cyclic GC keeps tracking once
-    it has seen it: its bytes, its offsets (a dict of ints), its positions; the rows it decodes on
-    demand are plain tuples too (see ``tests/test_trie_table.py``)."""
+    it has seen it: its bytes, its positions and row starts (bytes, or tuples of ints); the rows
+    it decodes on demand are plain tuples too (see ``tests/test_trie_table.py``)."""
     world = ChainWorld(1, sip)
     for index in range(60):
         world.put(0, f"k{index % 9}/x{index % 40}")
@@ -153,8 +153,8 @@ def test_chain_tables_hold_no_gc_tracked_containers() -> None:
     for _ in range(3):
         gc.collect()
     for table in tables:
-        assert table._offsets is not None
-        assert not gc.is_tracked(table._offsets) and not gc.is_tracked(table.positions)
+        assert table._starts is not None
+        assert not gc.is_tracked(table._starts) and not gc.is_tracked(table._positions)
     assert_untracked(*tables)
 
 

@@ -271,44 +271,43 @@ def _chain(key: str, path: bytes, head: N, load: Callable[[Pointer], N]) -> Trie
         if split < start:
             break  # a pointer to a node whose path does not start with its bucket's prefix
         table = node.trie
-        rows = table._offsets
-        if rows is None or table._forked:  # not yet indexed, or forked
+        starts = table._starts
+        if starts is None or table._forked:  # not yet indexed, or forked
             if table._forked and _forks(table, start, split):
                 return None
-            data, rows = table._index()
+            data, starts = table._index()
         else:
-            data = table._encoded  # type: ignore[assignment]  # set with the offsets
-        if split > start:
+            data = table._encoded  # type: ignore[assignment]  # set with the starts
+        positions = table._positions
+        high = bisect_left(positions, split)
+        if split > start and high and positions[high - 1] >= start:
             # the rows where the node stays on the new path, copied whole unless one holds the
             # new path's own digit (empty in an honest table)
-            positions = table._positions
-            high = bisect_left(positions, split)
-            if high and positions[high - 1] >= start:
-                low = high - 1
-                position = positions[low]
-                begin = rows[position]
-                if position < 0x80 and (low == 0 or positions[low - 1] < start):  # one row
-                    if data[begin + 1] >> path[position] & 1:
+            low = high - 1
+            position = positions[low]
+            begin = starts[low]
+            if position < 0x80 and (low == 0 or positions[low - 1] < start):  # one row
+                if data[begin + 1] >> path[position] & 1:
+                    return None
+                offsets[position] = len(out)
+            else:
+                while low and positions[low - 1] >= start:
+                    low -= 1
+                begin = starts[low]
+                shift = len(out) - begin
+                for index in range(low, high):
+                    position = positions[index]
+                    offset = starts[index]
+                    if data[offset + _varint_size(position)] >> path[position] & 1:
                         return None
-                    offsets[position] = len(out)
-                else:
-                    while low and positions[low - 1] >= start:
-                        low -= 1
-                    begin = rows[positions[low]]
-                    shift = len(out) - begin
-                    for index in range(low, high):
-                        position = positions[index]
-                        offset = rows[position]
-                        if data[offset + _varint_size(position)] >> path[position] & 1:
-                            return None
-                        offsets[position] = offset + shift
-                stop = rows[positions[high]] if high < len(positions) else len(data)
-                out += data[begin:stop]
+                    offsets[position] = offset + shift
+            stop = starts[high] if high < len(positions) else len(data)
+            out += data[begin:stop]
         if split == last:
             return _chain_end(key, path, last, node, table, own_bytes, out, offsets, load)
         # the node leaves the new path here: its row there without the bucket we follow, with
         # the node itself in its own digit's bucket
-        at = rows.get(split)
+        at = starts[high] if high < len(positions) and positions[high] == split else None
         offsets[split] = len(out)
         if at is not None and split < 0x80:
             match, taken, pick, bits = splits[data[at + 1]][path[split]][own[split]]

@@ -86,22 +86,33 @@ def _translate(feed_map: FeedMap) -> Callable[[int], int]:
     return lookup
 
 
+def _compact(values: Iterable[int]) -> Sequence[int]:
+    """``values`` (non-negative) as ``bytes`` when all are below 256, else as a tuple: a table's
+    positions and row starts are kept for as long as it is cached, and ``bytes`` of eight is a
+    third of the tuple's size (indexing, ``len`` and ``bisect`` work the same)."""
+    try:
+        return bytes(values)
+    except ValueError:
+        return tuple(values)
+
+
 class TrieTable:
     """An immutable trie table: ``get(i, v)`` is the tuple of pointers in bucket ``v`` of
     position ``i`` (empty when absent). Build one from entries, by decoding, or with
     :func:`trie.put.prepare_put`."""
 
-    __slots__ = ("_encoded", "_forked", "_lazy", "_offsets", "_positions", "_rows")
+    __slots__ = ("_encoded", "_forked", "_lazy", "_positions", "_rows", "_starts")
 
     _rows: dict[int, Row]
     """Every row, ascending; while ``_lazy``, only the rows decoded so far, in any order."""
-    _offsets: dict[int, int] | None
-    """When known, the offset in ``_encoded`` where each row starts, by position (ascending):
-    always for a lazily decoded table, and once :meth:`_index` has run. :mod:`trie.put` copies
-    rows from the encoding through it."""
+    _positions: Sequence[int]
+    """The non-empty positions, ascending (``bytes`` when all are below 256: :func:`_compact`)."""
+    _starts: Sequence[int] | None
+    """When known, where each row starts in ``_encoded``, in the order of ``_positions``: always
+    for a lazily decoded table, and once :meth:`_index` has run. :mod:`trie.put` copies rows from
+    the encoding through it. Compact like ``_positions``: a database caches many tables."""
     _lazy: bool
     """Whether rows are decoded from ``_encoded`` on demand (``_rows`` may be incomplete)."""
-    _positions: tuple[int, ...]
     _encoded: bytes | None
     _forked: bool
 
@@ -130,9 +141,9 @@ class TrieTable:
 
     def _set(self, rows: dict[int, Row], encoded: bytes | None, forked: bool | None) -> None:
         self._rows = rows
-        self._offsets = None
+        self._starts = None
         self._lazy = False
-        self._positions = tuple(rows)
+        self._positions = _compact(rows)
         self._encoded = encoded
         if forked is None:
             forked = any(len(pointers) > 1 for row in rows.values() for pointers in row)
@@ -152,28 +163,30 @@ class TrieTable:
         """Every row, ascending (decoding the rows of a lazily decoded table not decoded yet)."""
         if not self._lazy:
             return self._rows
-        offsets = self._offsets
+        starts = self._starts
         done = self._rows
         data = self._encoded
-        assert data is not None and offsets is not None
+        assert data is not None and starts is not None
         rows = {
-            position: done.get(position) or _lazy_row(data, offset)
-            for position, offset in offsets.items()
+            position: done.get(position) or _lazy_row(data, start)
+            for position, start in zip(self._positions, starts, strict=True)
         }
         self._rows = rows
         self._lazy = False
         return rows
 
-    def _index(self) -> tuple[bytes, dict[int, int]]:
-        """The encoding and the offset where each row starts in it (computed once)."""
-        offsets = self._offsets
+    def _index(self) -> tuple[bytes, Sequence[int]]:
+        """The encoding and where each row starts in it, in the order of ``_positions``
+        (computed once)."""
+        starts = self._starts
         encoded = self._encoded
-        if offsets is None or encoded is None:
-            offsets = {}
+        if starts is None or encoded is None:
+            offsets: dict[int, int] = {}
             encoded = _encode(self._rows, offsets)  # canonical: equal to ``_encoded`` if set
+            starts = _compact(offsets.values())
             self._encoded = encoded
-            self._offsets = offsets
-        return encoded, offsets
+            self._starts = starts
+        return encoded, starts
 
     # --- queries ----------------------------------------------------------------------------------
 
@@ -186,16 +199,17 @@ class TrieTable:
         """The five buckets at ``position``, or ``None`` when all are empty."""
         row = self._rows.get(position)
         if row is None and self._lazy:
-            assert self._offsets is not None and self._encoded is not None
-            offset = self._offsets.get(position)
-            if offset is not None:
-                row = self._rows[position] = _lazy_row(self._encoded, offset)
+            assert self._starts is not None and self._encoded is not None
+            positions = self._positions
+            index = bisect_left(positions, position)
+            if index < len(positions) and positions[index] == position:
+                row = self._rows[position] = _lazy_row(self._encoded, self._starts[index])
         return row
 
     @property
     def positions(self) -> tuple[int, ...]:
         """The non-empty positions, ascending."""
-        return self._positions
+        return tuple(self._positions)
 
     def next_position(self, position: int) -> int | None:
         """The smallest non-empty position ``>= position``, or ``None``."""
@@ -410,10 +424,10 @@ class TrieTable:
         limits: dict[int, int] = {}
         if self._lazy:  # read the pointers from the encoding: one per bucket, rows not built
             data = self._encoded
-            offsets = self._offsets
-            assert data is not None and offsets is not None
+            starts = self._starts
+            assert data is not None and starts is not None
             set_buckets = _SET_BUCKETS
-            for position, index in offsets.items():
+            for position, index in zip(positions, starts, strict=True):
                 own = path[position]
                 while data[index] & 0x80:  # the position
                     index += 1
@@ -474,9 +488,9 @@ def lazy_table(encoded: bytes, offsets: dict[int, int]) -> TrieTable:
     package: nothing is checked."""
     table = _new_table(TrieTable)
     table._rows = {}
-    table._offsets = offsets
+    table._starts = _compact(offsets.values())
     table._lazy = True
-    table._positions = tuple(offsets)
+    table._positions = _compact(offsets)
     table._encoded = encoded
     table._forked = False
     return table
