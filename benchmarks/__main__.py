@@ -34,6 +34,9 @@ ALL = (
 REFERENCE_WORKLOADS = ("put", "batch", "get", "list", "history", "diff", "checkout-get")
 #: The reference takes minutes per workload beyond this size (a get at 100,000 keys: 1,250/s).
 REFERENCE_MAX_SIZE = 100_000
+#: The reference's full mesh of this many writers is given a timeout (20 took 40 s); beyond it
+#: (1,000 into one replica is a different shape) it is not run.
+REFERENCE_MAX_WRITERS = 100
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -77,8 +80,10 @@ def reference_runner(args: argparse.Namespace) -> tuple[Any, str]:
 def run(
     args: argparse.Namespace, scratch: Path, progress: harness.Progress, reference: Any
 ) -> list[Row]:
-    """Ours, and the reference's database workloads at each size right after ours at that size
-    (pair by pair, so that the two of a pair run under the same conditions)."""
+    """Ours, and the reference's run of each workload it supports right after ours (the database
+    workloads at each size up to ``REFERENCE_MAX_SIZE``, replication, each writer count up to
+    ``REFERENCE_MAX_WRITERS``, the feed): pair by pair, so that the two of a pair run under the
+    same conditions."""
     rows: list[Row] = []
     wanted = set(args.workloads)
     ref_names = [w for w in args.workloads if w in REFERENCE_WORKLOADS or w == "load"]
@@ -89,9 +94,14 @@ def run(
             if reference is not None and ref_names and size <= REFERENCE_MAX_SIZE:
                 progress.step(f"reference, {size:,} keys")
                 rows += reference.run(ref_names, sizes=[size], repeat=args.repeat, quick=args.quick)
+    timeout = 30.0 if args.quick else 120.0
     if "replicate" in wanted:
         progress.step(f"replicate {args.entries:,} entries")
         rows += workloads.replicate(scratch, args.entries, args.repeat)
+        if reference is not None:
+            rows += reference.run_replication(
+                ["replicate"], entries=args.entries, repeat=args.repeat, timeout=timeout
+            )
     if "replicate-writers" in wanted:
         count = 10 if args.quick else 100
         progress.step(f"replicate a {count}-writer database")
@@ -100,9 +110,16 @@ def run(
         for count in args.writers:
             progress.step(f"{count} writers")
             rows += workloads.writers(scratch, count)
+            if reference is not None and count <= REFERENCE_MAX_WRITERS:
+                rows += reference.run_replication(["writers"], writers=[count], timeout=timeout)
     if "feed" in wanted:
         progress.step("feed")
-        rows += workloads.feed(scratch, 2_000 if args.quick else 20_000, args.repeat)
+        blocks = 2_000 if args.quick else 20_000
+        rows += workloads.feed(scratch, blocks, args.repeat)
+        if reference is not None:
+            rows += reference.run_replication(
+                ["feed-append", "feed-verify"], blocks=blocks, repeat=args.repeat
+            )
     if "limits" in wanted:
         progress.step("machine limits")
         rows += limits.limits(args.repeat, 2_000 if args.quick else 20_000)

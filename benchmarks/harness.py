@@ -5,7 +5,8 @@ machine's limits.
 A result row is a dict: ``workload`` (a name shared with the reference runner), ``size`` (keys in
 the database, writers, entries: whatever the workload scales with), ``impl`` (``"hyperdb"``,
 ``"reference"`` or ``"limit"``), ``unit`` (a rate, ``.../s``, or ``"s"`` for durations), ``median``,
-``min``, ``max`` and ``reps`` (every repetition).
+``min``, ``max`` and ``reps`` (every repetition); a reference row with ``timeout`` true did not
+finish within its ``median`` (a duration): the table shows it as a lower bound.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def table(rows: list[Row]) -> list[str]:
         spread = f"{fmt(ours['median'], unit)} ({fmt(ours['min'], unit)}-{fmt(ours['max'], unit)})"
         ref = fmt(theirs["median"], unit) if theirs else "-"
         times = f"{ratio(ours, theirs):.1f}x" if theirs else "-"
+        if theirs and theirs.get("timeout"):  # the reference did not finish in that time
+            ref, times = f"> {ref}", f"> {ratio(ours, theirs):.0f}x"
         shown_unit = "per run" if is_duration(unit) else unit
         lines.append(
             f"{ours['workload']:<24} {ours['size']:>9,}  {spread:>34}  {ref:>14}  {times:>8}  "

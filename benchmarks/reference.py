@@ -5,7 +5,9 @@ The reference is the one the differential tests use, installed from the oracle's
 pure-JavaScript build, about ten times slower at signing than the native one: it weighs on the
 reference's single puts). ``benchmarks/reference/workloads.js`` runs the same operations, key
 shapes and sizes as ``benchmarks.workloads``, on disk (random-access-file; the reference never
-fsyncs), and prints one JSON line per result. Run alone: ``python -m benchmarks.reference``;
+fsyncs), and prints one JSON line per result; ``benchmarks/reference/replication.js`` does the
+same for replication over loopback TCP, many writers (each count in a child process killed after
+a timeout, reported as such) and the feed alone. Run alone: ``python -m benchmarks.reference``;
 ``python -m benchmarks.reference --build-native`` installs a copy with native libsodium (built
 from source), which every later run then uses.
 """
@@ -24,7 +26,9 @@ from benchmarks.harness import Row, row
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "reference" / "workloads.js"
+REPLICATION_SCRIPT = Path(__file__).resolve().parent / "reference" / "replication.js"
 WORKLOADS = ("load", "put", "batch", "get", "list", "history", "diff", "checkout-get")
+REPLICATION_WORKLOADS = ("replicate", "writers", "feed-append", "feed-verify")
 TIMEOUT = 1800.0
 _described = "HyperDB 3.5.0 on Node"
 
@@ -101,32 +105,55 @@ def describe() -> str:
     return _described
 
 
-def run(
-    names: list[str],
-    *,
-    sizes: list[int],
-    writers: list[int] | None = None,
-    entries: int | None = None,
-    repeat: int = 3,
-    quick: bool = False,
-) -> list[Row]:
-    """The reference's rows for the database workloads among ``names`` at ``sizes``
-    (``writers`` and ``entries`` are accepted for the harness's sake: the reference runner does
-    not run the replication workloads)."""
-    global _described
+def run(names: list[str], *, sizes: list[int], repeat: int = 3, quick: bool = False) -> list[Row]:
+    """The reference's rows for the database workloads among ``names`` at ``sizes``."""
     wanted = [name for name in names if name in WORKLOADS]
     if not wanted or not sizes:
         return []
-    folder = _install()
     config = {"workloads": wanted, "sizes": sizes, "repeat": repeat, "quick": quick}
+    return _node(SCRIPT, config, TIMEOUT)
+
+
+def run_replication(
+    names: list[str],
+    *,
+    entries: int = 10_000,
+    writers: list[int] | None = None,
+    blocks: int = 2_000,
+    repeat: int = 3,
+    timeout: float = 120.0,
+) -> list[Row]:
+    """The reference's rows for the replication workloads among ``names``: a cold replica of
+    ``entries`` entries over loopback TCP, ``writers`` (counts) converging in a full mesh, the
+    feed appending and verifying ``blocks``. A writer count that does not converge within
+    ``timeout`` seconds gives a row marked ``timeout`` (its time is at least that)."""
+    wanted = [name for name in names if name in REPLICATION_WORKLOADS]
+    if not wanted:
+        return []
+    config = {
+        "workloads": wanted,
+        "entries": entries,
+        "writers": writers or [],
+        "blocks": blocks,
+        "repeat": repeat,
+        "timeout": timeout,
+    }
+    budget = TIMEOUT + timeout * (len(writers or []) + 1)
+    return _node(REPLICATION_SCRIPT, config, budget)
+
+
+def _node(script: Path, config: dict[str, Any], timeout: float) -> list[Row]:
+    """Run a reference script with ``config`` and turn its JSON lines into rows."""
+    global _described
+    folder = _install()
     env = {**os.environ, "NODE_PATH": str(folder / "node_modules")}
     done = subprocess.run(
-        ["node", str(SCRIPT), json.dumps(config)],
+        ["node", str(script), json.dumps(config)],
         cwd=folder,
         env=env,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=timeout,
     )
     if done.returncode != 0:
         raise RuntimeError(f"the reference runner failed: {done.stderr.strip()[-2000:]}")
@@ -135,6 +162,13 @@ def run(
         data: dict[str, Any] = json.loads(line)
         if "sodium" in data:
             _described = f"HyperDB 3.5.0 on Node {data['node']}, {data['sodium']} libsodium"
+            continue
+        if not data["reps"] and "timeout" in data:  # did not finish: at least the timeout
+            found = row(
+                data["workload"], data["size"], data["unit"], [data["timeout"]], "reference"
+            )
+            found["timeout"] = True
+            rows.append(found)
             continue
         rows.append(row(data["workload"], data["size"], data["unit"], data["reps"], "reference"))
     return rows
@@ -153,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reference skipped: {reason}")
         return 0
     rows = run(list(WORKLOADS), sizes=[1_000] if quick else [10_000], repeat=1 if quick else 3)
+    rows += run_replication(
+        list(REPLICATION_WORKLOADS),
+        entries=1_000 if quick else 10_000,
+        writers=[3] if quick else [5, 20],
+        blocks=500 if quick else 2_000,
+        repeat=1 if quick else 3,
+    )
     print(describe())
     for r in rows:
         print(

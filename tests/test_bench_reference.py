@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import reference
+from benchmarks import harness, reference
 
 REPLICATION = Path(reference.__file__).resolve().parent / "reference" / "replication.js"
 
@@ -85,3 +85,41 @@ def test_a_workload_past_its_timeout_is_reported_not_waited_for(installed: Path)
     config = {"workloads": ["writers"], "writers": [20], "repeat": 1, "timeout": 1}
     *lines, _ = replication(installed, config, 60)
     assert lines == [{"workload": "writers", "size": 20, "unit": "s", "reps": [], "timeout": 1}]
+
+
+@pytest.mark.timeout(300)
+def test_the_harness_gets_replication_rows_and_shows_timeouts(installed: Path) -> None:
+    """``run_replication`` turns the script's lines into rows the harness pairs with ours (a
+    writer count past its timeout as a lower bound), and the table shows the ratios."""
+    rows = reference.run_replication(
+        ["replicate", "writers", "feed-append", "feed-verify"],
+        entries=300,
+        writers=[3],
+        blocks=100,
+        repeat=1,
+        timeout=60,
+    )
+    assert [(r["workload"], r["size"], r["unit"]) for r in rows] == [
+        ("replicate", 300, "entries/s"),
+        ("writers", 3, "s"),
+        ("feed-append", 100, "blocks/s"),
+        ("feed-verify", 100, "blocks/s"),
+    ]
+    for r in rows:
+        check_row(r, r["workload"], r["size"], r["unit"])
+        assert r["impl"] == "reference" and not r.get("timeout")
+    [slow] = reference.run_replication(["writers"], writers=[20], repeat=1, timeout=1)
+    assert (slow["workload"], slow["size"], slow["median"], slow["timeout"]) == (
+        "writers",
+        20,
+        1,
+        True,
+    )
+    ours = [
+        harness.row("replicate", 300, "entries/s", [6000.0]),
+        harness.row("writers", 20, "s", [0.25]),
+    ]
+    lines = harness.table([*ours, rows[0], slow])
+    replicate_ratio = 6000.0 / rows[0]["median"]
+    assert f"{replicate_ratio:.1f}x" in lines[1]
+    assert "> 1,000.0 ms" in lines[2] and "> 4x" in lines[2]
