@@ -12,9 +12,12 @@ with min and max. ``--quick`` is the smoke run: small sizes, one repetition, a m
 from __future__ import annotations
 
 import argparse
+import functools
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,17 @@ def reference_runner(args: argparse.Namespace) -> tuple[Any, str]:
     return reference, "reference: HyperDB 3.5.0 on Node"
 
 
+def theirs(workload: str, size: int, unit: str, run: Callable[[], list[Row]]) -> list[Row]:
+    """The reference's rows from ``run``; a row saying it failed if the runner does (a failing
+    reference must not cost the rest of the run)."""
+    try:
+        return run()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        from benchmarks import reference
+
+        return [reference.failed(workload, size, unit, str(exc).strip().splitlines()[-1])]
+
+
 def run(
     args: argparse.Namespace, scratch: Path, progress: harness.Progress, reference: Any
 ) -> list[Row]:
@@ -93,14 +107,26 @@ def run(
             rows += workloads.database(scratch, size, args.repeat, wanted, quick=args.quick)
             if reference is not None and ref_names and size <= REFERENCE_MAX_SIZE:
                 progress.step(f"reference, {size:,} keys")
-                rows += reference.run(ref_names, sizes=[size], repeat=args.repeat, quick=args.quick)
+                rows += theirs(
+                    "database workloads",
+                    size,
+                    "",
+                    functools.partial(
+                        reference.run, ref_names, sizes=[size], repeat=args.repeat, quick=args.quick
+                    ),
+                )
     timeout = 30.0 if args.quick else 120.0
     if "replicate" in wanted:
         progress.step(f"replicate {args.entries:,} entries")
         rows += workloads.replicate(scratch, args.entries, args.repeat)
         if reference is not None:
-            rows += reference.run_replication(
-                ["replicate"], entries=args.entries, repeat=args.repeat, timeout=timeout
+            rows += theirs(
+                "replicate",
+                args.entries,
+                "entries/s",
+                lambda: reference.run_replication(
+                    ["replicate"], entries=args.entries, repeat=args.repeat, timeout=timeout
+                ),
             )
     if "replicate-writers" in wanted:
         count = 10 if args.quick else 100
@@ -111,14 +137,26 @@ def run(
             progress.step(f"{count} writers")
             rows += workloads.writers(scratch, count)
             if reference is not None and count <= REFERENCE_MAX_WRITERS:
-                rows += reference.run_replication(["writers"], writers=[count], timeout=timeout)
+                rows += theirs(
+                    "writers",
+                    count,
+                    "s",
+                    functools.partial(
+                        reference.run_replication, ["writers"], writers=[count], timeout=timeout
+                    ),
+                )
     if "feed" in wanted:
         progress.step("feed")
         blocks = 2_000 if args.quick else 20_000
         rows += workloads.feed(scratch, blocks, args.repeat)
         if reference is not None:
-            rows += reference.run_replication(
-                ["feed-append", "feed-verify"], blocks=blocks, repeat=args.repeat
+            rows += theirs(
+                "feed",
+                blocks,
+                "blocks/s",
+                lambda: reference.run_replication(
+                    ["feed-append", "feed-verify"], blocks=blocks, repeat=args.repeat
+                ),
             )
     if "limits" in wanted:
         progress.step("machine limits")

@@ -6,7 +6,8 @@ A result row is a dict: ``workload`` (a name shared with the reference runner), 
 the database, writers, entries: whatever the workload scales with), ``impl`` (``"hyperdb"``,
 ``"reference"`` or ``"limit"``), ``unit`` (a rate, ``.../s``, or ``"s"`` for durations), ``median``,
 ``min``, ``max`` and ``reps`` (every repetition); a reference row with ``timeout`` true did not
-finish within its ``median`` (a duration): the table shows it as a lower bound.
+finish within its ``median`` (a duration): the table shows it as a lower bound; one with an
+``error`` (and no figures) failed, and the table says so.
 """
 
 from __future__ import annotations
@@ -138,7 +139,11 @@ def table(rows: list[Row]) -> list[str]:
     for ours, theirs in pair(rows):
         unit = ours["unit"]
         spread = f"{fmt(ours['median'], unit)} ({fmt(ours['min'], unit)}-{fmt(ours['max'], unit)})"
-        ref = fmt(theirs["median"], unit) if theirs else "-"
+        if theirs and "error" in theirs:  # the reference failed: see the notes under the table
+            theirs = None
+            ref = "failed"
+        else:
+            ref = fmt(theirs["median"], unit) if theirs else "-"
         times = f"{ratio(ours, theirs):.1f}x" if theirs else "-"
         if theirs and theirs.get("timeout"):  # the reference did not finish in that time
             ref, times = f"> {ref}", f"> {ratio(ours, theirs):.0f}x"
@@ -147,6 +152,10 @@ def table(rows: list[Row]) -> list[str]:
             f"{ours['workload']:<24} {ours['size']:>9,}  {spread:>34}  {ref:>14}  {times:>8}  "
             f"{shown_unit}"
         )
+    failures = [r for r in rows if r["impl"] == "reference" and "error" in r]
+    if failures:
+        lines.append("")
+        lines += [f"reference {r['workload']} {r['size']:,} failed: {r['error']}" for r in failures]
     limits = [r for r in rows if r["impl"] == "limit"]
     if limits:
         lines.append("")

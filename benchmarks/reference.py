@@ -142,6 +142,11 @@ def run_replication(
     return _node(REPLICATION_SCRIPT, config, budget)
 
 
+def failed(workload: str, size: int, unit: str, error: str) -> Row:
+    """The row of a reference run that failed (``error`` says how): no figures."""
+    return {"workload": workload, "size": size, "impl": "reference", "unit": unit, "error": error}
+
+
 def _node(script: Path, config: dict[str, Any], timeout: float) -> list[Row]:
     """Run a reference script with ``config`` and turn its JSON lines into rows."""
     global _described
@@ -162,6 +167,9 @@ def _node(script: Path, config: dict[str, Any], timeout: float) -> list[Row]:
         data: dict[str, Any] = json.loads(line)
         if "sodium" in data:
             _described = f"HyperDB 3.5.0 on Node {data['node']}, {data['sodium']} libsodium"
+            continue
+        if not data["reps"] and "error" in data:  # failed: a row saying so, for the table
+            rows.append(failed(data["workload"], data["size"], data["unit"], data["error"]))
             continue
         if not data["reps"] and "timeout" in data:  # did not finish: at least the timeout
             found = row(

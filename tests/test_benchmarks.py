@@ -86,3 +86,31 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     table = (tmp_path / "table.txt").read_text()
     assert "ours/ref" in table and "limits of this machine" in table
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_pairs_rows_and_shows_what_the_reference_could_not_do() -> None:
+    """Ratios per pair (rates ours/theirs, durations theirs/ours); a reference run past its
+    timeout is a lower bound, a failed one is named under the table; ours alone has no ratio."""
+    from benchmarks import harness, reference
+
+    slow = harness.row("writers", 100, "s", [120.0], "reference")
+    slow["timeout"] = True
+    rows = [
+        harness.row("get", 1_000, "gets/s", [300.0, 400.0, 500.0]),
+        harness.row("get", 1_000, "gets/s", [100.0], "reference"),
+        harness.row("writers", 20, "s", [0.5]),
+        harness.row("writers", 20, "s", [2.0], "reference"),
+        harness.row("writers", 100, "s", [4.0]),
+        slow,
+        harness.row("writers", 5, "s", [0.01]),
+        reference.failed("writers", 5, "s", "sync did not converge"),
+        harness.row("range", 1_000, "entries/s", [9.0]),
+    ]
+    header, get, twenty, hundred, five, alone, blank, note = harness.table(rows)
+    assert header.startswith("workload")
+    assert "get" in get and "400 (300-500)" in get and "4.0x" in get
+    assert "4.0x" in twenty and "2,000.0 ms" in twenty
+    assert "> 120.0 s" in hundred and "> 30x" in hundred
+    assert "failed" in five and five.rstrip().endswith("per run") and "x " not in five
+    assert alone.split()[-3:-1] == ["-", "-"]
+    assert blank == "" and note == "reference writers 5 failed: sync did not converge"

@@ -8,7 +8,8 @@
 //                         "repeat": 3, "timeout": 120}'
 //
 // Prints one JSON line per result ({workload, size, unit, reps}; a workload that did not finish
-// in `timeout` seconds gives {workload, size, unit, reps: [], timeout}) and a last line
+// in `timeout` seconds gives {workload, size, unit, reps: [], timeout}, one that failed
+// {workload, size, unit, reps: [], error}) and a last line
 // {"sodium": "native"|"js", "node": version}.
 //
 // * replicate: a cold replica (on disk) of a single-writer database of `entries` entries
@@ -243,7 +244,13 @@ async function writers (counts, keys, timeout) {
   for (const count of counts) {
     const dir = tempDir(`writers${count}`) // here: a child killed on timeout cannot clean up
     try {
-      const result = await child('writers', { dir, count, keys }, timeout)
+      let result
+      try {
+        result = await child('writers', { dir, count, keys }, timeout)
+      } catch (err) { // the run failed (hypercore 6 sometimes never converges): say so, go on
+        emit({ workload: 'writers', size: count, unit: 's', reps: [], error: String(err.message || err) })
+        continue
+      }
       if (result === null) emit({ workload: 'writers', size: count, unit: 's', reps: [], timeout })
       else emit({ workload: 'writers', size: count, unit: 's', reps: [result.seconds], rounds: result.rounds })
     } finally {
