@@ -8,6 +8,7 @@ Prints a table and one JSON object (``--json`` for only the JSON). Each figure i
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,10 @@ from hyperdb import crypto
 from hyperdb.feed import FEED_TABLES, Feed, verify_proof
 from hyperdb.keys import MemoryKeyStore
 from hyperdb.storage import LMDBStorage
+
+
+def _append_each(feed: Feed, block: bytes, count: int) -> list[int]:
+    return [feed.append(block) for _ in range(count)]
 
 
 def measure(name: str, unit: str, count: int, repeat: int, run: Callable[[], object]) -> Result:
@@ -68,7 +73,7 @@ def bench(directory: Path, n: int, repeat: int) -> list[Result]:
                     "blocks/s",
                     count,
                     repeat,
-                    lambda feed=feed, count=count: [feed.append(block) for _ in range(count)],
+                    functools.partial(_append_each, feed, block, count),
                 )
             )
     with LMDBStorage(directory / "batch", FEED_TABLES, durable=False) as store:

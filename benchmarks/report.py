@@ -9,8 +9,9 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
-Result = dict[str, object]
+Result = dict[str, Any]
 
 
 def timed(name: str, unit: str, repeat: int, run: Callable[[], int]) -> Result:

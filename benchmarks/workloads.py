@@ -22,6 +22,7 @@ import itertools
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import hyperdb
 from benchmarks import bench_net, bench_writers
@@ -84,7 +85,7 @@ def database(
                     size,
                     "puts/s",
                     repeat,
-                    lambda: sum(1 for _ in range(n_put) if db.put(key_of(next(extra)), value)),
+                    lambda: len([db.put(key_of(next(extra)), value) for _ in range(n_put)]),
                 )
             )
         if "batch" in wanted:
@@ -146,7 +147,7 @@ def database(
                     size,
                     "puts/s",
                     repeat,
-                    lambda: sum(1 for _ in range(n) if db.put(key_of(next(extra)), value)),
+                    lambda: len([db.put(key_of(next(extra)), value) for _ in range(n)]),
                 )
             )
     return rows
@@ -157,7 +158,7 @@ def replicate(directory: Path, entries: int, repeat: int) -> list[Row]:
     source = directory / f"replicate-{entries}"
     bench_net.build_single(source, entries)
     results = bench_net.cold_sync(source, directory, entries, repeat, "cold")
-    seconds = [float(x) for x in _reps(results[0])]
+    seconds = _reps(results[0])
     return [row("replicate", entries, "entries/s", [entries / s for s in seconds])]
 
 
@@ -165,14 +166,12 @@ def replicate_writers(directory: Path, writers: int, repeat: int) -> list[Row]:
     source = directory / f"replicate-w{writers}"
     total = bench_net.build_writers(source, writers, 10)
     results = bench_net.cold_sync(source, directory, total, repeat, "cold")
-    return [row("replicate-writers", writers, "s", [float(x) for x in _reps(results[0])])]
+    return [row("replicate-writers", writers, "s", _reps(results[0]))]
 
 
-def _reps(result: dict[str, object]) -> list[object]:
+def _reps(result: dict[str, Any]) -> list[float]:
     reps = result.get("reps")
-    if isinstance(reps, list):
-        return reps
-    return [result["median"]]
+    return [float(x) for x in reps] if isinstance(reps, list) else [float(result["median"])]
 
 
 def writers(directory: Path, count: int, keys: int = 10) -> list[Row]:
