@@ -58,7 +58,7 @@ def component_digits(component: str, hash_fn: HashFn) -> bytes:
         return _digits(component, hash_fn)
 
 
-def _digits(component: str, hash_fn: HashFn) -> bytes:
+def _component_hash(component: str, hash_fn: HashFn) -> bytes:
     try:
         data = component.encode("utf-8")
     except UnicodeEncodeError:
@@ -66,7 +66,11 @@ def _digits(component: str, hash_fn: HashFn) -> bytes:
     digest = hash_fn(data)
     if len(digest) != HASH_SIZE:
         raise TrieArgumentError(f"hash function returned {len(digest)} bytes, expected {HASH_SIZE}")
-    return b"".join(map(_DIGITS.__getitem__, digest))
+    return digest
+
+
+def _digits(component: str, hash_fn: HashFn) -> bytes:
+    return b"".join(map(_DIGITS.__getitem__, _component_hash(component, hash_fn)))
 
 
 COMPONENT_CACHE_SIZE = 1 << 13
@@ -74,6 +78,12 @@ COMPONENT_CACHE_SIZE = 1 << 13
 used first out; about 270 bytes each, so about 2 MB when full)."""
 
 _cached_digits = functools.lru_cache(maxsize=COMPONENT_CACHE_SIZE)(_digits)
+
+
+def _parts(key: str) -> list[str]:
+    """The components of ``key`` (``components``, with the common case of no empty one fast)."""
+    parts = key.split("/")
+    return [part for part in parts if part] if "" in parts else parts
 
 
 def key_path(key: str, hash_fn: HashFn, *, terminate: bool = True) -> bytes:
@@ -86,9 +96,7 @@ def key_path(key: str, hash_fn: HashFn, *, terminate: bool = True) -> bytes:
     hold. ``hash_fn`` must therefore be a pure function of its input (as a hash is); an unhashable
     one is simply not cached.
     """
-    parts = key.split("/")
-    if "" in parts:
-        parts = [part for part in parts if part]
+    parts = _parts(key)
     try:
         digits = b"".join([_cached_digits(part, hash_fn) for part in parts])
     except TypeError:
@@ -120,14 +128,7 @@ _DIGIT_ORDER = bytes(
 
 
 def _component_order(component: str, hash_fn: HashFn) -> bytes:
-    try:
-        data = component.encode("utf-8")
-    except UnicodeEncodeError:
-        raise TrieArgumentError("a key component is not encodable as UTF-8") from None
-    digest = hash_fn(data)
-    if len(digest) != HASH_SIZE:
-        raise TrieArgumentError(f"hash function returned {len(digest)} bytes, expected {HASH_SIZE}")
-    return digest.translate(_DIGIT_ORDER)
+    return _component_hash(component, hash_fn).translate(_DIGIT_ORDER)
 
 
 _cached_order = functools.lru_cache(maxsize=COMPONENT_CACHE_SIZE)(_component_order)
@@ -140,9 +141,7 @@ def path_order(key: str, hash_fn: HashFn) -> bytes:
     prefix of. ``(path_order(key), key)`` sorts keys in forward hash order; a quarter of the
     memory of the digit path, for sorting many keys. Component hashes are cached as in
     :func:`key_path`."""
-    parts = key.split("/")
-    if "" in parts:
-        parts = [part for part in parts if part]
+    parts = _parts(key)
     try:
         return b"".join([_cached_order(part, hash_fn) for part in parts])
     except TypeError:
