@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmarks.harness import Row, is_duration
+from benchmarks.harness import MESH_LIMIT, Row, is_duration
 
-GROWTH = ("get", "put", "batch", "range", "checkout-get", "load")
+GROWTH = ("get", "put", "batch", "list", "range", "history", "diff", "checkout-get", "load")
 
 
 def cost_us(r: Row) -> float:
@@ -65,14 +65,21 @@ def write_chart(rows: list[Row], path: Path) -> str:
     left.set_ylabel("microseconds per operation")
     left.set_title("cost against database size")
     left.legend(fontsize=8)
-    for workload, label in (("writers", "convergence (s)"), ("writers-get", "get (us)")):
-        points = sorted(
-            (r["size"], float(r["median"]) if workload == "writers" else cost_us(r))
-            for r in ours
-            if r["workload"] == workload
+    converge = sorted((r["size"], float(r["median"])) for r in ours if r["workload"] == "writers")
+    mesh = [point for point in converge if point[0] <= MESH_LIMIT]
+    if mesh:
+        right.plot(*zip(*mesh, strict=True), marker="o", label="convergence, full mesh (s)")
+    into_one = [point for point in converge if point[0] > MESH_LIMIT]
+    if into_one:
+        right.plot(
+            *zip(*into_one, strict=True),
+            marker="s",
+            linestyle="none",
+            label="every writer into one replica (s)",
         )
-        if points:
-            right.plot(*zip(*points, strict=True), marker="o", label=label)
+    gets = sorted((r["size"], cost_us(r)) for r in ours if r["workload"] == "writers-get")
+    if gets:
+        right.plot(*zip(*gets, strict=True), marker="o", label="get (us)")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("writers")

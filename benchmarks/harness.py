@@ -23,6 +23,10 @@ from typing import Any
 
 Row = dict[str, Any]
 
+MESH_LIMIT = 100
+"""Writer counts up to this converge in a full mesh of sessions; larger ones replicate every
+writer into one replica (a full mesh of 1,000 would be half a million sessions)."""
+
 
 def row(workload: str, size: int, unit: str, reps: list[float], impl: str = "hyperdb") -> Row:
     return {

@@ -26,7 +26,7 @@ from typing import Any
 
 import hyperdb
 from benchmarks import bench_net, bench_writers
-from benchmarks.harness import Row, rate, row
+from benchmarks.harness import MESH_LIMIT, Row, rate, row
 from hyperdb.feed import FEED_TABLES, Feed
 from hyperdb.keys import MemoryKeyStore
 from hyperdb.storage import LMDBStorage
@@ -178,7 +178,7 @@ def writers(directory: Path, count: int, keys: int = 10) -> list[Row]:
     """``count`` writers converging, then get and open (one run each: convergence is the run)."""
     where = directory / f"writers-{count}"
     where.mkdir()
-    converge, get, opened = bench_writers.converge(where, count, keys, mesh_limit=100)
+    converge, get, opened = bench_writers.converge(where, count, keys, mesh_limit=MESH_LIMIT)
     return [
         row("writers", count, "s", [float(converge["median"])]),
         row(
