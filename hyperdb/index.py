@@ -25,7 +25,8 @@ from trie import Pointer
 INLINE_KEY_BYTES = 480
 INLINE_VALUE_BYTES = 1024
 LISTING_LIMIT = 1 << 18
-"""At most this many keys are sorted in memory by :func:`listing` (about 40 MB)."""
+"""At most this many keys are sorted in memory by :func:`listing` (about 55 MB for keys of three
+components: the order bytes and the row key of each)."""
 _COUNT = struct.Struct(">H")
 _ENTRY = struct.Struct(">IQBI")  # feed id, seq, flags, value length
 _DELETED, _HAS_VALUE, _INLINE = 1, 2, 4
@@ -186,20 +187,24 @@ def listing(
         return None
     hash_fn = crypto.siphash24
     order = trie.path_order
-    found: list[tuple[bytes, str, bytes]] = []
+    # (path order, the key's UTF-8 bytes (ordered as the key), row key): for a key that fits the
+    # row key the two are one object
+    found: list[tuple[bytes, bytes, bytes]] = []
     under = prefix + "/"
     rows = tx.scan("index", start=base + b"/", stop=base + b"0") if prefix else tx.scan("index")
     for row_key_bytes, data in rows:
         if not is_live(data):
             continue
+        key_bytes = row_key_bytes
         if is_long(row_key_bytes):
             key = decode_row(row_key_bytes, data)[0]
             if prefix and not key.startswith(under):
                 continue
+            key_bytes = key.encode("utf-8")
         else:
             key = row_key_bytes.decode("utf-8")
         if key:  # the root key is never listed
-            found.append((order(key, hash_fn), key, row_key_bytes))
+            found.append((order(key, hash_fn), key_bytes, row_key_bytes))
             if len(found) > LISTING_LIMIT:
                 return None
     found.sort()
@@ -225,5 +230,5 @@ def listing(
     return keys
 
 
-def _path_of(item: tuple[bytes, str, bytes]) -> bytes:
+def _path_of(item: tuple[bytes, bytes, bytes]) -> bytes:
     return item[0]

@@ -168,6 +168,7 @@ def test_list_beyond_the_sorting_limit_walks_the_trie(
     """The database lists from its index, sorting in memory up to a limit; past it, and for a
     prefix longer than the stored key bytes, it walks the trie: the answers are the same."""
     keys = [f"f/{i % 3}/k{i}" for i in range(40)] + ["f", "g/x"]
+    keys += [f"f/{'é' * 300}{i}" for i in range(3)]  # longer than a row key holds
     db.batch([{"key": k, "value": k.encode()} for k in keys])
     long_prefix = "p" * 600
     db.put(long_prefix + "/a", b"1")
