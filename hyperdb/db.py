@@ -3,8 +3,9 @@
 A :class:`Database` lives in one storage (an LMDB directory, or memory). It holds the feeds of the
 database's writers, its own writer's feed (block 0 a header, then one node per put, delete or
 authorization), and a derived index of the current nodes of every key (``hyperdb.index``) that
-is written in the same transaction as each feed block. ``get`` and ``range`` read that index;
-``list`` walks the tries from the heads. Every write is one transaction: the appended blocks, one
+is written in the same transaction as each feed block. ``get``, ``range`` and ``list`` read
+that index (``list`` sorting its keys into trie hash order); snapshots and checkouts walk the
+tries from their heads. Every write is one transaction: the appended blocks, one
 signature, the index rows; ``put`` returns after it committed (fsynced unless the database was
 opened with ``durable=False``). Errors are :class:`~hyperdb.errors.HyperDBError` subclasses and a
 rejected argument writes nothing.

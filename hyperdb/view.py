@@ -3,9 +3,10 @@
 A :class:`Snapshot` is the read API (``get``, ``list``, ``range``, ``heads``, ``version``,
 ``history``, ``key_history``, ``diff``) answered by walking the tries from fixed heads, so it sees
 the database exactly as those heads knew it, whatever is written later. ``Database`` answers its
-own ``list``, ``history``, ``key_history`` and ``diff`` through a snapshot of its current heads
-(``get`` and ``range`` it answers from its derived index). Versions are the bytes naming a set of
-heads (``spec/node.md`` section 6). Watchers live here too: they are told which keys changed.
+own ``history``, ``key_history`` and ``diff`` through a snapshot of its current heads (``get``,
+``list`` and ``range`` it answers from its derived index; :func:`list_with` is ``list`` for
+both). Versions are the bytes naming a set of heads (``spec/node.md`` section 6). Watchers live
+here too: they are told which keys changed.
 """
 
 from __future__ import annotations
