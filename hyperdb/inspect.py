@@ -29,6 +29,7 @@ import networkx as nx  # type: ignore[import-untyped]
 
 from hyperdb.errors import HyperDBError, InvalidArgument, NotFound
 from hyperdb.node import Node
+from hyperdb.view import parse_version
 
 __all__ = [
     "Blame",
@@ -164,39 +165,13 @@ def relation(a: Node, b: Node) -> str:
     return "concurrent"
 
 
-def _parse_version(version: bytes | str) -> list[tuple[bytes, int]]:
-    if isinstance(version, str):
-        try:
-            version = bytes.fromhex(version)
-        except ValueError:
-            raise InvalidArgument("a version in text form is hex") from None
-    if not isinstance(version, bytes):
-        raise InvalidArgument(f"a version is bytes, not {type(version).__name__}")
-    heads: list[tuple[bytes, int]] = []
-    offset = 0
-    while offset < len(version):
-        key, offset = version[offset : offset + 32], offset + 32
-        seq = shift = 0
-        while True:
-            if offset >= len(version) or len(key) < 32:
-                raise InvalidArgument("invalid version: truncated")
-            byte = version[offset]
-            offset += 1
-            seq |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        heads.append((key, seq))
-    return heads
-
-
 def version_nodes(view: View, version: bytes | str) -> _Nodes:
     """The writes ``version`` contains, in topological (history) order: the history of
     ``checkout(version)``. On a view without ``checkout`` (a snapshot), its history filtered to
     the causal past of the version's heads, which must be in the view."""
     if isinstance(view, _CheckoutView):
         return list(view.checkout(version).history())
-    wanted = set(_parse_version(version))
+    wanted = set(parse_version(version))
     nodes = list(view.history())
     heads = [node for node in nodes if (node.writer, node.seq) in wanted]
     if len(heads) != len(wanted):

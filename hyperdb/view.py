@@ -354,8 +354,9 @@ def resolve(nodes: Sequence[Node]) -> Node | None:
     return None if chosen.deleted else chosen
 
 
-def decode_version(db: Database, version: bytes | str) -> tuple[trie.Pointer, ...]:
-    """The heads a version names, checked against what this replica holds."""
+def parse_version(version: bytes | str) -> list[tuple[bytes, int]]:
+    """The ``(writer key, seq)`` pairs a version names (``spec/node.md`` section 6; hex text is
+    accepted), read but not checked against any replica."""
     if isinstance(version, str):
         try:
             version = bytes.fromhex(version)
@@ -363,16 +364,26 @@ def decode_version(db: Database, version: bytes | str) -> tuple[trie.Pointer, ..
             raise InvalidArgument("a version in text form is hex") from None
     if not isinstance(version, bytes):
         raise InvalidArgument(f"a version is bytes, not {type(version).__name__}")
-    state = db._state
-    heads: list[trie.Pointer] = []
+    named: list[tuple[bytes, int]] = []
     offset = 0
     while offset < len(version):
         key = version[offset : offset + crypto.PUBLIC_KEY_SIZE]
         offset += crypto.PUBLIC_KEY_SIZE
+        if len(key) < crypto.PUBLIC_KEY_SIZE:
+            raise InvalidArgument("invalid version: truncated")
         try:
             seq, offset = trie.decode_varint(version, offset)
         except trie.TrieError as exc:
             raise InvalidArgument(f"invalid version: {exc}") from None
+        named.append((key, seq))
+    return named
+
+
+def decode_version(db: Database, version: bytes | str) -> tuple[trie.Pointer, ...]:
+    """The heads a version names, checked against what this replica holds."""
+    state = db._state
+    heads: list[trie.Pointer] = []
+    for key, seq in parse_version(version):
         feed_id = state.ids.get(key)
         if feed_id is None or not 1 <= seq < state.applied.get(feed_id, 0):
             raise InvalidArgument(
