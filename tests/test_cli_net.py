@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,6 +119,34 @@ def test_live_sync_carries_new_writes_until_stopped(
     assert "stopped" in out and "Traceback" not in err
     with hyperdb.open(tmp_path / "c") as c:
         assert [n.value for n in c.get("late/news")] == [b"arrives live"]
+
+
+def test_a_sync_stopped_at_any_moment_ends_at_once_and_keeps_a_sound_store(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    """SIGTERM during the handshake, the transfer or the live wait: the command says "stopped",
+    exits 0 within seconds (the event loop handles the signal: no exception lands inside the
+    loop or a lock), and what it stored verifies."""
+    key, address = served
+    for attempt, delay in enumerate((0.0, 0.05, 0.15, 0.3, 0.6, 1.2)):
+        name = f"c{attempt}"
+        assert run("init", name, "--key", key, cwd=tmp_path).returncode == 0
+        live = subprocess.Popen(
+            [*hyperdb_command(), "sync", name, address, "--live"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert live.stdout is not None
+        assert live.stdout.readline().startswith(f"live sync with {address}")
+        time.sleep(delay)
+        live.send_signal(signal.SIGTERM)
+        out, err = live.communicate(timeout=15)
+        assert live.returncode == 0, (delay, err)
+        assert out.rstrip().endswith("stopped") and "Traceback" not in err, (delay, out, err)
+        checked = run("verify", name, cwd=tmp_path)
+        assert checked.returncode == 0, (delay, checked.stdout, checked.stderr)
 
 
 def test_failures_are_one_line_with_their_exit_code(

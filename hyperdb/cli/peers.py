@@ -15,14 +15,17 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import hyperdb
 from hyperdb import net
 from hyperdb.cli.common import open_existing, parse_key, parse_peer
 from hyperdb.db import Database
 from hyperdb.errors import InvalidArgument
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 
@@ -193,17 +196,25 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> int:
                 print(f"reconnecting in {detail:g} s", flush=True)
 
         asyncio.run(
-            net.keep_synced(
-                db, host, port, timeout=args.timeout, on_progress=on_progress, on_event=on_event
+            _until_signalled(
+                net.keep_synced(
+                    db, host, port, timeout=args.timeout, on_progress=on_progress, on_event=on_event
+                )
             )
         )
-        return EXIT_OK  # not reached: a live sync ends with Ctrl-C or an error
+        print("stopped", flush=True)  # a live sync ends with Ctrl-C, SIGTERM or an error
+        return EXIT_OK
     try:
         result = asyncio.run(
-            net.sync(db, host, port, timeout=args.timeout, on_progress=on_progress)
+            _until_signalled(
+                net.sync(db, host, port, timeout=args.timeout, on_progress=on_progress)
+            )
         )
     finally:
         bar.finish()
+    if result is None:
+        print("stopped", flush=True)
+        return EXIT_OK
     print(
         f"synced with {host}:{port}: {result.blocks_received} blocks received, "
         f"{result.blocks_sent} sent ({_size(result.bytes_received)} in, "
@@ -301,8 +312,43 @@ def run_clone(args: argparse.Namespace) -> int:
         return _run_interruptible(lambda: _sync(db, args.peer, args))
 
 
+async def _until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
+    """Await ``work``; SIGINT or SIGTERM cancel it, which then ends (its sessions closed) and
+    ``None`` is returned. The event loop's own signal handling, not an exception raised by a
+    Python-level handler wherever the main thread happens to be: inside the event loop, or
+    between a lock's acquisition and its ``with`` block (the executor's shutdown then waits for
+    that lock forever)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    signalled: list[int] = []
+
+    def stop(signum: int) -> None:
+        signalled.append(signum)
+        task.cancel()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        installed.append((signum, previous))
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if signalled:
+            return None
+        raise
+    finally:
+        for signum, previous in installed:
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, previous)
+
+
 def _run_interruptible(body: Any) -> int:
-    """Run ``body`` so that SIGTERM ends it like Ctrl-C (a live sync ends cleanly either way)."""
+    """Run ``body`` so that SIGTERM ends it like Ctrl-C (before and after the event loop; while
+    it runs, :func:`_until_signalled` handles both)."""
     previous = signal.getsignal(signal.SIGTERM)
 
     def interrupt(signum: int, frame: object) -> None:
