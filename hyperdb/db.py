@@ -415,10 +415,11 @@ class Database(NodeAccess, ReplicaSide):
             # the paths first and the records last, each in one tight loop (faster than one at a
             # time between the walks)
             paths = [trie.key_path(key, crypto.siphash24) for key, _, _ in ops]
+            known = (pending, self._cache.nodes)  # what ``load`` reads first, read directly
             for offset, (key, value, deleted) in enumerate(ops):
                 seq = first + offset
                 path = paths[offset]
-                table = trie.prepare_put(key, path, heads, load)
+                table = trie.prepare_put(key, path, heads, load, known)
                 trie_data.append(table.encode(numbers))
                 clock = {**seen, local_id: seq + 1} if seen else {local_id: seq + 1}
                 node = StoredNode(

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import shutil
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -31,10 +34,21 @@ from test_trie_table import assert_untracked
 
 from trie import Pointer, TrieTable, key_path, normalize, prepare_put, seen_by
 from trie.node import N
-from trie.put import _chain
+from trie.put import WALK, Walk, _chain, _pointer_bytes, walk_chain
 from trie.table import _lazy_row
 
+try:
+    from trie._chain import chain as compiled_walk
+except ImportError:  # built without a C compiler: only the Python loop to test
+    compiled_walk = None
+
 PROVENANCES = ("built", "decoded", "rows")
+WALKS: list[Walk] = [walk_chain] if compiled_walk is None else [walk_chain, compiled_walk]
+"""Every implementation of the chain walk's loop: the Python one, and the compiled one if built."""
+
+
+def _no_loader(pointer: Pointer) -> N:
+    raise AssertionError(f"load({pointer}) called for a known node")
 
 
 def as_provenance(table: TrieTable, provenance: str) -> TrieTable:
@@ -47,13 +61,42 @@ def as_provenance(table: TrieTable, provenance: str) -> TrieTable:
 
 
 def check_chain(key: str, path: bytes, head: N, load: Callable[[Pointer], N]) -> bool:
-    """Compare the chain walk from ``head`` with the reference and the general walk; whether the
-    chain walk produced the table (rather than handing over)."""
+    """Compare the chain walk from ``head`` with the reference and the general walk, for every
+    implementation of its loop (:data:`WALKS`); whether the chain walk produced the table (rather
+    than handing over)."""
     expected = reference_prepare_put(key, path, [head], load)
     general = prepare_put(key, path, [head, head], load)
     assert general == expected and general.encode() == expected.encode()
     assert prepare_put(key, path, [head], load).encode() == expected.encode()
-    fused = _chain(key, path, head, load)
+    own = _pointer_bytes(head.feed, head.seq)
+    first, *others = [walk(path, head, own, load, ()) for walk in WALKS]
+    assert all(other == first for other in others), "the loops disagree"
+    outcomes = {check_walk(key, path, head, load, expected, walk) for walk in WALKS}
+    assert len(outcomes) == 1
+    return outcomes.pop()
+
+
+def check_walk(
+    key: str,
+    path: bytes,
+    head: N,
+    load: Callable[[Pointer], N],
+    expected: TrieTable,
+    walk: Walk,
+) -> bool:
+    """:func:`check_chain` for one loop. The compiled loop is also run with the nodes it loaded
+    given as known nodes: it must read them there, never calling ``load``, to the same result."""
+    fused = _chain(key, path, head, load, (), walk)
+    if walk is not walk_chain:
+        loaded: dict[Pointer, N] = {}
+
+        def recording(pointer: Pointer) -> N:
+            node = loaded[pointer] = load(pointer)
+            return node
+
+        own = _pointer_bytes(head.feed, head.seq)
+        walked = walk(path, head, own, recording, ())
+        assert walk(path, head, own, _no_loader, ({}, loaded)) == walked
     if fused is None:
         return False
     data = fused.encode()
@@ -139,6 +182,20 @@ def test_a_long_single_writer_history_takes_the_chain_throughout() -> None:
             if index % 11 == 0:
                 world.delete(0, f"d{index % 7}/s{index % 13}")
         assert world.handed_over == 0 and world.chained == 300 + 28 - 1
+
+
+def test_the_compiled_loop_runs_when_it_was_built() -> None:
+    assert WALK is (compiled_walk or walk_chain)
+
+
+def test_the_compiled_loop_is_built_where_a_compiler_is() -> None:
+    """Installing builds ``trie/_chain.c`` where it can; a build that failed silently would leave
+    every put on the Python loop (several times slower)."""
+    compiler = (sysconfig.get_config_var("CC") or "").split()[:1]
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    if not (compiler and shutil.which(compiler[0]) and headers.exists()):
+        pytest.skip("no C compiler or Python headers here: puts run the Python loop")
+    assert compiled_walk is not None, "trie/_chain.c is not built: pip install -e . builds it"
 
 
 def test_chain_tables_hold_no_gc_tracked_containers() -> None:

@@ -24,6 +24,10 @@ bytes (the followed bucket dropped, the node's own pointer added; :data:`_SPLITS
 every bitfield and pair of digits); and the result is a lazily decoded table over the bytes, whose
 rows the next walk reads the same way without ever building their tuples. Where the chain meets a
 fork, several colliding keys or a table breaking its shape, it hands over to the general walk.
+The loop of that road is also written in C (``trie/_chain.c``, built at install where a compiler
+is, :data:`WALK`); :func:`walk_chain` is the same loop in Python, and the tests hold the two to
+the same results for every input. The compiled loop reads the nodes it follows from the caller's
+dicts of known nodes where they are (``nodes``), without a call.
 
 Forks, several heads and collisions take the general walk with merging, sorting and pruning at the
 end; every road gives the same function of the heads, byte for byte
@@ -51,9 +55,11 @@ from trie.table import (
     Pointer,
     Row,
     TrieTable,
+    _compact,
     _encode,
     _read_varint,
     _varint,
+    lazy_rows,
     lazy_table,
     table_from_rows,
 )
@@ -62,16 +68,24 @@ _EMPTY_ROW: list[Bucket] = [EMPTY_BUCKET] * BUCKETS
 
 
 def prepare_put(
-    key: str, path: bytes, heads: Sequence[N], load: Callable[[Pointer], N]
+    key: str,
+    path: bytes,
+    heads: Sequence[N],
+    load: Callable[[Pointer], N],
+    nodes: tuple[dict[Pointer, N], ...] = (),
 ) -> TrieTable:
     """The trie table for a node with ``key`` (normalized) and its terminated ``path``, written by
-    an author whose current heads are ``heads`` (none for the first node of a database)."""
+    an author whose current heads are ``heads`` (none for the first node of a database).
+
+    ``nodes`` are dicts of nodes by pointer the walk may read instead of calling ``load`` (the
+    caller's caches: a node found there must be the one ``load`` returns); a lookup in them costs
+    less than a call."""
     if not path or path[-1] != TERMINATOR:
         raise TrieArgumentError("a put path must end with the terminator")
     if not heads:
         return EMPTY_TABLE
     if len(heads) == 1:
-        table = _chain(key, path, heads[0], load)
+        table = _chain(key, path, heads[0], load, nodes)
         if table is not None:
             return table
     last = len(path) - 1
@@ -230,7 +244,14 @@ def prepare_put(
     return table_from_rows(_pruned(rows, last, fetch))
 
 
-def _chain(key: str, path: bytes, head: N, load: Callable[[Pointer], N]) -> TrieTable | None:
+def _chain(
+    key: str,
+    path: bytes,
+    head: N,
+    load: Callable[[Pointer], N],
+    nodes: tuple[dict[Pointer, N], ...] = (),
+    walk: Walk | None = None,
+) -> TrieTable | None:
     """The walk of :func:`prepare_put` from one head while it is a chain whose contributed rows
     hold one pointer per bucket (every single-writer put), building the result's encoding as it
     goes; ``None`` where that does not hold (a fork, several colliding keys, a table breaking its
@@ -240,12 +261,43 @@ def _chain(key: str, path: bytes, head: N, load: Callable[[Pointer], N]) -> Trie
     encoding is written in order: the rows a node keeps are copied as one slice of its table's
     encoding, the row where it leaves the path is rewritten from its bytes (the followed bucket
     dropped, the node's own pointer added), and the result is a lazily decoded table over those
-    bytes. It equals what the general walk builds, byte for byte."""
+    bytes. It equals what the general walk builds, byte for byte. The loop is :data:`WALK` (the
+    compiled one when it is built, else :func:`walk_chain`; ``walk`` chooses another)."""
+    walked = (walk or WALK)(path, head, _pointer_bytes(head.feed, head.seq), load, nodes)
+    if walked is None:
+        return None
+    out, positions, starts, node, table, own_bytes = walked
+    if node is None or table is None or own_bytes is None:
+        return lazy_rows(out, positions, starts)  # never empty: the head contributes its row
+    offsets = dict(zip(positions, starts, strict=True))
+    return _chain_end(key, path, len(path) - 1, node, table, own_bytes, out, offsets, load)
+
+
+Walked = tuple[bytes, Sequence[int], Sequence[int], Any, TrieTable | None, bytes | None]
+"""What a chain walk returns: the encoding so far, its rows' positions and where they start in it;
+then, when the walk reached the terminator position, the node found there, its table and the
+encoding of the bucket pointing at it (else three ``None``)."""
+Walk = Callable[
+    [bytes, Any, bytes, Callable[[Pointer], Any], tuple[dict[Pointer, Any], ...]], Walked | None
+]
+"""A chain walk: ``walk(path, head, head_pointer, load, nodes)``, ``head_pointer`` the encoding of
+the head's bucket, ``nodes`` dicts of nodes by pointer it may read instead of calling ``load``;
+``None`` hands over to the general walk."""
+
+
+def walk_chain(
+    path: bytes,
+    head: N,
+    own_bytes: bytes,
+    load: Callable[[Pointer], N],
+    nodes: tuple[dict[Pointer, N], ...] = (),
+) -> Walked | None:
+    """The loop of :func:`_chain` in Python (``trie/_chain.c`` is the same loop compiled; this one
+    always calls ``load``, which returns what ``nodes`` hold)."""
     out = bytearray()
     offsets: dict[int, int] = {}
     node = head
     start = 0
-    own_bytes = _pointer_bytes(head.feed, head.seq)
     size = len(path)
     last = size - 1
     # the new path as one integer: a node leaves the path where the integer of its own path first
@@ -304,7 +356,7 @@ def _chain(key: str, path: bytes, head: N, load: Callable[[Pointer], N]) -> Trie
             stop = starts[high] if high < len(positions) else len(data)
             out += data[begin:stop]
         if split == last:
-            return _chain_end(key, path, last, node, table, own_bytes, out, offsets, load)
+            return bytes(out), _compact(offsets), _compact(offsets.values()), node, table, own_bytes
         # the node leaves the new path here: its row there without the bucket we follow, with
         # the node itself in its own digit's bucket
         at = starts[high] if high < len(positions) and positions[high] == split else None
@@ -344,8 +396,20 @@ def _chain(key: str, path: bytes, head: N, load: Callable[[Pointer], N]) -> Trie
         else:
             node = load(_read_pointer(own_bytes, 0))
         start = split + 1
-    return lazy_table(bytes(out), offsets)  # never empty: the head contributes its row
+    return bytes(out), _compact(offsets), _compact(offsets.values()), None, None, None
 
+
+def _compiled_walk() -> Walk | None:
+    try:
+        from trie._chain import chain
+    except ImportError:  # not built (installed without a C compiler): the same loop in Python
+        return None
+    return chain
+
+
+WALK: Walk = _compiled_walk() or walk_chain
+"""The chain walk :func:`_chain` runs: the compiled loop of ``trie/_chain.c`` when it was built
+at install, else :func:`walk_chain`. Both give the same result for every input (tested)."""
 
 # A bucket of one pointer is two varints (its feed word, without the ``more`` bit, and its seq);
 # ``_BUCKETS[count]`` matches the buckets of a row holding ``count`` of them, each as a group
@@ -393,7 +457,7 @@ def _chain_end(
     node: N,
     table: TrieTable,
     own_bytes: bytes,
-    out: bytearray,
+    out: bytes,
     offsets: dict[int, int],
     load: Callable[[Pointer], N],
 ) -> TrieTable | None:
@@ -421,7 +485,7 @@ def _chain_end(
         b0, b1, b2, b3, b4 = buckets
         offsets[last] = len(out)
         out += _encode({last: (b0, b1, b2, b3, b4)})
-    return lazy_table(bytes(out), offsets) if out else EMPTY_TABLE
+    return lazy_table(out, offsets) if out else EMPTY_TABLE
 
 
 def _forks(table: TrieTable, start: int, split: int) -> bool:

@@ -486,11 +486,17 @@ def lazy_table(encoded: bytes, offsets: dict[int, int]) -> TrieTable:
     """A lazily decoded table over ``encoded``, a valid canonical encoding with one pointer per
     bucket whose rows start at ``offsets`` (by position, ascending). For the algorithms of this
     package: nothing is checked."""
+    return lazy_rows(encoded, _compact(offsets), _compact(offsets.values()))
+
+
+def lazy_rows(encoded: bytes, positions: Sequence[int], starts: Sequence[int]) -> TrieTable:
+    """:func:`lazy_table` with the rows' positions and their starts given apart, each already as
+    :func:`_compact` makes it."""
     table = _new_table(TrieTable)
     table._rows = {}
-    table._starts = _compact(offsets.values())
+    table._starts = starts
     table._lazy = True
-    table._positions = _compact(offsets)
+    table._positions = positions
     table._encoded = encoded
     table._forked = False
     return table

@@ -1,0 +1,9 @@
+"""Build script for the optional C accelerator (the rest of the project is in pyproject.toml).
+
+``trie._chain`` compiles the chain walk of a single-writer put. It is optional: where it cannot
+be built (no C compiler), installation goes on and ``trie.put`` runs the same loop in Python.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("trie._chain", ["trie/_chain.c"], optional=True)])

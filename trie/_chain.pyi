@@ -1,0 +1,12 @@
+"""The compiled chain walk (``trie/_chain.c``): :func:`trie.put.walk_chain`, compiled."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+def chain(
+    path: bytes,
+    head: Any,
+    head_pointer: bytes,
+    load: Callable[[tuple[int, int]], Any],
+    nodes: tuple[dict[tuple[int, int], Any], ...],
+) -> tuple[bytes, Sequence[int], Sequence[int], Any, Any, bytes | None] | None: ...
