@@ -109,6 +109,19 @@ class NodeAccess:
             authorizes=stored.authorized,
         )
 
+    def _answer_row(
+        self, tx: ReadTxn, state: state_module.State, key: str, row_key: bytes, data: bytes
+    ) -> list[Node]:
+        """The answer for ``key`` from its index row ``data`` (stored under ``row_key``): as
+        :meth:`_answer_entries`, a row holding one live node with its value read directly."""
+        single = index.decode_single(data)
+        if single is not None:
+            feed, seq, value = single
+            if feed not in state.clocked:
+                writer = state.feeds[feed].key
+                return [Node(key, self._codec.decode(value), False, writer, seq, {writer: seq + 1})]
+        return self._answer_entries(tx, state, key, index.decode_row(row_key, data)[1])
+
     def _answer_entries(
         self,
         tx: ReadTxn,

@@ -533,8 +533,7 @@ class Database(NodeAccess, ReplicaSide):
             row = tx.get("index", row_key)
             if row is None:
                 return []
-            _, entries = index.decode_row(row_key, row)
-            return self._answer_entries(tx, state, normal, entries)
+            return self._answer_row(tx, state, normal, row_key, row)
 
     def get_one(self, key: str) -> Node | None:
         """One value for ``key`` chosen the same way on every replica: of the current nodes, the
@@ -591,12 +590,13 @@ class Database(NodeAccess, ReplicaSide):
             )
             if keys is not None:
                 get = tx.get
-                answer_entries = self._answer_entries
+                answer_row = self._answer_row
+                key_of_row = index.key_of_row
                 for row_key in keys:
                     row = get("index", row_key)
                     assert row is not None  # listed in this transaction
-                    key, entries = index.decode_row(row_key, row)
-                    answer = answer_entries(tx, state, key, entries)
+                    key = key_of_row(row_key, row)
+                    answer = answer_row(tx, state, key, row_key, row)
                     if answer:
                         yield key, answer
                 return
@@ -723,10 +723,11 @@ class Database(NodeAccess, ReplicaSide):
         state = self._state
         with self._storage.read() as tx:
             rows = tx.scan("index", start=start, stop=stop, reverse=reverse)
-            for key, entries in index.sort_long_keys(rows, reverse):
+            answer_row = self._answer_row
+            for key, row_key, row in index.sort_long_keys(rows, reverse):
                 if bounds and not in_bounds(key, bounds):
                     continue
-                answer = self._answer_entries(tx, state, key, entries)
+                answer = answer_row(tx, state, key, row_key, row)
                 if not answer:
                     continue
                 yield key, answer

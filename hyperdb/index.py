@@ -78,6 +78,7 @@ def encode_row(key: str, entries: Sequence[Entry]) -> bytes:
 
 _ONE = _COUNT.pack(1)
 _ENTRY_PACK = _ENTRY.pack
+_SINGLE_SIZE = _COUNT.size + _ENTRY.size
 
 
 def encode_single(
@@ -131,16 +132,29 @@ def _decode_row(row_key_bytes: bytes, data: bytes) -> tuple[str, list[Entry]]:
     return key_bytes.decode("utf-8"), entries
 
 
+def decode_single(data: bytes) -> tuple[int, int, bytes] | None:
+    """``(feed, seq, value)`` when the row holds exactly one node, not a deletion, whose value is
+    in the row, and no long key (the row of almost every key); ``None`` for any other row, which
+    :func:`decode_row` then reads. Checks the row's length, so a damaged row is never read here."""
+    if data[:2] != _ONE or len(data) < _SINGLE_SIZE:
+        return None
+    feed, seq, flags, size = _ENTRY.unpack_from(data, _COUNT.size)
+    if flags != _INLINE | _HAS_VALUE or len(data) != _SINGLE_SIZE + size:
+        return None
+    return feed, seq, data[_SINGLE_SIZE:]
+
+
 def is_long(row_key_bytes: bytes) -> bool:
     return len(row_key_bytes) > INLINE_KEY_BYTES
 
 
 def sort_long_keys(
     rows: Iterator[tuple[bytes, bytes]], reverse: bool
-) -> Iterator[tuple[str, list[Entry]]]:
-    """Decode index rows in key order: rows of long keys that share their stored prefix come out
-    of storage in hash order, so they are gathered and sorted by their whole key."""
-    group: list[tuple[str, list[Entry]]] = []
+) -> Iterator[tuple[str, bytes, bytes]]:
+    """Index rows in key order, each as ``(key, row key, row)``: rows of long keys that share
+    their stored prefix come out of storage in hash order, so they are gathered and sorted by
+    their whole key."""
+    group: list[tuple[str, bytes, bytes]] = []
     group_prefix = b""
     for key_bytes, value in rows:
         if is_long(key_bytes):
@@ -149,14 +163,25 @@ def sort_long_keys(
                 yield from sorted(group, key=lambda item: item[0].encode(), reverse=reverse)
                 group = []
             group_prefix = prefix
-            group.append(decode_row(key_bytes, value))
+            group.append((decode_row(key_bytes, value)[0], key_bytes, value))
             continue
         if group:
             yield from sorted(group, key=lambda item: item[0].encode(), reverse=reverse)
             group = []
-        yield decode_row(key_bytes, value)
+        yield key_of_row(key_bytes, value), key_bytes, value
     if group:
         yield from sorted(group, key=lambda item: item[0].encode(), reverse=reverse)
+
+
+def key_of_row(row_key_bytes: bytes, data: bytes) -> str:
+    """The key of an index row (its row key, or for a long key the whole key the row holds);
+    :class:`CorruptionError` if it is damaged."""
+    if not is_long(row_key_bytes):
+        try:
+            return row_key_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptionError(f"index row {row_key_bytes[:40]!r} is damaged: {exc}") from exc
+    return decode_row(row_key_bytes, data)[0]
 
 
 def is_live(data: bytes) -> bool:

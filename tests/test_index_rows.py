@@ -1,5 +1,6 @@
-"""hyperdb.index rows: the direct encoding of single-entry rows matches the general one, and
-merging the rows of many nodes in one pass matches merging them one at a time."""
+"""hyperdb.index rows: the direct encoding of single-entry rows matches the general one, the
+direct reading of a row of one live inline node agrees with the general one (and declines every
+other row), and merging the rows of many nodes in one pass matches merging them one at a time."""
 
 from __future__ import annotations
 
@@ -34,6 +35,35 @@ def test_single_entry_rows(
     decoded_key, entries = index.decode_row(index.row_key(key), row)
     assert decoded_key == key
     assert entries == [index.entry(feed, seq, deleted, value)]
+    assert index.key_of_row(index.row_key(key), row) == key
+    [item] = entries
+    direct = index.decode_single(row)
+    if (
+        not item.deleted
+        and item.inline
+        and item.value is not None
+        and len(key_bytes) <= index.INLINE_KEY_BYTES
+    ):
+        assert direct == (feed, seq, value)
+    else:
+        assert direct is None
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(0, 99), st.booleans(), values), max_size=3)
+)
+def test_only_rows_of_one_live_inline_node_are_read_directly(
+    entries: list[tuple[int, int, bool, bytes | None]],
+) -> None:
+    items = [index.entry(feed, seq, deleted, value) for feed, seq, deleted, value in entries]
+    row = index.encode_row("k", items)
+    direct = index.decode_single(row)
+    if len(items) == 1 and not items[0].deleted and items[0].inline and items[0].value is not None:
+        assert direct == (items[0].feed, items[0].seq, items[0].value)
+    else:
+        assert direct is None
+    for cut in range(len(row)):  # a damaged (truncated) row is never read directly
+        assert index.decode_single(row[:cut]) is None
 
 
 node_specs = st.lists(
