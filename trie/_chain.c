@@ -296,6 +296,18 @@ static PyObject *find(PyObject *nodes, PyObject *load, long long feed, long long
     return node;
 }
 
+/* The index after the pointer (two varints) at data[index] of a bucket holding just it; -1 if it
+ * runs past length, -2 if its word carries the "more" bit (a bucket of several pointers). */
+static Py_ssize_t skip_pointer(const unsigned char *data, Py_ssize_t index, Py_ssize_t length)
+{
+    if (index >= length)
+        return -1;
+    if (data[index] & 1)
+        return -2;
+    index = skip_varint(data, index, length);
+    return index < 0 ? -1 : skip_varint(data, index, length);
+}
+
 /* Whether a row of the encoding with a pointer word carrying the "more" bit (a bucket of several
  * pointers) starts at one of the indexes [low, high) of starts; -1 if the encoding is malformed. */
 static int rows_forked(const unsigned char *data, Py_ssize_t length, const Numbers *starts,
@@ -312,16 +324,9 @@ static int rows_forked(const unsigned char *data, Py_ssize_t length, const Numbe
         for (int bucket = 0; bucket < 5; bucket++) {
             if (!(bits >> bucket & 1))
                 continue;
-            if (at >= length)
-                return -1;
-            if (data[at] & 1)
-                return 1;
-            at = skip_varint(data, at, length);
+            at = skip_pointer(data, at, length);
             if (at < 0)
-                return -1;
-            at = skip_varint(data, at, length);
-            if (at < 0)
-                return -1;
+                return at == -2 ? 1 : -1;
         }
     }
     return 0;
@@ -523,14 +528,9 @@ static PyObject *chain(PyObject *module, PyObject *const *args, Py_ssize_t nargs
             if (!(bits >> bucket & 1))
                 continue;
             bucket_start[bucket] = at;
-            if (at >= data_length || data[at] & 1)
-                HAND_OVER(); /* several pointers: not a chain row */
-            at = skip_varint(data, at, data_length);
+            at = skip_pointer(data, at, data_length);
             if (at < 0)
-                HAND_OVER();
-            at = skip_varint(data, at, data_length);
-            if (at < 0)
-                HAND_OVER();
+                HAND_OVER(); /* malformed, or several pointers: not a chain row */
             bucket_end[bucket] = at;
         }
         unsigned new_bits = (bits | 1u << digit) & ~(1u << target);
