@@ -16,9 +16,9 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.report import Result
-from hyperdb import crypto
-from hyperdb.feed import FEED_TABLES, Feed, verify_proof
-from hyperdb.keys import MemoryKeyStore
+from hyperdb.feed.feed import FEED_TABLES, Feed, verify_proof
+from hyperdb.feed.secret_keys import MemoryKeyStore
+from hyperdb.primitives import crypto
 from hyperdb.storage import LMDBStorage
 
 

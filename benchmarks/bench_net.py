@@ -1,10 +1,10 @@
 """Replication over loopback TCP (Noise-encrypted): bringing a cold replica current.
 
-Builds a source database on LMDB (``--entries`` entries from one writer, in batches of 1,000;
-and a database of ``--writers`` writers with ``--keys`` keys each), serves it from a separate
-process (``hyperdb serve``, so the two sides do not share an interpreter), and times
-``hyperdb.net.sync`` into a fresh, empty replica (durable, as a user's would be), ``--repeat``
-times, each into a new replica. Reports entries/s and MB/s on the wire.
+Builds a source database on LMDB (``--entries`` entries from one writer, in batches of 1,000; and a
+database of ``--writers`` writers with ``--keys`` keys each), serves it from a separate process
+(``hyperdb serve``, so the two sides do not share an interpreter), and times
+``hyperdb.replication.net.sync`` into a fresh, empty replica (durable, as a user's would be),
+``--repeat`` times, each into a new replica. Reports entries/s and MB/s on the wire.
 
 Run: ``python -m benchmarks.bench_net [--entries 100000] [--writers 100] [--repeat 3]``.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import hyperdb
 from benchmarks import report
 from benchmarks.report import Result
-from hyperdb import net
+from hyperdb.replication import net
 
 
 def build_single(path: Path, entries: int) -> int:

@@ -27,8 +27,8 @@ from typing import Any
 import hyperdb
 from benchmarks import bench_net, bench_writers
 from benchmarks.harness import MESH_LIMIT, Row, rate, row
-from hyperdb.feed import FEED_TABLES, Feed
-from hyperdb.keys import MemoryKeyStore
+from hyperdb.feed.feed import FEED_TABLES, Feed
+from hyperdb.feed.secret_keys import MemoryKeyStore
 from hyperdb.storage import LMDBStorage
 
 SEED = 20261122

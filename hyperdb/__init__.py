@@ -7,13 +7,29 @@ pure hash-trie index it is built on.
 
 from __future__ import annotations
 
-from hyperdb.db import Batch, Database, open
+from typing import Any
+
+from hyperdb.api.database import Batch, Database, open
+from hyperdb.api.snapshot import Snapshot, Watcher
 from hyperdb.errors import HyperDBError
-from hyperdb.node import Node
-from hyperdb.replication import Connection, replicate
-from hyperdb.view import Snapshot, Watcher
+from hyperdb.model.node import Node
+from hyperdb.replication.connection import Connection, replicate
 
 __version__ = "0.1.0"
+
+#: Modules applications use by their short name (``from hyperdb import net, inspect``), imported
+#: on first use: the TCP transport and the history tools (which load networkx).
+_SHORT_NAMES = {"net": "hyperdb.replication.net", "inspect": "hyperdb.tools.inspect"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SHORT_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hyperdb' has no attribute {name!r}")
+    import importlib
+
+    return importlib.import_module(module)
+
 
 __all__ = [
     "Batch",
@@ -24,6 +40,8 @@ __all__ = [
     "Snapshot",
     "Watcher",
     "__version__",
+    "inspect",
+    "net",
     "open",
     "replicate",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from hyperdb.feed import FEED_TABLES
+from hyperdb.feed.feed import FEED_TABLES
 from hyperdb.storage import LMDBStorage, MemoryStorage, Storage
 
 settings.register_profile(

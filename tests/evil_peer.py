@@ -2,11 +2,12 @@
 misbehaves.
 
 :class:`EvilPeer` connects to a server over a real loopback socket, optionally runs a genuine
-handshake (:class:`EvilChannel`: a :class:`~hyperdb.secure.SecureChannel` whose capability message
-can be forged), and then sends whatever a test wants: raw bytes, hand-made records, crafted
-plaintext (replication frames from :func:`hyperdb.wire.encode_frame` or hand-made bytes), or the
-output of a genuine replication :class:`~hyperdb.replication.Connection` passed through a tampering
-function (:meth:`EvilPeer.replicate`). Everything the server answers is decrypted and decoded into
+handshake (:class:`EvilChannel`: a :class:`~hyperdb.replication.secure.SecureChannel` whose
+capability message can be forged), and then sends whatever a test wants: raw bytes, hand-made
+records, crafted plaintext (replication frames from :func:`hyperdb.replication.wire.encode_frame` or
+hand-made bytes), or the output of a genuine replication
+:class:`~hyperdb.replication.connection.Connection` passed through a tampering function
+(:meth:`EvilPeer.replicate`). Everything the server answers is decrypted and decoded into
 :attr:`EvilPeer.messages`, so a test can assert that the server told it why it ended the session
 (:attr:`EvilPeer.errors`).
 """
@@ -21,11 +22,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hyperdb import crypto
 from hyperdb.errors import HyperDBError
-from hyperdb.replication import Connection, Replica
-from hyperdb.secure import VERSION, Phase, SecureChannel
-from hyperdb.wire import Error, FrameDecoder, Message, decode_message, encode_frame
+from hyperdb.primitives import crypto
+from hyperdb.replication.connection import Connection, Replica
+from hyperdb.replication.secure import VERSION, Phase, SecureChannel
+from hyperdb.replication.wire import Error, FrameDecoder, Message, decode_message, encode_frame
 
 READ_SIZE = 64 * 1024
 
@@ -281,8 +282,8 @@ class EvilPeer:
         **options: Any,
     ) -> None:
         """Replicate ``replica`` with the server over the established channel (a genuine
-        :class:`~hyperdb.replication.Connection`, live, with ``options``), every message it
-        sends passed through ``tamper`` first. Returns at end of file or once ``until()``;
+        :class:`~hyperdb.replication.connection.Connection`, live, with ``options``), every message
+        it sends passed through ``tamper`` first. Returns at end of file or once ``until()``;
         AssertionError after ``timeout`` seconds."""
         self._established_channel()
         self.connection = Connection(replica, initiator=True, live=True, **options)

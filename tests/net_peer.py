@@ -16,7 +16,7 @@ import asyncio
 import sys
 
 import hyperdb
-from hyperdb import net
+from hyperdb.replication import net
 
 
 async def main() -> int:

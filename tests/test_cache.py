@@ -1,9 +1,10 @@
-"""hyperdb.cache.NodeCache: at most ``capacity`` nodes, first in first out, cleared in place."""
+"""hyperdb.model.cache.NodeCache: at most ``capacity`` nodes, first in first out, cleared in
+place."""
 
 from __future__ import annotations
 
-from hyperdb.cache import NodeCache
-from hyperdb.node import StoredNode
+from hyperdb.model.cache import NodeCache
+from hyperdb.model.node import StoredNode
 
 
 def node(seq: int, feed: int = 0) -> StoredNode:

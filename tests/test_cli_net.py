@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import hyperdb
-from hyperdb import net
+from hyperdb.replication import net
 from tests.test_cli import hyperdb_command, run
 
 pytestmark = pytest.mark.timeout(120)

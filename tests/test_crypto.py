@@ -1,4 +1,5 @@
-"""ed25519, BLAKE2b and SipHash through hyperdb.crypto, and secret key files (hyperdb.keys)."""
+"""ed25519, BLAKE2b and SipHash through hyperdb.primitives.crypto, and secret key files
+(hyperdb.feed.secret_keys)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hyperdb import crypto
 from hyperdb.errors import InvalidArgument, StorageError
-from hyperdb.keys import DirectoryKeyStore, MemoryKeyStore
+from hyperdb.feed.secret_keys import DirectoryKeyStore, MemoryKeyStore
+from hyperdb.primitives import crypto
 
 
 def test_keypair_from_seed_is_deterministic() -> None:

@@ -9,7 +9,6 @@ import pytest
 
 import hyperdb
 import trie
-from hyperdb import crypto, index, record
 from hyperdb.errors import (
     Closed,
     CorruptionError,
@@ -18,7 +17,9 @@ from hyperdb.errors import (
     ReadOnly,
     ValueTooLarge,
 )
-from hyperdb.feed import Feed
+from hyperdb.feed.feed import Feed
+from hyperdb.model import index, record
+from hyperdb.primitives import crypto
 
 
 @pytest.fixture(params=["memory", "lmdb"])

@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import hyperdb
 import trie
-from hyperdb import crypto
+from hyperdb.primitives import crypto
 
 COMPONENTS = st.sampled_from(["a", "b", "c", "dd", "é", "x y"])
 KEYS = st.lists(COMPONENTS, min_size=1, max_size=3).map("/".join)

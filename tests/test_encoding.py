@@ -1,4 +1,4 @@
-"""Canonical CBOR encoding and the strict decoder (hyperdb.encoding)."""
+"""Canonical CBOR encoding and the strict decoder (hyperdb.primitives.cbor)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperdb import encoding
 from hyperdb.errors import EncodingError
+from hyperdb.primitives import cbor as encoding
 
 plain = st.recursive(
     st.none()

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperdb import crypto, encoding, merkle
 from hyperdb.errors import (
     CorruptionError,
     ForkDetected,
@@ -18,8 +17,11 @@ from hyperdb.errors import (
     ReadOnly,
     VerificationError,
 )
-from hyperdb.feed import FEED_TABLES, Feed, Proof, signable, verify_proof
-from hyperdb.keys import DirectoryKeyStore, MemoryKeyStore
+from hyperdb.feed import merkle
+from hyperdb.feed.feed import FEED_TABLES, Feed, Proof, signable, verify_proof
+from hyperdb.feed.secret_keys import DirectoryKeyStore, MemoryKeyStore
+from hyperdb.primitives import cbor as encoding
+from hyperdb.primitives import crypto
 from hyperdb.storage import LMDBStorage, MemoryStorage, Storage
 from tests.conftest import dump
 

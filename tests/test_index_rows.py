@@ -1,4 +1,4 @@
-"""hyperdb.index rows: the direct encoding of single-entry rows matches the general one, the
+"""hyperdb.model.index rows: the direct encoding of single-entry rows matches the general one, the
 direct reading of a row of one live inline node agrees with the general one (and declines every
 other row), and merging the rows of many nodes in one pass matches merging them one at a time."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperdb import index
-from hyperdb.apply import merge_index
-from hyperdb.node import StoredNode
+from hyperdb.model import index
+from hyperdb.model.apply import merge_index
+from hyperdb.model.node import StoredNode
 from hyperdb.storage import MemoryStorage
 
 keys = st.one_of(

@@ -1,5 +1,5 @@
-"""hyperdb.inspect: the causal graph of the writes, relations, versions, conflicts, blame, and the
-exports (DOT, GraphML, PNG, terminal drawing)."""
+"""hyperdb.tools.inspect: the causal graph of the writes, relations, versions, conflicts, blame, and
+the exports (DOT, GraphML, PNG, terminal drawing)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hyperdb
-from hyperdb import inspect
 from hyperdb.errors import HyperDBError, InvalidArgument, NotFound
-from hyperdb.node import Node
+from hyperdb.model.node import Node
+from hyperdb.tools import inspect
 
 Db = hyperdb.Database
 

@@ -1,4 +1,4 @@
-"""Flat-tree arithmetic, node hashing and proof shapes (hyperdb.merkle)."""
+"""Flat-tree arithmetic, node hashing and proof shapes (hyperdb.feed.merkle)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperdb import merkle
 from hyperdb.errors import VerificationError
+from hyperdb.feed import merkle
 
 LIMITS = {"max_block_size": 1 << 23, "max_bytes": 1 << 62}
 

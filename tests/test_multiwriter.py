@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import hyperdb
-from hyperdb import record
 from hyperdb.errors import InvalidArgument, ProtocolError, VerificationError
-from hyperdb.node import Node
+from hyperdb.model import record
+from hyperdb.model.node import Node
 from tests.conftest import dump
 from tests.sync import sync
 
@@ -272,8 +272,8 @@ def test_ingest_refuses_unwanted_feeds_and_bad_records(pair) -> None:
 
 def _resign(db: hyperdb.Database, blocks: list[bytes]) -> object:
     """A valid proof for ``blocks`` as a fresh feed with ``db``'s writer key would sign them."""
-    from hyperdb.feed import Feed
-    from hyperdb.keys import MemoryKeyStore
+    from hyperdb.feed.feed import Feed
+    from hyperdb.feed.secret_keys import MemoryKeyStore
     from hyperdb.storage import open_storage
 
     storage = open_storage(None, ("feeds", "feed_log", "forks"))
@@ -299,7 +299,7 @@ def test_map_and_reduce_shape_answers_as_in_hyperdb(pair) -> None:
 
 
 def _tamper_signature(message: object) -> object:
-    from hyperdb.wire import Data
+    from hyperdb.replication.wire import Data
 
     assert isinstance(message, Data)
     fields = {name: getattr(message, name) for name in Data.__dataclass_fields__}
@@ -309,7 +309,7 @@ def _tamper_signature(message: object) -> object:
 
 
 def _tamper_block(message: object) -> object:
-    from hyperdb.wire import Data
+    from hyperdb.replication.wire import Data
 
     assert isinstance(message, Data)
     fields = {name: getattr(message, name) for name in Data.__dataclass_fields__}
@@ -318,8 +318,8 @@ def _tamper_block(message: object) -> object:
 
 @pytest.mark.parametrize("tamper", [_tamper_signature, _tamper_block])
 def test_a_connection_refuses_tampered_data_and_the_store_is_unchanged(pair, tamper) -> None:
-    from hyperdb.replication import Connection
-    from hyperdb.wire import Data, decode_message, encode_frame
+    from hyperdb.replication.connection import Connection
+    from hyperdb.replication.wire import Data, decode_message, encode_frame
 
     a, b = pair
     for i in range(20):

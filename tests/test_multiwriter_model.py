@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hyperdb
-from hyperdb.node import Node
+from hyperdb.model.node import Node
 from tests.sync import sync
 
 KEYS = ["a", "a/b", "a/c", "b", "b/a/c", "c"]

@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 
 import hyperdb
-from hyperdb import net
-from hyperdb.db import Database
+from hyperdb.api.database import Database
 from hyperdb.errors import (
     InvalidArgument,
     NetworkError,
     ProtocolVersionError,
     WrongDatabase,
 )
+from hyperdb.replication import net
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
@@ -277,7 +277,7 @@ def test_processes_writing_concurrently_in_live_mode_converge(tmp_path: Path, co
 
 RESUMER = """
 import sys, hyperdb
-from hyperdb import net
+from hyperdb.replication import net
 db = hyperdb.open(sys.argv[1], key=bytes.fromhex(sys.argv[2]))
 def progress(feed, have, total):
     print(have, total, flush=True)

@@ -1,13 +1,13 @@
 """Hostile peers against a real server over real loopback sockets.
 
-Every attack runs against ``hyperdb.net.serve`` while an honest live session stays open the whole
-time; each must end its session with a logged reason (``hyperdb.net`` warning, and the
-``Server.results`` entry's ``error``), the server must go on serving (the live session is still
-running afterwards and a fresh honest replica then syncs), and the server's store must be byte for
-byte unchanged (every LMDB table dumped before and after). The hostile peers are in
+Every attack runs against ``hyperdb.replication.net.serve`` while an honest live session stays open
+the whole time; each must end its session with a logged reason (``hyperdb.replication.net`` warning,
+and the ``Server.results`` entry's ``error``), the server must go on serving (the live session is
+still running afterwards and a fresh honest replica then syncs), and the server's store must be byte
+for byte unchanged (every LMDB table dumped before and after). The hostile peers are in
 ``tests/evil_peer.py``: they speak the real transport (a genuine Noise handshake with the right
-database key where the attack needs one) up to the point where they misbehave, and decrypt what
-the server answers, so the tests can check that the server told them why.
+database key where the attack needs one) up to the point where they misbehave, and decrypt what the
+server answers, so the tests can check that the server told them why.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from typing import Any
 import pytest
 
 import hyperdb
-from hyperdb import crypto, net, replication
-from hyperdb.db import Database
+from hyperdb.api.database import Database
 from hyperdb.errors import (
     CapabilityError,
     PeerTimeout,
@@ -37,8 +36,19 @@ from hyperdb.errors import (
     VerificationError,
     WrongDatabase,
 )
-from hyperdb.secure import SecureChannel, preamble
-from hyperdb.wire import MAX_FRAME_SIZE, Data, Have, Hello, Message, Request, encode_frame
+from hyperdb.primitives import crypto
+from hyperdb.replication import connection as replication
+from hyperdb.replication import net
+from hyperdb.replication.secure import SecureChannel, preamble
+from hyperdb.replication.wire import (
+    MAX_FRAME_SIZE,
+    Data,
+    Have,
+    Hello,
+    Message,
+    Request,
+    encode_frame,
+)
 from tests.conftest import dump
 from tests.evil_peer import EvilPeer
 
@@ -716,7 +726,7 @@ class Stalled:
     honest_done_first: bool  # it finished before the stalled session was given up
     hostile: net.SyncResult  # the server's record of the stalled session
     after: list[tuple[int, int]]  # (write buffer, socket fd) after that record
-    logs: list[str]  # hyperdb.net warnings
+    logs: list[str]  # hyperdb.replication.net warnings
 
 
 @pytest.fixture(scope="module")

@@ -71,12 +71,12 @@ def test_trie_is_pure() -> None:
 @pytest.mark.parametrize(
     ("library", "home"),
     [
-        ("nacl", "hyperdb/crypto.py"),
-        ("cbor2", "hyperdb/encoding.py"),
+        ("nacl", "hyperdb/primitives/crypto.py"),
+        ("cbor2", "hyperdb/primitives/cbor.py"),
         ("lmdb", "hyperdb/storage/lmdb.py"),
-        ("noise", "hyperdb/secure.py"),
-        ("socket", "hyperdb/net.py"),
-        ("networkx", "hyperdb/inspect.py"),
+        ("noise", "hyperdb/replication/secure.py"),
+        ("socket", "hyperdb/replication/net.py"),
+        ("networkx", "hyperdb/tools/inspect.py"),
     ],
 )
 def test_each_third_party_library_is_imported_in_one_module(library: str, home: str) -> None:
@@ -98,6 +98,6 @@ def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_the_protocol_layers_are_sans_io() -> None:
-    for name in ("replication.py", "wire.py", "secure.py", "session.py"):
-        imported = imports_of(ROOT / "hyperdb" / name)
+    for name in ("connection.py", "wire.py", "secure.py", "session.py"):
+        imported = imports_of(ROOT / "hyperdb" / "replication" / name)
         assert not imported & {"asyncio", "socket", "selectors", "threading"}, name

@@ -1,4 +1,4 @@
-"""Header and node records: canonical round trips and strict validation (hyperdb.record)."""
+"""Header and node records: canonical round trips and strict validation (hyperdb.model.record)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperdb import encoding, record
 from hyperdb.errors import EncodingError
-from hyperdb.record import KIND_AUTHORIZE, Header, NodeRecord
+from hyperdb.model import record
+from hyperdb.model.record import KIND_AUTHORIZE, Header, NodeRecord
+from hyperdb.primitives import cbor as encoding
 
 KEY = bytes(range(32))
 

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperdb import crypto, encoding, replication, wire
 from hyperdb.errors import (
     Closed,
     EncodingError,
@@ -22,12 +21,15 @@ from hyperdb.errors import (
     ProtocolError,
     VerificationError,
 )
-from hyperdb.feed import FEED_TABLES, MAX_BLOCK_SIZE, Feed, Proof
-from hyperdb.keys import MemoryKeyStore
-from hyperdb.merkle import TreeNode
-from hyperdb.replication import Connection, replicate
-from hyperdb.storage import MemoryStorage
-from hyperdb.wire import (
+from hyperdb.feed.feed import FEED_TABLES, MAX_BLOCK_SIZE, Feed, Proof
+from hyperdb.feed.merkle import TreeNode
+from hyperdb.feed.secret_keys import MemoryKeyStore
+from hyperdb.primitives import cbor as encoding
+from hyperdb.primitives import crypto
+from hyperdb.replication import connection as replication
+from hyperdb.replication import wire
+from hyperdb.replication.connection import Connection, replicate
+from hyperdb.replication.wire import (
     MAX_FRAME_SIZE,
     Data,
     Error,
@@ -41,6 +43,7 @@ from hyperdb.wire import (
     encode_frame,
     encode_message,
 )
+from hyperdb.storage import MemoryStorage
 from tests.conftest import dump
 
 MARK = b"AUTH:"  # a block MARK + 32-byte key authorizes that writer (the test replica's rule)
@@ -1340,14 +1343,15 @@ def test_a_forked_writer_is_detected(replicas: Callable[..., FeedReplica]) -> No
 
 
 def _database_is_a_replica() -> bool:
-    from hyperdb.db import Database
+    from hyperdb.api.database import Database
 
     names = ("_offered", "_wanted", "_stored_length", "_read", "_ingest")
     return all(hasattr(Database, name) for name in names)
 
 
 needs_database = pytest.mark.skipif(
-    not _database_is_a_replica(), reason="hyperdb.db.Database does not implement Replica yet"
+    not _database_is_a_replica(),
+    reason="hyperdb.api.database.Database does not implement Replica yet",
 )
 
 

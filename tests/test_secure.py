@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hyperdb
-from hyperdb import crypto
 from hyperdb.errors import (
     CapabilityError,
     Closed,
@@ -17,8 +16,9 @@ from hyperdb.errors import (
     ProtocolVersionError,
     WrongDatabase,
 )
-from hyperdb.secure import MAX_PLAINTEXT, MAX_RECORD, SecureChannel, preamble
-from hyperdb.session import Session
+from hyperdb.primitives import crypto
+from hyperdb.replication.secure import MAX_PLAINTEXT, MAX_RECORD, SecureChannel, preamble
+from hyperdb.replication.session import Session
 
 KEY = crypto.generate_keypair(bytes(32)).public_key
 OTHER = crypto.generate_keypair(bytes([1]) * 32).public_key

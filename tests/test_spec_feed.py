@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from hyperdb import crypto, merkle
-from hyperdb.feed import FEED_TABLES, SIGNATURE_NAMESPACE, Feed, Proof, signable, verify_proof
-from hyperdb.keys import MemoryKeyStore
+from hyperdb.feed import merkle
+from hyperdb.feed.feed import FEED_TABLES, SIGNATURE_NAMESPACE, Feed, Proof, signable, verify_proof
+from hyperdb.feed.secret_keys import MemoryKeyStore
+from hyperdb.primitives import crypto
 from hyperdb.storage import MemoryStorage
 
 VECTORS = json.loads((Path(__file__).parent.parent / "spec/vectors/feed.json").read_text())

@@ -10,8 +10,8 @@ from typing import Any
 import cbor2
 import pytest
 
-from hyperdb import record
-from hyperdb.record import Header, NodeRecord
+from hyperdb.model import record
+from hyperdb.model.record import Header, NodeRecord
 
 VECTORS = json.loads((Path(__file__).parent.parent / "spec/vectors/node.json").read_text())
 

@@ -14,11 +14,11 @@ from typing import Any
 import cbor2
 import pytest
 
-from hyperdb import crypto
 from hyperdb.errors import ProtocolError
-from hyperdb.feed import SIGNATURE_NAMESPACE
-from hyperdb.merkle import TreeNode
-from hyperdb.wire import (
+from hyperdb.feed.feed import SIGNATURE_NAMESPACE
+from hyperdb.feed.merkle import TreeNode
+from hyperdb.primitives import crypto
+from hyperdb.replication.wire import (
     HAVE_RECORD,
     MAX_FRAME_SIZE,
     NODE_RECORD,

@@ -12,9 +12,10 @@ from typing import Any
 
 import nacl.bindings
 
-from hyperdb import crypto, secure
-from hyperdb.secure import SecureChannel
-from hyperdb.wire import Hello, encode_frame
+from hyperdb.primitives import crypto
+from hyperdb.replication import secure
+from hyperdb.replication.secure import SecureChannel
+from hyperdb.replication.wire import Hello, encode_frame
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent.parent / "spec/vectors/transport.json").read_text()

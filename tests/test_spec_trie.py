@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hyperdb import crypto
+from hyperdb.primitives import crypto
 from trie import (
     Pointer,
     TrieDecodeError,

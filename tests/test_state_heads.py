@@ -1,4 +1,5 @@
-"""hyperdb.state: the heads row re-encoded from the base state's row matches a whole encoding."""
+"""hyperdb.model.state: the heads row re-encoded from the base state's row matches a whole
+encoding."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hyperdb
-from hyperdb import state as state_module
-from hyperdb.state import StateBuilder
+from hyperdb.model import state as state_module
+from hyperdb.model.state import StateBuilder
 
 feeds = st.integers(0, 300)
 seqs = st.integers(1, 1 << 40)

@@ -1,14 +1,14 @@
-"""hyperdb.node.StoredNode: ``path``, ``trie`` and an unseen ``clock`` computed on first use, plain
-slots after."""
+"""hyperdb.model.node.StoredNode: ``path``, ``trie`` and an unseen ``clock`` computed on first use,
+plain slots after."""
 
 from __future__ import annotations
 
 import pytest
 
 import trie
-from hyperdb import crypto
 from hyperdb.errors import CorruptionError
-from hyperdb.node import StoredNode
+from hyperdb.model.node import StoredNode
+from hyperdb.primitives import crypto
 
 
 def test_path_and_trie_are_computed_once_on_first_use() -> None:

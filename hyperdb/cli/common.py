@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import hyperdb
-from hyperdb.db import Database
+from hyperdb.api.database import Database
+from hyperdb.api.snapshot import Snapshot
 from hyperdb.errors import InvalidArgument, NotFound, StorageInUse
-from hyperdb.node import Node
-from hyperdb.view import Snapshot
+from hyperdb.model.node import Node
 
 MAX_SHOWN = 60  # characters of a value shown on a line
 

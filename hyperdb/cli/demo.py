@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hyperdb
-from hyperdb import inspect, net
+from hyperdb.api.database import Database
 from hyperdb.cli.common import show_value, values_line
-from hyperdb.db import Database
+from hyperdb.replication import net
+from hyperdb.tools import inspect
 
 EXIT_OK = 0
 EXIT_ERROR = 1

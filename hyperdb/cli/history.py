@@ -1,7 +1,7 @@
 """Command-line subcommands for auditing: ``history`` (``--graph`` draws the causal DAG as
 ``git log --graph`` does), ``graph`` (export it as DOT, GraphML or PNG), ``blame`` (who wrote
 each key's current values) and ``conflicts`` (the concurrent writes behind each conflict). Built
-on :mod:`hyperdb.inspect`."""
+on :mod:`hyperdb.tools.inspect`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hyperdb import inspect
 from hyperdb.cli.common import (
     add_at,
     add_path,
@@ -24,6 +23,7 @@ from hyperdb.cli.common import (
     who,
 )
 from hyperdb.errors import InvalidArgument
+from hyperdb.tools import inspect
 
 EXIT_OK = 0
 

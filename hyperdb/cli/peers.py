@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import hyperdb
-from hyperdb import net
+from hyperdb.api.database import Database
 from hyperdb.cli.common import open_existing, parse_key, parse_peer
-from hyperdb.db import Database
 from hyperdb.errors import InvalidArgument
+from hyperdb.replication import net
 
 T = TypeVar("T")
 

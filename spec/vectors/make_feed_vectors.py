@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 
-from hyperdb import crypto, merkle
-from hyperdb.feed import FEED_TABLES, SIGNATURE_NAMESPACE, Feed, signable
-from hyperdb.keys import MemoryKeyStore
+from hyperdb.feed import merkle
+from hyperdb.feed.feed import FEED_TABLES, SIGNATURE_NAMESPACE, Feed, signable
+from hyperdb.feed.secret_keys import MemoryKeyStore
+from hyperdb.primitives import crypto
 from hyperdb.storage import MemoryStorage
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from hyperdb import record
-from hyperdb.record import KIND_AUTHORIZE, Header, NodeRecord
+from hyperdb.model import record
+from hyperdb.model.record import KIND_AUTHORIZE, Header, NodeRecord
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(32, 64))

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import struct
 
-from hyperdb import crypto, encoding
-from hyperdb.feed import FEED_TABLES, Feed
-from hyperdb.keys import MemoryKeyStore
-from hyperdb.storage import MemoryStorage
-from hyperdb.wire import (
+from hyperdb.feed.feed import FEED_TABLES, Feed
+from hyperdb.feed.secret_keys import MemoryKeyStore
+from hyperdb.primitives import cbor as encoding
+from hyperdb.primitives import crypto
+from hyperdb.replication.wire import (
     HAVE_RECORD,
     MAX_FRAME_SIZE,
     NODE_RECORD,
@@ -28,6 +28,7 @@ from hyperdb.wire import (
     Request,
     encode_frame,
 )
+from hyperdb.storage import MemoryStorage
 
 
 def fields(message: Message) -> dict[str, object]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from hyperdb import crypto
-from hyperdb.secure import MAX_RECORD, NOISE_NAME, PROLOGUE, SecureChannel, preamble
-from hyperdb.wire import Hello, encode_frame
+from hyperdb.primitives import crypto
+from hyperdb.replication.secure import MAX_RECORD, NOISE_NAME, PROLOGUE, SecureChannel, preamble
+from hyperdb.replication.wire import Hello, encode_frame
 
 
 def main() -> None:

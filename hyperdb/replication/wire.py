@@ -8,11 +8,11 @@ have, the proof nodes of a data message) are one byte string of fixed-size recor
 (:data:`HAVE_RECORD`, :data:`NODE_RECORD`), one CBOR item however long. Decoding is strict: every
 field's type, size and range is checked and anything else (an unknown type, a missing or extra
 field, a non-canonical body, an oversized frame) raises :class:`~hyperdb.errors.ProtocolError`.
-Bodies are written directly rather than through :mod:`hyperdb.encoding`, and read by a fast path
-that takes only the exact canonical shape of a message and leaves anything else to the generic
-strict decoder, so that a session between replicas in sync costs little.
-:class:`FrameDecoder` splits a byte stream into frame bodies however it is chunked, holding at most
-one frame in memory. Which message may be sent when is the business of :mod:`hyperdb.replication`.
+Bodies are written directly rather than through :mod:`hyperdb.primitives.cbor`, and read by a fast
+path that takes only the exact canonical shape of a message and leaves anything else to the generic
+strict decoder, so that a session between replicas in sync costs little. :class:`FrameDecoder`
+splits a byte stream into frame bodies however it is chunked, holding at most one frame in memory.
+Which message may be sent when is the business of :mod:`hyperdb.replication.connection`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from itertools import starmap
 from typing import Any
 
-from hyperdb import encoding
-from hyperdb.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
 from hyperdb.errors import EncodingError, HyperDBError, ProtocolError
-from hyperdb.feed import MAX_BLOCK_SIZE, MAX_BYTES, MAX_LENGTH, Proof
-from hyperdb.merkle import TreeNode
+from hyperdb.feed.feed import MAX_BLOCK_SIZE, MAX_BYTES, MAX_LENGTH, Proof
+from hyperdb.feed.merkle import TreeNode
+from hyperdb.primitives import cbor as encoding
+from hyperdb.primitives.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
 
 PROTOCOL = "hyperdb"
 VERSION = 1

@@ -21,7 +21,6 @@ from enum import Enum
 
 from noise.connection import Keypair, NoiseConnection
 
-from hyperdb import crypto
 from hyperdb.errors import (
     CapabilityError,
     Closed,
@@ -30,7 +29,8 @@ from hyperdb.errors import (
     ProtocolVersionError,
     WrongDatabase,
 )
-from hyperdb.wire import FrameDecoder
+from hyperdb.primitives import crypto
+from hyperdb.replication.wire import FrameDecoder
 
 #: The protocol's name in the preamble, then one byte of version.
 MAGIC = b"HYPERDB"

@@ -6,7 +6,7 @@ Two steps, both inside the write transaction that stores the blocks (so a failur
   strictly and checked against its writer's earlier nodes (feeds list extended, never rewritten;
   clock entries inside the list, never the writer's own, only ever growing; trie pointers only to
   nodes the clock says the writer had seen; keys normalized; authorization nodes well formed), and
-  its feeds list and full clock are recorded (``hyperdb.state``). Anything wrong raises
+  its feeds list and full clock are recorded (``hyperdb.model.state``). Anything wrong raises
   :class:`~hyperdb.errors.VerificationError`.
 * :func:`apply_ready` applies stored nodes in a causal order: a node is applied once its writer is
   authorized (or is this replica's own) and every node its clock names is applied. Applying a node
@@ -23,10 +23,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 import trie
-from hyperdb import crypto, index, record
 from hyperdb.errors import EncodingError, VerificationError
-from hyperdb.node import StoredNode
-from hyperdb.state import Clock, StateBuilder, clock_of
+from hyperdb.model import index, record
+from hyperdb.model.node import StoredNode
+from hyperdb.model.state import Clock, StateBuilder, clock_of
+from hyperdb.primitives import crypto
 from hyperdb.storage import WriteTxn
 
 

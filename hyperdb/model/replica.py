@@ -1,10 +1,10 @@
 """The database's side of replication: what it offers, accepts, reads and ingests.
 
-:class:`ReplicaSide` is the part of :class:`~hyperdb.db.Database` that
-:class:`hyperdb.replication.Connection` talks to (the ``Replica`` protocol): feed lengths kept in
-memory, the offer (authorized writers' feeds and its own, at signed lengths), which feeds it
+:class:`ReplicaSide` is the part of :class:`~hyperdb.api.database.Database` that
+:class:`hyperdb.replication.connection.Connection` talks to (the ``Replica`` protocol): feed lengths
+kept in memory, the offer (authorized writers' feeds and its own, at signed lengths), which feeds it
 accepts, reads with a byte budget, and ingesting a peer's blocks: verified, checked
-(``hyperdb.apply.derive``), stored and applied in one transaction.
+(``hyperdb.model.apply.derive``), stored and applied in one transaction.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from hyperdb import state as state_module
-from hyperdb.apply import apply_ready, derive
 from hyperdb.errors import ForkDetected, NotFound, ProtocolError
-from hyperdb.feed import Proof
-from hyperdb.node import StoredNode
-from hyperdb.state import StateBuilder
+from hyperdb.feed.feed import Proof
+from hyperdb.model import state as state_module
+from hyperdb.model.apply import apply_ready, derive
+from hyperdb.model.node import StoredNode
+from hyperdb.model.state import StateBuilder
 from hyperdb.storage import Storage
 
 

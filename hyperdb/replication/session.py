@@ -1,12 +1,12 @@
 """A replication session with one peer over the encrypted channel: still sans-I/O.
 
-A :class:`Session` joins a :class:`~hyperdb.secure.SecureChannel` (preamble, Noise handshake,
-capability) and a replication :class:`~hyperdb.replication.Connection`: bytes from the socket go
-in through :meth:`Session.receive_data`, bytes for the socket come out of
-:meth:`Session.data_to_send`. The replication messages start only once the peer has proved it
-knows the database key. When something goes wrong the session closes, after leaving for the peer
-(when the channel can still encrypt) an error message that says why; the exception tells the
-caller. :mod:`hyperdb.net` runs sessions over asyncio TCP sockets.
+A :class:`Session` joins a :class:`~hyperdb.replication.secure.SecureChannel` (preamble, Noise
+handshake, capability) and a replication :class:`~hyperdb.replication.connection.Connection`: bytes
+from the socket go in through :meth:`Session.receive_data`, bytes for the socket come out of
+:meth:`Session.data_to_send`. The replication messages start only once the peer has proved it knows
+the database key. When something goes wrong the session closes, after leaving for the peer (when the
+channel can still encrypt) an error message that says why; the exception tells the caller.
+:mod:`hyperdb.replication.net` runs sessions over asyncio TCP sockets.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from __future__ import annotations
 import contextlib
 
 from hyperdb.errors import Closed, HyperDBError, ProtocolError
-from hyperdb.replication import Connection, ProgressCallback, Replica
-from hyperdb.secure import VERSION, SecureChannel
-from hyperdb.wire import error_frame
+from hyperdb.replication.connection import Connection, ProgressCallback, Replica
+from hyperdb.replication.secure import VERSION, SecureChannel
+from hyperdb.replication.wire import error_frame
 
 
 class Session:
     """One side of a replication session over an encrypted channel.
 
-    Options are those of :class:`~hyperdb.replication.Connection` (``live``, ``upload``,
+    Options are those of :class:`~hyperdb.replication.connection.Connection` (``live``, ``upload``,
     ``download``, ``on_progress``, request limits) and of
-    :class:`~hyperdb.secure.SecureChannel` (``static_key``, ``version``).
+    :class:`~hyperdb.replication.secure.SecureChannel` (``static_key``, ``version``).
     """
 
     def __init__(

@@ -27,9 +27,9 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import networkx as nx  # type: ignore[import-untyped]
 
+from hyperdb.api.snapshot import parse_version
 from hyperdb.errors import HyperDBError, InvalidArgument, NotFound
-from hyperdb.node import Node
-from hyperdb.view import parse_version
+from hyperdb.model.node import Node
 
 __all__ = [
     "Blame",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import trie
-from hyperdb import crypto
 from hyperdb.errors import CorruptionError
+from hyperdb.primitives import crypto
 from trie import TrieTable
 
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import trie
-from hyperdb import crypto
 from hyperdb.errors import CorruptionError
+from hyperdb.primitives import crypto
 from hyperdb.storage import ReadTxn
 from trie import Pointer
 

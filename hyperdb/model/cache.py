@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from hyperdb.node import StoredNode
+from hyperdb.model.node import StoredNode
 from trie import Pointer
 
 DEFAULT_CAPACITY = 1 << 17

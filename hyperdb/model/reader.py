@@ -1,8 +1,9 @@
 """Reading nodes for a database: decoding them from feed blocks, caching them, and turning them
-into the public :class:`~hyperdb.node.Node` answers (clocks by writer key, values decoded).
+into the public :class:`~hyperdb.model.node.Node` answers (clocks by writer key, values decoded).
 
-:class:`NodeAccess` is a part of :class:`~hyperdb.db.Database` (a mixin over its storage, state,
-node cache and value codec), kept apart so the database module holds the API and the write path.
+:class:`NodeAccess` is a part of :class:`~hyperdb.api.database.Database` (a mixin over its storage,
+state, node cache and value codec), kept apart so the database module holds the API and the write
+path.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trie
-from hyperdb import index, record
-from hyperdb import state as state_module
-from hyperdb.cache import NodeCache
 from hyperdb.errors import CorruptionError, EncodingError
-from hyperdb.node import Node, StoredNode
-from hyperdb.state import StateBuilder, clock_of
+from hyperdb.model import index, record
+from hyperdb.model import state as state_module
+from hyperdb.model.cache import NodeCache
+from hyperdb.model.node import Node, StoredNode
+from hyperdb.model.state import StateBuilder, clock_of
+from hyperdb.model.values import ValueCodec
 from hyperdb.storage import ReadTxn, Storage
-from hyperdb.values import ValueCodec
 
 
 class NodeAccess:

@@ -30,8 +30,8 @@ from itertools import chain
 from typing import Any
 
 from hyperdb.errors import CorruptionError
-from hyperdb.feed import Feed
-from hyperdb.node import StoredNode
+from hyperdb.feed.feed import Feed
+from hyperdb.model.node import StoredNode
 from hyperdb.storage import ReadTxn, WriteTxn
 from trie import Pointer
 
@@ -119,14 +119,14 @@ class StateBuilder:
         self._tracked = self.heads
         self.heads_touched: set[int] = set()
         """The feeds whose entry :attr:`heads` gained, lost or changed in place (which
-        :func:`hyperdb.apply.apply_node` records), so that :meth:`set_heads` re-encodes only
+        :func:`hyperdb.model.apply.apply_node` records), so that :meth:`set_heads` re-encodes only
         those entries of the base state's row."""
         self.writer_clock = state.writer_clock
         self.stalled = set(state.stalled)
         self.new_feeds: list[Feed] = []
         self.lengths: dict[int, int] = {}
         """Stored lengths of feeds known without reading their head: set by whoever stored
-        blocks in this transaction (an ingest), for :func:`hyperdb.apply.apply_ready`."""
+        blocks in this transaction (an ingest), for :func:`hyperdb.model.apply.apply_ready`."""
         self._sorted_heads: tuple[tuple[Pointer, ...], dict[int, int], bytes] | None = None
         """The heads :meth:`set_heads` last stored, sorted, a copy of them as given, and their
         row."""

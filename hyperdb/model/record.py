@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hyperdb import encoding
-from hyperdb.crypto import PUBLIC_KEY_SIZE
 from hyperdb.errors import EncodingError
+from hyperdb.primitives import cbor as encoding
+from hyperdb.primitives.crypto import PUBLIC_KEY_SIZE
 
 PROTOCOL = "hyperdb"
 FORMAT_VERSION = 1
@@ -198,11 +198,11 @@ def _bytes(data: bytes, pos: int, major: int) -> tuple[bytes, int]:
 
 
 def _parse_simple(data: bytes) -> dict[str, Any]:
-    """What :func:`hyperdb.encoding.decode` returns for a canonical node record, read directly:
-    a map of one-letter text keys in canonical order with text, byte string, ``true``, uint, map
-    of uint to uint and array of byte string values. Raises :class:`_NotSimple` for anything else
-    (the caller then takes the general, strict path, which decides), never for a record it would
-    read differently."""
+    """What :func:`hyperdb.primitives.cbor.decode` returns for a canonical node record, read
+    directly: a map of one-letter text keys in canonical order with text, byte string, ``true``,
+    uint, map of uint to uint and array of byte string values. Raises :class:`_NotSimple` for
+    anything else (the caller then takes the general, strict path, which decides), never for a
+    record it would read differently."""
     try:
         count, pos = _head(data, 0, 5)
         size = len(data)
@@ -431,7 +431,7 @@ def _simple_record(obj: dict[str, Any]) -> NodeRecord | None:
 
 def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
     """Decode and validate a node record. ``trusted=True`` is for blocks this store validated when
-    they arrived (see :func:`hyperdb.encoding.decode`); every field is still type-checked."""
+    they arrived (see :func:`hyperdb.primitives.cbor.decode`); every field is still type-checked."""
     obj: Any = None
     if not trusted and type(data) is bytes and len(data) <= MAX_RECORD_BYTES:
         try:

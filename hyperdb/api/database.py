@@ -2,7 +2,7 @@
 
 A :class:`Database` lives in one storage (an LMDB directory, or memory). It holds the feeds of the
 database's writers, its own writer's feed (block 0 a header, then one node per put, delete or
-authorization), and a derived index of the current nodes of every key (``hyperdb.index``) that
+authorization), and a derived index of the current nodes of every key (``hyperdb.model.index``) that
 is written in the same transaction as each feed block. ``get``, ``range`` and ``list`` read
 that index (``list`` sorting its keys into trie hash order); snapshots and checkouts walk the
 tries from their heads. Every write is one transaction: the appended blocks, one
@@ -25,31 +25,7 @@ from types import TracebackType
 from typing import Any, Self, overload
 
 import trie
-from hyperdb import crypto, index, record
-from hyperdb import state as state_module
-from hyperdb.access import NodeAccess
-from hyperdb.apply import apply_ready, derive
-from hyperdb.cache import NodeCache
-from hyperdb.errors import (
-    Closed,
-    CorruptionError,
-    HyperDBError,
-    InvalidArgument,
-    InvalidKey,
-    NotFound,
-    ReadOnly,
-    ValueTooLarge,
-)
-from hyperdb.feed import FEED_TABLES, Feed
-from hyperdb.fsck import VerifyReport, verify_database
-from hyperdb.keys import DirectoryKeyStore, KeyStore, MemoryKeyStore
-from hyperdb.node import Node, StoredNode
-from hyperdb.record import Header, NodeRecord
-from hyperdb.replica import ReplicaSide
-from hyperdb.state import StateBuilder, clock_of
-from hyperdb.storage import Storage, WriteTxn, open_storage
-from hyperdb.values import ValueCodec
-from hyperdb.view import (
+from hyperdb.api.snapshot import (
     MapFn,
     ReduceFn,
     Snapshot,
@@ -62,6 +38,31 @@ from hyperdb.view import (
     resolve,
     shape,
 )
+from hyperdb.errors import (
+    Closed,
+    CorruptionError,
+    HyperDBError,
+    InvalidArgument,
+    InvalidKey,
+    NotFound,
+    ReadOnly,
+    ValueTooLarge,
+)
+from hyperdb.feed.feed import FEED_TABLES, Feed
+from hyperdb.feed.secret_keys import DirectoryKeyStore, KeyStore, MemoryKeyStore
+from hyperdb.model import index, record
+from hyperdb.model import state as state_module
+from hyperdb.model.apply import apply_ready, derive
+from hyperdb.model.cache import NodeCache
+from hyperdb.model.node import Node, StoredNode
+from hyperdb.model.reader import NodeAccess
+from hyperdb.model.record import Header, NodeRecord
+from hyperdb.model.replica import ReplicaSide
+from hyperdb.model.state import StateBuilder, clock_of
+from hyperdb.model.values import ValueCodec
+from hyperdb.primitives import crypto
+from hyperdb.storage import Storage, WriteTxn, open_storage
+from hyperdb.tools.fsck import VerifyReport, verify_database
 
 _log = logging.getLogger(__name__)
 
@@ -614,10 +615,10 @@ class Database(NodeAccess, ReplicaSide):
 
     def graph(self, *, reduced: bool = True) -> Any:
         """The causal graph of every write as a ``networkx.DiGraph``
-        (:func:`hyperdb.inspect.causal_graph`: a node per write with its writer, seq, key and
+        (:func:`hyperdb.tools.inspect.causal_graph`: a node per write with its writer, seq, key and
         kind; an edge from each write to the writes that saw it directly, or, with
         ``reduced=False``, to the latest write of each writer it saw)."""
-        from hyperdb import inspect
+        from hyperdb.tools import inspect
 
         return inspect.causal_graph(self, reduced=reduced)
 
@@ -736,9 +737,9 @@ class Database(NodeAccess, ReplicaSide):
                     return
 
     def verify(self) -> VerifyReport:
-        """Check the whole store without trusting it (``hyperdb.fsck``): every feed's blocks, tree
-        nodes and signature, every record, and the derived index against the tries. Returns a
-        :class:`hyperdb.fsck.VerifyReport` listing any damage found; writes nothing."""
+        """Check the whole store without trusting it (``hyperdb.tools.fsck``): every feed's blocks,
+        tree nodes and signature, every record, and the derived index against the tries. Returns a
+        :class:`hyperdb.tools.fsck.VerifyReport` listing any damage found; writes nothing."""
         with self._lock:
             return verify_database(self)
 

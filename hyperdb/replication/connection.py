@@ -17,7 +17,7 @@ become wanted as data arrives (an authorization inside it); they are then reques
 side has nothing outstanding it says so (``idle``, with how many of the peer's messages it had
 processed); both sides are :attr:`~Connection.synced` when each has said so after the last message
 that could change the other's state. A non-live session is then :attr:`~Connection.finished`.
-The wire format itself is :mod:`hyperdb.wire`.
+The wire format itself is :mod:`hyperdb.replication.wire`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from operator import itemgetter
 from typing import Protocol
 
 from hyperdb.errors import Closed, HyperDBError, InvalidArgument, ProtocolError
-from hyperdb.feed import MAX_BLOCK_SIZE, Proof
-from hyperdb.wire import (
+from hyperdb.feed.feed import MAX_BLOCK_SIZE, Proof
+from hyperdb.replication.wire import (
     MAX_HAVE_ENTRIES,
     MAX_OUTSTANDING_REQUESTS,
     MAX_REQUEST_BLOCKS,
@@ -66,7 +66,7 @@ class Replica(Protocol):
 
     @property
     def discovery_key(self) -> bytes:
-        """``hyperdb.crypto.discovery_key(key)``."""
+        """``hyperdb.primitives.crypto.discovery_key(key)``."""
         ...
 
     def _offered(self) -> dict[bytes, int]:

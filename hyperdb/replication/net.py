@@ -1,10 +1,10 @@
 """Replication over TCP: the only module that touches sockets (asyncio streams).
 
 ``await serve(db, host, port)`` accepts any number of peers, each in its own live
-:class:`~hyperdb.session.Session`; ``await sync(db, host, port, live=False)`` connects to one and
-returns once both sides are current (or, live, keeps the session open until it is cancelled or
-the peer leaves). :func:`sync_blocking` and :func:`serve_in_background` are the same for scripts
-without an event loop.
+:class:`~hyperdb.replication.session.Session`; ``await sync(db, host, port, live=False)`` connects
+to one and returns once both sides are current (or, live, keeps the session open until it is
+cancelled or the peer leaves). :func:`sync_blocking` and :func:`serve_in_background` are the same
+for scripts without an event loop.
 
 Each session runs two tasks over one socket: a reader that hands the peer's bytes to the session
 (which verifies and stores them), and a writer that sends what the session produces, one bounded
@@ -34,10 +34,10 @@ from hyperdb.errors import (
     NetworkError,
     PeerTimeout,
 )
-from hyperdb.replication import ProgressCallback, Replica
-from hyperdb.session import Session
+from hyperdb.replication.connection import ProgressCallback, Replica
+from hyperdb.replication.session import Session
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("hyperdb.net")  # a stable name for applications to configure
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7337
@@ -55,7 +55,8 @@ DEFAULT_MAX_SESSIONS = 64
 
 
 class LocalDatabase(Replica, Protocol):
-    """What the transport needs of a database beyond :class:`~hyperdb.replication.Replica`."""
+    """What the transport needs of a database beyond
+    :class:`~hyperdb.replication.connection.Replica`."""
 
     _lock: Any
 

@@ -1,7 +1,7 @@
 """Checking a whole database's store, as fsck does: nothing is trusted, everything is re-derived.
 
 :func:`verify_database` re-checks every feed (each block against the Merkle tree, every stored
-tree node, the writer's signature: :meth:`hyperdb.feed.Feed.verify`), decodes every block as a
+tree node, the writer's signature: :meth:`hyperdb.feed.feed.Feed.verify`), decodes every block as a
 header or node record with the strict decoder, and compares the derived key-order index with what
 the tries answer from the heads, key by key, in both directions. It reports every problem it finds
 (at most one per feed for the feed check, which stops at the first damaged block of a feed) rather
@@ -14,14 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hyperdb import record
 from hyperdb.errors import CorruptionError, HyperDBError
-from hyperdb.feed import Feed
-from hyperdb.node import Node
+from hyperdb.feed.feed import Feed
+from hyperdb.model import record
+from hyperdb.model.node import Node
 from hyperdb.storage import ReadTxn
 
 if TYPE_CHECKING:
-    from hyperdb.db import Database
+    from hyperdb.api.database import Database
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from hyperdb.crypto import PUBLIC_KEY_SIZE, KeyPair, generate_keypair
 from hyperdb.errors import InvalidArgument, StorageError
+from hyperdb.primitives.crypto import PUBLIC_KEY_SIZE, KeyPair, generate_keypair
 
 
 class KeyStore(abc.ABC):

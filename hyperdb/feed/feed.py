@@ -29,7 +29,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from hyperdb import crypto, encoding, merkle
 from hyperdb.errors import (
     CorruptionError,
     ForkDetected,
@@ -38,8 +37,11 @@ from hyperdb.errors import (
     ReadOnly,
     VerificationError,
 )
-from hyperdb.keys import KeyStore
-from hyperdb.merkle import TreeNode
+from hyperdb.feed import merkle
+from hyperdb.feed.merkle import TreeNode
+from hyperdb.feed.secret_keys import KeyStore
+from hyperdb.primitives import cbor as encoding
+from hyperdb.primitives import crypto
 from hyperdb.storage import ReadTxn, Storage, WriteTxn
 
 FEED_TABLES = ("feeds", "feed_log", "forks")

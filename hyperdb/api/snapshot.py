@@ -19,15 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Self, overload
 
 import trie
-from hyperdb import crypto, record
 from hyperdb.errors import InvalidArgument
-from hyperdb.node import Node, StoredNode
-from hyperdb.state import State
+from hyperdb.model import record
+from hyperdb.model.node import Node, StoredNode
+from hyperdb.model.state import State
+from hyperdb.primitives import crypto
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from hyperdb.db import Database
+    from hyperdb.api.database import Database
 
 log = logging.getLogger("hyperdb")
 
@@ -138,7 +139,7 @@ class Snapshot:
 
     def graph(self, *, reduced: bool = True) -> Any:
         """The causal graph of the writes this snapshot has seen (``Database.graph``)."""
-        from hyperdb import inspect
+        from hyperdb.tools import inspect
 
         return inspect.causal_graph(self, reduced=reduced)
 
@@ -339,7 +340,7 @@ def _flip(key: bytes) -> bytes:
 
 
 def _check_key(key: object) -> str:
-    from hyperdb.db import check_key
+    from hyperdb.api.database import check_key
 
     return check_key(key, allow_root=True)
 

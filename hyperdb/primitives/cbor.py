@@ -27,7 +27,7 @@ def encode(obj: Any, *, checked: bool = False) -> bytes:
     """The canonical CBOR bytes of ``obj`` (ints, bytes, str, list/tuple, dict, bool, None).
 
     ``checked=True`` skips the walk that refuses other types, for records whose fields the caller
-    built from already validated values (the node records of :mod:`hyperdb.record`).
+    built from already validated values (the node records of :mod:`hyperdb.model.record`).
     """
     if not checked:
         _check_types(obj, 0)
