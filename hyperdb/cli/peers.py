@@ -195,20 +195,16 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> int:
             elif kind == "waiting":
                 print(f"reconnecting in {detail:g} s", flush=True)
 
-        asyncio.run(
-            _until_signalled(
-                net.keep_synced(
-                    db, host, port, timeout=args.timeout, on_progress=on_progress, on_event=on_event
-                )
+        _run_until_signalled(
+            net.keep_synced(
+                db, host, port, timeout=args.timeout, on_progress=on_progress, on_event=on_event
             )
         )
         print("stopped", flush=True)  # a live sync ends with Ctrl-C, SIGTERM or an error
         return EXIT_OK
     try:
-        result = asyncio.run(
-            _until_signalled(
-                net.sync(db, host, port, timeout=args.timeout, on_progress=on_progress)
-            )
+        result = _run_until_signalled(
+            net.sync(db, host, port, timeout=args.timeout, on_progress=on_progress)
         )
     finally:
         bar.finish()
@@ -312,6 +308,29 @@ def run_clone(args: argparse.Namespace) -> int:
         return _run_interruptible(lambda: _sync(db, args.peer, args))
 
 
+class _Signals:
+    """SIGINT/SIGTERM arriving while an event loop is being made or torn down (outside
+    :func:`_until_signalled`'s handlers): remembered, not raised, since a KeyboardInterrupt raised
+    inside ``asyncio.run``'s own setup leaves a half-made event loop behind."""
+
+    deferring = False
+    pending = False
+
+
+def _run_until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
+    """``asyncio.run(_until_signalled(work))``; a signal that came while the loop was being made
+    cancels ``work`` as soon as the loop handles signals, and one that came while it was being
+    torn down ends the command as a signal before it does (``None``: stopped)."""
+    _Signals.deferring, _Signals.pending = True, False
+    try:
+        result = asyncio.run(_until_signalled(work))
+    finally:
+        _Signals.deferring = False
+    if _Signals.pending:
+        raise KeyboardInterrupt
+    return result
+
+
 async def _until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
     """Await ``work``; SIGINT or SIGTERM cancel it, which then ends (its sessions closed) and
     ``None`` is returned. The event loop's own signal handling, not an exception raised by a
@@ -334,6 +353,9 @@ async def _until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             continue
         installed.append((signum, previous))
+    if _Signals.pending:  # it came while the loop was being made
+        _Signals.pending = False
+        stop(signal.SIGTERM)
     try:
         return await task
     except asyncio.CancelledError:
@@ -352,6 +374,9 @@ def _run_interruptible(body: Any) -> int:
     previous = signal.getsignal(signal.SIGTERM)
 
     def interrupt(signum: int, frame: object) -> None:
+        if _Signals.deferring:
+            _Signals.pending = True
+            return
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
