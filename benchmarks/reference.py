@@ -55,7 +55,7 @@ def _install() -> Path:
     if (NATIVE / "node_modules" / "hyperdb").is_dir() and _native_works(NATIVE):
         return NATIVE
     sys.path.insert(0, str(ROOT))
-    from tests.oracle_support import Reference, oracle_dir
+    from tests.helpers.oracle_reference import Reference, oracle_dir
 
     Reference.install(oracle_dir())
     return ROOT / ".cache" / "oracle"
@@ -66,7 +66,7 @@ def build_native() -> str:
     with ``sodium-native@2`` built from source (it needs Debian's libtool, autoconf and automake:
     installed with apt-get when missing and allowed). Returns what happened."""
     sys.path.insert(0, str(ROOT))
-    from tests.oracle_support import oracle_dir
+    from tests.helpers.oracle_reference import oracle_dir
 
     NATIVE.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):

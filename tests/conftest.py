@@ -1,4 +1,5 @@
-"""Shared fixtures: a storage of each kind, and helpers to snapshot a storage byte for byte."""
+"""Shared fixtures: a storage of each kind; the hypothesis profiles. Shared functions live in
+``tests/helpers``."""
 
 from __future__ import annotations
 
@@ -34,9 +35,3 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
         store = LMDBStorage(tmp_path / "db", FEED_TABLES, durable=False)
     with store:
         yield store
-
-
-def dump(storage: Storage) -> dict[str, list[tuple[bytes, bytes]]]:
-    """Every row of every table, to compare a storage before and after an operation."""
-    with storage.read() as txn:
-        return {table: list(txn.scan(table)) for table in storage.tables}

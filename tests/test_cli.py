@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import hyperdb
-
-
-def hyperdb_command() -> list[str]:
-    script = Path(sys.executable).parent / "hyperdb"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("hyperdb")
-    return [found] if found else [sys.executable, "-m", "hyperdb"]
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*hyperdb_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+from tests.helpers.cli_process import run
 
 
 def test_demo_three_replicas_conflict_resolve_and_verify(tmp_path: Path) -> None:

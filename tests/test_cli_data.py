@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import hyperdb
-from tests.test_cli import run
+from tests.helpers.cli_process import run
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,7 +13,7 @@ import pytest
 
 import hyperdb
 from hyperdb.replication import net
-from tests.test_cli import hyperdb_command, run
+from tests.helpers.cli_process import hyperdb_command, run
 
 pytestmark = pytest.mark.timeout(120)
 

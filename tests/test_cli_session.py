@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hyperdb.cli import build_parser
-from tests.test_cli import hyperdb_command, run
+from tests.helpers.cli_process import hyperdb_command, run
 
 pytestmark = pytest.mark.timeout(180)
 

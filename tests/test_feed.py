@@ -23,7 +23,7 @@ from hyperdb.feed.secret_keys import DirectoryKeyStore, MemoryKeyStore
 from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives import crypto
 from hyperdb.storage import LMDBStorage, MemoryStorage, Storage
-from tests.conftest import dump
+from tests.helpers.storage_dump import dump
 
 
 def blocks_of(n: int, prefix: bytes = b"block") -> list[bytes]:

@@ -10,8 +10,8 @@ import hyperdb
 from hyperdb.errors import InvalidArgument, ProtocolError, VerificationError
 from hyperdb.model import record
 from hyperdb.model.node import Node
-from tests.conftest import dump
-from tests.sync import sync
+from tests.helpers.memory_sync import sync
+from tests.helpers.storage_dump import dump
 
 
 def values(nodes: list[Node]) -> list[object]:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import hyperdb
 from hyperdb.model.node import Node
-from tests.sync import sync
+from tests.helpers.memory_sync import sync
 
 KEYS = ["a", "a/b", "a/c", "b", "b/a/c", "c"]
 

@@ -202,7 +202,7 @@ def _start_peer(
 ) -> tuple[subprocess.Popen[str], int]:
     args = [
         sys.executable,
-        str(ROOT / "tests" / "net_peer.py"),
+        str(ROOT / "tests" / "helpers" / "replica_process.py"),
         str(path),
         name,
         str(count),

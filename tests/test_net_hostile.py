@@ -49,8 +49,8 @@ from hyperdb.replication.wire import (
     Request,
     encode_frame,
 )
-from tests.conftest import dump
-from tests.evil_peer import EvilPeer
+from tests.helpers.evil_peer import EvilPeer
+from tests.helpers.storage_dump import dump
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,9 +1,9 @@
 """Differential test against the reference hyperdb 3.5.0 (Node), through the oracle of
-``../shared/oracle`` (``tests/oracle_support.py`` finds and installs it).
+``../shared/oracle`` (``tests/helpers/oracle_reference.py`` finds and installs it).
 
 Every scenario (the oracle's hand-written ones, :data:`GENERATED` seeds of ``gen.py`` and
 :data:`EDGE` seeds of ``gen.py --edge``) runs through the reference and through this
-implementation (``tests/oracle_adapter.py``); the results are compared step by step. Where
+implementation (``tests/helpers/oracle_adapter.py``); the results are compared step by step. Where
 hyperdb deliberately differs from the reference, the step is compared by the rule written in
 ``spec/deviations.md`` (the ``D`` numbers below are its rows) instead of exactly. Skipped, with the
 reason, when the oracle folder, ``node`` or ``npm`` is missing or the install fails.
@@ -28,8 +28,8 @@ import pytest
 
 import hyperdb
 from hyperdb.errors import InvalidKey
-from tests import oracle_adapter, oracle_support
-from tests.oracle_support import OracleUnavailable, Reference, normalize_key
+from tests.helpers import oracle_adapter, oracle_reference
+from tests.helpers.oracle_reference import OracleUnavailable, Reference, normalize_key
 
 GENERATED = range(0, 300)
 """``gen.py --seed S`` for these seeds (defaults: up to 40 steps and 4 writers)."""
@@ -60,20 +60,20 @@ class Case:
 
     @classmethod
     def of(cls, name: str, scenario: dict[str, Any], reproduce: str) -> Case:
-        ours = oracle_support.without_root_writes(scenario)  # D7
-        return cls(name, ours, oracle_support.with_normalized_keys(ours), reproduce)  # D6
+        ours = oracle_reference.without_root_writes(scenario)  # D7
+        return cls(name, ours, oracle_reference.with_normalized_keys(ours), reproduce)  # D6
 
 
 def build_cases() -> list[Any]:
     try:
-        folder = oracle_support.oracle_dir()
+        folder = oracle_reference.oracle_dir()
         cases = [
             Case.of(f"hand-{name}", scenario, f"cat scenarios/{name}.json")
-            for name, scenario in oracle_support.hand_written(folder)
+            for name, scenario in oracle_reference.hand_written(folder)
         ]
         for group, seeds, options in GROUPS:
-            flags = oracle_support.gen_flags(**options)
-            scenarios = oracle_support.generate(folder, seeds.start, len(seeds), **options)
+            flags = oracle_reference.gen_flags(**options)
+            scenarios = oracle_reference.generate(folder, seeds.start, len(seeds), **options)
             for seed, scenario in zip(seeds, scenarios, strict=True):
                 reproduce = f"python3 gen.py --seed {seed}{flags}"
                 cases.append(Case.of(f"{group}-{seed:04d}", scenario, reproduce))
@@ -113,7 +113,7 @@ def compared_steps(case: Case) -> int:
 @pytest.fixture(scope="session")
 def reference() -> Reference:
     try:
-        return Reference.install(oracle_support.oracle_dir())
+        return Reference.install(oracle_reference.oracle_dir())
     except OracleUnavailable as exc:
         pytest.skip(str(exc))
 
@@ -121,7 +121,7 @@ def reference() -> Reference:
 @pytest.fixture(scope="session")
 def reference_outputs(
     request: pytest.FixtureRequest, reference: Reference
-) -> Iterator[oracle_support.Prefetch]:
+) -> Iterator[oracle_reference.Prefetch]:
     """The reference's outputs: every selected scenario not cached yet starts running in the
     background, in test order, several at a time (``HYPERDB_ORACLE_JOBS``)."""
     wanted = []
@@ -134,14 +134,14 @@ def reference_outputs(
             wanted.append(case.reference)
         elif shown is not None:
             wanted.append(shown.scenario)
-    with oracle_support.Prefetch(reference, wanted) as prefetch:
+    with oracle_reference.Prefetch(reference, wanted) as prefetch:
         yield prefetch
 
 
 @pytest.fixture(scope="session")
 def hashpath() -> Any:
     try:
-        return oracle_support.hashpath_module(oracle_support.oracle_dir())
+        return oracle_reference.hashpath_module(oracle_reference.oracle_dir())
     except OracleUnavailable as exc:
         pytest.skip(str(exc))
 
@@ -318,7 +318,7 @@ def explain(
     facts = {name: value for name, value in ours.facts.items() if name != "clocks"}
     if facts:
         lines.append(f"  facts:     {json.dumps(facts, default=str)}")
-    saved = oracle_support.CACHE / "failed" / f"{case.name}.json"
+    saved = oracle_reference.CACHE / "failed" / f"{case.name}.json"
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(case.reference, indent=1), encoding="utf-8")
     lines.append(f"  reproduce: cd .cache/oracle && node run.js < failed/{saved.name}")
@@ -332,7 +332,7 @@ def explain(
     return "\n".join(lines)
 
 
-def problems(case: Case, reference: oracle_support.Prefetch, hashpath: Any) -> Iterator[str]:
+def problems(case: Case, reference: oracle_reference.Prefetch, hashpath: Any) -> Iterator[str]:
     output = reference.run(case.reference)
     for fault in ("fatal", "aborted", "invalid"):
         if fault in output:
@@ -356,7 +356,7 @@ def problems(case: Case, reference: oracle_support.Prefetch, hashpath: Any) -> I
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_scenario(case: Case, reference_outputs: oracle_support.Prefetch, hashpath: Any) -> None:
+def test_scenario(case: Case, reference_outputs: oracle_reference.Prefetch, hashpath: Any) -> None:
     if not compared_steps(case):
         first = case.ours["steps"][0]["op"]
         pytest.skip(f"HYPERDB_ORACLE_OPS does not include {first!r}, the first step's op")
@@ -529,7 +529,7 @@ def subset(expected: dict[str, Any], actual: dict[str, Any]) -> bool:
 
 
 @pytest.mark.parametrize("name", sorted(SHOWN))
-def test_deviation_is_shown(name: str, reference_outputs: oracle_support.Prefetch) -> None:
+def test_deviation_is_shown(name: str, reference_outputs: oracle_reference.Prefetch) -> None:
     """Each deviation of ``spec/deviations.md`` on its minimal scenario, run as written (keys not
     normalized): the reference still does what the table says, and so do we."""
     shown = SHOWN[name]
@@ -550,21 +550,21 @@ def test_deviation_is_shown(name: str, reference_outputs: oracle_support.Prefetc
 def test_installed_reference_reproduces_the_recorded_outputs(reference: Reference) -> None:
     """The reference installed from the lock file answers the hand-written scenarios exactly as
     recorded in the oracle's ``expected/`` (the install and ``run.js`` are the ones described)."""
-    folder = oracle_support.oracle_dir()
-    scenarios = oracle_support.hand_written(folder)
+    folder = oracle_reference.oracle_dir()
+    scenarios = oracle_reference.hand_written(folder)
     reference.run_all(scenario for _, scenario in scenarios)
     for name, scenario in scenarios:
-        assert reference.run(scenario) == oracle_support.expected_output(folder, name), name
+        assert reference.run(scenario) == oracle_reference.expected_output(folder, name), name
 
 
 def test_generated_scenarios_are_deterministic_and_cover_every_op() -> None:
     try:
-        folder = oracle_support.oracle_dir()
+        folder = oracle_reference.oracle_dir()
     except OracleUnavailable as exc:
         pytest.skip(str(exc))
-    first = oracle_support.generate(folder, 0, 3)
-    assert oracle_support.generate(folder, 0, 3) == first
-    assert oracle_support.generate(folder, 1, 1) == first[1:2]
+    first = oracle_reference.generate(folder, 0, 3)
+    assert oracle_reference.generate(folder, 0, 3) == first
+    assert oracle_reference.generate(folder, 1, 1) == first[1:2]
     ops = Counter(
         step["op"]
         for case in CASES
@@ -601,27 +601,27 @@ def test_scenario_forms() -> None:
             {"op": "list", "w": "a", "prefix": "foo/"},
         ],
     }
-    ours = oracle_support.without_root_writes(scenario)
-    ref = oracle_support.with_normalized_keys(ours)
-    root = oracle_support.ROOT_KEY_SUBSTITUTE
+    ours = oracle_reference.without_root_writes(scenario)
+    ref = oracle_reference.with_normalized_keys(ours)
+    root = oracle_reference.ROOT_KEY_SUBSTITUTE
     assert [ours["steps"][0]["key"], ours["steps"][1]["ops"][0]["key"]] == [root, root]
     assert ours["steps"][1]["ops"][1]["key"] == "a//b/" and ours["steps"][2]["key"] == ""
     assert ref["steps"][1]["ops"][1]["key"] == "a/b" and ref["steps"][3]["prefix"] == "foo"
     assert scenario["steps"][0]["key"] == "/"  # the original is left alone
-    assert oracle_support.scenario_hash(ref) == oracle_support.scenario_hash(
+    assert oracle_reference.scenario_hash(ref) == oracle_reference.scenario_hash(
         json.loads(json.dumps(ref))
     )
 
 
 def test_cache_folder_is_ignored_by_git() -> None:
-    ignore = (Path(oracle_support.ROOT) / ".gitignore").read_text().split()
+    ignore = (Path(oracle_reference.ROOT) / ".gitignore").read_text().split()
     assert "/.cache/" in ignore
 
 
 def test_every_deviation_is_documented() -> None:
     """spec/deviations.md has a row for every rule the comparison applies and names every
     minimal scenario of :data:`SHOWN`."""
-    text = (Path(oracle_support.ROOT) / "spec" / "deviations.md").read_text(encoding="utf-8")
+    text = (Path(oracle_reference.ROOT) / "spec" / "deviations.md").read_text(encoding="utf-8")
     rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| D")}
     assert {shown.rule for shown in SHOWN.values()} | {"D1", "D2", "D3", "D4", "D5"} <= rows
     for name in SHOWN:

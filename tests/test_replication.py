@@ -44,7 +44,7 @@ from hyperdb.replication.wire import (
     encode_message,
 )
 from hyperdb.storage import MemoryStorage
-from tests.conftest import dump
+from tests.helpers.storage_dump import dump
 
 MARK = b"AUTH:"  # a block MARK + 32-byte key authorizes that writer (the test replica's rule)
 

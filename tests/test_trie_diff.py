@@ -10,9 +10,9 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_trie_model import HASHES, World, ids
 
 import hyperdb
+from tests.helpers.trie_world import HASHES, World, ids
 from trie import diff, hash_order, iterate
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_trie_model import World, constant_hash, ids, sip
 
+from tests.helpers.trie_world import World, constant_hash, ids, sip
 from trie import TrieArgumentError, key_path, lookup
 
 

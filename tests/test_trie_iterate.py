@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_trie_model import OPTION_SETS, World, constant_hash, ids, sip
 
+from tests.helpers.trie_world import OPTION_SETS, World, constant_hash, ids, sip
 from trie import hash_order, iterate
 
 

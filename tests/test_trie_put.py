@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_trie_model import World, constant_hash, ids, late_split_hash, sip
-from test_trie_table import assert_untracked
 
+from tests.helpers.gc_untracked import assert_untracked
+from tests.helpers.trie_world import World, constant_hash, ids, late_split_hash, sip
 from trie import TrieArgumentError, TrieTable, key_path, pointer, prepare_put
 from trie.path import first_difference
 

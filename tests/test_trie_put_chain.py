@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_trie_model import HASHES, SimNode, World, op_strategy, run_history, sip
-from test_trie_put_reference import Forest, forests, reference_prepare_put
-from test_trie_table import assert_untracked
 
+from tests.helpers.gc_untracked import assert_untracked
+from tests.helpers.trie_reference import Forest, forests, reference_prepare_put
+from tests.helpers.trie_world import HASHES, SimNode, World, op_strategy, run_history, sip
 from trie import Pointer, TrieTable, key_path, normalize, prepare_put, seen_by
 from trie.node import N
 from trie.put import WALK, Walk, _chain, _pointer_bytes, walk_chain

@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "oracle"
 RESULTS = CACHE / "results"
 ORACLE_FILES = ("package.json", "package-lock.json", "run.js", "model.js", "gen.py", "hashpath.py")
@@ -358,7 +358,8 @@ def hashpath_module(folder: Path) -> Any:
     return module
 
 
-if __name__ == "__main__":  # python tests/oracle_support.py [first_seed count [--edge]]: timing
+# timing: python -m tests.helpers.oracle_reference [first_seed count [--edge]]
+if __name__ == "__main__":
     import time
 
     here = oracle_dir()

@@ -1,6 +1,6 @@
 """A replica in its own process, for the multi-process network tests.
 
-    python tests/net_peer.py PATH NAME COUNT EXPECTED [--peer HOST:PORT ...]
+    python tests/helpers/replica_process.py PATH NAME COUNT EXPECTED [--peer HOST:PORT ...]
 
 Opens the database in PATH, serves it on a free loopback port (printed as ``port N``), keeps a
 live session with every ``--peer``, and, once a line arrives on stdin, writes COUNT keys
