@@ -1,6 +1,7 @@
 """An end-to-end command-line session as a new user would run it, in subprocesses on LMDB: init,
 authorize a second replica, concurrent writes, serve + sync, conflicts, history --graph, diff,
-graph export, blame and verify, with the output asserted; and help on every subcommand."""
+graph export, blame and verify, with the output asserted. (The help of every subcommand is
+tested in process, in ``tests/test_cli_help.py``.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from hyperdb.cli import build_parser
 from tests.helpers.cli_process import hyperdb_command, run
 
 pytestmark = pytest.mark.timeout(180)
@@ -26,26 +26,6 @@ def ok(*args: str, cwd: Path) -> str:
 
 def field(output: str, name: str) -> str:
     return next(line.split()[1] for line in output.splitlines() if line.split()[:1] == [name])
-
-
-def subcommands() -> list[str]:
-    parser = build_parser()
-    actions = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-    return sorted(actions[0].choices)  # type: ignore[attr-defined]
-
-
-def test_every_subcommand_has_help(tmp_path: Path) -> None:
-    names = subcommands()
-    expected = {"init", "put", "get", "del", "ls", "range", "history", "heads", "version", "diff"}
-    expected |= {"authorize", "writers", "verify", "graph", "serve", "sync", "demo", "clone"}
-    assert expected <= set(names)
-    for name in names:
-        result = run(name, "--help", cwd=tmp_path)
-        assert result.returncode == 0, (name, result.stderr)
-        assert result.stdout.startswith(f"usage: hyperdb {name}"), name
-        assert len(result.stdout.splitlines()) > 3, name
-    top = run("--help", cwd=tmp_path).stdout
-    assert "exit codes:" in top and all(name in top for name in names)
 
 
 def test_a_whole_session(tmp_path: Path) -> None:
