@@ -15,6 +15,8 @@ import pytest
 
 from benchmarks import harness, reference
 
+pytestmark = pytest.mark.integration
+
 REPLICATION = Path(reference.__file__).resolve().parent / "reference" / "replication.js"
 
 

@@ -47,6 +47,7 @@ def test_writers_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "open a 4-writer database" in names
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_network_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import bench_net
@@ -66,6 +67,7 @@ def test_network_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     """The smoke run CI does: every workload, the reference when Node is here, the limits, the

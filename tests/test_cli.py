@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import hyperdb
 from tests.helpers.cli_process import run
+
+pytestmark = pytest.mark.integration
 
 
 def test_demo_three_replicas_conflict_resolve_and_verify(tmp_path: Path) -> None:

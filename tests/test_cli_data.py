@@ -12,7 +12,7 @@ import pytest
 import hyperdb
 from tests.helpers.cli_process import run
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def ok(*args: str, cwd: Path) -> str:

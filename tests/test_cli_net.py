@@ -15,7 +15,7 @@ import hyperdb
 from hyperdb.replication import net
 from tests.helpers.cli_process import hyperdb_command, run
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def field(output: str, name: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers.cli_process import hyperdb_command, run
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def ok(*args: str, cwd: Path) -> str:

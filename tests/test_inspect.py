@@ -519,6 +519,7 @@ def test_to_dot_structure(dbs: list[Db]) -> None:
     assert len(set(writers.values())) == 2
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 def test_to_dot_parses_with_graphviz(dbs: list[Db]) -> None:
     text = inspect.to_dot(inspect.causal_graph(history_db(dbs)))
@@ -540,6 +541,7 @@ def test_graphml_round_trip(dbs: list[Db], tmp_path: Path) -> None:
     assert buffer.getvalue() == path.read_bytes()
 
 
+@pytest.mark.integration  # render_png runs Graphviz where it is found
 def test_render_png_without_dot(dbs: list[Db], tmp_path: Path, monkeypatch) -> None:
     graph = inspect.causal_graph(dbs[0])
     monkeypatch.setattr(shutil, "which", lambda name: None)
@@ -556,6 +558,7 @@ def fake_dot(tmp_path: Path, body: str) -> str:
     return str(script)
 
 
+@pytest.mark.integration
 def test_render_png_runs_dot_and_reports_its_errors(
     dbs: list[Db], tmp_path: Path, monkeypatch
 ) -> None:
@@ -571,6 +574,7 @@ def test_render_png_runs_dot_and_reports_its_errors(
         inspect.render_png(graph, tmp_path / "h.png")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 def test_render_png_with_graphviz(dbs: list[Db], tmp_path: Path) -> None:
     inspect.render_png(inspect.causal_graph(history_db(dbs)), tmp_path / "g.png")

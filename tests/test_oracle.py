@@ -355,6 +355,7 @@ def problems(case: Case, reference: oracle_reference.Prefetch, hashpath: Any) ->
 # --- tests ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", CASES)
 def test_scenario(case: Case, reference_outputs: oracle_reference.Prefetch, hashpath: Any) -> None:
     if not compared_steps(case):
@@ -528,6 +529,7 @@ def subset(expected: dict[str, Any], actual: dict[str, Any]) -> bool:
     return True
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(SHOWN))
 def test_deviation_is_shown(name: str, reference_outputs: oracle_reference.Prefetch) -> None:
     """Each deviation of ``spec/deviations.md`` on its minimal scenario, run as written (keys not
@@ -547,6 +549,7 @@ def test_deviation_is_shown(name: str, reference_outputs: oracle_reference.Prefe
     assert subset(facts, mine.facts), f"{name}: {mine.facts}"
 
 
+@pytest.mark.integration
 def test_installed_reference_reproduces_the_recorded_outputs(reference: Reference) -> None:
     """The reference installed from the lock file answers the hand-written scenarios exactly as
     recorded in the oracle's ``expected/`` (the install and ``run.js`` are the ones described)."""
@@ -557,6 +560,7 @@ def test_installed_reference_reproduces_the_recorded_outputs(reference: Referenc
         assert reference.run(scenario) == oracle_reference.expected_output(folder, name), name
 
 
+@pytest.mark.integration
 def test_generated_scenarios_are_deterministic_and_cover_every_op() -> None:
     try:
         folder = oracle_reference.oracle_dir()

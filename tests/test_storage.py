@@ -719,6 +719,7 @@ class TestLMDBStorage(StorageContract):
             fill(storage, rows)
             assert storage.info()["map_size"] > MIB
 
+    @pytest.mark.integration
     def test_map_grown_by_another_process(self, tmp_path: Path) -> None:
         path = tmp_path / "db"
         with LMDBStorage(path, ["t"], map_size=MIB, max_map_size=64 * MIB) as storage:
