@@ -8,11 +8,9 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
-
-from hyperdb.errors import InvalidArgument, StorageError
 from hyperdb.feed.secret_keys import DirectoryKeyStore, MemoryKeyStore
 from hyperdb.primitives import crypto
+from tests.helpers.errors import raises_code
 
 
 def test_keypair_from_seed_is_deterministic() -> None:
@@ -23,7 +21,7 @@ def test_keypair_from_seed_is_deterministic() -> None:
     assert a.seed == bytes(32)
     assert "secret" not in repr(a) or "<hidden>" in repr(a)
     assert crypto.generate_keypair() != a
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         crypto.generate_keypair(b"short")
 
 
@@ -72,16 +70,16 @@ def test_directory_keystore_refuses_open_permissions_and_damage(tmp_path: Path) 
     store.save(kp)
     path = tmp_path / f"{kp.public_key.hex()}.secret"
     os.chmod(path, 0o644)
-    with pytest.raises(StorageError):
+    with raises_code("storage_error"):
         store.load(kp.public_key)
     os.chmod(path, 0o600)
     path.write_text("not hex")
-    with pytest.raises(StorageError):
+    with raises_code("storage_error"):
         store.load(kp.public_key)
     path.write_text(crypto.generate_keypair().seed.hex())
-    with pytest.raises(StorageError):
+    with raises_code("storage_error"):
         store.load(kp.public_key)
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         store.load(b"short")
 
 
@@ -89,7 +87,7 @@ def test_directory_keystore_refuses_open_directories_and_symlinks(tmp_path: Path
     loose = tmp_path / "loose"
     loose.mkdir(mode=0o755)
     os.chmod(loose, 0o755)
-    with pytest.raises(StorageError):
+    with raises_code("storage_error"):
         DirectoryKeyStore(loose)
     store = DirectoryKeyStore(tmp_path / "keys")
     kp = crypto.generate_keypair()
@@ -97,7 +95,7 @@ def test_directory_keystore_refuses_open_directories_and_symlinks(tmp_path: Path
     target.write_text(kp.seed.hex())
     os.chmod(target, 0o600)
     (tmp_path / "keys" / f"{kp.public_key.hex()}.secret").symlink_to(target)
-    with pytest.raises(StorageError):
+    with raises_code("storage_error"):
         store.load(kp.public_key)
     assert not list((tmp_path / "keys").glob("*.tmp"))
 

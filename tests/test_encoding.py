@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hyperdb.errors import EncodingError
 from hyperdb.primitives import cbor as encoding
+from tests.helpers.errors import raises_code
 
 plain = st.recursive(
     st.none()
@@ -54,29 +55,29 @@ def test_map_keys_are_sorted_length_first() -> None:
     ],
 )
 def test_rejects_non_canonical_or_unsupported(hex_input: str) -> None:
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         encoding.decode(bytes.fromhex(hex_input))
 
 
 def test_size_and_depth_limits() -> None:
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         encoding.decode(encoding.encode(b"x" * 100), max_size=50)
     deep: Any = 1
     for _ in range(encoding.MAX_DEPTH + 2):
         deep = [deep]
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         encoding.encode(deep)
     data = b"\x81" * (encoding.MAX_DEPTH + 5) + b"\x01"
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         encoding.decode(data)
 
 
 def test_encode_rejects_other_types() -> None:
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         encoding.encode(1.5)
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         encoding.encode({1, 2})
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         encoding.decode("text")  # type: ignore[arg-type]
 
 
@@ -93,11 +94,11 @@ def test_shared_references_cannot_blow_up() -> None:
         parts.append(b"\xd8\x1c\x98\x18" + (b"\xd8\x1d" + bytes([level - 1])) * 24)
     doc = bytes([0x80 + len(parts)]) + b"".join(parts)
     for canonical in (True, False):
-        with pytest.raises(EncodingError):
+        with raises_code("encoding_error"):
             encoding.decode(doc, canonical=canonical)
 
 
 @pytest.mark.parametrize("hex_input", ["d81c01", "c24101", "d9010280", "f7", "f93c00"])
 def test_tags_and_other_simple_values_are_rejected_even_when_trusted(hex_input: str) -> None:
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         encoding.decode(bytes.fromhex(hex_input), canonical=False)

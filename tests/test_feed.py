@@ -9,20 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperdb.errors import (
-    CorruptionError,
-    ForkDetected,
-    InvalidArgument,
-    NotFound,
-    ReadOnly,
-    VerificationError,
-)
+from hyperdb.errors import ForkDetected
 from hyperdb.feed import merkle
 from hyperdb.feed.feed import FEED_TABLES, Feed, Proof, signable, verify_proof
 from hyperdb.feed.secret_keys import DirectoryKeyStore, MemoryKeyStore
 from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives import crypto
 from hyperdb.storage import LMDBStorage, MemoryStorage, Storage
+from tests.helpers.errors import raises_code
 from tests.helpers.storage_dump import dump
 
 
@@ -48,15 +42,15 @@ def test_append_and_get(storage: Storage) -> None:
     assert feed.get_range(1, 4) == [b"a", b"b", b"c"]
     assert feed.get_range(2, 2) == []
     assert isinstance(feed.get(1), bytes)
-    with pytest.raises(NotFound):
+    with raises_code("not_found"):
         feed.get(4)
-    with pytest.raises(NotFound):
+    with raises_code("not_found"):
         feed.get_range(2, 6)
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         feed.get(-1)
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         feed.append("text")  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         feed.append_batch([])
     assert feed.length == 4
 
@@ -77,19 +71,19 @@ def test_feed_without_secret_key_is_read_only(storage: Storage) -> None:
     reader = Feed.open(storage, feed.key)
     assert not reader.writable
     assert reader.get(2) == feed.get(2)
-    with pytest.raises(ReadOnly):
+    with raises_code("read_only"):
         reader.append(b"x")
     assert feed.length == 3
 
 
 def test_open_unknown_feed(storage: Storage) -> None:
     key = crypto.generate_keypair().public_key
-    with pytest.raises(NotFound):
+    with raises_code("not_found"):
         Feed.open(storage, key)
     replica = Feed.open(storage, key, create=True)
     assert replica.length == 0 and not replica.writable
     assert Feed.open(storage, key).id == replica.id
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         Feed.open(storage, b"too short")
     assert key in Feed.keys(storage)
 
@@ -173,7 +167,7 @@ def test_any_flipped_bit_is_rejected_and_nothing_is_stored(n: int, data: st.Data
             proof = Proof(
                 proof.start, proof.end, proof.length, proof.nodes, flip(proof.signature, bit)
             )
-        with pytest.raises(VerificationError) as info:
+        with raises_code("verification_failed") as info:
             replica.receive(have, blocks, proof)
         assert not isinstance(info.value, ForkDetected)
         assert dump(target) == before
@@ -221,7 +215,7 @@ def test_gap_is_refused_without_writing(storage: Storage) -> None:
     with MemoryStorage(FEED_TABLES) as other:
         replica = Feed.open(other, feed.key, create=True)
         before = dump(other)
-        with pytest.raises(InvalidArgument):
+        with raises_code("invalid_argument"):
             replica.receive(4, feed.get_range(4, 6), feed.proof(4, 6))
         assert dump(other) == before
 
@@ -255,19 +249,18 @@ def test_fork_is_detected_recorded_and_blocks_the_feed(tmp_path: Path) -> None:
         replica = Feed.open(victim, keypair.public_key, create=True)
         replica.receive(0, one.get_range(0, 8), one.proof(0, 8))
         before_blocks = replica.get_range(0, 8)
-        with pytest.raises(ForkDetected) as info:
+        with raises_code("fork_detected"):
             replica.receive(8, two.get_range(8, 10), two.proof(8, 10))
-        assert info.value.code == "fork_detected"
         assert replica.forked
         assert replica.fork_evidence() is not None
         assert replica.get_range(0, 8) == before_blocks and replica.length == 8
-        with pytest.raises(ForkDetected):
+        with raises_code("fork_detected"):
             replica.receive(8, [b"anything"], one.proof(0, 8))
         # the same length signed over two different trees is also a fork
         with MemoryStorage(FEED_TABLES) as third:
             other = Feed.open(third, keypair.public_key, create=True)
             other.receive(0, one.get_range(0, 8), one.proof(0, 8))
-            with pytest.raises(ForkDetected):
+            with raises_code("fork_detected"):
                 other.receive(0, two.get_range(0, 8), two.proof(0, 8))
 
 
@@ -281,10 +274,10 @@ def test_writer_refuses_foreign_history_of_its_own_feed() -> None:
         assert feed.receive(0, clone.get_range(0, 3), clone.proof(0, 3)) == 0
         clone.append_batch(blocks_of(3, b"elsewhere"))
         # the key signed a longer history somewhere else: even blocks we hold prove the fork
-        with pytest.raises(ForkDetected):
+        with raises_code("fork_detected"):
             feed.receive(0, clone.get_range(0, 3), clone.proof(0, 3))
         assert feed.forked
-        with pytest.raises(ForkDetected):
+        with raises_code("fork_detected"):
             feed.append(b"more")
 
 
@@ -329,7 +322,7 @@ def test_replica_with_unsigned_blocks_cannot_be_appended_to() -> None:
         partial.receive(3, feed.get_range(3, 5), feed.proof(3, 5))
         assert (partial.length, partial.signed_length) == (5, 0)
         restored = Feed.open(b, feed.key, keys)  # the writer's key is back on this machine
-        with pytest.raises(ReadOnly):
+        with raises_code("read_only"):
             restored.append(b"x")
         assert restored.length == 5
 
@@ -342,7 +335,7 @@ def test_damaged_local_copy_is_reported_as_corruption_not_as_a_fork() -> None:
         row = replica.id.to_bytes(4, "big") + (2).to_bytes(8, "big") + b"\x00"
         with b.write() as txn:
             txn.put("feed_log", row, b"bit rot")
-        with pytest.raises(CorruptionError):
+        with raises_code("corrupt"):
             replica.receive(0, feed.get_range(0, 8), feed.proof(0, 8))
         assert not replica.forked and replica.length == 4
 
@@ -360,7 +353,7 @@ def test_fork_evidence_holds_both_signatures() -> None:
         two.append_batch([b"other", *blocks_of(4)[1:]])
         replica = Feed.open(victim, keypair.public_key, create=True)
         replica.receive(0, one.get_range(0, 4), one.proof(0, 4))
-        with pytest.raises(ForkDetected):
+        with raises_code("fork_detected"):
             replica.receive(0, two.get_range(0, 4), two.proof(0, 4))
         evidence = encoding.decode(replica.fork_evidence() or b"")
         assert evidence["feed"] == keypair.public_key
@@ -392,7 +385,7 @@ def test_malformed_proofs_raise_verification_error(mangle: Any) -> None:
         feed = make_feed(a, 6, 6)
         replica = Feed.open(b, feed.key, create=True)
         before = dump(b)
-        with pytest.raises(VerificationError):
+        with raises_code("verification_failed"):
             replica.receive(0, feed.get_range(0, 2), mangle(feed.proof(0, 2)))
         assert dump(b) == before
 
@@ -443,7 +436,7 @@ def test_verify_finds_damage(storage: Storage) -> None:
         original = txn.get("feed_log", row)
         assert original is not None
         txn.put("feed_log", row, flip(original, 3))
-    with pytest.raises(CorruptionError, match="block 16 or 17 is damaged") as raised:
+    with raises_code("corrupt", match="block 16 or 17 is damaged") as raised:
         feed.verify()
     assert raised.value.feed == feed.key and raised.value.seqs == (16, 17)
     with storage.write() as txn:
@@ -451,7 +444,7 @@ def test_verify_finds_damage(storage: Storage) -> None:
         # parent node 3 (blocks 0-3, depth 2) is stored after block 3
         parent = (feed.id).to_bytes(4, "big") + (3).to_bytes(8, "big") + b"\x02"
         assert txn.delete("feed_log", parent)
-    with pytest.raises(CorruptionError):
+    with raises_code("corrupt"):
         feed.verify()
 
 
@@ -462,7 +455,7 @@ def test_verify_names_a_damaged_last_block_outside_any_parent(storage: Storage) 
         original = txn.get("feed_log", row)
         assert original is not None
         txn.put("feed_log", row, flip(original, 0))
-    with pytest.raises(CorruptionError, match="block 4") as raised:
+    with raises_code("corrupt", match="block 4") as raised:
         feed.verify()
     assert raised.value.seqs == (4,)
 

@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hyperdb
-from hyperdb.errors import HyperDBError, InvalidArgument, NotFound
 from hyperdb.model.node import Node
 from hyperdb.tools import inspect
+from tests.helpers.errors import raises_code
 
 Db = hyperdb.Database
 
@@ -414,11 +414,11 @@ def test_version_nodes_of_an_old_version(dbs: list[Db]) -> None:
     assert inspect.version_nodes(a.snapshot(), old) == before  # no checkout: filtered history
     assert inspect.version_nodes(a.snapshot(), b"") == [] == inspect.version_nodes(a, b"")
     assert inspect.version_nodes(a, a.version()) == list(a.history())
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         inspect.version_nodes(a.checkout(old), a.version())
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         inspect.version_nodes(a.snapshot(), "zz")
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         inspect.version_nodes(a.snapshot(), old[:-1])
 
 
@@ -545,9 +545,8 @@ def test_graphml_round_trip(dbs: list[Db], tmp_path: Path) -> None:
 def test_render_png_without_dot(dbs: list[Db], tmp_path: Path, monkeypatch) -> None:
     graph = inspect.causal_graph(dbs[0])
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(NotFound, match="Graphviz `dot` is not installed") as info:
+    with raises_code("not_found", match="Graphviz `dot` is not installed"):
         inspect.render_png(graph, tmp_path / "g.png")
-    assert info.value.code == "not_found"
     assert not (tmp_path / "g.png").exists()
 
 
@@ -570,7 +569,7 @@ def test_render_png_runs_dot_and_reports_its_errors(
     assert (tmp_path / "g.png.in").read_text() == inspect.to_dot(graph)
     bad = fake_dot(tmp_path, 'echo "syntax error in line 1" >&2; exit 3\n')
     monkeypatch.setattr(shutil, "which", lambda name: bad)
-    with pytest.raises(HyperDBError, match="syntax error in line 1"):
+    with raises_code("hyperdb_error", match="syntax error in line 1"):
         inspect.render_png(graph, tmp_path / "h.png")
 
 

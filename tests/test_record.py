@@ -13,6 +13,7 @@ from hyperdb.errors import EncodingError
 from hyperdb.model import record
 from hyperdb.model.record import KIND_AUTHORIZE, Header, NodeRecord
 from hyperdb.primitives import cbor as encoding
+from tests.helpers.errors import raises_code
 
 KEY = bytes(range(32))
 
@@ -51,7 +52,7 @@ def test_header() -> None:
         {"p": "hyperdb", "v": 1},
         [1],
     ):
-        with pytest.raises(EncodingError):
+        with raises_code("encoding_error"):
             record.decode_header(encoding.encode(bad))
 
 
@@ -80,15 +81,15 @@ def test_header() -> None:
     ],
 )
 def test_invalid_nodes_are_rejected(obj: Any) -> None:
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         record.decode_node(encoding.encode(obj))
 
 
 def test_value_limit() -> None:
     big = NodeRecord("a", b"x" * (record.MAX_VALUE_BYTES + 1), False, b"", {})
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         record.encode_node(big)
-    with pytest.raises(EncodingError):
+    with raises_code("encoding_error"):
         record.encode_node(NodeRecord("\ud800", None, False, b"", {}))
 
 
@@ -111,7 +112,7 @@ def test_fast_entry_encoding_matches_the_generic_one(
     try:
         expected = record.encode_node(node)
     except EncodingError:
-        with pytest.raises(EncodingError):
+        with raises_code("encoding_error"):
             record.encode_entry(key, value, deleted, trie)
         return
     assert record.encode_entry(key, value, deleted, trie) == expected

@@ -9,16 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hyperdb
-from hyperdb.errors import (
-    CapabilityError,
-    Closed,
-    ProtocolError,
-    ProtocolVersionError,
-    WrongDatabase,
-)
+from hyperdb.errors import ProtocolError
 from hyperdb.primitives import crypto
 from hyperdb.replication.secure import MAX_PLAINTEXT, MAX_RECORD, SecureChannel, preamble
 from hyperdb.replication.session import Session
+from tests.helpers.errors import raises_code
 
 KEY = crypto.generate_keypair(bytes(32)).public_key
 OTHER = crypto.generate_keypair(bytes([1]) * 32).public_key
@@ -78,22 +73,22 @@ def test_records_stay_within_the_noise_limit() -> None:
 
 def test_the_failures_it_names() -> None:
     a, b = pair(KEY, OTHER)
-    with pytest.raises(WrongDatabase):
+    with raises_code("wrong_database"):
         shake(a, b)
     old = SecureChannel(KEY, initiator=False, version=2)
-    with pytest.raises(ProtocolVersionError, match=r"version 1 .* speaks version 2"):
+    with raises_code("protocol_version", match=r"version 1 .* speaks version 2"):
         old.receive_data(SecureChannel(KEY, initiator=True).data_to_send())
     stranger = SecureChannel(KEY, initiator=False)
-    with pytest.raises(ProtocolVersionError, match="does not speak the hyperdb protocol"):
+    with raises_code("protocol_version", match="does not speak the hyperdb protocol"):
         stranger.receive_data(b"GET / HTTP/1.1\r\n")
-    with pytest.raises(Closed):
+    with raises_code("closed"):
         stranger.receive_data(b"more")
 
 
 def test_a_capability_that_does_not_match_is_refused() -> None:
     a, b = pair()
     b._database_key = OTHER  # b names the right database but proves with another key
-    with pytest.raises(CapabilityError):
+    with raises_code("capability"):
         shake(a, b)
 
 
@@ -102,13 +97,13 @@ def test_a_tampered_record_is_refused() -> None:
     a.send(b"hello")
     data = bytearray(a.data_to_send())
     data[5] ^= 1
-    with pytest.raises(ProtocolError, match="failed authentication"):
+    with raises_code("protocol_error", match="failed authentication"):
         b.receive_data(bytes(data))
 
 
 def test_nothing_is_sent_before_the_handshake_is_done() -> None:
     a = SecureChannel(KEY, initiator=True)
-    with pytest.raises(Closed):
+    with raises_code("closed"):
         a.send(b"too early")
 
 

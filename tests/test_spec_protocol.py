@@ -14,7 +14,6 @@ from typing import Any
 import cbor2
 import pytest
 
-from hyperdb.errors import ProtocolError
 from hyperdb.feed.feed import SIGNATURE_NAMESPACE
 from hyperdb.feed.merkle import TreeNode
 from hyperdb.primitives import crypto
@@ -33,6 +32,7 @@ from hyperdb.replication.wire import (
     decode_message,
     encode_frame,
 )
+from tests.helpers.errors import raises_code
 
 VECTORS = json.loads((Path(__file__).parent.parent / "spec/vectors/protocol.json").read_text())
 MESSAGES: list[dict[str, Any]] = VECTORS["messages"]
@@ -213,6 +213,6 @@ def test_implementation_reproduces_the_frames(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", VECTORS["invalid_frames"], ids=lambda c: c["name"])
 def test_invalid_frames_are_refused(case: dict[str, Any]) -> None:
-    with pytest.raises(ProtocolError):
+    with raises_code("protocol_error"):
         for body in FrameDecoder().feed(bytes.fromhex(case["frame"])):
             decode_message(body)

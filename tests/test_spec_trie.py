@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from hyperdb.primitives import crypto
+from tests.helpers.errors import raises_code
 from trie import (
     Pointer,
-    TrieDecodeError,
     TrieLimitError,
     TrieLimits,
     TrieTable,
@@ -124,13 +124,13 @@ def test_tables() -> None:
 
 def test_invalid_and_limited_tables() -> None:
     for case in VECTORS["invalid_tables"]:
-        with pytest.raises(TrieDecodeError) as failure:
+        with raises_code("trie_decode") as failure:
             TrieTable.decode(bytes.fromhex(case["encoded"]))
         assert not isinstance(failure.value, TrieLimitError), case["why"]
     for case in VECTORS["limited_tables"]:
         data = bytes.fromhex(case["encoded"])
         TrieTable.decode(data)
-        with pytest.raises(TrieLimitError):
+        with raises_code("trie_limit"):
             TrieTable.decode(data, limits=TrieLimits(**case["limits"]))
 
 

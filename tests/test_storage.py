@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hyperdb.storage.memory as memory_module
-from hyperdb.errors import Closed, InvalidArgument, StorageError, StorageFull
+from hyperdb.errors import StorageFull
 from hyperdb.storage import (
     MAX_KEY_SIZE,
     LMDBStorage,
@@ -24,6 +24,7 @@ from hyperdb.storage import (
     Storage,
     open_storage,
 )
+from tests.helpers.errors import raises_code
 
 TABLES = ("t", "u")
 MIB = 1024 * 1024
@@ -127,10 +128,10 @@ class StorageContract:
         assert dump(storage) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
         with storage.write() as txn:
             for bad in ([(b"x", b"1"), (b"", b"2")], [(b"x", b"1"), (b"y", "text")]):
-                with pytest.raises(InvalidArgument):
+                with raises_code("invalid_argument"):
                     txn.put_many("t", bad)  # type: ignore[arg-type]
                 assert txn.get("t", b"x") is None  # a bad item: nothing written
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 txn.put_many("nope", [(b"x", b"1")])
         assert dump(storage) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
         with pytest.raises(Boom), storage.write() as txn:
@@ -183,15 +184,15 @@ class StorageContract:
 
     def test_unknown_table(self, storage: Storage) -> None:
         with storage.write() as txn:
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 txn.put("nope", b"k", b"v")
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 txn.delete("nope", b"k")
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 txn.get("nope", b"k")
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 txn.scan("nope")
-        with storage.read() as txn, pytest.raises(InvalidArgument):
+        with storage.read() as txn, raises_code("invalid_argument"):
             txn.get("nope", b"k")
 
     @pytest.mark.parametrize(
@@ -200,17 +201,17 @@ class StorageContract:
     )
     def test_bad_keys(self, storage: Storage, key: object) -> None:
         with storage.write() as txn:
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 txn.put("t", key, b"v")  # type: ignore[arg-type]
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 txn.get("t", key)  # type: ignore[arg-type]
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 txn.delete("t", key)  # type: ignore[arg-type]
         assert dump(storage) == []
 
     @pytest.mark.parametrize("value", ["text", 1, None, [1, 2]])
     def test_bad_values(self, storage: Storage, value: object) -> None:
-        with storage.write() as txn, pytest.raises(InvalidArgument):
+        with storage.write() as txn, raises_code("invalid_argument"):
             txn.put("t", b"k", value)  # type: ignore[arg-type]
         assert dump(storage) == []
 
@@ -232,7 +233,7 @@ class StorageContract:
         [{"prefix": "a"}, {"start": "a"}, {"stop": 1}, {"prefix": None}, {"reverse": 1}],
     )
     def test_bad_scan_arguments(self, storage: Storage, kwargs: dict[str, object]) -> None:
-        with storage.read() as txn, pytest.raises(InvalidArgument):
+        with storage.read() as txn, raises_code("invalid_argument"):
             txn.scan("t", **kwargs)  # type: ignore[arg-type]
 
     # -- scans -----------------------------------------------------------------------------------
@@ -417,7 +418,7 @@ class StorageContract:
     def test_nested_write_in_same_thread_is_refused(self, storage: Storage) -> None:
         with storage.write() as txn:
             txn.put("t", b"k", b"v")
-            with pytest.raises(StorageError):
+            with raises_code("storage_error"):
                 storage.write()
         assert dump(storage) == [(b"k", b"v")]
 
@@ -450,9 +451,9 @@ class StorageContract:
         fill(storage, {b"k": b"v"})
         storage.close()
         assert storage.closed
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             storage.read()
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             storage.write()
         storage.close()
         assert storage.closed
@@ -461,7 +462,7 @@ class StorageContract:
         with self.open(tmp_path) as storage:
             fill(storage, {b"k": b"v"})
         assert storage.closed
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             storage.read()
 
     def test_txn_after_block_raises_closed(self, storage: Storage) -> None:
@@ -470,23 +471,23 @@ class StorageContract:
             pending = rtxn.scan("t")
             started = rtxn.scan("t")
             next(started)
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             rtxn.get("t", b"a")
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             rtxn.scan("t")
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             list(pending)
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             next(started)
         with storage.write() as wtxn:
             pass
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             wtxn.put("t", b"c", b"3")
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             wtxn.delete("t", b"a")
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             wtxn.get("t", b"a")
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             wtxn.scan("t")
         assert dump(storage) == [(b"a", b"1"), (b"b", b"2")]
 
@@ -494,11 +495,11 @@ class StorageContract:
         fill(storage, {b"a": b"1"})
         with storage.read() as rtxn:
             storage.close()
-            with pytest.raises(Closed):
+            with raises_code("closed"):
                 rtxn.get("t", b"a")
 
     def test_close_inside_write_raises_closed(self, storage: Storage) -> None:
-        with pytest.raises(Closed), storage.write() as txn:
+        with raises_code("closed"), storage.write() as txn:
             txn.put("t", b"a", b"1")
             storage.close()
         assert storage.closed
@@ -685,7 +686,7 @@ class TestLMDBStorage(StorageContract):
         with LMDBStorage(tmp_path / "db", ["t"], map_size=MIB, max_map_size=2 * MIB) as storage:
             fill(storage, {b"small": b"row"})
             for _attempt in range(3):
-                with pytest.raises(StorageFull) as info, storage.write() as txn:
+                with raises_code("storage_full") as info, storage.write() as txn:
                     for i in range(400):  # about 3.2 MiB
                         txn.put("t", b"%04d" % i, value)
                 assert dump(storage) == [(b"small", b"row")]
@@ -697,13 +698,13 @@ class TestLMDBStorage(StorageContract):
     def test_full_error_swallowed_inside_block_still_aborts(self, tmp_path: Path) -> None:
         value = os.urandom(8192)
         with LMDBStorage(tmp_path / "db", ["t"], map_size=MIB, max_map_size=MIB) as storage:
-            with pytest.raises(StorageFull), storage.write() as txn:
+            with raises_code("storage_full"), storage.write() as txn:
                 try:
                     for i in range(200):
                         txn.put("t", b"%04d" % i, value)
                 except StorageFull:
                     pass
-                with pytest.raises(StorageFull):
+                with raises_code("storage_full"):
                     txn.put("t", b"another", b"row")
             assert dump(storage) == []
 
@@ -712,7 +713,7 @@ class TestLMDBStorage(StorageContract):
         with LMDBStorage(tmp_path / "db", ["t"], map_size=MIB, max_map_size=8 * MIB) as storage:
             rows = {b"%04d" % i: value for i in range(150)}  # about 1.2 MiB
             with storage.read() as rtxn:
-                with pytest.raises(StorageFull):
+                with raises_code("storage_full"):
                     fill(storage, rows)
                 assert storage.info()["map_size"] == MIB  # growth deferred
                 assert list(rtxn.scan("t")) == []
@@ -755,17 +756,17 @@ class TestLMDBStorage(StorageContract):
     def test_path_is_a_file(self, tmp_path: Path) -> None:
         path = tmp_path / "file"
         path.write_bytes(b"not a directory")
-        with pytest.raises(StorageError, match="not a directory"):
+        with raises_code("storage_error", match="not a directory"):
             LMDBStorage(path, TABLES)
 
     def test_not_an_lmdb_directory(self, tmp_path: Path) -> None:
         (tmp_path / "db").mkdir()
         (tmp_path / "db" / "data.mdb").write_bytes(b"garbage" * 1000)
-        with pytest.raises(StorageError):
+        with raises_code("storage_error"):
             LMDBStorage(tmp_path / "db", TABLES)
 
     def test_opened_twice_in_one_process(self, tmp_path: Path) -> None:
-        with LMDBStorage(tmp_path / "db", TABLES), pytest.raises(StorageError):
+        with LMDBStorage(tmp_path / "db", TABLES), raises_code("storage_error"):
             LMDBStorage(tmp_path / "db", TABLES)
 
     @pytest.mark.parametrize(
@@ -778,14 +779,14 @@ class TestLMDBStorage(StorageContract):
         ],
     )
     def test_bad_sizes(self, tmp_path: Path, kwargs: dict[str, object]) -> None:
-        with pytest.raises(InvalidArgument):
+        with raises_code("invalid_argument"):
             LMDBStorage(tmp_path / "db", TABLES, **kwargs)  # type: ignore[arg-type]
 
     @pytest.mark.parametrize("tables", [["t", "t"], [""], "t", [1]])
     def test_bad_tables(self, tmp_path: Path, tables: object) -> None:
-        with pytest.raises(InvalidArgument):
+        with raises_code("invalid_argument"):
             LMDBStorage(tmp_path / "db", tables)  # type: ignore[arg-type]
-        with pytest.raises(InvalidArgument):
+        with raises_code("invalid_argument"):
             MemoryStorage(tables)  # type: ignore[arg-type]
 
     def test_unclosed_storage_warns(self, tmp_path: Path) -> None:

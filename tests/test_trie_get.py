@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
+from tests.helpers.errors import raises_code
 from tests.helpers.trie_world import World, constant_hash, ids, sip
-from trie import TrieArgumentError, key_path, lookup
+from trie import key_path, lookup
 
 
 def test_empty_heads_and_missing_keys() -> None:
@@ -14,7 +13,7 @@ def test_empty_heads_and_missing_keys() -> None:
     world.put(0, "a")
     assert world.get(0, "b") == [] and world.get(0, "a/b") == []
     assert ids(world.get(0, "a")) == ids(world.get(0, "/a/")) == [(0, 0)]
-    with pytest.raises(TrieArgumentError):
+    with raises_code("trie_argument"):
         lookup(b"\x00\x01", "a", world.heads(0), world.load)
 
 

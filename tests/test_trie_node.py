@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pytest
-
+from tests.helpers.errors import raises_code
 from trie import (
     EMPTY_TABLE,
     Pointer,
-    TrieShapeError,
     TrieTable,
     check_pointers,
     clock_at,
@@ -66,5 +64,5 @@ def test_check_pointers() -> None:
 
     check_pointers(with_trie(pointer(0, 3), pointer(1, 1)))
     for bad in [pointer(0, 4), pointer(1, 2), pointer(1, 3), pointer(2, 0)]:
-        with pytest.raises(TrieShapeError):
+        with raises_code("trie_shape"):
             check_pointers(with_trie(bad))

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
+from tests.helpers.errors import raises_code
 from tests.helpers.gc_untracked import assert_untracked
 from tests.helpers.trie_world import World, constant_hash, ids, late_split_hash, sip
-from trie import TrieArgumentError, TrieTable, key_path, pointer, prepare_put
+from trie import TrieTable, key_path, pointer, prepare_put
 from trie.path import first_difference
 
 
 def test_first_node_has_an_empty_trie() -> None:
     world = World(1)
     assert world.put(0, "a").trie == TrieTable()
-    with pytest.raises(TrieArgumentError):
+    with raises_code("trie_argument"):
         prepare_put("a", b"\x00", [], world.load)
 
 
