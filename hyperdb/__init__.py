@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperdb.api.database import Batch, Database, open
-from hyperdb.api.snapshot import Snapshot, Watcher
+from hyperdb.api.database import Batch, Database, open, replicate
+from hyperdb.api.snapshot import Snapshot
+from hyperdb.api.watch import Watcher
 from hyperdb.errors import HyperDBError
 from hyperdb.model.node import Node
-from hyperdb.replication.connection import Connection, replicate
+from hyperdb.replication.connection import Connection
 
 __version__ = "0.1.0"
 

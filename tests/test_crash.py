@@ -66,5 +66,5 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
         present = {key for key, _ in db.range(gte="k/", lt="k0")}
         assert {f"k/{i}" for i in acknowledged} <= present
         for key, nodes in db.range():
-            assert db._trie_get(key) == nodes
+            assert db.snapshot().get(key) == nodes
     assert len(acknowledged) > 40

@@ -181,7 +181,7 @@ def test_list_beyond_the_sorting_limit_walks_the_trie(
     ]
     sorted_answers = [list(db.list(p, **o)) for p in ("", "f", long_prefix) for o in options]
     monkeypatch.setattr(index, "LISTING_LIMIT", 5)
-    with db._storage.read() as tx:  # both fall back
+    with db._context.storage.read() as tx:  # both fall back
         for prefix in ("", long_prefix):
             assert (
                 index.listing(tx, prefix, recursive=True, reverse=False, exclude_base=True) is None
@@ -231,7 +231,7 @@ def test_index_agrees_with_the_trie_and_reindexes(db: hyperdb.Database) -> None:
             db.delete(f"dir{i % 3}/key{i % 11}")
     before = list(db.range())
     for key, nodes in before:
-        assert db._trie_get(key) == nodes
+        assert db.snapshot().get(key) == nodes
     assert sorted(k for k, _ in db.list()) == sorted(k for k, _ in before)
     assert db.reindex() == len(before)
     assert list(db.range()) == before
@@ -312,7 +312,7 @@ def test_answers_do_not_depend_on_the_node_cache(tmp_path: Path) -> None:
         assert [k for k, _ in roomy.list()] == [k for k, _ in tiny.list()]
         assert [k for k, _ in roomy.range()] == [k for k, _ in tiny.range()]
         for key, nodes in roomy.range():
-            assert [n.value for n in tiny._trie_get(key)] == [n.value for n in nodes]
+            assert [n.value for n in tiny.snapshot().get(key)] == [n.value for n in nodes]
     with pytest.raises(InvalidArgument):
         hyperdb.open(memory=True, cache_size=-1)
 
@@ -330,7 +330,7 @@ def test_range_bounds_are_not_normalized(db: hyperdb.Database) -> None:
 
 
 def test_root_key_reads_as_absent(db: hyperdb.Database) -> None:
-    assert db.get("") == [] and db.get("/") == [] and db._trie_get("") == []
+    assert db.get("") == [] and db.get("/") == [] and db.snapshot().get("") == []
 
 
 def test_json_values_that_would_not_round_trip_are_refused() -> None:
@@ -359,7 +359,7 @@ def test_values_another_encoding_wrote_come_back_as_bytes(tmp_path: Path) -> Non
 
 def test_damaged_index_rows_raise_corruption(db: hyperdb.Database) -> None:
     db.put("k", b"v")
-    with db._storage.write() as txn:
+    with db._context.storage.write() as txn:
         txn.put("index", b"k", b"\x00\x01\x00")
     with pytest.raises(CorruptionError):
         db.get("k")

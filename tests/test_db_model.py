@@ -68,7 +68,7 @@ class DatabaseModel(RuleBasedStateMachine):
     def get(self, key: str) -> None:
         expected = [self.model[key]] if key in self.model else []
         assert [n.value for n in self.database.get(key)] == expected
-        assert [n.value for n in self.database._trie_get(key)] == expected
+        assert [n.value for n in self.database.snapshot().get(key)] == expected
 
     @rule(prefix=st.sampled_from(["", "a", "b", "a/b", "dd"]), reverse=st.booleans())
     def list_prefix(self, prefix: str, reverse: bool) -> None:

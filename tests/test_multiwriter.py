@@ -72,7 +72,7 @@ def test_concurrent_puts_conflict_and_a_later_put_resolves_them(pair) -> None:
     for db in (a, b):
         got = db.get("k")
         assert sorted(values(got)) == ["from a", "from b"]
-        assert db._trie_get("k") == got
+        assert db.snapshot().get("k") == got
         assert {n.writer for n in db.heads()} == {a.local_key, b.local_key}
     assert a.get_one("k") == b.get_one("k") is not None
     b.put("k", "merged")
@@ -99,7 +99,7 @@ def test_a_deletion_concurrent_with_a_put_is_returned_flagged(pair) -> None:
     b.delete("j")
     sync(a, b)
     for db in (a, b):
-        assert db.get("j") == [] and db._trie_get("j") == []
+        assert db.get("j") == [] and db.snapshot().get("j") == []
         assert "j" not in dict(db.list()) and "j" not in dict(db.range())
 
 
@@ -241,11 +241,13 @@ def test_ingest_refuses_unwanted_feeds_and_bad_records(pair) -> None:
     a, b = pair
     a.put("x", "1")
     b.put("y", "2")  # b is not authorized
-    blocks, proof = b._read(b.local_key, 0, b._stored_length(b.local_key))
-    before = dump(a._storage)
+    blocks, proof = b.replication_port.read(
+        b.local_key, 0, b.replication_port.stored_length(b.local_key)
+    )
+    before = dump(a._context.storage)
     with pytest.raises(ProtocolError):
-        a._ingest(b.local_key, 0, blocks, proof)
-    assert dump(a._storage) == before
+        a.replication_port.ingest(b.local_key, 0, blocks, proof)
+    assert dump(a._context.storage) == before
     # a validly signed feed whose records lie: a clock naming its own feed
     evil = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
     a.authorize(evil.local_key)
@@ -258,16 +260,18 @@ def test_ingest_refuses_unwanted_feeds_and_bad_records(pair) -> None:
     )
     forged = hyperdb.open(memory=True, key=a.key)
     forged._local.append_batch([lying])  # signed by a key a has not authorized...
-    before = dump(a._storage)
-    blocks, proof = forged._read(forged.local_key, 0, 2)
+    before = dump(a._context.storage)
+    blocks, proof = forged.replication_port.read(forged.local_key, 0, 2)
     with pytest.raises(ProtocolError):
-        a._ingest(forged.local_key, 0, blocks, proof)
+        a.replication_port.ingest(forged.local_key, 0, blocks, proof)
     # ...and the authorized writer's own key signing the lie is refused on its content
     evil_feed = evil._local
     assert evil_feed.get(0) == header
     with pytest.raises(VerificationError):
-        a._ingest(evil.local_key, 0, [header, lying], _resign(evil, [header, lying]))
-    assert dump(a._storage) == before
+        a.replication_port.ingest(
+            evil.local_key, 0, [header, lying], _resign(evil, [header, lying])
+        )
+    assert dump(a._context.storage) == before
 
 
 def _resign(db: hyperdb.Database, blocks: list[bytes]) -> object:
@@ -324,8 +328,11 @@ def test_a_connection_refuses_tampered_data_and_the_store_is_unchanged(pair, tam
     a, b = pair
     for i in range(20):
         a.put(f"k{i}", str(i))
-    sender, receiver = Connection(a, initiator=True), Connection(b, initiator=False)
-    before = dump(b._storage)
+    sender, receiver = (
+        Connection(a.replication_port, initiator=True),
+        Connection(b.replication_port, initiator=False),
+    )
+    before = dump(b._context.storage)
     for _ in range(10):
         outgoing = sender.data_to_send()
         if outgoing:
@@ -342,7 +349,7 @@ def test_a_connection_refuses_tampered_data_and_the_store_is_unchanged(pair, tam
                         if isinstance(message, Data):
                             message = tamper(message)
                         receiver.receive_data(encode_frame(message))
-                assert dump(b._storage) == before
+                assert dump(b._context.storage) == before
                 assert b.get("k1") == [] and receiver.closed
                 return
             receiver.receive_data(outgoing)

@@ -317,7 +317,7 @@ def test_a_peer_killed_mid_transfer_resumes_from_what_it_verified(tmp_path: Path
             child.stdout.close()
         assert have < length
         with hyperdb.open(replica_path) as replica:
-            feed = replica._state.feeds[replica._state.feed_id(source.local_key)]
+            feed = replica._context.state.feeds[replica._context.state.feed_id(source.local_key)]
             stored = feed.length
             assert have <= stored < length
             assert feed.verify().blocks == stored  # what was stored had been verified

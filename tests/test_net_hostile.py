@@ -139,7 +139,7 @@ def run_attack(
     honest replica syncs, and the server's store is byte for byte what it was."""
     server_db = world.server
     expected = contents(server_db)
-    before = dump(server_db._storage)
+    before = dump(server_db._context.storage)
     live_replica, fresh_replica = world.replica("live"), world.replica("fresh")
     caplog.set_level(logging.INFO, logger="hyperdb.net")
 
@@ -183,7 +183,9 @@ def run_attack(
         and str(result.error) in record.getMessage()
     ]
     assert logged, "the server did not log why it ended the hostile session"
-    assert dump(server_db._storage) == before, "the hostile session changed the server's store"
+    assert dump(server_db._context.storage) == before, (
+        "the hostile session changed the server's store"
+    )
     assert contents(server_db) == expected
     return outcome
 
@@ -495,7 +497,9 @@ def tampered_replication(
 
     async def attack(port: int) -> EvilPeer:
         async with await _established(port, world) as peer:
-            await peer.replicate(world.evil, tamper=tamper, max_message_bytes=max_message_bytes)
+            await peer.replicate(
+                world.evil.replication_port, tamper=tamper, max_message_bytes=max_message_bytes
+            )
             return peer
 
     return attack
@@ -558,8 +562,8 @@ def test_data_for_a_writer_the_server_has_not_seen_authorized(
     stranger.batch([{"key": f"stranger/{i}", "value": b"s"} for i in range(5)])
     world.evil.authorize(stranger.local_key)
     hyperdb.replicate(stranger, world.evil)
-    assert world.evil._offered().get(stranger.local_key)
-    blocks, proof = world.evil._read(stranger.local_key, 0, 3)
+    assert world.evil.replication_port.offered().get(stranger.local_key)
+    blocks, proof = world.evil.replication_port.read(stranger.local_key, 0, 3)
     foreign = Data.from_proof(stranger.local_key, blocks, proof)
     outcome = run_attack(
         world,
@@ -574,7 +578,7 @@ def test_data_for_a_writer_the_server_has_not_seen_authorized(
 def test_data_for_the_servers_own_feed(world: World, caplog: pytest.LogCaptureFixture) -> None:
     """A valid copy of the server's own blocks is still data nobody may push to it."""
     feed = world.server.local_key
-    blocks, proof = world.evil._read(feed, 0, 2)
+    blocks, proof = world.evil.replication_port.read(feed, 0, 2)
     own = Data.from_proof(feed, blocks, proof)
     world.evil_writes(3)
     outcome = run_attack(
@@ -592,7 +596,7 @@ def test_data_nobody_requested(world: World, caplog: pytest.LogCaptureFixture) -
     the server never asked for it."""
     world.evil_writes(5)
     feed = world.evil.local_key
-    blocks, proof = world.evil._read(feed, 0, 3)
+    blocks, proof = world.evil.replication_port.read(feed, 0, 3)
     unasked = Data.from_proof(feed, blocks, proof)
 
     def tamper(message: Message) -> list[Any]:
@@ -618,9 +622,9 @@ def test_replays_from_an_earlier_shorter_feed(
     world.evil_writes(10, "early")
     hyperdb.replicate(world.server, world.evil)
     feed = world.evil.local_key
-    early = world.server._stored_length(feed)
+    early = world.server.replication_port.stored_length(feed)
     assert early > 0 and world.server.get("early/9")
-    blocks, proof = world.evil._read(feed, 0, early)
+    blocks, proof = world.evil.replication_port.read(feed, 0, early)
     old = Data.from_proof(feed, blocks, proof)
     assert old.length == early
     world.evil_writes(10, "late")
@@ -743,7 +747,7 @@ def stalled(tmp_path_factory: pytest.TempPathFactory) -> Stalled:
             ]
         )
     feed = big.local_key
-    length = big._offered()[feed]
+    length = big.replication_port.offered()[feed]
     step = math.ceil(length / 64)
     requests = [Request(feed, s, min(s + step, length)) for s in range(0, length, step)]
     assert len(requests) == 64  # as many as a peer may have outstanding

@@ -21,9 +21,8 @@ from hyperdb.errors import (
     ProtocolError,
     VerificationError,
 )
-from hyperdb.feed.feed import FEED_TABLES, MAX_BLOCK_SIZE, Feed, Proof
+from hyperdb.feed.feed import MAX_BLOCK_SIZE, Feed, Proof
 from hyperdb.feed.merkle import TreeNode
-from hyperdb.feed.secret_keys import MemoryKeyStore
 from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives import crypto
 from hyperdb.replication import connection as replication
@@ -43,106 +42,10 @@ from hyperdb.replication.wire import (
     encode_frame,
     encode_message,
 )
-from hyperdb.storage import MemoryStorage
+from tests.helpers.feed_replica import FeedReplica
 from tests.helpers.storage_dump import dump
 
-MARK = b"AUTH:"  # a block MARK + 32-byte key authorizes that writer (the test replica's rule)
-
-# --- a replica over real storage and feeds --------------------------------------------------------
-
-
-class FeedReplica:
-    """The Replica protocol over a MemoryStorage of real feeds, with an in-memory set of authorized
-    writers. A block starting with MARK authorizes the key that follows, once stored."""
-
-    def __init__(
-        self,
-        key: bytes | None = None,
-        *,
-        writer: bool = True,
-        keypair: crypto.KeyPair | None = None,
-    ) -> None:
-        self.storage = MemoryStorage(FEED_TABLES)
-        self.keystore = MemoryKeyStore()
-        self.local = Feed.create(self.storage, self.keystore, keypair) if writer else None
-        if key is None:
-            assert self.local is not None
-            key = self.local.key
-        self.key = key
-        self.discovery_key = crypto.discovery_key(key)
-        self.authorized = {key}
-        self.reads: list[tuple[bytes, int, int]] = []
-        self.ingests = 0
-
-    def close(self) -> None:
-        self.storage.close()
-
-    # helpers for tests
-    def append(self, *blocks: bytes) -> None:
-        assert self.local is not None
-        if blocks:
-            self.local.append_batch(blocks)
-
-    def authorize(self, writer: bytes) -> None:
-        self.append(MARK + writer)
-        self.authorized.add(writer)
-
-    def feed(self, key: bytes) -> Feed:
-        return Feed.open(self.storage, key)
-
-    def blocks(self, key: bytes) -> list[bytes]:
-        if key not in Feed.keys(self.storage):
-            return []
-        feed = self.feed(key)
-        return feed.get_range(0, feed.length)
-
-    def contents(self) -> dict[bytes, list[bytes]]:
-        return {key: self.blocks(key) for key in Feed.keys(self.storage) if self.blocks(key)}
-
-    # the Replica protocol
-    def _offered(self) -> dict[bytes, int]:
-        known = set(Feed.keys(self.storage))
-        offer = {}
-        for key in self.authorized & known:
-            signed = self.feed(key).signed_length
-            if signed:
-                offer[key] = signed
-        return offer
-
-    def _wanted(self, feed_key: bytes) -> bool:
-        return feed_key in self.authorized
-
-    def _stored_length(self, feed_key: bytes) -> int:
-        if feed_key not in Feed.keys(self.storage):
-            return 0
-        return self.feed(feed_key).length
-
-    def _read(
-        self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None
-    ) -> tuple[list[bytes], Proof]:
-        feed = self.feed(feed_key)
-        with self.storage.read() as tx:
-            blocks = feed.get_range(start, end, tx, max_bytes=max_bytes)
-            self.reads.append((feed_key, start, start + len(blocks)))
-            return blocks, feed.proof(start, start + len(blocks), tx)
-
-    def _ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
-        if feed_key not in self.authorized:
-            raise ProtocolError("not authorized here")
-        existed = feed_key in Feed.keys(self.storage)
-        try:
-            with self.storage.write() as tx:  # registration and blocks commit together, or not
-                feed = Feed.open(self.storage, feed_key, create=True, txn=tx)
-                stored = feed.receive(start, blocks, proof, txn=tx)
-        except ForkDetected as fork:
-            if existed and fork.evidence is not None:
-                self.feed(feed_key).record_fork(fork.evidence)
-            raise
-        self.ingests += 1
-        for block in blocks:
-            if block.startswith(MARK) and len(block) == len(MARK) + 32:
-                self.authorized.add(block[len(MARK) :])
-        return stored > 0
+# --- replicas over real storage and feeds ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -859,7 +762,7 @@ def test_a_new_writers_feed_travels_once_its_authorization_has(
     assert b.local is not None
     b.append(b"b's first write")
     a.authorize(b.local.key)
-    assert b._offered() == {}
+    assert b.offered() == {}
     replicate(a, b)
     assert b.local.key in b.authorized
     assert a.contents() == b.contents()
@@ -983,12 +886,12 @@ def test_only_signed_lengths_are_offered(replicas: Callable[..., FeedReplica]) -
     a = owner_with(replicas, 5)
     feed = a.feed(a.key)
     c = replicas(a.key, writer=False)
-    c._ingest(a.key, 0, feed.get_range(0, 5), feed.proof(0, 5))  # signed at 5
+    c.ingest(a.key, 0, feed.get_range(0, 5), feed.proof(0, 5))  # signed at 5
     a.append(*[b"more %d" % i for i in range(5)])
     # a partial transfer: blocks 5..7 verified against the signature of length 10
     proof = feed.proof(5, 8)
     assert proof.length == 10
-    c._ingest(a.key, 5, feed.get_range(5, 8), proof)
+    c.ingest(a.key, 5, feed.get_range(5, 8), proof)
     head = c.feed(a.key).head()
     assert (head.length, head.signed_length) == (8, 5)
     d = replicas(a.key, writer=False)
@@ -1131,7 +1034,7 @@ def test_replicate_gives_up_on_a_session_that_never_settles(
     replicas: Callable[..., FeedReplica],
 ) -> None:
     class Forgetful(FeedReplica):
-        def _ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
+        def ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
             return False  # claims to accept, never stores: the same range is requested forever
 
     a = owner_with(replicas, 3)
@@ -1342,65 +1245,52 @@ def test_a_forked_writer_is_detected(replicas: Callable[..., FeedReplica]) -> No
 # --- real databases -------------------------------------------------------------------------------
 
 
-def _database_is_a_replica() -> bool:
-    from hyperdb.api.database import Database
-
-    names = ("_offered", "_wanted", "_stored_length", "_read", "_ingest")
-    return all(hasattr(Database, name) for name in names)
-
-
-needs_database = pytest.mark.skipif(
-    not _database_is_a_replica(),
-    reason="hyperdb.api.database.Database does not implement Replica yet",
-)
-
-
 def values(nodes: list[Any]) -> list[bytes]:
     return sorted(node.value for node in nodes)
 
 
-@needs_database
 def test_databases_replicate() -> None:
     import hyperdb
 
     with hyperdb.open(memory=True) as a, hyperdb.open(memory=True, key=a.key) as b:
         a.put("x", b"1")
         b.put("y", b"2")
-        replicate(a, b)
+        hyperdb.replicate(a, b)
         assert values(b.get("x")) == [b"1"]
         assert a.get("y") == []  # b's writes travel only once a authorized b
         a.authorize(b.local_key)
-        replicate(a, b)
+        hyperdb.replicate(a, b)
         assert values(a.get("y")) == [b"2"] and b.is_authorized(b.local_key)
         a.put("z", b"3")
         with hyperdb.open(memory=True, key=a.key) as c:
-            replicate(c, b)
+            hyperdb.replicate(c, b)
             assert values(c.get("y")) == [b"2"] and values(c.get("x")) == [b"1"]
             assert c.get("z") == []
-            replicate(a, c)
+            hyperdb.replicate(a, c)
             assert values(c.get("z")) == [b"3"]
 
 
-@needs_database
 def test_databases_converge_on_concurrent_writes() -> None:
     import hyperdb
 
     with hyperdb.open(memory=True) as a, hyperdb.open(memory=True, key=a.key) as b:
         a.authorize(b.local_key)
-        replicate(a, b)
+        hyperdb.replicate(a, b)
         a.put("k", b"from a")
         b.put("k", b"from b")
-        replicate(b, a)
+        hyperdb.replicate(b, a)
         assert values(a.get("k")) == values(b.get("k")) == [b"from a", b"from b"]
         assert a.version() == b.version()
 
 
-@needs_database
 def test_databases_in_a_live_session() -> None:
     import hyperdb
 
     with hyperdb.open(memory=True) as a, hyperdb.open(memory=True, key=a.key) as b:
-        ca, cb = Connection(a, initiator=True, live=True), Connection(b, initiator=False, live=True)
+        ca, cb = (
+            Connection(a.replication_port, initiator=True, live=True),
+            Connection(b.replication_port, initiator=False, live=True),
+        )
         pump((ca, cb))
         for n in range(3):
             a.put("n", b"%d" % n)
@@ -1410,14 +1300,16 @@ def test_databases_in_a_live_session() -> None:
         assert ca.synced and not ca.finished
 
 
-@needs_database
 def test_database_refuses_tampered_data_and_recovers() -> None:
     import hyperdb
 
     with hyperdb.open(memory=True) as a, hyperdb.open(memory=True, key=a.key) as b:
         for n in range(20):
             a.put(f"k{n}", b"v")
-        ca, cb = Connection(a, initiator=True), Connection(b, initiator=False)
+        ca, cb = (
+            Connection(a.replication_port, initiator=True),
+            Connection(b.replication_port, initiator=False),
+        )
         cb.receive_data(ca.data_to_send())
         ca.receive_data(cb.data_to_send())
         cb.receive_data(ca.data_to_send())
@@ -1430,5 +1322,5 @@ def test_database_refuses_tampered_data_and_recovers() -> None:
                 encode_frame(replace(data, blocks=(*data.blocks[:-1], flip(data.blocks[-1]))))
             )
         assert b.get("k0") == [] and b.version() == version
-        replicate(a, b)
+        hyperdb.replicate(a, b)
         assert values(b.get("k19")) == [b"v"]

@@ -34,9 +34,9 @@ def test_heads_row_from_the_base_row(
     base: dict[int, int], edits: list[tuple[int, int | None]]
 ) -> None:
     with hyperdb.open(memory=True) as db:
-        state = dataclasses.replace(db._state, heads=tuple(sorted(base.items())))
+        state = dataclasses.replace(db._context.state, heads=tuple(sorted(base.items())))
         assert state.heads_row == whole(base)[1]
-        with db._storage.write() as tx:
+        with db._context.storage.write() as tx:
             b = StateBuilder(state, tx)
             for feed_id, seq in edits:  # as apply_node changes the heads: in place, recorded
                 if seq is None:

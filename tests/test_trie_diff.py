@@ -104,8 +104,8 @@ def test_the_database_diff_agrees_with_its_listing_form() -> None:
     hyperdb.replicate(a, b)
     now = a.snapshot()
     for version in [None, *versions]:
-        then = None if version is None else a.checkout(version)
+        then = None if version is None else a.checkout(version)._reads
         for prefix in ("", "a", "b/3"):
-            fast = [(k, x, y) for k, x, y in now._diff(then, prefix)]
-            slow = [(k, x, y) for k, x, y in now._diff_by_listing(then, prefix)]
+            fast = [(k, x, y) for k, x, y in now._reads.diff(then, prefix)]
+            slow = [(k, x, y) for k, x, y in now._reads.diff_by_listing(then, prefix)]
             assert fast == slow

@@ -279,7 +279,7 @@ def run_writers(args: argparse.Namespace) -> int:
         for authorizer, keys in db.authorizations().items():
             for key in keys:
                 by.setdefault(key, []).append(authorizer)
-        lengths = db._lengths()
+        lengths = db.feed_lengths()
         rows: list[dict[str, Any]] = []
         for writer in db.writers():
             rows.append(
@@ -288,7 +288,7 @@ def run_writers(args: argparse.Namespace) -> int:
                     "authorized_by": sorted(a.hex() for a in by.get(writer, [])),
                     "creator": writer == db.key,
                     "local": writer == db.local_key,
-                    "blocks": lengths.get(writer, (0, 0))[0],
+                    "blocks": lengths.get(writer, 0),
                 }
             )
         if args.json:

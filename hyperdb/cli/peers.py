@@ -250,10 +250,10 @@ def run_init(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     with open_existing(args.path, readonly=True) as db:
         describe(db)
-        lengths = db._lengths()
+        lengths = db.feed_lengths()
         print(f"writers    {len(db.writers())}")
         for writer in db.writers():
-            length = lengths.get(writer, (0, 0))[0]
+            length = lengths.get(writer, 0)
             mark = " (this replica)" if writer == db.local_key else ""
             print(f"  {writer.hex()}  {length} blocks{mark}")
     return EXIT_OK

@@ -99,7 +99,7 @@ class Proof:
 
 
 @dataclass(frozen=True, slots=True)
-class VerifyReport:
+class FeedCheck:
     """The outcome of a full :meth:`Feed.verify`: blocks and parent tree nodes checked."""
 
     key: bytes
@@ -586,7 +586,7 @@ class Feed:
 
     # --- checking ---------------------------------------------------------------------------------
 
-    def verify(self, txn: ReadTxn | None = None) -> VerifyReport:
+    def verify(self, txn: ReadTxn | None = None) -> FeedCheck:
         """Re-check every stored block, tree node and signature. Raises :class:`CorruptionError`
         naming the first damaged block or node. Memory use is independent of the feed's length.
 
@@ -667,7 +667,7 @@ class Feed:
                     signable(self.key, tree_hash, length), pending[8:72], self.key
                 ):
                     raise CorruptionError(f"feed {name}: the pending signature does not verify")
-        return VerifyReport(self.key, head.length, head.signed_length, seq, checked)
+        return FeedCheck(self.key, head.length, head.signed_length, seq, checked)
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -738,7 +738,7 @@ __all__ = [
     "Feed",
     "FeedHead",
     "Proof",
-    "VerifyReport",
+    "FeedCheck",
     "signable",
     "verify_proof",
     "MAX_BLOCK_SIZE",

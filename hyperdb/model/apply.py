@@ -160,27 +160,32 @@ def _extend_list(
     return ids
 
 
-def merge_index(tx: WriteTxn, nodes: Iterable[StoredNode]) -> None:
+def merge_index(tx: WriteTxn, nodes: Iterable[StoredNode], *, seen_all: bool = False) -> None:
     """Update the index rows of the keys of ``nodes`` (entries, in the order applied): each
     row holds the entries its new node has not seen, and that node. The rows are read once and
-    written together."""
+    written together. ``seen_all`` says each node has seen every entry already in the index (a
+    local write has seen every applied node): then no entry remains beside it and no row is
+    read."""
     rows: dict[bytes, bytes] = {}  # the rows written here, by row key (a key may come again)
+    get = tx.get
+    encode_single = index.encode_single
+    row_key = index.row_key
     for node in nodes:
         key_bytes = node.key.encode("utf-8")
-        row_key = index.row_key_of(key_bytes)
-        data = rows.get(row_key)
-        if data is None:
-            data = tx.get("index", row_key)
-        if data is None:  # a key new here: the node alone
-            rows[row_key] = index.encode_single(
+        key = row_key(key_bytes)
+        data = None if seen_all else rows.get(key)
+        if data is None and not seen_all:
+            data = get("index", key)
+        if data is None:  # nothing the node has not seen: the node alone
+            rows[key] = encode_single(
                 node.key, node.feed, node.seq, node.deleted, node.value, key_bytes
             )
         else:
             clock = node.clock
-            _, old = index.decode_row(row_key, data)
+            _, old = index.decode_row(key, data)
             entries = [e for e in old if clock.get(e.feed, 0) <= e.seq]
             entries.append(index.entry(node.feed, node.seq, node.deleted, node.value))
-            rows[row_key] = index.encode_row(node.key, entries)
+            rows[key] = index.encode_row(node.key, entries)
     tx.put_many("index", rows.items())
 
 

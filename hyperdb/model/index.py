@@ -53,13 +53,6 @@ def entry(feed: int, seq: int, deleted: bool, value: bytes | None) -> Entry:
     return Entry(feed, seq, deleted, value if inline else None, inline)
 
 
-def row_key(key: str) -> bytes:
-    data = key.encode("utf-8")
-    if len(data) <= INLINE_KEY_BYTES:
-        return data
-    return data[:INLINE_KEY_BYTES] + crypto.blake2b(data, digest_size=16)
-
-
 def encode_row(key: str, entries: Sequence[Entry]) -> bytes:
     parts = [_COUNT.pack(len(entries))]
     for item in entries:
@@ -99,8 +92,8 @@ def encode_single(
     return data
 
 
-def row_key_of(key_bytes: bytes) -> bytes:
-    """:func:`row_key` of a key given as its UTF-8 bytes."""
+def row_key(key_bytes: bytes) -> bytes:
+    """The row key of the key whose UTF-8 bytes are ``key_bytes`` (the module docstring)."""
     if len(key_bytes) <= INLINE_KEY_BYTES:
         return key_bytes
     return key_bytes[:INLINE_KEY_BYTES] + crypto.blake2b(key_bytes, digest_size=16)
@@ -248,7 +241,7 @@ def listing(
         found.sort(key=_path_of, reverse=True)
     keys = [item[2] for item in found]
     if prefix and not exclude_base:  # the prefix key itself: first, or last in reverse
-        own_row = row_key(prefix)
+        own_row = row_key(base)
         own = tx.get("index", own_row)
         if own is not None and is_live(own):
             keys.insert(len(keys) if reverse else 0, own_row)
@@ -257,3 +250,19 @@ def listing(
 
 def _path_of(item: tuple[bytes, bytes, bytes]) -> bytes:
     return item[0]
+
+
+def in_bounds(key: str, bounds: dict[str, str]) -> bool:
+    """Whether ``key`` is within range bounds (``gt``/``gte``/``lt``/``lte`` -> a key), compared
+    as UTF-8 bytes (code points)."""
+    data = key.encode("utf-8")
+    for name, bound in bounds.items():
+        other = bound.encode("utf-8")
+        if (
+            (name == "gt" and data <= other)
+            or (name == "gte" and data < other)
+            or (name == "lt" and data >= other)
+            or (name == "lte" and data > other)
+        ):
+            return False
+    return True

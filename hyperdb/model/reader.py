@@ -1,9 +1,8 @@
 """Reading nodes for a database: decoding them from feed blocks, caching them, and turning them
 into the public :class:`~hyperdb.model.node.Node` answers (clocks by writer key, values decoded).
 
-:class:`NodeAccess` is a part of :class:`~hyperdb.api.database.Database` (a mixin over its storage,
-state, node cache and value codec), kept apart so the database module holds the API and the write
-path.
+A :class:`NodeReader` is one part of an open database (``hyperdb.model.context``): the write
+path, the replication port, snapshots and the index readers all load nodes through it.
 """
 
 from __future__ import annotations
@@ -15,26 +14,25 @@ import trie
 from hyperdb.errors import CorruptionError, EncodingError
 from hyperdb.model import index, record
 from hyperdb.model import state as state_module
-from hyperdb.model.cache import NodeCache
+from hyperdb.model.context import DatabaseContext
 from hyperdb.model.node import Node, StoredNode
 from hyperdb.model.state import StateBuilder, clock_of
 from hyperdb.model.values import ValueCodec
-from hyperdb.storage import ReadTxn, Storage
+from hyperdb.storage import ReadTxn
 
 
-class NodeAccess:
-    """Node loading and answers; the database provides the attributes below."""
+class NodeReader:
+    """Node loading and answers, over one database's context and value codec."""
 
-    _storage: Storage
-    _state: state_module.State
-    _cache: NodeCache
-    _codec: ValueCodec
+    def __init__(self, context: DatabaseContext, codec: ValueCodec) -> None:
+        self._context = context
+        self.codec = codec
 
-    def _loader(self, tx: ReadTxn, pending: Mapping[trie.Pointer, StoredNode] | None = None) -> Any:
+    def loader(self, tx: ReadTxn, pending: Mapping[trie.Pointer, StoredNode] | None = None) -> Any:
         """The trie's loader, bound to ``tx``: nodes written in the open transaction (``pending``,
         not cached until it commits), then the cache of committed nodes, then storage."""
-        cached = self._cache.nodes.get  # NodeCache.get, inline: a hot path
-        slow = self._load
+        cached = self._context.cache.nodes.get  # NodeCache.get, inline: a hot path
+        slow = self.load
 
         def load(pointer: trie.Pointer) -> StoredNode:
             if pending:
@@ -48,7 +46,7 @@ class NodeAccess:
 
         return load
 
-    def _builder_loader(
+    def builder_loader(
         self, b: StateBuilder
     ) -> Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]]:
         """Loads nodes inside a write transaction whose state is ``b`` (not cached: the
@@ -56,19 +54,21 @@ class NodeAccess:
 
         def load(feed_id: int, seq: int) -> tuple[StoredNode, tuple[int, ...] | None]:
             found = b.derived.pop((feed_id, seq), None)
-            return found if found is not None else (self._decode(b, b.tx, feed_id, seq), None)
+            return found if found is not None else (self.decode(b, b.tx, feed_id, seq), None)
 
         return load
 
-    def _load(self, tx: ReadTxn, pointer: trie.Pointer) -> StoredNode:
-        node = self._cache.get(pointer)
+    def load(self, tx: ReadTxn, pointer: trie.Pointer) -> StoredNode:
+        """The committed node at ``pointer``, from the cache or decoded (and then cached)."""
+        cache = self._context.cache
+        node = cache.get(pointer)
         if node is not None:
             return node
-        node = self._decode(self._state, tx, pointer[0], pointer[1])
-        self._cache.add((node,))
+        node = self.decode(self._context.state, tx, pointer[0], pointer[1])
+        cache.add((node,))
         return node
 
-    def _decode(
+    def decode(
         self, state: state_module.State | StateBuilder, tx: ReadTxn, feed_id: int, seq: int
     ) -> StoredNode:
         feed = state.feeds.get(feed_id)
@@ -110,20 +110,20 @@ class NodeAccess:
             authorizes=stored.authorized,
         )
 
-    def _answer_row(
+    def answer_row(
         self, tx: ReadTxn, state: state_module.State, key: str, row_key: bytes, data: bytes
     ) -> list[Node]:
         """The answer for ``key`` from its index row ``data`` (stored under ``row_key``): as
-        :meth:`_answer_entries`, a row holding one live node with its value read directly."""
+        :meth:`answer_entries`, a row holding one live node with its value read directly."""
         single = index.decode_single(data)
         if single is not None:
             feed, seq, value = single
             if feed not in state.clocked:
                 writer = state.feeds[feed].key
-                return [Node(key, self._codec.decode(value), False, writer, seq, {writer: seq + 1})]
-        return self._answer_entries(tx, state, key, index.decode_row(row_key, data)[1])
+                return [Node(key, self.codec.decode(value), False, writer, seq, {writer: seq + 1})]
+        return self.answer_entries(tx, state, key, index.decode_row(row_key, data)[1])
 
-    def _answer_entries(
+    def answer_entries(
         self,
         tx: ReadTxn,
         state: state_module.State,
@@ -136,52 +136,48 @@ class NodeAccess:
             return []
         feeds = state.feeds
         clocked = state.clocked
-        decode = self._codec.decode
+        decode = self.codec.decode
         answer = []
         for item in entries:
             if item.inline:
                 writer = feeds[item.feed].key
                 value = None if item.deleted else decode(item.value)
                 if item.feed in clocked:
-                    clock = self._public_clock(state, clock_of(state, tx, item.feed, item.seq))
+                    clock = self.public_clock(state, clock_of(state, tx, item.feed, item.seq))
                 else:
                     clock = {writer: item.seq + 1}
                 answer.append(Node(key, value, item.deleted, writer, item.seq, clock))
             else:
-                node = self._load(tx, item.pointer)
+                node = self.load(tx, item.pointer)
                 if node.key != key:
                     raise CorruptionError(
                         f"the index row of {key!r} points at a node of another key"
                     )
-                answer.append(self._public(state, node))
+                answer.append(self.public(state, node))
         if len(answer) > 1:
             answer.sort(key=lambda node: (node.writer, node.seq))
         return answer
 
-    def _public_clock(
-        self, state: state_module.State, clock: Mapping[int, int]
-    ) -> dict[bytes, int]:
+    def public_clock(self, state: state_module.State, clock: Mapping[int, int]) -> dict[bytes, int]:
         feeds = state.feeds
         return {feeds[f].key: n for f, n in clock.items()}
 
-    def _public(self, state: state_module.State, node: StoredNode) -> Node:
+    def public(self, state: state_module.State, node: StoredNode) -> Node:
         return Node(
             node.key,
-            None if node.deleted or node.kind else self._codec.decode(node.value),
+            None if node.deleted or node.kind else self.codec.decode(node.value),
             node.deleted,
             state.feeds[node.feed].key,
             node.seq,
-            self._public_clock(state, node.clock),
+            self.public_clock(state, node.clock),
             node.authorizes,
         )
 
-    def _public_now(self, node: StoredNode) -> Node:
-        return self._public(self._state, node)
-
-    def _public_all(self, nodes: Sequence[StoredNode]) -> list[Node]:
-        """:meth:`_public_now` of each of ``nodes`` (the answer of a batch: lookups hoisted)."""
-        feeds = self._state.feeds
-        decode = self._codec.decode
+    def public_all(self, nodes: Sequence[StoredNode]) -> list[Node]:
+        """:meth:`public` of each of ``nodes`` in the current state (the answer of a batch:
+        lookups hoisted)."""
+        feeds = self._context.state.feeds
+        decode = self.codec.decode
         return [
             Node(
                 node.key,

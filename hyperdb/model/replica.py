@@ -1,120 +1,120 @@
-"""The database's side of replication: what it offers, accepts, reads and ingests.
+"""A database's side of replication: the port (``hyperdb.replication.port``) over its store.
 
-:class:`ReplicaSide` is the part of :class:`~hyperdb.api.database.Database` that
-:class:`hyperdb.replication.connection.Connection` talks to (the ``Replica`` protocol): feed lengths
-kept in memory, the offer (authorized writers' feeds and its own, at signed lengths), which feeds it
-accepts, reads with a byte budget, and ingesting a peer's blocks: verified, checked
-(``hyperdb.model.apply.derive``), stored and applied in one transaction.
+:class:`StoreReplica` offers the feeds of the authorized writers and its own at their signed
+lengths, accepts data of authorized writers' feeds (nothing at all when the database was opened
+read-only), reads blocks with a byte budget, and ingests a peer's blocks: verified (the feed's
+Merkle proof and signature), checked (``hyperdb.model.apply.derive``), stored and applied in one
+transaction, after which the change hub is told.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from hyperdb.errors import ForkDetected, NotFound, ProtocolError
-from hyperdb.feed.feed import Proof
+from hyperdb.feed import Proof
 from hyperdb.model import state as state_module
 from hyperdb.model.apply import apply_ready, derive
-from hyperdb.model.node import StoredNode
+from hyperdb.model.changes import ChangeHub
+from hyperdb.model.context import DatabaseContext
+from hyperdb.model.reader import NodeReader
 from hyperdb.model.state import StateBuilder
-from hyperdb.storage import Storage
+from hyperdb.primitives import crypto
 
 
-class ReplicaSide:
-    """The replication hooks; the database provides the attributes and methods below."""
+class StoreReplica:
+    """The replication port of one open database (see the module docstring)."""
 
-    local_key: bytes
-    _storage: Storage
-    _state: state_module.State
-    _lock: threading.RLock
-    _feed_lengths: dict[bytes, tuple[int, int]] | None
-    _offered_cache: tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]] | None
+    def __init__(
+        self,
+        context: DatabaseContext,
+        reader: NodeReader,
+        hub: ChangeHub,
+        database_key: bytes,
+        local_key: bytes,
+    ) -> None:
+        self._context = context
+        self._reader = reader
+        self._hub = hub
+        self.key = database_key
+        self.discovery_key = crypto.discovery_key(database_key)
+        self._local_key = local_key
+        self._accepts = not context.readonly
+        self._offered: tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]]
+        self._offered = (context.state, {}, {})  # nothing cached: no lengths dict is this one
 
-    def _check_open(self) -> None:
-        raise NotImplementedError
+    @property
+    def lock(self) -> Any:
+        return self._context.lock
 
-    def _notify(self, nodes: Sequence[StoredNode]) -> None:
-        raise NotImplementedError
+    def add_change_listener(self, listener: Callable[[], object]) -> None:
+        self._hub.add_listener(listener)
 
-    def _builder_loader(
-        self, b: StateBuilder
-    ) -> Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]]:
-        raise NotImplementedError
+    def remove_change_listener(self, listener: Callable[[], object]) -> None:
+        self._hub.remove_listener(listener)
 
-    def _lengths(self) -> dict[bytes, tuple[int, int]]:
-        """Feed key -> (stored length, signed length) of every feed, kept up to date by every
-        write and every ingest."""
-        lengths = self._feed_lengths
-        if lengths is None:
-            lengths = {}
-            with self._storage.read() as tx:
-                for feed in self._state.feeds.values():
-                    head = feed.head(tx)
-                    lengths[feed.key] = (head.length, head.signed_length)
-            self._feed_lengths = lengths
-        return lengths
+    def lengths(self) -> dict[bytes, tuple[int, int]]:
+        """Feed key -> (stored length, signed length) of every feed held here."""
+        return self._context.lengths()
 
-    def _offered(self) -> dict[bytes, int]:
-        """Feeds this replica serves: every authorized writer's and its own, by signed length
-        (a new dict only when a length or the authorized set changed)."""
-        self._check_open()
-        state = self._state
-        lengths = self._lengths()
-        cached = self._offered_cache
-        if cached is not None and cached[0] is state and cached[1] is lengths:
+    def offered(self) -> dict[bytes, int]:
+        """Every authorized writer's feed and its own, by signed length (a new dict only when a
+        length or the authorized set changed)."""
+        context = self._context
+        context.check_open()
+        state = context.state
+        lengths = context.lengths()
+        cached = self._offered
+        if cached[0] is state and cached[1] is lengths:
             return cached[2]
         authorized = state.authorized
+        local_key = self._local_key
         offered = {
             key: signed
             for key, (_, signed) in lengths.items()
-            if signed and (key in authorized or key == self.local_key)
+            if signed and (key in authorized or key == local_key)
         }
-        self._offered_cache = (state, lengths, offered)
+        self._offered = (state, lengths, offered)
         return offered
 
-    def _wanted(self, feed_key: bytes) -> bool:
-        """Whether data of feed ``feed_key`` is accepted here: an authorized writer's, not ours
-        (and nothing at all in a database opened read-only)."""
-        state = self._state
+    def wanted(self, feed_key: bytes) -> bool:
+        """An authorized writer's feed, not ours (and nothing in a read-only database)."""
         return (
-            feed_key != self.local_key
-            and feed_key in state.authorized
-            and not getattr(self, "readonly", False)
+            self._accepts
+            and feed_key != self._local_key
+            and feed_key in self._context.state.authorized
         )
 
-    def _stored_length(self, feed_key: bytes) -> int:
-        return self._lengths().get(feed_key, (0, 0))[0]
+    def stored_length(self, feed_key: bytes) -> int:
+        return self._context.lengths().get(feed_key, (0, 0))[0]
 
-    def _read(
+    def read(
         self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None
     ) -> tuple[list[bytes], Proof]:
-        """Blocks ``[start, end)`` of a feed with their proof; with ``max_bytes``, only the first
-        blocks that fit in it (at least one)."""
-        feed_id = self._state.ids.get(feed_key)
+        state = self._context.state
+        feed_id = state.ids.get(feed_key)
         if feed_id is None:
             raise NotFound(f"no feed {feed_key.hex()[:16]} here")
-        feed = self._state.feeds[feed_id]
-        with self._storage.read() as tx:
+        feed = state.feeds[feed_id]
+        with self._context.storage.read() as tx:
             blocks = feed.get_range(start, end, tx, max_bytes=max_bytes)
             return blocks, feed.proof(start, start + len(blocks), tx)
 
-    def _ingest(self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof) -> bool:
-        """Verify blocks of an authorized writer's feed from a peer, store what is new and apply
-        what became ready, all in one transaction; returns whether anything was stored. Raises
-        VerificationError (ForkDetected included) or ProtocolError having stored nothing."""
-        with self._lock:
-            self._check_open()
-            if getattr(self, "readonly", False):
+    def ingest(self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof) -> bool:
+        context = self._context
+        with context.lock:
+            context.check_open()
+            if not self._accepts:
                 raise ProtocolError("this replica was opened read-only and accepts no data")
-            if not self._wanted(feed_key):
+            if not self.wanted(feed_key):
                 raise ProtocolError(
                     f"feed {feed_key.hex()[:16]} is not an authorized writer's here"
                 )
-            state = self._state
+            state = context.state
             feed = state.feeds[state.feed_id(feed_key)]
             try:
-                with self._storage.write() as tx:
+                with context.storage.write() as tx:
                     b = StateBuilder(state, tx)
                     old_head, head = feed.receive_in(tx, start, blocks, proof)
                     before = old_head.length
@@ -123,31 +123,40 @@ class ReplicaSide:
                         return False
                     derive(b, feed.id, before, blocks[before - start : after - start])
                     b.lengths[feed.id] = after
-                    applied = apply_ready(b, self._builder_loader(b), [feed.id])
+                    applied = apply_ready(b, self._reader.builder_loader(b), [feed.id])
                     new_state = b.build()
             except ForkDetected as fork:
                 if fork.evidence is not None:
                     feed.record_fork(fork.evidence)
                 raise
-            self._state = new_state
-            lengths = self._feed_lengths
-            if lengths is not None:
-                if b.new_feeds:
-                    self._feed_lengths = None
-                else:
-                    lengths[feed_key] = (head.length, head.signed_length)
-                    offer = self._offered_cache
-                    if (
-                        offer is not None
-                        and offer[0] is state
-                        and offer[1] is lengths
-                        and new_state.authorized is state.authorized
-                    ):
-                        # only this feed's length changed, and the feed is an authorized
-                        # writer's (_wanted): the offer follows without going over every feed
-                        offered = offer[2]
-                        if head.signed_length and offered.get(feed_key) != head.signed_length:
-                            offered = {**offered, feed_key: head.signed_length}
-                        self._offered_cache = (new_state, lengths, offered)
-        self._notify(applied)
+            context.state = new_state
+            self._follow_offer(state, new_state, bool(b.new_feeds), feed_key, head)
+        self._hub.notify(applied)
         return True
+
+    def _follow_offer(
+        self,
+        state: state_module.State,
+        new_state: state_module.State,
+        new_feeds: bool,
+        feed_key: bytes,
+        head: Any,
+    ) -> None:
+        """Keep the lengths, and the offer when only this feed's length changed, in step with an
+        ingest that went from ``state`` to ``new_state``."""
+        context = self._context
+        lengths = context.cached_lengths()
+        if lengths is None:
+            return
+        if new_feeds:
+            context.forget_lengths()
+            return
+        context.note_length(feed_key, head.length, head.signed_length)
+        cached = self._offered
+        if cached[0] is state and cached[1] is lengths and new_state.authorized is state.authorized:
+            # only this feed's length changed, and the feed is an authorized writer's (wanted):
+            # the offer follows without going over every feed
+            offered = cached[2]
+            if head.signed_length and offered.get(feed_key) != head.signed_length:
+                offered = {**offered, feed_key: head.signed_length}
+            self._offered = (new_state, lengths, offered)

@@ -361,6 +361,23 @@ def clock_of(state: State | StateBuilder, tx: ReadTxn, feed_id: int, seq: int) -
     return {feed_id: seq + 1}
 
 
+def empty(state: State) -> State:
+    """``state`` with nothing derived: the same feeds, nothing applied, only the database key
+    authorized (what a rebuild starts from)."""
+    return State(
+        state.database_key,
+        state.local_id,
+        state.feeds,
+        state.ids,
+        {},
+        (),
+        frozenset([state.database_key]),
+        {},
+        {},
+        frozenset(),
+    )
+
+
 def clear(tx: WriteTxn) -> None:
     """Delete every derived row (before a rebuild)."""
     for table in (*STATE_TABLES, "index"):

@@ -4,9 +4,10 @@ This module owns the session logic of ``spec/protocol.md``: a :class:`Connection
 a peer sent (:meth:`Connection.receive_data`) and produces the bytes to send back
 (:meth:`Connection.data_to_send`), with no sockets, threads or event loop, so the same code runs
 joined in memory (:func:`replicate`) or over any transport. It talks to its database through the
-:class:`Replica` protocol: which feeds this side offers (authorized here, at their signed
-lengths), which it accepts, how much of each it stores, reading blocks with a proof, and ingesting
-a peer's blocks (which verifies signature, proof and records before storing anything).
+:class:`~hyperdb.replication.port.Replica` port: which feeds this side offers (authorized here,
+at their signed lengths), which it accepts, how much of each it stores, reading blocks with a
+proof, and ingesting a peer's blocks (which verifies signature, proof and records before storing
+anything).
 
 A session: both sides send ``hello``; once a side has checked the peer's hello it announces its
 feeds (``have``), requests the ranges it lacks of the feeds it wants (at most a few requests in
@@ -26,10 +27,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Protocol
 
 from hyperdb.errors import Closed, HyperDBError, InvalidArgument, ProtocolError
-from hyperdb.feed.feed import MAX_BLOCK_SIZE, Proof
+from hyperdb.feed.feed import MAX_BLOCK_SIZE
+from hyperdb.replication.port import Replica
 from hyperdb.replication.wire import (
     MAX_HAVE_ENTRIES,
     MAX_OUTSTANDING_REQUESTS,
@@ -54,47 +55,6 @@ DEFAULT_MAX_REQUESTS_PER_FEED = 4
 #: Soft limit on the block bytes of one data message (a single larger block is sent alone).
 DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ROUNDS = 100_000
-
-
-class Replica(Protocol):
-    """What a :class:`Connection` needs of the database it replicates."""
-
-    @property
-    def key(self) -> bytes:
-        """The database key (32 bytes)."""
-        ...
-
-    @property
-    def discovery_key(self) -> bytes:
-        """``hyperdb.primitives.crypto.discovery_key(key)``."""
-        ...
-
-    def _offered(self) -> dict[bytes, int]:
-        """Feeds this side serves (authorized in its view): feed key -> signed length (which is
-        stored here: at most :meth:`_stored_length`)."""
-        ...
-
-    def _wanted(self, feed_key: bytes) -> bool:
-        """True if data of this feed is accepted here (authorized in this side's view)."""
-        ...
-
-    def _stored_length(self, feed_key: bytes) -> int:
-        """Blocks of that feed stored here (0 if unknown); it never decreases."""
-        ...
-
-    def _read(
-        self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None
-    ) -> tuple[list[bytes], Proof]:
-        """Blocks ``[start, end)`` and their proof against the signed length (``end`` is at most
-        the signed length). With ``max_bytes``, only the first blocks whose sizes add up to at
-        most ``max_bytes`` (always at least one), with the proof of those."""
-        ...
-
-    def _ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
-        """Verify everything, then store and index in one transaction; True if something new was
-        stored. Raises VerificationError (ForkDetected included) or ProtocolError for bad data,
-        having stored nothing."""
-        ...
 
 
 ProgressCallback = Callable[[bytes, int, int], None]
@@ -361,9 +321,9 @@ class Connection:
             raise ProtocolError(f"the peer announced more than {MAX_SESSION_FEEDS} feeds")
         offer.update(feeds)
         replica = self._replica
-        wanted = replica._wanted if self.download else _nothing_wanted
+        wanted = replica.wanted if self.download else _nothing_wanted
         announced = self._announced.get
-        stored = replica._stored_length
+        stored = replica.stored_length
         for feed in new:
             if not wanted(feed):
                 self._unwanted.add(feed)
@@ -389,7 +349,7 @@ class Connection:
     def _on_data(self, message: Data) -> None:
         feed = message.feed
         name = feed.hex()[:16]
-        if not self._replica._wanted(feed):
+        if not self._replica.wanted(feed):
             raise ProtocolError(f"data for feed {name}, which this replica does not accept")
         queue = self._pulls.get(feed)
         if not queue:
@@ -400,7 +360,7 @@ class Connection:
                 f"data [{message.start}, {message.end}) of feed {name} does not continue the "
                 f"request [{pull.start}, {pull.end}) at {pull.cursor}"
             )
-        stored = self._replica._ingest(feed, message.start, list(message.blocks), message.proof)
+        stored = self._replica.ingest(feed, message.start, list(message.blocks), message.proof)
         self.blocks_received += len(message.blocks)
         pull.cursor = message.end
         if pull.cursor == pull.end:
@@ -410,7 +370,7 @@ class Connection:
                 del self._pulls[feed]
         self._lagging.add(feed)
         if self._on_progress is not None:
-            self._on_progress(feed, self._replica._stored_length(feed), self._peer_offer[feed])
+            self._on_progress(feed, self._replica.stored_length(feed), self._peer_offer[feed])
         if stored:
             self._stored = True
 
@@ -428,7 +388,7 @@ class Connection:
         (nothing at all when this side does not upload)."""
         if not self._peer_hello or not self.upload:
             return
-        offer = self._replica._offered()
+        offer = self._replica.offered()
         announced = self._announced
         if announced:  # only what is new or changed, then only what grew
             changes = [
@@ -451,7 +411,7 @@ class Connection:
         self._announce()
         if not self.download:
             return
-        wanted = [feed for feed in self._unwanted if self._replica._wanted(feed)]
+        wanted = [feed for feed in self._unwanted if self._replica.wanted(feed)]
         self._unwanted.difference_update(wanted)
         self._lagging.update(wanted)
 
@@ -462,7 +422,7 @@ class Connection:
         for feed in sorted(self._lagging):
             target = self._peer_offer[feed]
             queue = self._pulls.get(feed)
-            position = queue[-1].end if queue else self._replica._stored_length(feed)
+            position = queue[-1].end if queue else self._replica.stored_length(feed)
             while (
                 position < target
                 and self._pull_count < self._max_requests
@@ -489,7 +449,7 @@ class Connection:
         serving = self._serving[0]
         feed, start, end = serving.feed, serving.cursor, serving.end
         limit = self._max_message_bytes
-        blocks, proof = self._replica._read(feed, start, end, limit)
+        blocks, proof = self._replica.read(feed, start, end, limit)
         cut = start + len(blocks)
         if not blocks or cut > end:
             raise HyperDBError(f"the replica read the wrong blocks of feed {feed.hex()[:16]}")
@@ -563,4 +523,4 @@ def replicate(
     raise ProtocolError(f"replication did not settle after {max_rounds} rounds")
 
 
-__all__ = ["Connection", "Replica", "replicate"]
+__all__ = ["Connection", "ProgressCallback", "replicate"]

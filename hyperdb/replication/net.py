@@ -34,7 +34,8 @@ from hyperdb.errors import (
     NetworkError,
     PeerTimeout,
 )
-from hyperdb.replication.connection import ProgressCallback, Replica
+from hyperdb.replication.connection import ProgressCallback
+from hyperdb.replication.port import ServedReplica
 from hyperdb.replication.session import Session
 
 _log = logging.getLogger("hyperdb.net")  # a stable name for applications to configure
@@ -54,15 +55,12 @@ WRITE_HIGH_WATER = 2 * 1024 * 1024
 DEFAULT_MAX_SESSIONS = 64
 
 
-class LocalDatabase(Replica, Protocol):
-    """What the transport needs of a database beyond
-    :class:`~hyperdb.replication.connection.Replica`."""
+class Replicable(Protocol):
+    """What the transport takes: a database (``hyperdb.Database``), reached through its
+    replication port."""
 
-    _lock: Any
-
-    def _add_change_listener(self, listener: Callable[[], object]) -> None: ...
-
-    def _remove_change_listener(self, listener: Callable[[], object]) -> None: ...
+    @property
+    def replication_port(self) -> ServedReplica: ...
 
 
 @dataclass(slots=True)
@@ -96,7 +94,7 @@ class _Options:
 
 
 async def _run_session(
-    db: LocalDatabase,
+    db: Replicable,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     options: _Options,
@@ -107,8 +105,9 @@ async def _run_session(
     """Run one session to its end; returns what it did, with ``error`` set if it failed."""
     started = time.monotonic()
     result = SyncResult(peer)
+    port = db.replication_port
     session = Session(
-        db,
+        port,
         initiator=initiator,
         live=options.live,
         upload=options.upload,
@@ -132,7 +131,7 @@ async def _run_session(
             loop.call_soon_threadsafe(changed_here)
 
     def locked(function: Callable[..., Any], *args: Any) -> Any:
-        with db._lock:
+        with port.lock:
             return function(*args)
 
     async def call(function: Callable[..., Any], *args: Any) -> Any:
@@ -188,7 +187,7 @@ async def _run_session(
                     raise PeerTimeout(f"the peer sent nothing for {options.timeout} s")
             await asyncio.sleep(min(max(remaining, 0.01), 1.0))
 
-    db._add_change_listener(on_change)
+    port.add_change_listener(on_change)
     tasks = [
         asyncio.ensure_future(coroutine) for coroutine in (read_loop(), write_loop(), watchdog())
     ]
@@ -204,7 +203,7 @@ async def _run_session(
             result.error = _as_error(failure)
             with contextlib.suppress(Exception):  # tell the peer why, if the channel allows
                 if not session.closed:
-                    await call(session._fail, failure)
+                    await call(session.fail, failure)
                 out = await call(session.data_to_send)
                 if out:
                     writer.write(out)
@@ -216,7 +215,7 @@ async def _run_session(
     finally:
         # Everything that releases the connection happens before the first await: a second
         # cancellation (the server closing while this session ends) must not skip it.
-        db._remove_change_listener(on_change)
+        port.remove_change_listener(on_change)
         for task in [*tasks, ender]:
             task.cancel()
         session.close()
@@ -277,7 +276,7 @@ class Server:
     """A running server (from :func:`serve`): ``port``, the sessions it ran (``results``), and
     ``close()`` / ``await wait_closed()``; also an async context manager."""
 
-    def __init__(self, db: LocalDatabase, options: _Options, max_sessions: int) -> None:
+    def __init__(self, db: Replicable, options: _Options, max_sessions: int) -> None:
         self._db = db
         self._options = options
         self._max_sessions = max_sessions
@@ -359,7 +358,7 @@ class Server:
 
 
 async def serve(
-    db: LocalDatabase,
+    db: Replicable,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     *,
@@ -394,7 +393,7 @@ async def serve(
 
 
 async def sync(
-    db: LocalDatabase,
+    db: Replicable,
     host: str,
     port: int = DEFAULT_PORT,
     *,
@@ -450,7 +449,7 @@ async def sync(
 
 
 async def keep_synced(
-    db: LocalDatabase,
+    db: Replicable,
     host: str,
     port: int = DEFAULT_PORT,
     *,
@@ -488,7 +487,7 @@ async def keep_synced(
 
 
 def sync_blocking(
-    db: LocalDatabase, host: str, port: int = DEFAULT_PORT, **options: Any
+    db: Replicable, host: str, port: int = DEFAULT_PORT, **options: Any
 ) -> SyncResult:
     """:func:`sync` for code without an event loop (runs one until the sync is done)."""
     return asyncio.run(sync(db, host, port, **options))
@@ -511,7 +510,7 @@ class BackgroundServer:
             raise Closed("the server is not running")
         return self._server
 
-    def _start(self, db: LocalDatabase, host: str, port: int, options: dict[str, Any]) -> None:
+    def _start(self, db: Replicable, host: str, port: int, options: dict[str, Any]) -> None:
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(serve(db, host, port, **options), self._loop)
         try:
@@ -549,7 +548,7 @@ class BackgroundServer:
 
 
 def serve_in_background(
-    db: LocalDatabase, host: str = DEFAULT_HOST, port: int = 0, **options: Any
+    db: Replicable, host: str = DEFAULT_HOST, port: int = 0, **options: Any
 ) -> BackgroundServer:
     """Start :func:`serve` in a background thread and return once it listens."""
     background = BackgroundServer()

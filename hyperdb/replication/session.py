@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 
 from hyperdb.errors import Closed, HyperDBError, ProtocolError
-from hyperdb.replication.connection import Connection, ProgressCallback, Replica
+from hyperdb.replication.connection import Connection, ProgressCallback
+from hyperdb.replication.port import Replica
 from hyperdb.replication.secure import VERSION, SecureChannel
 from hyperdb.replication.wire import error_frame
 
@@ -99,7 +100,7 @@ class Session:
             for plaintext in plaintexts:
                 self.connection.receive_data(plaintext)
         except BaseException as exc:
-            self._fail(exc)
+            self.fail(exc)
             raise
 
     def receive_eof(self) -> None:
@@ -114,7 +115,7 @@ class Session:
                 raise ProtocolError("the peer closed the connection in the middle of a record")
             self.connection.receive_eof()
         except BaseException as exc:
-            self._fail(exc, tell_peer=False)
+            self.fail(exc, tell_peer=False)
             raise
         self._closed = True
 
@@ -125,7 +126,7 @@ class Session:
         try:
             self.connection.notify_local_change()
         except BaseException as exc:
-            self._fail(exc)
+            self.fail(exc)
             raise
 
     def close(self) -> None:
@@ -144,7 +145,7 @@ class Session:
             try:
                 plaintext = self.connection.data_to_send(max_bytes)
             except BaseException as exc:
-                self._fail(exc)
+                self.fail(exc)
                 raise
             if plaintext:
                 self.channel.send(plaintext)
@@ -152,7 +153,9 @@ class Session:
 
     # --- errors -----------------------------------------------------------------------------------
 
-    def _fail(self, exc: BaseException, *, tell_peer: bool = True) -> None:
+    def fail(self, exc: BaseException, *, tell_peer: bool = True) -> None:
+        """End the session because of ``exc`` (a transport failure, a timeout): the peer is
+        told why when the channel allows; idempotent."""
         if self._closed:
             return
         self.error = exc

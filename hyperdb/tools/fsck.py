@@ -1,27 +1,44 @@
 """Checking a whole database's store, as fsck does: nothing is trusted, everything is re-derived.
 
 :func:`verify_database` re-checks every feed (each block against the Merkle tree, every stored
-tree node, the writer's signature: :meth:`hyperdb.feed.feed.Feed.verify`), decodes every block as a
-header or node record with the strict decoder, and compares the derived key-order index with what
-the tries answer from the heads, key by key, in both directions. It reports every problem it finds
-(at most one per feed for the feed check, which stops at the first damaged block of a feed) rather
-than stopping at the first, and never writes. ``Database.verify`` calls it.
+tree node, the writer's signature: ``Feed.verify``), decodes every block as a header or node
+record with the strict decoder, and compares the derived key-order index with what the tries
+answer from the heads, key by key, in both directions: the keys the tries hold come from a walk
+of the tries, the keys the index holds from a scan of the index, and a key missing from either
+side, or answered differently, is reported by name. It reports every problem it finds (at most
+one per feed for the feed check, which stops at the first damaged block of a feed) rather than
+stopping at the first, and never writes. ``Database.verify`` calls it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from hyperdb.errors import CorruptionError, HyperDBError
-from hyperdb.feed.feed import Feed
+from hyperdb.feed import Feed
 from hyperdb.model import record
 from hyperdb.model.node import Node
-from hyperdb.storage import ReadTxn
+from hyperdb.model.state import State
+from hyperdb.storage import ReadTxn, Storage
 
-if TYPE_CHECKING:
-    from hyperdb.api.database import Database
+Progress = Callable[[str, int, int], object]
+
+
+class Reads(Protocol):
+    """The reads compared: the index's (``IndexReads``) and the tries' (``TrieReads``)."""
+
+    def get(self, key: str) -> builtins.list[Node]: ...
+
+    def list(
+        self, prefix: str, recursive: bool, reverse: bool, gt: bool
+    ) -> Iterator[tuple[str, builtins.list[Node]]]: ...
+
+    def range(
+        self, bounds: dict[str, str], reverse: bool, limit: int | None
+    ) -> Iterator[tuple[str, builtins.list[Node]]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +62,7 @@ class VerifyReport:
     tree_nodes: int = 0
     records: int = 0
     keys: int = 0
-    damage: list[Damage] = field(default_factory=list)
+    damage: builtins.list[Damage] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -53,22 +70,24 @@ class VerifyReport:
 
 
 def verify_database(
-    db: Database, *, progress: Callable[[str, int, int], object] | None = None
+    storage: Storage,
+    state: State,
+    index: Reads,
+    tries: Reads,
+    *,
+    progress: Progress | None = None,
 ) -> VerifyReport:
-    """Check everything in ``db``'s store (see the module docstring). ``progress(stage, done,
-    total)`` is told how far each stage got."""
+    """Check everything in ``storage`` as of ``state`` (see the module docstring): ``index``
+    answers from the derived index, ``tries`` from the tries of the state's heads.
+    ``progress(stage, done, total)`` is told how far each stage got."""
     report = VerifyReport()
-    db._check_open()
-    state = db._state
     feeds = sorted(state.feeds.values(), key=lambda feed: feed.key)
     report.feeds = len(feeds)
-    damaged: set[bytes] = set()
-    with db._storage.read() as tx:
+    with storage.read() as tx:
         for number, feed in enumerate(feeds):
             try:
                 checked = feed.verify(tx)
             except CorruptionError as exc:
-                damaged.add(feed.key)
                 report.damage.append(
                     Damage("feed", str(exc), exc.feed or feed.key, tuple(exc.seqs))
                 )
@@ -78,7 +97,7 @@ def verify_database(
             _records(feed, tx, report)
             if progress is not None:
                 progress("feeds", number + 1, len(feeds))
-    _index(db, report, progress)
+    _index(index, tries, report, progress)
     return report
 
 
@@ -104,30 +123,29 @@ def _records(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:
             report.records += 1
 
 
-def _index(
-    db: Database, report: VerifyReport, progress: Callable[[str, int, int], object] | None
-) -> None:
+def _index(index: Reads, tries: Reads, report: VerifyReport, progress: Progress | None) -> None:
     def ids(nodes: list[Node]) -> list[tuple[bytes, int, bool]]:
         return sorted((n.writer, n.seq, n.deleted) for n in nodes)
 
     try:
-        trie_keys = {key for key, _ in db.list("")}
+        trie_keys = {key for key, _ in index.list("", True, False, False)}
     except HyperDBError as exc:
         report.damage.append(Damage("index", f"the tries cannot be listed: {exc}"))
         return
     try:
-        index_keys = [key for key, _ in db.range()]
+        index_keys = {key for key, _ in index.range({}, False, None)}
     except HyperDBError as exc:
         report.damage.append(Damage("index", f"the derived index cannot be read: {exc}"))
         return
-    for key in sorted(set(index_keys) - trie_keys):
+    for key in sorted(index_keys - trie_keys):
         report.damage.append(
             Damage("index", f"the index holds {key!r}, which the tries do not", key=key)
         )
-    for number, key in enumerate(sorted(trie_keys)):
+    both = sorted(trie_keys & index_keys)
+    for number, key in enumerate(both):
         try:
-            from_index = db.get(key)
-            from_trie = db._trie_get(key)
+            from_index = index.get(key)
+            from_trie = tries.get(key)
         except HyperDBError as exc:
             report.damage.append(Damage("index", f"{key!r} cannot be read: {exc}", key=key))
             continue
@@ -137,7 +155,7 @@ def _index(
             )
         report.keys += 1
         if progress is not None and number % 1000 == 999:
-            progress("keys", number + 1, len(trie_keys))
+            progress("keys", number + 1, len(both))
 
 
 __all__ = ["Damage", "VerifyReport", "verify_database"]

@@ -27,9 +27,9 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import networkx as nx  # type: ignore[import-untyped]
 
-from hyperdb.api.snapshot import parse_version
 from hyperdb.errors import HyperDBError, InvalidArgument, NotFound
 from hyperdb.model.node import Node
+from hyperdb.model.version import parse_version
 
 __all__ = [
     "Blame",

@@ -24,7 +24,8 @@ from typing import Any
 
 from hyperdb.errors import HyperDBError
 from hyperdb.primitives import crypto
-from hyperdb.replication.connection import Connection, Replica
+from hyperdb.replication.connection import Connection
+from hyperdb.replication.port import Replica
 from hyperdb.replication.secure import VERSION, Phase, SecureChannel
 from hyperdb.replication.wire import Error, FrameDecoder, Message, decode_message, encode_frame
 

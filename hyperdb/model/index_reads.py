@@ -1,0 +1,100 @@
+"""Reading the current database from its derived index: get, list and range.
+
+:class:`IndexReads` answers a writable database's ``get``, ``list`` and ``range`` from the
+key-order index (``hyperdb.model.index``), which every commit keeps in step with the tries: a get
+reads one row, a range scans rows in key order, a listing reads the keys under a prefix and sorts
+them into trie hash order. A listing too large to sort in memory is answered by walking the tries
+of the current heads (``hyperdb.model.trie_reads``) instead; both give the same answers.
+Arguments are already checked (normalized keys, checked bounds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from hyperdb.model import index
+from hyperdb.model.context import DatabaseContext
+from hyperdb.model.node import Node
+from hyperdb.model.reader import NodeReader
+from hyperdb.model.trie_reads import TrieReads
+
+Listing = Iterator[tuple[str, list[Node]]]
+
+
+class IndexReads:
+    """The reads of the current database, from its index."""
+
+    def __init__(self, context: DatabaseContext, reader: NodeReader) -> None:
+        self._context = context
+        self._reader = reader
+
+    def get(self, key: str) -> list[Node]:
+        self._context.check_open()
+        if not key:
+            return []  # the root key is never written
+        row_key = index.row_key(key.encode("utf-8"))
+        state = self._context.state
+        with self._context.storage.read() as tx:  # a snapshot: no lock, writers do not block
+            row = tx.get("index", row_key)
+            if row is None:
+                return []
+            return self._reader.answer_row(tx, state, key, row_key, row)
+
+    def list(self, prefix: str, recursive: bool, reverse: bool, gt: bool) -> Listing:
+        """The keys under ``prefix`` sorted into hash order, each answered from its row; through
+        the tries when there are too many to sort in memory."""
+        self._context.check_open()
+        state = self._context.state
+        with self._context.storage.read() as tx:
+            keys = index.listing(
+                tx, prefix, recursive=recursive, reverse=reverse, exclude_base=gt or not prefix
+            )
+            if keys is not None:
+                get = tx.get
+                answer_row = self._reader.answer_row
+                key_of_row = index.key_of_row
+                for row_key in keys:
+                    row = get("index", row_key)
+                    assert row is not None  # listed in this transaction
+                    key = key_of_row(row_key, row)
+                    answer = answer_row(tx, state, key, row_key, row)
+                    if answer:
+                        yield key, answer
+                return
+        walk = TrieReads(self._context, self._reader, state, state.heads)
+        yield from walk.list(prefix, recursive, reverse, gt)
+
+    def range(self, bounds: dict[str, str], reverse: bool, limit: int | None) -> Listing:
+        """Keys in sorted order within ``bounds`` (at most one lower and one upper), at most
+        ``limit`` of them."""
+        self._context.check_open()
+        if limit == 0:
+            return
+        low = bounds.get("gt", bounds.get("gte"))
+        high = bounds.get("lt", bounds.get("lte"))
+        start = index.row_key(low.encode("utf-8"))[: index.INLINE_KEY_BYTES] if low else None
+        stop = None
+        if high is not None:
+            high_bytes = high.encode("utf-8")
+            if len(high_bytes) > index.INLINE_KEY_BYTES:  # rows sharing the prefix: filter below
+                stop = high_bytes[: index.INLINE_KEY_BYTES] + b"\xff" * 17
+            else:
+                stop = high_bytes + (b"\x00" if "lte" in bounds else b"")
+        if stop == b"":
+            return
+        count = 0
+        state = self._context.state
+        in_bounds = index.in_bounds
+        with self._context.storage.read() as tx:
+            rows = tx.scan("index", start=start, stop=stop, reverse=reverse)
+            answer_row = self._reader.answer_row
+            for key, row_key, row in index.sort_long_keys(rows, reverse):
+                if bounds and not in_bounds(key, bounds):
+                    continue
+                answer = answer_row(tx, state, key, row_key, row)
+                if not answer:
+                    continue
+                yield key, answer
+                count += 1
+                if limit is not None and count >= limit:
+                    return

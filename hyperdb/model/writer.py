@@ -1,0 +1,279 @@
+"""The write path: appending the local writer's nodes, and rebuilding what is derived from feeds.
+
+:meth:`WritePath.write` turns checked operations (normalized key, encoded value, deletion flag)
+into one append of the local feed, in one transaction, in these steps: the feed numbering the
+new nodes use (:func:`feed_numbering`), the clock they carry (what they have seen), the trie of
+each node (the walk, ``trie.prepare_put``), the records (:func:`encode_records`), the append (one
+signature), what the state learns (lists, clocks, applied lengths, heads), and then either the
+index rows (``hyperdb.model.apply.merge_index``) or, for an authorization, the remote nodes it lets
+apply. The new state replaces the old one only once the transaction committed.
+:meth:`WritePath.reindex` rebuilds every derived row from the feeds. A database opened read-only
+holds a :class:`ReadOnlyWrites` instead, which refuses both.
+"""
+
+from __future__ import annotations
+
+import gc
+from array import array
+from collections.abc import Mapping, Sequence
+
+import trie
+from hyperdb.errors import ReadOnly, ValueTooLarge
+from hyperdb.feed import Feed
+from hyperdb.model import index, record
+from hyperdb.model import state as state_module
+from hyperdb.model.apply import apply_ready, derive, merge_index
+from hyperdb.model.context import DatabaseContext
+from hyperdb.model.node import Node, StoredNode
+from hyperdb.model.reader import NodeReader
+from hyperdb.model.record import NodeRecord
+from hyperdb.model.state import State, StateBuilder, clock_of
+from hyperdb.primitives import crypto
+from hyperdb.storage import ReadTxn
+
+Op = tuple[str, bytes | None, bool]
+"""A checked operation: normalized key, encoded value (``None`` for a deletion), deleted."""
+
+#: A batch at least this long pauses the cyclic garbage collector while it is built: it
+#: allocates many small acyclic objects, which the collector would scan over and over for
+#: nothing (about 15 % of a batch).
+GC_PAUSE_OPS = 64
+
+
+class WritePath:
+    """Appends the local writer's nodes (see the module docstring)."""
+
+    def __init__(self, context: DatabaseContext, reader: NodeReader, local: Feed) -> None:
+        self._context = context
+        self._reader = reader
+        self._local = local
+
+    def write(
+        self, ops: Sequence[Op], authorizes: tuple[bytes, ...] = ()
+    ) -> tuple[list[Node], list[StoredNode]]:
+        """Append ``ops`` as one batch (with ``authorizes``: one authorization entry naming those
+        writers). Returns the public nodes written and every node that changed the database
+        (written, and remote nodes an authorization let apply), for the watchers."""
+        context = self._context
+        with context.lock:
+            context.check_open()
+            pause_gc = len(ops) >= GC_PAUSE_OPS and gc.isenabled()
+            if pause_gc:
+                gc.disable()
+            try:
+                written, applied = self._append(ops, authorizes)
+            finally:
+                if pause_gc:
+                    gc.enable()
+            return self._reader.public_all(written), [*written, *applied]
+
+    def _append(
+        self, ops: Sequence[Op], authorizes: tuple[bytes, ...]
+    ) -> tuple[list[StoredNode], list[StoredNode]]:
+        context = self._context
+        state = context.state
+        local = self._local
+        local_id = local.id
+        kind = record.KIND_AUTHORIZE if authorizes else record.KIND_ENTRY
+        with context.storage.write() as tx:
+            b = StateBuilder(state, tx)
+            first = local.head(tx).length
+            # what the new nodes have seen: every applied node (the applied set is causally
+            # closed, so this is the union of the heads' clocks)
+            seen = {f: n for f, n in state.applied.items() if f != local_id}
+            ids, new_ids, numbers = feed_numbering(state, first, seen)
+            delta = {f: n for f, n in seen.items() if state.writer_clock.get(f) != n}
+            pending: dict[trie.Pointer, StoredNode] = {}
+            written, tries = self._walk(
+                tx, state, ops, first, seen, numbers, kind, authorizes, pending
+            )
+            lists = tuple(b.feeds[f].key for f in ids) if new_ids is not None else None
+            blocks = encode_records(ops, tries, numbers, delta, lists, kind, authorizes)
+            local.append_batch(blocks, tx)
+            last = first + len(ops) - 1
+            if new_ids is not None:
+                b.set_list(local_id, new_ids)
+            if delta:
+                b.set_clock(local_id, first, seen)
+                b.writer_clock = seen
+            b.applied[local_id] = last + 1
+            if len(state.heads) == 1 and state.heads[0][0] == local_id:
+                b.heads = {local_id: last}  # stored implicitly (hyperdb.model.state)
+            else:
+                b.set_heads({local_id: last})
+            applied: list[StoredNode] = []
+            if authorizes:
+                for target in authorizes:
+                    b.register(target)
+                newly = b.add_edges(local.key, authorizes)
+                if newly:
+                    load = self._reader.builder_loader(b)
+                    applied = apply_ready(b, load, [b.ids[k] for k in newly])
+            else:  # a local write has seen every applied node: it alone is current
+                merge_index(tx, written, seen_all=True)
+            new_state = b.build()
+        context.state = new_state
+        if b.new_feeds:
+            context.forget_lengths()
+        else:
+            context.note_length(local.key, last + 1, last + 1)
+        context.cache.add(pending.values())
+        return written, applied
+
+    def _walk(
+        self,
+        tx: ReadTxn,
+        state: State,
+        ops: Sequence[Op],
+        first: int,
+        seen: dict[int, int],
+        numbers: Mapping[int, int] | None,
+        kind: int,
+        authorizes: tuple[bytes, ...],
+        pending: dict[trie.Pointer, StoredNode],
+    ) -> tuple[list[StoredNode], list[bytes]]:
+        """The nodes of ``ops``, seqs from ``first``, each with its trie (``trie.prepare_put``
+        from the previous one), and the tries encoded with ``numbers``. The nodes are collected
+        in ``pending`` too, where later walks find them."""
+        local_id = self._local.id
+        load = self._reader.loader(tx, pending)
+        heads = [load(p) for p in state.heads]
+        known = (pending, self._context.cache.nodes)  # what ``load`` reads first, read directly
+        # the paths first and the nodes after, each in one tight loop (faster than one at a time)
+        paths = [trie.key_path(key, crypto.siphash24) for key, _, _ in ops]
+        written: list[StoredNode] = []
+        tries: list[bytes] = []
+        for offset, (key, value, deleted) in enumerate(ops):
+            seq = first + offset
+            path = paths[offset]
+            table = trie.prepare_put(key, path, heads, load, known)
+            tries.append(table.encode(numbers))
+            node = StoredNode(
+                key,
+                local_id,
+                seq,
+                {**seen, local_id: seq + 1} if seen else {local_id: seq + 1},
+                deleted,
+                value,
+                kind,
+                table=table,
+                path=path,
+                authorizes=authorizes,
+            )
+            pending[(local_id, seq)] = node
+            written.append(node)
+            heads = [node]
+        return written, tries
+
+    def reindex(self) -> int:
+        """Rebuild everything derived from the feeds (feeds lists, clocks, applied nodes,
+        authorizations, heads, the index); returns the number of keys with current values."""
+        context = self._context
+        with context.lock:
+            context.check_open()
+            state = context.state
+            with context.storage.write() as tx:
+                state_module.clear(tx)
+                b = StateBuilder(state_module.empty(state), tx)
+                local = self._local
+                for feed_id, feed in state.feeds.items():
+                    length = feed.head(tx).length
+                    if length > 1:
+                        derive(b, feed_id, 1, feed.get_range(1, length, tx))
+                if local.length > 1:
+                    own = clock_of(b, tx, local.id, local.length - 1)
+                    del own[local.id]
+                    b.writer_clock = own
+                apply_ready(b, self._reader.builder_loader(b), list(state.feeds))
+                b.set_heads(b.heads)
+                new_state = b.build()
+                count = sum(
+                    1
+                    for row_key, row in tx.scan("index")
+                    if not all(e.deleted for e in index.decode_row(row_key, row)[1])
+                )
+            context.state = new_state
+            context.forget_lengths()
+            context.cache.clear()
+            return count
+
+
+class ReadOnlyWrites:
+    """The write path of a database opened read-only: every write is refused."""
+
+    def __init__(self, context: DatabaseContext) -> None:
+        self._context = context
+
+    def write(
+        self, ops: Sequence[Op], authorizes: tuple[bytes, ...] = ()
+    ) -> tuple[list[Node], list[StoredNode]]:
+        self._context.check_open()
+        raise ReadOnly("this database was opened read-only")
+
+    def reindex(self) -> int:
+        self._context.check_open()
+        raise ReadOnly("this database was opened read-only")
+
+
+def feed_numbering(
+    state: State, first: int, seen: Mapping[int, int]
+) -> tuple[array[int], array[int] | None, dict[int, int] | None]:
+    """The local writer's feeds list for nodes from seq ``first`` that have seen ``seen``:
+    ``(ids, new_ids, numbers)``: the list (local feed id by feed number), the list again when it
+    changes with these nodes (the first node, or feeds seen for the first time; ``None``
+    otherwise), and feed id -> number (``None`` when every feed's number is its id)."""
+    ids = state.local_list
+    new_ids = None
+    if first == 1:
+        new_ids = array("I", [state.feed_id(state.database_key)])
+        if state.local_id != new_ids[0]:
+            new_ids.append(state.local_id)
+    missing = [f for f in seen if f not in state.local_numbers] if seen else []
+    if missing:
+        new_ids = array("I", new_ids if new_ids is not None else ids)
+        new_ids.extend(f for f in sorted(missing) if f not in new_ids)
+    if new_ids is None:
+        return ids, None, state.local_numbers_map
+    numbers: dict[int, int] | None = {f: n for n, f in enumerate(new_ids)}
+    if numbers is not None and all(f == n for f, n in numbers.items()):
+        numbers = None
+    return new_ids, new_ids, numbers
+
+
+def encode_records(
+    ops: Sequence[Op],
+    tries: Sequence[bytes],
+    numbers: Mapping[int, int] | None,
+    delta: Mapping[int, int],
+    lists: tuple[bytes, ...] | None,
+    kind: int,
+    authorizes: tuple[bytes, ...],
+) -> list[bytes]:
+    """The feed blocks of ``ops`` with their encoded ``tries``: the first node carries what
+    changed (the feeds list, the clock entries that differ from the writer's previous node, the
+    authorized keys), the others are plain entries. :class:`ValueTooLarge` if a record exceeds
+    the block limit."""
+    blocks: list[bytes] = []
+    if lists is not None or delta or authorizes:
+        key, value, deleted = ops[0]
+        blocks.append(
+            record.encode_node(
+                NodeRecord(
+                    key,
+                    value,
+                    deleted,
+                    tries[0],
+                    {numbers[f] if numbers else f: n for f, n in delta.items()},
+                    lists,
+                    kind,
+                    authorizes,
+                )
+            )
+        )
+    encode_entry = record.encode_entry
+    for offset in range(len(blocks), len(ops)):
+        key, value, deleted = ops[offset]
+        blocks.append(encode_entry(key, value, deleted, tries[offset]))
+    if max(map(len, blocks)) > record.MAX_RECORD_BYTES:
+        raise ValueTooLarge("the node record exceeds the block limit")
+    return blocks

@@ -1,0 +1,76 @@
+"""The replication port: what the protocol needs of the replica it replicates.
+
+:class:`Replica` is the contract between a :class:`~hyperdb.replication.connection.Connection`
+and the store on its side: which feeds this side offers (authorized in its view, at their signed
+lengths), which it accepts, how much of each it holds, reading blocks with their proof, and
+ingesting a peer's blocks (verified before anything is stored). :class:`ServedReplica` adds what
+the TCP transport needs to run sessions beside an application's own writes: the lock that
+serializes them, and being told when the replica changed. A database's port is
+``Database.replication_port`` (``hyperdb.model.replica``); the tests run one contract test class
+against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from hyperdb.feed import Proof
+
+
+class Replica(Protocol):
+    """What a :class:`~hyperdb.replication.connection.Connection` needs of its replica."""
+
+    @property
+    def key(self) -> bytes:
+        """The database key (32 bytes)."""
+        ...
+
+    @property
+    def discovery_key(self) -> bytes:
+        """``hyperdb.primitives.crypto.discovery_key(key)``."""
+        ...
+
+    def offered(self) -> dict[bytes, int]:
+        """Feeds this side serves (authorized in its view): feed key -> signed length (which is
+        stored here: at most :meth:`stored_length`)."""
+        ...
+
+    def wanted(self, feed_key: bytes) -> bool:
+        """True if data of this feed is accepted here (authorized in this side's view)."""
+        ...
+
+    def stored_length(self, feed_key: bytes) -> int:
+        """Blocks of that feed stored here (0 if unknown); it never decreases."""
+        ...
+
+    def read(
+        self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None
+    ) -> tuple[list[bytes], Proof]:
+        """Blocks ``[start, end)`` and their proof against the signed length (``end`` is at most
+        the signed length). With ``max_bytes``, only the first blocks whose sizes add up to at
+        most ``max_bytes`` (always at least one), with the proof of those. NotFound for a feed
+        not held here."""
+        ...
+
+    def ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
+        """Verify everything, then store and index in one transaction; True if something new was
+        stored. Raises VerificationError (ForkDetected included) or ProtocolError for bad data,
+        having stored nothing."""
+        ...
+
+
+class ServedReplica(Replica, Protocol):
+    """A :class:`Replica` that sessions over a transport share with its other users."""
+
+    @property
+    def lock(self) -> Any:
+        """A lock (a context manager) each session step holds while it runs."""
+        ...
+
+    def add_change_listener(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` (in the committing thread) after every commit that stored
+        something; it must be quick and must not raise."""
+        ...
+
+    def remove_change_listener(self, listener: Callable[[], object]) -> None: ...
