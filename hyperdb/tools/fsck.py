@@ -128,7 +128,7 @@ def _index(index: Reads, tries: Reads, report: VerifyReport, progress: Progress 
         return sorted((n.writer, n.seq, n.deleted) for n in nodes)
 
     try:
-        trie_keys = {key for key, _ in index.list("", True, False, False)}
+        trie_keys = {key for key, _ in tries.list("", True, False, False)}
     except HyperDBError as exc:
         report.damage.append(Damage("index", f"the tries cannot be listed: {exc}"))
         return
@@ -140,6 +140,10 @@ def _index(index: Reads, tries: Reads, report: VerifyReport, progress: Progress 
     for key in sorted(index_keys - trie_keys):
         report.damage.append(
             Damage("index", f"the index holds {key!r}, which the tries do not", key=key)
+        )
+    for key in sorted(trie_keys - index_keys):
+        report.damage.append(
+            Damage("index", f"the index has no row for {key!r}, which the tries hold", key=key)
         )
     both = sorted(trie_keys & index_keys)
     for number, key in enumerate(both):
