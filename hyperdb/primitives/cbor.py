@@ -1,12 +1,18 @@
-"""Canonical CBOR: the byte encoding of every hyperdb record.
+"""Canonical CBOR: the byte encoding of every hyperdb record, through cbor2.
 
-This is the only module that imports cbor2. ``encode`` writes deterministic CBOR (RFC 8949 section
-4.2.3 "length-first" map key order, shortest integer and length forms, no indefinite lengths), so
-equal records have equal bytes and can be hashed and signed. ``decode`` is the gate for bytes that
-came from disk or from a peer: it enforces a size limit before parsing, refuses anything but the
-plain data model (unsigned and negative 64-bit integers, byte and text strings, arrays, maps, true,
-false, null), refuses duplicate map keys and deep nesting, and re-encodes the result to reject any
-input that is not already in canonical form. Every failure is an :class:`EncodingError`.
+This module owns CBOR and is the only one that imports cbor2. ``encode`` writes deterministic CBOR
+(RFC 8949 section 4.2.3 "length-first" map key order, shortest integer and length forms, no
+indefinite lengths), so equal records have equal bytes and can be hashed and signed. ``decode`` is
+the gate for bytes that came from disk or from a peer: it enforces a size limit before parsing,
+refuses anything but the plain data model (unsigned and negative 64-bit integers, byte and text
+strings, arrays, maps, true, false, null), refuses duplicate map keys and deep nesting, and
+re-encodes the result to reject any input that is not already in canonical form. Every failure is
+an :class:`EncodingError`.
+
+The hand-written fast paths that write and read the common records without cbor2 (the usual node
+record, the replication messages) share one codec of the canonical item head, in
+:mod:`hyperdb.primitives._cbor_head`; the tests hold each of them to this module's bytes and
+answers.
 """
 
 from __future__ import annotations

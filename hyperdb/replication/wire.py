@@ -10,9 +10,11 @@ field's type, size and range is checked and anything else (an unknown type, a mi
 field, a non-canonical body, an oversized frame) raises :class:`~hyperdb.errors.ProtocolError`.
 Bodies are written directly rather than through :mod:`hyperdb.primitives.cbor`, and read by a fast
 path that takes only the exact canonical shape of a message and leaves anything else to the generic
-strict decoder, so that a session between replicas in sync costs little. :class:`FrameDecoder`
-splits a byte stream into frame bodies however it is chunked, holding at most one frame in memory.
-Which message may be sent when is the business of :mod:`hyperdb.replication.connection`.
+strict decoder, so that a session between replicas in sync costs little (both in
+:mod:`hyperdb.replication._wire_fast`, each held to its generic twin to the byte).
+:class:`FrameDecoder` splits a byte stream into frame bodies however it is chunked, holding at most
+one frame in memory. Which message may be sent when is the business of
+:mod:`hyperdb.replication.connection`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ from hyperdb.feed.feed import MAX_BLOCK_SIZE, MAX_BYTES, MAX_LENGTH, Proof
 from hyperdb.feed.merkle import TreeNode
 from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from hyperdb.replication._wire_fast import (
+    data_body,
+    error_body,
+    have_body,
+    hello_body,
+    idle_body,
+    request_body,
+)
+from hyperdb.replication._wire_fast import parse_plain as _parse_plain
 
 PROTOCOL = "hyperdb"
 VERSION = 1
@@ -151,89 +162,33 @@ def encode_message(message: Message) -> bytes:
     """The canonical CBOR body of ``message`` (no frame header). The fields are not validated:
     the sender builds messages from its own checked state.
 
-    Every body is a map of one-letter text keys to unsigned integers, byte strings, text strings
-    or an array of byte strings, so it is written here directly: the keys in canonical (bytewise)
-    order, every length and integer in its shortest form. It equals
-    ``encoding.encode(<the map of spec/protocol.md>)`` byte for byte (tests/test_replication.py
-    and the vectors check it). Record fields are packed with :mod:`struct`, which pads or cuts a
-    key or hash of the wrong size: the caller passes 32-byte ones.
+    The body is written directly by the writer of its type (:mod:`._wire_fast`), from the fields
+    and, for a have or a data message, the packed records. It equals
+    ``encoding.encode(<the map of spec/protocol.md>)`` byte for byte (tests/test_replication.py,
+    tests/test_wire_fast.py and the vectors check it). Record fields are packed with
+    :mod:`struct`, which pads or cuts a key or hash of the wrong size: the caller passes 32-byte
+    ones.
     """
     if isinstance(message, Have):
-        return b"\xa2af" + _bytes(b"".join(starmap(HAVE_RECORD.pack, message.feeds))) + b"at\x01"
+        return have_body(b"".join(starmap(HAVE_RECORD.pack, message.feeds)))
     if isinstance(message, Data):
-        return b"".join(
-            (
-                b"\xa7ab",
-                _head(0x80, len(message.blocks)),
-                *[_head(0x40, len(block)) + block for block in message.blocks],
-                b"af",
-                _bytes(message.feed),
-                b"ag",
-                _bytes(message.signature),
-                b"al",
-                _uint(message.length),
-                b"an",
-                _bytes(b"".join(starmap(NODE_RECORD.pack, message.nodes))),
-                b"as",
-                _uint(message.start),
-                b"at\x03",
-            )
+        return data_body(
+            message.feed,
+            message.start,
+            message.blocks,
+            message.length,
+            b"".join(starmap(NODE_RECORD.pack, message.nodes)),
+            message.signature,
         )
     if isinstance(message, Request):
-        return b"".join(
-            (
-                b"\xa4ae",
-                _uint(message.end),
-                b"af",
-                _bytes(message.feed),
-                b"as",
-                _uint(message.start),
-                b"at\x02",
-            )
-        )
+        return request_body(message.feed, message.start, message.end)
     if isinstance(message, Idle):
-        return b"\xa2ac" + _uint(message.seen) + b"at\x04"
+        return idle_body(message.seen)
     if isinstance(message, Hello):
-        return b"".join(
-            (
-                b"\xa4ad",
-                _bytes(message.discovery_key),
-                b"ap",
-                _text(message.protocol),
-                b"at\x00av",
-                _uint(message.version),
-            )
-        )
+        return hello_body(message.discovery_key, message.protocol, message.version)
     if isinstance(message, Error):
-        return b"\xa2ar" + _text(message.reason) + b"at\x05"
+        return error_body(message.reason)
     raise TypeError(f"not a message: {type(message).__name__}")
-
-
-def _head(major: int, argument: int) -> bytes:
-    """A canonical CBOR item head: ``major`` (the type's top three bits, as a byte) with the
-    shortest form of ``argument`` (a length or an unsigned integer below 2^64)."""
-    if argument < 24:
-        return bytes((major | argument,))
-    if argument < 0x100:
-        return bytes((major | 24, argument))
-    if argument < 0x10000:
-        return bytes((major | 25,)) + argument.to_bytes(2, "big")
-    if argument < 0x1_0000_0000:
-        return bytes((major | 26,)) + argument.to_bytes(4, "big")
-    return bytes((major | 27,)) + argument.to_bytes(8, "big")
-
-
-def _uint(value: int) -> bytes:
-    return _head(0x00, value)
-
-
-def _bytes(value: bytes) -> bytes:
-    return _head(0x40, len(value)) + value
-
-
-def _text(value: str) -> bytes:
-    data = value.encode("utf-8")
-    return _head(0x60, len(data)) + data
 
 
 def encode_frame(message: Message) -> bytes:
@@ -259,7 +214,7 @@ def error_frame(exc: BaseException) -> bytes:
 def decode_message(body: bytes) -> Message:
     """Parse one frame body. Raises :class:`ProtocolError` for anything but a well-formed message
     of a known type with exactly its fields, each of the right type, size and range."""
-    obj = _parse_plain(body) if type(body) is bytes else None
+    obj = _parse_plain(body) if type(body) is bytes and len(body) <= MAX_FRAME_SIZE else None
     if obj is None:  # not in the common shape: the generic strict decoder decides
         try:
             obj = encoding.decode(body, max_size=MAX_FRAME_SIZE)
@@ -351,90 +306,6 @@ def _decode_data(obj: dict[str, Any]) -> Data:
             raise ProtocolError("a proof node size is out of range")
     signature = _fixed_bytes(obj, "g", SIGNATURE_SIZE, name)
     return Data(feed, start, tuple(blocks), length, nodes, signature)
-
-
-def _parse_plain(body: bytes) -> dict[str, Any] | None:
-    """The map ``body`` encodes if it is the canonical CBOR of a map of one to 23 one-letter ASCII
-    keys to unsigned integers, byte strings, text strings or arrays of byte strings (every
-    message this protocol defines), else None.
-
-    A fast path for :func:`encoding.decode`, which needs a structural scan, the generic decoder
-    and a re-encoding for the same result: whatever this accepts, that accepts too with an equal
-    result (tests/test_replication.py checks it), and whatever this declines goes to it.
-    """
-    size = len(body)
-    if not 0 < size <= MAX_FRAME_SIZE or not 0xA1 <= body[0] <= 0xB7:
-        return None
-    obj: dict[str, Any] = {}
-    pos, last = 1, 0
-    for _ in range(body[0] - 0xA0):
-        if pos + 3 > size or body[pos] != 0x61:
-            return None
-        key = body[pos + 1]
-        if not last < key < 0x80:  # canonical order (bytewise, as every key is one byte long)
-            return None
-        last = key
-        head = body[pos + 2]
-        major = head >> 5
-        if head & 31 < 24:  # the argument is in the head (inlined _argument, for speed)
-            argument, pos = head & 31, pos + 3
-        else:
-            argument, pos = _argument(body, pos + 2, size)
-            if argument < 0:
-                return None
-        value: Any
-        if major == 0:
-            value = argument
-        elif major == 2 or major == 3:
-            if argument > size - pos:
-                return None
-            value = body[pos : pos + argument]
-            pos += argument
-            if major == 3:
-                try:
-                    value = value.decode("utf-8")
-                except UnicodeDecodeError:
-                    return None
-        elif major == 4:
-            if argument > size - pos:
-                return None
-            items = []
-            for _ in range(argument):
-                if pos >= size:
-                    return None
-                head = body[pos]
-                if 0x40 <= head < 0x58:  # a byte string shorter than 24 bytes
-                    length, pos = head - 0x40, pos + 1
-                elif head >> 5 == 2:
-                    length, pos = _argument(body, pos, size)
-                else:
-                    return None
-                if not 0 <= length <= size - pos:
-                    return None
-                items.append(body[pos : pos + length])
-                pos += length
-            value = items
-        else:
-            return None
-        obj[chr(key)] = value
-    return obj if pos == size else None
-
-
-def _argument(body: bytes, pos: int, size: int) -> tuple[int, int]:
-    """The argument of the item head at ``pos`` and the position after it; -1 if the head is not
-    in its shortest form, is indefinite or reserved, or runs past ``size``."""
-    info = body[pos] & 31
-    pos += 1
-    if info < 24:
-        return info, pos
-    if info > 27:
-        return -1, pos
-    width = 1 << (info - 24)
-    if pos + width > size:
-        return -1, pos
-    value = int.from_bytes(body[pos : pos + width], "big")
-    # shortest form: a value below 24 is in the head, others in the fewest bytes that hold them
-    return (value if value >= (24 if width == 1 else 1 << (4 * width)) else -1), pos + width
 
 
 def _keys(obj: dict[str, Any], expected: tuple[str, ...], name: str) -> None:
