@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from trie.iterate import _NO_LIMIT, _next_event, _Walker, events
+from trie.iterate import NO_LIMIT, Walker, events, next_event
 from trie.node import N
 from trie.path import TERMINATOR, HashFn, first_difference, key_path, normalize
 from trie.table import Pointer
@@ -33,7 +33,7 @@ def diff(
     are not the same nodes on both sides, in hash order."""
     normal = normalize(prefix)
     base = key_path(normal, hash_fn, terminate=False)
-    walker: _Walker[N] = _Walker(load, normal, len(base), not normal)
+    walker: Walker[N] = Walker(load, normal, len(base), not normal)
     side_a = descend(start_frontier(heads_a), base, 0, len(base), load)
     side_b = descend(start_frontier(heads_b), base, 0, len(base), load)
     stack: list[tuple[bytes, list[N], list[N]]] = [(base, side_a, side_b)]
@@ -43,13 +43,13 @@ def diff(
             continue
         if not nodes_a or not nodes_b:
             flip = not nodes_a
-            for key, nodes in walker.walk(path, nodes_b if flip else nodes_a, False, _NO_LIMIT):
+            for key, nodes in walker.walk(path, nodes_b if flip else nodes_a, False, NO_LIMIT):
                 yield (key, [], nodes) if flip else (key, nodes, [])
             continue
         position = len(path)
         jump = min(
-            _next_event(nodes_a, position, _NO_LIMIT),
-            _next_event(nodes_b, position, _NO_LIMIT),
+            next_event(nodes_a, position, NO_LIMIT),
+            next_event(nodes_b, position, NO_LIMIT),
             first_difference(nodes_a[0].path, nodes_b[0].path, position),
         )
         if jump > position:  # every node of both sides continues with the same digits

@@ -30,7 +30,7 @@ from trie.walk import child_frontier, descend, key_group, start_frontier
 _EXPAND = 0  # visit a prefix with its frontier
 _CHILD = 1  # build the frontier of prefix + digit from the parent's frontier, then visit it
 _KEYS = 2  # emit the keys whose path is exactly the prefix
-_NO_LIMIT = sys.maxsize
+NO_LIMIT = sys.maxsize  # a walk limit no path reaches (shared with trie.diff, as Walker is)
 _DIGIT_BYTES = tuple(bytes([digit]) for digit in range(TERMINATOR + 1))
 
 
@@ -56,16 +56,17 @@ def iterate(
     """
     normal = normalize(prefix)
     base = key_path(normal, hash_fn, terminate=False)
-    walker: _Walker[N] = _Walker(load, normal, len(base), gt or not normal)
+    walker: Walker[N] = Walker(load, normal, len(base), gt or not normal)
     frontier = descend(start_frontier(heads), base, 0, len(base), load)
     if not frontier:
         return
-    limit = _NO_LIMIT if recursive else len(base) + DIGITS_PER_COMPONENT
+    limit = NO_LIMIT if recursive else len(base) + DIGITS_PER_COMPONENT
     yield from walker.walk(base, frontier, reverse, limit)
 
 
-class _Walker(Generic[N]):
-    """The state one iteration shares between its depth-first walks."""
+class Walker(Generic[N]):
+    """The state one iteration shares between its depth-first walks (:mod:`trie.diff` lists the
+    keys of a side with it too)."""
 
     __slots__ = ("exclude_base", "load", "prefix", "prefix_length")
 
@@ -96,12 +97,12 @@ class _Walker(Generic[N]):
                 if not nodes:
                     continue
                 position += 1
-            jump = _next_event(nodes, position, limit)
+            jump = next_event(nodes, position, limit)
             if jump > position:
                 path += nodes[0].path[position:jump]
                 position = jump
             if position >= limit:
-                first = next(self.walk(path, nodes, False, _NO_LIMIT), None)
+                first = next(self.walk(path, nodes, False, NO_LIMIT), None)
                 if first is not None:
                     yield first
                 continue
@@ -175,7 +176,7 @@ def events(nodes: Sequence[N], position: int) -> tuple[bool, list[bool]]:
     return has_keys, digits
 
 
-def _next_event(nodes: Sequence[N], position: int, limit: int) -> int:
+def next_event(nodes: Sequence[N], position: int, limit: int) -> int:
     """The first position ``>= position`` (at most ``limit``) where something can happen: a node's
     path ends, a node has a non-empty row, or two nodes' paths part."""
     event = limit

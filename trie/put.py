@@ -55,13 +55,13 @@ from trie.table import (
     Pointer,
     Row,
     TrieTable,
-    _compact,
-    _encode,
-    _read_varint,
-    _varint,
+    compact,
+    encode_rows,
     lazy_rows,
     lazy_table,
+    read_varint,
     table_from_rows,
+    varint,
 )
 
 _EMPTY_ROW: list[Bucket] = [EMPTY_BUCKET] * BUCKETS
@@ -356,7 +356,7 @@ def walk_chain(
             stop = starts[high] if high < len(positions) else len(data)
             out += data[begin:stop]
         if split == last:
-            return bytes(out), _compact(offsets), _compact(offsets.values()), node, table, own_bytes
+            return bytes(out), compact(offsets), compact(offsets.values()), node, table, own_bytes
         # the node leaves the new path here: its row there without the bucket we follow, with
         # the node itself in its own digit's bucket
         at = starts[high] if high < len(positions) and positions[high] == split else None
@@ -369,7 +369,7 @@ def walk_chain(
             if split < 0x80:
                 out += headers[split][1 << own[split]]
             else:
-                out += _varint(split)
+                out += varint(split)
                 out.append(1 << own[split])
             out += own_bytes
             break
@@ -377,7 +377,7 @@ def walk_chain(
             at += _varint_size(split)
             match, taken, pick, bits = splits[data[at]][path[split]][own[split]]
             buckets = match(data, at + 1).groups()
-            out += b"".join(pick((_varint(split) + bytes((bits,)), *buckets, own_bytes)))
+            out += b"".join(pick((varint(split) + bytes((bits,)), *buckets, own_bytes)))
         if taken < 0:
             break
         own_bytes = buckets[taken]
@@ -396,7 +396,7 @@ def walk_chain(
         else:
             node = load(_read_pointer(own_bytes, 0))
         start = split + 1
-    return bytes(out), _compact(offsets), _compact(offsets.values()), None, None, None
+    return bytes(out), compact(offsets), compact(offsets.values()), None, None, None
 
 
 def _compiled_walk() -> Walk | None:
@@ -484,7 +484,7 @@ def _chain_end(
     if any(buckets):
         b0, b1, b2, b3, b4 = buckets
         offsets[last] = len(out)
-        out += _encode({last: (b0, b1, b2, b3, b4)})
+        out += encode_rows({last: (b0, b1, b2, b3, b4)})
     return lazy_table(out, offsets) if out else EMPTY_TABLE
 
 
@@ -515,7 +515,7 @@ def _pointer_bytes(feed: int, seq: int) -> bytes:
             return bytes((word, (seq & 0x7F) | 0x80, seq >> 7))
         if seq < 0x200000:
             return bytes((word, (seq & 0x7F) | 0x80, (seq >> 7 & 0x7F) | 0x80, seq >> 14))
-    return _varint(word) + _varint(seq)
+    return varint(word) + varint(seq)
 
 
 def _read_pointer(data: bytes, index: int) -> Pointer:
@@ -524,10 +524,10 @@ def _read_pointer(data: bytes, index: int) -> Pointer:
     if word < 0x80:
         index += 1
     else:
-        word, index = _read_varint(data, index)
+        word, index = read_varint(data, index)
     seq = data[index]
     if seq >= 0x80:
-        seq, index = _read_varint(data, index)
+        seq, index = read_varint(data, index)
     return (word >> 1, seq)
 
 

@@ -86,10 +86,11 @@ def _translate(feed_map: FeedMap) -> Callable[[int], int]:
     return lookup
 
 
-def _compact(values: Iterable[int]) -> Sequence[int]:
+def compact(values: Iterable[int]) -> Sequence[int]:
     """``values`` (non-negative) as ``bytes`` when all are below 256, else as a tuple: a table's
     positions and row starts are kept for as long as it is cached, and ``bytes`` of eight is a
-    third of the tuple's size (indexing, ``len`` and ``bisect`` work the same)."""
+    third of the tuple's size (indexing, ``len`` and ``bisect`` work the same). For the algorithms
+    of this package (:mod:`trie.put` builds tables with it)."""
     try:
         return bytes(values)
     except ValueError:
@@ -106,7 +107,7 @@ class TrieTable:
     _rows: dict[int, Row]
     """Every row, ascending; while ``_lazy``, only the rows decoded so far, in any order."""
     _positions: Sequence[int]
-    """The non-empty positions, ascending (``bytes`` when all are below 256: :func:`_compact`)."""
+    """The non-empty positions, ascending (``bytes`` when all are below 256: :func:`compact`)."""
     _starts: Sequence[int] | None
     """When known, where each row starts in ``_encoded``, in the order of ``_positions``: always
     for a lazily decoded table, and once :meth:`_index` has run. :mod:`trie.put` copies rows from
@@ -143,7 +144,7 @@ class TrieTable:
         self._rows = rows
         self._starts = None
         self._lazy = False
-        self._positions = _compact(rows)
+        self._positions = compact(rows)
         self._encoded = encoded
         if forked is None:
             forked = any(len(pointers) > 1 for row in rows.values() for pointers in row)
@@ -182,8 +183,8 @@ class TrieTable:
         encoded = self._encoded
         if starts is None or encoded is None:
             offsets: dict[int, int] = {}
-            encoded = _encode(self._rows, offsets)  # canonical: equal to ``_encoded`` if set
-            starts = _compact(offsets.values())
+            encoded = encode_rows(self._rows, offsets)  # canonical: equal to ``_encoded`` if set
+            starts = compact(offsets.values())
             self._encoded = encoded
             self._starts = starts
         return encoded, starts
@@ -444,12 +445,12 @@ class TrieTable:
                     if word < 0x80:
                         index += 1
                     else:
-                        word, index = _read_varint(data, index)
+                        word, index = read_varint(data, index)
                     seq = data[index]
                     if seq < 0x80:
                         index += 1
                     else:
-                        seq, index = _read_varint(data, index)
+                        seq, index = read_varint(data, index)
                     feed = word >> 1
                     bound = limits.get(feed)
                     if bound is None:
@@ -486,12 +487,12 @@ def lazy_table(encoded: bytes, offsets: dict[int, int]) -> TrieTable:
     """A lazily decoded table over ``encoded``, a valid canonical encoding with one pointer per
     bucket whose rows start at ``offsets`` (by position, ascending). For the algorithms of this
     package: nothing is checked."""
-    return lazy_rows(encoded, _compact(offsets), _compact(offsets.values()))
+    return lazy_rows(encoded, compact(offsets), compact(offsets.values()))
 
 
 def lazy_rows(encoded: bytes, positions: Sequence[int], starts: Sequence[int]) -> TrieTable:
     """:func:`lazy_table` with the rows' positions and their starts given apart, each already as
-    :func:`_compact` makes it."""
+    :func:`compact` makes it."""
     table = _new_table(TrieTable)
     table._rows = {}
     table._starts = starts
@@ -524,8 +525,9 @@ _SET_BUCKETS: tuple[tuple[int, ...], ...] = tuple(
 )
 
 
-def _varint(value: int) -> bytes:
-    """The varint of ``value`` (any non-negative integer)."""
+def varint(value: int) -> bytes:
+    """The varint of ``value`` (any non-negative integer), unchecked: :func:`encode_varint` is
+    the checked one. For the algorithms of this package."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -534,9 +536,9 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _encode(rows: dict[int, Row], offsets: dict[int, int] | None = None) -> bytes:
-    """The encoding of ``rows``; with ``offsets``, records there the offset where each row
-    starts."""
+def encode_rows(rows: dict[int, Row], offsets: dict[int, int] | None = None) -> bytes:
+    """The encoding of ``rows`` (canonical, unchecked); with ``offsets``, records there the offset
+    where each row starts. For the algorithms of this package."""
     out = bytearray()
     add = out.append
     set_buckets = _SET_BUCKETS
@@ -554,21 +556,21 @@ def _encode(rows: dict[int, Row], offsets: dict[int, int] | None = None) -> byte
         if position < 0x80:
             add(position)
         else:
-            out += _varint(position)
+            out += varint(position)
         add(bits)
         for bucket in set_buckets[bits]:
             pointers = row[bucket]
             if len(pointers) > 1:
                 more = len(pointers) - 1
                 for index, (feed, seq) in enumerate(pointers):
-                    out += _varint(feed * 2 + (index < more))
-                    out += _varint(seq)
+                    out += varint(feed * 2 + (index < more))
+                    out += varint(seq)
                 continue
             feed, seq = pointers[0]  # the common case: one pointer
             if feed < 0x40:
                 add(feed * 2)
             else:
-                out += _varint(feed * 2)
+                out += varint(feed * 2)
             if seq < 0x80:
                 add(seq)
             elif seq < 0x4000:
@@ -579,7 +581,7 @@ def _encode(rows: dict[int, Row], offsets: dict[int, int] | None = None) -> byte
                 add((seq >> 7 & 0x7F) | 0x80)
                 add(seq >> 14)
             else:
-                out += _varint(seq)
+                out += varint(seq)
     return bytes(out)
 
 
@@ -587,7 +589,7 @@ def encode_varint(value: int) -> bytes:
     """The unsigned LEB128 varint of ``value`` (the integer format of the table encoding)."""
     if value < 0:
         raise TrieArgumentError("a varint encodes a non-negative integer")
-    return _varint(value)
+    return varint(value)
 
 
 def decode_varint(data: bytes, index: int = 0) -> tuple[int, int]:
@@ -602,8 +604,9 @@ def decode_varint(data: bytes, index: int = 0) -> tuple[int, int]:
         raise TrieDecodeError("truncated varint") from None
 
 
-def _read_varint(data: bytes, index: int) -> tuple[int, int]:
-    """The varint at ``data[index]`` of a valid encoding and the index after it (unchecked)."""
+def read_varint(data: bytes, index: int) -> tuple[int, int]:
+    """The varint at ``data[index]`` of a valid encoding and the index after it (unchecked:
+    :func:`decode_varint` is the strict one). For the algorithms of this package."""
     value = 0
     shift = 0
     while True:
@@ -727,7 +730,7 @@ def _lazy_row(data: bytes, index: int) -> Row:
         if word < 0x80:
             index += 1
         else:
-            word, index = _read_varint(data, index)
+            word, index = read_varint(data, index)
         seq = data[index]
         if seq < 0x80:
             index += 1
@@ -740,7 +743,7 @@ def _lazy_row(data: bytes, index: int) -> Row:
                 seq = (seq & 0x7F) | (second & 0x7F) << 7 | data[index + 2] << 14
                 index += 3
             else:
-                seq, index = _read_varint(data, index)
+                seq, index = read_varint(data, index)
         row[bucket] = ((word >> 1, seq),)
     b0, b1, b2, b3, b4 = row
     return (b0, b1, b2, b3, b4)
