@@ -65,7 +65,8 @@ def test_request(feed: bytes, start: int, end: int) -> None:
 def test_data(
     feed: bytes, start: int, blocks: list[bytes], length: int, nodes: bytes, signature: bytes
 ) -> None:
-    """Mutation tried: the array head written as a byte string head (``BYTES`` for ``ARRAY``) —
+    """Mutations tried: the array head written as a byte string head (``BYTES`` for ``ARRAY``),
+    ``size <= 0x100`` as the test of the table of block heads (an IndexError at 256) — each
     caught."""
     expected = plain(
         {"t": 3, "f": feed, "s": start, "b": blocks, "l": length, "n": nodes, "g": signature}
@@ -145,9 +146,10 @@ def test_every_one_byte_edit_is_read_alike_by_both_roads(name: str) -> None:
     """Each byte of a body replaced by every value, each byte deleted, a few telling bytes
     inserted anywhere, every truncation. Mutations tried: ``last <= key`` as the test of key
     order (reads a key twice), the type test of an array item dropped (reads text in an array),
-    the test that the map ends the body dropped — each caught. (Dropping the test of a string's
-    length or of an array's count against the bytes left changes no answer: the end test declines
-    the same bodies, later.)"""
+    the test that the map ends the body dropped, ``pos + 1 <= size`` (or no test) before the
+    inline read of an item's one-byte length (an IndexError on a body cut there) — each caught.
+    (Dropping the test of a string's length or of an array's count against the bytes left changes
+    no answer: the end test declines the same bodies, later.)"""
     body = BODIES[name]
     assert fast.parse_plain(body) is not None
     for at in range(len(body)):
@@ -203,7 +205,8 @@ def test_longer_than_shortest_heads_are_declined(
     """A head one width too long in every place a head can be; the same map with the shortest
     head is read. Mutations tried: ``head & 31 <= 24`` as the inline test of the map's values
     (reads 0x18 as an argument of 24 without its byte), ``0x40 <= head <= 0x58`` as the inline
-    test of an array item (the same for an item) — each caught."""
+    test of an array item (the same for an item), ``body[pos + 1] >= 23`` as the inline test of an
+    item's one-byte length (reads 0x58 0x17) — each caught."""
 
     def body(width: int) -> bytes:
         if where == "uint":

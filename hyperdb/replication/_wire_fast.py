@@ -11,7 +11,8 @@ Each is the twin of the plain path through :mod:`hyperdb.primitives.cbor`: a wri
 (``None``) or returns what ``cbor.decode`` returns (``tests/test_replication.py``,
 ``tests/test_wire_fast.py``). :mod:`.wire` owns the messages, their record layouts and their
 checks; it calls the writers and asks :func:`parse_plain` first. Item heads are the canonical ones
-of :mod:`hyperdb.primitives._cbor_head`.
+of :mod:`hyperdb.primitives._cbor_head`; those of the blocks of a data message shorter than 256
+bytes, nearly all of them, are written from a table and read inline.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from hyperdb.primitives._cbor_head import ARRAY, BYTES, TEXT, UNSIGNED, encode_head, read_head
+
+# the head of a byte string shorter than 256 bytes, by length: the blocks of a data message
+_BYTES_HEADS = tuple(encode_head(BYTES, size) for size in range(0x100))
 
 
 def hello_body(discovery_key: bytes, protocol: str, version: int) -> bytes:
@@ -67,7 +71,11 @@ def data_body(
         (
             b"\xa7ab",
             encode_head(ARRAY, len(blocks)),
-            *[encode_head(BYTES, len(block)) + block for block in blocks],
+            *[
+                (_BYTES_HEADS[size] if (size := len(block)) < 0x100 else encode_head(BYTES, size))
+                + block
+                for block in blocks
+            ],
             b"af",
             encode_head(BYTES, len(feed)),
             feed,
@@ -153,6 +161,8 @@ def parse_plain(body: bytes) -> dict[str, Any] | None:
                 head = body[pos]
                 if 0x40 <= head < 0x58:  # a byte string shorter than 24 bytes
                     length, pos = head - 0x40, pos + 1
+                elif head == 0x58 and pos + 1 < size and body[pos + 1] >= 24:  # shorter than 256
+                    length, pos = body[pos + 1], pos + 2
                 else:
                     major, length, pos = read_head(body, pos)
                     if major != BYTES:
