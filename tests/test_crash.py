@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import hyperdb
 
 CHILD = r"""
@@ -29,6 +31,9 @@ with hyperdb.open(path) as db:
         print(i, flush=True)
         i += 1
 """
+
+
+pytestmark = pytest.mark.integration
 
 
 def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:

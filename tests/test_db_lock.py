@@ -32,6 +32,7 @@ def test_a_second_open_in_this_process_is_refused(tmp_path: Path) -> None:
         assert [n.value for n in again.get("a")] == [b"1"]
 
 
+@pytest.mark.integration
 def test_another_process_holding_it_is_refused_until_it_exits(tmp_path: Path) -> None:
     path = tmp_path / "db"
     hyperdb.open(path).close()
@@ -67,6 +68,7 @@ for line in sys.stdin:
 """
 
 
+@pytest.mark.integration
 def test_read_only_opens_work_beside_the_process_that_holds_it(tmp_path: Path) -> None:
     path = tmp_path / "db"
     with hyperdb.open(path) as db:

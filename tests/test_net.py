@@ -29,7 +29,7 @@ from hyperdb.errors import (
 from hyperdb.replication import net
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def answers(db: Database) -> tuple[Any, ...]:

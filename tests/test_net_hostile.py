@@ -52,7 +52,7 @@ from hyperdb.replication.wire import (
 from tests.helpers.evil_peer import EvilPeer
 from tests.helpers.storage_dump import dump
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 HOST = "127.0.0.1"
 #: Short timeouts for the server under attack (the honest peers never come near them).

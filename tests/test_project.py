@@ -38,6 +38,7 @@ def tool(name: str) -> str:
     return found
 
 
+@pytest.mark.integration
 def test_ruff_is_clean() -> None:
     result = subprocess.run(
         [tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -45,6 +46,7 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_mypy_strict_is_clean() -> None:
     result = subprocess.run([tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -88,6 +90,7 @@ def test_each_third_party_library_is_imported_in_one_module(library: str, home: 
     assert users == [home]
 
 
+@pytest.mark.integration
 def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
     assert blocks

@@ -54,9 +54,7 @@ sockets, and the hyperdb functions that do (TCP serving and syncing, Graphviz, t
 ALIASES = {"hyperdb.net": "hyperdb.replication.net", "hyperdb.inspect": "hyperdb.tools.inspect"}
 """hyperdb's lazy short names, read as the modules they stand for."""
 MARK = "pytest.mark.integration"
-AWAITING_THE_MARK = frozenset(
-    {"test_crash.py", "test_db_lock.py", "test_net.py", "test_net_hostile.py", "test_project.py"}
-)
+AWAITING_THE_MARK: frozenset[str] = frozenset()
 """Modules being rewritten while the mark came in: their tests get it with that work, and each
 module leaves this set then (the test below fails for a module listed here that no longer needs
 it)."""

@@ -57,11 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
-        help="write, read, list and range-scan a database on LMDB, then verify its signed feed",
-        description="Create (or reopen) a database in an LMDB directory, put, batch, get, delete, "
-        "list and range-scan keys, reopen it and verify the writer's signed feed, and copy that "
-        "feed block by block with Merkle proofs into a second store, showing that a tampered "
-        "block is refused.",
+        help="three replicas on LMDB write at once, sync over encrypted TCP, conflict, resolve, "
+        "and verify",
+        description="Open three replicas (alice, bob, carol) of one database under PATH on LMDB, "
+        "each with its own writer; alice authorizes the others and serves them over "
+        "Noise-encrypted loopback TCP. All three write at once (a batch of --keys notes each, "
+        "then doc/title), sync through alice, show the three concurrent values of doc/title and "
+        "the one get_one picks, resolve them with one write, sync to a single version, print the "
+        "key's history and the causal graph, and verify every store. Run again, it reopens the "
+        "replicas and continues.",
     )
     demo.add_argument(
         "path",
@@ -70,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for the demo stores (default: ./hyperdb-demo)",
     )
     demo.add_argument(
-        "--keys", type=int, default=1000, help="how many keys to write in the batch (default 1000)"
+        "--keys",
+        type=int,
+        default=1000,
+        help="how many notes each replica writes in its batch (default 1000)",
     )
     data.add_commands(commands)
     history.add_commands(commands)
