@@ -9,17 +9,10 @@ import pytest
 
 import hyperdb
 import trie
-from hyperdb.errors import (
-    Closed,
-    CorruptionError,
-    InvalidArgument,
-    InvalidKey,
-    ReadOnly,
-    ValueTooLarge,
-)
 from hyperdb.feed.feed import Feed
 from hyperdb.model import index, record
 from hyperdb.primitives import crypto
+from tests.helpers.errors import raises_code
 
 
 @pytest.fixture(params=["memory", "lmdb"])
@@ -64,7 +57,7 @@ def test_keys_are_normalized(db: hyperdb.Database) -> None:
 )
 def test_invalid_keys_write_nothing(db: hyperdb.Database, key: object) -> None:
     before = local_length(db)
-    with pytest.raises(InvalidKey) as info:
+    with raises_code("invalid_key") as info:
         db.put(key, b"v")  # type: ignore[arg-type]
     assert info.value.code == "invalid_key"
     assert isinstance(info.value, ValueError)
@@ -72,12 +65,12 @@ def test_invalid_keys_write_nothing(db: hyperdb.Database, key: object) -> None:
 
 
 def test_values_and_limits(db: hyperdb.Database) -> None:
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         db.put("k", "text in a binary database")
     assert db.put("k", bytearray(b"ok")).value == b"ok"
     assert db.put("none", None).value is None
     assert db.get("none")[0].deleted is False
-    with pytest.raises(ValueTooLarge):
+    with raises_code("value_too_large"):
         db.put("big", b"x" * (record.MAX_VALUE_BYTES + 1))
     assert db.get("big") == []
 
@@ -91,17 +84,17 @@ def test_value_encodings(encoding: str, value: object) -> None:
         assert db.put("k", value).value == value
         assert db.get("k")[0].value == value
         assert next(iter(db.list()))[1][0].value == value
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         hyperdb.open(memory=True, value_encoding="pickle")
 
 
 def test_wrong_value_types_per_encoding() -> None:
-    with hyperdb.open(memory=True, value_encoding="utf-8") as db, pytest.raises(InvalidArgument):
+    with hyperdb.open(memory=True, value_encoding="utf-8") as db, raises_code("invalid_argument"):
         db.put("k", b"bytes")
     with hyperdb.open(memory=True, value_encoding="json") as db:
-        with pytest.raises(InvalidArgument):
+        with raises_code("invalid_argument"):
             db.put("k", {1, 2})
-        with pytest.raises(InvalidArgument):
+        with raises_code("invalid_argument"):
             db.put("k", float("nan"))
 
 
@@ -122,11 +115,11 @@ def test_batch_is_one_atomic_append(db: hyperdb.Database) -> None:
     assert head.length == head_before.length + 4 == head.signed_length
     assert db.batch([]) == []
     before = local_length(db)
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         db.batch([{"key": "x", "value": b"1"}, {"type": "frobnicate", "key": "y"}])
-    with pytest.raises(InvalidKey):
+    with raises_code("invalid_key"):
         db.batch([{"key": "x", "value": b"1"}, {"key": "", "value": b"1"}])
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         db.batch([{"key": "x", "value": b"1", "extra": 1}])
     assert local_length(db) == before and db.get("x") == []
 
@@ -206,9 +199,9 @@ def test_range(db: hyperdb.Database) -> None:
     assert list(db.range(limit=0)) == []
     db.delete("k/001")
     assert "k/001" not in [k for k, _ in db.range(lt="k/005")]
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         list(db.range(gt="a", gte="b"))
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         list(db.range(limit=-1))
 
 
@@ -241,22 +234,22 @@ def test_closed_database(db: hyperdb.Database) -> None:
     db.close()
     db.close()
     assert db.closed
-    with pytest.raises(Closed):
+    with raises_code("closed"):
         db.put("a", b"1")
-    with pytest.raises(Closed):
+    with raises_code("closed"):
         db.get("a")
-    with pytest.raises(Closed):
+    with raises_code("closed"):
         list(db.list())
 
 
 def test_open_arguments(tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         hyperdb.open()
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         hyperdb.open(tmp_path, memory=True)
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         hyperdb.open(tmp_path, key=b"short")
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         hyperdb.open(tmp_path, key="not hex")
 
 
@@ -268,7 +261,7 @@ def test_reopen_and_replica_directories(tmp_path: Path) -> None:
         assert db.get("x")[0].value == b"1"
         assert db.put("y", b"2").seq == 2
     other = crypto.generate_keypair().public_key
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         hyperdb.open(tmp_path / "a", key=other)
     with hyperdb.open(tmp_path / "b", key=key) as replica:
         assert replica.key == key and replica.local_key != key
@@ -296,7 +289,7 @@ def test_database_without_its_secret_key_is_read_only(tmp_path: Path) -> None:
     (tmp_path / "db" / "keys" / f"{local.hex()}.secret").unlink()
     with hyperdb.open(tmp_path / "db") as db:
         assert [n.value for n in db.get("k")] == [b"v"]
-        with pytest.raises(ReadOnly):
+        with raises_code("read_only"):
             db.put("k", b"new")
         assert [n.value for n in db.get("k")] == [b"v"]
         assert db._local.length == 2
@@ -313,7 +306,7 @@ def test_answers_do_not_depend_on_the_node_cache(tmp_path: Path) -> None:
         assert [k for k, _ in roomy.range()] == [k for k, _ in tiny.range()]
         for key, nodes in roomy.range():
             assert [n.value for n in tiny.snapshot().get(key)] == [n.value for n in nodes]
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         hyperdb.open(memory=True, cache_size=-1)
 
 
@@ -325,7 +318,7 @@ def test_range_bounds_are_not_normalized(db: hyperdb.Database) -> None:
     assert [k for k, _ in db.range(lt="a/")] == ["a", "a!", "a-b", "a.txt"]
     assert [k for k, _ in db.range(lte="a/1", reverse=True)] == ["a/1", "a.txt", "a-b", "a!", "a"]
     assert [k for k, _ in db.range(gte="", lt="a!")] == ["a"]
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         list(db.range(gt=b"a"))  # type: ignore[arg-type]
 
 
@@ -339,7 +332,7 @@ def test_json_values_that_would_not_round_trip_are_refused() -> None:
         for _ in range(300):
             deep = [deep]
         for bad in ({1: "a"}, {1: "a", "1": "b"}, deep):
-            with pytest.raises(InvalidArgument):
+            with raises_code("invalid_argument"):
                 db.put("k", bad)
         assert db.get("k") == []
         assert db.put("k", {"a": (1, 2)}).value == {"a": [1, 2]}
@@ -361,7 +354,7 @@ def test_damaged_index_rows_raise_corruption(db: hyperdb.Database) -> None:
     db.put("k", b"v")
     with db._context.storage.write() as txn:
         txn.put("index", b"k", b"\x00\x01\x00")
-    with pytest.raises(CorruptionError):
+    with raises_code("corrupt"):
         db.get("k")
     assert db.reindex() == 1
     assert [n.value for n in db.get("k")] == [b"v"]

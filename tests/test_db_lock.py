@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import hyperdb
-from hyperdb.errors import InvalidArgument, NotFound, ReadOnly, StorageError, StorageInUse
+from hyperdb.errors import StorageError
+from tests.helpers.errors import raises_code
 
 HOLD = """
 import sys, hyperdb
@@ -24,7 +25,7 @@ sys.stdin.read()
 def test_a_second_open_in_this_process_is_refused(tmp_path: Path) -> None:
     with hyperdb.open(tmp_path / "db") as db:
         db.put("a", b"1")
-        with pytest.raises(StorageInUse, match="open in another process") as raised:
+        with raises_code("in_use", match="open in another process") as raised:
             hyperdb.open(tmp_path / "db")
         assert isinstance(raised.value, StorageError) and raised.value.code == "in_use"
         assert [n.value for n in db.get("a")] == [b"1"]  # the first is untouched
@@ -44,7 +45,7 @@ def test_another_process_holding_it_is_refused_until_it_exits(tmp_path: Path) ->
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "open\n"
-        with pytest.raises(StorageInUse):
+        with raises_code("in_use"):
             hyperdb.open(path)
     finally:
         holder.kill()  # even killed, the lock goes with the process
@@ -91,11 +92,11 @@ def test_read_only_opens_work_beside_the_process_that_holds_it(tmp_path: Path) -
             # the view stays as it was opened, whatever the index holds now
             assert view.get("new/key") == [] and len(list(view.range())) == 100
             assert view.version() == before and len(list(view.list(""))) == 100
-            with pytest.raises(ReadOnly):
+            with raises_code("read_only"):
                 view.put("x", b"1")
-            with pytest.raises(ReadOnly):
+            with raises_code("read_only"):
                 view.authorize(bytes(32))
-            with pytest.raises(ReadOnly):
+            with raises_code("read_only"):
                 view.reindex()
         with hyperdb.open(path, readonly=True) as again:  # a new view sees the new write
             assert [n.value for n in again.get("new/key")] == [b"from the writer"]
@@ -108,10 +109,10 @@ def test_read_only_opens_work_beside_the_process_that_holds_it(tmp_path: Path) -
 
 
 def test_read_only_needs_an_existing_database(tmp_path: Path) -> None:
-    with pytest.raises(NotFound):
+    with raises_code("not_found"):
         hyperdb.open(tmp_path / "nothing", readonly=True)
     assert not (tmp_path / "nothing").exists()
-    with pytest.raises(InvalidArgument):
+    with raises_code("invalid_argument"):
         hyperdb.open(memory=True, readonly=True)
 
 

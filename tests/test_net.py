@@ -21,12 +21,11 @@ import pytest
 import hyperdb
 from hyperdb.api.database import Database
 from hyperdb.errors import (
-    InvalidArgument,
-    NetworkError,
     ProtocolVersionError,
     WrongDatabase,
 )
 from hyperdb.replication import net
+from tests.helpers.errors import raises_code
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -169,9 +168,9 @@ def test_handshake_failures_are_clear_on_both_sides(tmp_path: Path) -> None:
 
     async def scenario() -> list[BaseException | None]:
         async with await net.serve(a, "127.0.0.1", 0) as server:
-            with pytest.raises(WrongDatabase):
+            with raises_code("wrong_database"):
                 await net.sync(other, "127.0.0.1", server.port)
-            with pytest.raises(ProtocolVersionError, match="version 1"):
+            with raises_code("protocol_version", match="version 1"):
                 await net.sync(b, "127.0.0.1", server.port, _version=2)
             await eventually(lambda: len(server.results) == 2)
             ok = await net.sync(b, "127.0.0.1", server.port)  # the server still serves
@@ -186,11 +185,11 @@ def test_handshake_failures_are_clear_on_both_sides(tmp_path: Path) -> None:
 
 def test_connecting_nowhere_and_bad_arguments(pair: tuple[Database, Database]) -> None:
     a, _ = pair
-    with pytest.raises(NetworkError, match="cannot connect"):
+    with raises_code("network", match="cannot connect"):
         net.sync_blocking(a, "127.0.0.1", 1)
     for bad in ({"port": -1}, {"port": 70000}, {"host": ""}, {"timeout": 0}, {"live": "yes"}):
         arguments: dict[str, Any] = {"host": "127.0.0.1", "port": 1, **bad}
-        with pytest.raises(InvalidArgument):
+        with raises_code("invalid_argument"):
             net.sync_blocking(a, **arguments)
 
 

@@ -49,6 +49,7 @@ from hyperdb.replication.wire import (
     Request,
     encode_frame,
 )
+from tests.helpers.errors import raises_code
 from tests.helpers.evil_peer import EvilPeer
 from tests.helpers.storage_dump import dump
 
@@ -243,7 +244,7 @@ def test_a_wrong_protocol_version_fails_on_both_sides(
     client = world.replica("v2")
 
     async def attack(port: int) -> BaseException:
-        with pytest.raises(ProtocolVersionError, match="this replica speaks version 2") as info:
+        with raises_code("protocol_version", match="this replica speaks version 2") as info:
             await net.sync(client, HOST, port, _version=2, handshake_timeout=5.0)
         return info.value
 
@@ -278,7 +279,7 @@ def test_the_wrong_database_fails_on_both_sides(
     world.opened.append(other)
 
     async def attack(port: int) -> BaseException:
-        with pytest.raises(WrongDatabase) as info:
+        with raises_code("wrong_database") as info:
             await net.sync(other, HOST, port, handshake_timeout=5.0)
         return info.value
 

@@ -15,9 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyperdb.errors import (
-    Closed,
     EncodingError,
-    ForkDetected,
     ProtocolError,
     VerificationError,
 )
@@ -42,6 +40,7 @@ from hyperdb.replication.wire import (
     encode_frame,
     encode_message,
 )
+from tests.helpers.errors import raises_code
 from tests.helpers.feed_replica import FeedReplica
 from tests.helpers.storage_dump import dump
 
@@ -357,7 +356,7 @@ BAD_BODIES = {
 
 @pytest.mark.parametrize("name", sorted(BAD_BODIES))
 def test_malformed_messages_are_protocol_errors(name: str) -> None:
-    with pytest.raises(ProtocolError):
+    with raises_code("protocol_error"):
         decode_message(BAD_BODIES[name])
 
 
@@ -377,18 +376,18 @@ def test_record_limits_are_inclusive() -> None:
 def test_oversized_block_is_refused_by_the_decoder() -> None:
     body = data_body(b=[bytes(MAX_BLOCK_SIZE + 1)], l=1)
     assert len(body) <= MAX_FRAME_SIZE
-    with pytest.raises(ProtocolError, match="block"):
+    with raises_code("protocol_error", match="block"):
         decode_message(body)
 
 
 def test_frame_limits() -> None:
     decoder = FrameDecoder()
-    with pytest.raises(ProtocolError, match="empty"):
+    with raises_code("protocol_error", match="empty"):
         list(decoder.feed(b"\x00\x00\x00\x00"))
     decoder = FrameDecoder()
     header = struct.pack(">I", MAX_FRAME_SIZE + 1)
     assert list(decoder.feed(header[:3])) == []
-    with pytest.raises(ProtocolError, match="exceeds"):
+    with raises_code("protocol_error", match="exceeds"):
         list(decoder.feed(header[3:]))  # refused on the header, before any of the body
     decoder = FrameDecoder()
     body = b"\x01" * MAX_FRAME_SIZE
@@ -409,7 +408,7 @@ def test_a_connection_never_buffers_more_than_one_frame(
     for chunk in (header, b"\xa0" * (1 << 20), b"\xa0" * (MAX_FRAME_SIZE - (1 << 20) - 1)):
         conn.receive_data(chunk)
         assert conn.buffered <= MAX_FRAME_SIZE + 4
-    with pytest.raises(ProtocolError):
+    with raises_code("protocol_error"):
         conn.receive_data(b"\xa0")  # the frame is complete and is not a valid message
 
 
@@ -451,7 +450,7 @@ def test_random_bytes_only_ever_raise_protocol_error(
             conn.receive_data(data)
     except ProtocolError:
         assert conn.closed
-        with pytest.raises(Closed):
+        with raises_code("closed"):
             conn.receive_data(b"")
     assert dump(fuzz_replica.storage) == before
 
@@ -621,9 +620,9 @@ def test_different_databases_fail_on_both_sides(replicas: Callable[..., FeedRepl
     a, b = replicas(), replicas()
     ca, cb = connect(a, b)
     to_b, to_a = ca.data_to_send(), cb.data_to_send()
-    with pytest.raises(ProtocolError, match="discovery key"):
+    with raises_code("protocol_error", match="discovery key"):
         cb.receive_data(to_b)
-    with pytest.raises(ProtocolError, match="discovery key"):
+    with raises_code("protocol_error", match="discovery key"):
         ca.receive_data(to_a)
     assert ca.closed and cb.closed
     assert [type(decode_message(b)) for b in frames(cb.data_to_send())] == [Error]
@@ -635,14 +634,14 @@ def test_another_version_fails_on_both_sides(replicas: Callable[..., FeedReplica
     conn = Connection(a, initiator=True)
     conn.data_to_send()
     future = frame(raw(t=0, p="hyperdb", v=2, d=a.discovery_key, x="new field"))
-    with pytest.raises(ProtocolError, match="version 2"):
+    with raises_code("protocol_error", match="version 2"):
         conn.receive_data(future)
     # the peer (whatever its version) learns why from the error message, which every version reads
     [error] = frames(conn.data_to_send())
     reply = decode_message(error)
     assert isinstance(reply, Error) and "version" in reply.reason
     peer = Connection(a, initiator=False)
-    with pytest.raises(ProtocolError, match="peer ended the session"):
+    with raises_code("protocol_error", match="peer ended the session"):
         peer.receive_data(frame(error))
     assert peer.closed and peer.data_to_send() == b""  # no reply to an error
 
@@ -651,11 +650,11 @@ def test_hello_must_come_first_and_once(replicas: Callable[..., FeedReplica]) ->
     a = replicas()
     a.append(b"x")
     conn = Connection(a, initiator=True)
-    with pytest.raises(ProtocolError, match="hello first"):
+    with raises_code("protocol_error", match="hello first"):
         conn.receive_data(encode_frame(Idle(0)))
     conn = Connection(a, initiator=True)
     conn.receive_data(encode_frame(Hello(a.discovery_key)))
-    with pytest.raises(ProtocolError, match="second hello"):
+    with raises_code("protocol_error", match="second hello"):
         conn.receive_data(encode_frame(Hello(a.discovery_key)))
 
 
@@ -675,9 +674,9 @@ def test_closed_connection_refuses_input(replicas: Callable[..., FeedReplica]) -
     a = replicas()
     conn = Connection(a, initiator=True)
     conn.close()
-    with pytest.raises(Closed):
+    with raises_code("closed"):
         conn.receive_data(b"")
-    with pytest.raises(Closed):
+    with raises_code("closed"):
         conn.notify_local_change()
     conn.receive_eof()
 
@@ -686,7 +685,7 @@ def test_eof_inside_a_frame_is_an_error(replicas: Callable[..., FeedReplica]) ->
     a = replicas()
     conn = Connection(a, initiator=True)
     conn.receive_data(encode_frame(Hello(a.discovery_key))[:-1])
-    with pytest.raises(ProtocolError, match="middle of a frame"):
+    with raises_code("protocol_error", match="middle of a frame"):
         conn.receive_eof()
     conn = Connection(a, initiator=True)
     conn.receive_eof()
@@ -703,7 +702,7 @@ def test_option_limits(replicas: Callable[..., FeedReplica]) -> None:
         {"max_message_bytes": MAX_BLOCK_SIZE + 1},
         {"max_requests": True},
     ):
-        with pytest.raises(ValueError):
+        with raises_code("invalid_argument"):
             Connection(a, initiator=True, **options)
 
 
@@ -904,7 +903,7 @@ def test_only_signed_lengths_are_offered(replicas: Callable[..., FeedReplica]) -
     cc, _ = connect(c, d)
     cc.receive_data(encode_frame(Hello(c.discovery_key)))
     before = dump(c.storage)
-    with pytest.raises(ProtocolError, match="offered up to 5"):
+    with raises_code("protocol_error", match="offered up to 5"):
         cc.receive_data(encode_frame(Request(a.key, 4, 6)))
     assert dump(c.storage) == before
 
@@ -1040,7 +1039,7 @@ def test_replicate_gives_up_on_a_session_that_never_settles(
     a = owner_with(replicas, 3)
     b = Forgetful(a.key, writer=False)
     try:
-        with pytest.raises(ProtocolError, match="did not settle after 50 rounds"):
+        with raises_code("protocol_error", match="did not settle after 50 rounds"):
             replicate(a, b, max_rounds=50)
     finally:
         b.close()
@@ -1144,7 +1143,7 @@ def test_data_for_an_unwanted_feed_is_refused(replicas: Callable[..., FeedReplic
     feed = other.feed(other.key)
     bogus = Data.from_proof(other.key, feed.get_range(0, 4), feed.proof(0, 4))
     before = dump(b.storage)
-    with pytest.raises(ProtocolError, match="does not accept"):
+    with raises_code("protocol_error", match="does not accept"):
         cb.receive_data(encode_frame(bogus))
     assert dump(b.storage) == before
 
@@ -1157,7 +1156,7 @@ def test_duplicate_data_is_refused(replicas: Callable[..., FeedReplica]) -> None
     for message in pending:
         cb.receive_data(encode_frame(message))
     before = dump(b.storage)
-    with pytest.raises(ProtocolError, match="not requested"):
+    with raises_code("protocol_error", match="not requested"):
         cb.receive_data(encode_frame(data))
     assert dump(b.storage) == before
 
@@ -1180,7 +1179,7 @@ def test_malformed_or_out_of_turn_messages_mid_session(
     _, cb, pending = start_session(a, b, max_request_blocks=2)
     cb.receive_data(encode_frame(pending[0]))
     before = dump(b.storage)
-    with pytest.raises(ProtocolError):
+    with raises_code("protocol_error"):
         cb.receive_data(message)
     assert dump(b.storage) == before
 
@@ -1189,7 +1188,7 @@ def test_have_must_grow(replicas: Callable[..., FeedReplica]) -> None:
     a = owner_with(replicas, 6)
     b = replicas(a.key, writer=False)
     _, cb, _ = start_session(a, b)
-    with pytest.raises(ProtocolError, match="announced feed"):
+    with raises_code("protocol_error", match="announced feed"):
         cb.receive_data(encode_frame(Have(((a.key, 6),))))
 
 
@@ -1202,7 +1201,7 @@ def test_too_many_feeds_announced(
     conn.receive_data(encode_frame(Hello(a.discovery_key)))
     conn.receive_data(encode_frame(Have(tuple((bytes([i]) * 32, 1) for i in range(3)))))
     conn.receive_data(encode_frame(Have(((bytes([1]) * 32, 2),))))  # a known feed grows: fine
-    with pytest.raises(ProtocolError, match="more than 3 feeds"):
+    with raises_code("protocol_error", match="more than 3 feeds"):
         conn.receive_data(encode_frame(Have(((bytes([9]) * 32, 1),))))
 
 
@@ -1211,7 +1210,7 @@ def test_too_many_outstanding_requests(replicas: Callable[..., FeedReplica]) -> 
     conn = Connection(a, initiator=True)
     conn.receive_data(encode_frame(Hello(a.discovery_key)))
     conn.receive_data(b"".join(encode_frame(Request(a.key, i, i + 1)) for i in range(64)))
-    with pytest.raises(ProtocolError, match="outstanding"):
+    with raises_code("protocol_error", match="outstanding"):
         conn.receive_data(encode_frame(Request(a.key, 64, 65)))
 
 
@@ -1222,9 +1221,9 @@ def test_the_peer_learns_about_a_verification_failure(
     b = replicas(a.key, writer=False)
     ca, cb, pending = start_session(a, b)
     data = next(m for m in pending if isinstance(m, Data))
-    with pytest.raises(VerificationError):
+    with raises_code("verification_failed"):
         cb.receive_data(encode_frame(replace(data, signature=flip(data.signature))))
-    with pytest.raises(ProtocolError, match="VerificationError"):
+    with raises_code("protocol_error", match="VerificationError"):
         ca.receive_data(cb.data_to_send())
     assert ca.closed
 
@@ -1237,7 +1236,7 @@ def test_a_forked_writer_is_detected(replicas: Callable[..., FeedReplica]) -> No
     a2.append(b"longer")
     b = replicas(keypair.public_key, writer=False)
     replicate(a1, b)
-    with pytest.raises(ForkDetected):
+    with raises_code("fork_detected"):
         replicate(a2, b)
     assert b.feed(keypair.public_key).forked
 
@@ -1317,7 +1316,7 @@ def test_database_refuses_tampered_data_and_recovers() -> None:
         pending = [decode_message(body) for body in frames(ca.data_to_send())]
         data = next(m for m in pending if isinstance(m, Data))
         version = b.version()
-        with pytest.raises(VerificationError):
+        with raises_code("verification_failed"):
             cb.receive_data(
                 encode_frame(replace(data, blocks=(*data.blocks[:-1], flip(data.blocks[-1]))))
             )
