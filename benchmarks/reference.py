@@ -1,15 +1,15 @@
 """The reference runner: the harness's workloads on the original HyperDB 3.5.0 under Node.
 
 The reference is the one the differential tests use, installed from the oracle's lock file into
-``.cache/oracle/`` (``tests.oracle_support``; ``npm ci --ignore-scripts``, so libsodium is the
-pure-JavaScript build, about ten times slower at signing than the native one: it weighs on the
-reference's single puts). ``benchmarks/reference/workloads.js`` runs the same operations, key
-shapes and sizes as ``benchmarks.workloads``, on disk (random-access-file; the reference never
-fsyncs), and prints one JSON line per result; ``benchmarks/reference/replication.js`` does the
-same for replication over loopback TCP, many writers (each count in a child process killed after
-a timeout, reported as such) and the feed alone. Run alone: ``python -m benchmarks.reference``;
-``python -m benchmarks.reference --build-native`` installs a copy with native libsodium (built
-from source), which every later run then uses.
+``.cache/oracle/`` (``tests.helpers.oracle_reference``; ``npm ci --ignore-scripts``, so libsodium is
+the pure-JavaScript build, about ten times slower at signing than the native one: it weighs on the
+reference's single puts). ``benchmarks/reference/workloads.js`` runs the same operations, key shapes
+and sizes as ``benchmarks.workloads``, on disk (random-access-file; the reference never fsyncs), and
+prints one JSON line per result; ``benchmarks/reference/replication.js`` does the same for
+replication over loopback TCP, many writers (each count in a child process killed after a timeout,
+reported as such) and the feed alone. Run alone: ``python -m benchmarks.reference``; ``python -m
+benchmarks.reference --build-native`` installs a copy with native libsodium (built from source),
+which every later run then uses.
 """
 
 from __future__ import annotations

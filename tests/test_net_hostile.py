@@ -5,9 +5,9 @@ the whole time; each must end its session with a logged reason (``hyperdb.replic
 and the ``Server.results`` entry's ``error``), the server must go on serving (the live session is
 still running afterwards and a fresh honest replica then syncs), and the server's store must be byte
 for byte unchanged (every LMDB table dumped before and after). The hostile peers are in
-``tests/evil_peer.py``: they speak the real transport (a genuine Noise handshake with the right
-database key where the attack needs one) up to the point where they misbehave, and decrypt what the
-server answers, so the tests can check that the server told them why.
+``tests/helpers/evil_peer.py``: they speak the real transport (a genuine Noise handshake with the
+right database key where the attack needs one) up to the point where they misbehave, and decrypt
+what the server answers, so the tests can check that the server told them why.
 """
 
 from __future__ import annotations
