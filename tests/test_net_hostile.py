@@ -1,7 +1,7 @@
 """Hostile peers against a real server over real loopback sockets.
 
 Every attack runs against ``hyperdb.replication.net.serve`` while an honest live session stays open
-the whole time; each must end its session with a logged reason (``hyperdb.replication.net`` warning,
+the whole time; each must end its session with a logged reason (``hyperdb.net`` logger warning,
 and the ``Server.results`` entry's ``error``), the server must go on serving (the live session is
 still running afterwards and a fresh honest replica then syncs), and the server's store must be byte
 for byte unchanged (every LMDB table dumped before and after). The hostile peers are in
