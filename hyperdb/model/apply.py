@@ -173,9 +173,11 @@ def merge_index(tx: WriteTxn, nodes: Iterable[StoredNode], *, seen_all: bool = F
     for node in nodes:
         key_bytes = node.key.encode("utf-8")
         key = row_key(key_bytes)
-        data = None if seen_all else rows.get(key)
-        if data is None and not seen_all:
-            data = get("index", key)
+        data = None
+        if not seen_all:
+            data = rows.get(key)
+            if data is None:
+                data = get("index", key)
         if data is None:  # nothing the node has not seen: the node alone
             rows[key] = encode_single(
                 node.key, node.feed, node.seq, node.deleted, node.value, key_bytes

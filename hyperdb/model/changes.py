@@ -62,9 +62,8 @@ class ChangeHub:
 
     def notify(self, nodes: Sequence[StoredNode]) -> None:
         """A commit stored ``nodes`` (and possibly blocks not applied yet: ``nodes`` empty)."""
-        with self._lock:
-            listeners = list(self._listeners)
-            watchers = list(self._watchers)
+        listeners = self._listeners[:]  # a copy, atomic: no lock on the path of every write
+        watchers = self._watchers[:]
         for listener in listeners:
             try:
                 listener()
