@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,54 @@ def parse_peer(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port_text)
+
+
+# --- text for people ------------------------------------------------------------------------------
+
+# Characters a terminal acts on instead of showing (C0/C1 controls, DEL, format characters such as
+# the bidirectional overrides, line and paragraph separators, surrogates, private use, unassigned).
+_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+_MARKS = frozenset(("Mn", "Mc", "Me"))
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal, and telling apart what looks alike.
+
+    Control and format characters (an escape sequence that would drive the terminal, a
+    right-to-left override) and spaces other than the ASCII space are shown as ``\\xNN``,
+    ``\\uNNNN`` or ``\\UNNNNNNNN``, and a backslash as ``\\\\``, so the shown text maps back to
+    exactly one string. A string that is not in Unicode NFC also shows its combining marks
+    escaped, so the NFC and NFD spellings of a key (which are different keys) look different.
+    Plain text is returned unchanged. Only output for people goes through this: JSON output
+    stays exact.
+    """
+    if (
+        text.isprintable()
+        and "\\" not in text
+        and (text.isascii() or unicodedata.is_normalized("NFC", text))
+    ):
+        return text
+    marks = not unicodedata.is_normalized("NFC", text)
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif (category := unicodedata.category(char)) in _HIDDEN_CATEGORIES or (
+            (marks and category in _MARKS) or (category == "Zs" and char != " ")
+        ):
+            out.append(_escape(char))
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 # --- values and nodes -----------------------------------------------------------------------------
@@ -158,6 +207,7 @@ __all__ = [
     "parse_key",
     "parse_peer",
     "print_json",
+    "printable",
     "show_value",
     "values_line",
     "view",
