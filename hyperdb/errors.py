@@ -60,8 +60,9 @@ class StorageError(HyperDBError):
 
 
 class StorageFull(StorageError):
-    """The storage map could not hold a transaction. The map was grown if the configured maximum
-    allows it; retrying the operation is safe because nothing was written."""
+    """A transaction did not fit, and nothing was written. Either the storage map was too small
+    (it was grown if the configured maximum allows it: retrying is safe), or the device holding
+    the store has no space left (the message says so: free space, then retry)."""
 
     code = "storage_full"
 
@@ -109,6 +110,24 @@ class CorruptionError(HyperDBError):
         super().__init__(message)
         self.feed = feed
         self.seqs = seqs
+
+
+class NotADatabase(HyperDBError):
+    """The directory (or store) holds something other than a hyperdb database, for example
+    another program's LMDB environment. It was left exactly as it was."""
+
+    code = "not_a_database"
+
+
+class UnsupportedFormat(HyperDBError):
+    """The store was written in a store format this version of hyperdb does not read (a newer
+    hyperdb wrote it). ``format`` is the store's format number. Nothing was changed."""
+
+    code = "unsupported_format"
+
+    def __init__(self, message: str, *, format: int) -> None:
+        super().__init__(message)
+        self.format = format
 
 
 class ProtocolError(HyperDBError):
