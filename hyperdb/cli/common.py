@@ -92,6 +92,23 @@ def _escape(char: str) -> str:
     return f"\\U{code:08x}"
 
 
+def _hidden(char: str, marks: bool) -> bool:
+    """Whether ``char`` is shown escaped: a terminal would act on it instead of showing it, it
+    is a space other than the ASCII space, or (``marks``: the text is not NFC) a combining
+    mark."""
+    category = unicodedata.category(char)
+    return (
+        category in _HIDDEN_CATEGORIES
+        or (category == "Zs" and char != " ")
+        or (marks and category in _MARKS)
+    )
+
+
+def _plain(text: str) -> bool:
+    """Nothing in ``text`` needs escaping (the fast path of the functions below)."""
+    return text.isprintable() and (text.isascii() or unicodedata.is_normalized("NFC", text))
+
+
 def printable(text: str) -> str:
     """``text`` safe to print on a terminal, and telling apart what looks alike.
 
@@ -103,23 +120,47 @@ def printable(text: str) -> str:
     Plain text is returned unchanged. Only output for people goes through this: JSON output
     stays exact.
     """
-    if (
-        text.isprintable()
-        and "\\" not in text
-        and (text.isascii() or unicodedata.is_normalized("NFC", text))
-    ):
+    if _plain(text) and "\\" not in text:
         return text
     marks = not unicodedata.is_normalized("NFC", text)
     out = []
     for char in text:
         if char == "\\":
             out.append("\\\\")
-        elif (category := unicodedata.category(char)) in _HIDDEN_CATEGORIES or (
-            (marks and category in _MARKS) or (category == "Zs" and char != " ")
-        ):
+        elif _hidden(char, marks):
             out.append(_escape(char))
         else:
             out.append(char)
+    return "".join(out)
+
+
+def printable_message(text: str) -> str:
+    """A message (an error's text) safe to print: what :func:`printable` escapes is escaped,
+    but a backslash is kept, so the parts of the message that already went through
+    :func:`printable` (a key it quotes) are not escaped twice."""
+    if _plain(text):
+        return text
+    marks = not unicodedata.is_normalized("NFC", text)
+    return "".join(_escape(char) if _hidden(char, marks) else char for char in text)
+
+
+def _json_text(dumped: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) with every character :func:`printable`
+    would escape written as a JSON ``\\uNNNN`` escape (a surrogate pair beyond U+FFFF): still
+    JSON that reads back to the same data, safe on a terminal, and NFC and NFD text told apart.
+    Such characters only occur inside JSON strings, where the escapes are valid."""
+    if _plain(dumped):
+        return dumped
+    marks = not unicodedata.is_normalized("NFC", dumped)
+    out = []
+    for char in dumped:
+        if not _hidden(char, marks):
+            out.append(char)
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            code = ord(char) - 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
     return "".join(out)
 
 
@@ -127,7 +168,9 @@ def printable(text: str) -> str:
 
 
 def show_value(value: Any) -> str:
-    """A value on one line: text in quotes when it is UTF-8, else hex; long ones cut."""
+    """A value on one line, for people: UTF-8 text as a JSON string (every character a terminal
+    would act on, and the combining marks of non-NFC text, as ``\\u`` escapes), other bytes as
+    hex; long ones cut."""
     if value is None:
         return "<deleted>"
     if isinstance(value, bytes):
@@ -136,11 +179,11 @@ def show_value(value: Any) -> str:
         except UnicodeDecodeError:
             shown = "0x" + value[: MAX_SHOWN // 2].hex()
             return shown + (f"... ({len(value)} bytes)" if len(value) > MAX_SHOWN // 2 else "")
-        quoted = json.dumps(text, ensure_ascii=False)  # control characters escaped
+        quoted = _json_text(json.dumps(text, ensure_ascii=False))
         if len(quoted) > MAX_SHOWN:
             return quoted[: MAX_SHOWN - 4] + '..." ' + f"({len(value)} bytes)"
         return quoted
-    return json.dumps(value, ensure_ascii=False)[:MAX_SHOWN]
+    return _json_text(json.dumps(value, ensure_ascii=False))[:MAX_SHOWN]
 
 
 def json_value(value: Any) -> Any:
@@ -158,12 +201,12 @@ def who(node: Node) -> str:
 
 
 def describe_write(node: Node) -> str:
-    """``put key = value`` / ``del key`` / ``authorize abcd1234...``."""
+    """``put key = value`` / ``del key`` / ``authorize abcd1234...``, escaped for people."""
     if node.authorizes:
         return "authorize " + ", ".join(key.hex()[:16] for key in node.authorizes)
     if node.deleted:
-        return f"del {node.key}"
-    return f"put {node.key} = {show_value(node.value)}"
+        return f"del {printable(node.key)}"
+    return f"put {printable(node.key)} = {show_value(node.value)}"
 
 
 def node_json(node: Node) -> dict[str, Any]:
@@ -181,7 +224,8 @@ def node_json(node: Node) -> dict[str, Any]:
 
 
 def values_line(nodes: Sequence[Node]) -> str:
-    """Every current value of a key, with who wrote it; several mean a conflict."""
+    """Every current value of a key, with who wrote it; several mean a conflict (escaped for
+    people)."""
     parts = [f"{show_value(n.value)} ({who(n)})" for n in nodes]
     return " | ".join(parts)
 
@@ -208,6 +252,7 @@ __all__ = [
     "parse_peer",
     "print_json",
     "printable",
+    "printable_message",
     "show_value",
     "values_line",
     "view",

@@ -2,7 +2,10 @@
 ``range``, ``heads``, ``version``, ``diff``, ``writers`` and ``verify``.
 
 Values given on the command line are stored as their UTF-8 bytes (``--file`` stores a file's
-bytes); values are shown as quoted text when they are UTF-8, else as hex. Read commands take
+bytes); values are shown as quoted text when they are UTF-8, else as hex. Keys and values are
+shown through :func:`~hyperdb.cli.common.printable` and
+:func:`~hyperdb.cli.common.show_value`, so what a writer stored cannot drive the reader's
+terminal; ``--json`` output holds them exactly. Read commands take
 ``--at VERSION`` (read a past version) and ``--json`` (one JSON document, or one per line for
 listings).
 """
@@ -23,12 +26,13 @@ from hyperdb.cli.common import (
     open_existing,
     print_json,
     print_json_lines,
+    printable,
     show_value,
     values_line,
     view,
     who,
 )
-from hyperdb.errors import InvalidArgument, NotFound, StorageError
+from hyperdb.errors import InvalidArgument, InvalidKey, NotFound, StorageError
 
 EXIT_OK = 0
 EXIT_DAMAGED = 5
@@ -160,14 +164,14 @@ def run_put(args: argparse.Namespace) -> int:
         value = args.value.encode("utf-8")
     with open_existing(args.path) as db:
         node = db.put(args.key, value)
-        print(f"put {node.key} ({who(node)})")
+        print(f"put {printable(node.key)} ({who(node)})")
     return EXIT_OK
 
 
 def run_del(args: argparse.Namespace) -> int:
     with open_existing(args.path) as db:
         node = db.delete(args.key)
-        print(f"deleted {node.key} ({who(node)})")
+        print(f"deleted {printable(node.key)} ({who(node)})")
     return EXIT_OK
 
 
@@ -175,17 +179,22 @@ def run_del(args: argparse.Namespace) -> int:
 
 
 def run_get(args: argparse.Namespace) -> int:
+    if not args.key.strip("/"):  # normalizes to the root key "" (spec/trie.md 1.1)
+        raise InvalidKey(
+            f'"{printable(args.key)}" is the empty key: it names the root of every path and '
+            "never has a value (a key is a /-separated path such as users/alice)"
+        )
     with open_existing(args.path, readonly=True) as db:
         nodes = view(db, args).get(args.key)
         if args.json:
             print_json({"key": args.key, "values": [node_json(n) for n in nodes]})
             return EXIT_OK if nodes else 1
         if not nodes:
-            raise NotFound(f"{args.key}: no value")
+            raise NotFound(f'no value for key "{printable(args.key)}"')
         if len(nodes) > 1:
-            print(f"{nodes[0].key}: {len(nodes)} concurrent values (a conflict)")
+            print(f"{printable(nodes[0].key)}: {len(nodes)} concurrent values (a conflict)")
         for node in nodes:
-            print(f"{node.key} = {show_value(node.value)}  ({who(node)})")
+            print(f"{printable(node.key)} = {show_value(node.value)}  ({who(node)})")
     return EXIT_OK
 
 
@@ -196,7 +205,7 @@ def _listing(args: argparse.Namespace, entries: Any) -> int:
         if args.json:
             print_json({"key": key, "values": [node_json(n) for n in nodes]})
         else:
-            print(f"{key} = {values_line(nodes)}")
+            print(f"{printable(key)} = {values_line(nodes)}")
     if not args.json and count == 0:
         print("(no keys)", file=sys.stderr)
     return EXIT_OK
@@ -263,11 +272,11 @@ def run_diff(args: argparse.Namespace) -> int:
             return EXIT_OK
         for key, now, before in sorted(changes, key=lambda change: change[0].encode("utf-8")):
             if not before:
-                print(f"+ {key} = {values_line(now)}")
+                print(f"+ {printable(key)} = {values_line(now)}")
             elif not now:
-                print(f"- {key} (was {values_line(before)})")
+                print(f"- {printable(key)} (was {values_line(before)})")
             else:
-                print(f"~ {key}: {values_line(before)} -> {values_line(now)}")
+                print(f"~ {printable(key)}: {values_line(before)} -> {values_line(now)}")
         if not changes:
             print("(no differences)", file=sys.stderr)
     return EXIT_OK

@@ -18,6 +18,7 @@ from hyperdb.cli.common import (
     node_json,
     open_existing,
     print_json,
+    printable,
     values_line,
     view,
     who,
@@ -100,7 +101,7 @@ def run_history(args: argparse.Namespace) -> int:
         if args.graph:
             if args.json:
                 raise InvalidArgument("--graph draws for people; use --json without it")
-            lines = inspect.draw(source, reverse=not args.reverse)
+            lines = inspect.draw(source, reverse=not args.reverse)  # escapes keys and values
             for line in lines if limit is None else lines[:limit]:
                 print(line)
             return EXIT_OK
@@ -145,7 +146,7 @@ def run_blame(args: argparse.Namespace) -> int:
             if args.json:
                 print_json({"key": entry.key, "values": [node_json(n) for n in entry.nodes]})
             else:
-                print(f"{entry.key}  {values_line(entry.nodes)}")
+                print(f"{printable(entry.key)}  {values_line(entry.nodes)}")
     return EXIT_OK
 
 
@@ -163,7 +164,7 @@ def run_conflicts(args: argparse.Namespace) -> int:
                     }
                 )
                 continue
-            print(f"{conflict.key}: {len(conflict.nodes)} concurrent values")
+            print(f"{printable(conflict.key)}: {len(conflict.nodes)} concurrent values")
             for node in conflict.nodes:
                 print(f"  {who(node):<16} {describe_write(node)}")
             if conflict.base:

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -89,17 +90,83 @@ def _kind(node: Node) -> str:
     return "del" if node.deleted else "put"
 
 
+# --- text for people ------------------------------------------------------------------------------
+# The same rules as hyperdb.cli.common.printable and show_value (the command line's other output),
+# which this layer cannot import: tests/test_cli_escape.py checks that the two agree.
+
+_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+_MARKS = frozenset(("Mn", "Mc", "Me"))
+
+
+def _hidden(char: str, marks: bool) -> bool:
+    """A character a terminal would act on instead of showing, a space other than the ASCII
+    space, or (``marks``: the text is not NFC) a combining mark."""
+    category = unicodedata.category(char)
+    return (
+        category in _HIDDEN_CATEGORIES
+        or (category == "Zs" and char != " ")
+        or (marks and category in _MARKS)
+    )
+
+
+def _plain(text: str) -> bool:
+    return text.isprintable() and (text.isascii() or unicodedata.is_normalized("NFC", text))
+
+
+def _printable(text: str, *, backslash: bool = True) -> str:
+    """A key safe on a terminal and told apart from its look-alikes: hidden characters as
+    ``\\xNN``/``\\uNNNN``/``\\UNNNNNNNN``, a backslash as ``\\\\`` (kept single with
+    ``backslash=False``: the DOT labels, drawn for a picture)."""
+    if _plain(text) and ("\\" not in text or not backslash):
+        return text
+    marks = not unicodedata.is_normalized("NFC", text)
+    out = []
+    for char in text:
+        code = ord(char)
+        if char == "\\" and backslash:
+            out.append("\\\\")
+        elif not _hidden(char, marks):
+            out.append(char)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _json_text(dumped: str) -> str:
+    """JSON text with every hidden character as a JSON ``\\u`` escape (still the same JSON)."""
+    if _plain(dumped):
+        return dumped
+    marks = not unicodedata.is_normalized("NFC", dumped)
+    out = []
+    for char in dumped:
+        code = ord(char)
+        if not _hidden(char, marks):
+            out.append(char)
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+    return "".join(out)
+
+
 def _short_value(node: Node) -> str:
+    """The value for a label: text as a JSON string (hidden characters escaped), other bytes as
+    hex, cut to :data:`VALUE_WIDTH` characters."""
     if node.deleted or _kind(node) == "authorize":
         return ""
     value = node.value
     if isinstance(value, bytes):
-        try:  # text reads as text (JSON-quoted, control characters escaped); other bytes as hex
-            text = json.dumps(value.decode("utf-8"), ensure_ascii=False)
+        try:
+            text = _json_text(json.dumps(value.decode("utf-8"), ensure_ascii=False))
         except UnicodeDecodeError:
             text = "0x" + value.hex()
     else:
-        text = json.dumps(value, ensure_ascii=False, default=repr)
+        text = _json_text(json.dumps(value, ensure_ascii=False, default=repr))
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 3] + "..."
 
 
@@ -232,10 +299,6 @@ def _sorted_ids(graph: nx.DiGraph) -> list[str]:
     return sorted(graph, key=lambda n: (data[n]["rank"], data[n]["writer"], data[n]["seq"]))
 
 
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-
-
 def _quote(text: str) -> str:
     """A DOT quoted string (``\\n`` sequences in ``text`` are kept as line breaks)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -246,7 +309,7 @@ def _node_label(attrs: dict[str, Any]) -> str:
         targets = " ".join(key[:8] for key in str(attrs["authorizes"]).split(",") if key)
         first = f"authorize {targets}..."
     else:
-        first = _printable(str(attrs["key"]))
+        first = _printable(str(attrs["key"]), backslash=False)
     return f"{first}\n{str(attrs['writer'])[:8]} #{attrs['seq']}"
 
 
@@ -272,9 +335,30 @@ def to_dot(graph: nx.DiGraph, *, name: str = "hyperdb") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _xml_unsafe(char: str) -> bool:
+    """A character XML 1.0 cannot hold (most C0 controls, surrogates, U+FFFE, U+FFFF), or a
+    carriage return, which an XML parser would read back as a newline."""
+    code = ord(char)
+    return (code < 0x20 and char not in "\t\n") or 0xD800 <= code <= 0xDFFF or code >= 0xFFFE
+
+
 def write_graphml(graph: nx.DiGraph, path: str | os.PathLike[str] | BinaryIO) -> None:
     """Write ``graph`` as GraphML to a path or a binary file (read it back with
-    ``networkx.read_graphml``)."""
+    ``networkx.read_graphml``).
+
+    Attributes are written exactly, except a text that holds a character XML cannot hold (a
+    control character other than tab and newline, such as the ESC of a hostile key): that text
+    is written as :func:`_printable` shows it, so the file stays well-formed XML."""
+    if any(
+        isinstance(value, str) and any(map(_xml_unsafe, value))
+        for _, attrs in graph.nodes(data=True)
+        for value in attrs.values()
+    ):
+        graph = graph.copy()
+        for _, attrs in graph.nodes(data=True):
+            for name, value in attrs.items():
+                if isinstance(value, str) and any(map(_xml_unsafe, value)):
+                    attrs[name] = _printable(value)
     nx.write_graphml(graph, path)
 
 
