@@ -14,7 +14,11 @@ from hyperdb.primitives import crypto
 def check_key(key: object, *, allow_root: bool = False) -> str:
     """The normalized form of a caller's key; :class:`InvalidKey` if it cannot be one.
     ``allow_root`` admits the empty key (the root of every path: a prefix, never a written
-    key)."""
+    key).
+
+    Normalizing only drops extra slashes (spec/trie.md 1.1): the key is otherwise kept exactly
+    as written, compared by its UTF-8 bytes, with no Unicode normalization. ``"\\u00e9"`` (NFC)
+    and ``"e\\u0301"`` (NFD) are two different keys; the command line shows them differently."""
     if not isinstance(key, str):
         raise InvalidKey(f"keys are str, not {type(key).__name__}")
     normal = trie.normalize(key)
