@@ -169,3 +169,10 @@ class NetworkError(HyperDBError):
     """The connection to a peer could not be made or was lost (refused, unreachable, reset)."""
 
     code = "network"
+
+
+class PeerBusy(NetworkError):
+    """The peer refused the connection for load (too many connections in their handshake, or
+    sessions): nothing is wrong with either side, and trying again later is the remedy."""
+
+    code = "busy"
