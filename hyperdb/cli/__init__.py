@@ -38,7 +38,7 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_ERROR: "an error (bad input, a missing database, a storage problem); the message says",
     EXIT_USAGE: "bad usage (unknown command or option)",
-    EXIT_NETWORK: "the peer could not be reached, went away, or timed out",
+    EXIT_NETWORK: "the peer could not be reached, went away, timed out, or is busy: try again",
     EXIT_PEER: "the peer broke the protocol or sent data that failed verification",
     EXIT_DAMAGED: "`verify` found damage in the store (the report names it)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",

@@ -13,6 +13,13 @@ never makes this side buffer more than about one chunk. Database work runs in a 
 under the database's lock, so a server's event loop keeps serving other peers meanwhile. A live
 session learns of local changes from the database (a listener called after every commit) without
 polling. A session that fails logs why and ends; others go on.
+
+A server counts connections still in their handshake apart from sessions
+(:mod:`hyperdb.replication.admission`): silent or slow connections cannot take the places of peers
+that proved they know the database key. It sends nothing to a connection before the peer's
+preamble has arrived, so that it can still refuse it for load with the cleartext busy signal
+(:data:`BUSY`, ``spec/protocol.md`` §1.6), which the connecting side raises as
+:class:`~hyperdb.errors.PeerBusy`. What unauthenticated peers cause is logged at a bounded rate.
 """
 
 from __future__ import annotations
@@ -32,18 +39,24 @@ from hyperdb.errors import (
     HyperDBError,
     InvalidArgument,
     NetworkError,
+    PeerBusy,
     PeerTimeout,
+    ProtocolError,
 )
+from hyperdb.replication.admission import Admission, RefusalLog, address_group
 from hyperdb.replication.connection import ProgressCallback
 from hyperdb.replication.port import ServedReplica
+from hyperdb.replication.secure import MAGIC, PREAMBLE_SIZE
 from hyperdb.replication.session import Session
 
 _log = logging.getLogger("hyperdb.net")  # a stable name for applications to configure
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7337
-#: Seconds a peer has to complete the handshake and capability exchange.
+#: Seconds a peer has to complete the handshake and capability exchange (connecting).
 HANDSHAKE_TIMEOUT = 10.0
+#: The same for a server: short, since a connection in its handshake has proved nothing.
+SERVER_HANDSHAKE_TIMEOUT = 5.0
 #: Seconds without any progress (nothing received, nothing sent) while the session waits for
 #: the peer, after which the peer is considered gone.
 STALL_TIMEOUT = 30.0
@@ -53,6 +66,16 @@ READ_SIZE = 256 * 1024
 WRITE_CHUNK = 1024 * 1024
 WRITE_HIGH_WATER = 2 * 1024 * 1024
 DEFAULT_MAX_SESSIONS = 64
+#: Connections a server holds in their handshake, in total and from one address.
+DEFAULT_MAX_HANDSHAKES = 128
+DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = 16
+#: Seconds after which a connection still in its handshake may give its place to a newer one.
+EVICT_AFTER = 1.0
+#: Seconds between the summary lines about refused and failed unauthenticated connections.
+LOG_INTERVAL = 10.0
+#: What a server sends, instead of its preamble, to a connection it refuses for load, before
+#: closing it: the preamble's magic, a version byte of 0 (no protocol version is 0), ``"busy"``.
+BUSY = MAGIC + b"\x00busy"
 
 
 class Replicable(Protocol):
@@ -93,6 +116,39 @@ class _Options:
     version: int | None = None
 
 
+@dataclass(slots=True)
+class _Admitted:
+    """How a server runs one connection it admitted: it sends nothing before the peer's
+    preamble has arrived; ``evicted`` is set when the connection must give its place up (told
+    busy, if nothing was sent to it yet); ``established()`` is called once the peer proved it
+    knows the database key, and raises :class:`PeerBusy` if the sessions are full."""
+
+    evicted: asyncio.Event
+    established: Callable[[], None]
+
+
+class _Opening:
+    """The first bytes a server sends, as the connecting side reads them: the preamble (handed
+    on to the session) or the busy signal (:class:`PeerBusy`). Holds at most ``len(BUSY)``
+    bytes, and only while they could still be either."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.held = bytearray()
+
+    def feed(self, data: bytes) -> bytes | None:
+        """The bytes for the session (None: still undecided, all held)."""
+        self.held += data
+        seen = min(len(self.held), len(BUSY))
+        if self.held[:seen] != BUSY[:seen]:
+            return bytes(self.held)  # not the busy signal: the session reads all of it
+        if len(self.held) >= len(BUSY):
+            raise PeerBusy(
+                f"{self.peer} is busy (it refused the connection for load); try again later"
+            )
+        return None
+
+
 async def _run_session(
     db: Replicable,
     reader: asyncio.StreamReader,
@@ -101,8 +157,10 @@ async def _run_session(
     *,
     initiator: bool,
     peer: str,
+    admitted: _Admitted | None = None,
 ) -> SyncResult:
-    """Run one session to its end; returns what it did, with ``error`` set if it failed."""
+    """Run one session to its end; returns what it did, with ``error`` set if it failed.
+    ``admitted``: a server's connection, see :class:`_Admitted`."""
     started = time.monotonic()
     result = SyncResult(peer)
     port = db.replication_port
@@ -137,24 +195,40 @@ async def _run_session(
     async def call(function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(locked, function, *args)
 
+    opening = _Opening(peer) if initiator else None
+    told_established = admitted is None
+
     async def read_loop() -> None:
+        nonlocal opening, told_established
         while not session.closed:
             data = await reader.read(READ_SIZE)
             activity[0] = time.monotonic()
             if not data:
+                if opening is not None and opening.held:
+                    await call(session.receive_data, bytes(opening.held))
                 await call(session.receive_eof)
                 if not session.finished and not options.live:
                     raise NetworkError("the peer closed the connection before the sync finished")
                 ended.set()
                 return
             result.bytes_received += len(data)
+            if opening is not None:
+                decided = opening.feed(data)
+                if decided is None:
+                    continue
+                data, opening = decided, None
             await call(session.receive_data, data)
+            if not told_established and session.established and admitted is not None:
+                told_established = True
+                admitted.established()
             wake.set()
 
     async def write_loop() -> None:
         while True:
             await wake.wait()
             wake.clear()
+            if admitted is not None and result.bytes_received < PREAMBLE_SIZE:
+                continue  # a server says nothing before the peer's preamble (it may be busy)
             if changed.is_set():
                 changed.clear()
                 await call(session.notify_local_change)
@@ -192,14 +266,23 @@ async def _run_session(
         asyncio.ensure_future(coroutine) for coroutine in (read_loop(), write_loop(), watchdog())
     ]
     ender = asyncio.ensure_future(ended.wait())
+    enders = [ender]
+    if admitted is not None:
+        enders.append(asyncio.ensure_future(admitted.evicted.wait()))
     cancelled = False
+    busy = False  # tell the peer it was evicted with the busy signal
     wake.set()  # send the preamble (and, initiating, the first handshake message)
     try:
-        done, _ = await asyncio.wait([*tasks, ender], return_when=asyncio.FIRST_COMPLETED)
-        failure = next((t.exception() for t in done if t is not ender and t.exception()), None)
+        done, _ = await asyncio.wait([*tasks, *enders], return_when=asyncio.FIRST_COMPLETED)
+        failure = next((t.exception() for t in done if t not in enders and t.exception()), None)
         if failure is None and session.error is not None:
             failure = session.error
-        if failure is not None:
+        if failure is None and admitted is not None and admitted.evicted.is_set():
+            result.error = PeerBusy(
+                "dropped in its handshake to make room for a newer connection (busy)"
+            )
+            busy = result.bytes_sent == 0
+        elif failure is not None:
             result.error = _as_error(failure)
             with contextlib.suppress(Exception):  # tell the peer why, if the channel allows
                 if not session.closed:
@@ -216,10 +299,12 @@ async def _run_session(
         # Everything that releases the connection happens before the first await: a second
         # cancellation (the server closing while this session ends) must not skip it.
         port.remove_change_listener(on_change)
-        for task in [*tasks, ender]:
+        for task in [*tasks, *enders]:
             task.cancel()
         session.close()
-        if result.error is not None or cancelled or not (session.finished or options.live):
+        if busy and not cancelled:
+            _send_busy(writer)
+        elif result.error is not None or cancelled or not (session.finished or options.live):
             # a failed or abandoned session: drop the connection and whatever is still buffered
             # for it at once (a graceful close would wait for a peer that may never read)
             writer.transport.abort()
@@ -230,9 +315,19 @@ async def _run_session(
         result.blocks_sent = session.connection.blocks_sent
         result.remote_static = session.channel.remote_static
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.gather(*tasks, ender, return_exceptions=True)
+            await asyncio.gather(*tasks, *enders, return_exceptions=True)
             await asyncio.wait_for(writer.wait_closed(), 1.0)
     return result
+
+
+def _send_busy(writer: asyncio.StreamWriter) -> None:
+    """Tell a peer that nothing was sent to yet that the server is busy, and close: the signal,
+    then end of file (so the peer reads it before any reset), then the socket."""
+    with contextlib.suppress(Exception):
+        writer.write(BUSY)
+        if writer.can_write_eof():
+            writer.write_eof()
+    writer.close()
 
 
 def _as_error(exc: BaseException) -> HyperDBError:
@@ -272,24 +367,45 @@ def _check_timeouts(*values: object) -> None:
 # --- serving --------------------------------------------------------------------------------------
 
 
+class _Connection:
+    """One accepted connection, as the server's admission knows it."""
+
+    __slots__ = ("address", "established", "evicted", "peer")
+
+    def __init__(self, peer: str, address: str) -> None:
+        self.peer = peer
+        self.address = address
+        self.evicted = asyncio.Event()
+        self.established = False
+
+
 class Server:
     """A running server (from :func:`serve`): ``port``, the sessions it ran (``results``), and
     ``close()`` / ``await wait_closed()``; also an async context manager."""
 
-    def __init__(self, db: Replicable, options: _Options, max_sessions: int) -> None:
+    def __init__(
+        self, db: Replicable, options: _Options, admission: Admission, log_interval: float
+    ) -> None:
         self._db = db
         self._options = options
-        self._max_sessions = max_sessions
+        self._admission = admission
+        self._refusals = RefusalLog(log_interval)
+        self._summary: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[SyncResult]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.results: list[SyncResult] = []
         self.host = ""
         self.port = 0
 
     @property
     def active(self) -> int:
-        """Sessions in progress."""
-        return len(self._sessions)
+        """Sessions in progress (peers that proved they know the database key)."""
+        return self._admission.sessions
+
+    @property
+    def handshakes(self) -> int:
+        """Connections still in their handshake."""
+        return self._admission.handshakes
 
     async def _start(self, host: str, port: int) -> None:
         try:
@@ -301,43 +417,84 @@ class Server:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _configure(writer)
-        if len(self._sessions) >= self._max_sessions:
-            _log.warning("refusing %s: %d sessions already", peer, len(self._sessions))
-            writer.close()
+        name = writer.get_extra_info("peername")
+        host = str(name[0]) if isinstance(name, tuple) and name else peer
+        connection = _Connection(peer, address_group(host))
+        decision = self._admission.admit(connection, connection.address)
+        if isinstance(decision.evicted, _Connection):
+            decision.evicted.evicted.set()  # its task tells it and logs it
+        if not decision.admitted:
+            _send_busy(writer)
+            self._unauthenticated("busy", connection, f"refusing {peer}: {decision.reason}")
             return
         task = asyncio.current_task()
         assert task is not None
-        self._sessions.add(task)
+        self._tasks.add(task)
         try:
             result = await _run_session(
-                self._db, reader, writer, self._options, initiator=False, peer=peer
+                self._db,
+                reader,
+                writer,
+                self._options,
+                initiator=False,
+                peer=peer,
+                admitted=_Admitted(connection.evicted, lambda: self._established(connection)),
             )
         except asyncio.CancelledError:  # the server is closing: the session ended with it
             return
         finally:
-            self._sessions.discard(task)
+            self._tasks.discard(task)
+            self._admission.release(connection)
         self.results.append(result)
         del self.results[:-1000]
-        if result.error is not None:
-            _log.warning("session with %s ended: %s", peer, result.error)
-        else:
+        if result.error is None:
             _log.info(
                 "session with %s done: %d blocks received, %d sent",
                 peer,
                 result.blocks_received,
                 result.blocks_sent,
             )
+        elif connection.established:
+            _log.warning("session with %s ended: %s", peer, result.error)
+        else:  # anyone can cause this: logged at a bounded rate
+            code = getattr(result.error, "code", "error")
+            self._unauthenticated(code, connection, f"session with {peer} ended: {result.error}")
+
+    def _established(self, connection: _Connection) -> None:
+        if connection.evicted.is_set():  # displaced just before: it ends busy anyway
+            raise PeerBusy("dropped in its handshake to make room for a newer connection")
+        if not self._admission.established(connection):
+            raise PeerBusy(f"the server already runs {self._admission.sessions} sessions")
+        connection.established = True
+
+    def _unauthenticated(self, kind: str, connection: _Connection, line: str) -> None:
+        """Log what a peer that proved nothing caused: at once if the log was quiet, else
+        counted into the next summary line."""
+        if self._refusals.record(kind, connection.address, line) is not None:
+            _log.warning("%s", line)
+        elif self._summary is None and self._refusals.due is not None:
+            delay = max(self._refusals.due - time.monotonic(), 0.0)
+            self._summary = asyncio.get_running_loop().call_later(delay, self._log_summary)
+
+    def _log_summary(self) -> None:
+        self._summary = None
+        line = self._refusals.summary()
+        if line is not None:
+            _log.warning("%s", line)
 
     def close(self) -> None:
         """Stop accepting and end every session."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._sessions):
+        for task in list(self._tasks):
             task.cancel()
+        if self._summary is not None:
+            self._summary.cancel()
+        self._log_summary()
 
     async def wait_closed(self) -> None:
-        if self._sessions:
-            await asyncio.gather(*self._sessions, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -364,17 +521,47 @@ async def serve(
     *,
     live: bool = True,
     max_sessions: int = DEFAULT_MAX_SESSIONS,
-    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+    max_handshakes_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+    handshake_timeout: float = SERVER_HANDSHAKE_TIMEOUT,
+    evict_after: float = EVICT_AFTER,
     timeout: float = STALL_TIMEOUT,
+    log_interval: float = LOG_INTERVAL,
     on_progress: ProgressCallback | None = None,
 ) -> Server:
     """Listen on ``host:port`` (port 0: any free port, see :attr:`Server.port`) and replicate
     ``db`` with every peer that connects and proves it knows the database key, each in its own
-    session (live by default: sessions stay open and carry later changes both ways)."""
+    session (live by default: sessions stay open and carry later changes both ways).
+
+    Limits, so that connections that prove nothing cannot crowd out peers that do:
+
+    * ``max_sessions`` (64): sessions of peers that completed the handshake and proved they know
+      the database key. A connection arriving while they are full is refused as busy; one whose
+      handshake completes while they are full is ended with a busy error message.
+    * ``max_handshakes`` (128) and ``max_handshakes_per_address`` (16): connections still in their
+      handshake, in total and from one address (an IPv4 address or an IPv6 /64). They never count
+      against ``max_sessions``. When one is full, a new connection takes the place of the oldest
+      one in the way if that one has been in its handshake for ``evict_after`` seconds (1 s;
+      an honest peer needs a round trip), else the new connection is refused as busy.
+    * ``handshake_timeout`` (5 s): a connection that has not completed its handshake by then is
+      closed. ``timeout`` (30 s): a session waiting for its peer with nothing sent or received.
+
+    A connection refused or displaced for load is sent the busy signal (``spec/protocol.md``
+    §1.6) before anything else, and closed; :func:`sync` raises it as
+    :class:`~hyperdb.errors.PeerBusy` (a :class:`~hyperdb.errors.NetworkError`: try again).
+    What peers that proved nothing cause (refusals, handshakes dropped or failed) goes to the
+    ``hyperdb.net`` log at once when the log was quiet, otherwise summed up in one warning per
+    ``log_interval`` seconds (10 s).
+    """
     _check_address(host, port)
-    _check_timeouts(handshake_timeout, timeout)
-    if type(max_sessions) is not int or max_sessions < 1:
-        raise InvalidArgument("max_sessions must be a positive integer")
+    _check_timeouts(handshake_timeout, timeout, evict_after, log_interval)
+    for name, value in (
+        ("max_sessions", max_sessions),
+        ("max_handshakes", max_handshakes),
+        ("max_handshakes_per_address", max_handshakes_per_address),
+    ):
+        if type(value) is not int or value < 1:
+            raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
     server = Server(
         db,
         _Options(
@@ -383,7 +570,13 @@ async def serve(
             timeout=timeout,
             on_progress=on_progress,
         ),
-        max_sessions,
+        Admission(
+            max_sessions=max_sessions,
+            max_handshakes=max_handshakes,
+            max_handshakes_per_address=max_handshakes_per_address,
+            evict_after=evict_after,
+        ),
+        log_interval,
     )
     await server._start(host, port)
     return server
@@ -413,7 +606,8 @@ async def sync(
     session stays open, carrying new writes both ways as they happen, until the task is cancelled
     or the peer closes. ``on_progress(feed key, blocks stored, blocks the peer offers)`` is called
     as data arrives. Raises :class:`~hyperdb.errors.NetworkError` if the peer cannot be reached or
-    the connection drops before a non-live sync finished, and the session's
+    the connection drops before a non-live sync finished (:class:`~hyperdb.errors.PeerBusy` if
+    the peer refused it for load: try again later), and the session's
     :class:`~hyperdb.errors.ProtocolError` (its subclasses name wrong databases, capabilities,
     versions and timeouts) or :class:`~hyperdb.errors.VerificationError` if it failed. Whatever was
     verified and stored before a failure stays; a later sync continues from there.
@@ -444,8 +638,19 @@ async def sync(
     )
     result = await _run_session(db, reader, writer, options, initiator=True, peer=peer)
     if result.error is not None:
-        raise result.error
+        raise _busy_or(result.error, peer)
     return result
+
+
+def _busy_or(error: BaseException, peer: str) -> BaseException:
+    """A server whose sessions filled up while this side's handshake was in flight ends the
+    session with an error message naming :class:`PeerBusy` (``spec/protocol.md`` §1.6): that is
+    load, not a broken protocol."""
+    marker = f"{PeerBusy.__name__}: "
+    if isinstance(error, ProtocolError) and marker in str(error):
+        reason = str(error).split(marker, 1)[1]
+        return PeerBusy(f"{peer} is busy ({reason}); try again later")
+    return error
 
 
 async def keep_synced(
@@ -460,7 +665,8 @@ async def keep_synced(
 ) -> None:
     """A live sync that reconnects: runs :func:`sync` with ``live=True`` until cancelled. When
     the peer cannot be reached or the connection drops (:class:`~hyperdb.errors.NetworkError`,
-    :class:`~hyperdb.errors.PeerTimeout`), or the peer closes the session, it waits and connects
+    :class:`~hyperdb.errors.PeerTimeout`; :class:`~hyperdb.errors.PeerBusy` too, a server that
+    refused it for load), or the peer closes the session, it waits and connects
     again: ``min_delay`` seconds, doubling up to ``max_delay``, back to ``min_delay`` after a
     session that the peer ended normally. A protocol or verification failure is raised, not
     retried: that peer is not to be trusted. ``on_event(kind, detail)`` tells applications what
