@@ -4,6 +4,7 @@ init, authorize, serve, clone, sync (once and live), and the exit codes of failu
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -76,9 +77,11 @@ def test_clone_authorize_and_sync_both_ways(tmp_path: Path, served: tuple[str, s
     read = run("get", "a", "k/7", cwd=tmp_path)  # reading beside the server works
     assert read.returncode == 0 and read.stdout.startswith('k/7 = "v7"'), read.stderr
     assert run("history", "a", "--limit", "1", cwd=tmp_path).returncode == 0
+    # w has not synced since a authorized it: its grant is written, and said to count later
     authorized = run("authorize", "w", writer, cwd=tmp_path)
     assert authorized.returncode == 0, authorized.stderr
-    assert authorized.stdout.startswith(f"authorized {writer}")
+    assert authorized.stdout.startswith(f"wrote an authorization of {writer}")
+    assert "not in effect yet" in authorized.stdout
     assert run("sync", "w", address, cwd=tmp_path).returncode == 0
     synced = run("sync", "b", address, cwd=tmp_path)
     assert synced.returncode == 0, synced.stderr
@@ -170,3 +173,94 @@ def test_failures_are_one_line_with_their_exit_code(
     again = run("init", "other", cwd=tmp_path)
     assert again.returncode == 1 and "already holds a database" in again.stderr
     assert again.stderr.endswith(" [invalid_argument]\n")
+
+
+def test_authorize_by_a_writer_not_yet_authorized_says_it_takes_effect_later(
+    tmp_path: Path,
+) -> None:
+    """The entry is written (exit 0) but the command no longer says "authorized": it says the
+    grant takes effect once this replica's writer is authorized, and gives the command to run
+    on an authorized replica; run there, the first grant then counts."""
+    key = field(run("init", "a", cwd=tmp_path).stdout, "database")
+    b_writer = field(run("init", "b", "--key", key, cwd=tmp_path).stdout, "writer")
+    c_writer = field(run("init", "c", "--key", key, cwd=tmp_path).stdout, "writer")
+    early = run("authorize", "b", c_writer, cwd=tmp_path)
+    assert early.returncode == 0, early.stderr
+    assert not early.stdout.startswith("authorized"), early.stdout
+    assert early.stdout.startswith(f"wrote an authorization of {c_writer} (seq ")
+    assert "not in effect yet" in early.stdout and "which this replica has not" in early.stdout
+    assert f"  hyperdb authorize PATH {b_writer}\n" in early.stdout
+    with hyperdb.open(tmp_path / "b") as b:
+        assert not b.is_authorized(bytes.fromhex(c_writer))
+    done = run("authorize", "a", b_writer, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith(f"authorized {b_writer} (seq ")
+    with hyperdb.open(tmp_path / "a") as a, hyperdb.open(tmp_path / "b") as b:
+        hyperdb.replicate(a, b)
+        assert b.is_authorized(bytes.fromhex(c_writer))  # b's early grant counts now
+
+
+def test_a_failed_clone_removes_what_it_created_and_nothing_else(tmp_path: Path) -> None:
+    """A clone from an unreachable peer exits 3 and leaves nothing behind: a directory it made
+    (with the missing parents it made) is gone; in a directory that existed, only the entries
+    the clone added are removed, the directory and what was in it stay.
+
+    Mutation caught: removing the whole target directory even when it existed before (the
+    file put there beforehand went with it)."""
+    key = field(run("init", "a", cwd=tmp_path).stdout, "database")
+    made = run("clone", key, "127.0.0.1:1", "new/deeper/replica", cwd=tmp_path)
+    assert made.returncode == 3 and made.stderr.endswith(" [network]\n"), made.stderr
+    assert "removed the unfinished replica in new/deeper/replica" in made.stdout
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    (existing / "notes").mkdir(parents=True)
+    (existing / "mine.txt").write_text("keep me")
+    kept = run("clone", key, "127.0.0.1:1", "existing", cwd=tmp_path)
+    assert kept.returncode == 3, kept.stderr
+    assert sorted(p.name for p in existing.iterdir()) == ["mine.txt", "notes"]
+    assert (existing / "mine.txt").read_text() == "keep me"
+    again = run("clone", key, "127.0.0.1:1", "existing", cwd=tmp_path)  # can simply run again
+    assert again.returncode == 3 and "already holds" not in again.stderr
+
+
+def test_a_live_clone_stopped_before_it_fetched_anything_removes_it(tmp_path: Path) -> None:
+    """``clone --live`` keeps retrying an unreachable peer; stopped (SIGTERM) before anything
+    arrived, it says "stopped", exits 0 and removes the replica it made."""
+    key = field(run("init", "a", cwd=tmp_path).stdout, "database")
+    live = subprocess.Popen(
+        [*hyperdb_command(), "clone", key, "127.0.0.1:1", "c", "--live"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert live.stdout is not None
+        for line in live.stdout:  # bounded: the process is killed by the timeout below
+            if line.startswith("connection to 127.0.0.1:1 lost or refused"):
+                break
+    finally:
+        live.send_signal(signal.SIGTERM)
+        out, err = live.communicate(timeout=30)
+    assert live.returncode == 0, err
+    assert "stopped" in out and "removed the unfinished replica in c" in out, out
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_clone_refused_for_load_exits_3_and_leaves_nothing(tmp_path: Path) -> None:
+    """A server whose handshake places for this address are held answers a clone with the busy
+    signal: exit 3, "is busy ... try again later [busy]", and no directory left behind."""
+    with hyperdb.open(tmp_path / "a") as a:
+        a.put("k", b"v")
+        with (
+            net.serve_in_background(
+                a, "127.0.0.1", max_handshakes_per_address=1, evict_after=60, handshake_timeout=60
+            ) as server,
+            socket.create_connection(("127.0.0.1", server.port), timeout=5),
+        ):
+            deadline = time.monotonic() + 10
+            while server.server.handshakes < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            cloned = run("clone", a.key.hex(), f"127.0.0.1:{server.port}", "b", cwd=tmp_path)
+    assert cloned.returncode == 3, cloned.stderr
+    assert "is busy" in cloned.stderr and cloned.stderr.endswith("try again later [busy]\n")
+    assert not (tmp_path / "b").exists()

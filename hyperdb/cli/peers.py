@@ -11,17 +11,19 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import hyperdb
 from hyperdb.api.database import Database
-from hyperdb.cli.common import open_existing, parse_key, parse_peer
+from hyperdb.cli.common import open_existing, parse_key, parse_peer, printable
 from hyperdb.errors import InvalidArgument
 from hyperdb.replication import net
 
@@ -56,8 +58,9 @@ def add_commands(commands: Any) -> None:
         "authorize",
         help="authorize another replica's writer key to write",
         description="Append an authorization entry for WRITER (a 64-character hex key, as "
-        "`hyperdb init` or `hyperdb info` prints it) to this replica's feed. This replica must "
-        "itself be authorized. The new writer learns of it when it syncs.",
+        "`hyperdb init` or `hyperdb info` prints it) to this replica's feed. The new writer "
+        "learns of it when it syncs. It counts once this replica's own writer is authorized: "
+        "if it is not yet, the entry is written and takes effect when it is.",
     )
     authorize.add_argument("path", help="database directory")
     authorize.add_argument("writer", help="the writer key (hex) to authorize")
@@ -98,7 +101,10 @@ def add_commands(commands: Any) -> None:
         "clone",
         help="create a replica of a remote database by its key and fetch it",
         description="The same as `hyperdb init PATH --key KEY` followed by "
-        "`hyperdb sync PATH HOST:PORT`.",
+        "`hyperdb sync PATH HOST:PORT`, except that a clone that fails (or is stopped before "
+        "it fetched anything) removes what it created, so it can simply be run again; "
+        "directories and files that existed before are never removed. A clone stopped after "
+        "it fetched something keeps it: `hyperdb sync` continues from there.",
     )
     clone.add_argument("key", help="the database key (hex)")
     clone.add_argument("peer", metavar="HOST:PORT", help="a peer serving the database")
@@ -174,7 +180,9 @@ class ProgressBar:
             self._shown = False
 
 
-def _sync(db: Database, peer: str, args: argparse.Namespace) -> int:
+def _sync(db: Database, peer: str, args: argparse.Namespace) -> bool:
+    """Sync as the options say; True once a one-off sync finished, False when stopped (a live
+    sync always ends so)."""
     host, port = parse_peer(peer)
     bar = ProgressBar(sys.stderr, not args.no_progress and sys.stderr.isatty())
     on_progress: net.ProgressCallback = bar.update
@@ -201,7 +209,7 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> int:
             )
         )
         print("stopped", flush=True)  # a live sync ends with Ctrl-C, SIGTERM or an error
-        return EXIT_OK
+        return False
     try:
         result = _run_until_signalled(
             net.sync(db, host, port, timeout=args.timeout, on_progress=on_progress)
@@ -210,14 +218,14 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> int:
         bar.finish()
     if result is None:
         print("stopped", flush=True)
-        return EXIT_OK
+        return False
     print(
         f"synced with {host}:{port}: {result.blocks_received} blocks received, "
         f"{result.blocks_sent} sent ({_size(result.bytes_received)} in, "
         f"{_size(result.bytes_sent)} out) in {result.seconds:.2f} s",
         flush=True,
     )
-    return EXIT_OK
+    return True
 
 
 def _size(count: int) -> str:
@@ -263,7 +271,21 @@ def run_authorize(args: argparse.Namespace) -> int:
     writer = parse_key(args.writer)
     with open_existing(args.path) as db:
         node = db.authorize(writer)
-        print(f"authorized {writer.hex()} (seq {node.seq} of writer {db.local_key.hex()[:16]})")
+        local = db.local_key.hex()
+        if db.is_authorized(db.local_key):
+            print(printable(f"authorized {writer.hex()} (seq {node.seq} of writer {local[:16]})"))
+            return EXIT_OK
+        # written, but an entry counts only once its author is authorized (spec/node.md)
+        print(
+            printable(
+                f"wrote an authorization of {writer.hex()} (seq {node.seq} of writer "
+                f"{local[:16]}), not in effect yet:"
+            )
+        )
+        print("it counts once this replica's writer is authorized, which this replica has not")
+        print("seen. On an authorized replica, run (unless that was done already)")
+        print(printable(f"  hyperdb authorize PATH {local}"))
+        print("and sync this replica with it: the authorization takes effect then.")
     return EXIT_OK
 
 
@@ -295,7 +317,8 @@ async def _serve(db: Database, host: str, port: int) -> int:
 
 def run_sync(args: argparse.Namespace) -> int:
     with open_existing(args.path) as db:
-        return _run_interruptible(lambda: _sync(db, args.peer, args))
+        _run_interruptible(lambda: _sync(db, args.peer, args))
+    return EXIT_OK
 
 
 def run_clone(args: argparse.Namespace) -> int:
@@ -303,9 +326,62 @@ def run_clone(args: argparse.Namespace) -> int:
     parse_peer(args.peer)  # check it before creating anything
     if (Path(args.path) / "data.mdb").exists():
         raise InvalidArgument(f"{args.path} already holds a database (use `hyperdb sync`)")
-    with hyperdb.open(args.path, key=key) as db:
-        describe(db)
-        return _run_interruptible(lambda: _sync(db, args.peer, args))
+    created = Created(Path(args.path))
+    try:
+        with hyperdb.open(args.path, key=key) as db:
+            describe(db)
+            finished = _run_interruptible(lambda: _sync(db, args.peer, args))
+            # stopped: what was fetched stays, and `hyperdb sync` continues from it
+            keep = finished or db.feed_lengths().get(db.key, 0) > 0
+    except BaseException:
+        _undo(created, args.path)
+        raise
+    if not keep:
+        _undo(created, args.path)
+    return EXIT_OK
+
+
+def _undo(created: Created, path: str) -> None:
+    with contextlib.suppress(OSError):
+        if created.remove():
+            print(printable(f"removed the unfinished replica in {path}"), flush=True)
+
+
+class Created:
+    """What a command is about to create at ``path``, so that it can remove exactly that when it
+    does not finish: the directory and its missing parents if they do not exist yet, otherwise
+    only the entries that appear in it. Nothing that existed before is removed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        top: Path | None = None
+        missing = path.absolute()
+        while not os.path.lexists(missing) and missing != missing.parent:
+            top, missing = missing, missing.parent
+        #: The highest directory that does not exist yet (path itself or a parent), if any.
+        self.top = top
+        self.before: set[str] | None = None
+        if top is None and path.is_dir():
+            self.before = set(os.listdir(path))
+
+    def remove(self) -> bool:
+        """Remove what appeared; True if anything was."""
+        if self.top is not None:
+            if not os.path.lexists(self.top):
+                return False
+            shutil.rmtree(self.top)
+            return True
+        if self.before is None:
+            return False
+        removed = False
+        for name in sorted(set(os.listdir(self.path)) - self.before):
+            entry = self.path / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed = True
+        return removed
 
 
 class _Signals:
@@ -368,9 +444,10 @@ async def _until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
             signal.signal(signum, previous)
 
 
-def _run_interruptible(body: Any) -> int:
+def _run_interruptible(body: Callable[[], bool]) -> bool:
     """Run ``body`` so that SIGTERM ends it like Ctrl-C (before and after the event loop; while
-    it runs, :func:`_until_signalled` handles both)."""
+    it runs, :func:`_until_signalled` handles both). Returns what ``body`` returned, or False
+    if it was interrupted."""
     previous = signal.getsignal(signal.SIGTERM)
 
     def interrupt(signum: int, frame: object) -> None:
@@ -381,11 +458,10 @@ def _run_interruptible(body: Any) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        result: int = body()
-        return result
+        return body()
     except KeyboardInterrupt:
         print("stopped", flush=True)
-        return EXIT_OK
+        return False
     finally:
         signal.signal(signal.SIGTERM, previous)
 
