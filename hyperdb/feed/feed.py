@@ -11,6 +11,7 @@ A :class:`Feed` is identified by its ed25519 public key and stored in a
   hashed from the blocks); and, after every block (seq 2^64 - 1), the head (kind 0: length, the
   signed length, its roots and signature, flags) and a pending signature (kind 1)
 * ``forks``: ``u32 id -> CBOR evidence`` for a feed whose writer was caught signing two histories
+  (the feed is then frozen; ``hyperdb.feed.forks`` decodes and checks the evidence)
 
 The writer signs ``namespace || feed key || tree hash || u64 length`` once per append call, so a
 batch of N blocks costs one signature. A replica imports peers' blocks only through
@@ -400,8 +401,10 @@ class Feed:
         A valid signature over a history that contradicts the stored one (or, for a writable feed,
         any signature by this feed's key beyond its own length) raises :class:`ForkDetected`: the
         feed is marked forked with the evidence kept (by the caller's :meth:`record_fork` when it
-        passed its own transaction) and refuses further data. If the contradiction comes from a
-        damaged local copy instead, :class:`CorruptionError` is raised and nothing is marked.
+        passed its own transaction) and is frozen: it keeps what it holds, refuses further data
+        (:class:`ForkDetected` without evidence) and is still served. If the contradiction comes
+        from a damaged local copy instead, :class:`CorruptionError` is raised and nothing is
+        marked. Evidence: ``hyperdb.feed.forks``.
         """
         if txn is not None:
             before = self.receive_in(txn, start, blocks, proof)[0]
@@ -461,15 +464,9 @@ class Feed:
             if last <= head.length and self._node(tx, node.index) != node:
                 self._contradiction(tx, head, proof, roots, blocks, node.index)
         new_length = max(head.length, end)
-        fid = self.id
-        pack_row = _ROW.pack
-        pack_node = _NODE_VALUE.pack
-        rows = [(pack_row(fid, seq, 0), blocks[seq - start]) for seq in range(head.length, end)]
-        for node, last, depth in spanned:
-            if depth and head.length < last <= new_length:  # a parent (leaves are not stored),
-                # under its _node_key: right after the block that completed it
-                rows.append((pack_row(fid, last - 1, depth), pack_node(node.hash, node.size)))
-        tx.put_many("feed_log", rows)
+        # Signatures first, before anything is written (a fork found here must meet the store
+        # as it was): of the proof's and the pending one, the highest within the new length is
+        # adopted, the highest beyond it kept as pending.
         proof_roots = merkle.encode_roots(roots)
         candidates = [(proof.length, proof.signature, proof_roots)]
         pending = tx.get("feed_log", self._pending_key)
@@ -481,14 +478,25 @@ class Feed:
         for length, signature, roots_data in candidates:
             if length <= new_length:
                 # the proof's own roots are verified nodes (``nodes``), each either checked
-                # against the stored one above or stored just now: only a pending signature's
-                # roots need reading back
+                # against the stored one above or about to be stored: only a pending
+                # signature's roots need checking against what the feed will hold
                 if length > signed[0]:
                     if roots_data is not proof_roots:
-                        self._check_roots_stored(tx, head, proof, roots, blocks, roots_data)
+                        self._check_roots_held(
+                            tx, head, proof, roots, blocks, nodes, (length, signature, roots_data)
+                        )
                     signed = (length, signature, roots_data)
             elif waiting is None or length > waiting[0]:
                 waiting = (length, signature, roots_data)
+        fid = self.id
+        pack_row = _ROW.pack
+        pack_node = _NODE_VALUE.pack
+        rows = [(pack_row(fid, seq, 0), blocks[seq - start]) for seq in range(head.length, end)]
+        for node, last, depth in spanned:
+            if depth and head.length < last <= new_length:  # a parent (leaves are not stored),
+                # under its _node_key: right after the block that completed it
+                rows.append((pack_row(fid, last - 1, depth), pack_node(node.hash, node.size)))
+        tx.put_many("feed_log", rows)
         if waiting is not None and waiting[0] > signed[0]:
             tx.put("feed_log", self._pending_key, _U64.pack(waiting[0]) + waiting[1] + waiting[2])
         elif pending is not None:
@@ -498,19 +506,24 @@ class Feed:
         tx.put("feed_log", self._head_key, encode_head(new_head))
         return new_head
 
-    def _check_roots_stored(
+    def _check_roots_held(
         self,
         tx: WriteTxn,
         head: FeedHead,
         proof: Proof,
         roots: list[TreeNode],
         blocks: list[bytes],
-        roots_data: bytes,
+        nodes: dict[int, TreeNode],
+        pending: tuple[int, bytes, bytes],
     ) -> None:
-        """Before adopting a signature, its roots must be the nodes now stored."""
-        for root in merkle.decode_roots(roots_data):
-            if self._node(tx, root.index) != root:
-                self._contradiction(tx, head, proof, roots, blocks, root.index)
+        """Before adopting the ``pending`` signature, its roots must be the nodes the feed holds
+        once the verified ``nodes`` are stored (nothing is written yet)."""
+        for root in merkle.decode_roots(pending[2]):
+            held = nodes.get(root.index)
+            if held is None:
+                held = self._node(tx, root.index)
+            if held != root:
+                self._contradiction(tx, head, proof, roots, blocks, root.index, pending)
 
     def _contradiction(
         self,
@@ -520,8 +533,10 @@ class Feed:
         roots: list[TreeNode],
         blocks: list[bytes],
         index: int,
+        pending: tuple[int, bytes, bytes] | None = None,
     ) -> None:
-        """A verified node differs from the stored one: local damage, or the writer forked."""
+        """A verified node (or a root of the ``pending`` signature being adopted) differs from the
+        stored one: local damage, or the writer forked."""
         try:
             self.verify(tx)
         except CorruptionError as exc:
@@ -532,7 +547,7 @@ class Feed:
         raise ForkDetected(
             f"feed {self.key.hex()[:16]} has forked: tree node {index} differs from the stored "
             "one under a valid signature",
-            evidence=self._evidence(tx, head, proof, roots, blocks, index),
+            evidence=self._evidence(tx, head, proof, roots, blocks, index, pending),
         )
 
     def _evidence(
@@ -543,8 +558,12 @@ class Feed:
         roots: list[TreeNode],
         blocks: list[bytes],
         index: int | None,
+        pending: tuple[int, bytes, bytes] | None = None,
     ) -> bytes:
-        """Canonical CBOR a third party can check: both signatures, with Merkle proofs."""
+        """Canonical CBOR a third party can check (``hyperdb.feed.forks``, ``spec/feed.md`` 6.3):
+        the signed trees involved, each with the nodes that tie the contradicting node to its
+        signed roots. Its size is bounded by the data message's (``ours`` holds one proof and one
+        node, never the leaves of a large span)."""
         theirs = {
             "length": proof.length,
             "signature": proof.signature,
@@ -560,29 +579,54 @@ class Feed:
         }
         if index is not None and head.signed_length:
             first, last = merkle.span(index)
-            last = min(last, head.signed_length)
-            if first < last:
+            if last <= head.signed_length:  # the signed head covers the node: prove it there
                 ours["proof"] = [list(n) for n in self.proof(first, last, tx).nodes]
-                ours["leaves"] = [list(self._node(tx, 2 * s)) for s in range(first, last)]
-        return encoding.encode(
-            {
-                "feed": self.key,
-                "index": -1 if index is None else index,
-                "ours": ours,
-                "theirs": theirs,
+                ours["node"] = list(self._node(tx, index))
+        evidence: dict[str, object] = {
+            "feed": self.key,
+            "index": -1 if index is None else index,
+            "ours": ours,
+            "theirs": theirs,
+        }
+        if pending is not None:
+            length, signature, roots_data = pending
+            evidence["pending"] = {
+                "length": length,
+                "signature": signature,
+                "roots": [list(r) for r in merkle.decode_roots(roots_data)],
             }
-        )
+        return encoding.encode(evidence)
 
     def record_fork(self, evidence: bytes) -> None:
-        """Mark the feed forked and keep ``evidence`` (see :meth:`receive`)."""
+        """Mark the feed forked and keep ``evidence`` (see :meth:`receive`): the feed is frozen,
+        accepting no more data, and keeps what it holds. The first evidence recorded is kept."""
         with self.storage.write() as tx:
             head = self._head(tx)
-            tx.put("forks", self._prefix, evidence)
-            tx.put("feed_log", self._head_key, encode_head(head._replace(forked=True)))
+            if tx.get("forks", self._prefix) is None:
+                tx.put("forks", self._prefix, evidence)
+            if not head.forked:
+                tx.put("feed_log", self._head_key, encode_head(head._replace(forked=True)))
 
     def fork_evidence(self, txn: ReadTxn | None = None) -> bytes | None:
+        """The evidence kept by :meth:`record_fork` (decoded by ``hyperdb.feed.forks``), if any."""
         with _reading(self.storage, txn) as tx:
             return tx.get("forks", self._prefix)
+
+    @staticmethod
+    def forks(storage: Storage, txn: ReadTxn | None = None) -> dict[bytes, bytes]:
+        """Feed key -> fork evidence of every feed in ``storage`` marked forked, in the order the
+        feeds were added (reads one small table: cheap when nothing forked)."""
+        with _reading(storage, txn) as tx:
+            found = {}
+            for row, evidence in tx.scan("forks"):
+                key = tx.get("feeds", b"i" + row)
+                if key is None:
+                    raise CorruptionError(
+                        f"fork evidence is kept for feed number {_ID.unpack(row)[0]}, which "
+                        "is not registered"
+                    )
+                found[key] = evidence
+            return found
 
     # --- checking ---------------------------------------------------------------------------------
 
@@ -677,7 +721,9 @@ class Feed:
 
     def _check_can_receive(self, head: FeedHead, start: int) -> None:
         if head.forked:
-            raise ForkDetected(f"feed {self.key.hex()[:16]} is marked forked and accepts no data")
+            raise ForkDetected(
+                f"feed {self.key.hex()[:16]} is marked forked and frozen: it accepts no data"
+            )
         if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start <= head.length:
             raise InvalidArgument(f"blocks start at {start!r} but the feed holds {head.length}")
 
