@@ -5,6 +5,11 @@ lengths, accepts data of authorized writers' feeds (nothing at all when the data
 read-only), reads blocks with a byte budget, and ingests a peer's blocks: verified (the feed's
 Merkle proof and signature), checked (``hyperdb.model.apply.derive``), stored and applied in one
 transaction, after which the change hub is told.
+
+A writer caught signing two histories (a fork, :class:`~hyperdb.errors.ForkDetected`) has its
+feed frozen here: the evidence is kept (``Feed.record_fork``), what the feed holds stays applied
+as it is, no more of it is wanted or accepted, and it is still offered and served at its signed
+length (other writers' nodes may name its blocks). :meth:`StoreReplica.forks` reads the evidence.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hyperdb.errors import ForkDetected, NotFound, ProtocolError
-from hyperdb.feed import Proof
+from hyperdb.feed import Feed, ForkEvidence, Proof, read_forks
 from hyperdb.model import state as state_module
 from hyperdb.model.apply import apply_ready, derive
 from hyperdb.model.changes import ChangeHub
@@ -43,6 +48,7 @@ class StoreReplica:
         self._accepts = not context.readonly
         self._offered: tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]]
         self._offered = (context.state, {}, {})  # nothing cached: no lengths dict is this one
+        self._forked: frozenset[bytes] | None = None  # read from the store when first needed
 
     @property
     def lock(self) -> Any:
@@ -79,12 +85,33 @@ class StoreReplica:
         return offered
 
     def wanted(self, feed_key: bytes) -> bool:
-        """An authorized writer's feed, not ours (and nothing in a read-only database)."""
+        """An authorized writer's feed, not ours and not forked (and nothing in a read-only
+        database)."""
         return (
             self._accepts
             and feed_key != self._local_key
             and feed_key in self._context.state.authorized
+            and feed_key not in self.forked()
         )
+
+    def forked(self) -> frozenset[bytes]:
+        """The keys of the writers whose feed is frozen here because they forked (cheap: read
+        once, then kept up to date by :meth:`ingest`)."""
+        forked = self._forked
+        if forked is None:
+            context = self._context
+            context.check_open()
+            forked = self._forked = frozenset(Feed.forks(context.storage))
+        return forked
+
+    def forks(self) -> list[ForkEvidence]:
+        """The evidence of every fork recorded here, by writer key (``hyperdb.feed.forks``:
+        ``describe()`` says it in words, ``check()`` re-checks it). Raises
+        :class:`~hyperdb.errors.CorruptionError` if a record is damaged."""
+        context = self._context
+        with context.lock:
+            context.check_open()
+            return read_forks(context.storage)
 
     def stored_length(self, feed_key: bytes) -> int:
         return self._context.lengths().get(feed_key, (0, 0))[0]
@@ -102,11 +129,18 @@ class StoreReplica:
             return blocks, feed.proof(start, start + len(blocks), tx)
 
     def ingest(self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof) -> bool:
+        """See the port. A proven fork is recorded (the feed frozen, the evidence kept) before
+        :class:`~hyperdb.errors.ForkDetected` is raised; a feed already frozen raises it at once,
+        without evidence."""
         context = self._context
         with context.lock:
             context.check_open()
             if not self._accepts:
                 raise ProtocolError("this replica was opened read-only and accepts no data")
+            if feed_key in self.forked():
+                raise ForkDetected(
+                    f"feed {feed_key.hex()[:16]} forked and is frozen here: it accepts no data"
+                )
             if not self.wanted(feed_key):
                 raise ProtocolError(
                     f"feed {feed_key.hex()[:16]} is not an authorized writer's here"
@@ -128,6 +162,7 @@ class StoreReplica:
             except ForkDetected as fork:
                 if fork.evidence is not None:
                     feed.record_fork(fork.evidence)
+                self._forked = None  # read again: this feed (or another session's) froze
                 raise
             context.state = new_state
             self._follow_offer(state, new_state, bool(b.new_feeds), feed_key, head)

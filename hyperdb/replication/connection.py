@@ -19,6 +19,12 @@ side has nothing outstanding it says so (``idle``, with how many of the peer's m
 processed); both sides are :attr:`~Connection.synced` when each has said so after the last message
 that could change the other's state. A non-live session is then :attr:`~Connection.finished`.
 The wire format itself is :mod:`hyperdb.replication.wire`.
+
+A fork (a writer's key signed two histories: :class:`~hyperdb.errors.ForkDetected` from the
+replica, which has recorded it) does not end the session: that feed is frozen for the rest of it
+(no more requests; answers still due to requests already sent are verified and dropped; the
+peer's later offers of it are ignored) and every other feed goes on. Any other failure of the
+peer's data (a signature or proof that does not verify, for any feed) still ends it.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from operator import itemgetter
 
-from hyperdb.errors import Closed, HyperDBError, InvalidArgument, ProtocolError
-from hyperdb.feed.feed import MAX_BLOCK_SIZE
+from hyperdb.errors import Closed, ForkDetected, HyperDBError, InvalidArgument, ProtocolError
+from hyperdb.feed.feed import MAX_BLOCK_SIZE, verify_proof
 from hyperdb.replication.port import Replica
 from hyperdb.replication.wire import (
     MAX_HAVE_ENTRIES,
@@ -86,7 +92,8 @@ class Connection:
     Any error (a protocol violation or bad data from the peer, or a failure of the local
     replica) closes the connection: the exception propagates to the caller, a final ``error``
     message for the peer is left in :meth:`data_to_send`, and further input raises
-    :class:`~hyperdb.errors.Closed`.
+    :class:`~hyperdb.errors.Closed`. The one exception is a fork: the feed is frozen, its key
+    added to :attr:`forks`, and the session goes on (see the module docstring).
     """
 
     def __init__(
@@ -139,6 +146,10 @@ class Connection:
         self._announced: dict[bytes, int] = {}
         self._unwanted: set[bytes] = set()  # offered by the peer, not wanted here (yet)
         self._lagging: set[bytes] = set()  # wanted feeds that may have ranges left to request
+        self._frozen: set[bytes] = set()  # forked feeds: never requested again in this session
+        #: Keys of the feeds frozen during this session because their writer forked, in the order
+        #: found (the replica holds the evidence).
+        self.forks: list[bytes] = []
         self._stored = False  # data was stored during the current receive_data call
         # termination (spec/protocol.md, "Idle and the end of a session")
         self._sent = 0  # have, request and data messages sent
@@ -197,8 +208,9 @@ class Connection:
         """Process bytes from the peer, however they are chunked.
 
         Raises :class:`~hyperdb.errors.ProtocolError` when the peer breaks the protocol (or sent
-        an error), and lets the replica's :class:`~hyperdb.errors.VerificationError` (and
-        :class:`~hyperdb.errors.ForkDetected`) through; either way the connection is closed.
+        an error), and lets the replica's :class:`~hyperdb.errors.VerificationError` through;
+        either way the connection is closed. A :class:`~hyperdb.errors.ForkDetected` is not
+        raised: the feed is frozen and the session goes on.
         """
         self._check_open()
         try:
@@ -349,10 +361,10 @@ class Connection:
     def _on_data(self, message: Data) -> None:
         feed = message.feed
         name = feed.hex()[:16]
-        if not self._replica.wanted(feed):
-            raise ProtocolError(f"data for feed {name}, which this replica does not accept")
         queue = self._pulls.get(feed)
         if not queue:
+            if not self._replica.wanted(feed):
+                raise ProtocolError(f"data for feed {name}, which this replica does not accept")
             raise ProtocolError(f"data for feed {name}, which was not requested")
         pull = queue[0]
         if message.start != pull.cursor or message.end > pull.end:
@@ -360,7 +372,27 @@ class Connection:
                 f"data [{message.start}, {message.end}) of feed {name} does not continue the "
                 f"request [{pull.start}, {pull.end}) at {pull.cursor}"
             )
-        stored = self._replica.ingest(feed, message.start, list(message.blocks), message.proof)
+        frozen = feed in self._frozen
+        if not frozen and not self._replica.wanted(feed):
+            # requested while wanted, no longer wanted: its fork was found meanwhile (by another
+            # session of this replica). The peer only answered what was asked.
+            self._freeze(feed)
+            frozen = True
+        stored = False
+        blocks = list(message.blocks)
+        if frozen:
+            # not stored, but still the writer's: data that does not verify ends the session
+            verify_proof(feed, message.start, blocks, message.proof)
+        else:
+            try:
+                stored = self._replica.ingest(feed, message.start, blocks, message.proof)
+            except ForkDetected as fork:
+                # a proven fork (two valid signatures), recorded by the replica: not the peer's
+                # fault, and no reason to stop the other feeds
+                self._freeze(feed)
+                frozen = True
+                if fork.evidence is None:  # refused unread: the feed was frozen already
+                    verify_proof(feed, message.start, blocks, message.proof)
         self.blocks_received += len(message.blocks)
         pull.cursor = message.end
         if pull.cursor == pull.end:
@@ -368,11 +400,20 @@ class Connection:
             self._pull_count -= 1
             if not queue:
                 del self._pulls[feed]
+        if frozen:
+            return  # the answers still due to its requests are verified and dropped as they come
         self._lagging.add(feed)
         if self._on_progress is not None:
             self._on_progress(feed, self._replica.stored_length(feed), self._peer_offer[feed])
         if stored:
             self._stored = True
+
+    def _freeze(self, feed: bytes) -> None:
+        """Stop wanting a forked feed for the rest of the session."""
+        self._frozen.add(feed)
+        self.forks.append(feed)
+        self._lagging.discard(feed)
+        self._unwanted.add(feed)  # later offers of it are ignored
 
     # --- decisions --------------------------------------------------------------------------------
 
@@ -411,7 +452,11 @@ class Connection:
         self._announce()
         if not self.download:
             return
-        wanted = [feed for feed in self._unwanted if self._replica.wanted(feed)]
+        wanted = [
+            feed
+            for feed in self._unwanted
+            if feed not in self._frozen and self._replica.wanted(feed)
+        ]
         self._unwanted.difference_update(wanted)
         self._lagging.update(wanted)
 

@@ -3,9 +3,9 @@
 :class:`Replica` is the contract between a :class:`~hyperdb.replication.connection.Connection`
 and the store on its side: which feeds this side offers (authorized in its view, at their signed
 lengths), which it accepts, how much of each it holds, reading blocks with their proof, and
-ingesting a peer's blocks (verified before anything is stored). :class:`ServedReplica` adds what
-the TCP transport needs to run sessions beside an application's own writes: the lock that
-serializes them, and being told when the replica changed. A database's port is
+ingesting a peer's blocks (verified before anything is stored; a writer's fork recorded, its feed
+frozen). :class:`ServedReplica` adds what the TCP transport needs to run sessions beside an
+application's own writes: the lock that serializes them, and being told when the replica changed. A database's port is
 ``Database.replication_port`` (``hyperdb.model.replica``); the tests run one contract test class
 against every implementation.
 """
@@ -37,7 +37,8 @@ class Replica(Protocol):
         ...
 
     def wanted(self, feed_key: bytes) -> bool:
-        """True if data of this feed is accepted here (authorized in this side's view)."""
+        """True if data of this feed is accepted here (authorized in this side's view, and not
+        frozen because its writer forked)."""
         ...
 
     def stored_length(self, feed_key: bytes) -> int:
@@ -55,8 +56,12 @@ class Replica(Protocol):
 
     def ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
         """Verify everything, then store and index in one transaction; True if something new was
-        stored. Raises VerificationError (ForkDetected included) or ProtocolError for bad data,
-        having stored nothing."""
+        stored. Raises VerificationError or ProtocolError for bad data, having stored nothing.
+
+        ForkDetected (a VerificationError) means the data proved that the writer forked, or the
+        feed was frozen already: the replica has recorded the fork and frozen the feed (it is no
+        longer :meth:`wanted`, it stays offered and readable), nothing of these data is stored,
+        and the connection goes on with the other feeds."""
         ...
 
 

@@ -84,6 +84,12 @@ class Session:
         return self.channel.established and self.connection.wants_to_send
 
     @property
+    def forks(self) -> list[bytes]:
+        """Keys of the feeds frozen during this session because their writer forked
+        (:attr:`Connection.forks <hyperdb.replication.connection.Connection.forks>`)."""
+        return self.connection.forks
+
+    @property
     def buffered(self) -> int:
         """Bytes held of incomplete input: one record and one replication frame at most."""
         return self.channel.buffered + self.connection.buffered

@@ -8,6 +8,12 @@ of the tries, the keys the index holds from a scan of the index, and a key missi
 side, or answered differently, is reported by name. It reports every problem it finds (at most
 one per feed for the feed check, which stops at the first damaged block of a feed) rather than
 stopping at the first, and never writes. ``Database.verify`` calls it.
+
+A forked writer is not damage of the store: its feed is whole and verifies, it is frozen. Each
+fork recorded is listed in :attr:`VerifyReport.forks` with its evidence, after the evidence has
+been re-checked from nothing but itself (``ForkEvidence.check``); evidence that does not decode or
+whose signatures do not verify, a feed marked forked without evidence, or evidence for a feed not
+marked forked, are damage (kind ``"feed"``). :attr:`VerifyReport.ok` ignores forks.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hyperdb.errors import CorruptionError, HyperDBError
-from hyperdb.feed import Feed
+from hyperdb.feed import Feed, ForkEvidence, decode_evidence
 from hyperdb.model import record
 from hyperdb.model.node import Node
 from hyperdb.model.state import State
@@ -63,9 +69,12 @@ class VerifyReport:
     records: int = 0
     keys: int = 0
     damage: builtins.list[Damage] = field(default_factory=list)
+    #: The forks recorded here, by writer key: frozen feeds, not damage (``ok`` ignores them).
+    forks: builtins.list[ForkEvidence] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No damage found (a fork is not damage: see :attr:`forks`)."""
         return not self.damage
 
 
@@ -95,10 +104,44 @@ def verify_database(
                 report.blocks += checked.blocks
                 report.tree_nodes += checked.nodes
             _records(feed, tx, report)
+            _fork(feed, tx, report)
             if progress is not None:
                 progress("feeds", number + 1, len(feeds))
     _index(index, tries, report, progress)
     return report
+
+
+def _fork(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:
+    """A forked feed's mark and evidence agree, and the evidence holds up by itself."""
+    name = feed.key.hex()[:16]
+    try:
+        marked = feed.head(tx).forked
+    except CorruptionError:
+        return  # the feed check reported the damaged head
+    data = feed.fork_evidence(tx)
+    if data is None:
+        if marked:
+            report.damage.append(
+                Damage("feed", f"feed {name} is marked forked but keeps no evidence", feed.key)
+            )
+        return
+    problem = None
+    try:
+        evidence = decode_evidence(data)
+    except CorruptionError as exc:
+        problem = str(exc)
+    else:
+        check = evidence.check()
+        if evidence.feed != feed.key:
+            problem = "the fork evidence names another feed"
+        elif not check.intact:
+            problem = f"the fork evidence does not hold up: {check.reason}"
+        elif not marked:
+            problem = "fork evidence is kept but the feed is not marked forked"
+    if problem is not None:
+        report.damage.append(Damage("feed", f"feed {name}: {problem}", feed.key))
+    else:
+        report.forks.append(evidence)
 
 
 def _records(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:

@@ -75,7 +75,9 @@ class FeedReplica:
         return offer
 
     def wanted(self, feed_key: bytes) -> bool:
-        return feed_key in self.authorized
+        if feed_key not in self.authorized:
+            return False
+        return feed_key not in Feed.keys(self.storage) or not self.feed(feed_key).forked
 
     def stored_length(self, feed_key: bytes) -> int:
         if feed_key not in Feed.keys(self.storage):
