@@ -250,7 +250,7 @@ def test_a_handshake_completed_while_sessions_are_full_ends_busy(
                 await late.handshake(a.key, wait=False)
                 await late.read_until_eof(timeout=5.0)
                 assert len(late.errors) == 1, late.messages
-                assert late.errors[0].startswith("PeerBusy: the server already runs 1")
+                assert late.errors[0].startswith("PeerBusy: the server already runs 1 session")
                 assert server.active == 1 and not live.done()
             finally:
                 live.cancel()

@@ -146,12 +146,12 @@ def test_the_encrypted_busy_error_is_peer_busy(db: Database) -> None:
                 break
             channel.receive_data(data)
             if channel.established:
-                channel.send(error_frame(PeerBusy("the server already runs 1 sessions")))
+                channel.send(error_frame(PeerBusy("the server already runs 1 session")))
                 writer.write(channel.data_to_send())
                 break
             writer.write(channel.data_to_send())
         await writer.drain()
         writer.close()
 
-    with raises_code("busy", match="is busy \\(the server already runs 1 sessions\\)"):
+    with raises_code("busy", match="is busy \\(the server already runs 1 session\\)"):
         sync_against(db, serve)

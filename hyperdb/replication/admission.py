@@ -44,6 +44,10 @@ def address_group(host: str) -> str:
     return str(address)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What :meth:`Admission.admit` decided: ``admitted``; ``evicted``, the handshake dropped to
@@ -95,22 +99,24 @@ class Admission:
     def admit(self, token: Hashable, address: str) -> Decision:
         """Decide on a new connection from ``address`` (an :func:`address_group`)."""
         if len(self._sessions) >= self.max_sessions:
-            return Decision(False, reason=f"{len(self._sessions)} sessions already")
+            return Decision(False, reason=f"{_count(len(self._sessions), 'session')} already")
         evicted: Hashable | None = None
         if self._per_address[address] >= self.max_handshakes_per_address:
             evicted = self._oldest(address)
             if evicted is None:
                 return Decision(
                     False,
-                    reason=f"{self._per_address[address]} connections from {address} "
-                    "already in their handshake",
+                    reason=f"{_count(self._per_address[address], 'connection')} from "
+                    f"{address} already in their handshake",
                 )
             self.release(evicted)
         elif len(self._handshakes) >= self.max_handshakes:
             evicted = self._oldest(None)
             if evicted is None:
                 return Decision(
-                    False, reason=f"{len(self._handshakes)} connections already in their handshake"
+                    False,
+                    reason=f"{_count(len(self._handshakes), 'connection')} already in their "
+                    "handshake",
                 )
             self.release(evicted)
         self._handshakes[token] = (address, self._clock())

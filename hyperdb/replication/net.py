@@ -464,7 +464,10 @@ class Server:
         if connection.evicted.is_set():  # displaced just before: it ends busy anyway
             raise PeerBusy("dropped in its handshake to make room for a newer connection")
         if not self._admission.established(connection):
-            raise PeerBusy(f"the server already runs {self._admission.sessions} sessions")
+            sessions = self._admission.sessions
+            raise PeerBusy(
+                f"the server already runs {sessions} session{'' if sessions == 1 else 's'}"
+            )
         connection.established = True
 
     def _unauthenticated(self, kind: str, connection: _Connection, line: str) -> None:
