@@ -5,9 +5,9 @@ and the store on its side: which feeds this side offers (authorized in its view,
 lengths), which it accepts, how much of each it holds, reading blocks with their proof, and
 ingesting a peer's blocks (verified before anything is stored; a writer's fork recorded, its feed
 frozen). :class:`ServedReplica` adds what the TCP transport needs to run sessions beside an
-application's own writes: the lock that serializes them, and being told when the replica changed. A database's port is
-``Database.replication_port`` (``hyperdb.model.replica``); the tests run one contract test class
-against every implementation.
+application's own writes: the lock that serializes them, and being told when the replica changed.
+A database's port is ``Database.replication_port`` (``hyperdb.model.replica``); the tests run one
+contract test class against every implementation.
 """
 
 from __future__ import annotations
