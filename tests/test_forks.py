@@ -120,27 +120,36 @@ def test_a_fork_freezes_one_feed_and_the_other_feeds_replicate_on(
     assert report.ok and [e.feed for e in report.forks] == [world.b_key]
 
 
-def test_a_frozen_feed_is_still_served_and_a_behind_peer_finds_the_fork_itself(
+def test_a_frozen_feed_is_still_served(world: World, dbs: dict[str, Database]) -> None:
+    """A keeps offering B's feed at its frozen signed length: a newcomer holding nothing of B
+    gets A's branch, and can apply A's later writes, which name B's blocks in their clocks.
+    Mutation tried: StoreReplica.offered leaving forked feeds out (caught: the newcomer never
+    gets B's feed and holds A's write unapplied)."""
+    a = dbs["A"]
+    hyperdb.replicate(a, dbs["B"])
+    hyperdb.replicate(a, dbs["B'"])
+    assert forked_writers(a, world) == ["B"]
+    a.put("after", b"A")
+    with hyperdb.open(world.root / "e", key=world.a_key, durable=False) as e:
+        hyperdb.replicate(e, a)
+        assert e.feed_lengths().get(world.b_key) == a.feed_lengths()[world.b_key]
+        assert values(e, "after") == [b"A"] and values(e, "k") == [b"from B"]
+        assert forked_writers(e, world) == []  # it never met the other branch
+
+
+def test_a_replica_behind_on_the_other_branch_finds_the_fork_itself(
     world: World, dbs: dict[str, Database]
 ) -> None:
-    """A keeps offering B's feed at its frozen signed length: a replica holding nothing of B gets
-    A's branch (and can apply A's writes, which name B's blocks in their clocks); a replica
-    behind on the other branch finds the fork itself from A's data."""
-    a, b, b2 = dbs["A"], dbs["B"], dbs["B'"]
-    hyperdb.replicate(a, b2)  # A takes B''s (longer) branch first
-    hyperdb.replicate(a, b)  # B offers less than A holds: nothing asked, nothing found
+    """A meets B''s longer branch first (and sees no fork: B then offers less than A holds). C,
+    on B's shorter branch, asks A for the rest of B's feed and finds the fork from A's data."""
+    a, c = dbs["A"], dbs["C"]
+    hyperdb.replicate(a, dbs["B'"])
+    hyperdb.replicate(a, dbs["B"])
     assert forked_writers(a, world) == []
-    e = hyperdb.open(world.root / "e", key=world.a_key, durable=False)
-    with e:
-        a.put("after", b"A")
-        hyperdb.replicate(e, a)
-        assert e.feed_lengths()[world.b_key] == a.feed_lengths()[world.b_key]
-        assert values(e, "after") == [b"A"] and values(e, "k") == [b"from B'"]
-    c = dbs["C"]  # holds B's branch, one entry shorter: asks A for the rest and finds the fork
     hyperdb.replicate(c, a)
     assert forked_writers(c, world) == ["B"]
     [evidence] = c.replication_port.forks()
-    assert evidence.check().proven
+    assert evidence.check().proven and values(c, "k") == [b"from B"]
 
 
 def test_writes_that_build_on_the_other_branch_are_held_but_not_applied(
