@@ -762,8 +762,9 @@ class TestLMDBStorage(StorageContract):
     def test_not_an_lmdb_directory(self, tmp_path: Path) -> None:
         (tmp_path / "db").mkdir()
         (tmp_path / "db" / "data.mdb").write_bytes(b"garbage" * 1000)
-        with raises_code("storage_error"):
+        with raises_code("corrupt") as caught:  # read before LMDB maps it
             LMDBStorage(tmp_path / "db", TABLES)
+        assert "data.mdb" in str(caught.value)
 
     def test_opened_twice_in_one_process(self, tmp_path: Path) -> None:
         with LMDBStorage(tmp_path / "db", TABLES), raises_code("storage_error"):

@@ -33,13 +33,17 @@ def open_storage(
     map_size: int | None = None,
     max_map_size: int | None = None,
     exclusive: bool = False,
+    readonly: bool = False,
+    create: bool = True,
+    marker: str | None = None,
 ) -> Storage:
     """Open a storage holding ``tables``.
 
     With ``path`` None the storage lives in memory (:class:`MemoryStorage`; ``durable``,
     ``map_size`` and ``max_map_size`` do not apply and are ignored). Otherwise ``path`` is a
     directory, created if missing, holding an LMDB environment (:class:`LMDBStorage`), locked
-    against other exclusive opens with ``exclusive=True``.
+    against other exclusive opens with ``exclusive=True``; ``readonly``, ``create`` and
+    ``marker`` are :class:`LMDBStorage`'s.
     """
     if path is None:
         return MemoryStorage(tables)
@@ -50,4 +54,7 @@ def open_storage(
         map_size=map_size,
         max_map_size=max_map_size,
         exclusive=exclusive,
+        readonly=readonly,
+        create=create,
+        marker=marker,
     )

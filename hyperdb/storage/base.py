@@ -121,6 +121,11 @@ class Storage(abc.ABC):
     def closed(self) -> bool:
         """True once close() was called."""
 
+    def check_structure(self) -> None:  # noqa: B027 - engines without files check nothing
+        """Check the engine's own structures on disk, reading them without the engine; raise
+        :class:`~hyperdb.errors.CorruptionError` at the first damage. An engine without files
+        has nothing to check."""
+
     def __enter__(self) -> Self:
         return self
 

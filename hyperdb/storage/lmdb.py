@@ -43,8 +43,12 @@ import lmdb  # type: ignore[import-untyped,unused-ignore]
 
 from hyperdb.errors import (
     Closed,
+    CorruptionError,
     HyperDBError,
     InvalidArgument,
+    NotADatabase,
+    NotFound,
+    ReadOnly,
     StorageError,
     StorageFull,
     StorageInUse,
@@ -59,6 +63,7 @@ from hyperdb.storage.base import (
     check_value,
     scan_bounds,
 )
+from hyperdb.storage.lmdb_file import check_data_file, check_pages
 
 if TYPE_CHECKING:
     _Txn = lmdb.Transaction[bytes]
@@ -67,6 +72,18 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAP_SIZE", "DEFAULT_MAX_MAP_SIZE", "LMDBStorage", "StorageInfo"]
 
 DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+# What LMDB raises when the file's pages do not hold together: the store is damaged.
+_DAMAGE = (
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.InvalidError,
+    lmdb.VersionMismatchError,
+    lmdb.IncompatibleError,
+    lmdb.PanicError,
+    # LMDB marks a transaction bad when one of its reads met damaged pages; this store never
+    # uses a transaction LMDB ended (those raise Closed first), so a bad one means damage.
+    lmdb.BadTxnError,
+)
 DEFAULT_MAX_MAP_SIZE = (1 << 40) if sys.maxsize > 2**32 else (1 << 30)
 
 
@@ -98,6 +115,7 @@ class _LMDBTxn(ReadTxn):
     """Shared read side of LMDB transactions."""
 
     _failed: HyperDBError | None = None  # set by a write transaction whose operation failed
+    _damage: CorruptionError | None = None  # the damage an operation of this transaction met
 
     def __init__(self, storage: LMDBStorage, txn: _Txn) -> None:
         self._storage = storage
@@ -115,7 +133,13 @@ class _LMDBTxn(ReadTxn):
         """Translate an LMDB error raised by an operation of this transaction."""
         if self._done or self._storage._closed:
             return Closed("the transaction or its storage was closed while in use")
-        return StorageError(f"LMDB {what} failed in {self._storage.path!r}: {exc}")
+        if isinstance(exc, lmdb.BadTxnError) and self._damage is not None:
+            # LMDB gives up on a transaction that met damaged pages: say what it met
+            return CorruptionError(f"{self._damage} (this transaction could not go on)")
+        error = self._storage.translate(what, exc)
+        if isinstance(error, CorruptionError):
+            self._damage = error
+        return error
 
     def get(self, table: str, key: bytes) -> bytes | None:
         # Hot path of every read: the checks take the slow path only on bad input.
@@ -315,7 +339,7 @@ class _LMDBWriteTxn(_LMDBTxn, WriteTxn):
                     message = storage._full_message()
                     storage._grow_after_full()
                     raise StorageFull(message) from exc
-                raise StorageError(f"LMDB commit failed in {storage.path!r}: {exc}") from exc
+                raise storage.translate("commit", exc) from exc
             return
         self._abort()
         if self._full:
@@ -415,6 +439,19 @@ class LMDBStorage(Storage):
     :class:`LMDBStorage` opened with ``exclusive=True`` (in any process) uses it at the same time:
     :class:`StorageInUse` otherwise. Databases open their store this way; LMDB itself is safe
     for several processes, but a database keeps state in memory.
+
+    ``readonly=True`` opens an existing store without ever writing to it (write transactions
+    raise :class:`~hyperdb.errors.StorageError`): the directory, ``data.mdb`` and the tables
+    are left exactly as they are (LMDB may create its ``lock.mdb``). ``create=False`` refuses to
+    create a store that is not there (:class:`~hyperdb.errors.NotFound`). ``marker`` names a
+    table every store of the caller's kind holds: a non-empty LMDB environment without it is
+    refused with :class:`~hyperdb.errors.NotADatabase` before anything is created in it, and one
+    with it but without all of ``tables`` is damaged (:class:`~hyperdb.errors.CorruptionError`).
+
+    Before LMDB maps ``data.mdb``, its header is checked against the file
+    (:mod:`hyperdb.storage.lmdb_file`): a file cut short raises
+    :class:`~hyperdb.errors.CorruptionError` naming it, where LMDB would end the process with
+    SIGBUS. Pages LMDB finds damaged later raise :class:`~hyperdb.errors.CorruptionError` too.
     """
 
     def __init__(
@@ -426,6 +463,9 @@ class LMDBStorage(Storage):
         map_size: int | None = None,
         max_map_size: int | None = None,
         exclusive: bool = False,
+        readonly: bool = False,
+        create: bool = True,
+        marker: str | None = None,
     ) -> None:
         self._closed = True  # until the environment is open; keeps __del__ quiet on failure
         self.tables = check_tables(tables)
@@ -449,18 +489,30 @@ class LMDBStorage(Storage):
         # Bytes that may still be written before the fill level must be checked again: checking
         # it (two LMDB calls) on every write would double the cost of a small transaction.
         self._growth_budget = 0
+        self.readonly = bool(readonly)
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise StorageError(
                 f"cannot open the storage {self.path!r}: it exists and is not a directory. An "
                 "LMDB storage is a directory; give the path of a directory or of a missing one."
             )
-        try:
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot create the storage directory {self.path!r}: {exc}. Give the path of a "
-                "directory (existing or not) in a location you can write to."
-            ) from exc
+        creating = create and not self.readonly
+        if creating:
+            try:
+                os.makedirs(self.path, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create the storage directory {self.path!r}: {exc}. Give the path "
+                    "of a directory (existing or not) in a location you can write to."
+                ) from exc
+        # Before LMDB maps the file: a file shorter than its header says would end the process.
+        if not check_data_file(self.path) and not creating:
+            raise NotFound(f"no store in {self.path}")
+        # Files an open that fails removes again, if it made them: a refused open changes nothing.
+        made = [
+            name
+            for name in (LOCK_FILE if exclusive else "", "lock.mdb")
+            if name and not os.path.exists(os.path.join(self.path, name))
+        ]
         self._lock_fd = _lock_directory(self.path) if exclusive else -1
         env: lmdb.Environment | None = None
         try:
@@ -468,8 +520,8 @@ class LMDBStorage(Storage):
                 self.path,
                 map_size=start_size,
                 subdir=True,
-                readonly=False,
-                create=True,
+                readonly=self.readonly,
+                create=creating,
                 mode=0o600,
                 sync=self.durable,
                 metasync=self.durable,
@@ -484,16 +536,22 @@ class LMDBStorage(Storage):
                     f"this build of LMDB only supports keys of {env.max_key_size()} bytes; "
                     f"hyperdb needs {MAX_KEY_SIZE}. Install a standard build of the lmdb package."
                 )
-            self._dbs: dict[str, _Db] = {
-                name: env.open_db(name.encode("utf-8"), create=True) for name in self.tables
-            }
+            self._dbs: dict[str, _Db] = self._open_tables(env, creating, marker)
         except BaseException as exc:
             if env is not None:
                 env.close()
+            for name in made:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.path, name))
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
             if not isinstance(exc, lmdb.Error):
                 raise
+            if isinstance(exc, _DAMAGE):
+                raise CorruptionError(
+                    f"the LMDB store in {self.path!r} is damaged: {exc}. Restore the directory "
+                    "from a backup, or clone the database again from a replica."
+                ) from exc
             raise StorageError(
                 f"cannot open the LMDB storage in {self.path!r}: {exc}. Check that the path is "
                 "a directory you can read and write, that it holds a hyperdb/LMDB store "
@@ -501,6 +559,33 @@ class LMDBStorage(Storage):
             ) from exc
         self._env: lmdb.Environment = env
         self._closed = False
+
+    def _open_tables(
+        self, env: lmdb.Environment, creating: bool, marker: str | None
+    ) -> dict[str, _Db]:
+        """Open every table, after checking that the environment holds this kind of store: it
+        is empty (then the tables are created, unless ``creating`` is false), or it has the
+        ``marker`` table. Nothing is created in an environment that fails the check."""
+        with env.begin() as txn:
+            found = {bytes(name) for name, _ in txn.cursor()}
+        if not found:
+            if not creating:
+                raise NotFound(f"no store in {self.path}")
+        elif marker is not None and marker.encode("utf-8") not in found:
+            names = ", ".join(sorted(repr(n.decode("utf-8", "replace")) for n in found)[:8])
+            raise NotADatabase(
+                f"{self.path} is not a hyperdb database: the LMDB store there has no "
+                f"{marker!r} table (it holds {len(found)} other name(s): {names}). Nothing "
+                "was changed. Give the directory of a hyperdb database, or a new one."
+            )
+        missing = [name for name in self.tables if name.encode("utf-8") not in found]
+        if found and missing and (marker is not None or self.readonly):
+            raise CorruptionError(
+                f"the store in {self.path} is damaged: it has no {missing[0]!r} table "
+                f"({len(missing)} of its {len(self.tables)} tables are missing). Restore the "
+                "directory from a backup, or clone the database again from a replica."
+            )
+        return {name: env.open_db(name.encode("utf-8"), create=True) for name in self.tables}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -519,6 +604,29 @@ class LMDBStorage(Storage):
     def _check_open(self) -> None:
         if self._closed:
             raise Closed(f"the storage {self.path!r} was closed")
+
+    def check_structure(self) -> None:
+        """Walk the data file's B-trees before LMDB reads them (:func:`check_pages`): damage
+        LMDB would read past the end of the file is reported instead of ending the process."""
+        self._check_open()
+        check_pages(self.path)
+
+    def translate(self, what: str, exc: lmdb.Error) -> HyperDBError:
+        """The hyperdb error for an LMDB failure of operation ``what``: damage found in the
+        file's pages is :class:`CorruptionError`, a full device :class:`StorageFull`, anything
+        else :class:`StorageError`."""
+        if isinstance(exc, _DAMAGE):
+            return CorruptionError(
+                f"the LMDB store in {self.path!r} is damaged ({what}: {exc}). Run `hyperdb "
+                "verify`; restore the directory from a backup, or clone the database again "
+                "from a replica."
+            )
+        if _out_of_space(self.path, exc):
+            return StorageFull(
+                f"no space left on the device holding {self.path} ({what}: {exc}). Nothing "
+                "was written: free some space there, then retry."
+            )
+        return StorageError(f"LMDB {what} failed in {self.path!r}: {exc}")
 
     def _check_not_nested(self) -> None:
         if self._writer_thread == threading.get_ident():
@@ -543,6 +651,8 @@ class LMDBStorage(Storage):
 
     def write(self) -> contextlib.AbstractContextManager[WriteTxn]:
         self._check_open()
+        if self.readonly:
+            raise ReadOnly(f"the storage {self.path!r} was opened read-only")
         self._check_not_nested()
         return _WriteContext(self)
 
@@ -682,6 +792,22 @@ class LMDBStorage(Storage):
         finally:
             if not own_writer:
                 self._write_lock.release()
+
+
+def _out_of_space(path: str, exc: lmdb.Error) -> bool:
+    """Whether ``exc`` is the device holding ``path`` running out of space. LMDB reports a short
+    write as an I/O error, so the device's free space is asked when the error is not plainly
+    ENOSPC: less than a megabyte free (or none for this user) means it was full."""
+    text = str(exc)
+    if "No space left" in text or "Disk quota" in text:
+        return True
+    if "Input/output error" not in text:
+        return False
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20
 
 
 LOCK_FILE = "owner.lock"
