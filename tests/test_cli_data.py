@@ -83,6 +83,7 @@ def test_writers_lists_who_authorized_whom(tmp_path: Path) -> None:
         "creator": False,
         "local": True,
         "blocks": 1,
+        "forked": False,
     }
 
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, overload
 
 from hyperdb.api.checks import check_key, check_public_key, check_range, check_shaping
+from hyperdb.api.directory import open_directory
 from hyperdb.api.snapshot import MapFn, ReduceFn, Snapshot, list_with, resolve, shape
 from hyperdb.api.watch import Watcher
-from hyperdb.errors import HyperDBError, InvalidArgument, NotFound, ValueTooLarge
-from hyperdb.feed import FEED_TABLES, DirectoryKeyStore, KeyStore, MemoryKeyStore
+from hyperdb.errors import CorruptionError, InvalidArgument, ValueTooLarge
+from hyperdb.feed import FEED_TABLES, ForkEvidence, KeyStore, MemoryKeyStore
 from hyperdb.model import record
 from hyperdb.model.cache import DEFAULT_CAPACITY, NodeCache
 from hyperdb.model.changes import ChangeHub
@@ -41,9 +41,10 @@ from hyperdb.model.writer import Op, ReadOnlyWrites, WritePath
 from hyperdb.primitives import crypto
 from hyperdb.replication import connection
 from hyperdb.storage import Storage, open_storage
-from hyperdb.tools.fsck import VerifyReport, verify_database
+from hyperdb.tools.fsck import Damage, VerifyReport, verify_database
 
 TABLES = (*FEED_TABLES, *STATE_TABLES, "meta", "index")
+_VERIFY_ATTEMPTS = 4  # a read-only verify beside a busy writer checks again, this many times
 _OP_FIELDS = frozenset(("type", "key", "value"))  # the fields of a batch operation
 
 
@@ -72,6 +73,12 @@ def open(
     opening, which works beside the process that has it open (a server, a live sync) and never
     writes (writes raise :class:`~hyperdb.errors.ReadOnly`). Its reads walk the tries from the
     heads it saw, so they stay consistent however the database changes meanwhile.
+
+    Nothing is created over the remains of a database: a directory whose ``keys/`` holds a
+    secret key but whose store is missing, empty, cut short or damaged raises
+    :class:`~hyperdb.errors.CorruptionError` naming the file, and one holding another program's
+    LMDB store :class:`~hyperdb.errors.NotADatabase`; a store written by a newer hyperdb raises
+    :class:`~hyperdb.errors.UnsupportedFormat`. In each case nothing was changed.
     """
     if not isinstance(readonly, bool):
         raise InvalidArgument("readonly is a boolean")
@@ -91,14 +98,7 @@ def open(
         keystore = MemoryKeyStore()
     else:
         assert path is not None
-        if readonly and not (Path(path) / "data.mdb").exists():
-            raise NotFound(f"no database in {os.fspath(path)}")
-        storage = open_storage(path, TABLES, durable=durable, exclusive=not readonly)
-        try:
-            keystore = DirectoryKeyStore(Path(path) / "keys")
-        except HyperDBError:
-            storage.close()
-            raise
+        storage, keystore = open_directory(path, TABLES, readonly=readonly, durable=durable)
     try:
         return Database(
             storage, keystore, database_key, codec, cache_size=cache_size, readonly=readonly
@@ -137,8 +137,16 @@ class Database:
         self._writes: WritePath | ReadOnlyWrites
         self._reads: IndexReads | TrieReads
         if readonly:  # the index may move on beside this view: read the tries of its heads
-            self._writes = ReadOnlyWrites(context)
+            self._writes = ReadOnlyWrites(context, "this database was opened read-only")
             self._reads = self._trie_reads()
+        elif not opened.local.writable:  # its secret key went missing: it can still be read
+            self._writes = ReadOnlyWrites(
+                context,
+                f"this replica's secret key is missing ({keystore.where(self.local_key)}): its "
+                "writer cannot sign, so nothing can be written here. Restore the key file from "
+                "a backup; reading and replicating still work.",
+            )
+            self._reads = IndexReads(context, reader)
         else:
             self._writes = WritePath(context, reader, opened.local)
             self._reads = IndexReads(context, reader)
@@ -199,7 +207,7 @@ class Database:
             return Batch(self)
         if isinstance(ops, (str, bytes, Mapping)):
             raise InvalidArgument("batch takes a list of operations")
-        parsed = []
+        parsed: builtins.list[Op] = []
         for op in ops:
             if type(op) is not dict or not op.keys() <= _OP_FIELDS:  # checked only off the usual
                 if not isinstance(op, Mapping):
@@ -207,7 +215,15 @@ class Database:
                 unknown = set(op) - _OP_FIELDS
                 if unknown:
                     raise InvalidArgument(f"unknown batch operation fields {sorted(unknown)}")
-            parsed.append(self.check_op(op.get("type", "put"), op.get("key"), op.get("value")))
+            kind = op.get("type", "put")
+            if "key" not in op or (kind == "put" and "value" not in op):
+                missing = "key" if "key" not in op else "value"
+                raise InvalidArgument(
+                    f"batch operation {len(parsed)} has no {missing!r}: a put is "
+                    '{"type": "put", "key": ..., "value": ...}, a delete '
+                    '{"type": "del", "key": ...}. Nothing was written.'
+                )
+            parsed.append(self.check_op(kind, op["key"], op.get("value")))
         return self._write(parsed) if parsed else []
 
     def authorize(self, public_key: bytes) -> Node:
@@ -260,6 +276,19 @@ class Database:
         authorizer)."""
         edges = self._open_state().edges
         return {writer: sorted(keys) for writer, keys in sorted(edges.items())}
+
+    def forks(self) -> builtins.list[ForkEvidence]:
+        """The writers caught signing two histories, with the evidence (``describe()`` says it
+        in words, ``check()`` re-checks the signatures). Each one's feed is frozen here: what it
+        held stays, nothing more of it is accepted, and every other writer replicates on.
+        Raises :class:`~hyperdb.errors.CorruptionError` if a stored record of one is damaged."""
+        self._context.check_open()
+        return self.replication_port.forks()
+
+    def forked(self) -> frozenset[bytes]:
+        """The keys of the writers whose feed is frozen here because they forked (cheap)."""
+        self._context.check_open()
+        return self.replication_port.forked()
 
     def feed_lengths(self) -> dict[bytes, int]:
         """Writer key -> blocks of its feed stored here (header included), for every feed held."""
@@ -386,7 +415,32 @@ class Database:
         context = self._context
         with context.lock:
             context.check_open()
-            return verify_database(context.storage, context.state, self._reads, self._trie_reads())
+            try:
+                context.storage.check_structure()  # before anything reads the damaged pages
+            except CorruptionError as exc:
+                return VerifyReport(damage=[Damage("store", str(exc))])
+            if not self.readonly:
+                return verify_database(
+                    context.storage, context.state, self._reads, self._trie_reads()
+                )
+            return self._verify_beside_writer()
+
+    def _verify_beside_writer(self) -> VerifyReport:
+        """A read-only view's verify: the store as it is now (another process may be writing
+        it), the derived index checked against the tries of the same moment. When a write lands
+        meanwhile the check runs again on the newer state (a few times at most)."""
+        storage = self._context.storage
+        state = open_readonly(storage).state
+        for _ in range(_VERIFY_ATTEMPTS):
+            context = DatabaseContext(storage, state, NodeCache(0), readonly=True)
+            reader = NodeReader(context, self._codec)
+            tries = TrieReads(context, reader, state, state.heads)
+            report = verify_database(storage, state, IndexReads(context, reader), tries)
+            now = open_readonly(storage).state
+            if now.heads == state.heads:  # the index and the tries were of the same moment
+                break
+            state = now
+        return report
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import hyperdb
 from hyperdb.api.database import Database
+from hyperdb.api.directory import STORE_FILE, secret_key_files
 from hyperdb.api.snapshot import Snapshot
 from hyperdb.errors import InvalidArgument, NotFound, StorageInUse
 from hyperdb.model.node import Node
@@ -23,7 +24,7 @@ MAX_SHOWN = 60  # characters of a value shown on a line
 def open_existing(path: str, *, readonly: bool = False) -> Database:
     """Open the database in ``path``, refusing to create one by accident. Read commands open it
     read-only, which works while another process (a server, a live sync) has it open."""
-    if not (Path(path) / "data.mdb").exists():
+    if not (Path(path) / STORE_FILE).exists() and not secret_key_files(path):
         raise NotFound(f"no database in {path} (create one with `hyperdb init {path}`)")
     try:
         return hyperdb.open(path, readonly=readonly)

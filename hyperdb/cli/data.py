@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hyperdb.api.directory import check_store
 from hyperdb.cli.common import (
     add_at,
     add_json,
@@ -27,12 +28,14 @@ from hyperdb.cli.common import (
     print_json,
     print_json_lines,
     printable,
+    printable_message,
     show_value,
     values_line,
     view,
     who,
 )
-from hyperdb.errors import InvalidArgument, InvalidKey, NotFound, StorageError
+from hyperdb.errors import CorruptionError, InvalidArgument, InvalidKey, NotFound
+from hyperdb.feed import ForkEvidence, SignedTree
 
 EXIT_OK = 0
 EXIT_DAMAGED = 5
@@ -289,6 +292,7 @@ def run_writers(args: argparse.Namespace) -> int:
             for key in keys:
                 by.setdefault(key, []).append(authorizer)
         lengths = db.feed_lengths()
+        forked = db.forked()
         rows: list[dict[str, Any]] = []
         for writer in db.writers():
             rows.append(
@@ -298,6 +302,7 @@ def run_writers(args: argparse.Namespace) -> int:
                     "creator": writer == db.key,
                     "local": writer == db.local_key,
                     "blocks": lengths.get(writer, 0),
+                    "forked": writer in forked,
                 }
             )
         if args.json:
@@ -309,15 +314,19 @@ def run_writers(args: argparse.Namespace) -> int:
             else:
                 origin = "authorized by " + ", ".join(a[:8] for a in row["authorized_by"])
             here = "  (this replica)" if row["local"] else ""
-            print(f"{row['writer']}  {row['blocks']:>8} blocks  {origin}{here}")
+            fork = "  FORKED: frozen (hyperdb verify shows the evidence)" if row["forked"] else ""
+            print(f"{row['writer']}  {row['blocks']:>8} blocks  {origin}{here}{fork}")
     return EXIT_OK
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    """Check the store without writing to it (a read-only open works beside a server). A store
+    too damaged to open is reported like any other damage: exit 5."""
     try:
-        db = open_existing(args.path)
-    except StorageError as exc:
-        raise StorageError(f"cannot open the store to verify it: {exc}") from None
+        check_store(args.path)  # the file's structure, before anything reads it
+        db = open_existing(args.path, readonly=True)
+    except CorruptionError as exc:
+        return _report_unopenable(args, exc)
     with db:
         report = db.verify()
     if args.json:
@@ -339,6 +348,7 @@ def run_verify(args: argparse.Namespace) -> int:
                     }
                     for d in report.damage
                 ],
+                "forks": [fork_json(fork) for fork in report.forks],
             }
         )
     else:
@@ -351,9 +361,46 @@ def run_verify(args: argparse.Namespace) -> int:
         for damage in report.damage:
             where = f" feed {damage.feed.hex()}" if damage.feed else ""
             seqs = f" seq {' or '.join(map(str, damage.seqs))}" if damage.seqs else ""
-            print(f"DAMAGED{where}{seqs}: {damage.message}")
-        print("ok" if report.ok else f"{len(report.damage)} problem(s) found")
+            print(f"DAMAGED{where}{seqs}: {printable_message(damage.message)}")
+        for fork in report.forks:
+            print(f"FORKED writer {fork.feed.hex()}: {printable_message(fork.describe())}")
+        frozen = f" ({len(report.forks)} forked writer(s), frozen)" if report.forks else ""
+        print(f"ok{frozen}" if report.ok else f"{len(report.damage)} problem(s) found{frozen}")
     return EXIT_OK if report.ok else EXIT_DAMAGED
+
+
+def fork_json(fork: ForkEvidence) -> dict[str, Any]:
+    """A fork's evidence for scripts: the writer, where the histories part, both signed trees."""
+    check = fork.check()
+
+    def tree(signed: SignedTree | None) -> dict[str, Any] | None:
+        if signed is None:
+            return None
+        return {"length": signed.length, "signature": signed.signature.hex()}
+
+    return {
+        "writer": fork.feed.hex(),
+        "blocks": list(fork.blocks) if fork.blocks is not None else None,
+        "node": check.node,
+        "proven": check.proven,
+        "reason": check.reason,
+        "ours": tree(fork.ours),
+        "theirs": tree(fork.theirs),
+        "description": fork.describe(),
+    }
+
+
+def _report_unopenable(args: argparse.Namespace, exc: CorruptionError) -> int:
+    message = str(exc)
+    if args.json:
+        damage: dict[str, Any] = {"kind": "store", "message": message, "feed": None}
+        damage.update(seqs=[], key=None)
+        counts = dict.fromkeys(("feeds", "blocks", "tree_nodes", "records", "keys"), 0)
+        print_json({"ok": False, **counts, "damage": [damage]})
+    else:
+        print(f"DAMAGED store: {printable_message(message)}")
+        print("the store cannot be opened: 1 problem found")
+    return EXIT_DAMAGED
 
 
 __all__ = ["EXIT_DAMAGED", "add_commands"]

@@ -259,11 +259,18 @@ def run_info(args: argparse.Namespace) -> int:
     with open_existing(args.path, readonly=True) as db:
         describe(db)
         lengths = db.feed_lengths()
+        forked = db.forked()
         print(f"writers    {len(db.writers())}")
         for writer in db.writers():
             length = lengths.get(writer, 0)
             mark = " (this replica)" if writer == db.local_key else ""
-            print(f"  {writer.hex()}  {length} blocks{mark}")
+            fork = " FORKED: frozen" if writer in forked else ""
+            print(f"  {writer.hex()}  {length} blocks{mark}{fork}")
+        if forked:
+            print(
+                f"forked     {len(forked)} writer(s) signed two histories; their feeds are "
+                "frozen here (`hyperdb verify` shows the evidence)"
+            )
     return EXIT_OK
 
 

@@ -647,6 +647,13 @@ class Feed:
             roots: list[TreeNode] = []
             checked = parent_rows = 0
             for key, value in tx.scan("feed_log", prefix=self._prefix):
+                if len(key) != _ROW.size:
+                    raise CorruptionError(
+                        f"feed {name}: a stored row has a damaged key ({key.hex()}) after "
+                        f"block {seq - 1}",
+                        feed=self.key,
+                        seqs=(seq,),
+                    )
                 _, row_seq, kind = _ROW.unpack(key)
                 if row_seq == _HEAD_SEQ:
                     continue

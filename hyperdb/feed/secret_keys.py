@@ -29,6 +29,10 @@ class KeyStore(abc.ABC):
     def save(self, keypair: KeyPair) -> None:
         """Store a key pair durably (before any data signed with it exists)."""
 
+    def where(self, public_key: bytes) -> str:
+        """Where the secret key of ``public_key`` is kept, for messages."""
+        return "kept in this process's memory only"
+
 
 class MemoryKeyStore(KeyStore):
     def __init__(self) -> None:
@@ -63,6 +67,9 @@ class DirectoryKeyStore(KeyStore):
         if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_SIZE:
             raise InvalidArgument(f"a public key is {PUBLIC_KEY_SIZE} bytes")
         return self.directory / f"{public_key.hex()}.secret"
+
+    def where(self, public_key: bytes) -> str:
+        return f"the file {self._path(public_key)}"
 
     def load(self, public_key: bytes) -> KeyPair | None:
         path = self._path(public_key)

@@ -1,23 +1,42 @@
-"""Opening a database's store: finding (or creating) the database key, the local writer's feed
-and the state recorded beside the feeds.
+"""Opening a database's store: its format, finding (or creating) the database key, the local
+writer's feed and the state recorded beside the feeds.
 
 :func:`open_writable` creates a new database (or a new replica of one, given its key) in an
 empty store, or opens the one there, and makes sure the local feed starts with its header.
 :func:`open_readonly` reads an existing store in one read transaction and writes nothing.
+
+Both check the store format first (``meta`` row ``format``, :data:`STORE_FORMAT`, see
+``spec/store.md``): a newer format is refused with :class:`UnsupportedFormat` before anything is
+read or written, and a store that holds feeds but no database key is damaged
+(:class:`CorruptionError`), never taken for an empty one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hyperdb.errors import CorruptionError, InvalidArgument, NotFound
+from hyperdb.errors import (
+    Closed,
+    CorruptionError,
+    EncodingError,
+    HyperDBError,
+    InvalidArgument,
+    NotFound,
+    UnsupportedFormat,
+)
 from hyperdb.feed import Feed, KeyStore
 from hyperdb.model import record
 from hyperdb.model import state as state_module
 from hyperdb.model.record import Header
 from hyperdb.model.state import State
-from hyperdb.primitives import crypto
-from hyperdb.storage import Storage, WriteTxn
+from hyperdb.primitives import cbor, crypto
+from hyperdb.storage import ReadTxn, Storage, WriteTxn
+
+STORE_FORMAT = 1  # the layout of the tables this version reads and writes (spec/store.md)
+FORMAT_ROW = b"format"  # in the meta table: the store format, a canonical CBOR unsigned integer
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +54,11 @@ def open_writable(storage: Storage, keystore: KeyStore, key: bytes | None) -> Op
     goes into ``keystore``). :class:`InvalidArgument` if ``key`` names another database than
     the one stored."""
     with storage.write() as tx:
+        stored_format = store_format(tx)
         stored_key = tx.get("meta", b"key")
         if stored_key is None:
+            _check_empty(tx)
+            tx.put("meta", FORMAT_ROW, cbor.encode(STORE_FORMAT))
             if key is not None:  # register the database's feed first: its id is then 0
                 Feed.open(storage, key, create=True, txn=tx)
             local = _create_local_feed(storage, keystore, tx)
@@ -48,19 +70,23 @@ def open_writable(storage: Storage, keystore: KeyStore, key: bytes | None) -> Op
                 raise InvalidArgument(
                     f"this directory holds another database ({stored_key.hex()}), not {key.hex()}"
                 )
+            if stored_format is None:  # written before the format was recorded: format 1
+                tx.put("meta", FORMAT_ROW, cbor.encode(STORE_FORMAT))
             database_key = stored_key
             local_key = tx.get("meta", b"local")
             if local_key is None:
                 raise CorruptionError("the database has no local writer recorded")
-            local = Feed.open(storage, local_key, keystore)
+            with stored_data():
+                local = Feed.open(storage, local_key, keystore)
     if local.length == 0:
         local.append(record.encode_header(Header(database_key)))
     feeds: dict[int, Feed] = {}
-    for feed_key in Feed.keys(storage):
-        feed = local if feed_key == local.key else Feed.open(storage, feed_key)
-        feeds[feed.id] = feed
-    with storage.read() as tx:
-        state = state_module.load(database_key, local.id, feeds, tx)
+    with stored_data():
+        for feed_key in Feed.keys(storage):
+            feed = local if feed_key == local.key else Feed.open(storage, feed_key)
+            feeds[feed.id] = feed
+        with storage.read() as tx:
+            state = state_module.load(database_key, local.id, feeds, tx)
     return Opened(database_key, local, state)
 
 
@@ -68,17 +94,75 @@ def open_readonly(storage: Storage) -> Opened:
     """The database in ``storage`` as it is now, read in one transaction (the feeds and the
     state agree); :class:`NotFound` if the store holds none."""
     with storage.read() as tx:
+        store_format(tx)
         database_key = tx.get("meta", b"key")
         local_key = tx.get("meta", b"local")
-        if database_key is None or local_key is None:
+        if database_key is None:
+            _check_empty(tx)
             raise NotFound("no database in this directory")
-        feeds: dict[int, Feed] = {}
-        for feed_key in Feed.keys(storage, tx):
-            feed = Feed.open(storage, feed_key)
-            feeds[feed.id] = feed
-        local = next(feed for feed in feeds.values() if feed.key == local_key)
-        state = state_module.load(database_key, local.id, feeds, tx)
+        if local_key is None:
+            raise CorruptionError("the database has no local writer recorded")
+        with stored_data():
+            feeds: dict[int, Feed] = {}
+            for feed_key in Feed.keys(storage, tx):
+                feed = Feed.open(storage, feed_key)
+                feeds[feed.id] = feed
+            local = next(feed for feed in feeds.values() if feed.key == local_key)
+            state = state_module.load(database_key, local.id, feeds, tx)
     return Opened(database_key, local, state)
+
+
+@contextlib.contextmanager
+def stored_data() -> Iterator[None]:
+    """Around reading what this store wrote itself (the feeds' registrations and heads, the
+    derived state): anything unreadable there means the store is damaged, so whatever the
+    failure it is raised as :class:`CorruptionError`."""
+    try:
+        yield
+    except (CorruptionError, Closed):
+        raise
+    except (HyperDBError, struct.error, LookupError, ValueError, TypeError, StopIteration) as exc:
+        raise CorruptionError(
+            f"the store is damaged: what it holds about its feeds cannot be read ({exc}). Run "
+            "`hyperdb verify` for details; restore the directory from a backup, or clone the "
+            "database again from a replica."
+        ) from exc
+
+
+def store_format(tx: ReadTxn) -> int | None:
+    """The store's format (None when not recorded: a store made before formats were, or an
+    empty one). :class:`UnsupportedFormat` if a newer hyperdb wrote it; :class:`CorruptionError`
+    if the row is not a format number."""
+    raw = tx.get("meta", FORMAT_ROW)
+    if raw is None:
+        return None
+    try:
+        number = cbor.decode(raw)
+    except EncodingError:
+        number = None
+    if type(number) is not int or number < 1:
+        raise CorruptionError(
+            f"the store's format row is damaged ({raw[:16].hex()}): run `hyperdb verify`"
+        )
+    if number > STORE_FORMAT:
+        raise UnsupportedFormat(
+            f"this store was written by a newer hyperdb (format {number}); this version reads "
+            f"format {STORE_FORMAT}. Upgrade hyperdb to open it. Nothing was changed.",
+            format=number,
+        )
+    return number
+
+
+def _check_empty(tx: ReadTxn) -> None:
+    """A store without a database key must hold nothing else: feeds without a key mean the
+    meta table was damaged, and the store must not be taken for a new one."""
+    for table in ("feeds", "feed_log", "meta"):
+        for _ in tx.scan(table):
+            raise CorruptionError(
+                f"the store holds data (its {table!r} table is not empty) but no database key: "
+                "it is damaged. Nothing was changed. Restore the directory from a backup, or "
+                "clone the database again from a replica."
+            )
 
 
 def _create_local_feed(storage: Storage, keystore: KeyStore, tx: WriteTxn) -> Feed:

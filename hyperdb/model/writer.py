@@ -199,20 +199,22 @@ class WritePath:
 
 
 class ReadOnlyWrites:
-    """The write path of a database opened read-only: every write is refused."""
+    """The write path of a database that cannot write (opened read-only, or its writer's secret
+    key is missing): every write is refused with :class:`ReadOnly` saying ``reason``."""
 
-    def __init__(self, context: DatabaseContext) -> None:
+    def __init__(self, context: DatabaseContext, reason: str) -> None:
         self._context = context
+        self._reason = reason
 
     def write(
         self, ops: Sequence[Op], authorizes: tuple[bytes, ...] = ()
     ) -> tuple[list[Node], list[StoredNode]]:
         self._context.check_open()
-        raise ReadOnly("this database was opened read-only")
+        raise ReadOnly(self._reason)
 
     def reindex(self) -> int:
         self._context.check_open()
-        raise ReadOnly("this database was opened read-only")
+        raise ReadOnly(self._reason)
 
 
 def feed_numbering(

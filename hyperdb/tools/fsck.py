@@ -19,11 +19,12 @@ marked forked, are damage (kind ``"feed"``). :attr:`VerifyReport.ok` ignores for
 from __future__ import annotations
 
 import builtins
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hyperdb.errors import CorruptionError, HyperDBError
+from hyperdb.errors import CorruptionError, HyperDBError, StorageError
 from hyperdb.feed import Feed, ForkEvidence, decode_evidence
 from hyperdb.model import record
 from hyperdb.model.node import Node
@@ -50,7 +51,9 @@ class Reads(Protocol):
 @dataclass(frozen=True, slots=True)
 class Damage:
     """One problem: ``kind`` is ``"feed"`` (blocks, tree or signature), ``"record"`` (a block
-    that is not a valid record) or ``"index"`` (the derived index disagrees with the tries)."""
+    that is not a valid record), ``"state"`` (the stored authorizations disagree with the applied
+    records), ``"index"`` (the derived index disagrees with the tries) or
+    ``"store"`` (the storage engine found its own pages damaged, and the check stopped there)."""
 
     kind: str
     message: str
@@ -90,8 +93,33 @@ def verify_database(
     answers from the derived index, ``tries`` from the tries of the state's heads.
     ``progress(stage, done, total)`` is told how far each stage got."""
     report = VerifyReport()
+    try:
+        _check(storage, state, index, tries, report, progress)
+    except _UNREADABLE as exc:  # the storage engine's pages, or rows it wrote, are damaged
+        report.damage.append(Damage("store", f"the check could not go on: {_what(exc)}"))
+    return report
+
+
+# What reading damaged rows raises before anything can name the damage: the storage engine's
+# own errors and the decoding failures of rows this store wrote itself.
+_UNREADABLE = (StorageError, CorruptionError, struct.error, LookupError, ValueError, TypeError)
+
+
+def _what(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, HyperDBError) else f"{type(exc).__name__}: {exc}"
+
+
+def _check(
+    storage: Storage,
+    state: State,
+    index: Reads,
+    tries: Reads,
+    report: VerifyReport,
+    progress: Progress | None,
+) -> None:
     feeds = sorted(state.feeds.values(), key=lambda feed: feed.key)
     report.feeds = len(feeds)
+    grants: set[tuple[bytes, bytes]] = set()
     with storage.read() as tx:
         for number, feed in enumerate(feeds):
             try:
@@ -100,15 +128,42 @@ def verify_database(
                 report.damage.append(
                     Damage("feed", str(exc), exc.feed or feed.key, tuple(exc.seqs))
                 )
+            except (struct.error, LookupError, ValueError) as exc:
+                message = f"feed {feed.key.hex()[:16]}: a stored row is damaged ({_what(exc)})"
+                report.damage.append(Damage("feed", message, feed.key))
             else:
                 report.blocks += checked.blocks
                 report.tree_nodes += checked.nodes
-            _records(feed, tx, report)
+            _records(feed, tx, report, state.applied.get(feed.id, 0), grants)
             _fork(feed, tx, report)
             if progress is not None:
                 progress("feeds", number + 1, len(feeds))
+    _authorizations(state, grants, report)
     _index(index, tries, report, progress)
-    return report
+
+
+def _authorizations(state: State, grants: set[tuple[bytes, bytes]], report: VerifyReport) -> None:
+    """The stored authorizations (who authorized whom, which decides whose data is read) are
+    exactly those the applied records grant."""
+    stored = {(writer, key) for writer, keys in state.edges.items() for key in keys}
+    for writer, key in sorted(stored - grants):
+        report.damage.append(
+            Damage(
+                "state",
+                f"the stored authorizations say {writer.hex()[:16]} authorized "
+                f"{key.hex()[:16]}, which no applied record of it does (`reindex` rebuilds them)",
+                writer,
+            )
+        )
+    for writer, key in sorted(grants - stored):
+        report.damage.append(
+            Damage(
+                "state",
+                f"{writer.hex()[:16]} authorized {key.hex()[:16]} in an applied record, which the "
+                "stored authorizations miss (`reindex` rebuilds them)",
+                writer,
+            )
+        )
 
 
 def _fork(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:
@@ -144,7 +199,11 @@ def _fork(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:
         report.forks.append(evidence)
 
 
-def _records(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:
+def _records(
+    feed: Feed, tx: ReadTxn, report: VerifyReport, applied: int, grants: set[tuple[bytes, bytes]]
+) -> None:
+    """Every block of ``feed`` decodes; the grants of its first ``applied`` blocks are added to
+    ``grants`` (writer, key named)."""
     length = feed.head(tx).length
     for seq in range(length):
         try:
@@ -152,7 +211,9 @@ def _records(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:
             if seq == 0:
                 record.decode_header(block)
             else:
-                record.decode_node(block)
+                node = record.decode_node(block)
+                if seq < applied:
+                    grants.update((feed.key, key) for key in node.authorized)
         except HyperDBError as exc:
             report.damage.append(
                 Damage(

@@ -1,6 +1,11 @@
-"""A storage's contents byte for byte, to compare before and after an operation."""
+"""A storage's contents byte for byte, and a directory's files, to compare before and after an
+operation."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
 
 from hyperdb.storage import Storage
 
@@ -9,3 +14,15 @@ def dump(storage: Storage) -> dict[str, list[tuple[bytes, bytes]]]:
     """Every row of every table, to compare a storage before and after an operation."""
     with storage.read() as txn:
         return {table: list(txn.scan(table)) for table in storage.tables}
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    """Every file under ``path`` and a hash of its bytes (``lock.mdb`` aside: LMDB's readers)."""
+    files = {}
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            if name == "lock.mdb":
+                continue
+            full = Path(root) / name
+            files[str(full.relative_to(path))] = hashlib.sha256(full.read_bytes()).hexdigest()
+    return files
