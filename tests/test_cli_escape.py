@@ -337,8 +337,8 @@ def test_show_value_is_a_safe_json_string(value: object, shown: str) -> None:
 
 def test_draw_escapes_keys_and_values_by_itself(store: Path) -> None:
     """``inspect.draw`` is a library function too: its lines are safe without the CLI, and show
-    keys and values as ``printable`` and ``show_value`` do (the tools layer cannot import them,
-    so it has its own copy of the rules). Mutation tried: the old ``_printable`` of inspect
+    keys and values as ``printable`` and ``show_value`` do (both use ``hyperdb.tools.text``).
+    Mutation tried: the old ``_printable`` of inspect
     (``\\x`` for every non-printable character, backslashes and NFD marks kept; caught)."""
     with hyperdb.open(store, readonly=True) as db:
         lines = inspect.draw(db)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from hyperdb.api.directory import STORE_FILE, secret_key_files
 from hyperdb.api.snapshot import Snapshot
 from hyperdb.errors import InvalidArgument, NotFound, StorageInUse
 from hyperdb.model.node import Node
+from hyperdb.tools.text import json_text, printable, printable_message
 
 MAX_SHOWN = 60  # characters of a value shown on a line
 
@@ -76,95 +76,6 @@ def parse_peer(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-# --- text for people ------------------------------------------------------------------------------
-
-# Characters a terminal acts on instead of showing (C0/C1 controls, DEL, format characters such as
-# the bidirectional overrides, line and paragraph separators, surrogates, private use, unassigned).
-_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
-_MARKS = frozenset(("Mn", "Mc", "Me"))
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def _hidden(char: str, marks: bool) -> bool:
-    """Whether ``char`` is shown escaped: a terminal would act on it instead of showing it, it
-    is a space other than the ASCII space, or (``marks``: the text is not NFC) a combining
-    mark."""
-    category = unicodedata.category(char)
-    return (
-        category in _HIDDEN_CATEGORIES
-        or (category == "Zs" and char != " ")
-        or (marks and category in _MARKS)
-    )
-
-
-def _plain(text: str) -> bool:
-    """Nothing in ``text`` needs escaping (the fast path of the functions below)."""
-    return text.isprintable() and (text.isascii() or unicodedata.is_normalized("NFC", text))
-
-
-def printable(text: str) -> str:
-    """``text`` safe to print on a terminal, and telling apart what looks alike.
-
-    Control and format characters (an escape sequence that would drive the terminal, a
-    right-to-left override) and spaces other than the ASCII space are shown as ``\\xNN``,
-    ``\\uNNNN`` or ``\\UNNNNNNNN``, and a backslash as ``\\\\``, so the shown text maps back to
-    exactly one string. A string that is not in Unicode NFC also shows its combining marks
-    escaped, so the NFC and NFD spellings of a key (which are different keys) look different.
-    Plain text is returned unchanged. Only output for people goes through this: JSON output
-    stays exact.
-    """
-    if _plain(text) and "\\" not in text:
-        return text
-    marks = not unicodedata.is_normalized("NFC", text)
-    out = []
-    for char in text:
-        if char == "\\":
-            out.append("\\\\")
-        elif _hidden(char, marks):
-            out.append(_escape(char))
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def printable_message(text: str) -> str:
-    """A message (an error's text) safe to print: what :func:`printable` escapes is escaped,
-    but a backslash is kept, so the parts of the message that already went through
-    :func:`printable` (a key it quotes) are not escaped twice."""
-    if _plain(text):
-        return text
-    marks = not unicodedata.is_normalized("NFC", text)
-    return "".join(_escape(char) if _hidden(char, marks) else char for char in text)
-
-
-def _json_text(dumped: str) -> str:
-    """JSON text (``json.dumps(..., ensure_ascii=False)``) with every character :func:`printable`
-    would escape written as a JSON ``\\uNNNN`` escape (a surrogate pair beyond U+FFFF): still
-    JSON that reads back to the same data, safe on a terminal, and NFC and NFD text told apart.
-    Such characters only occur inside JSON strings, where the escapes are valid."""
-    if _plain(dumped):
-        return dumped
-    marks = not unicodedata.is_normalized("NFC", dumped)
-    out = []
-    for char in dumped:
-        if not _hidden(char, marks):
-            out.append(char)
-        elif ord(char) < 0x10000:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            code = ord(char) - 0x10000
-            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
-    return "".join(out)
-
-
 # --- values and nodes -----------------------------------------------------------------------------
 
 
@@ -180,11 +91,11 @@ def show_value(value: Any) -> str:
         except UnicodeDecodeError:
             shown = "0x" + value[: MAX_SHOWN // 2].hex()
             return shown + (f"... ({len(value)} bytes)" if len(value) > MAX_SHOWN // 2 else "")
-        quoted = _json_text(json.dumps(text, ensure_ascii=False))
+        quoted = json_text(json.dumps(text, ensure_ascii=False))
         if len(quoted) > MAX_SHOWN:
             return quoted[: MAX_SHOWN - 4] + '..." ' + f"({len(value)} bytes)"
         return quoted
-    return _json_text(json.dumps(value, ensure_ascii=False))[:MAX_SHOWN]
+    return json_text(json.dumps(value, ensure_ascii=False))[:MAX_SHOWN]
 
 
 def json_value(value: Any) -> Any:

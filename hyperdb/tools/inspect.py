@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import subprocess
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -31,6 +30,7 @@ import networkx as nx  # type: ignore[import-untyped]
 from hyperdb.errors import HyperDBError, InvalidArgument, NotFound
 from hyperdb.model.node import Node
 from hyperdb.model.version import parse_version
+from hyperdb.tools.text import json_text, printable
 
 __all__ = [
     "Blame",
@@ -90,70 +90,6 @@ def _kind(node: Node) -> str:
     return "del" if node.deleted else "put"
 
 
-# --- text for people ------------------------------------------------------------------------------
-# The same rules as hyperdb.cli.common.printable and show_value (the command line's other output),
-# which this layer cannot import: tests/test_cli_escape.py checks that the two agree.
-
-_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
-_MARKS = frozenset(("Mn", "Mc", "Me"))
-
-
-def _hidden(char: str, marks: bool) -> bool:
-    """A character a terminal would act on instead of showing, a space other than the ASCII
-    space, or (``marks``: the text is not NFC) a combining mark."""
-    category = unicodedata.category(char)
-    return (
-        category in _HIDDEN_CATEGORIES
-        or (category == "Zs" and char != " ")
-        or (marks and category in _MARKS)
-    )
-
-
-def _plain(text: str) -> bool:
-    return text.isprintable() and (text.isascii() or unicodedata.is_normalized("NFC", text))
-
-
-def _printable(text: str, *, backslash: bool = True) -> str:
-    """A key safe on a terminal and told apart from its look-alikes: hidden characters as
-    ``\\xNN``/``\\uNNNN``/``\\UNNNNNNNN``, a backslash as ``\\\\`` (kept single with
-    ``backslash=False``: the DOT labels, drawn for a picture)."""
-    if _plain(text) and ("\\" not in text or not backslash):
-        return text
-    marks = not unicodedata.is_normalized("NFC", text)
-    out = []
-    for char in text:
-        code = ord(char)
-        if char == "\\" and backslash:
-            out.append("\\\\")
-        elif not _hidden(char, marks):
-            out.append(char)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    return "".join(out)
-
-
-def _json_text(dumped: str) -> str:
-    """JSON text with every hidden character as a JSON ``\\u`` escape (still the same JSON)."""
-    if _plain(dumped):
-        return dumped
-    marks = not unicodedata.is_normalized("NFC", dumped)
-    out = []
-    for char in dumped:
-        code = ord(char)
-        if not _hidden(char, marks):
-            out.append(char)
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            code -= 0x10000
-            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
-    return "".join(out)
-
-
 def _short_value(node: Node) -> str:
     """The value for a label: text as a JSON string (hidden characters escaped), other bytes as
     hex, cut to :data:`VALUE_WIDTH` characters."""
@@ -162,11 +98,11 @@ def _short_value(node: Node) -> str:
     value = node.value
     if isinstance(value, bytes):
         try:
-            text = _json_text(json.dumps(value.decode("utf-8"), ensure_ascii=False))
+            text = json_text(json.dumps(value.decode("utf-8"), ensure_ascii=False))
         except UnicodeDecodeError:
             text = "0x" + value.hex()
     else:
-        text = _json_text(json.dumps(value, ensure_ascii=False, default=repr))
+        text = json_text(json.dumps(value, ensure_ascii=False, default=repr))
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 3] + "..."
 
 
@@ -309,7 +245,7 @@ def _node_label(attrs: dict[str, Any]) -> str:
         targets = " ".join(key[:8] for key in str(attrs["authorizes"]).split(",") if key)
         first = f"authorize {targets}..."
     else:
-        first = _printable(str(attrs["key"]), backslash=False)
+        first = printable(str(attrs["key"]), backslash=False)
     return f"{first}\n{str(attrs['writer'])[:8]} #{attrs['seq']}"
 
 
@@ -358,7 +294,7 @@ def write_graphml(graph: nx.DiGraph, path: str | os.PathLike[str] | BinaryIO) ->
         for _, attrs in graph.nodes(data=True):
             for name, value in attrs.items():
                 if isinstance(value, str) and any(map(_xml_unsafe, value)):
-                    attrs[name] = _printable(value)
+                    attrs[name] = printable(value)
     nx.write_graphml(graph, path)
 
 
@@ -394,7 +330,7 @@ def _line_label(attrs: dict[str, Any]) -> str:
     if attrs["kind"] == "authorize":
         targets = ",".join(key[:8] for key in str(attrs["authorizes"]).split(",") if key)
         return f"{head} authorize {targets}"
-    text = f"{head} {attrs['kind']} {_printable(str(attrs['key']))} {attrs['value']}"
+    text = f"{head} {attrs['kind']} {printable(str(attrs['key']))} {attrs['value']}"
     return text.rstrip()
 
 
