@@ -32,14 +32,12 @@ from hyperdb.replication.wire import (
     Data,
     FrameDecoder,
     Have,
-    Message,
-    Request,
     decode_message,
     encode_frame,
 )
 from hyperdb.storage import MemoryStorage
 from tests.helpers.errors import raises_code
-from tests.helpers.feed_replica import FeedReplica
+from tests.helpers.feed_replica import FeedReplica, Tap
 from tests.helpers.forked_world import NAMES, World, make_world
 from tests.helpers.storage_dump import dump
 
@@ -226,34 +224,6 @@ def test_the_outcome_does_not_depend_on_the_order_the_replicas_meet(
 
 
 # --- the connection, over feed-only replicas ------------------------------------------------------
-
-
-@pytest.fixture
-def replicas() -> Iterator[Callable[..., FeedReplica]]:
-    made: list[FeedReplica] = []
-
-    def make(key: bytes | None = None, **options: Any) -> FeedReplica:
-        replica = FeedReplica(key, **options)
-        made.append(replica)
-        return replica
-
-    yield make
-    for replica in made:
-        replica.close()
-
-
-class Tap:
-    """The messages one connection sent."""
-
-    def __init__(self) -> None:
-        self.decoder = FrameDecoder()
-        self.messages: list[Message] = []
-
-    def __call__(self, data: bytes) -> None:
-        self.messages.extend(decode_message(body) for body in self.decoder.feed(data))
-
-    def requests(self, feed: bytes) -> list[Request]:
-        return [m for m in self.messages if isinstance(m, Request) and m.feed == feed]
 
 
 def pump(

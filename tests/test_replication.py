@@ -41,41 +41,10 @@ from hyperdb.replication.wire import (
     encode_message,
 )
 from tests.helpers.errors import raises_code
-from tests.helpers.feed_replica import FeedReplica
+from tests.helpers.feed_replica import FeedReplica, Tap
 from tests.helpers.storage_dump import dump
 
 # --- replicas over real storage and feeds ---------------------------------------------------------
-
-
-@pytest.fixture
-def replicas() -> Iterable[Callable[..., FeedReplica]]:
-    made: list[FeedReplica] = []
-
-    def make(key: bytes | None = None, **options: Any) -> FeedReplica:
-        replica = FeedReplica(key, **options)
-        made.append(replica)
-        return replica
-
-    yield make
-    for replica in made:
-        replica.close()
-
-
-# --- pumping sessions in memory -------------------------------------------------------------------
-
-
-class Tap:
-    """Records the messages one connection sends."""
-
-    def __init__(self) -> None:
-        self.decoder = FrameDecoder()
-        self.messages: list[Message] = []
-
-    def __call__(self, data: bytes) -> None:
-        self.messages.extend(decode_message(body) for body in self.decoder.feed(data))
-
-    def of(self, kind: type) -> list[Any]:
-        return [m for m in self.messages if isinstance(m, kind)]
 
 
 def pump(

@@ -8,9 +8,12 @@ the database's own port."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hyperdb.errors import ForkDetected, ProtocolError
 from hyperdb.feed import FEED_TABLES, Feed, MemoryKeyStore, Proof
 from hyperdb.primitives import crypto
+from hyperdb.replication.wire import FrameDecoder, Message, Request, decode_message
 from hyperdb.storage import MemoryStorage
 
 MARK = b"AUTH:"  # a block MARK + 32-byte key authorizes that writer (the test replica's rule)
@@ -110,3 +113,20 @@ class FeedReplica:
             if block.startswith(MARK) and len(block) == len(MARK) + 32:
                 self.authorized.add(block[len(MARK) :])
         return stored > 0
+
+
+class Tap:
+    """Records the messages one connection sends (give it as the connection's output)."""
+
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder()
+        self.messages: list[Message] = []
+
+    def __call__(self, data: bytes) -> None:
+        self.messages.extend(decode_message(body) for body in self.decoder.feed(data))
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for m in self.messages if isinstance(m, kind)]
+
+    def requests(self, feed: bytes) -> list[Request]:
+        return [m for m in self.messages if isinstance(m, Request) and m.feed == feed]
