@@ -88,7 +88,9 @@ class VerificationError(HyperDBError):
 
 class ForkDetected(VerificationError):
     """A writer signed two different trees for the same feed: both signatures are valid, so the
-    writer's key was used to rewrite history. The feed stops accepting data; evidence is kept."""
+    writer's key was used to rewrite history. The feed is frozen (it keeps what it holds and
+    accepts nothing more), the evidence is kept (``Database.forks()``), and a replication session
+    goes on with the other feeds."""
 
     code = "fork_detected"
 

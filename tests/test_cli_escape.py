@@ -380,3 +380,16 @@ def test_demo_escapes_what_a_replica_already_held(tmp_path: Path) -> None:
     text = "\n".join(lines)
     assert_safe(text)
     assert '"\\u001b[2J\\u202eevil' in text
+
+
+def test_error_lines_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error's message can hold a peer's words (the reason it gave for ending a session) or
+    a path: the error line escapes them. Mutation tried: printing ``str(exc)`` as it was
+    (caught: the raw ESC reached stderr)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["info", "x\x1b[2Jy\u202e"]) == 1
+    err = capsys.readouterr().err
+    assert_safe(err)
+    assert "x\\x1b[2Jy\\u202e" in err and err.endswith("[not_found]\n")

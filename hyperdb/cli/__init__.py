@@ -26,6 +26,7 @@ from hyperdb.errors import (
     ProtocolError,
     VerificationError,
 )
+from hyperdb.tools.text import printable_message
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -118,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(exc: HyperDBError) -> None:
-    print(f"hyperdb: error: {exc} [{exc.code}]", file=sys.stderr)
+    # a peer's words can be in the message (the reason it gave for ending a session)
+    print(f"hyperdb: error: {printable_message(str(exc))} [{exc.code}]", file=sys.stderr)
 
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]

@@ -23,7 +23,13 @@ from typing import Any, TextIO, TypeVar
 
 import hyperdb
 from hyperdb.api.database import Database
-from hyperdb.cli.common import open_existing, parse_key, parse_peer, printable
+from hyperdb.cli.common import (
+    open_existing,
+    parse_key,
+    parse_peer,
+    printable,
+    printable_message,
+)
 from hyperdb.errors import InvalidArgument
 from hyperdb.replication import net
 
@@ -197,7 +203,11 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> bool:
 
         def on_event(kind: str, detail: object) -> None:
             if kind == "failed":
-                print(f"connection to {host}:{port} lost or refused: {detail}", flush=True)
+                print(
+                    f"connection to {host}:{port} lost or refused: "
+                    + printable_message(str(detail)),
+                    flush=True,
+                )
             elif kind == "ended":
                 print(f"{host}:{port} closed the session", flush=True)
             elif kind == "waiting":
