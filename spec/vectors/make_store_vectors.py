@@ -1,0 +1,70 @@
+"""Regenerate ``store.json``: python spec/vectors/make_store_vectors.py > spec/vectors/store.json
+
+The meta pages come from a real store (a database with a few writes); the damaged cases change
+one field of them. A case's data file is the two meta pages (each its first 152 bytes, then
+zeros to the page size) followed by zeros up to ``file_size`` bytes."""
+
+from __future__ import annotations
+
+import json
+import struct
+import tempfile
+from pathlib import Path
+
+import hyperdb
+from hyperdb.primitives import cbor
+
+META_BYTES = 152
+TXNID, LAST_PAGE, MAIN_ROOT = 144, 136, 128
+
+
+def patch(page: bytes, offset: int, value: int) -> bytes:
+    return page[:offset] + struct.pack("<Q", value) + page[offset + 8 :]
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        with hyperdb.open(Path(tmp) / "db") as db:
+            for i in range(20):
+                db.put(f"k{i}", b"v" * 100)
+        raw = (Path(tmp) / "db" / "data.mdb").read_bytes()
+    size = struct.unpack_from("<I", raw, 40)[0]
+    first, second = raw[:META_BYTES], raw[size : size + META_BYTES]
+    ids = [struct.unpack_from("<Q", page, TXNID)[0] for page in (first, second)]
+    newer = 0 if ids[0] > ids[1] else 1
+    last = struct.unpack_from("<Q", (first, second)[newer], LAST_PAGE)[0]
+    needed = (last + 1) * size
+    pages = [first, second]
+    far = list(pages)
+    far[1 - newer] = patch(pages[1 - newer], TXNID, ids[newer] + 2 + (1 - newer))
+    rooted = list(pages)
+    rooted[newer] = patch(pages[newer], MAIN_ROOT, last + 1)
+    cases = [
+        ("a store as written", pages, needed, "ok"),
+        ("a store with free pages after its last one", pages, needed + 3 * size, "ok"),
+        ("cut short by one byte", pages, needed - 1, "cut short"),
+        ("cut to its first page", pages, size, "header"),
+        ("header pages of transactions LMDB never writes together", far, needed, "transactions"),
+        ("the main tree's root past the last page", rooted, needed, "root"),
+    ]
+    out = {
+        "description": "Store vectors for spec/store.md: the format row, and LMDB data files "
+        "(two meta pages, each its first 152 bytes then zeros to the page size, then zeros to "
+        "file_size) with the verdict of the checks of section 4.",
+        "format": {"number": 1, "row": cbor.encode(1).hex()},
+        "page_size": size,
+        "cases": [
+            {
+                "name": name,
+                "meta_pages": [page.hex() for page in metas],
+                "file_size": file_size,
+                "verdict": verdict,
+            }
+            for name, metas, file_size, verdict in cases
+        ],
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
