@@ -585,7 +585,8 @@ class LMDBStorage(Storage):
                 f"({len(missing)} of its {len(self.tables)} tables are missing). Restore the "
                 "directory from a backup, or clone the database again from a replica."
             )
-        return {name: env.open_db(name.encode("utf-8"), create=True) for name in self.tables}
+        create = not self.readonly  # a read-only environment holds every table (checked above)
+        return {name: env.open_db(name.encode("utf-8"), create=create) for name in self.tables}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
