@@ -3,7 +3,7 @@
 :class:`StoreReplica` offers the feeds of the authorized writers and its own at their signed
 lengths, accepts data of authorized writers' feeds (nothing at all when the database was opened
 read-only), reads blocks with a byte budget, and ingests a peer's blocks: verified (the feed's
-Merkle proof and signature), checked (``hyperdb.model.apply.derive``), stored and applied in one
+Merkle proof and signature), checked (``hyperdb.model.derive``), stored and applied in one
 transaction, after which the change hub is told.
 
 A writer caught signing two histories (a fork, :class:`~hyperdb.errors.ForkDetected`) has its
@@ -20,9 +20,10 @@ from typing import Any
 from hyperdb.errors import ForkDetected, NotFound, ProtocolError
 from hyperdb.feed import Feed, ForkEvidence, Proof, read_forks
 from hyperdb.model import state as state_module
-from hyperdb.model.apply import apply_ready, derive
+from hyperdb.model.apply import apply_ready
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
+from hyperdb.model.derive import derive
 from hyperdb.model.reader import NodeReader
 from hyperdb.model.state import StateBuilder
 from hyperdb.primitives import crypto

@@ -22,8 +22,9 @@ from hyperdb.errors import ReadOnly, ValueTooLarge
 from hyperdb.feed import Feed
 from hyperdb.model import index, record
 from hyperdb.model import state as state_module
-from hyperdb.model.apply import apply_ready, derive, merge_index
+from hyperdb.model.apply import apply_ready, merge_index
 from hyperdb.model.context import DatabaseContext
+from hyperdb.model.derive import derive
 from hyperdb.model.node import Node, StoredNode
 from hyperdb.model.reader import NodeReader
 from hyperdb.model.record import NodeRecord
