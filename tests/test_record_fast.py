@@ -11,7 +11,7 @@ import pytest
 from hyperdb.errors import EncodingError
 from hyperdb.model import _record_fast as fast
 from hyperdb.model import record
-from hyperdb.model.record import KIND_AUTHORIZE, NodeRecord
+from hyperdb.model.record import KIND_GRANT, KIND_REVOKE, ROLE_SEEDER, NodeRecord
 from hyperdb.primitives import cbor
 
 KEY = bytes(range(32))
@@ -31,14 +31,14 @@ def strict(data: bytes) -> NodeRecord | None:
 
 def plain_fields(
     node: NodeRecord | None, data: bytes
-) -> tuple[str, bytes | None, bool, bytes] | None:
+) -> tuple[str, bytes | None, bool, bytes, int | None] | None:
     """What decode_plain must answer for ``data``, which the strict decoder read as ``node``: its
-    fields when it is a plain entry written as the writer writes it. (The strict decoder also
-    reads a ``"v": null`` the writer never writes, as no value; decode_plain leaves that to it.)"""
-    if node is None or node.clock or node.feeds is not None or node.kind != record.KIND_ENTRY:
+    fields when it is a plain entry (no context of its own, at most p)."""
+    if node is None or node.is_context or node.kind != record.KIND_ENTRY:
         return None
-    fields = (node.key, node.value, node.deleted, node.trie)
-    return fields if fast.encode_entry(*fields) == data else None
+    fields = (node.key, node.value, node.deleted, node.trie, node.context_seq)
+    assert fast.encode_entry(*fields) == data  # one encoding per node
+    return fields
 
 
 def simple_or_none(data: bytes) -> object:
@@ -86,7 +86,7 @@ def test_keys_of_every_head_width(size: int) -> None:
     """Mutation tried: ``key_size <= 0x100`` for the table of heads (an IndexError at 256) —
     caught."""
     for key in ("k" * size, "é" * (size // 2)):
-        entry = (key, b"v", False, b"t")
+        entry = (key, b"v", False, b"t", None)
         data = fast.encode_entry(*entry)
         assert data == record.encode_node(NodeRecord(key, b"v", False, b"t", {}))
         assert fast.decode_plain(data) == entry
@@ -99,7 +99,7 @@ def test_tries_of_every_head_width(size: int) -> None:
         entry = ("a/b", None, deleted, b"\x01" * size)
         data = fast.encode_entry(*entry)
         assert data == record.encode_node(NodeRecord(*entry, {}))
-        assert fast.decode_plain(data) == entry
+        assert fast.decode_plain(data) == (*entry, None)
         assert record.decode_node(data) == NodeRecord(*entry, {})
 
 
@@ -108,8 +108,36 @@ def test_values_of_every_head_width(size: int) -> None:
     entry = ("a", b"\xff" * size, False, b"t")
     data = fast.encode_entry(*entry)
     assert data == record.encode_node(NodeRecord(*entry, {}))
-    assert fast.decode_plain(data) == entry
+    assert fast.decode_plain(data) == (*entry, None)
     assert record.decode_node(data) == NodeRecord(*entry, {})
+
+
+#: p at the edges of every head width, up to the largest unsigned integer.
+CONTEXT_SEQS = (2, 23, 24, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, 2**64 - 1)
+
+
+@pytest.mark.parametrize("context_seq", CONTEXT_SEQS)
+def test_context_seqs_of_every_head_width(context_seq: int) -> None:
+    """A plain node with p: the writer writes what the strict encoder writes, both readers read
+    it. Mutations tried: ``context_seq <= 0x100`` for the table of heads (an IndexError at 256);
+    p written after the trie (the strict encoder's order is d, k, p, t, v) — each caught."""
+    for value, deleted in ((b"v", False), (None, True), (None, False)):
+        entry = ("a/b", value, deleted, b"\x02\x03", context_seq)
+        data = fast.encode_entry(*entry)
+        node = NodeRecord("a/b", value, deleted, b"\x02\x03", {}, context_seq=context_seq)
+        assert data == record.encode_node(node)
+        assert fast.decode_plain(data) == entry
+        assert record.decode_node(data) == node
+        assert_twins_agree(data)
+
+
+@pytest.mark.parametrize("context_seq", [0, 1, -1, 2**64, True, 2.0])
+def test_the_writer_refuses_a_context_seq_the_strict_encoder_refuses(context_seq: object) -> None:
+    """p is omitted when it would be 1 and is never 0 (seq 0 is the header)."""
+    with pytest.raises(EncodingError):
+        record.encode_node(NodeRecord("a", b"", False, b"", {}, context_seq=context_seq))  # type: ignore[arg-type]
+    with pytest.raises(EncodingError):
+        fast.encode_entry("a", b"", False, b"", context_seq)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -199,7 +227,18 @@ def test_longer_than_shortest_heads_are_declined(field: str, size: int, width: i
         {"k": "a", "t": b"", "d": True, "v": b""},
         {"k": "a", "t": b"", "d": False},
         {"k": "a", "t": b"", "d": None},
-        {"k": "a", "t": b"", "v": None},  # the strict decoder reads it, the writer never writes it
+        {"k": "a", "t": b"", "v": None},  # a second encoding of "no value": refused
+        {"k": "a", "t": b"", "p": 1},
+        {"k": "a", "t": b"", "p": 0},
+        {"k": "a", "t": b"", "p": True},
+        {"k": "a", "t": b"", "p": -2},
+        {"k": "a", "t": b"", "p": b"\x02"},
+        {"k": "a", "t": b"", "p": 2, "q": 2},
+        {"k": "a", "t": b"", "p": 2, "z": 2},
+        {"k": "a", "t": b"", "p": 2, "c": {0: 2}},
+        {"k": "a", "t": b"", "p": 2, "f": [KEY]},
+        {"k": "a", "t": b"", "q": 2, "f": [KEY]},
+        {"k": "a", "t": b"", "f": [KEY]},
         {"k": "a", "t": b"", "y": 0},
         {"k": "a", "t": b"", "c": {0: 1}},
         {"k": "a", "t": b"", "f": []},
@@ -238,11 +277,26 @@ RECORDS = {
     "put of a long key": fast.encode_entry("é" * 200, b"", False, b"t"),
     "deletion": fast.encode_entry("a/b", None, True, b"\x05\x06"),
     "entry without a value": fast.encode_entry("a", None, False, b""),
-    "put with a clock and feeds": record.encode_node(
+    "put with p": fast.encode_entry("a/b", b"value", False, b"\x00\x01", 7),
+    "deletion with a wide p": fast.encode_entry("a/b", None, True, b"\x05", 70_000),
+    "first node, with a clock and feeds": record.encode_node(
         NodeRecord("a", b"v", False, b"t", {0: 3, 1: 300}, (KEY, KEY[::-1]))
     ),
-    "authorization": record.encode_node(
-        NodeRecord("", None, False, b"\x00", {0: 2}, (KEY,), KIND_AUTHORIZE, (KEY,))
+    "context node": record.encode_node(
+        NodeRecord(
+            "a", b"v", False, b"t", {1: 9}, (KEY[::-1],), ordinal=7, base_seq=6, system_seq=2
+        )
+    ),
+    "grant of a scoped writer": record.encode_node(
+        NodeRecord(
+            "", None, False, b"\x00", {0: 2}, (KEY,), KIND_GRANT, (KEY,), prefixes=("a", "b/c")
+        )
+    ),
+    "grant of a seeder": record.encode_node(
+        NodeRecord("", None, False, b"", {}, (KEY,), KIND_GRANT, (KEY,), ROLE_SEEDER, ordinal=2)
+    ),
+    "revoke": record.encode_node(
+        NodeRecord("", None, False, b"", {}, None, KIND_REVOKE, (KEY,), ordinal=3, base_seq=2)
     ),
 }
 EDIT_BYTES = bytes((0x00, 0x01, 0x17, 0x18, 0x19, 0x40, 0x58, 0x60, 0x61, 0x78, 0x80, 0xA0, 0xF5))
@@ -253,7 +307,8 @@ def test_every_one_byte_edit_is_read_alike_by_both_roads(name: str) -> None:
     """Each byte replaced by every value, each byte deleted, each of a few telling bytes inserted
     anywhere, every truncation. Mutations tried in parse_simple: ``letter < previous`` (a key
     twice), ``number < last`` (a clock entry twice), the type test of a clock length dropped, of
-    the record's map dropped, of an item of "f" or "a" dropped — each caught."""
+    the record's map dropped, of an item of "f" or "a" dropped, of an item of "s" dropped — each
+    caught; in decode_plain, p's lower bound dropped (``context_seq < 2``) — caught."""
     data = RECORDS[name]
     assert_twins_agree(data)
     # every position of a short record; of a long one, its heads and a few bytes of each string

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 import hyperdb
 from hyperdb.primitives import cbor
 from hyperdb.storage import LMDBStorage
@@ -103,35 +105,39 @@ def set_meta(path: Path, row: bytes, value: bytes | None) -> None:
 
 
 def test_the_store_format_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> None:
-    """Mutation tried: comparing the format with >= (caught: format 1 stores refused)."""
+    """Mutation tried: comparing the format with >= (caught: format 2 stores refused)."""
     db = tmp_path / "db"
     make(db)
     with LMDBStorage(db, TABLES) as storage, storage.read() as tx:
-        assert tx.get("meta", b"format") == cbor.encode(1) == b"\x01"
-    set_meta(db, b"format", cbor.encode(2))
+        assert tx.get("meta", b"format") == cbor.encode(2) == b"\x02"
+    set_meta(db, b"format", cbor.encode(3))
     before = snapshot(db)
     for readonly in (False, True):
-        with raises_code("unsupported_format", match=r"newer hyperdb \(format 2\)") as caught:
+        with raises_code("unsupported_format", match=r"newer hyperdb \(format 3\)") as caught:
             hyperdb.open(db, readonly=readonly)
-        assert caught.value.format == 2  # type: ignore[attr-defined]
+        assert caught.value.format == 3  # type: ignore[attr-defined]
     assert snapshot(db) == before
     set_meta(db, b"format", b"\xff")
     with raises_code("corrupt", match="format row is damaged"):
         hyperdb.open(db, readonly=True)
 
 
-def test_a_store_from_before_formats_opens_and_is_marked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("row", [cbor.encode(1), None])
+def test_a_format_1_store_is_refused_as_older(tmp_path: Path, row: bytes | None) -> None:
+    """A store of format 1 (its row says so, or it has no row beside its database key: made
+    before formats were recorded) holds records of format 1, which this version does not read:
+    refused, saying so and what to do, and left as it was. Mutation tried: treating a missing
+    row as an empty store (caught: the open went on)."""
     db = tmp_path / "db"
     make(db)
-    set_meta(db, b"format", None)
-    with hyperdb.open(db, readonly=True) as view:
-        assert len(list(view.list(""))) == 2
-    with LMDBStorage(db, TABLES) as storage, storage.read() as tx:
-        assert tx.get("meta", b"format") is None  # the read-only open wrote nothing
-    with hyperdb.open(db) as opened:
-        assert len(list(opened.list(""))) == 2
-    with LMDBStorage(db, TABLES) as storage, storage.read() as tx:
-        assert tx.get("meta", b"format") == b"\x01"
+    set_meta(db, b"format", row)
+    before = snapshot(db)
+    for readonly in (False, True):
+        with raises_code("unsupported_format", match=r"older hyperdb \(format 1\)") as caught:
+            hyperdb.open(db, readonly=readonly)
+        assert caught.value.format == 1  # type: ignore[attr-defined]
+        assert "version that wrote it" in str(caught.value)
+    assert snapshot(db) == before
 
 
 def test_feeds_without_a_database_key_are_damage(tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ class Database:
         entry naming it. Its entries are replicated and read once this writer is authorized too
         (in the view of whoever reads). Returns the entry written (key ``""``, no value)."""
         writer = check_public_key(public_key, "a writer key")
-        return self._write([("", None, False)], authorizes=(writer,))[0]
+        return self._write([], (record.SystemOp(record.KIND_GRANT, (writer,)),))[0]
 
     def check_op(self, kind: object, key: object, value: Any) -> Op:
         """One write operation checked and encoded: ``(normalized key, value bytes, deleted)``."""
@@ -247,8 +247,10 @@ class Database:
             )
         return normal, data, False
 
-    def _write(self, ops: builtins.list[Op], authorizes: tuple[bytes, ...] = ()) -> list[Node]:
-        nodes, changed = self._writes.write(ops, authorizes)
+    def _write(
+        self, ops: builtins.list[Op], system: tuple[record.SystemOp, ...] = ()
+    ) -> list[Node]:
+        nodes, changed = self._writes.write(ops, system)
         self._hub.notify(changed)
         return nodes
 

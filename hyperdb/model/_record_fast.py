@@ -1,7 +1,8 @@
 """The usual node record written and read byte by byte: the fast paths of :mod:`.record`.
 
-A put or a deletion with no clock entries, feeds list or kind is the node of nearly every block,
-so it is written (:func:`encode_entry`) and read (:func:`decode_plain`) here directly, without a
+A put or a deletion with no context of its own (no clock entries, feeds list, kind or ordinal:
+at most ``p``, the seq of its writer's latest context node) is the node of nearly every block, so
+it is written (:func:`encode_entry`) and read (:func:`decode_plain`) here directly, without a
 record object, a map or cbor2; :func:`parse_simple` reads any node record of the canonical shape
 into the map :func:`hyperdb.primitives.cbor.decode` would return, for the checks of
 :func:`hyperdb.model.record.decode_node`. Each is the twin of a plain path of
@@ -31,14 +32,22 @@ MAX_TRIE_BYTES = 256 * 1024
 _KEY_HEADS = tuple(b"\x61k" + encode_head(TEXT, size) for size in range(0x100))
 _TRIE_HEADS = tuple(b"\x61t" + encode_head(BYTES, size) for size in range(0x100))
 _VALUE_HEADS = tuple(b"\x61v" + encode_head(BYTES, size) for size in range(0x100))
+_CONTEXT_HEADS = tuple(b"\x61p" + encode_head(UNSIGNED, seq) for seq in range(0x100))
 _TRUE_DELETED = b"\x61d\xf5"
+# the start of a plain record: the map's head (2 fields, 3 with a value), or with the deletion
+# flag (3 fields) and its entry; the same with "p" (one field more)
+_MAP_HEADS_PLAIN = (b"\xa2", b"\xa3", b"\xa3" + _TRUE_DELETED)
+_MAP_HEADS_CONTEXT = (b"\xa3", b"\xa4", b"\xa4" + _TRUE_DELETED)
+_MAX_UINT = (1 << 64) - 1
 
 
-def encode_entry(key: str, value: bytes | None, deleted: bool, trie: bytes) -> bytes:
+def encode_entry(
+    key: str, value: bytes | None, deleted: bool, trie: bytes, context_seq: int | None = None
+) -> bytes:
     """:func:`~hyperdb.model.record.encode_node` for the common node (a put or a deletion with no
-    clock entries, no feeds list), built directly: the same canonical bytes (map keys ``d`` <
-    ``k`` < ``t`` < ``v``), without a record object or a generic encoder. This is on the path of
-    every write."""
+    context of its own; ``context_seq``, when not ``None``, is its ``p``), built directly: the
+    same canonical bytes (map keys ``d`` < ``k`` < ``p`` < ``t`` < ``v``), without a record
+    object or a generic encoder. This is on the path of every write."""
     try:
         key_bytes = key.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -51,6 +60,16 @@ def encode_entry(key: str, value: bytes | None, deleted: bool, trie: bytes) -> b
     trie_head = (
         _TRIE_HEADS[trie_size] if trie_size < 0x100 else b"\x61t" + encode_head(BYTES, trie_size)
     )
+    heads = _MAP_HEADS_PLAIN  # the map's head by field count, with and without "d": true
+    if context_seq is not None:
+        if type(context_seq) is not int or not 2 <= context_seq <= _MAX_UINT:
+            raise EncodingError("p names the latest context node, from seq 2 on")
+        trie_head = (
+            _CONTEXT_HEADS[context_seq]
+            if context_seq < 0x100
+            else b"\x61p" + encode_head(UNSIGNED, context_seq)
+        ) + trie_head
+        heads = _MAP_HEADS_CONTEXT
     if value is not None and not deleted:
         value_size = len(value)
         if value_size > MAX_VALUE_BYTES:
@@ -60,18 +79,19 @@ def encode_entry(key: str, value: bytes | None, deleted: bool, trie: bytes) -> b
             if value_size < 0x100
             else b"\x61v" + encode_head(BYTES, value_size)
         )
-        return b"".join((b"\xa3", key_head, key_bytes, trie_head, trie, value_head, value))
+        return b"".join((heads[1], key_head, key_bytes, trie_head, trie, value_head, value))
     if deleted:
-        return b"".join((b"\xa3" + _TRUE_DELETED, key_head, key_bytes, trie_head, trie))
-    return b"".join((b"\xa2", key_head, key_bytes, trie_head, trie))
+        return b"".join((heads[2], key_head, key_bytes, trie_head, trie))
+    return b"".join((heads[0], key_head, key_bytes, trie_head, trie))
 
 
-def decode_plain(data: bytes) -> tuple[str, bytes | None, bool, bytes] | None:
-    """``(key, value, deleted, trie)`` when ``data`` is the canonical record of a put or a
-    deletion with no clock, feeds list or kind (the usual node, as :func:`encode_entry` writes
-    it) within every limit, read in one pass without building a map or a record: exactly what
-    :func:`~hyperdb.model.record.decode_node` returns for it. ``None`` for every other input,
-    valid or not (the caller then asks ``decode_node``, which decides)."""
+def decode_plain(data: bytes) -> tuple[str, bytes | None, bool, bytes, int | None] | None:
+    """``(key, value, deleted, trie, context_seq)`` when ``data`` is the canonical record of a put
+    or a deletion with no context of its own (the usual node, as :func:`encode_entry` writes it;
+    ``context_seq`` is its ``p``, ``None`` when omitted) within every limit, read in one pass
+    without building a map or a record: exactly what :func:`~hyperdb.model.record.decode_node`
+    returns for it. ``None`` for every other input, valid or not (the caller then asks
+    ``decode_node``, which decides)."""
     if type(data) is not bytes:
         return None
     try:
@@ -84,7 +104,7 @@ def decode_plain(data: bytes) -> tuple[str, bytes | None, bool, bytes] | None:
             pos = 4
         else:
             pos = 1
-        if not 2 + deleted <= count <= 3 + deleted or data[pos] != 0x61 or data[pos + 1] != 0x6B:
+        if not 2 + deleted <= count <= 4 + deleted or data[pos] != 0x61 or data[pos + 1] != 0x6B:
             return None
         # "k": text; the heads of strings shorter than 256 bytes are read inline
         info = data[pos + 2] - 0x60
@@ -98,11 +118,26 @@ def decode_plain(data: bytes) -> tuple[str, bytes | None, bool, bytes] | None:
             if major != TEXT or info > MAX_KEY_BYTES:
                 return None
         end = pos + info
-        if end > size or data[end] != 0x61 or data[end + 1] != 0x74:
+        if end > size:
             return None
         key = data[pos:end].decode("utf-8")
         pos = end
+        fields = 2 + deleted
+        context_seq = None
+        if data[pos + 1] == 0x70 and data[pos] == 0x61:  # "p": uint, from 2 on
+            context_seq = data[pos + 2]
+            if context_seq < 24:
+                if context_seq < 2:
+                    return None
+                pos += 3
+            else:
+                major, context_seq, pos = read_head(data, pos + 2)
+                if major != UNSIGNED:
+                    return None
+            fields += 1
         # "t": bytes
+        if data[pos] != 0x61 or data[pos + 1] != 0x74:
+            return None
         info = data[pos + 2] - 0x40
         if 0 <= info < 24:
             pos += 3
@@ -119,7 +154,7 @@ def decode_plain(data: bytes) -> tuple[str, bytes | None, bool, bytes] | None:
         trie = data[pos:end]
         pos = end
         value = None
-        if count == 3 + deleted:  # "v": bytes, never next to "d"
+        if count == fields + 1:  # "v": bytes, never next to "d"
             if deleted or data[pos] != 0x61 or data[pos + 1] != 0x76:
                 return None
             info = data[pos + 2] - 0x40
@@ -137,11 +172,16 @@ def decode_plain(data: bytes) -> tuple[str, bytes | None, bool, bytes] | None:
                 return None
             value = data[pos:end]
             pos = end
+        elif count != fields:
+            return None
         if pos != size:
             return None
-        return key, value, deleted, trie
+        return key, value, deleted, trie, context_seq
     except (IndexError, UnicodeDecodeError):
         return None
+
+
+_UINT_LETTERS = frozenset(b"bgpqyz")
 
 
 class NotSimple(Exception):
@@ -151,9 +191,9 @@ class NotSimple(Exception):
 def parse_simple(data: bytes) -> dict[str, Any]:
     """What :func:`hyperdb.primitives.cbor.decode` returns for a canonical node record, read
     directly: a map of one-letter text keys in canonical order with text, byte string, ``true``,
-    uint, map of uint to uint and array of byte string values. Raises :class:`NotSimple` for
-    anything else (the caller then takes the general, strict path, which decides), never for a
-    record it would read differently."""
+    uint, map of uint to uint, array of byte string and array of text values. Raises
+    :class:`NotSimple` for anything else (the caller then takes the general, strict path, which
+    decides), never for a record it would read differently."""
     try:
         major, count, pos = read_head(data, 0)
         if major != MAP:
@@ -200,11 +240,24 @@ def parse_simple(data: bytes) -> dict[str, Any]:
                     raise NotSimple
                 obj["d"] = True
                 pos += 1
-            elif letter == 0x79:  # "y"
-                major, kind, pos = read_head(data, pos)
+            elif letter in _UINT_LETTERS:  # "b", "g", "p", "q", "y", "z"
+                major, number, pos = read_head(data, pos)
                 if major != UNSIGNED:
                     raise NotSimple
-                obj["y"] = kind
+                obj[chr(letter)] = number
+            elif letter == 0x73:  # "s": an array of text
+                major, items, pos = read_head(data, pos)
+                if major != ARRAY:
+                    raise NotSimple
+                texts = []
+                for _ in range(items):
+                    major, length, pos = read_head(data, pos)
+                    end = pos + length
+                    if major != TEXT or end > size:
+                        raise NotSimple
+                    texts.append(data[pos:end].decode("utf-8"))
+                    pos = end
+                obj["s"] = texts
             elif letter == 0x63:  # "c"
                 major, entries, pos = read_head(data, pos)
                 if major != MAP:

@@ -3,12 +3,19 @@ earlier nodes, before anything of it is stored.
 
 :func:`derive` runs over blocks as they are stored, in feed order, inside the write transaction
 that stores them (so a failure stores nothing): each record is decoded strictly and checked
-against its writer's earlier nodes (feeds list extended, never rewritten; clock entries inside the
-list, never the writer's own, only ever growing; trie pointers only to nodes the clock says the
-writer had seen; keys normalized; system nodes well formed), and its feeds list and full clock are
-recorded (``hyperdb.model.state``). Anything wrong raises
+against its writer's earlier nodes (its context fields exactly what the writer rule of
+``spec/node.md`` section 2.2 gives: context nodes where the rule puts them and nowhere else, their
+ordinals, base and system seqs, and ``p`` on the others; the feeds list extended, never
+rewritten; clock entries inside the list, never the writer's own, never decreasing; trie pointers
+only to nodes the clock says the writer had seen; keys normalized), and its feeds list and full
+clock are recorded (``hyperdb.model.state``), with a row per context node. Anything wrong raises
 :class:`~hyperdb.errors.VerificationError`. Whether a checked node is applied is decided after,
-by ``hyperdb.model.apply``. ``spec/node.md`` section 5.2 is the normative description.
+by ``hyperdb.model.apply``. ``spec/node.md`` sections 2.4 and 5.2 are the normative description.
+
+The full context of a context node is its base's, read from the local tables (which hold full
+forms), updated by its own fields; what a sparse reader would reconstruct from the base chain
+alone is therefore what is recorded here, and a writer cannot make the two disagree: every field
+that could say something else than the rule is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +27,15 @@ import trie
 from hyperdb.errors import EncodingError, VerificationError
 from hyperdb.model import record
 from hyperdb.model.node import StoredNode
-from hyperdb.model.state import Clock, StateBuilder, clock_of
+from hyperdb.model.state import (
+    NO_CONTEXT,
+    Clock,
+    ContextNode,
+    StateBuilder,
+    clock_of,
+    context_at,
+    latest_context,
+)
 from hyperdb.primitives import crypto
 
 
@@ -30,13 +45,13 @@ def _bad(feed_key: bytes, seq: int, why: str) -> VerificationError:
 
 def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -> None:
     """Check the records ``blocks`` (seqs from ``first``) of remote feed ``feed_id`` and record
-    their feeds lists and clocks. The blocks' authenticity is checked before, by the feed."""
+    their feeds lists, clocks and context nodes. The blocks' authenticity is checked before, by
+    the feed."""
     feed_key = b.feeds[feed_id].key
     seq = first
     tx = b.tx
     previous: Clock | None = None
-    numbering: array[int] | None = None  # the feeds list the following three were computed for
-    own_number = 0
+    numbering: array[int] | None = None  # the feeds list feed_map was computed for
     feed_map: array[int] | None = None
     blocks = list(blocks)
     if seq == 0 and blocks:
@@ -49,59 +64,59 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
             if header.database_key != b.base.database_key:
                 raise _bad(feed_key, 0, "the feed belongs to another database")
         seq = 1
-    # the usual nodes (puts and deletions without clock or feeds list) read and their paths
+    if not blocks:
+        return
+    # the usual nodes (puts and deletions with no context of their own) read and their paths
     # hashed first, each step in one tight loop (faster than one node at a time)
     decode_plain = record.decode_plain
     plains = [decode_plain(block) for block in blocks]
     key_path = trie.key_path
     siphash = crypto.siphash24
     paths = [None if plain is None else key_path(plain[0], siphash) for plain in plains]
+    latest = latest_context(tx, feed_id) if seq > 1 else NO_CONTEXT
+    # the context nodes of this call: ordinal -> (node, full clock without the own entry)
+    recent: dict[int, tuple[ContextNode, Clock]] = {}
+    ids = b.lists.get(feed_id)
     for block, plain, path in zip(blocks, plains, paths, strict=True):
         if plain is not None:
-            key, value, deleted, trie_data = plain
-            ids = b.lists.get(feed_id)
-            if ids is None or seq == 1:
-                raise _bad(feed_key, seq, "a writer's first node must carry its feeds list")
-            clock: dict[int, int] = {}
+            key, value, deleted, trie_data, context_seq = plain
             kind = record.KIND_ENTRY
             authorizes: tuple[bytes, ...] = ()
+            role = record.ROLE_WRITER
+            prefixes = None
+            node = None
         else:
             try:
                 node = record.decode_node(block)
             except EncodingError as exc:
                 raise _bad(feed_key, seq, str(exc)) from exc
             key, value, deleted, trie_data = node.key, node.value, node.deleted, node.trie
-            clock, kind, authorizes = node.clock, node.kind, node.authorized
-            ids = b.lists.get(feed_id)
-            if node.feeds is not None:
-                ids = _extend_list(b, feed_id, seq, feed_key, node.feeds)
-            if ids is None or (seq == 1 and node.feeds is None):
-                raise _bad(feed_key, seq, "a writer's first node must carry its feeds list")
+            kind, authorizes, role, prefixes = node.kind, node.authorized, node.role, node.prefixes
+            context_seq = node.context_seq
         if previous is None:  # the previous node's full clock (its own entry included)
             previous = clock_of(b, tx, feed_id, seq - 1) if seq > 1 else {}
+        if node is None or not node.is_context:
+            if seq == 1:
+                raise _bad(feed_key, seq, "a writer's first node must carry its feeds list")
+            if (context_seq or 1) != latest.seq:
+                raise _bad(
+                    feed_key,
+                    seq,
+                    f"p names seq {context_seq or 1}, but the latest context node is seq "
+                    f"{latest.seq}",
+                )
+            assert ids is not None  # seq 1 recorded a list
+            full = previous.copy()
+            changed: tuple[int, ...] = (feed_id,)
+        else:
+            latest, full, ids, changed = _context_node(
+                b, feed_id, seq, feed_key, node, latest, previous, ids, recent
+            )
+        if kind == record.KIND_ENTRY and (not key or trie.normalize(key) != key):
+            raise _bad(feed_key, seq, "node key is empty or not normalized")
         if ids is not numbering:
             numbering = ids
-            own_number = ids.index(feed_id)
             feed_map = None if all(f == n for n, f in enumerate(ids)) else ids
-        full = previous.copy()
-        changed = [feed_id]
-        if clock:
-            for number, length in clock.items():
-                if number >= len(ids) or number == own_number:
-                    raise _bad(
-                        feed_key, seq, f"clock entry for feed number {number} is not allowed"
-                    )
-                local = ids[number]
-                if length < 2 or length <= previous.get(local, 0):
-                    raise _bad(feed_key, seq, "clock entries must only grow")
-                full[local] = length
-                changed.append(local)
-            b.set_clock(feed_id, seq, full)
-        if kind == record.KIND_AUTHORIZE:
-            if key or value is not None or deleted:
-                raise _bad(feed_key, seq, "an authorization node has the empty key and no value")
-        elif not key or trie.normalize(key) != key:
-            raise _bad(feed_key, seq, "node key is empty or not normalized")
         full[feed_id] = seq + 1
 
         def limit(number: int, full: Clock = full, ids: array[int] = ids) -> int:
@@ -128,11 +143,113 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
                 feed_map=feed_map,
                 path=path,
                 authorizes=authorizes,
+                role=role,
+                prefixes=prefixes,
             ),
-            tuple(changed),
+            changed,
         )
         previous = full
         seq += 1
+
+
+def _context_node(
+    b: StateBuilder,
+    feed_id: int,
+    seq: int,
+    feed_key: bytes,
+    node: record.NodeRecord,
+    latest: ContextNode,
+    previous: Clock,
+    ids: array[int] | None,
+    recent: dict[int, tuple[ContextNode, Clock]],
+) -> tuple[ContextNode, Clock, array[int], tuple[int, ...]]:
+    """Check context node ``node`` (seq ``seq``) against the writer rule and its base, and record
+    it: returns it as recorded, its full clock (a new dict, own entry not set yet), its feeds list
+    and the feeds whose clock entry differs from the previous node's (its own first)."""
+    ordinal = node.ordinal or 1
+    if ordinal != latest.ordinal + 1:
+        raise _bad(
+            feed_key,
+            seq,
+            f"context ordinal {ordinal}, but the writer's previous context node is ordinal "
+            f"{latest.ordinal}",
+        )
+    if ordinal == 1 and seq != 1:  # cannot happen after the checks above; kept for clarity
+        raise _bad(feed_key, seq, "only the first node has context ordinal 1")
+    base_ordinal = record.base_ordinal(ordinal)
+    base_clock: Clock
+    if base_ordinal == 0:
+        base, base_clock = NO_CONTEXT, {}
+    else:
+        found = recent.get(base_ordinal)
+        if found is not None:
+            base, base_clock = found
+        else:
+            base = context_at(b.tx, feed_id, base_ordinal)
+            base_clock = clock_of(b, b.tx, feed_id, base.seq)
+            del base_clock[feed_id]
+    if node.base_seq != (base.seq or None):
+        raise _bad(
+            feed_key,
+            seq,
+            f"b names {_seq(node.base_seq)}, but the base context node (ordinal "
+            f"{base_ordinal}) is {_seq(base.seq)}",
+        )
+    if node.system_seq != (latest.system or None):
+        raise _bad(
+            feed_key,
+            seq,
+            f"z names {_seq(node.system_seq)}, but the writer's latest system node before it "
+            f"is {_seq(latest.system)}",
+        )
+    # the feeds list: the base's, extended by f; it only ever extends the previous node's
+    old_length = 0 if ids is None else len(ids)
+    if node.feeds is not None:
+        if ids is None:
+            keys = node.feeds
+        else:
+            keys = (*(b.feeds[f].key for f in ids[: base.list_length]), *node.feeds)
+        ids = _extend_list(b, feed_id, seq, feed_key, keys)
+    elif ids is None or base.list_length != len(ids):
+        raise _bad(feed_key, seq, "a feeds list may only be extended (f is missing)")
+    own_number = ids.index(feed_id)
+    # the clock: the base's, updated by c; never below the previous node's
+    full = base_clock.copy()
+    for number, length in node.clock.items():
+        if number >= len(ids) or number == own_number:
+            raise _bad(feed_key, seq, f"clock entry for feed number {number} is not allowed")
+        local = ids[number]
+        if length < 2 or length <= base_clock.get(local, 0):
+            raise _bad(
+                feed_key,
+                seq,
+                "clock entries are at least 2 and above their base's (c holds "
+                "only the entries that differ)",
+            )
+        full[local] = length
+    changed = [feed_id]
+    for other, length in previous.items():
+        if other != feed_id and full.get(other, 0) < length:
+            raise _bad(feed_key, seq, "the clock may never decrease")
+    for other, length in full.items():
+        if previous.get(other) != length:
+            changed.append(other)
+    if node.kind == record.KIND_ENTRY and seq != 1 and len(changed) == 1 and len(ids) == old_length:
+        raise _bad(
+            feed_key, seq, "a context node whose context is the previous node's (it must carry p)"
+        )
+    if len(changed) > 1:
+        b.set_clock(feed_id, seq, full)
+    recorded = ContextNode(
+        ordinal, seq, len(ids), seq if node.kind != record.KIND_ENTRY else latest.system
+    )
+    b.set_context(feed_id, recorded)
+    recent[ordinal] = (recorded, full.copy())
+    return recorded, full, ids, tuple(changed)
+
+
+def _seq(seq: int | None) -> str:
+    return f"seq {seq}" if seq else "none"
 
 
 def _extend_list(
@@ -148,6 +265,8 @@ def _extend_list(
         or any(b.feeds[old_id].key != key for old_id, key in zip(old, keys, strict=False))
     ):
         raise _bad(feed_key, seq, "a feeds list may only be extended")
+    if old is not None and len(keys) == len(old):
+        return old  # the same list, restated since an older base
     ids = array("I", (b.register(key) for key in keys))
     b.set_list(feed_id, ids)
     return ids

@@ -47,6 +47,10 @@ class StoredNode:
     when it is given as ``None``: the clock of a node that had seen nothing of other feeds,
     ``{feed: seq + 1}``, built only if asked for (a put's walk never asks; cached nodes stay
     smaller).
+
+    ``kind`` is the record's (entry, grant or revoke); ``authorizes`` the keys a grant grants or a
+    revoke revokes; ``role`` and ``prefixes`` (``None``: the whole database) a grant's role and
+    scope (``hyperdb.model.record``).
     """
 
     __slots__ = (
@@ -59,6 +63,8 @@ class StoredNode:
         "key",
         "kind",
         "path",
+        "prefixes",
+        "role",
         "seq",
         "trie",
         "value",
@@ -83,6 +89,8 @@ class StoredNode:
         table: TrieTable | None = None,
         path: bytes | None = None,
         authorizes: tuple[bytes, ...] = (),
+        role: int = 0,
+        prefixes: tuple[str, ...] | None = None,
     ) -> None:
         self.key = key
         self.feed = feed
@@ -99,6 +107,8 @@ class StoredNode:
         if path is not None:
             self.path = path
         self.authorizes = authorizes
+        self.role = role
+        self.prefixes = prefixes
 
     def __getattr__(self, name: str) -> bytes | TrieTable | Mapping[int, int]:
         # Called only for an attribute not set: ``path``, ``trie`` or ``clock`` on first use.

@@ -6,9 +6,10 @@ empty store, or opens the one there, and makes sure the local feed starts with i
 :func:`open_readonly` reads an existing store in one read transaction and writes nothing.
 
 Both check the store format first (``meta`` row ``format``, :data:`STORE_FORMAT`, see
-``spec/store.md``): a newer format is refused with :class:`UnsupportedFormat` before anything is
-read or written, and a store that holds feeds but no database key is damaged
-(:class:`CorruptionError`), never taken for an empty one.
+``spec/store.md``): another format (an older one, whose records this version does not read, or
+a newer one) is refused with :class:`UnsupportedFormat` before anything is read or written, and
+a store that holds feeds but no database key is damaged (:class:`CorruptionError`), never taken
+for an empty one.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from hyperdb.model.state import State
 from hyperdb.primitives import cbor, crypto
 from hyperdb.storage import ReadTxn, Storage, WriteTxn
 
-STORE_FORMAT = 1  # the layout of the tables this version reads and writes (spec/store.md)
+STORE_FORMAT = 2  # the layout of the tables this version reads and writes (spec/store.md)
 FORMAT_ROW = b"format"  # in the meta table: the store format, a canonical CBOR unsigned integer
 
 
@@ -54,7 +55,7 @@ def open_writable(storage: Storage, keystore: KeyStore, key: bytes | None) -> Op
     goes into ``keystore``). :class:`InvalidArgument` if ``key`` names another database than
     the one stored."""
     with storage.write() as tx:
-        stored_format = store_format(tx)
+        store_format(tx)
         stored_key = tx.get("meta", b"key")
         if stored_key is None:
             _check_empty(tx)
@@ -70,8 +71,6 @@ def open_writable(storage: Storage, keystore: KeyStore, key: bytes | None) -> Op
                 raise InvalidArgument(
                     f"this directory holds another database ({stored_key.hex()}), not {key.hex()}"
                 )
-            if stored_format is None:  # written before the format was recorded: format 1
-                tx.put("meta", FORMAT_ROW, cbor.encode(STORE_FORMAT))
             database_key = stored_key
             local_key = tx.get("meta", b"local")
             if local_key is None:
@@ -130,11 +129,14 @@ def stored_data() -> Iterator[None]:
 
 
 def store_format(tx: ReadTxn) -> int | None:
-    """The store's format (None when not recorded: a store made before formats were, or an
-    empty one). :class:`UnsupportedFormat` if a newer hyperdb wrote it; :class:`CorruptionError`
-    if the row is not a format number."""
+    """The store's format (None for an empty store). :class:`UnsupportedFormat` if another
+    hyperdb wrote it (an older one: format 1, also when no format is recorded beside a database
+    key, as in stores made before formats were; or a newer one); :class:`CorruptionError` if the
+    row is not a format number."""
     raw = tx.get("meta", FORMAT_ROW)
     if raw is None:
+        if tx.get("meta", b"key") is not None:
+            _older(1)
         return None
     try:
         number = cbor.decode(raw)
@@ -144,6 +146,8 @@ def store_format(tx: ReadTxn) -> int | None:
         raise CorruptionError(
             f"the store's format row is damaged ({raw[:16].hex()}): run `hyperdb verify`"
         )
+    if number < STORE_FORMAT:
+        _older(number)
     if number > STORE_FORMAT:
         raise UnsupportedFormat(
             f"this store was written by a newer hyperdb (format {number}); this version reads "
@@ -151,6 +155,15 @@ def store_format(tx: ReadTxn) -> int | None:
             format=number,
         )
     return number
+
+
+def _older(number: int) -> None:
+    raise UnsupportedFormat(
+        f"this store was written by an older hyperdb (format {number}); this version reads "
+        f"format {STORE_FORMAT} only, whose records differ, and cannot read it (there is no "
+        "migration yet). Nothing was changed. Open it with the hyperdb version that wrote it.",
+        format=number,
+    )
 
 
 def _check_empty(tx: ReadTxn) -> None:

@@ -79,7 +79,7 @@ class NodeReader:
         feed_map = None if ids is None or all(f == n for n, f in enumerate(ids)) else ids
         plain = record.decode_plain(block)
         if plain is not None:  # the usual node, read directly (as decode_node reads it)
-            key, value, deleted, trie_data = plain
+            key, value, deleted, trie_data, _ = plain
             return StoredNode(
                 key,
                 feed_id,
@@ -108,6 +108,8 @@ class NodeReader:
             trie_data=stored.trie,
             feed_map=feed_map,
             authorizes=stored.authorized,
+            role=stored.role,
+            prefixes=stored.prefixes,
         )
 
     def answer_row(

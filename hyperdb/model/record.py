@@ -1,13 +1,16 @@
 """The records a database writes into its feed: the header (block 0) and nodes (every later block).
 
-Both are canonical CBOR maps with one-letter keys (``spec/node.md``). This module owns their
-fields, their limits and their validation: :func:`decode_node` accepts only a well-formed record
-within every limit and raises :class:`~hyperdb.errors.EncodingError` otherwise, so bytes from a
-peer or from a damaged disk can never turn into a half-valid node. It knows nothing of tries or
-clocks beyond their encoded form.
+Both are canonical CBOR maps with one-letter keys (``spec/node.md``, format 2). This module owns
+their fields, their limits and their validation: :func:`decode_node` accepts only a well-formed
+record within every limit, in its one canonical encoding, and raises
+:class:`~hyperdb.errors.EncodingError` otherwise, so bytes from a peer or from a damaged disk can
+never turn into a half-valid node. :func:`encode_node` applies the same checks before it writes,
+so it never writes a record :func:`decode_node` would refuse. What can only be checked against
+the writer's earlier nodes (the context fields' numbers, the clock never decreasing) is checked by
+``hyperdb.model.derive``; this module knows nothing of tries or clocks beyond their encoded form.
 
 Records are written and read through :mod:`hyperdb.primitives.cbor`. The usual node (a put or a
-deletion with no clock entries, feeds list or kind) also has a direct road, byte by byte, in
+deletion with no context of its own: at most ``p``) also has a direct road, byte by byte, in
 :mod:`hyperdb.model._record_fast`: :func:`encode_entry` writes it on every put and
 :func:`decode_plain` reads it on every read, and :func:`decode_node` tries that module's direct
 reader of any record first; each is held to the plain path here, to the byte.
@@ -18,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import trie as trie_module
 from hyperdb.errors import EncodingError
 from hyperdb.model._record_fast import MAX_KEY_BYTES as MAX_KEY_BYTES
 from hyperdb.model._record_fast import MAX_TRIE_BYTES as MAX_TRIE_BYTES
@@ -30,15 +34,31 @@ from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives.crypto import PUBLIC_KEY_SIZE
 
 PROTOCOL = "hyperdb"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # The limits of a node's fields. MAX_KEY_BYTES (4,096), MAX_VALUE_BYTES (4 MiB) and MAX_TRIE_BYTES
 # (256 KiB), imported above, are defined with the direct reader and writer that enforce them too.
 MAX_CLOCK_ENTRIES = 65_536
 MAX_FEEDS = 65_536
-MAX_RECORD_BYTES = MAX_VALUE_BYTES + MAX_TRIE_BYTES + 64 * 1024 + MAX_FEEDS * 40
+MAX_PREFIXES = 256
+MAX_RECORD_BYTES = (
+    MAX_VALUE_BYTES
+    + MAX_TRIE_BYTES
+    + 64 * 1024
+    + MAX_FEEDS * 40
+    + MAX_PREFIXES * (MAX_KEY_BYTES + 8)
+)
+_MAX_UINT = (1 << 64) - 1
 
 KIND_ENTRY = 0  # a put or a deletion of a key
-KIND_AUTHORIZE = 1  # adds writers to the database
+KIND_GRANT = 1  # grants a role (and, for writers, a scope) to writer keys
+KIND_AUTHORIZE = KIND_GRANT  # the name of a grant before roles: kept until nothing uses it
+KIND_REVOKE = 2  # revokes writer keys
+SYSTEM_KINDS = (KIND_GRANT, KIND_REVOKE)
+
+ROLE_WRITER = 0  # may write (within its scope)
+ROLE_OWNER = 1  # may write, grant and revoke
+ROLE_SEEDER = 2  # writes nothing
+ROLES = (ROLE_WRITER, ROLE_OWNER, ROLE_SEEDER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +71,32 @@ class Header:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeRecord:
-    """One node as stored in a feed block.
+class SystemOp:
+    """A system node to write (``hyperdb.model.writer.WritePath.write``): a grant
+    (:data:`KIND_GRANT`) of ``role`` to ``keys``, within ``prefixes`` for a writer (``None``: the
+    whole database), or a revocation (:data:`KIND_REVOKE`) of ``keys`` (``role`` and
+    ``prefixes`` unused). Checked when its record is encoded (:func:`encode_node`)."""
 
-    ``clock`` maps the writer's feed numbers (indices into its feeds list) to feed lengths; only
-    entries that differ from the writer's previous node are stored. ``feeds`` is the writer's
-    feeds list, present only on nodes where it changed. ``authorized`` lists the writer keys an
-    authorization node adds.
+    kind: int
+    keys: tuple[bytes, ...]
+    role: int = ROLE_WRITER
+    prefixes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One node as stored in a feed block: its fields as written, ``None`` (or empty) where the
+    field is omitted (``spec/node.md`` section 2).
+
+    ``kind`` is ``y``; ``authorized`` the keys a grant grants or a revoke revokes (``a``);
+    ``role`` (``g``) and ``prefixes`` (``s``, ``None``: the whole database) belong to grants.
+    The context fields (section 2.2) hold the node's context as a delta against its **base**:
+    ``clock`` (``c``) the clock entries, by feed number, that differ from the base's full clock,
+    ``feeds`` (``f``) the keys appended to the feeds list since the base's, ``ordinal`` (``q``)
+    the context node's ordinal when it is not 1, ``base_seq`` (``b``) the seq of its base context
+    node, ``system_seq`` (``z``) the seq of the writer's latest system node before it; a node
+    that is not a context node carries only ``context_seq`` (``p``): the seq of the latest
+    context node before it, when that is not 1.
     """
 
     key: str
@@ -68,6 +107,24 @@ class NodeRecord:
     feeds: tuple[bytes, ...] | None = None
     kind: int = KIND_ENTRY
     authorized: tuple[bytes, ...] = ()
+    role: int = ROLE_WRITER
+    prefixes: tuple[str, ...] | None = None
+    ordinal: int | None = None
+    base_seq: int | None = None
+    system_seq: int | None = None
+    context_seq: int | None = None
+
+    @property
+    def is_context(self) -> bool:
+        """Whether the node is a context node: one with an ordinal, or the first node (which
+        carries its whole feeds list and no ordinal)."""
+        return self.ordinal is not None or self.feeds is not None
+
+
+def base_ordinal(ordinal: int) -> int:
+    """The ordinal of the base of context node ``ordinal``: ``ordinal`` without its lowest set
+    bit (0: the empty context)."""
+    return ordinal & (ordinal - 1)
 
 
 def encode_header(header: Header) -> bytes:
@@ -95,14 +152,26 @@ def decode_header(data: bytes) -> Header:
     protocol, version, key = obj["p"], obj["v"], obj["k"]
     if protocol != PROTOCOL:
         raise EncodingError(f"feed header names protocol {protocol!r}, not {PROTOCOL!r}")
-    if version != FORMAT_VERSION:
-        raise EncodingError(f"feed format version {version!r} is not supported (this is 1)")
+    if type(version) is not int or version < 1:
+        raise EncodingError(f"feed header names no format version ({version!r})")
+    if version < FORMAT_VERSION:
+        raise EncodingError(
+            f"the feed was written by an older hyperdb (format {version}); this version reads "
+            f"format {FORMAT_VERSION} only"
+        )
+    if version > FORMAT_VERSION:
+        raise EncodingError(
+            f"the feed was written by a newer hyperdb (format {version}); this version reads "
+            f"format {FORMAT_VERSION}: upgrade hyperdb to read it"
+        )
     if not isinstance(key, bytes) or len(key) != PUBLIC_KEY_SIZE:
         raise EncodingError("feed header database key must be 32 bytes")
     return Header(key, protocol, version)
 
 
 def encode_node(record: NodeRecord) -> bytes:
+    """The canonical encoding of ``record``, after every check :func:`decode_node` makes
+    (:class:`EncodingError` if one fails)."""
     obj: dict[str, Any] = {"k": record.key, "t": record.trie}
     if record.deleted:
         obj["d"] = True
@@ -116,26 +185,28 @@ def encode_node(record: NodeRecord) -> bytes:
         obj["y"] = record.kind
     if record.authorized:
         obj["a"] = list(record.authorized)
-    _check_limits(
-        record.key, record.value, record.trie, record.clock, record.feeds, record.authorized
-    )
-    well_typed = (
-        type(record.key) is str
-        and type(record.trie) is bytes
-        and (record.value is None or type(record.value) is bytes)
-        and not record.clock  # the walk below is only skipped for the common, simple case
-        and record.feeds is None
-        and not record.authorized
-    )
-    return encoding.encode(obj, checked=well_typed)
+    if record.role != ROLE_WRITER:
+        obj["g"] = record.role
+    if record.prefixes is not None:
+        obj["s"] = list(record.prefixes)
+    for name, number in (
+        ("q", record.ordinal),
+        ("b", record.base_seq),
+        ("z", record.system_seq),
+        ("p", record.context_seq),
+    ):
+        if number is not None:
+            obj[name] = number
+    _record_from(obj)  # every check of decode_node, on what is about to be written
+    return encoding.encode(obj, checked=True)
 
 
-_FIELDS = frozenset("ktdvcfya")
+_FIELDS = frozenset("abcdfgkpqstvyz")
 
 
 def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
     """Decode and validate a node record. ``trusted=True`` is for blocks this store validated when
-    they arrived (see :func:`hyperdb.primitives.cbor.decode`); every field is still type-checked."""
+    they arrived (see :func:`hyperdb.primitives.cbor.decode`); every field is still checked."""
     obj: Any = None
     if not trusted and type(data) is bytes and len(data) <= MAX_RECORD_BYTES:
         try:
@@ -148,67 +219,42 @@ def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
                 return simple
     if obj is None:
         obj = encoding.decode(data, max_size=MAX_RECORD_BYTES, trusted=trusted)
-    if not isinstance(obj, dict) or not set(obj) <= _FIELDS or "k" not in obj or "t" not in obj:
+    return _record_from(obj)
+
+
+def _uint(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= _MAX_UINT
+
+
+def _keys(value: Any, what: str, *, unique: bool) -> tuple[bytes, ...]:
+    """``value`` as a non-empty tuple of at most :data:`MAX_FEEDS` 32-byte keys (``unique``: no
+    key twice)."""
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or len(value) > MAX_FEEDS
+        or not all(type(item) is bytes and len(item) == PUBLIC_KEY_SIZE for item in value)
+    ):
+        raise EncodingError(f"{what} must be a non-empty list of at most {MAX_FEEDS} 32-byte keys")
+    if unique and len(set(value)) != len(value):
+        raise EncodingError(f"{what} names a key twice")
+    return tuple(value)
+
+
+def _record_from(obj: Any) -> NodeRecord:
+    """The record of a decoded map, after every check of ``spec/node.md`` section 2 that a record
+    alone allows; :class:`EncodingError` at the first that fails."""
+    if not isinstance(obj, dict) or not obj.keys() <= _FIELDS or "k" not in obj or "t" not in obj:
         raise EncodingError("a node record is a map with k and t and only known fields")
     key, trie = obj["k"], obj["t"]
-    deleted = obj.get("d", False)
-    value = obj.get("v")
-    clock = obj.get("c", {})
-    feeds = obj.get("f")
-    kind = obj.get("y", KIND_ENTRY)
-    authorized = obj.get("a", [])
-    if not isinstance(key, str) or not isinstance(trie, bytes):
+    if type(key) is not str or type(trie) is not bytes:
         raise EncodingError("node key must be text and trie bytes")
-    if deleted is not True and "d" in obj:
+    deleted = "d" in obj
+    if deleted and obj["d"] is not True:
         raise EncodingError("the deletion flag is written only as true")
-    if value is not None and (deleted or not isinstance(value, bytes)):
+    value = obj.get("v")
+    if "v" in obj and (deleted or type(value) is not bytes):
         raise EncodingError("node value must be bytes, and absent on deletions")
-    if (
-        not isinstance(clock, dict)
-        or ("c" in obj and not clock)
-        or not all(
-            type(f) is int and type(n) is int and f >= 0 and n >= 0 for f, n in clock.items()
-        )
-    ):
-        raise EncodingError("node clock must be a non-empty map of feed numbers to lengths")
-    if feeds is not None and (
-        not isinstance(feeds, list)
-        or not all(isinstance(f, bytes) and len(f) == PUBLIC_KEY_SIZE for f in feeds)
-    ):
-        raise EncodingError("node feeds must be a list of 32-byte keys")
-    if kind not in (KIND_ENTRY, KIND_AUTHORIZE):
-        raise EncodingError(f"unknown node kind {kind!r}")
-    if "y" in obj and kind == KIND_ENTRY:
-        raise EncodingError("the default node kind is not written")
-    if (
-        not isinstance(authorized, list)
-        or ("a" in obj and not authorized)
-        or not all(isinstance(a, bytes) and len(a) == PUBLIC_KEY_SIZE for a in authorized)
-    ):
-        raise EncodingError("authorized writers must be a non-empty list of 32-byte keys")
-    if (kind == KIND_AUTHORIZE) != bool(authorized):
-        raise EncodingError("authorization nodes, and only they, list authorized writers")
-    _check_limits(key, value, trie, clock, feeds, authorized)
-    return NodeRecord(
-        key,
-        value,
-        bool(deleted),
-        trie,
-        clock,
-        tuple(feeds) if feeds is not None else None,
-        kind,
-        tuple(authorized),
-    )
-
-
-def _check_limits(
-    key: str,
-    value: bytes | None,
-    trie: bytes,
-    clock: dict[int, int],
-    feeds: Any,
-    authorized: Any,
-) -> None:
     try:
         key_bytes = key.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -219,80 +265,149 @@ def _check_limits(
         raise EncodingError(f"node value longer than {MAX_VALUE_BYTES} bytes")
     if len(trie) > MAX_TRIE_BYTES:
         raise EncodingError(f"node trie longer than {MAX_TRIE_BYTES} bytes")
-    if len(clock) > MAX_CLOCK_ENTRIES:
-        raise EncodingError(f"node clock has more than {MAX_CLOCK_ENTRIES} entries")
-    if feeds is not None and len(feeds) > MAX_FEEDS:
-        raise EncodingError(f"node feeds list has more than {MAX_FEEDS} entries")
-    if len(authorized) > MAX_FEEDS:
-        raise EncodingError(f"authorization lists more than {MAX_FEEDS} writers")
-
-
-# --- decode_node's checks of a record its direct reader (_record_fast.parse_simple) read ---------
-
-_PLAIN_FIELDS = frozenset("ktvd")
-
-
-def _plain_entry(obj: dict[str, Any]) -> NodeRecord | None:
-    """The record for a directly parsed put or deletion with no clock, feeds list or kind (the
-    usual node), checked; None for any other record (the general checks of decode_node decide)."""
-    if not (obj.keys() <= _PLAIN_FIELDS and "k" in obj and "t" in obj):
-        return None
-    key: str = obj["k"]
-    trie: bytes = obj["t"]
-    value: bytes | None = obj.get("v")
-    deleted = "d" in obj
-    if deleted and value is not None:
-        raise EncodingError("node value must be bytes, and absent on deletions")
-    if len(trie) > MAX_TRIE_BYTES or (value is not None and len(value) > MAX_VALUE_BYTES):
-        return None  # let the general checks word the error
-    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8")) > MAX_KEY_BYTES:
-        return None
-    return NodeRecord(key, value, deleted, trie, {})
-
-
-def _simple_record(obj: dict[str, Any]) -> NodeRecord | None:
-    """The record of a map the direct reader read (so with fields of the right types) when it
-    passes every check of :func:`decode_node`; None otherwise (those checks word the error)."""
-    plain = _plain_entry(obj)
-    if plain is not None or "k" not in obj or "t" not in obj:
-        return plain
-    key: str = obj["k"]
-    trie: bytes = obj["t"]
-    value: bytes | None = obj.get("v")
-    deleted = "d" in obj
-    clock: dict[int, int] = obj.get("c", {})
-    feeds: list[bytes] | None = obj.get("f")
-    kind: int = obj.get("y", KIND_ENTRY)
-    authorized: list[bytes] = obj.get("a", ())
-    if (
-        (deleted and value is not None)
-        or ("c" in obj and not clock)
-        or ("a" in obj and not authorized)
-        or ("y" in obj and kind != KIND_AUTHORIZE)
-        or (kind == KIND_AUTHORIZE) != bool(authorized)
-        or len(trie) > MAX_TRIE_BYTES
-        or (value is not None and len(value) > MAX_VALUE_BYTES)
-        or len(clock) > MAX_CLOCK_ENTRIES
-        or len(authorized) > MAX_FEEDS
-        or (len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8")) > MAX_KEY_BYTES)
-    ):
-        return None
-    for item in authorized:
-        if len(item) != PUBLIC_KEY_SIZE:
-            return None
-    if feeds is not None:
-        if len(feeds) > MAX_FEEDS:
-            return None
-        for item in feeds:
-            if len(item) != PUBLIC_KEY_SIZE:
-                return None
+    # kind, the keys it names, role and scope
+    kind = obj.get("y", KIND_ENTRY)
+    if type(kind) is not int or kind not in (KIND_ENTRY, *SYSTEM_KINDS):
+        raise EncodingError(f"unknown node kind {kind!r}")
+    if "y" in obj and kind == KIND_ENTRY:
+        raise EncodingError("the default node kind is not written")
+    authorized: tuple[bytes, ...] = ()
+    if kind == KIND_ENTRY:
+        if "a" in obj:
+            raise EncodingError("only grants and revokes name writer keys (a)")
+    else:
+        if "a" not in obj:
+            raise EncodingError("a grant or a revoke names the writer keys it concerns (a)")
+        authorized = _keys(obj["a"], "the keys of a grant or revoke", unique=True)
+        if key or deleted or "v" in obj:
+            raise EncodingError("a system node has the empty key, no value and no deletion flag")
+    role = obj.get("g", ROLE_WRITER)
+    if "g" in obj and (kind != KIND_GRANT or type(role) is not int or role not in ROLES[1:]):
+        raise EncodingError(
+            "a role (g) is written only on grants, as 1 (owner) or 2 (seeder); writer is 0, "
+            "the default, never written"
+        )
+    prefixes = None
+    if "s" in obj:
+        if kind != KIND_GRANT or role != ROLE_WRITER:
+            raise EncodingError("scope prefixes (s) are written only on grants of role writer")
+        prefixes = _prefixes(obj["s"])
+    # the context fields (section 2.2)
+    clock: dict[int, int] = {}
+    if "c" in obj:
+        clock = obj["c"]
+        if (
+            not isinstance(clock, dict)
+            or not clock
+            or len(clock) > MAX_CLOCK_ENTRIES
+            or not all(_uint(f) and _uint(n) for f, n in clock.items())
+        ):
+            raise EncodingError(
+                f"node clock must be a non-empty map of at most {MAX_CLOCK_ENTRIES} feed "
+                "numbers to lengths"
+            )
+    feeds = _keys(obj["f"], "node feeds list (f)", unique=True) if "f" in obj else None
+    for name in "qbzp":
+        if name in obj and not _uint(obj[name]):
+            raise EncodingError(f"the context field {name} is an unsigned integer")
+    ordinal = obj.get("q")
+    base_seq = obj.get("b")
+    system_seq = obj.get("z")
+    context_seq = obj.get("p")
+    if ordinal is not None:
+        if ordinal < 2:
+            raise EncodingError("a context ordinal (q) is written only from 2 on")
+        if base_ordinal(ordinal):
+            if base_seq is None or base_seq < 2:
+                raise EncodingError("a context node whose base is not ordinal 0 names its seq (b)")
+        elif base_seq is not None:
+            raise EncodingError("a context node whose base is ordinal 0 names no base seq (b)")
+        elif feeds is None:
+            raise EncodingError("a context node whose base is ordinal 0 carries its feeds list")
+        if system_seq is not None and system_seq < 1:
+            raise EncodingError("the seq of the latest system node (z) is a seq of a node")
+    elif base_seq is not None or system_seq is not None:
+        raise EncodingError("only context nodes from ordinal 2 on carry b and z")
+    elif clock and feeds is None:
+        raise EncodingError("clock entries (c) are carried by context nodes only")
+    context = ordinal is not None or feeds is not None
+    if context_seq is not None and (context or context_seq < 2):
+        raise EncodingError(
+            "p names the latest context node, from seq 2 on, and only on other nodes"
+        )
+    if kind != KIND_ENTRY and not context:
+        raise EncodingError("a system node is a context node (q, or its first node's f)")
     return NodeRecord(
         key,
         value,
         deleted,
         trie,
         clock,
-        tuple(feeds) if feeds is not None else None,
+        feeds,
         kind,
-        tuple(authorized),
+        authorized,
+        role,
+        prefixes,
+        ordinal,
+        base_seq,
+        system_seq,
+        context_seq,
     )
+
+
+def _prefixes(value: Any) -> tuple[str, ...]:
+    """Scope prefixes as written: non-empty, at most :data:`MAX_PREFIXES`, each a normalized
+    non-empty key within the key limit, sorted by UTF-8 bytes, unique, none a component prefix of
+    another."""
+    if not isinstance(value, list | tuple) or not value or len(value) > MAX_PREFIXES:
+        raise EncodingError(f"scope prefixes (s) are a list of 1 to {MAX_PREFIXES} keys")
+    encoded: list[bytes] = []
+    for prefix in value:
+        if type(prefix) is not str or not prefix:
+            raise EncodingError("a scope prefix is a non-empty key")
+        try:
+            raw = prefix.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EncodingError("a scope prefix is not valid Unicode text") from exc
+        if len(raw) > MAX_KEY_BYTES:
+            raise EncodingError(f"a scope prefix is longer than {MAX_KEY_BYTES} bytes")
+        if trie_module.normalize(prefix) != prefix:
+            raise EncodingError(f"scope prefix {prefix!r} is not normalized")
+        if encoded and raw <= encoded[-1]:
+            raise EncodingError("scope prefixes are sorted by their UTF-8 bytes, each once")
+        encoded.append(raw)
+    present = set(value)
+    for prefix in value:
+        at = prefix.find("/")
+        while at != -1:
+            if prefix[:at] in present:
+                raise EncodingError(f"scope prefix {prefix!r} lies within {prefix[:at]!r}")
+            at = prefix.find("/", at + 1)
+    return tuple(value)
+
+
+# --- decode_node's road for a record its direct reader (_record_fast.parse_simple) read -----------
+
+_PLAIN_FIELDS = frozenset("ktvdp")
+
+
+def _simple_record(obj: dict[str, Any]) -> NodeRecord | None:
+    """The record for a directly parsed put or deletion with no context of its own (at most
+    ``p``: the usual node), checked; None for any other record, and for a plain one that fails a
+    check (the general checks of :func:`_record_from` decide, and word the error)."""
+    if not (obj.keys() <= _PLAIN_FIELDS and "k" in obj and "t" in obj):
+        return None
+    key: str = obj["k"]
+    trie: bytes = obj["t"]
+    value: bytes | None = obj.get("v")
+    deleted = "d" in obj
+    context_seq: int | None = obj.get("p")
+    if (
+        (deleted and value is not None)
+        or (context_seq is not None and context_seq < 2)
+        or len(trie) > MAX_TRIE_BYTES
+        or (value is not None and len(value) > MAX_VALUE_BYTES)
+        or (len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8")) > MAX_KEY_BYTES)
+    ):
+        return None
+    return NodeRecord(key, value, deleted, trie, {}, context_seq=context_seq)

@@ -12,7 +12,9 @@ transaction works on a :class:`StateBuilder` and publishes a new State only afte
 so an aborted transaction leaves nothing behind in memory either.
 
 Tables (local, not replicated): ``applied`` (u32 feed id -> u64 applied length), ``lists``
-(u32 feed id -> the feed's latest feeds list as u32 local ids), ``clocks`` (u32 feed id, u64 seq ->
+(u32 feed id -> the feed's latest feeds list as u32 local ids; and u32 feed id, u64 ordinal -> u64
+seq, u32 list length, u64 latest system seq: one row per context node of the feed, ``spec/node.md``
+section 2.2, the numbers its successors' context fields name), ``clocks`` (u32 feed id, u64 seq ->
 the node's full clock without its own entry, as (u32 feed id, u64 length) pairs, for nodes whose
 clock differs from their predecessor's), ``auth`` (u32 authorizer id, 32-byte key -> empty),
 ``meta`` ``heads`` (the heads as (u32 feed id, u64 seq) pairs).
@@ -39,8 +41,24 @@ STATE_TABLES = ("applied", "lists", "clocks", "auth")
 _ID = struct.Struct(">I")
 _POINTER = struct.Struct(">IQ")
 _LENGTH = struct.Struct(">Q")
+_CONTEXT = struct.Struct(">QIQ")  # a context node's seq, list length, latest system seq
 
 Clock = dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextNode:
+    """What the local tables keep of a feed's context node of ``ordinal``: its ``seq``, the
+    length of its feeds list, and ``system``, the seq of the feed's latest system node at or
+    before it (0: none). The context node of ordinal 0, the empty context, is ``NO_CONTEXT``."""
+
+    ordinal: int
+    seq: int
+    list_length: int
+    system: int
+
+
+NO_CONTEXT = ContextNode(0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,8 @@ class State:
     stalled: frozenset[int] = frozenset()
     """Feeds holding nodes not applied yet (waiting for their writer's authorization or for
     nodes of other feeds): retried whenever data arrives."""
+    local_context: ContextNode = NO_CONTEXT
+    """The local writer's latest context node (what its next nodes' context fields name)."""
 
     @functools.cached_property
     def heads_map(self) -> dict[int, int]:
@@ -122,6 +142,7 @@ class StateBuilder:
         :func:`hyperdb.model.apply.apply_node` records), so that :meth:`set_heads` re-encodes only
         those entries of the base state's row."""
         self.writer_clock = state.writer_clock
+        self.local_context = state.local_context
         self.stalled = set(state.stalled)
         self.new_feeds: list[Feed] = []
         self.lengths: dict[int, int] = {}
@@ -170,6 +191,14 @@ class StateBuilder:
             self.clocked = self.clocked | {feed_id}
         others = {f: n for f, n in clock.items() if f != feed_id}
         self.tx.put("clocks", _POINTER.pack(feed_id, seq), encode_clock(others))
+
+    def set_context(self, feed_id: int, node: ContextNode) -> None:
+        """Record context node ``node`` of ``feed_id`` (its ordinal's row)."""
+        self.tx.put(
+            "lists",
+            _POINTER.pack(feed_id, node.ordinal),
+            _CONTEXT.pack(node.seq, node.list_length, node.system),
+        )
 
     def set_applied(self, feed_id: int, length: int) -> None:
         self.applied[feed_id] = length
@@ -254,6 +283,7 @@ class StateBuilder:
             frozenset(self.clocked),
             self.writer_clock,
             frozenset(self.stalled),
+            self.local_context,
         )
         if known is not None:  # what the next transaction starts from, already at hand
             state.__dict__["heads_map"] = known[1]
@@ -311,7 +341,7 @@ def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn
     edges = {key: frozenset(keys) for key, keys in edges_sets.items()}
     authorized: set[bytes] = set()
     _close(authorized, edges, [database_key])
-    lists = {_ID.unpack(k)[0]: _ids_from(v) for k, v in tx.scan("lists")}
+    lists = {_ID.unpack(k)[0]: _ids_from(v) for k, v in tx.scan("lists") if len(k) == _ID.size}
     clocked = frozenset(
         feed_id for feed_id in feeds if next(tx.scan("clocks", prefix=_ID.pack(feed_id)), None)
     )
@@ -344,8 +374,31 @@ def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn
     if local_length > 1:
         own = clock_of(state, tx, local_id, local_length - 1)
         del own[local_id]
-        state = replace(state, writer_clock=own)
+        state = replace(state, writer_clock=own, local_context=latest_context(tx, local_id))
     return state
+
+
+def latest_context(tx: ReadTxn, feed_id: int) -> ContextNode:
+    """The latest context node recorded for ``feed_id`` (``NO_CONTEXT`` when none is)."""
+    for key, row in tx.scan("lists", prefix=_ID.pack(feed_id), reverse=True):
+        if len(key) == _ID.size:  # the list's own row sorts before every context row
+            break
+        return _context(key, row)
+    return NO_CONTEXT
+
+
+def context_at(tx: ReadTxn, feed_id: int, ordinal: int) -> ContextNode:
+    """Context node ``ordinal`` (from 1) of ``feed_id``, as recorded."""
+    row = tx.get("lists", _POINTER.pack(feed_id, ordinal))
+    if row is None:
+        raise CorruptionError(f"context node {ordinal} of feed {feed_id} is not recorded")
+    return _context(_POINTER.pack(feed_id, ordinal), row)
+
+
+def _context(key: bytes, row: bytes) -> ContextNode:
+    if len(key) != _POINTER.size or len(row) != _CONTEXT.size:
+        raise CorruptionError("a stored context row is damaged")
+    return ContextNode(_POINTER.unpack(key)[1], *_CONTEXT.unpack(row))
 
 
 def clock_of(state: State | StateBuilder, tx: ReadTxn, feed_id: int, seq: int) -> Clock:

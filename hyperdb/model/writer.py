@@ -1,12 +1,14 @@
 """The write path: appending the local writer's nodes, and rebuilding what is derived from feeds.
 
-:meth:`WritePath.write` turns checked operations (normalized key, encoded value, deletion flag)
-into one append of the local feed, in one transaction, in these steps: the feed numbering the
-new nodes use (:func:`feed_numbering`), the clock they carry (what they have seen), the trie of
-each node (the walk, ``trie.prepare_put``), the records (:func:`encode_records`), the append (one
-signature), what the state learns (lists, clocks, applied lengths, heads), and then either the
-index rows (``hyperdb.model.apply.merge_index``) or, for an authorization, the remote nodes it lets
-apply. The new state replaces the old one only once the transaction committed.
+:meth:`WritePath.write` turns system operations (grants, revokes: ``record.SystemOp``) and checked
+operations (normalized key, encoded value, deletion flag) into one append of the local feed, the
+system nodes first, in one transaction, in these steps: the feed numbering the new nodes use
+(:func:`feed_numbering`), the clock they carry (what they have seen), the trie of each node (the
+walk, ``trie.prepare_put``), the records with their context fields (:func:`encode_records`,
+``spec/node.md`` section 2.2), the append (one signature), what the state learns (lists, clocks,
+context nodes, applied lengths, heads), the index rows of the entries
+(``hyperdb.model.apply.merge_index``) and, for a grant, the remote nodes it lets apply. The new
+state replaces the old one only once the transaction committed.
 :meth:`WritePath.reindex` rebuilds every derived row from the feeds. A database opened read-only
 holds a :class:`ReadOnlyWrites` instead, which refuses both.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import gc
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import trie
 from hyperdb.errors import ReadOnly, ValueTooLarge
@@ -27,8 +29,17 @@ from hyperdb.model.context import DatabaseContext
 from hyperdb.model.derive import derive
 from hyperdb.model.node import Node, StoredNode
 from hyperdb.model.reader import NodeReader
-from hyperdb.model.record import NodeRecord
-from hyperdb.model.state import State, StateBuilder, clock_of
+from hyperdb.model.record import NodeRecord, SystemOp
+from hyperdb.model.state import (
+    NO_CONTEXT,
+    Clock,
+    ContextNode,
+    State,
+    StateBuilder,
+    clock_of,
+    context_at,
+    latest_context,
+)
 from hyperdb.primitives import crypto
 from hyperdb.storage import ReadTxn
 
@@ -50,32 +61,36 @@ class WritePath:
         self._local = local
 
     def write(
-        self, ops: Sequence[Op], authorizes: tuple[bytes, ...] = ()
+        self, ops: Sequence[Op], system: Sequence[SystemOp] = ()
     ) -> tuple[list[Node], list[StoredNode]]:
-        """Append ``ops`` as one batch (with ``authorizes``: one authorization entry naming those
-        writers). Returns the public nodes written and every node that changed the database
-        (written, and remote nodes an authorization let apply), for the watchers."""
+        """Append the system nodes ``system`` (grants and revokes) and then ``ops``, as one batch
+        (one signature: a rotation, a revoke and a grant, is atomic). Returns the public nodes
+        written, in that order, and every node that changed the database (written, and remote
+        nodes a grant let apply), for the watchers."""
         context = self._context
         with context.lock:
             context.check_open()
+            if not ops and not system:
+                return [], []
             pause_gc = len(ops) >= GC_PAUSE_OPS and gc.isenabled()
             if pause_gc:
                 gc.disable()
             try:
-                written, applied = self._append(ops, authorizes)
+                written, applied = self._append(ops, tuple(system))
             finally:
                 if pause_gc:
                     gc.enable()
             return self._reader.public_all(written), [*written, *applied]
 
     def _append(
-        self, ops: Sequence[Op], authorizes: tuple[bytes, ...]
+        self, ops: Sequence[Op], system: tuple[SystemOp, ...]
     ) -> tuple[list[StoredNode], list[StoredNode]]:
         context = self._context
         state = context.state
         local = self._local
         local_id = local.id
-        kind = record.KIND_AUTHORIZE if authorizes else record.KIND_ENTRY
+        if system:
+            ops = [*(("", None, False) for _ in system), *ops]
         with context.storage.write() as tx:
             b = StateBuilder(state, tx)
             first = local.head(tx).length
@@ -85,11 +100,26 @@ class WritePath:
             ids, new_ids, numbers = feed_numbering(state, first, seen)
             delta = {f: n for f, n in seen.items() if state.writer_clock.get(f) != n}
             pending: dict[trie.Pointer, StoredNode] = {}
-            written, tries = self._walk(
-                tx, state, ops, first, seen, numbers, kind, authorizes, pending
+            written, tries = self._walk(tx, state, ops, first, seen, numbers, system, pending)
+
+            def clock_at(node: ContextNode) -> Clock:
+                clock = clock_of(state, tx, local_id, node.seq)
+                del clock[local_id]
+                return clock
+
+            blocks, contexts = encode_records(
+                ops,
+                tries,
+                system,
+                first,
+                numbers,
+                seen,
+                tuple(b.feeds[f].key for f in ids),
+                first == 1 or new_ids is not None or bool(delta),
+                state.local_context,
+                lambda ordinal: context_at(tx, local_id, ordinal),
+                clock_at,
             )
-            lists = tuple(b.feeds[f].key for f in ids) if new_ids is not None else None
-            blocks = encode_records(ops, tries, numbers, delta, lists, kind, authorizes)
             local.append_batch(blocks, tx)
             last = first + len(ops) - 1
             if new_ids is not None:
@@ -97,21 +127,29 @@ class WritePath:
             if delta:
                 b.set_clock(local_id, first, seen)
                 b.writer_clock = seen
+            for node in contexts:
+                b.set_context(local_id, node)
+            if contexts:
+                b.local_context = contexts[-1]
             b.applied[local_id] = last + 1
             if len(state.heads) == 1 and state.heads[0][0] == local_id:
                 b.heads = {local_id: last}  # stored implicitly (hyperdb.model.state)
             else:
                 b.set_heads({local_id: last})
+            # a local entry has seen every applied node: it alone is current (merged before a
+            # grant lets remote nodes apply, which have not seen it)
+            if len(ops) > len(system):
+                merge_index(tx, written[len(system) :], seen_all=True)
             applied: list[StoredNode] = []
-            if authorizes:
-                for target in authorizes:
-                    b.register(target)
-                newly = b.add_edges(local.key, authorizes)
-                if newly:
-                    load = self._reader.builder_loader(b)
-                    applied = apply_ready(b, load, [b.ids[k] for k in newly])
-            else:  # a local write has seen every applied node: it alone is current
-                merge_index(tx, written, seen_all=True)
+            newly: list[bytes] = []
+            for op in system:
+                if op.kind == record.KIND_GRANT:
+                    for target in op.keys:
+                        b.register(target)
+                    newly.extend(b.add_edges(local.key, op.keys))
+            if newly:
+                load = self._reader.builder_loader(b)
+                applied = apply_ready(b, load, [b.ids[k] for k in newly])
             new_state = b.build()
         context.state = new_state
         if b.new_feeds:
@@ -129,13 +167,13 @@ class WritePath:
         first: int,
         seen: dict[int, int],
         numbers: Mapping[int, int] | None,
-        kind: int,
-        authorizes: tuple[bytes, ...],
+        system: tuple[SystemOp, ...],
         pending: dict[trie.Pointer, StoredNode],
     ) -> tuple[list[StoredNode], list[bytes]]:
-        """The nodes of ``ops``, seqs from ``first``, each with its trie (``trie.prepare_put``
-        from the previous one), and the tries encoded with ``numbers``. The nodes are collected
-        in ``pending`` too, where later walks find them."""
+        """The nodes of ``ops`` (the first ``len(system)`` of them the system nodes), seqs from
+        ``first``, each with its trie (``trie.prepare_put`` from the previous one), and the tries
+        encoded with ``numbers``. The nodes are collected in ``pending`` too, where later walks
+        find them."""
         local_id = self._local.id
         load = self._reader.loader(tx, pending)
         heads = [load(p) for p in state.heads]
@@ -144,23 +182,42 @@ class WritePath:
         paths = [trie.key_path(key, crypto.siphash24) for key, _, _ in ops]
         written: list[StoredNode] = []
         tries: list[bytes] = []
+        count = len(system)
         for offset, (key, value, deleted) in enumerate(ops):
             seq = first + offset
             path = paths[offset]
             table = trie.prepare_put(key, path, heads, load, known)
             tries.append(table.encode(numbers))
-            node = StoredNode(
-                key,
-                local_id,
-                seq,
-                {**seen, local_id: seq + 1} if seen else {local_id: seq + 1},
-                deleted,
-                value,
-                kind,
-                table=table,
-                path=path,
-                authorizes=authorizes,
-            )
+            clock = {**seen, local_id: seq + 1} if seen else {local_id: seq + 1}
+            if offset < count:
+                op = system[offset]
+                grant = op.kind == record.KIND_GRANT
+                node = StoredNode(
+                    key,
+                    local_id,
+                    seq,
+                    clock,
+                    deleted,
+                    value,
+                    op.kind,
+                    table=table,
+                    path=path,
+                    authorizes=op.keys,
+                    role=op.role if grant else record.ROLE_WRITER,
+                    prefixes=op.prefixes if grant else None,
+                )
+            else:
+                node = StoredNode(
+                    key,
+                    local_id,
+                    seq,
+                    clock,
+                    deleted,
+                    value,
+                    record.KIND_ENTRY,
+                    table=table,
+                    path=path,
+                )
             pending[(local_id, seq)] = node
             written.append(node)
             heads = [node]
@@ -185,6 +242,7 @@ class WritePath:
                     own = clock_of(b, tx, local.id, local.length - 1)
                     del own[local.id]
                     b.writer_clock = own
+                    b.local_context = latest_context(tx, local.id)
                 apply_ready(b, self._reader.builder_loader(b), list(state.feeds))
                 b.set_heads(b.heads)
                 new_state = b.build()
@@ -208,7 +266,7 @@ class ReadOnlyWrites:
         self._reason = reason
 
     def write(
-        self, ops: Sequence[Op], authorizes: tuple[bytes, ...] = ()
+        self, ops: Sequence[Op], system: Sequence[SystemOp] = ()
     ) -> tuple[list[Node], list[StoredNode]]:
         self._context.check_open()
         raise ReadOnly(self._reason)
@@ -246,37 +304,69 @@ def feed_numbering(
 def encode_records(
     ops: Sequence[Op],
     tries: Sequence[bytes],
+    system: Sequence[SystemOp],
+    first: int,
     numbers: Mapping[int, int] | None,
-    delta: Mapping[int, int],
-    lists: tuple[bytes, ...] | None,
-    kind: int,
-    authorizes: tuple[bytes, ...],
-) -> list[bytes]:
-    """The feed blocks of ``ops`` with their encoded ``tries``: the first node carries what
-    changed (the feeds list, the clock entries that differ from the writer's previous node, the
-    authorized keys), the others are plain entries. :class:`ValueTooLarge` if a record exceeds
-    the block limit."""
+    seen: Mapping[int, int],
+    keys: tuple[bytes, ...],
+    changed: bool,
+    latest: ContextNode,
+    context_at: Callable[[int], ContextNode],
+    clock_at: Callable[[ContextNode], Clock],
+) -> tuple[list[bytes], list[ContextNode]]:
+    """The feed blocks of ``ops`` (seqs from ``first``; the first ``len(system)`` are the
+    system nodes) with their encoded ``tries``, and the context nodes among them
+    (``spec/node.md`` section 2.2). Every node has seen ``seen`` (full clock, own entry excluded,
+    in local feed ids; ``numbers`` turns them into feed numbers) with feeds list ``keys``;
+    ``changed`` says that this context differs from the previous node's (or that the first node
+    is seq 1); ``latest`` is the writer's latest context node before them, ``context_at(ordinal)``
+    an earlier one and ``clock_at(node)`` its full clock. A context node (each system node, and
+    the first node if ``changed``) carries its context as a delta against its base; the others
+    carry ``p``. :class:`ValueTooLarge` if a record exceeds the block limit."""
     blocks: list[bytes] = []
-    if lists is not None or delta or authorizes:
-        key, value, deleted = ops[0]
+    contexts: list[ContextNode] = []
+    encode_entry = record.encode_entry
+    count = len(system)
+    for offset, (key, value, deleted) in enumerate(ops):
+        if offset >= count and (offset or not changed):
+            previous = latest.seq if latest.seq > 1 else None
+            blocks.append(encode_entry(key, value, deleted, tries[offset], previous))
+            continue
+        ordinal = latest.ordinal + 1
+        base_ordinal = record.base_ordinal(ordinal)
+        base_clock: Mapping[int, int]
+        if base_ordinal == 0:
+            base, base_clock = NO_CONTEXT, {}
+        elif contexts and contexts[0].ordinal <= base_ordinal:  # written in this append
+            base, base_clock = contexts[base_ordinal - contexts[0].ordinal], seen
+        else:
+            base = context_at(base_ordinal)
+            base_clock = clock_at(base)
+        op = system[offset] if offset < count else None
+        grant = op is not None and op.kind == record.KIND_GRANT
+        clock = {numbers[f] if numbers else f: n for f, n in seen.items() if base_clock.get(f) != n}
         blocks.append(
             record.encode_node(
                 NodeRecord(
                     key,
                     value,
                     deleted,
-                    tries[0],
-                    {numbers[f] if numbers else f: n for f, n in delta.items()},
-                    lists,
-                    kind,
-                    authorizes,
+                    tries[offset],
+                    clock,
+                    keys[base.list_length :] or None,
+                    record.KIND_ENTRY if op is None else op.kind,
+                    () if op is None else op.keys,
+                    op.role if op is not None and grant else record.ROLE_WRITER,
+                    op.prefixes if op is not None and grant else None,
+                    ordinal if ordinal > 1 else None,
+                    base.seq or None,
+                    latest.system or None,
                 )
             )
         )
-    encode_entry = record.encode_entry
-    for offset in range(len(blocks), len(ops)):
-        key, value, deleted = ops[offset]
-        blocks.append(encode_entry(key, value, deleted, tries[offset]))
+        seq = first + offset
+        latest = ContextNode(ordinal, seq, len(keys), latest.system if op is None else seq)
+        contexts.append(latest)
     if max(map(len, blocks)) > record.MAX_RECORD_BYTES:
         raise ValueTooLarge("the node record exceeds the block limit")
-    return blocks
+    return blocks, contexts

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import hyperdb
+from hyperdb.model.opening import STORE_FORMAT
 from hyperdb.primitives import cbor
 
 META_BYTES = 152
@@ -51,7 +52,7 @@ def main() -> None:
         "description": "Store vectors for spec/store.md: the format row, and LMDB data files "
         "(two meta pages, each its first 152 bytes then zeros to the page size, then zeros to "
         "file_size) with the verdict of the checks of section 4.",
-        "format": {"number": 1, "row": cbor.encode(1).hex()},
+        "format": {"number": STORE_FORMAT, "row": cbor.encode(STORE_FORMAT).hex()},
         "page_size": size,
         "cases": [
             {
