@@ -203,7 +203,7 @@ def _records(
     feed: Feed, tx: ReadTxn, report: VerifyReport, applied: int, grants: set[tuple[bytes, bytes]]
 ) -> None:
     """Every block of ``feed`` decodes; the grants of its first ``applied`` blocks are added to
-    ``grants`` (writer, key named)."""
+    ``grants`` (writer, key granted; a revoke grants nothing)."""
     length = feed.head(tx).length
     for seq in range(length):
         try:
@@ -212,7 +212,7 @@ def _records(
                 record.decode_header(block)
             else:
                 node = record.decode_node(block)
-                if seq < applied:
+                if seq < applied and node.kind == record.KIND_GRANT:
                     grants.update((feed.key, key) for key in node.authorized)
         except HyperDBError as exc:
             report.damage.append(
