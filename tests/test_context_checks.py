@@ -10,7 +10,6 @@ keeps its trie, and is signed again with the writer's key (``tests/helpers/forge
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -112,7 +111,7 @@ def lie(seq: int, **changes: Any) -> Lie:
 
     def change(nodes: dict[int, NodeRecord]) -> tuple[int, bytes]:
         values = {k: v(nodes) if callable(v) else v for k, v in changes.items()}
-        return seq, record.encode_node(replace(nodes[seq], **values))
+        return seq, record.encode_node(nodes[seq]._replace(**values))
 
     return change
 
@@ -209,7 +208,7 @@ def test_a_clock_that_decreases_is_refused() -> None:
         ]
         return [
             header,
-            *(record.encode_node(replace(nodes[i + 1], **c)) for i, c in enumerate(contexts)),
+            *(record.encode_node(nodes[i + 1]._replace(**c)) for i, c in enumerate(contexts)),
         ]
 
     why = {6: "must carry p", 4: "never decrease"}  # 6: the previous node's context again

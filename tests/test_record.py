@@ -479,7 +479,10 @@ def _decoded_or_error(data: bytes) -> object:
 
 
 def _check_direct_record_path(data: bytes) -> None:
-    """decode_node answers the same with the direct record checks as with the general ones."""
+    """decode_node answers the same with the direct record checks as with the general ones.
+    Mutations tried in the direct checks (``record._simple_record``): b's lower bound dropped,
+    z's dropped, the uniqueness of f's keys dropped, p accepted beside other context fields —
+    each caught by the tests that call this."""
     fast = _decoded_or_error(data)
     saved = record._simple_record
     record._simple_record = lambda obj: None  # type: ignore[assignment]

@@ -241,9 +241,16 @@ def parse_simple(data: bytes) -> dict[str, Any]:
                 obj["d"] = True
                 pos += 1
             elif letter in _UINT_LETTERS:  # "b", "g", "p", "q", "y", "z"
-                major, number, pos = read_head(data, pos)
-                if major != UNSIGNED:
-                    raise NotSimple
+                number = data[pos]
+                if number < 24:  # in the head itself
+                    pos += 1
+                elif number == 24 and data[pos + 1] >= 24:  # in the one byte after it
+                    number = data[pos + 1]
+                    pos += 2
+                else:
+                    major, number, pos = read_head(data, pos)
+                    if major != UNSIGNED:
+                        raise NotSimple
                 obj[chr(letter)] = number
             elif letter == 0x73:  # "s": an array of text
                 major, items, pos = read_head(data, pos)

@@ -74,17 +74,23 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
     siphash = crypto.siphash24
     paths = [None if plain is None else key_path(plain[0], siphash) for plain in plains]
     latest = latest_context(tx, feed_id) if seq > 1 else NO_CONTEXT
-    # the context nodes of this call: ordinal -> (node, full clock without the own entry)
+    expected = _expected_p(latest)
+    # the context nodes of this call to record (possible bases): ordinal -> (node, full clock)
     recent: dict[int, tuple[ContextNode, Clock]] = {}
     ids = b.lists.get(feed_id)
+    own_only = (feed_id,)
+    entry = record.KIND_ENTRY
+    authorizes: tuple[bytes, ...]
     for block, plain, path in zip(blocks, plains, paths, strict=True):
-        if plain is not None:
+        if previous is None:  # the previous node's full clock (its own entry included)
+            previous = clock_of(b, tx, feed_id, seq - 1) if seq > 1 else {}
+        if plain is not None:  # the usual node: no context of its own
             key, value, deleted, trie_data, context_seq = plain
-            kind = record.KIND_ENTRY
-            authorizes: tuple[bytes, ...] = ()
-            role = record.ROLE_WRITER
-            prefixes = None
-            node = None
+            if context_seq != expected:
+                raise _bad(feed_key, seq, _wrong_p(seq, context_seq, latest))
+            kind, authorizes, role, prefixes = entry, (), record.ROLE_WRITER, None
+            full = previous.copy()
+            changed: tuple[int, ...] = own_only
         else:
             try:
                 node = record.decode_node(block)
@@ -92,26 +98,17 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
                 raise _bad(feed_key, seq, str(exc)) from exc
             key, value, deleted, trie_data = node.key, node.value, node.deleted, node.trie
             kind, authorizes, role, prefixes = node.kind, node.authorized, node.role, node.prefixes
-            context_seq = node.context_seq
-        if previous is None:  # the previous node's full clock (its own entry included)
-            previous = clock_of(b, tx, feed_id, seq - 1) if seq > 1 else {}
-        if node is None or not node.is_context:
-            if seq == 1:
-                raise _bad(feed_key, seq, "a writer's first node must carry its feeds list")
-            if (context_seq or 1) != latest.seq:
-                raise _bad(
-                    feed_key,
-                    seq,
-                    f"p names seq {context_seq or 1}, but the latest context node is seq "
-                    f"{latest.seq}",
+            if not node.is_context:
+                if node.context_seq != expected:
+                    raise _bad(feed_key, seq, _wrong_p(seq, node.context_seq, latest))
+                full = previous.copy()
+                changed = own_only
+            else:
+                latest, full, ids, changed = _context_node(
+                    b, feed_id, seq, feed_key, node, latest, previous, ids, recent
                 )
-            assert ids is not None  # seq 1 recorded a list
-            full = previous.copy()
-            changed: tuple[int, ...] = (feed_id,)
-        else:
-            latest, full, ids, changed = _context_node(
-                b, feed_id, seq, feed_key, node, latest, previous, ids, recent
-            )
+                expected = _expected_p(latest)
+        assert ids is not None  # seq 1 is a context node, which records a list
         if kind == record.KIND_ENTRY and (not key or trie.normalize(key) != key):
             raise _bad(feed_key, seq, "node key is empty or not normalized")
         if ids is not numbering:
@@ -150,6 +147,8 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
         )
         previous = full
         seq += 1
+    if recent:
+        b.set_contexts(feed_id, (context for context, _ in recent.values()))
 
 
 def _context_node(
@@ -177,9 +176,9 @@ def _context_node(
     if ordinal == 1 and seq != 1:  # cannot happen after the checks above; kept for clarity
         raise _bad(feed_key, seq, "only the first node has context ordinal 1")
     base_ordinal = record.base_ordinal(ordinal)
-    base_clock: Clock
+    base_clock: Clock  # the base's full clock; its own entry, if there, is never looked up
     if base_ordinal == 0:
-        base, base_clock = NO_CONTEXT, {}
+        base, base_clock, full = NO_CONTEXT, {}, {}
     else:
         found = recent.get(base_ordinal)
         if found is not None:
@@ -187,7 +186,8 @@ def _context_node(
         else:
             base = context_at(b.tx, feed_id, base_ordinal)
             base_clock = clock_of(b, b.tx, feed_id, base.seq)
-            del base_clock[feed_id]
+        full = base_clock.copy()
+        del full[feed_id]
     if node.base_seq != (base.seq or None):
         raise _bad(
             feed_key,
@@ -214,7 +214,6 @@ def _context_node(
         raise _bad(feed_key, seq, "a feeds list may only be extended (f is missing)")
     own_number = ids.index(feed_id)
     # the clock: the base's, updated by c; never below the previous node's
-    full = base_clock.copy()
     for number, length in node.clock.items():
         if number >= len(ids) or number == own_number:
             raise _bad(feed_key, seq, f"clock entry for feed number {number} is not allowed")
@@ -243,9 +242,21 @@ def _context_node(
     recorded = ContextNode(
         ordinal, seq, len(ids), seq if node.kind != record.KIND_ENTRY else latest.system
     )
-    b.set_context(feed_id, recorded)
-    recent[ordinal] = (recorded, full.copy())
+    if ordinal > 1 or recorded.system:  # the first node is recorded only as a system node
+        recent[ordinal] = (recorded, full)  # the caller adds the own entry; derive records it
     return recorded, full, ids, tuple(changed)
+
+
+def _expected_p(latest: ContextNode) -> int | None:
+    """The p of a node after context node ``latest``, as decoded: None for seq 1 (omitted), and
+    for the first node (no context node before it) 0, which no node carries."""
+    return None if latest.seq == 1 else latest.seq
+
+
+def _wrong_p(seq: int, context_seq: int | None, latest: ContextNode) -> str:
+    if seq == 1:
+        return "a writer's first node must carry its feeds list"
+    return f"p names seq {context_seq or 1}, but the latest context node is seq {latest.seq}"
 
 
 def _seq(seq: int | None) -> str:

@@ -73,6 +73,8 @@ class StoredNode:
     path: bytes
     trie: TrieTable
     clock: Mapping[int, int]
+    role: int
+    prefixes: tuple[str, ...] | None
 
     def __init__(
         self,
@@ -107,11 +109,18 @@ class StoredNode:
         if path is not None:
             self.path = path
         self.authorizes = authorizes
-        self.role = role
-        self.prefixes = prefixes
+        if role:
+            self.role = role
+        if prefixes is not None:
+            self.prefixes = prefixes
 
-    def __getattr__(self, name: str) -> bytes | TrieTable | Mapping[int, int]:
-        # Called only for an attribute not set: ``path``, ``trie`` or ``clock`` on first use.
+    def __getattr__(self, name: str) -> bytes | TrieTable | Mapping[int, int] | int | None:
+        # Called only for an attribute not set: ``path``, ``trie`` or ``clock`` on first use,
+        # ``role`` and ``prefixes`` when they hold the default.
+        if name == "role":  # unset: the default, a grant of role writer (0) or no grant
+            return 0
+        if name == "prefixes":  # unset: the whole database, or no grant
+            return None
         if name == "clock":
             clock = self.clock = {self.feed: self.seq + 1}
             return clock

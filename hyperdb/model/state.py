@@ -14,7 +14,8 @@ so an aborted transaction leaves nothing behind in memory either.
 Tables (local, not replicated): ``applied`` (u32 feed id -> u64 applied length), ``lists``
 (u32 feed id -> the feed's latest feeds list as u32 local ids; and u32 feed id, u64 ordinal -> u64
 seq, u32 list length, u64 latest system seq: one row per context node of the feed, ``spec/node.md``
-section 2.2, the numbers its successors' context fields name), ``clocks`` (u32 feed id, u64 seq ->
+section 2.2, the numbers its successors' context fields name, but for a first node that is no
+system node), ``clocks`` (u32 feed id, u64 seq ->
 the node's full clock without its own entry, as (u32 feed id, u64 length) pairs, for nodes whose
 clock differs from their predecessor's), ``auth`` (u32 authorizer id, 32-byte key -> empty),
 ``meta`` ``heads`` (the heads as (u32 feed id, u64 seq) pairs).
@@ -29,7 +30,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 from hyperdb.errors import CorruptionError
 from hyperdb.feed.feed import Feed
@@ -46,8 +47,7 @@ _CONTEXT = struct.Struct(">QIQ")  # a context node's seq, list length, latest sy
 Clock = dict[int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class ContextNode:
+class ContextNode(NamedTuple):
     """What the local tables keep of a feed's context node of ``ordinal``: its ``seq``, the
     length of its feeds list, and ``system``, the seq of the feed's latest system node at or
     before it (0: none). The context node of ordinal 0, the empty context, is ``NO_CONTEXT``."""
@@ -59,6 +59,9 @@ class ContextNode:
 
 
 NO_CONTEXT = ContextNode(0, 0, 0, 0)
+FIRST_CONTEXT = ContextNode(1, 1, 0, 0)
+"""A feed's first node when it is no system node: not recorded (its list length is not either,
+as ordinal 1 is never the base of another)."""
 
 
 @dataclass(frozen=True)
@@ -192,13 +195,19 @@ class StateBuilder:
         others = {f: n for f, n in clock.items() if f != feed_id}
         self.tx.put("clocks", _POINTER.pack(feed_id, seq), encode_clock(others))
 
-    def set_context(self, feed_id: int, node: ContextNode) -> None:
-        """Record context node ``node`` of ``feed_id`` (its ordinal's row)."""
-        self.tx.put(
-            "lists",
-            _POINTER.pack(feed_id, node.ordinal),
-            _CONTEXT.pack(node.seq, node.list_length, node.system),
-        )
+    def set_contexts(self, feed_id: int, nodes: Iterable[ContextNode]) -> None:
+        """Record the context nodes ``nodes`` of ``feed_id``: a row per ordinal, except for a
+        first node that is no system node (``FIRST_CONTEXT``, implied: see
+        :func:`latest_context`)."""
+        pack_key = _POINTER.pack
+        pack = _CONTEXT.pack
+        rows = [
+            (pack_key(feed_id, node.ordinal), pack(node.seq, node.list_length, node.system))
+            for node in nodes
+            if node.ordinal > 1 or node.system
+        ]
+        if rows:
+            self.tx.put_many("lists", rows)
 
     def set_applied(self, feed_id: int, length: int) -> None:
         self.applied[feed_id] = length
@@ -379,12 +388,14 @@ def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn
 
 
 def latest_context(tx: ReadTxn, feed_id: int) -> ContextNode:
-    """The latest context node recorded for ``feed_id`` (``NO_CONTEXT`` when none is)."""
+    """The latest context node of ``feed_id``, a feed holding at least one node. Its first node
+    (ordinal 1, never a base) is recorded only when it is a system node: with no row, it is the
+    latest (``FIRST_CONTEXT``)."""
     for key, row in tx.scan("lists", prefix=_ID.pack(feed_id), reverse=True):
         if len(key) == _ID.size:  # the list's own row sorts before every context row
             break
         return _context(key, row)
-    return NO_CONTEXT
+    return FIRST_CONTEXT
 
 
 def context_at(tx: ReadTxn, feed_id: int, ordinal: int) -> ContextNode:

@@ -127,9 +127,8 @@ class WritePath:
             if delta:
                 b.set_clock(local_id, first, seen)
                 b.writer_clock = seen
-            for node in contexts:
-                b.set_context(local_id, node)
             if contexts:
+                b.set_contexts(local_id, contexts)
                 b.local_context = contexts[-1]
             b.applied[local_id] = last + 1
             if len(state.heads) == 1 and state.heads[0][0] == local_id:
@@ -325,13 +324,10 @@ def encode_records(
     carry ``p``. :class:`ValueTooLarge` if a record exceeds the block limit."""
     blocks: list[bytes] = []
     contexts: list[ContextNode] = []
-    encode_entry = record.encode_entry
     count = len(system)
-    for offset, (key, value, deleted) in enumerate(ops):
-        if offset >= count and (offset or not changed):
-            previous = latest.seq if latest.seq > 1 else None
-            blocks.append(encode_entry(key, value, deleted, tries[offset], previous))
-            continue
+    # the context nodes come first: the system nodes, else the first node if its context changed
+    for offset in range(count if count else 1 if changed else 0):
+        key, value, deleted = ops[offset]
         ordinal = latest.ordinal + 1
         base_ordinal = record.base_ordinal(ordinal)
         base_clock: Mapping[int, int]
@@ -367,6 +363,12 @@ def encode_records(
         seq = first + offset
         latest = ContextNode(ordinal, seq, len(keys), latest.system if op is None else seq)
         contexts.append(latest)
+    # the others name the latest context node
+    encode_entry = record.encode_entry
+    previous = latest.seq if latest.seq > 1 else None
+    for offset in range(len(blocks), len(ops)):
+        key, value, deleted = ops[offset]
+        blocks.append(encode_entry(key, value, deleted, tries[offset], previous))
     if max(map(len, blocks)) > record.MAX_RECORD_BYTES:
         raise ValueTooLarge("the node record exceeds the block limit")
     return blocks, contexts
