@@ -40,6 +40,18 @@ class NotFound(HyperDBError, LookupError):
     code = "not_found"
 
 
+class PermissionDenied(HyperDBError):
+    """This replica's writer may not make this write under the database's grants (spec/node.md
+    5.3): it has no grant (yet), its grant does not cover the key, only owners grant and revoke,
+    or it was revoked. Nothing was written. ``writer`` is the writer key refused."""
+
+    code = "permission_denied"
+
+    def __init__(self, message: str, *, writer: bytes | None = None) -> None:
+        super().__init__(message)
+        self.writer = writer
+
+
 class ReadOnly(HyperDBError):
     """A write was attempted on something that cannot be written: a feed without its secret key, a
     checkout, or a database opened read-only."""

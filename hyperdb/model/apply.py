@@ -78,7 +78,7 @@ def apply_node(
             entries.append(node)
         else:
             merge_index(b.tx, (node,))
-    else:
+    elif node.kind == record.KIND_GRANT:
         for key in node.authorizes:
             b.register(key)
         b.add_edges(b.feeds[node.feed].key, node.authorizes)
