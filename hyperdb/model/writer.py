@@ -101,25 +101,30 @@ class WritePath:
             delta = {f: n for f, n in seen.items() if state.writer_clock.get(f) != n}
             pending: dict[trie.Pointer, StoredNode] = {}
             written, tries = self._walk(tx, state, ops, first, seen, numbers, system, pending)
+            changed = first == 1 or new_ids is not None or bool(delta)
+            contexts: list[ContextNode] = []
+            if system or changed:  # context nodes first
 
-            def clock_at(node: ContextNode) -> Clock:
-                clock = clock_of(state, tx, local_id, node.seq)
-                del clock[local_id]
-                return clock
+                def clock_at(node: ContextNode) -> Clock:
+                    clock = clock_of(state, tx, local_id, node.seq)
+                    del clock[local_id]
+                    return clock
 
-            blocks, contexts = encode_records(
-                ops,
-                tries,
-                system,
-                first,
-                numbers,
-                seen,
-                tuple(b.feeds[f].key for f in ids),
-                first == 1 or new_ids is not None or bool(delta),
-                state.local_context,
-                lambda ordinal: context_at(tx, local_id, ordinal),
-                clock_at,
-            )
+                blocks, contexts = encode_records(
+                    ops,
+                    tries,
+                    system,
+                    first,
+                    numbers,
+                    seen,
+                    tuple(b.feeds[f].key for f in ids),
+                    changed,
+                    state.local_context,
+                    lambda ordinal: context_at(tx, local_id, ordinal),
+                    clock_at,
+                )
+            else:  # the usual append: entries naming the writer's latest context node
+                blocks = encode_entries(ops, tries, state.local_context, [])
             local.append_batch(blocks, tx)
             last = first + len(ops) - 1
             if new_ids is not None:
@@ -138,7 +143,7 @@ class WritePath:
             # a local entry has seen every applied node: it alone is current (merged before a
             # grant lets remote nodes apply, which have not seen it)
             if len(ops) > len(system):
-                merge_index(tx, written[len(system) :], seen_all=True)
+                merge_index(tx, written[len(system) :] if system else written, seen_all=True)
             applied: list[StoredNode] = []
             newly: list[bytes] = []
             for op in system:
@@ -363,7 +368,15 @@ def encode_records(
         seq = first + offset
         latest = ContextNode(ordinal, seq, len(keys), latest.system if op is None else seq)
         contexts.append(latest)
-    # the others name the latest context node
+    return encode_entries(ops, tries, latest, blocks), contexts
+
+
+def encode_entries(
+    ops: Sequence[Op], tries: Sequence[bytes], latest: ContextNode, blocks: list[bytes]
+) -> list[bytes]:
+    """``blocks`` (the records of the first ops, if any) followed by the records of the other
+    ``ops``, entries that are no context nodes: each names the writer's ``latest`` context node
+    (``p``). :class:`ValueTooLarge` if a record exceeds the block limit."""
     encode_entry = record.encode_entry
     previous = latest.seq if latest.seq > 1 else None
     for offset in range(len(blocks), len(ops)):
@@ -371,4 +384,4 @@ def encode_records(
         blocks.append(encode_entry(key, value, deleted, tries[offset], previous))
     if max(map(len, blocks)) > record.MAX_RECORD_BYTES:
         raise ValueTooLarge("the node record exceeds the block limit")
-    return blocks, contexts
+    return blocks
