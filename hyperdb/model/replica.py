@@ -114,6 +114,10 @@ class StoreReplica:
             context.check_open()
             return read_forks(context.storage)
 
+    def wanted_length(self, feed_key: bytes) -> int | None:
+        """The most blocks of this feed stored here (None: no limit): a revoked writer's cut-off."""
+        return None
+
     def stored_length(self, feed_key: bytes) -> int:
         return self._context.lengths().get(feed_key, (0, 0))[0]
 

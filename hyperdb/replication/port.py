@@ -2,12 +2,13 @@
 
 :class:`Replica` is the contract between a :class:`~hyperdb.replication.connection.Connection`
 and the store on its side: which feeds this side offers (authorized in its view, at their signed
-lengths), which it accepts, how much of each it holds, reading blocks with their proof, and
-ingesting a peer's blocks (verified before anything is stored; a writer's fork recorded, its feed
-frozen). :class:`ServedReplica` adds what the TCP transport needs to run sessions beside an
-application's own writes: the lock that serializes them, and being told when the replica changed.
-A database's port is ``Database.replication_port`` (``hyperdb.model.replica``); the tests run one
-contract test class against every implementation.
+lengths), which it accepts and up to which length (a revoked writer's cut-off), how much of each
+it holds, reading blocks with their proof, and ingesting a peer's blocks (verified before anything
+is stored; a writer's fork recorded, its feed frozen; nothing stored past the accepted length).
+:class:`ServedReplica` adds what the TCP transport needs to run sessions beside an application's
+own writes: the lock that serializes them, and being told when the replica changed. A database's
+port is ``Database.replication_port`` (``hyperdb.model.replica``); the tests run one contract test
+class against every implementation.
 """
 
 from __future__ import annotations
@@ -33,12 +34,22 @@ class Replica(Protocol):
 
     def offered(self) -> dict[bytes, int]:
         """Feeds this side serves (authorized in its view): feed key -> signed length (which is
-        stored here: at most :meth:`stored_length`)."""
+        stored here: at most :meth:`stored_length`), a revoked writer's at most its cut-off. A
+        connection announces what grew; a length that shrank is not announced again (the wire
+        only lets announcements grow within a session)."""
         ...
 
     def wanted(self, feed_key: bytes) -> bool:
         """True if data of this feed is accepted here (authorized in this side's view, and not
         frozen because its writer forked)."""
+        ...
+
+    def wanted_length(self, feed_key: bytes) -> int | None:
+        """The most blocks of a :meth:`wanted` feed this side will store (None: no limit): a
+        revoked writer's cut-off. It may change at any time (drop when a revocation arrives,
+        grow when a witness does); blocks stored before it dropped stay (:meth:`stored_length`
+        may exceed it). A connection never requests blocks at or past it, and :meth:`ingest`
+        never stores them."""
         ...
 
     def stored_length(self, feed_key: bytes) -> int:
@@ -57,6 +68,11 @@ class Replica(Protocol):
     def ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
         """Verify everything, then store and index in one transaction; True if something new was
         stored. Raises VerificationError or ProtocolError for bad data, having stored nothing.
+
+        Nothing at or past :meth:`wanted_length` is stored: data reaching past it is verified
+        whole, then only its blocks below it are stored (none if it starts there or later). That
+        is no error of the peer's (the limit may have dropped after the request was sent), so the
+        connection goes on.
 
         ForkDetected (a VerificationError) means the data proved that the writer forked, or the
         feed was frozen already: the replica has recorded the fork and frozen the feed (it is no

@@ -4,14 +4,21 @@ It implements ``hyperdb.replication.port.Replica`` over a ``MemoryStorage`` of r
 with an in-memory set of authorized writers (a block starting with :data:`MARK` authorizes the
 key that follows, once stored), so replication tests exercise the protocol and the real
 cryptography without the database model, and the port's contract tests run against it beside
-the database's own port."""
+the database's own port.
+
+A test limits how much of a feed a replica accepts (:meth:`FeedReplica.limit`, as a revoked
+writer's cut-off would): that feed is then offered and stored only below the limit, and data
+reaching past it is verified whole and stored only up to it. :class:`ServedFeedReplica` adds what
+the TCP transport needs (a lock, change listeners), so a FeedReplica can be served over sockets."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hyperdb.errors import ForkDetected, ProtocolError
-from hyperdb.feed import FEED_TABLES, Feed, MemoryKeyStore, Proof
+from hyperdb.feed import FEED_TABLES, Feed, MemoryKeyStore, Proof, merkle, verify_proof
 from hyperdb.primitives import crypto
 from hyperdb.replication.wire import FrameDecoder, Message, Request, decode_message
 from hyperdb.storage import MemoryStorage
@@ -39,6 +46,8 @@ class FeedReplica:
         self.key = key
         self.discovery_key = crypto.discovery_key(key)
         self.authorized = {key}
+        #: feed key -> the most blocks of it accepted here (:meth:`limit`); absent: no limit
+        self.limits: dict[bytes, int] = {}
         self.reads: list[tuple[bytes, int, int]] = []
         self.ingests = 0
 
@@ -54,6 +63,14 @@ class FeedReplica:
     def authorize(self, writer: bytes) -> None:
         self.append(MARK + writer)
         self.authorized.add(writer)
+
+    def limit(self, writer: bytes, length: int | None) -> None:
+        """Accept at most ``length`` blocks of ``writer``'s feed from now on (None: no limit);
+        a connection learns of a change by ``notify_local_change`` or its next message."""
+        if length is None:
+            self.limits.pop(writer, None)
+        else:
+            self.limits[writer] = length
 
     def feed(self, key: bytes) -> Feed:
         return Feed.open(self.storage, key)
@@ -73,6 +90,8 @@ class FeedReplica:
         offer = {}
         for key in self.authorized & known:
             signed = self.feed(key).signed_length
+            if key in self.limits:  # offered up to the limit (what is signed serves its prefix)
+                signed = min(signed, self.limits[key])
             if signed:
                 offer[key] = signed
         return offer
@@ -81,6 +100,9 @@ class FeedReplica:
         if feed_key not in self.authorized:
             return False
         return feed_key not in Feed.keys(self.storage) or not self.feed(feed_key).forked
+
+    def wanted_length(self, feed_key: bytes) -> int | None:
+        return self.limits.get(feed_key)
 
     def stored_length(self, feed_key: bytes) -> int:
         if feed_key not in Feed.keys(self.storage):
@@ -99,6 +121,11 @@ class FeedReplica:
     def ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
         if feed_key not in self.authorized:
             raise ProtocolError("not authorized here")
+        limit = self.limits.get(feed_key)
+        if limit is not None and start + len(blocks) > limit:
+            blocks, proof = below(feed_key, start, blocks, proof, max(limit, start))
+            if not blocks:
+                return False  # verified, and nothing of it is accepted here
         existed = feed_key in Feed.keys(self.storage)
         try:
             with self.storage.write() as tx:  # registration and blocks commit together, or not
@@ -113,6 +140,56 @@ class FeedReplica:
             if block.startswith(MARK) and len(block) == len(MARK) + 32:
                 self.authorized.add(block[len(MARK) :])
         return stored > 0
+
+
+def below(
+    key: bytes, start: int, blocks: Sequence[bytes], proof: Proof, end: int
+) -> tuple[list[bytes], Proof]:
+    """Verify blocks ``[start, ...)`` and their proof whole (VerificationError if they do not
+    verify), then return only blocks ``[start, end)`` with their own proof against the same
+    signature: its nodes are among those the whole check used or computed."""
+    _, nodes = verify_proof(key, start, blocks, proof)
+    cover = merkle.cover(start, end, proof.length)
+    kept = Proof(start, end, proof.length, tuple(nodes[i] for i in cover), proof.signature)
+    return list(blocks[: end - start]), kept
+
+
+class ServedFeedReplica(FeedReplica):
+    """A FeedReplica that the TCP transport can serve or sync (``hyperdb.replication.net`` takes
+    anything with a ``replication_port``): a lock, and change listeners told after every ingest
+    or append that stored something."""
+
+    def __init__(self, key: bytes | None = None, **options: Any) -> None:
+        super().__init__(key, **options)
+        self.lock = threading.RLock()
+        self._listeners: list[Callable[[], object]] = []
+
+    @property
+    def replication_port(self) -> ServedFeedReplica:
+        return self
+
+    def add_change_listener(self, listener: Callable[[], object]) -> None:
+        self._listeners.append(listener)
+
+    def remove_change_listener(self, listener: Callable[[], object]) -> None:
+        self._listeners.remove(listener)
+
+    def changed(self) -> None:
+        """Tell the sessions that the replica changed (after an append, or a new limit)."""
+        for listener in list(self._listeners):
+            listener()
+
+    def append(self, *blocks: bytes) -> None:
+        with self.lock:
+            super().append(*blocks)
+        self.changed()
+
+    def ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
+        with self.lock:
+            stored = super().ingest(feed_key, start, blocks, proof)
+        if stored:
+            self.changed()
+        return stored
 
 
 class Tap:
