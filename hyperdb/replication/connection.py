@@ -14,10 +14,14 @@ feeds (``have``), requests the ranges it lacks of the feeds it wants (at most a 
 flight per feed and per connection, at most ``max_request_blocks`` blocks each), answers the
 peer's requests in order with ``data`` messages of bounded size, and re-announces whenever its
 offer grows (data arrived, or :meth:`Connection.notify_local_change`). Feeds it did not want may
-become wanted as data arrives (an authorization inside it); they are then requested too. When a
-side has nothing outstanding it says so (``idle``, with how many of the peer's messages it had
-processed); both sides are :attr:`~Connection.synced` when each has said so after the last message
-that could change the other's state. A non-live session is then :attr:`~Connection.finished`.
+become wanted as data arrives (an authorization inside it); they are then requested too. A feed
+is requested only up to the length this side accepts of it (the port's ``wanted_length``: a
+revoked writer's cut-off), read again whenever requests are scheduled; a feed stored up to that
+length is not requested further however much the peer offers, until the limit grows (data
+arrived, or :meth:`Connection.notify_local_change`). When a side has nothing outstanding it says
+so (``idle``, with how many of the peer's messages it had processed); both sides are
+:attr:`~Connection.synced` when each has said so after the last message that could change the
+other's state. A non-live session is then :attr:`~Connection.finished`.
 The wire format itself is :mod:`hyperdb.replication.wire`.
 
 A fork (a writer's key signed two histories: :class:`~hyperdb.errors.ForkDetected` from the
@@ -86,8 +90,8 @@ class Connection:
     ``max_requests``) bound what this side asks for at once; ``max_message_bytes`` bounds the
     blocks of each data message it sends.
     ``on_progress(feed key, stored blocks, blocks the peer offers)`` is called after each data
-    message this side stores. ``upload=False`` offers the peer nothing; ``download=False``
-    requests nothing.
+    message this side stores (the blocks offered counted only up to the length this side accepts
+    of that feed). ``upload=False`` offers the peer nothing; ``download=False`` requests nothing.
 
     Any error (a protocol violation or bad data from the peer, or a failure of the local
     replica) closes the connection: the exception propagates to the caller, a final ``error``
@@ -146,6 +150,9 @@ class Connection:
         self._announced: dict[bytes, int] = {}
         self._unwanted: set[bytes] = set()  # offered by the peer, not wanted here (yet)
         self._lagging: set[bytes] = set()  # wanted feeds that may have ranges left to request
+        # wanted feeds the peer offers beyond what this side accepts of them, all of that
+        # requested: lagging again if the limit grows (on a local change)
+        self._limited: set[bytes] = set()
         self._frozen: set[bytes] = set()  # forked feeds: never requested again in this session
         #: Keys of the feeds frozen during this session because their writer forked, in the order
         #: found (the replica holds the evidence).
@@ -404,7 +411,11 @@ class Connection:
             return  # the answers still due to its requests are verified and dropped as they come
         self._lagging.add(feed)
         if self._on_progress is not None:
-            self._on_progress(feed, self._replica.stored_length(feed), self._peer_offer[feed])
+            offered = self._peer_offer[feed]
+            limit = self._replica.wanted_length(feed)
+            if limit is not None and limit < offered:
+                offered = limit
+            self._on_progress(feed, self._replica.stored_length(feed), offered)
         if stored:
             self._stored = True
 
@@ -413,6 +424,7 @@ class Connection:
         self._frozen.add(feed)
         self.forks.append(feed)
         self._lagging.discard(feed)
+        self._limited.discard(feed)
         self._unwanted.add(feed)  # later offers of it are ignored
 
     # --- decisions --------------------------------------------------------------------------------
@@ -459,13 +471,22 @@ class Connection:
         ]
         self._unwanted.difference_update(wanted)
         self._lagging.update(wanted)
+        if self._limited:  # their limits may have grown: _schedule reads them again
+            self._lagging.update(self._limited)
+            self._limited.clear()
 
     def _schedule(self) -> None:
-        """Request what is missing of the wanted feeds the peer offers, within the limits."""
+        """Request what is missing of the wanted feeds the peer offers, up to the length this side
+        accepts of each (read now: it can change), within the limits on requests."""
         if not self._peer_hello:
             return
+        wanted_length = self._replica.wanted_length
         for feed in sorted(self._lagging):
             target = self._peer_offer[feed]
+            limit = wanted_length(feed)
+            limited = False
+            if limit is not None and limit < target:
+                target, limited = limit, True
             queue = self._pulls.get(feed)
             position = queue[-1].end if queue else self._replica.stored_length(feed)
             while (
@@ -482,6 +503,8 @@ class Connection:
                 position = end
             if position >= target:
                 self._lagging.discard(feed)  # answers to its requests put it back
+                if limited:
+                    self._limited.add(feed)  # and so does a local change (the limit may grow)
 
     def _maybe_idle(self) -> None:
         if self._dirty and self.idle:
