@@ -135,7 +135,8 @@ class NotADatabase(HyperDBError):
 
 class UnsupportedFormat(HyperDBError):
     """The store was written in a store format this version of hyperdb does not read (a newer
-    hyperdb wrote it). ``format`` is the store's format number. Nothing was changed."""
+    hyperdb wrote it, or an older one whose format this version cannot read: ``spec/store.md``).
+    ``format`` is the store's format number. Nothing was changed."""
 
     code = "unsupported_format"
 
