@@ -193,35 +193,22 @@ class WritePath:
             table = trie.prepare_put(key, path, heads, load, known)
             tries.append(table.encode(numbers))
             clock = {**seen, local_id: seq + 1} if seen else {local_id: seq + 1}
-            if offset < count:
-                op = system[offset]
-                grant = op.kind == record.KIND_GRANT
-                node = StoredNode(
-                    key,
-                    local_id,
-                    seq,
-                    clock,
-                    deleted,
-                    value,
-                    op.kind,
-                    table=table,
-                    path=path,
-                    authorizes=op.keys,
-                    role=op.role if grant else record.ROLE_WRITER,
-                    prefixes=op.prefixes if grant else None,
-                )
-            else:
-                node = StoredNode(
-                    key,
-                    local_id,
-                    seq,
-                    clock,
-                    deleted,
-                    value,
-                    record.KIND_ENTRY,
-                    table=table,
-                    path=path,
-                )
+            op = system[offset] if offset < count else None
+            grant = op is not None and op.kind == record.KIND_GRANT
+            node = StoredNode(
+                key,
+                local_id,
+                seq,
+                clock,
+                deleted,
+                value,
+                record.KIND_ENTRY if op is None else op.kind,
+                table=table,
+                path=path,
+                authorizes=() if op is None else op.keys,
+                role=op.role if grant and op is not None else record.ROLE_WRITER,
+                prefixes=op.prefixes if grant and op is not None else None,
+            )
             pending[(local_id, seq)] = node
             written.append(node)
             heads = [node]
