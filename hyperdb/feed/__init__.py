@@ -5,7 +5,14 @@ records, tries or databases (``spec/feed.md``).
 
 The names an application uses are re-exported here: ``from hyperdb.feed import Feed``."""
 
-from hyperdb.feed.feed import FEED_TABLES, MAX_BLOCK_SIZE, Feed, Proof, verify_proof
+from hyperdb.feed.feed import (
+    FEED_TABLES,
+    MAX_BLOCK_SIZE,
+    Feed,
+    Proof,
+    verified_prefix,
+    verify_proof,
+)
 from hyperdb.feed.forks import ForkCheck, ForkEvidence, SignedTree, decode_evidence, read_forks
 from hyperdb.feed.secret_keys import DirectoryKeyStore, KeyStore, MemoryKeyStore
 
@@ -22,5 +29,6 @@ __all__ = [
     "SignedTree",
     "decode_evidence",
     "read_forks",
+    "verified_prefix",
     "verify_proof",
 ]

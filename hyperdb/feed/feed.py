@@ -159,6 +159,20 @@ def verify_proof(
     return roots, nodes
 
 
+def verified_prefix(
+    key: bytes, start: int, blocks: Sequence[bytes], proof: Proof, end: int
+) -> tuple[list[bytes], Proof]:
+    """Verify ``blocks`` (from ``start``) and ``proof`` whole (:func:`verify_proof`), then keep
+    only blocks ``[start, end)`` with a proof of their own against the same signature (its nodes
+    are among those the whole check used or computed): how a replica that accepts a feed only up
+    to ``end`` (a revoked writer's cut-off) stores a longer delivery's verified prefix."""
+    _, nodes = verify_proof(key, start, blocks, proof)
+    end = max(start, min(end, start + len(blocks)))
+    cover = merkle.cover(start, end, proof.length)
+    kept = Proof(start, end, proof.length, tuple(nodes[i] for i in cover), proof.signature)
+    return list(blocks[: end - start]), kept
+
+
 def encode_head(head: FeedHead) -> bytes:
     flags = FLAG_FORKED if head.forked else 0
     fixed = _HEAD.pack(HEAD_VERSION, flags, head.length, head.signed_length, head.signature)
@@ -787,6 +801,7 @@ def _writing(storage: Storage, txn: WriteTxn | None) -> contextlib.AbstractConte
 
 
 __all__ = [
+    "verified_prefix",
     "FEED_TABLES",
     "Feed",
     "FeedHead",

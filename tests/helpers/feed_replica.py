@@ -14,11 +14,11 @@ the TCP transport needs (a lock, change listeners), so a FeedReplica can be serv
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from hyperdb.errors import ForkDetected, ProtocolError
-from hyperdb.feed import FEED_TABLES, Feed, MemoryKeyStore, Proof, merkle, verify_proof
+from hyperdb.feed import FEED_TABLES, Feed, MemoryKeyStore, Proof, verified_prefix
 from hyperdb.primitives import crypto
 from hyperdb.replication.wire import FrameDecoder, Message, Request, decode_message
 from hyperdb.storage import MemoryStorage
@@ -123,7 +123,7 @@ class FeedReplica:
             raise ProtocolError("not authorized here")
         limit = self.limits.get(feed_key)
         if limit is not None and start + len(blocks) > limit:
-            blocks, proof = below(feed_key, start, blocks, proof, max(limit, start))
+            blocks, proof = verified_prefix(feed_key, start, blocks, proof, limit)
             if not blocks:
                 return False  # verified, and nothing of it is accepted here
         existed = feed_key in Feed.keys(self.storage)
@@ -140,18 +140,6 @@ class FeedReplica:
             if block.startswith(MARK) and len(block) == len(MARK) + 32:
                 self.authorized.add(block[len(MARK) :])
         return stored > 0
-
-
-def below(
-    key: bytes, start: int, blocks: Sequence[bytes], proof: Proof, end: int
-) -> tuple[list[bytes], Proof]:
-    """Verify blocks ``[start, ...)`` and their proof whole (VerificationError if they do not
-    verify), then return only blocks ``[start, end)`` with their own proof against the same
-    signature: its nodes are among those the whole check used or computed."""
-    _, nodes = verify_proof(key, start, blocks, proof)
-    cover = merkle.cover(start, end, proof.length)
-    kept = Proof(start, end, proof.length, tuple(nodes[i] for i in cover), proof.signature)
-    return list(blocks[: end - start]), kept
 
 
 class ServedFeedReplica(FeedReplica):
