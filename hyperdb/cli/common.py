@@ -113,9 +113,18 @@ def who(node: Node) -> str:
 
 
 def describe_write(node: Node) -> str:
-    """``put key = value`` / ``del key`` / ``authorize abcd1234...``, escaped for people."""
-    if node.authorizes:
-        return "authorize " + ", ".join(key.hex()[:16] for key in node.authorizes)
+    """``put key = value`` / ``del key`` / ``authorize abcd1234...`` (with the role and prefixes
+    of a grant other than a writer's for the whole database) / ``revoke abcd1234...``, escaped
+    for people."""
+    if node.kind == "revoke":
+        return "revoke " + ", ".join(key.hex()[:16] for key in node.revokes)
+    if node.kind == "grant":
+        text = "authorize " + ", ".join(key.hex()[:16] for key in node.authorizes)
+        if node.role not in (None, "writer"):
+            text += f" as {node.role}"
+        if node.prefixes is not None:
+            text += " under " + ", ".join(printable(prefix) for prefix in node.prefixes)
+        return text
     if node.deleted:
         return f"del {printable(node.key)}"
     return f"put {printable(node.key)} = {show_value(node.value)}"
@@ -130,8 +139,14 @@ def node_json(node: Node) -> dict[str, Any]:
         "seq": node.seq,
         "clock": {writer.hex(): length for writer, length in sorted(node.clock.items())},
     }
-    if node.authorizes:
+    if node.kind != "entry":
+        data["kind"] = node.kind
+    if node.kind == "grant":
         data["authorizes"] = [key.hex() for key in node.authorizes]
+        data["role"] = node.role
+        data["prefixes"] = None if node.prefixes is None else list(node.prefixes)
+    if node.kind == "revoke":
+        data["revokes"] = [key.hex() for key in node.revokes]
     return data
 
 

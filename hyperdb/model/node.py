@@ -30,10 +30,22 @@ class Node:
     seq: int
     clock: Mapping[bytes, int]
     authorizes: tuple[bytes, ...] = ()
-    """For an authorization entry (key ``""``, no value): the writer keys it authorized."""
+    """For a grant (key ``""``, no value): the writer keys it granted."""
+    kind: str = "entry"
+    """``"entry"`` (a put or a deletion), ``"grant"`` or ``"revoke"`` (system nodes)."""
+    role: str | None = None
+    """For a grant: the role it gives, ``"owner"``, ``"writer"`` or ``"seeder"``."""
+    prefixes: tuple[str, ...] | None = None
+    """For a grant: the key prefixes it covers (``None``: the whole database)."""
+    revokes: tuple[bytes, ...] = ()
+    """For a revocation (key ``""``, no value): the writer keys it revoked."""
 
     def __repr__(self) -> str:
-        what = "deleted" if self.deleted else f"value={self.value!r}"
+        if self.kind != "entry":
+            keys = self.authorizes or self.revokes
+            what = f"{self.kind}={','.join(key.hex()[:8] for key in keys)}"
+        else:
+            what = "deleted" if self.deleted else f"value={self.value!r}"
         return f"Node(key={self.key!r}, {what}, writer={self.writer.hex()[:8]}, seq={self.seq})"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import trie
 from hyperdb.errors import CorruptionError, EncodingError
-from hyperdb.model import index, record
+from hyperdb.model import governance, index, record
 from hyperdb.model import state as state_module
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.node import Node, StoredNode
@@ -165,14 +165,17 @@ class NodeReader:
         return {feeds[f].key: n for f, n in clock.items()}
 
     def public(self, state: state_module.State, node: StoredNode) -> Node:
+        if node.kind:
+            return system_answer(
+                node, state.feeds[node.feed].key, self.public_clock(state, node.clock)
+            )
         return Node(
             node.key,
-            None if node.deleted or node.kind else self.codec.decode(node.value),
+            None if node.deleted else self.codec.decode(node.value),
             node.deleted,
             state.feeds[node.feed].key,
             node.seq,
             self.public_clock(state, node.clock),
-            node.authorizes,
         )
 
     def public_all(self, nodes: Sequence[StoredNode]) -> list[Node]:
@@ -183,12 +186,35 @@ class NodeReader:
         return [
             Node(
                 node.key,
-                None if node.deleted or node.kind else decode(node.value),
+                None if node.deleted else decode(node.value),
                 node.deleted,
                 feeds[node.feed].key,
                 node.seq,
                 {feeds[f].key: n for f, n in node.clock.items()},
-                node.authorizes,
+            )
+            if not node.kind
+            else system_answer(
+                node, feeds[node.feed].key, {feeds[f].key: n for f, n in node.clock.items()}
             )
             for node in nodes
         ]
+
+
+def system_answer(node: StoredNode, writer: bytes, clock: dict[bytes, int]) -> Node:
+    """The public view of a grant or revocation node."""
+    if node.kind == record.KIND_REVOKE:
+        return Node(
+            "", None, False, writer, node.seq, clock, kind="revoke", revokes=node.authorizes
+        )
+    return Node(
+        "",
+        None,
+        False,
+        writer,
+        node.seq,
+        clock,
+        node.authorizes,
+        kind="grant",
+        role=governance.ROLES[node.role],
+        prefixes=node.prefixes,
+    )

@@ -85,6 +85,8 @@ def node_id(node: Node) -> str:
 
 
 def _kind(node: Node) -> str:
+    if node.kind == "revoke":
+        return "revoke"
     if node.key == "" or node.authorizes:
         return "authorize"
     return "del" if node.deleted else "put"
@@ -93,7 +95,7 @@ def _kind(node: Node) -> str:
 def _short_value(node: Node) -> str:
     """The value for a label: text as a JSON string (hidden characters escaped), other bytes as
     hex, cut to :data:`VALUE_WIDTH` characters."""
-    if node.deleted or _kind(node) == "authorize":
+    if node.deleted or _kind(node) in ("authorize", "revoke"):
         return ""
     value = node.value
     if isinstance(value, bytes):
@@ -130,10 +132,11 @@ def causal_graph(view: View, *, reduced: bool = True) -> nx.DiGraph:
     """The DAG of the writes ``view`` has seen, as a ``networkx.DiGraph`` (see the module doc).
 
     Graph nodes are :func:`node_id` strings, added in history order, with the attributes
-    ``writer`` (hex), ``seq``, ``key``, ``kind`` (``put``/``del``/``authorize``), ``deleted``,
-    ``value`` (a short repr, ``""`` for deletions and authorizations), ``authorizes`` (comma
-    separated hex) and ``rank`` (the clock total). Graph attributes: ``version`` (hex) and
-    ``reduced``. Costs O(writes x writers^2), no transitive reduction pass.
+    ``writer`` (hex), ``seq``, ``key``, ``kind`` (``put``/``del``/``authorize``/``revoke``),
+    ``deleted``, ``value`` (a short repr, ``""`` for deletions, grants and revocations),
+    ``authorizes`` (comma separated hex: the keys a grant names or a revocation revokes) and
+    ``rank`` (the clock total). Graph attributes: ``version`` (hex) and ``reduced``. Costs
+    O(writes x writers^2), no transitive reduction pass.
     """
     nodes = list(view.history())
     index = {(node.writer, node.seq): node for node in nodes}
@@ -147,7 +150,7 @@ def causal_graph(view: View, *, reduced: bool = True) -> nx.DiGraph:
             kind=_kind(node),
             deleted=bool(node.deleted),
             value=_short_value(node),
-            authorizes=",".join(key.hex() for key in node.authorizes),
+            authorizes=",".join(key.hex() for key in node.authorizes or node.revokes),
             rank=sum(node.clock.values()),
         )
     for node in nodes:
@@ -241,9 +244,9 @@ def _quote(text: str) -> str:
 
 
 def _node_label(attrs: dict[str, Any]) -> str:
-    if attrs["kind"] == "authorize":
+    if attrs["kind"] in ("authorize", "revoke"):
         targets = " ".join(key[:8] for key in str(attrs["authorizes"]).split(",") if key)
-        first = f"authorize {targets}..."
+        first = f"{attrs['kind']} {targets}..."
     else:
         first = printable(str(attrs["key"]), backslash=False)
     return f"{first}\n{str(attrs['writer'])[:8]} #{attrs['seq']}"
@@ -327,9 +330,9 @@ def render_png(graph: nx.DiGraph, path: str | os.PathLike[str]) -> None:
 
 def _line_label(attrs: dict[str, Any]) -> str:
     head = f"{str(attrs['writer'])[:8]} #{attrs['seq']}"
-    if attrs["kind"] == "authorize":
+    if attrs["kind"] in ("authorize", "revoke"):
         targets = ",".join(key[:8] for key in str(attrs["authorizes"]).split(",") if key)
-        return f"{head} authorize {targets}"
+        return f"{head} {attrs['kind']} {targets}"
     text = f"{head} {attrs['kind']} {printable(str(attrs['key']))} {attrs['value']}"
     return text.rstrip()
 
