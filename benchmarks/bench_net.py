@@ -55,6 +55,8 @@ def build_writers(path: Path, writers: int, keys: int) -> int:
     try:
         for db in others:
             first.authorize(db.local_key)
+        for db in others:
+            hyperdb.replicate(first, db, download=False)
         for i, db in enumerate([first, *others]):
             db.batch([{"key": f"w{i}/k{j}", "value": value} for j in range(keys)])
         for db in others:

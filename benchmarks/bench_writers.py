@@ -1,12 +1,13 @@
 """Many writers: convergence time, ``get`` throughput and opening time as the writer count grows.
 
-Each of N replicas (LMDB, not durable) writes ``--keys`` keys in one batch; the first writer
-authorizes every other; then replicas sync in memory (``hyperdb.replicate``, the real protocol
-state machine) until all hold the same version. Up to ``--mesh-limit`` writers the syncs are a
-full mesh (every pair once, the creator's pairs first); beyond it, a star through the creator
-(every replica into the hub, then the hub out to every replica): a full mesh of 1,000 replicas is
-half a million sessions. Then: ``get`` of every key on one replica (compared with one writer),
-and the time to open that replica's database.
+The first writer grants every other (one grant node each), every replica fetches those grants
+(a writer writes only once it holds its grant), then each of the N replicas (LMDB, not durable)
+writes ``--keys`` keys in one batch; then replicas sync in memory (``hyperdb.replicate``, the
+real protocol state machine) until all hold the same version. Up to ``--mesh-limit`` writers the
+syncs are a full mesh (every pair once, the creator's pairs first); beyond it, a star through the
+creator (every replica into the hub, then the hub out to every replica): a full mesh of 1,000
+replicas is half a million sessions. Then: ``get`` of every key on one replica (compared with one
+writer), and the time to open that replica's database.
 
 Run: ``python -m benchmarks.bench_writers [--writers 5 20 100 1000] [--keys 10]``.
 """
@@ -31,10 +32,12 @@ def converge(directory: Path, writers: int, keys: int, mesh_limit: int) -> list[
     dbs = [first] + [
         hyperdb.open(directory / f"w{i}", key=first.key, durable=False) for i in range(1, writers)
     ]
-    for i, db in enumerate(dbs):
-        db.batch([{"key": f"w{i}/k{j}", "value": value} for j in range(keys)])
     for db in dbs[1:]:
         first.authorize(db.local_key)
+    for db in dbs[1:]:
+        hyperdb.replicate(first, db, download=False)
+    for i, db in enumerate(dbs):
+        db.batch([{"key": f"w{i}/k{j}", "value": value} for j in range(keys)])
     started = time.perf_counter()
     if writers <= mesh_limit:
         topology = "full mesh"

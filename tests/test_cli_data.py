@@ -1,5 +1,5 @@
 """The installed ``hyperdb`` command reading and writing keys, in subprocesses against LMDB
-databases: put/get/del/ls/range/heads/version/diff/writers with --at and --json, and verify
+databases: put/get/del/ls/range/heads/version/diff with --at and --json, and verify
 finding a flipped byte in the LMDB file."""
 
 from __future__ import annotations
@@ -66,25 +66,6 @@ def test_write_read_and_travel_in_time(tmp_path: Path) -> None:
     heads = json.loads(ok("heads", "db", "--json", cwd=tmp_path))
     assert [h["seq"] for h in heads] == [5]
     assert json.loads(ok("version", "db", "--json", cwd=tmp_path))["heads"] == 1
-
-
-def test_writers_lists_who_authorized_whom(tmp_path: Path) -> None:
-    with hyperdb.open(tmp_path / "a") as a, hyperdb.open(tmp_path / "b", key=a.key) as b:
-        a.authorize(b.local_key)
-        hyperdb.replicate(a, b)
-        a_key, b_key = a.local_key.hex(), b.local_key.hex()
-    lines = ok("writers", "b", cwd=tmp_path).splitlines()
-    assert lines[0].startswith(a_key) and lines[0].endswith("created the database")
-    assert lines[1].startswith(b_key) and f"authorized by {a_key[:8]}  (this replica)" in lines[1]
-    rows = json.loads(ok("writers", "b", "--json", cwd=tmp_path))
-    assert rows[1] == {
-        "writer": b_key,
-        "authorized_by": [a_key],
-        "creator": False,
-        "local": True,
-        "blocks": 1,
-        "forked": False,
-    }
 
 
 def test_verify_finds_a_flipped_byte_in_the_lmdb_file(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The installed ``hyperdb`` command serving and syncing over loopback TCP, in subprocesses:
-init, authorize, serve, clone, sync (once and live), and the exit codes of failures."""
+init, serve, clone, sync (once and live), authorize beside a server, and the exit codes of
+failures."""
 
 from __future__ import annotations
 
@@ -30,15 +31,16 @@ def field(output: str, name: str) -> str:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A database ``a`` with 2,000 keys, served by ``hyperdb serve``: yields (key, HOST:PORT).
-    Beside it, ``w``: a replica whose writer ``a`` authorized (the served store is locked by the
-    server process; tests write through ``w``)."""
+    Beside it, ``w``: a replica whose writer ``a`` made an owner (the served store is locked by
+    the server process; tests write through ``w``)."""
     created = run("init", "a", cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     key = field(created.stdout, "database")
     with hyperdb.open(tmp_path / "a") as db:
         db.batch([{"type": "put", "key": f"k/{i}", "value": b"v%d" % i} for i in range(2000)])
     writer = run("init", "w", "--key", key, cwd=tmp_path)
-    assert run("authorize", "a", field(writer.stdout, "writer"), cwd=tmp_path).returncode == 0
+    granted = run("authorize", "a", field(writer.stdout, "writer"), "--role", "owner", cwd=tmp_path)
+    assert granted.returncode == 0, granted.stderr
     server = subprocess.Popen(
         [*hyperdb_command(), "serve", "a", "--port", "0"],
         cwd=tmp_path,
@@ -69,23 +71,28 @@ def test_clone_authorize_and_sync_both_ways(tmp_path: Path, served: tuple[str, s
     assert "2002 blocks received" in cloned.stdout  # header, 2,000 keys, authorization of w
     with hyperdb.open(tmp_path / "b") as b:
         assert [n.value for n in b.get("k/1999")] == [b"v1999"]
-        b.put("from/b", b"hello")
-    # the served store is the server's alone; w, authorized by a, authorizes b (transitively)
+    refused = run("put", "b", "from/b", "hello", cwd=tmp_path)  # no grant yet: nothing written
+    assert refused.returncode == 1 and refused.stderr.endswith(" [permission_denied]\n")
+    # the served store is the server's alone; w, made an owner by a, grants b
     busy = run("authorize", "a", writer, cwd=tmp_path)
     assert busy.returncode == 1 and "[in_use]" in busy.stderr
     assert "is open in another process (a `hyperdb serve`" in busy.stderr
     read = run("get", "a", "k/7", cwd=tmp_path)  # reading beside the server works
     assert read.returncode == 0 and read.stdout.startswith('k/7 = "v7"'), read.stderr
     assert run("history", "a", "--limit", "1", cwd=tmp_path).returncode == 0
-    # w has not synced since a authorized it: its grant is written, and said to count later
+    # w has not synced since a granted it: it holds no grant yet, and writes nothing
+    early = run("authorize", "w", writer, cwd=tmp_path)
+    assert early.returncode == 1 and early.stderr.endswith(" [permission_denied]\n")
+    assert run("sync", "w", address, cwd=tmp_path).returncode == 0
     authorized = run("authorize", "w", writer, cwd=tmp_path)
     assert authorized.returncode == 0, authorized.stderr
-    assert authorized.stdout.startswith(f"wrote an authorization of {writer}")
-    assert "not in effect yet" in authorized.stdout
+    assert authorized.stdout.startswith(f"authorized {writer} as writer (seq 1 of writer ")
     assert run("sync", "w", address, cwd=tmp_path).returncode == 0
+    assert run("sync", "b", address, cwd=tmp_path).returncode == 0  # b learns of its grant
+    assert run("put", "b", "from/b", "hello", cwd=tmp_path).returncode == 0
     synced = run("sync", "b", address, cwd=tmp_path)
     assert synced.returncode == 0, synced.stderr
-    assert "2 blocks received, 2 sent" in synced.stdout  # w's header and authorization; b's 2
+    assert "0 blocks received, 1 sent" in synced.stdout  # its write (its header went before)
     info = run("info", "b", cwd=tmp_path)
     assert f"writer     {writer} (authorized)" in info.stdout
     assert "writers    3" in info.stdout
@@ -173,30 +180,6 @@ def test_failures_are_one_line_with_their_exit_code(
     again = run("init", "other", cwd=tmp_path)
     assert again.returncode == 1 and "already holds a database" in again.stderr
     assert again.stderr.endswith(" [invalid_argument]\n")
-
-
-def test_authorize_by_a_writer_not_yet_authorized_says_it_takes_effect_later(
-    tmp_path: Path,
-) -> None:
-    """The entry is written (exit 0) but the command no longer says "authorized": it says the
-    grant takes effect once this replica's writer is authorized, and gives the command to run
-    on an authorized replica; run there, the first grant then counts."""
-    key = field(run("init", "a", cwd=tmp_path).stdout, "database")
-    b_writer = field(run("init", "b", "--key", key, cwd=tmp_path).stdout, "writer")
-    c_writer = field(run("init", "c", "--key", key, cwd=tmp_path).stdout, "writer")
-    early = run("authorize", "b", c_writer, cwd=tmp_path)
-    assert early.returncode == 0, early.stderr
-    assert not early.stdout.startswith("authorized"), early.stdout
-    assert early.stdout.startswith(f"wrote an authorization of {c_writer} (seq ")
-    assert "not in effect yet" in early.stdout and "which this replica has not" in early.stdout
-    assert f"  hyperdb authorize PATH {b_writer}\n" in early.stdout
-    with hyperdb.open(tmp_path / "b") as b:
-        assert not b.is_authorized(bytes.fromhex(c_writer))
-    done = run("authorize", "a", b_writer, cwd=tmp_path)
-    assert done.returncode == 0 and done.stdout.startswith(f"authorized {b_writer} (seq ")
-    with hyperdb.open(tmp_path / "a") as a, hyperdb.open(tmp_path / "b") as b:
-        hyperdb.replicate(a, b)
-        assert b.is_authorized(bytes.fromhex(c_writer))  # b's early grant counts now
 
 
 def test_a_failed_clone_removes_what_it_created_and_nothing_else(tmp_path: Path) -> None:

@@ -35,8 +35,9 @@ def world() -> dict[str, Any]:
     a = hyperdb.open(memory=True)
     w = hyperdb.open(memory=True, key=a.key)
     x = hyperdb.open(memory=True, key=a.key)
-    a.authorize(w.local_key)
+    a.authorize(w.local_key, role="owner")
     a.authorize(x.local_key)
+    sync(a, x)
     a.put("a/1", b"1")
     sync(a, w)
     w.put("w/1", b"1")
@@ -186,7 +187,7 @@ def test_a_lying_context_is_refused_and_nothing_is_stored(world: dict[str, Any],
 
 
 def test_a_clock_that_decreases_is_refused() -> None:
-    """A writer that never saw another feed (its tries point at its own nodes only) claiming
+    """A writer that saw no entry of another feed (its tries point at its own nodes only) claiming
     clocks: growing ones are taken, one that decreases against the previous node (while still
     above its base's, so c alone looks right) is refused by the never-decrease check and by
     nothing else. Mutation tried: that check dropped from derive — caught here only (the lies of
@@ -194,6 +195,7 @@ def test_a_clock_that_decreases_is_refused() -> None:
     a = hyperdb.open(memory=True)
     s = hyperdb.open(memory=True, key=a.key)
     a.authorize(s.local_key)
+    sync(a, s)  # s holds its grant (a's feed: that one node, no entries)
     for i in range(4):
         s.put(f"s/{i}", b"x")
     nodes = decoded([s._local.get(seq) for seq in range(5)])

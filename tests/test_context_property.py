@@ -72,6 +72,8 @@ def test_contexts_from_base_chains_equal_the_derived_ones(
     dbs = [owner, *(hyperdb.open(memory=True, key=owner.key) for _ in range(WRITERS - 1))]
     for db in dbs[1:]:
         owner.authorize(db.local_key)
+    for db in dbs[1:]:
+        sync(owner, db)
     for counter, (action, who, arg) in enumerate(steps):
         db = dbs[who]
         if action == "put":
@@ -98,6 +100,7 @@ def test_a_long_feed_reads_logarithmic_chains() -> None:
     owner = hyperdb.open(memory=True)
     other = hyperdb.open(memory=True, key=owner.key)
     owner.authorize(other.local_key)
+    sync(owner, other)
     for i in range(70):
         other.put(f"o/{i}", b"x")
         sync(owner, other)

@@ -263,8 +263,10 @@ def test_reopen_and_replica_directories(tmp_path: Path) -> None:
     other = crypto.generate_keypair().public_key
     with raises_code("invalid_argument"):
         hyperdb.open(tmp_path / "a", key=other)
-    with hyperdb.open(tmp_path / "b", key=key) as replica:
+    with hyperdb.open(tmp_path / "b", key=key) as replica, hyperdb.open(tmp_path / "a") as db:
         assert replica.key == key and replica.local_key != key
+        db.authorize(replica.local_key)
+        hyperdb.replicate(db, replica)
         node = replica.put("mine", b"v")
         assert node.writer == replica.local_key and node.seq == 1
         assert replica.get("mine") == [node]

@@ -126,5 +126,6 @@ def test_a_read_only_replica_serves_but_accepts_nothing(tmp_path: Path) -> None:
     ):
         hyperdb.replicate(view, b)  # the view uploads what it has
         assert [n.value for n in b.get("x")] == [b"1"]
-        b.put("y", b"2")  # b is not authorized: nothing to send anyway; and the view wants nothing
+        with raises_code("permission_denied"):
+            b.put("y", b"2")  # b is not authorized: it writes nothing; and the view wants nothing
         assert not view.replication_port.wanted(b.local_key)

@@ -14,6 +14,7 @@ import pytest
 import hyperdb
 from hyperdb.api.database import Database
 from hyperdb.replication import net
+from tests.helpers.errors import raises_code
 from tests.helpers.forked_world import NAMES, World, make_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -44,7 +45,8 @@ def test_a_forked_writer_does_not_stop_replication_over_tcp(tmp_path: Path) -> N
                 assert result.ok and values(dbs[name], "after") == [b"A"]
         c = dbs["C"]
         with net.serve_in_background(dbs["D"], "127.0.0.1", 0) as server:
-            c.put("c", b"C")  # unauthorized: not offered; A's and B's feeds are
+            with raises_code("permission_denied"):
+                c.put("c", b"C")  # C holds no grant: it writes nothing; A's and B's feeds travel
             assert net.sync_blocking(c, server.host, server.port).ok
         assert c.replication_port.forked() == frozenset({world.b_key})
         [evidence] = c.replication_port.forks()

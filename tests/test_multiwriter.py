@@ -34,19 +34,24 @@ def authorized_pair(
     return a, b
 
 
-def test_a_new_replica_reads_but_its_writes_stay_local_until_authorized(pair) -> None:
+def test_a_new_replica_reads_and_writes_once_an_owner_granted_it(pair) -> None:
     a, b = pair
     a.put("x", "1")
     sync(a, b)
     assert values(b.get("x")) == ["1"]
     assert not b.is_authorized(b.local_key) and a.is_authorized(a.key) and b.is_authorized(a.key)
-    b.put("y", "mine")
-    assert values(b.get("y")) == ["mine"]  # readable where it was written
-    sync(a, b)
-    assert a.get("y") == []
+    before = dump(b._context.storage)
+    with raises_code("permission_denied") as caught:
+        b.put("y", "mine")  # no grant: refused before anything is written
+    assert caught.value.writer == b.local_key and dump(b._context.storage) == before
     node = a.authorize(b.local_key)
     assert (node.key, node.value, node.deleted, node.seq) == ("", None, False, 2)
     assert node.authorizes == (b.local_key,) and node.writer == a.local_key
+    assert (node.kind, node.role, node.prefixes) == ("grant", "writer", None)
+    with raises_code("permission_denied"):
+        b.put("y", "mine")  # granted at a, not yet known here
+    sync(a, b)
+    b.put("y", "mine")
     sync(a, b)
     assert values(a.get("y")) == ["mine"] and a.get("y")[0].writer == b.local_key
     assert a.is_authorized(b.local_key) and b.is_authorized(b.local_key)
@@ -103,32 +108,50 @@ def test_a_deletion_concurrent_with_a_put_is_returned_flagged(pair) -> None:
         assert "j" not in dict(db.list()) and "j" not in dict(db.range())
 
 
-def test_authorization_is_transitive_and_follows_the_data(pair) -> None:
-    a, b = authorized_pair(pair)
-    c = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
-    c.put("from/c", "hello")
-    b.authorize(c.local_key)  # b is authorized, so c becomes authorized through b
-    sync(a, c)  # a does not know c is authorized yet: nothing of c travels
-    assert a.get("from/c") == [] and not a.is_authorized(c.local_key)
-    sync(b, c)  # c's feed reaches b, which authorized it
-    assert values(b.get("from/c")) == ["hello"]
-    sync(a, b)  # b's authorization and c's feed reach a (a chain a - b - c)
-    assert a.is_authorized(c.local_key) and values(a.get("from/c")) == ["hello"]
-
-
-def test_an_unauthorized_writer_can_authorize_and_it_counts_once_it_is_authorized(pair) -> None:
+def test_authorization_is_transitive_through_owners_and_follows_the_data(pair) -> None:
     a, b = pair
+    a.authorize(b.local_key, role="owner")
+    sync(a, b)
     c = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
-    b.authorize(c.local_key)
-    c.put("c", "1")
+    b.authorize(c.local_key)  # b is an owner, so c becomes a writer through b
     sync(b, c)
-    assert not b.is_authorized(c.local_key)
+    c.put("from/c", "hello")
+    sync(a, b)  # b's grant reaches a, c's feed not yet
+    assert a.is_authorized(c.local_key) and a.get("from/c") == []
+    sync(b, c)
+    assert values(b.get("from/c")) == ["hello"]
+    sync(a, b)  # c's feed reaches a through b (a chain a - b - c)
+    assert values(a.get("from/c")) == ["hello"]
+    assert a.authorizations() == {a.key: [b.local_key], b.local_key: [c.local_key]}
+
+
+def test_only_an_owner_grants_revokes_or_rotates(pair) -> None:
+    """A writer (not an owner) is refused every system operation, and nothing is written; no one
+    revokes the database key."""
+    a, b = pair
     a.authorize(b.local_key)
     sync(a, b)
-    assert b.is_authorized(c.local_key) and a.is_authorized(c.local_key)
-    sync(b, c)
-    sync(a, b)
-    assert values(a.get("c")) == ["1"]
+    c = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
+    before = dump(b._context.storage)
+    with raises_code("permission_denied"):
+        b.authorize(c.local_key)
+    with raises_code("permission_denied"):
+        b.revoke(a.key)
+    with raises_code("permission_denied"):
+        b.rotate(a.key, c.local_key)
+    assert dump(b._context.storage) == before
+    before = dump(a._context.storage)
+    with raises_code("permission_denied"):
+        a.revoke(a.key)
+    with raises_code("invalid_argument"):
+        a.authorize(c.local_key, role="owner", prefixes=["x"])  # only writers are scoped
+    with raises_code("invalid_argument"):
+        a.authorize(c.local_key, role="admin")
+    with raises_code("invalid_argument"):
+        a.authorize(c.local_key, prefixes=[])
+    with raises_code("invalid_key"):
+        a.authorize(c.local_key, prefixes=[""])
+    assert dump(a._context.storage) == before
 
 
 def test_versions_checkouts_and_diff(pair) -> None:
@@ -240,18 +263,22 @@ def test_reindex_and_reopen_rebuild_the_same_state(tmp_path: Path) -> None:
 def test_ingest_refuses_unwanted_feeds_and_bad_records(pair) -> None:
     a, b = pair
     a.put("x", "1")
-    b.put("y", "2")  # b is not authorized
+    earlier = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
+    sync(a, earlier)  # a replica that has not seen b's grant
+    a.authorize(b.local_key)
+    sync(a, b)
+    b.put("y", "2")  # b is not authorized as far as `earlier` knows
     blocks, proof = b.replication_port.read(
         b.local_key, 0, b.replication_port.stored_length(b.local_key)
     )
-    before = dump(a._context.storage)
+    before = dump(earlier._context.storage)
     with raises_code("protocol_error"):
-        a.replication_port.ingest(b.local_key, 0, blocks, proof)
-    assert dump(a._context.storage) == before
+        earlier.replication_port.ingest(b.local_key, 0, blocks, proof)
+    assert dump(earlier._context.storage) == before
     # a validly signed feed whose records lie: a clock naming its own feed
     evil = hyperdb.open(memory=True, key=a.key, value_encoding="utf-8")
     a.authorize(evil.local_key)
-    sync(a, b)
+    sync(a, evil)
     evil.put("z", "1")
     header, first = evil._local.get(0), evil._local.get(1)
     decoded = record.decode_node(first)

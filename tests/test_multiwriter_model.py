@@ -4,11 +4,13 @@ matches the causal model computed directly from all the nodes a replica holds.""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hyperdb
+from hyperdb.errors import PermissionDenied
 from hyperdb.model.node import Node
 from tests.helpers.memory_sync import sync
 
@@ -66,6 +68,24 @@ def check(db: hyperdb.Database) -> None:
     assert [k for k, _ in db.range()] == sorted(expected, key=lambda k: k.encode())
 
 
+def owner(db: hyperdb.Database) -> bool:
+    return any(w.key == db.local_key and w.role == "owner" for w in db.writers_info())
+
+
+def write(
+    db: hyperdb.Database, kind: str, what: Any, value: Any, dbs: list[hyperdb.Database]
+) -> None:
+    """One write of the model's operations (grants make owners: HyperDB 3.5's authorization)."""
+    if kind == "put":
+        db.put(what, value)
+    elif kind == "del":
+        db.delete(what)
+    elif kind == "batch":
+        db.batch([{"key": what, "value": value}, {"type": "del", "key": KEYS[value % 6]}])
+    else:
+        db.authorize(dbs[what % len(dbs)].local_key, role="owner")
+
+
 @settings(max_examples=150)
 @given(count=st.integers(2, 4), ops=st.lists(op, min_size=5, max_size=40))
 def test_replicas_converge_to_the_causal_model(count: int, ops: list[tuple]) -> None:
@@ -75,14 +95,15 @@ def test_replicas_converge_to_the_causal_model(count: int, ops: list[tuple]) -> 
     ]
     for kind, who, what, value in ops:
         db = dbs[who % count]
-        if kind == "put":
-            db.put(what, value)
-        elif kind == "del":
-            db.delete(what)
-        elif kind == "batch":
-            db.batch([{"key": what, "value": value}, {"type": "del", "key": KEYS[value % 6]}])
-        elif kind == "auth":
-            db.authorize(dbs[what % count].local_key)
+        if kind in ("put", "del", "batch", "auth"):
+            may = owner(db) if kind == "auth" else db.is_authorized(db.local_key)
+            before = db.version(), db.feed_lengths()
+            try:
+                write(db, kind, what, value, dbs)
+            except PermissionDenied:  # refused with nothing written, exactly when not allowed
+                assert not may and (db.version(), db.feed_lengths()) == before
+            else:
+                assert may
         else:
             other = dbs[what % count]
             if other is not db:
@@ -91,7 +112,7 @@ def test_replicas_converge_to_the_causal_model(count: int, ops: list[tuple]) -> 
         check(db)
     # everyone authorized, then a full mesh of syncs: every replica holds every node
     for db in dbs[1:]:
-        first.authorize(db.local_key)
+        first.authorize(db.local_key, role="owner")
     for _ in range(2):
         for x, y in itertools.combinations(dbs, 2):
             sync(x, y)

@@ -145,10 +145,10 @@ def test_a_chain_carries_data_and_new_authorizations(tmp_path: Path) -> None:
             a.put("news/1", b"first")
             await eventually(lambda: bool(c.get("news/1")))
             assert not c.is_authorized(c.local_key)
-            c.put("from/c", b"written before authorization")
+            with raises_code("permission_denied"):
+                c.put("from/c", b"written before authorization")  # nothing is written
             a.authorize(c.local_key)
             await eventually(lambda: c.is_authorized(c.local_key))
-            await eventually(lambda: bool(a.get("from/c")))
             c.put("from/c", b"after")
             await eventually(lambda: [n.value for n in a.get("from/c")] == [b"after"])
             await eventually(lambda: answers(a) == answers(b) == answers(c))
@@ -234,6 +234,7 @@ def test_processes_writing_concurrently_in_live_mode_converge(tmp_path: Path, co
         for path in paths[1:]:
             with hyperdb.open(path, key=first.key) as replica:
                 first.authorize(replica.local_key)
+                hyperdb.replicate(first, replica, download=False)  # it holds its grant
     processes: list[subprocess.Popen[str]] = []
     ports: list[int] = []
     try:

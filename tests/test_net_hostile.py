@@ -91,7 +91,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     server = hyperdb.open(tmp_path / "server", durable=False)
     server.batch([{"key": f"server/{i}", "value": b"v%d" % i} for i in range(40)])
     evil = hyperdb.open(tmp_path / "evil", key=server.key, durable=False)
-    server.authorize(evil.local_key)
+    server.authorize(evil.local_key, role="owner")  # it may grant, too
     hyperdb.replicate(server, evil)
     assert evil.is_authorized(evil.local_key)
     w = World(tmp_path, server, evil)
@@ -560,8 +560,9 @@ def test_data_for_a_writer_the_server_has_not_seen_authorized(
     received), holds that writer's validly signed feed, announces it, and sends its data in place
     of the data the server asked for."""
     stranger = world.replica("stranger")
-    stranger.batch([{"key": f"stranger/{i}", "value": b"s"} for i in range(5)])
     world.evil.authorize(stranger.local_key)
+    hyperdb.replicate(world.evil, stranger)
+    stranger.batch([{"key": f"stranger/{i}", "value": b"s"} for i in range(5)])
     hyperdb.replicate(stranger, world.evil)
     assert world.evil.replication_port.offered().get(stranger.local_key)
     blocks, proof = world.evil.replication_port.read(stranger.local_key, 0, 3)

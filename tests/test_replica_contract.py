@@ -209,7 +209,11 @@ class TestTheDatabasePort(ReplicaContract):
             yield a.replication_port, b.replication_port, b._context.storage
 
     def limit(self, replica: Replica, feed_key: bytes, length: int | None) -> None:
-        pytest.skip("the database limits a feed only at a revoked writer's cut-off (issue 15)")
+        pytest.skip(
+            "a database limits a feed only through an applied revocation, which needs the "
+            "writer's blocks it had seen first: tests/test_governed_replication.py holds it to "
+            "these rules"
+        )
 
 
 class TestTheFeedReplica(ReplicaContract):

@@ -115,8 +115,9 @@ def test_a_forked_writer_is_shown_by_writers_info_and_verify(tmp_path: Path) -> 
     name = world.b_key.hex()
     writers = run("writers", a, cwd=tmp_path)
     assert any(line.startswith(name) and "FORKED" in line for line in writers.stdout.splitlines())
-    rows = json.loads(run("writers", a, "--json", cwd=tmp_path).stdout)
-    assert {row["writer"]: row["forked"] for row in rows}[name] is True
+    data = json.loads(run("writers", a, "--json", cwd=tmp_path).stdout)
+    assert {row["key"]: row["forked"] for row in data["writers"]}[name] is True
+    assert [(v["writer"], v["kind"]) for v in data["violations"]] == [(name, "forked")]
     info = run("info", a, cwd=tmp_path).stdout
     assert f"{name}" in info and "FORKED: frozen" in info and "forked     1 writer(s)" in info
     verified = run("verify", a, cwd=tmp_path)

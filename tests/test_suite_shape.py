@@ -266,7 +266,9 @@ def test_the_rule_sees_through_helpers_fixtures_and_imports() -> None:
     """The reading itself, on tests whose way to a trigger is known (so that a reading broken into
     seeing nothing cannot pass the test above)."""
     found = {test.id: reaches(test.node, test.module) for test in suite_tests()}
-    through_a_helper = found["test_cli_data.py::test_writers_lists_who_authorized_whom"]
+    through_a_helper = found[
+        "test_cli_writers.py::test_roles_scopes_revocation_rotation_and_revert"
+    ]
     assert through_a_helper is not None and "tests.helpers.cli_process.run" in through_a_helper
     through_fixtures = found["test_oracle.py::test_scenario"]
     assert through_fixtures is not None

@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self, overload
 
+from hyperdb.api import governing
 from hyperdb.api.checks import check_key, check_public_key, check_range, check_shaping
 from hyperdb.api.directory import open_directory
 from hyperdb.api.snapshot import MapFn, ReduceFn, Snapshot, list_with, resolve, shape
 from hyperdb.api.watch import Watcher
 from hyperdb.errors import CorruptionError, InvalidArgument, ValueTooLarge
 from hyperdb.feed import FEED_TABLES, ForkEvidence, KeyStore, MemoryKeyStore
-from hyperdb.model import record
+from hyperdb.model import governance, record
 from hyperdb.model.cache import DEFAULT_CAPACITY, NodeCache
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
@@ -226,12 +227,70 @@ class Database:
             parsed.append(self.check_op(kind, op["key"], op.get("value")))
         return self._write(parsed) if parsed else []
 
-    def authorize(self, public_key: bytes) -> Node:
-        """Authorize the writer with ``public_key`` (its ``local_key``): append an authorization
-        entry naming it. Its entries are replicated and read once this writer is authorized too
-        (in the view of whoever reads). Returns the entry written (key ``""``, no value)."""
+    def authorize(
+        self, public_key: bytes, role: str = "writer", prefixes: Iterable[str] | None = None
+    ) -> Node:
+        """Grant the writer with ``public_key`` (its ``local_key``) a ``role``: ``"writer"`` (may
+        write), ``"owner"`` (may also grant and revoke) or ``"seeder"`` (serves, writes no
+        entries); a writer's grant may name key ``prefixes`` (a prefix ``p`` covers ``p`` and every
+        key under ``p/``; ``None``: the whole database). Appends one grant node (key ``""``, no
+        value) and returns it. Only an owner grants: :class:`~hyperdb.errors.PermissionDenied`
+        otherwise, with nothing written. Several grants of one key add up (the highest role, the
+        union of the scopes)."""
         writer = check_public_key(public_key, "a writer key")
-        return self._write([], (record.SystemOp(record.KIND_GRANT, (writer,)),))[0]
+        code = governing.check_role(role)
+        scope = governing.check_prefixes(prefixes, code)
+        op = record.SystemOp(record.KIND_GRANT, (writer,), code, scope)
+        return self._write([], (op,))[0]
+
+    def revoke(self, public_key: bytes) -> Node:
+        """Revoke the writer with ``public_key``: its nodes that this replica has seen, or that
+        another writer had seen before learning of the revocation, stay; everything it wrote
+        after (and whatever saw that) is not applied on any replica, and it is never re-admitted
+        (``spec/node.md`` 5.3). Only an owner revokes, and never the database key
+        (:class:`~hyperdb.errors.PermissionDenied`). Returns the revocation node."""
+        writer = check_public_key(public_key, "a writer key")
+        return self._write([], (record.SystemOp(record.KIND_REVOKE, (writer,)),))[0]
+
+    def rotate(self, old_key: bytes, new_key: bytes) -> builtins.list[Node]:
+        """Replace a writer's key (a lost device, a restored copy whose feed forked): revoke
+        ``old_key`` and grant ``new_key`` the same role and scope, in one atomic append. Returns
+        the revocation and the grant."""
+        old = check_public_key(old_key, "the old writer key")
+        new = check_public_key(new_key, "the new writer key")
+        if old == new:
+            raise InvalidArgument("rotation needs a new key other than the old one")
+        if old == self.local_key:
+            raise InvalidArgument("a writer cannot rotate its own key: another owner does it")
+        permission = self._open_state().authority.permissions.get(old)
+        if permission is None:
+            raise InvalidArgument(f"writer {old.hex()[:16]} holds no grant to hand over")
+        scope = None if permission.scope is None else governance.narrowest(permission.scope)
+        ops = (
+            record.SystemOp(record.KIND_REVOKE, (old,)),
+            record.SystemOp(record.KIND_GRANT, (new,), permission.role, scope),
+        )
+        return self._write([], ops)
+
+    def revert(self, writer_key: bytes, since_seq: int) -> builtins.list[Node]:
+        """Repair a compromise window in the open: for every key whose current nodes include one
+        written by ``writer_key`` at seq ``since_seq`` or later, write the newest values from
+        outside that window (``hyperdb.api.governing.revert_ops`` says which), as one batch of
+        ordinary signed writes. History is not rewritten. Returns the nodes written."""
+        writer = check_public_key(writer_key, "a writer key")
+        if not isinstance(since_seq, int) or isinstance(since_seq, bool) or since_seq < 1:
+            raise InvalidArgument("since_seq is a seq of the writer's feed, 1 or more")
+        state = self._open_state()
+        feed_id = state.ids.get(writer)
+        if feed_id is None:
+            return []
+        applied = state.applied.get(feed_id, 1)
+        with self._context.storage.read() as tx:
+            keys = {self._reader.load(tx, (feed_id, seq)).key for seq in range(since_seq, applied)}
+        keys.discard("")
+        writes = governing.revert_ops(keys, self.key_history, writer, since_seq)
+        ops = [self.check_op(kind, key, value) for kind, key, value in writes]
+        return self._write(ops) if ops else []
 
     def check_op(self, kind: object, key: object, value: Any) -> Op:
         """One write operation checked and encoded: ``(normalized key, value bytes, deleted)``."""
@@ -262,20 +321,41 @@ class Database:
     # --- the writers ------------------------------------------------------------------------------
 
     def is_authorized(self, public_key: bytes) -> bool:
-        """Whether ``public_key`` is a writer of this database, as far as this replica knows: the
-        database key, or named by an authorization entry of an authorized writer."""
+        """Whether ``public_key`` may write to this database, as far as this replica knows: the
+        database key, or granted the role writer or owner by an owner, and not revoked."""
         writer = check_public_key(public_key, "a writer key")
-        return writer in self._open_state().authorized
+        state = self._open_state()
+        return writer in state.authorized and writer not in state.caps
 
     def writers(self) -> builtins.list[bytes]:
-        """The authorized writers' keys, the database key first, then in key order."""
-        others = sorted(k for k in self._open_state().authorized if k != self.key)
+        """The keys that may write (role writer or owner, not revoked): the database key first,
+        then in key order."""
+        state = self._open_state()
+        others = sorted(k for k in state.authorized if k != self.key and k not in state.caps)
         return [self.key, *others]
 
+    def writers_info(self) -> builtins.list[governing.WriterInfo]:
+        """Per key with a grant, a revocation or a feed here: role, prefixes, who granted it,
+        whether revoked and its cut-off, the feed's held and applied lengths, forked or not."""
+        state = self._open_state()
+        return governing.writer_infos(state, self.feed_lengths(), self.forked())
+
+    def violations(self) -> builtins.list[governing.Violation]:
+        """The writers whose held nodes the rules hold back here (revoked past the cut-off,
+        writing out of scope or without a grant, building on revoked nodes, forked), each with
+        the signed nodes that show it (:class:`~hyperdb.api.governing.Violation`)."""
+        state = self._open_state()
+        reader = self._reader
+
+        def node_at(key: bytes, seq: int) -> Node:
+            with self._context.storage.read() as tx:
+                return reader.public(state, reader.load(tx, (state.ids[key], seq)))
+
+        return governing.violations(state, self.feed_lengths(), self.forks(), node_at)
+
     def authorizations(self) -> dict[bytes, builtins.list[bytes]]:
-        """Who authorized whom: each writer that wrote authorization entries -> the writer keys
-        they named, sorted (the database key, authorized by creation, appears only as an
-        authorizer)."""
+        """Who granted whom: each writer that wrote grant nodes -> the writer keys they named,
+        sorted (the database key, an owner by creation, appears only as a granter)."""
         edges = self._open_state().edges
         return {writer: sorted(keys) for writer, keys in sorted(edges.items())}
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperdb import __version__
-from hyperdb.cli import data, history, peers
+from hyperdb.cli import data, history, peers, writers
 from hyperdb.cli.demo import run_demo
 from hyperdb.errors import (
     HyperDBError,
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_commands(commands)
     history.add_commands(commands)
     peers.add_commands(commands)
+    writers.add_commands(commands)
     return parser
 
 

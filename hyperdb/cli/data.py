@@ -1,5 +1,5 @@
 """Command-line subcommands that write and read keys: ``put``, ``get``, ``del``, ``ls``,
-``range``, ``heads``, ``version``, ``diff``, ``writers`` and ``verify``.
+``range``, ``heads``, ``version``, ``diff`` and ``verify``.
 
 Values given on the command line are stored as their UTF-8 bytes (``--file`` stores a file's
 bytes); values are shown as quoted text when they are UTF-8, else as hex. Keys and values are
@@ -128,16 +128,6 @@ def add_commands(commands: Any) -> None:
     diff.add_argument("--prefix", default="", help="only keys under this prefix")
     add_json(diff)
     diff.set_defaults(run=run_diff)
-
-    writers = commands.add_parser(
-        "writers",
-        help="list the writers: who authorized each, and their feed lengths",
-        description="Print every authorized writer, the writers that authorized it, and how "
-        "many blocks of its feed this replica holds.",
-    )
-    add_path(writers)
-    add_json(writers)
-    writers.set_defaults(run=run_writers)
 
     verify = commands.add_parser(
         "verify",
@@ -282,40 +272,6 @@ def run_diff(args: argparse.Namespace) -> int:
                 print(f"~ {printable(key)}: {values_line(before)} -> {values_line(now)}")
         if not changes:
             print("(no differences)", file=sys.stderr)
-    return EXIT_OK
-
-
-def run_writers(args: argparse.Namespace) -> int:
-    with open_existing(args.path, readonly=True) as db:
-        by: dict[bytes, list[bytes]] = {}
-        for authorizer, keys in db.authorizations().items():
-            for key in keys:
-                by.setdefault(key, []).append(authorizer)
-        lengths = db.feed_lengths()
-        forked = db.forked()
-        rows: list[dict[str, Any]] = []
-        for writer in db.writers():
-            rows.append(
-                {
-                    "writer": writer.hex(),
-                    "authorized_by": sorted(a.hex() for a in by.get(writer, [])),
-                    "creator": writer == db.key,
-                    "local": writer == db.local_key,
-                    "blocks": lengths.get(writer, 0),
-                    "forked": writer in forked,
-                }
-            )
-        if args.json:
-            print_json(rows)
-            return EXIT_OK
-        for row in rows:
-            if row["creator"]:
-                origin = "created the database"
-            else:
-                origin = "authorized by " + ", ".join(a[:8] for a in row["authorized_by"])
-            here = "  (this replica)" if row["local"] else ""
-            fork = "  FORKED: frozen (hyperdb verify shows the evidence)" if row["forked"] else ""
-            print(f"{row['writer']}  {row['blocks']:>8} blocks  {origin}{here}{fork}")
     return EXIT_OK
 
 

@@ -1,6 +1,6 @@
 """Command-line subcommands for databases, writers and replication between peers.
 
-``init`` (a new database, or a replica of one by its key), ``info``, ``authorize``, ``serve``,
+``init`` (a new database, or a replica of one by its key), ``info``, ``serve``,
 ``sync`` (once, or ``--live``) and ``clone`` (a replica of a remote database, fetched). Progress of
 a sync is a bar on stderr when stderr is a terminal; results go to stdout.
 """
@@ -45,7 +45,7 @@ def add_commands(commands: Any) -> None:
         help="create a database, or a replica of an existing one with --key",
         description="Create a database in directory PATH (LMDB), with this replica's writer. With "
         "--key, create a replica of an existing database instead: it can read everything once "
-        "synced, and its writes count once an authorized writer runs `hyperdb authorize` for it.",
+        "synced, and it writes once an owner ran `hyperdb authorize` for it and it synced.",
     )
     init.add_argument("path", help="directory for the database")
     init.add_argument("--key", help="the database key (hex) to create a replica of")
@@ -59,18 +59,6 @@ def add_commands(commands: Any) -> None:
     )
     info.add_argument("path", help="database directory")
     info.set_defaults(run=run_info)
-
-    authorize = commands.add_parser(
-        "authorize",
-        help="authorize another replica's writer key to write",
-        description="Append an authorization entry for WRITER (a 64-character hex key, as "
-        "`hyperdb init` or `hyperdb info` prints it) to this replica's feed. The new writer "
-        "learns of it when it syncs. It counts once this replica's own writer is authorized: "
-        "if it is not yet, the entry is written and takes effect when it is.",
-    )
-    authorize.add_argument("path", help="database directory")
-    authorize.add_argument("writer", help="the writer key (hex) to authorize")
-    authorize.set_defaults(run=run_authorize)
 
     serve = commands.add_parser(
         "serve",
@@ -259,8 +247,8 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"stored in  {args.path}")
         if not db.is_authorized(db.local_key):
             print(
-                "to write, have an authorized replica run: "
-                f"hyperdb authorize PATH {db.local_key.hex()}"
+                "to write, have an owner's replica run "
+                f"`hyperdb authorize PATH {db.local_key.hex()}`, then sync with it"
             )
     return EXIT_OK
 
@@ -281,28 +269,6 @@ def run_info(args: argparse.Namespace) -> int:
                 f"forked     {len(forked)} writer(s) signed two histories; their feeds are "
                 "frozen here (`hyperdb verify` shows the evidence)"
             )
-    return EXIT_OK
-
-
-def run_authorize(args: argparse.Namespace) -> int:
-    writer = parse_key(args.writer)
-    with open_existing(args.path) as db:
-        node = db.authorize(writer)
-        local = db.local_key.hex()
-        if db.is_authorized(db.local_key):
-            print(printable(f"authorized {writer.hex()} (seq {node.seq} of writer {local[:16]})"))
-            return EXIT_OK
-        # written, but an entry counts only once its author is authorized (spec/node.md)
-        print(
-            printable(
-                f"wrote an authorization of {writer.hex()} (seq {node.seq} of writer "
-                f"{local[:16]}), not in effect yet:"
-            )
-        )
-        print("it counts once this replica's writer is authorized, which this replica has not")
-        print("seen. On an authorized replica, run (unless that was done already)")
-        print(printable(f"  hyperdb authorize PATH {local}"))
-        print("and sync this replica with it: the authorization takes effect then.")
     return EXIT_OK
 
 

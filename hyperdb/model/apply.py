@@ -13,9 +13,11 @@ transaction that stored the blocks.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from hyperdb.model import index, record
+from hyperdb.errors import CorruptionError
+from hyperdb.model import governance, governed, index, record
+from hyperdb.model.governed import grant_of
 from hyperdb.model.node import StoredNode
 from hyperdb.model.state import StateBuilder
 from hyperdb.storage import WriteTxn
@@ -57,12 +59,13 @@ def apply_node(
     node: StoredNode,
     changed: Iterable[int] | None = None,
     entries: list[StoredNode] | None = None,
-) -> None:
-    """Apply one causally ready node: heads, index row, authorizations. ``changed`` (when known)
-    are the feeds whose clock entry differs from the writer's previous node: only heads of those
-    feeds (and of its own) can be ones the node has seen and its predecessor had not. With
-    ``entries``, an entry node's index row is left for the caller to merge (:func:`merge_index`
-    of ``entries``, in order, before anything reads the index): it is appended there."""
+) -> list[bytes]:
+    """Apply one causally ready node the authority allows: heads, index row, grants. ``changed``
+    (when known) are the feeds whose clock entry differs from the writer's previous node: only
+    heads of those feeds (and of its own) can be ones the node has seen and its predecessor had
+    not. With ``entries``, an entry node's index row is left for the caller to merge
+    (:func:`merge_index` of ``entries``, in order, before anything reads the index): it is
+    appended there. Returns the keys whose role or scope a grant widened."""
     clock = node.clock
     heads = b.heads
     touched = b.heads_touched
@@ -78,25 +81,115 @@ def apply_node(
             entries.append(node)
         else:
             merge_index(b.tx, (node,))
-    elif node.kind == record.KIND_GRANT:
-        for key in node.authorizes:
-            b.register(key)
-        b.add_edges(b.feeds[node.feed].key, node.authorizes)
+        return []
+    for key in node.authorizes:
+        b.register(key)
+    if node.kind == record.KIND_GRANT:
+        return b.add_grant(grant_of(b, node))
+    b.add_revocation(node)
+    return []
+
+
+Decode = Callable[[StateBuilder, WriteTxn, int, int], StoredNode]
+"""Decodes node (feed id, seq) inside a write transaction (``NodeReader.decode``)."""
 
 
 def apply_ready(
     b: StateBuilder,
     load: Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]],
     feeds: Iterable[int],
+    decode: Decode,
 ) -> list[StoredNode]:
-    """Apply every node of ``feeds`` (and of feeds that become ready meanwhile) that can be;
-    returns the nodes applied, in the order applied."""
+    """Apply every node of ``feeds`` (and of feeds that become ready meanwhile) that the
+    authority allows, up to each revoked writer's cut-off; then, if a revocation or a grant came
+    in while revocations exist, or a feed waits on a cut writer (it may hold a witness), settle
+    the kept set again (``hyperdb.model.governance``), taking back what it no longer keeps and
+    applying what it newly keeps. Returns the nodes applied and the nodes taken back."""
+    fresh = set(feeds)
+    done, resettle = _apply_allowed(b, load, fresh)
+    if resettle:
+        done.extend(settle_again(b, load, decode))
+    return done
+
+
+def apply_written_system(
+    b: StateBuilder,
+    nodes: Sequence[StoredNode],
+    load: Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]],
+    decode: Decode,
+) -> list[StoredNode]:
+    """The effect of the local writer's new grants and revocations ``nodes`` (already applied as
+    nodes): grants widen the authority and let waiting feeds apply; a revocation, or a grant
+    while revocations exist, settles the kept set again. Returns the nodes applied or taken
+    back."""
+    widened: list[bytes] = []
+    resettle = False
+    for node in nodes:
+        for key in node.authorizes:
+            b.register(key)
+        if node.kind == record.KIND_GRANT:
+            widened.extend(b.add_grant(grant_of(b, node)))
+            resettle = resettle or b.has_revocations
+        else:
+            b.add_revocation(node)
+            resettle = True
     done: list[StoredNode] = []
-    pending = deque(dict.fromkeys([*feeds, *b.stalled]))
+    feeds = {b.ids[key] for key in widened if key in b.ids}
+    if feeds:
+        done, again = _apply_allowed(b, load, feeds)
+        resettle = resettle or again
+    if resettle:
+        done.extend(settle_again(b, load, decode))
+    return done
+
+
+def settle_again(
+    b: StateBuilder,
+    load: Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]],
+    decode: Decode,
+) -> list[StoredNode]:
+    """Settle the kept set from the held nodes and move the applied state to it; returns the
+    nodes taken back and the nodes newly applied."""
+
+    def read(feed_id: int, seq: int) -> StoredNode:
+        found = b.derived.get((feed_id, seq))
+        return found[0] if found is not None else decode(b, b.tx, feed_id, seq)
+
+    held = {
+        feed_id: b.lengths.get(feed_id) or feed.head(b.tx).length
+        for feed_id, feed in b.feeds.items()
+    }
+    settlement = governance.settle(governed.StoreDag(b, read, held))
+    b.set_caps(settlement.caps, settlement.revocations)
+    changed: list[StoredNode] = governed.unapply(b, read, settlement.lengths)
+    grow = [f for f, n in settlement.lengths.items() if n > b.applied.get(f, 1)]
+    if grow:
+        more, _ = _apply_allowed(b, load, set(grow))
+        changed.extend(more)
+    for feed_id, length in settlement.lengths.items():
+        if b.applied.get(feed_id, 1) != length:
+            raise CorruptionError(
+                f"feed {b.feeds[feed_id].key.hex()[:16]}: {b.applied.get(feed_id, 1)} blocks "
+                f"applied where the rules keep {length} (please report this)"
+            )
+    return changed
+
+
+def _apply_allowed(
+    b: StateBuilder,
+    load: Callable[[int, int], tuple[StoredNode, tuple[int, ...] | None]],
+    fresh: set[int],
+) -> tuple[list[StoredNode], bool]:
+    """The incremental apply (see :func:`apply_ready`); returns the nodes applied and whether
+    the kept set must be settled again."""
+    done: list[StoredNode] = []
+    pending = deque(dict.fromkeys([*fresh, *b.stalled]))
     queued = set(pending)
     waiting: dict[int, set[int]] = {}
     entries: list[StoredNode] = []
     applied_of = b.applied.get
+    resettle = False
+    writer_rank = governance.RANK[record.ROLE_WRITER]
     while pending:
         feed_id = pending.popleft()
         queued.discard(feed_id)
@@ -104,14 +197,18 @@ def apply_ready(
         length = b.lengths.get(feed_id)
         if length is None:
             length = feed.head(b.tx).length
-        if not (feed_id == b.base.local_id or feed.key in b.authorized):
+        permission = b.authority.permissions.get(feed.key)
+        if permission is None or permission.rank < writer_rank:
             if length > 1:
                 b.stalled.add(feed_id)
             continue
+        cap = b.caps.get(feed.key)
+        stop = length if cap is None or cap > length else cap
+        scope = permission.scope
         applied = b.applied.get(feed_id, 1)
         start = applied
-        authorized_before = len(b.authorized)
-        while applied < length:
+        widened: list[bytes] = []
+        while applied < stop:
             node, changed = load(feed_id, applied)
             # the previous node of the feed is applied: only entries that changed since can wait
             clock = node.clock
@@ -122,13 +219,27 @@ def apply_ready(
                     break
             if blocker is not None:
                 waiting.setdefault(blocker, set()).add(feed_id)
+                if feed_id in fresh and b.feeds[blocker].key in b.caps:
+                    resettle = True  # it waits on a cut writer: it may be a witness
                 break
-            apply_node(b, node, changed, entries)
+            if (
+                scope is not None
+                and node.kind == record.KIND_ENTRY
+                and not governance.covers(scope, node.key)
+            ):
+                break  # waits for a grant that covers its key
+            widened.extend(apply_node(b, node, changed, entries))
+            if node.kind != record.KIND_ENTRY and (
+                node.kind == record.KIND_REVOKE or b.has_revocations
+            ):
+                resettle = True
             done.append(node)
             applied += 1
             # later nodes of this feed may wait on nothing else; nodes of other feeds may wait
             # on this one: recorded below
             b.applied[feed_id] = applied
+            if widened and feed.key in widened:  # a grant to itself (by an owner) widened it
+                scope = b.authority.scope(feed.key)
         if applied < length:
             b.stalled.add(feed_id)
         else:
@@ -139,14 +250,13 @@ def apply_ready(
                 if other not in queued:
                     pending.append(other)
                     queued.add(other)
-        if len(b.authorized) != authorized_before:
-            for key in b.authorized:
-                known = b.ids.get(key)
-                if known is not None and known not in queued and known != feed_id:
-                    pending.append(known)
-                    queued.add(known)
+        for key in widened:
+            known = b.ids.get(key)
+            if known is not None and known not in queued and known != feed_id:
+                pending.append(known)
+                queued.add(known)
     if entries:  # the index rows of every entry applied, in one pass
         merge_index(b.tx, entries)
     if done:
         b.set_heads(b.heads)
-    return done
+    return done, resettle

@@ -1,10 +1,11 @@
 """A database's side of replication: the port (``hyperdb.replication.port``) over its store.
 
 :class:`StoreReplica` offers the feeds of the authorized writers and its own at their signed
-lengths, accepts data of authorized writers' feeds (nothing at all when the database was opened
-read-only), reads blocks with a byte budget, and ingests a peer's blocks: verified (the feed's
-Merkle proof and signature), checked (``hyperdb.model.derive``), stored and applied in one
-transaction, after which the change hub is told.
+lengths (a revoked writer's only up to its cut-off), accepts data of authorized writers' feeds
+(a revoked writer's verified whole and stored only below its cut-off; nothing at all when the
+database was opened read-only), reads blocks with a byte budget, and ingests a peer's blocks:
+verified (the feed's Merkle proof and signature), checked (``hyperdb.model.derive``), stored and
+applied in one transaction, after which the change hub is told.
 
 A writer caught signing two histories (a fork, :class:`~hyperdb.errors.ForkDetected`) has its
 feed frozen here: the evidence is kept (``Feed.record_fork``), what the feed holds stays applied
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hyperdb.errors import ForkDetected, NotFound, ProtocolError
-from hyperdb.feed import Feed, ForkEvidence, Proof, read_forks
+from hyperdb.feed import Feed, ForkEvidence, Proof, read_forks, verified_prefix
 from hyperdb.model import state as state_module
 from hyperdb.model.apply import apply_ready
 from hyperdb.model.changes import ChangeHub
@@ -77,8 +78,9 @@ class StoreReplica:
             return cached[2]
         authorized = state.authorized
         local_key = self._local_key
+        caps = state.caps
         offered = {
-            key: signed
+            key: min(signed, caps[key]) if key in caps else signed
             for key, (_, signed) in lengths.items()
             if signed and (key in authorized or key == local_key)
         }
@@ -115,8 +117,9 @@ class StoreReplica:
             return read_forks(context.storage)
 
     def wanted_length(self, feed_key: bytes) -> int | None:
-        """The most blocks of this feed stored here (None: no limit): a revoked writer's cut-off."""
-        return None
+        """The most blocks of this feed stored here (None: no limit): a revoked writer's cut-off
+        (``spec/node.md`` 5.3: nothing from it on is ever applied)."""
+        return self._context.state.caps.get(feed_key)
 
     def stored_length(self, feed_key: bytes) -> int:
         return self._context.lengths().get(feed_key, (0, 0))[0]
@@ -152,6 +155,12 @@ class StoreReplica:
                 )
             state = context.state
             feed = state.feeds[state.feed_id(feed_key)]
+            limit = state.caps.get(feed_key)
+            if limit is not None and start + len(blocks) > limit:
+                # a revoked writer: verified whole, stored only up to its cut-off
+                blocks, proof = verified_prefix(feed_key, start, blocks, proof, limit)
+                if start + len(blocks) <= self.stored_length(feed_key):
+                    return False  # verified, and nothing new below the cut-off
             try:
                 with context.storage.write() as tx:
                     b = StateBuilder(state, tx)
@@ -162,7 +171,9 @@ class StoreReplica:
                         return False
                     derive(b, feed.id, before, blocks[before - start : after - start])
                     b.lengths[feed.id] = after
-                    applied = apply_ready(b, self._reader.builder_loader(b), [feed.id])
+                    applied = apply_ready(
+                        b, self._reader.builder_loader(b), [feed.id], self._reader.decode
+                    )
                     new_state = b.build()
             except ForkDetected as fork:
                 if fork.evidence is not None:
@@ -193,10 +204,18 @@ class StoreReplica:
             return
         context.note_length(feed_key, head.length, head.signed_length)
         cached = self._offered
-        if cached[0] is state and cached[1] is lengths and new_state.authorized is state.authorized:
+        if (
+            cached[0] is state
+            and cached[1] is lengths
+            and new_state.authority is state.authority
+            and new_state.caps is state.caps
+        ):
             # only this feed's length changed, and the feed is an authorized writer's (wanted):
             # the offer follows without going over every feed
             offered = cached[2]
-            if head.signed_length and offered.get(feed_key) != head.signed_length:
-                offered = {**offered, feed_key: head.signed_length}
+            signed = head.signed_length
+            if feed_key in new_state.caps:
+                signed = min(signed, new_state.caps[feed_key])
+            if signed and offered.get(feed_key) != signed:
+                offered = {**offered, feed_key: signed}
             self._offered = (new_state, lengths, offered)

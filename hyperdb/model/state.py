@@ -32,8 +32,10 @@ from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any, NamedTuple
 
-from hyperdb.errors import CorruptionError
+from hyperdb.errors import CorruptionError, HyperDBError
 from hyperdb.feed.feed import Feed
+from hyperdb.model import record
+from hyperdb.model.governance import RANK, Authority, Grant, Revocation
 from hyperdb.model.node import StoredNode
 from hyperdb.storage import ReadTxn, WriteTxn
 from trie import Pointer
@@ -42,6 +44,8 @@ STATE_TABLES = ("applied", "lists", "clocks", "auth")
 _ID = struct.Struct(">I")
 _POINTER = struct.Struct(">IQ")
 _LENGTH = struct.Struct(">Q")
+_CUTOFF = struct.Struct(">32sIQQ")  # revoked key, the revocation's feed id and seq, the cut-off
+WRITER_RANK = RANK[record.ROLE_WRITER]
 _CONTEXT = struct.Struct(">QIQ")  # a context node's seq, list length, latest system seq
 
 Clock = dict[int, int]
@@ -75,9 +79,8 @@ class State:
     applied: Mapping[int, int]
     """Feed id -> blocks applied (header included); feeds with nothing applied are absent."""
     heads: tuple[Pointer, ...]
-    authorized: frozenset[bytes]
-    edges: Mapping[bytes, frozenset[bytes]]
-    """Writer key -> the keys its applied authorization nodes named."""
+    authority: Authority
+    """The effective grants: who may write what (``hyperdb.model.governance``)."""
     lists: Mapping[int, array[int]]
     """Feed id -> that writer's latest feeds list (feed number -> local feed id)."""
     clocked: frozenset[int]
@@ -89,6 +92,27 @@ class State:
     nodes of other feeds): retried whenever data arrives."""
     local_context: ContextNode = NO_CONTEXT
     """The local writer's latest context node (what its next nodes' context fields name)."""
+    caps: Mapping[bytes, int] = field(default_factory=dict)
+    """Revoked writer key -> its cut-off (its nodes from that seq on are never applied)."""
+    revocations: Mapping[bytes, Revocation] = field(default_factory=dict)
+    """Revoked writer key -> the revocation that took effect."""
+    has_revocations: bool = False
+    """Whether any revocation node is applied (then grants can change what is kept)."""
+
+    @functools.cached_property
+    def authorized(self) -> frozenset[bytes]:
+        """The keys that may write (role writer or owner), the database key included."""
+        return frozenset(
+            key for key, p in self.authority.permissions.items() if p.rank >= WRITER_RANK
+        )
+
+    @functools.cached_property
+    def edges(self) -> dict[bytes, frozenset[bytes]]:
+        """Writer key -> the keys its applied grant nodes named (effective or not)."""
+        edges: dict[bytes, set[bytes]] = {}
+        for grant in self.authority.grants:
+            edges.setdefault(grant.author, set()).update(grant.keys)
+        return {key: frozenset(keys) for key, keys in edges.items()}
 
     @functools.cached_property
     def heads_map(self) -> dict[int, int]:
@@ -132,8 +156,10 @@ class StateBuilder:
         # write: most transactions change none of them)
         self.feeds: Mapping[int, Feed] = state.feeds
         self.ids: Mapping[bytes, int] = state.ids
-        self.authorized: Set[bytes] = state.authorized
-        self.edges: Mapping[bytes, frozenset[bytes]] = state.edges
+        self.authority = state.authority
+        self.caps: Mapping[bytes, int] = state.caps
+        self.revocations: Mapping[bytes, Revocation] = state.revocations
+        self.has_revocations = state.has_revocations
         self.lists: Mapping[int, array[int]] = state.lists
         self.clocked: Set[int] = state.clocked
         self.applied = dict(state.applied)
@@ -211,25 +237,43 @@ class StateBuilder:
 
     def set_applied(self, feed_id: int, length: int) -> None:
         self.applied[feed_id] = length
-        self.tx.put("applied", _ID.pack(feed_id), _LENGTH.pack(length))
+        row = _ID.pack(feed_id)
+        local = self.base.local_id
+        if feed_id == local and length >= self.feeds[local].head(self.tx).length:
+            self.tx.delete("applied", row)  # the local writer's is implied while it is whole
+        else:
+            self.tx.put("applied", row, _LENGTH.pack(length))
 
-    def add_edges(self, authorizer: bytes, keys: Iterable[bytes]) -> list[bytes]:
-        """Record that ``authorizer`` named ``keys``; returns the keys newly authorized."""
-        authorizer_id = self.ids[authorizer]
-        known = self.edges.get(authorizer, frozenset())
-        added = [key for key in keys if key not in known]
-        if not added:
-            return []
-        self._owned("edges")[authorizer] = known | frozenset(added)
-        for key in added:
-            self.tx.put("auth", _ID.pack(authorizer_id) + key, b"")
-        if authorizer not in self.authorized:
-            return []
-        if "authorized" not in self._own:  # copied on the first change, as _owned does
-            self.authorized = set(self.authorized)
-            self._own.add("authorized")
-        assert isinstance(self.authorized, set)
-        return _close(self.authorized, self.edges, added)
+    def add_grant(self, grant: Grant) -> list[bytes]:
+        """Record an applied grant node; returns the keys whose role or scope it widened."""
+        self.tx.put("auth", _POINTER.pack(grant.feed, grant.seq), b"")
+        if "authority" not in self._own:  # copied on the first change, as _owned does
+            self.authority = self.authority.copy()
+            self._own.add("authority")
+        return self.authority.add(grant)
+
+    def add_revocation(self, node: StoredNode) -> None:
+        """Record an applied revocation node (its effect is settled by ``apply``)."""
+        self.tx.put("auth", _POINTER.pack(node.feed, node.seq), b"")
+        self.has_revocations = True
+
+    def set_authority(self, authority: Authority) -> None:
+        self.authority = authority
+        self._own.add("authority")
+
+    def set_caps(self, caps: Mapping[bytes, int], revocations: Mapping[bytes, Revocation]) -> None:
+        """Record the cut-offs of the revocations that took effect."""
+        if dict(caps) == dict(self.caps) and dict(revocations) == dict(self.revocations):
+            return
+        self.caps = dict(caps)
+        self.revocations = dict(revocations)
+        row = b"".join(
+            _CUTOFF.pack(key, r.feed, r.seq, r.cutoff) for key, r in sorted(revocations.items())
+        )
+        if row:
+            self.tx.put("meta", b"cutoffs", row)
+        else:
+            self.tx.delete("meta", b"cutoffs")
 
     def set_heads(self, heads: dict[int, int]) -> None:
         """Record the heads (feed id -> seq). The usual heads, only the local writer's latest
@@ -286,13 +330,15 @@ class StateBuilder:
             self.ids,
             self.applied,
             known[0] if known is not None else tuple(sorted(heads.items())),
-            frozenset(self.authorized),
-            self.edges,
+            self.authority,
             self.lists,
             frozenset(self.clocked),
             self.writer_clock,
             frozenset(self.stalled),
             self.local_context,
+            self.caps,
+            self.revocations,
+            self.has_revocations,
         )
         if known is not None:  # what the next transaction starts from, already at hand
             state.__dict__["heads_map"] = known[1]
@@ -304,23 +350,6 @@ class StateBuilder:
 def _heads_row(count: int) -> struct.Struct:
     """The layout of a heads row of ``count`` heads: ``_POINTER`` repeated."""
     return struct.Struct(">" + "IQ" * count)
-
-
-def _close(
-    authorized: set[bytes], edges: Mapping[bytes, frozenset[bytes]], start: Iterable[bytes]
-) -> list[bytes]:
-    """Add ``start`` and everything reachable from it through ``edges`` to ``authorized``;
-    returns what was added, in discovery order."""
-    added: list[bytes] = []
-    queue = list(start)
-    while queue:
-        key = queue.pop()
-        if key in authorized:
-            continue
-        authorized.add(key)
-        added.append(key)
-        queue.extend(edges.get(key, ()))
-    return added
 
 
 def _ids_from(data: bytes) -> array[int]:
@@ -343,19 +372,35 @@ def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn
     """The state as stored."""
     ids = {feed.key: feed_id for feed_id, feed in feeds.items()}
     applied = {_ID.unpack(k)[0]: _LENGTH.unpack(v)[0] for k, v in tx.scan("applied")}
-    edges_sets: dict[bytes, set[bytes]] = {}
+    authority = Authority(database_key)
+    has_revocations = False
     for row, _ in tx.scan("auth"):
-        authorizer = feeds[_ID.unpack_from(row)[0]].key
-        edges_sets.setdefault(authorizer, set()).add(row[_ID.size :])
-    edges = {key: frozenset(keys) for key, keys in edges_sets.items()}
-    authorized: set[bytes] = set()
-    _close(authorized, edges, [database_key])
+        # a damaged row is passed over here and reported by verify (reindex rebuilds the rows)
+        if len(row) != _POINTER.size:
+            continue
+        feed_id, seq = _POINTER.unpack(row)
+        try:
+            node = record.decode_node(feeds[feed_id].get(seq, tx), trusted=True)
+        except (KeyError, HyperDBError):
+            continue
+        if node.kind == record.KIND_GRANT:
+            key = feeds[feed_id].key
+            authority.add(Grant(key, feed_id, seq, node.authorized, node.role, node.prefixes))
+        elif node.kind == record.KIND_REVOKE:
+            has_revocations = True
+    revocations: dict[bytes, Revocation] = {}
+    cutoffs = tx.get("meta", b"cutoffs") or b""
+    if len(cutoffs) % _CUTOFF.size:
+        raise CorruptionError("the stored cut-offs are damaged")
+    for key, feed_id, seq, cutoff in _CUTOFF.iter_unpack(cutoffs):
+        revocations[key] = Revocation(key, feeds[feed_id].key, feed_id, seq, cutoff)
+    caps = {key: r.cutoff for key, r in revocations.items()}
     lists = {_ID.unpack(k)[0]: _ids_from(v) for k, v in tx.scan("lists") if len(k) == _ID.size}
     clocked = frozenset(
         feed_id for feed_id in feeds if next(tx.scan("clocks", prefix=_ID.pack(feed_id)), None)
     )
     local_length = feeds[local_id].head(tx).length
-    if local_length > 1:
+    if local_length > 1 and local_id not in applied:
         applied[local_id] = local_length  # the local writer's nodes are applied as written
     heads_data = tx.get("meta", b"heads")
     if heads_data is not None:
@@ -374,11 +419,13 @@ def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn
         ids,
         applied,
         heads,
-        frozenset(authorized),
-        edges,
+        authority,
         lists,
         clocked,
         stalled=stalled,
+        caps=caps,
+        revocations=revocations,
+        has_revocations=has_revocations,
     )
     if local_length > 1:
         own = clock_of(state, tx, local_id, local_length - 1)
@@ -435,8 +482,7 @@ def empty(state: State) -> State:
         state.ids,
         {},
         (),
-        frozenset([state.database_key]),
-        {},
+        Authority(state.database_key),
         {},
         frozenset(),
     )
@@ -448,3 +494,4 @@ def clear(tx: WriteTxn) -> None:
         for key, _ in list(tx.scan(table)):
             tx.delete(table, key)
     tx.delete("meta", b"heads")
+    tx.delete("meta", b"cutoffs")

@@ -20,11 +20,11 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 
 import trie
-from hyperdb.errors import ReadOnly, ValueTooLarge
+from hyperdb.errors import PermissionDenied, ReadOnly, ValueTooLarge
 from hyperdb.feed import Feed
-from hyperdb.model import index, record
+from hyperdb.model import governance, index, record
 from hyperdb.model import state as state_module
-from hyperdb.model.apply import apply_ready, merge_index
+from hyperdb.model.apply import apply_ready, apply_written_system, merge_index
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.derive import derive
 from hyperdb.model.node import Node, StoredNode
@@ -91,6 +91,7 @@ class WritePath:
         local_id = local.id
         if system:
             ops = [*(("", None, False) for _ in system), *ops]
+        check_permission(state, local, ops, system)
         with context.storage.write() as tx:
             b = StateBuilder(state, tx)
             first = local.head(tx).length
@@ -145,15 +146,10 @@ class WritePath:
             if len(ops) > len(system):
                 merge_index(tx, written[len(system) :] if system else written, seen_all=True)
             applied: list[StoredNode] = []
-            newly: list[bytes] = []
-            for op in system:
-                if op.kind == record.KIND_GRANT:
-                    for target in op.keys:
-                        b.register(target)
-                    newly.extend(b.add_edges(local.key, op.keys))
-            if newly:
-                load = self._reader.builder_loader(b)
-                applied = apply_ready(b, load, [b.ids[k] for k in newly])
+            if system:
+                applied = apply_written_system(
+                    b, written[: len(system)], self._reader.builder_loader(b), self._reader.decode
+                )
             new_state = b.build()
         context.state = new_state
         if b.new_feeds:
@@ -234,7 +230,9 @@ class WritePath:
                     del own[local.id]
                     b.writer_clock = own
                     b.local_context = latest_context(tx, local.id)
-                apply_ready(b, self._reader.builder_loader(b), list(state.feeds))
+                apply_ready(
+                    b, self._reader.builder_loader(b), list(state.feeds), self._reader.decode
+                )
                 b.set_heads(b.heads)
                 new_state = b.build()
                 count = sum(
@@ -372,3 +370,45 @@ def encode_entries(
     if max(map(len, blocks)) > record.MAX_RECORD_BYTES:
         raise ValueTooLarge("the node record exceeds the block limit")
     return blocks
+
+
+def check_permission(
+    state: State, local: Feed, ops: Sequence[Op], system: Sequence[SystemOp]
+) -> None:
+    """:class:`PermissionDenied` unless the local writer may write ``system`` and ``ops`` under
+    the database's grants (``spec/node.md`` 5.3): nothing is written otherwise."""
+    key = local.key
+    name = key.hex()
+    if key in state.caps:
+        raise PermissionDenied(f"this replica's writer {name[:16]} was revoked", writer=key)
+    permission = state.authority.permissions.get(key)
+    if permission is None or permission.rank < governance.RANK[record.ROLE_WRITER]:
+        raise PermissionDenied(
+            f"this replica's writer {name[:16]} has no grant to write: an owner grants it with "
+            f"`hyperdb authorize PATH {name}` and syncs",
+            writer=key,
+        )
+    if state.applied.get(local.id, 1) < local.length:
+        raise PermissionDenied(
+            f"earlier writes of this replica's writer {name[:16]} are no longer in effect under "
+            "the database's grants: it cannot write after them",
+            writer=key,
+        )
+    if system and permission.role != record.ROLE_OWNER:
+        raise PermissionDenied(
+            f"only owners grant and revoke; this replica's writer {name[:16]} is a "
+            f"{governance.ROLES[permission.role]}",
+            writer=key,
+        )
+    for op in system:
+        if op.kind == record.KIND_REVOKE and state.database_key in op.keys:
+            raise PermissionDenied("the database's first writer is an owner for good", writer=key)
+    scope = permission.scope
+    if scope is not None:
+        for op_key, _, _ in ops:
+            if not governance.covers(scope, op_key):
+                raise PermissionDenied(
+                    f"key {op_key!r} is outside the scope of this replica's writer "
+                    f"{name[:16]} ({', '.join(sorted(scope))})",
+                    writer=key,
+                )

@@ -102,6 +102,7 @@ def verify_database(
 
 # What reading damaged rows raises before anything can name the damage: the storage engine's
 # own errors and the decoding failures of rows this store wrote itself.
+_POINTER = struct.Struct(">IQ")  # a row of the applied grants and revocations (spec/store.md)
 _UNREADABLE = (StorageError, CorruptionError, struct.error, LookupError, ValueError, TypeError)
 
 
@@ -119,7 +120,7 @@ def _check(
 ) -> None:
     feeds = sorted(state.feeds.values(), key=lambda feed: feed.key)
     report.feeds = len(feeds)
-    grants: set[tuple[bytes, bytes]] = set()
+    system: set[tuple[int, int]] = set()
     with storage.read() as tx:
         for number, feed in enumerate(feeds):
             try:
@@ -134,34 +135,45 @@ def _check(
             else:
                 report.blocks += checked.blocks
                 report.tree_nodes += checked.nodes
-            _records(feed, tx, report, state.applied.get(feed.id, 0), grants)
+            _records(feed, tx, report, state.applied.get(feed.id, 0), system)
             _fork(feed, tx, report)
             if progress is not None:
                 progress("feeds", number + 1, len(feeds))
-    _authorizations(state, grants, report)
+        _authorizations(state, tx, system, report)
     _index(index, tries, report, progress)
 
 
-def _authorizations(state: State, grants: set[tuple[bytes, bytes]], report: VerifyReport) -> None:
-    """The stored authorizations (who authorized whom, which decides whose data is read) are
-    exactly those the applied records grant."""
-    stored = {(writer, key) for writer, keys in state.edges.items() for key in keys}
-    for writer, key in sorted(stored - grants):
+def _authorizations(
+    state: State, tx: ReadTxn, system: set[tuple[int, int]], report: VerifyReport
+) -> None:
+    """The stored list of applied grants and revocations (which decides whose data is read) is
+    exactly the system nodes of the applied records."""
+    stored = {_POINTER.unpack(row) for row, _ in tx.scan("auth") if len(row) == _POINTER.size}
+    odd = sum(1 for row, _ in tx.scan("auth") if len(row) != _POINTER.size)
+    if odd:
+        report.damage.append(
+            Damage("state", f"{odd} stored grant row(s) are damaged (`reindex` rebuilds them)")
+        )
+    for feed_id, seq in sorted(stored - system):
+        feed = state.feeds.get(feed_id)
+        name = feed.key.hex()[:16] if feed is not None else f"#{feed_id}"
         report.damage.append(
             Damage(
                 "state",
-                f"the stored authorizations say {writer.hex()[:16]} authorized "
-                f"{key.hex()[:16]}, which no applied record of it does (`reindex` rebuilds them)",
-                writer,
+                f"the stored state names block {seq} of feed {name} as an applied grant or "
+                "revocation, which no applied record is (`reindex` rebuilds it)",
+                None if feed is None else feed.key,
             )
         )
-    for writer, key in sorted(grants - stored):
+    for feed_id, seq in sorted(system - stored):
+        key = state.feeds[feed_id].key
         report.damage.append(
             Damage(
                 "state",
-                f"{writer.hex()[:16]} authorized {key.hex()[:16]} in an applied record, which the "
-                "stored authorizations miss (`reindex` rebuilds them)",
-                writer,
+                f"{key.hex()[:16]} wrote an applied grant or revocation at {seq}, which the "
+                "stored state misses (`reindex` rebuilds it)",
+                key,
+                (seq,),
             )
         )
 
@@ -200,10 +212,10 @@ def _fork(feed: Feed, tx: ReadTxn, report: VerifyReport) -> None:
 
 
 def _records(
-    feed: Feed, tx: ReadTxn, report: VerifyReport, applied: int, grants: set[tuple[bytes, bytes]]
+    feed: Feed, tx: ReadTxn, report: VerifyReport, applied: int, system: set[tuple[int, int]]
 ) -> None:
-    """Every block of ``feed`` decodes; the grants of its first ``applied`` blocks are added to
-    ``grants`` (writer, key granted; a revoke grants nothing)."""
+    """Every block of ``feed`` decodes; the grants and revocations of its first ``applied``
+    blocks are added to ``system`` (feed id, seq)."""
     length = feed.head(tx).length
     for seq in range(length):
         try:
@@ -212,8 +224,8 @@ def _records(
                 record.decode_header(block)
             else:
                 node = record.decode_node(block)
-                if seq < applied and node.kind == record.KIND_GRANT:
-                    grants.update((feed.key, key) for key in node.authorized)
+                if seq < applied and node.kind != record.KIND_ENTRY:
+                    system.add((feed.id, seq))
         except HyperDBError as exc:
             report.damage.append(
                 Damage(
