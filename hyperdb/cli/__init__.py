@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Noise-encrypted loopback TCP. All three write at once (a batch of --keys notes each, "
         "then doc/title), sync through alice, show the three concurrent values of doc/title and "
         "the one get_one picks, resolve them with one write, sync to a single version, print the "
-        "key's history and the causal graph, and verify every store. Run again, it reopens the "
+        "key's history and the causal graph; then a fourth device scoped to phone/ is "
+        "stolen, alice revokes its key and the thief's later writes reach no one; verify every "
+        "store. Run again, it reopens the "
         "replicas and continues.",
     )
     demo.add_argument(

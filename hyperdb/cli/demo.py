@@ -115,6 +115,13 @@ def _demo(
         say("  " + line)
 
     say("")
+    phone = hyperdb.open(path / "phone", key=alice.key)
+    try:
+        _lost_phone(replicas, phone, say)
+    finally:
+        phone.close()
+
+    say("")
     healthy = True
     for name, db in replicas.items():
         report = db.verify()
@@ -127,6 +134,48 @@ def _demo(
     say("")
     say(f"next: hyperdb history {path / 'alice'} --graph | hyperdb get {path / 'bob'} doc/title")
     return EXIT_OK if same and healthy else EXIT_ERROR
+
+
+def _lost_phone(
+    replicas: dict[str, Database], phone: Database, say: Callable[[str], object]
+) -> None:
+    """A fourth device, scoped to phone/, is stolen: alice revokes its key, and what the
+    thief writes afterwards reaches no one. Told once: on a later run the key stays revoked."""
+    alice = replicas["alice"]
+    known = {info.key: info for info in alice.writers_info()}.get(phone.local_key)
+    if known is not None and known.revoked:
+        say(f"phone      revoked in an earlier run (from seq {known.cutoff}): its key stays out")
+        return
+    alice.authorize(phone.local_key, prefixes=["phone"])
+    with net.serve_in_background(alice) as server:
+        net.sync_blocking(phone, server.host, server.port)
+        phone.put("phone/list", b"milk, eggs")
+        net.sync_blocking(phone, server.host, server.port)
+        say(
+            "phone      a fourth device, allowed to write under phone/ only, writes "
+            "phone/list and syncs"
+        )
+        phone.put("phone/list", b"send 500 to ...")  # stolen: the thief writes
+        phone.put("phone/more", b"...")
+        revocation = alice.revoke(phone.local_key)
+        cutoff = revocation.clock[phone.local_key]
+        result = net.sync_blocking(phone, server.host, server.port)
+        say(
+            f"lost       the phone is stolen; alice revokes its key: the {cutoff - 1} write(s) "
+            "she had seen of it stay"
+        )
+        say(
+            f"           the thief wrote 2 more and synced with alice: {result.blocks_sent} "
+            f"blocks taken; phone/list = " + values_line(alice.get("phone/list"))
+        )
+        for name in NAMES[1:]:
+            net.sync_blocking(replicas[name], server.host, server.port)
+    same = len({db.version() for db in replicas.values()}) == 1
+    say(
+        "           bob and carol learnt the revocation too: "
+        + ("same version on all three" if same else "versions DIFFER")
+        + " (hyperdb writers PATH shows roles and cut-offs)"
+    )
 
 
 def _write(name: str, db: Database, count: int) -> None:

@@ -126,7 +126,15 @@ def _sync_options(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(db: Database, out: TextIO = sys.stdout) -> None:
-    status = "authorized" if db.is_authorized(db.local_key) else "not authorized yet"
+    me = next((info for info in db.writers_info() if info.key == db.local_key), None)
+    if me is not None and me.revoked:
+        status = f"revoked from seq {me.cutoff}: it writes no more"
+    elif db.is_authorized(db.local_key):
+        status = "authorized"
+    elif me is not None and me.role == "seeder":
+        status = "a seeder: it serves and writes nothing"
+    else:
+        status = "not authorized yet"
     print(f"database   {db.key.hex()}", file=out)
     print(f"writer     {db.local_key.hex()} ({status})", file=out)
 
