@@ -9,13 +9,16 @@ feed-level replica only); these tests hold the database to the same rules with r
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import hyperdb
+from hyperdb.api.database import TABLES
 from hyperdb.errors import VerificationError
 from hyperdb.feed import verify_proof
 from hyperdb.replication import net
+from hyperdb.storage import LMDBStorage
 from tests.helpers.memory_sync import sync
 from tests.helpers.storage_dump import dump
 
@@ -106,3 +109,29 @@ def test_a_revoked_writer_flooding_over_tcp_stores_nothing_past_its_cut_off(worl
             net.sync_blocking(fresh, server.host, server.port, timeout=10.0)
     assert dump(fresh._context.storage) == before
     assert fresh.feed_lengths()[key] == CUTOFF and fresh.version() == owner.version()
+
+
+def test_verify_settles_the_held_nodes_again_and_reports_a_tampered_state(
+    world, tmp_path: Path
+) -> None:
+    """verify computes the kept set from the records and compares it with what is applied and
+    with the stored cut-offs. Mutation tried: verify without that check (the tampered cut-off
+    and applied length then pass as ok: caught)."""
+    owner, thief, fresh = world
+    path = tmp_path / "early"
+    with hyperdb.open(path, key=owner.key) as early:
+        sync(thief, early)
+        sync(owner, early)  # the revocation arrived after the writes it cuts: taken back
+        for db in (owner, fresh, early):
+            assert db.verify().ok
+        feed_id = early._context.state.ids[thief.local_key]
+    with LMDBStorage(path, TABLES) as storage, storage.write() as tx:
+        row = tx.get("meta", b"cutoffs")
+        assert row is not None and row[-8:] == CUTOFF.to_bytes(8, "big")
+        tx.put("meta", b"cutoffs", row[:-8] + (CUTOFF + 2).to_bytes(8, "big"))
+        tx.put("applied", feed_id.to_bytes(4, "big"), (CUTOFF + 2).to_bytes(8, "big"))
+    with hyperdb.open(path, readonly=True) as view:
+        messages = [d.message for d in view.verify().damage]
+    assert any("cut-offs of revoked writers differ" in m for m in messages), messages
+    wrong = f"{CUTOFF + 2} blocks are applied where the rules keep {CUTOFF}"
+    assert any(wrong in m for m in messages), messages

@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 import trie
 from hyperdb.model import governance, index, record
 from hyperdb.model.node import StoredNode
-from hyperdb.model.state import StateBuilder, clock_of
+from hyperdb.model.state import State, StateBuilder, clock_of
 from hyperdb.primitives import crypto
+from hyperdb.storage import ReadTxn
 
 _POINTER = struct.Struct(">IQ")
 
@@ -47,39 +48,60 @@ def grant_of(b: StateBuilder, node: StoredNode) -> governance.Grant:
 
 
 class StoreDag:
-    """The held nodes of a write transaction, as :class:`hyperdb.model.governance.Dag`."""
+    """The held nodes of a store, as :class:`hyperdb.model.governance.Dag`: over a write
+    transaction's builder while applying, or a published state and a read transaction (verify).
+    ``held``: the stored length of each feed."""
 
-    def __init__(self, b: StateBuilder, decode: Decode, held: Mapping[int, int]) -> None:
-        self._b = b
+    def __init__(
+        self,
+        view: State | StateBuilder,
+        decode: Decode,
+        held: Mapping[int, int],
+        tx: ReadTxn | None = None,
+        *,
+        every_block: bool = False,
+    ) -> None:
+        self._view = view
+        self._every_block = every_block  # read every held block, not the rows of applied ones
+        self._tx: ReadTxn = view.tx if isinstance(view, StateBuilder) else _given(tx)
         self._decode = decode
         self._held = held
-        self.root = b.base.database_key
+        self.root = view.base.database_key if isinstance(view, StateBuilder) else view.database_key
 
     def key_of(self, feed: int) -> bytes:
-        return self._b.feeds[feed].key
+        return self._view.feeds[feed].key
 
     def id_of(self, key: bytes) -> int | None:
-        return self._b.ids.get(key)
+        return self._view.ids.get(key)
 
     def held(self) -> Mapping[int, int]:
         return self._held
 
     def system(self) -> Sequence[governance.SystemNode]:
-        b = self._b
+        view = self._view
         found: list[governance.SystemNode] = []
-        for row, _ in b.tx.scan("auth"):
+        if self._every_block:
+            for feed, length in self._held.items():
+                for seq in range(1, length):
+                    node = self._decode(feed, seq)
+                    if node.kind != record.KIND_ENTRY:
+                        found.append(system_node(node))
+            return found
+        for row, _ in self._tx.scan("auth"):
+            if len(row) != _POINTER.size:
+                continue  # damaged (verify reports it)
             feed, seq = _POINTER.unpack(row)
-            if seq < self._held.get(feed, 0):
+            if seq < min(self._held.get(feed, 0), view.applied.get(feed, 1)):
                 found.append(system_node(self._decode(feed, seq)))
         for feed, length in self._held.items():
-            for seq in range(b.applied.get(feed, 1), length):
+            for seq in range(view.applied.get(feed, 1), length):
                 node = self._decode(feed, seq)
                 if node.kind != record.KIND_ENTRY:
                     found.append(system_node(node))
         return found
 
     def clock(self, feed: int, seq: int) -> Mapping[int, int]:
-        return clock_of(self._b, self._b.tx, feed, seq)
+        return clock_of(self._view, self._tx, feed, seq)
 
     def blocked(
         self, feed: int, start: int, stop: int, lengths: Mapping[int, int]
@@ -90,12 +112,12 @@ class StoreDag:
         for other, length in clock.items():
             if other != feed and length > lengths.get(other, 1):
                 return start, other
-        if feed not in self._b.clocked:
+        if feed not in self._view.clocked:
             return stop, -1
         previous = clock
         first = _POINTER.pack(feed, start + 1)
         last = _POINTER.pack(feed, stop)
-        for row, data in self._b.tx.scan("clocks", start=first, stop=last):
+        for row, data in self._tx.scan("clocks", start=first, stop=last):
             seq = _POINTER.unpack(row)[1]
             full = _decode_clock(data)
             for other, length in full.items():
@@ -112,6 +134,36 @@ class StoreDag:
             if node.kind == record.KIND_ENTRY and not governance.covers(scope, node.key):
                 return seq
         return stop
+
+
+def _given(tx: ReadTxn | None) -> ReadTxn:
+    if tx is None:
+        raise TypeError("a StoreDag over a published state needs its read transaction")
+    return tx
+
+
+def settle_held(state: State, tx: ReadTxn) -> governance.Settlement:
+    """What the rules keep of every node ``tx`` holds, computed from the records (every held
+    block read, not the stored rows of the applied grants): ``verify`` holds the incremental
+    state to it."""
+    held = {feed_id: feed.head(tx).length for feed_id, feed in state.feeds.items()}
+
+    def decode(feed_id: int, seq: int) -> StoredNode:
+        node = record.decode_node(state.feeds[feed_id].get(seq, tx), trusted=True)
+        return StoredNode(
+            node.key,
+            feed_id,
+            seq,
+            clock_of(state, tx, feed_id, seq),
+            node.deleted,
+            None,
+            node.kind,
+            authorizes=node.authorized,
+            role=node.role,
+            prefixes=node.prefixes,
+        )
+
+    return governance.settle(StoreDag(state, decode, held, tx, every_block=True))
 
 
 def _decode_clock(data: bytes) -> dict[int, int]:

@@ -5,7 +5,10 @@ tree node, the writer's signature: ``Feed.verify``), decodes every block as a he
 record with the strict decoder, and compares the derived key-order index with what the tries
 answer from the heads, key by key, in both directions: the keys the tries hold come from a walk
 of the tries, the keys the index holds from a scan of the index, and a key missing from either
-side, or answered differently, is reported by name. It reports every problem it finds (at most
+side, or answered differently, is reported by name. The applied grants and revocations stored
+are compared with the records, and the kept set is settled again from every held block
+(``governed.settle_held``): what is applied and the revoked writers' cut-offs must be what the
+rules give (``spec/node.md`` 5.5). It reports every problem it finds (at most
 one per feed for the feed check, which stops at the first damaged block of a feed) rather than
 stopping at the first, and never writes. ``Database.verify`` calls it.
 
@@ -26,7 +29,7 @@ from typing import Protocol
 
 from hyperdb.errors import CorruptionError, HyperDBError, StorageError
 from hyperdb.feed import Feed, ForkEvidence, decode_evidence
-from hyperdb.model import record
+from hyperdb.model import governed, record
 from hyperdb.model.node import Node
 from hyperdb.model.state import State
 from hyperdb.storage import ReadTxn, Storage
@@ -140,6 +143,7 @@ def _check(
             if progress is not None:
                 progress("feeds", number + 1, len(feeds))
         _authorizations(state, tx, system, report)
+        _settlement(state, tx, report)
     _index(index, tries, report, progress)
 
 
@@ -174,6 +178,35 @@ def _authorizations(
                 "stored state misses (`reindex` rebuilds it)",
                 key,
                 (seq,),
+            )
+        )
+
+
+def _settlement(state: State, tx: ReadTxn, report: VerifyReport) -> None:
+    """What is applied, and the revoked writers' cut-offs, are what the rules give for the held
+    nodes, computed again from the records (``spec/node.md`` 5.5)."""
+    try:
+        settled = governed.settle_held(state, tx)
+    except HyperDBError as exc:
+        report.damage.append(Damage("state", f"the grants cannot be settled again: {exc}"))
+        return
+    for feed_id, feed in sorted(state.feeds.items(), key=lambda item: item[1].key):
+        applied, kept = state.applied.get(feed_id, 1), settled.lengths.get(feed_id, 1)
+        if applied != kept:
+            report.damage.append(
+                Damage(
+                    "state",
+                    f"feed {feed.key.hex()[:16]}: {applied} blocks are applied where the rules "
+                    f"keep {kept} (`reindex` rebuilds the applied state)",
+                    feed.key,
+                )
+            )
+    if dict(settled.caps) != dict(state.caps):
+        report.damage.append(
+            Damage(
+                "state",
+                "the stored cut-offs of revoked writers differ from those the revocations give "
+                "(`reindex` rebuilds them)",
             )
         )
 
