@@ -135,3 +135,15 @@ def test_verify_settles_the_held_nodes_again_and_reports_a_tampered_state(
     assert any("cut-offs of revoked writers differ" in m for m in messages), messages
     wrong = f"{CUTOFF + 2} blocks are applied where the rules keep {CUTOFF}"
     assert any(wrong in m for m in messages), messages
+
+
+def test_a_late_revocation_tells_the_watchers_of_the_keys_it_took_back(world) -> None:
+    owner, thief, _ = world
+    early = hyperdb.open(memory=True, key=owner.key)
+    sync(thief, early)
+    told: list[list[str]] = []
+    early.watch("t", told.append)
+    sync(owner, early)
+    taken = {f"t/{i}" for i in range(CUTOFF - 1, WRITES)}
+    assert taken <= {key for keys in told for key in keys}
+    assert all(early.get(key) == [] for key in taken)
