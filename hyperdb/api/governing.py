@@ -90,10 +90,11 @@ class WriterInfo:
 def writer_infos(
     state: State, lengths: Mapping[bytes, int], forked: frozenset[bytes]
 ) -> list[WriterInfo]:
-    """Every key with a grant, a revocation or a feed here: the database key first, then by
-    key."""
+    """Every key with a grant, a revocation or blocks of its feed here: the database key first,
+    then by key."""
     authority = state.authority
-    keys = set(authority.permissions) | set(state.revocations) | set(lengths)
+    held = {key for key, length in lengths.items() if length > 0}
+    keys = set(authority.permissions) | set(state.revocations) | held
     infos = []
     for key in sorted(keys, key=lambda k: (k != state.database_key, k)):
         permission = authority.permissions.get(key)

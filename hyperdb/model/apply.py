@@ -204,6 +204,14 @@ def _apply_allowed(
             continue
         cap = b.caps.get(feed.key)
         stop = length if cap is None or cap > length else cap
+        if stop < length and feed_id in fresh and not resettle:
+            # a revoked owner's grants or revocations past its cut-off, new here: one earlier
+            # in history order than the revocation that cut it can undo that revocation
+            resettle = any(
+                found[0].kind != record.KIND_ENTRY
+                for seq in range(stop, length)
+                if (found := b.derived.get((feed_id, seq))) is not None
+            )
         scope = permission.scope
         applied = b.applied.get(feed_id, 1)
         start = applied
@@ -219,8 +227,13 @@ def _apply_allowed(
                     break
             if blocker is not None:
                 waiting.setdefault(blocker, set()).add(feed_id)
-                if feed_id in fresh and b.feeds[blocker].key in b.caps:
-                    resettle = True  # it waits on a cut writer: it may be a witness
+                if b.feeds[blocker].key in b.caps:
+                    # it waits on a cut writer: it may be a witness, once what it saw of that
+                    # writer is held (settled again whenever more of it is)
+                    held = b.lengths.get(blocker) or b.feeds[blocker].head(b.tx).length
+                    if (feed_id, applied, held) not in b.witnesses_settled:
+                        b.witnesses_settled.add((feed_id, applied, held))
+                        resettle = True
                 break
             if (
                 scope is not None

@@ -1,8 +1,9 @@
 """A database's side of replication: the port (``hyperdb.replication.port``) over its store.
 
 :class:`StoreReplica` offers the feeds of the authorized writers and its own at their signed
-lengths (a revoked writer's only up to its cut-off), accepts data of authorized writers' feeds
-(a revoked writer's verified whole and stored only below its cut-off; nothing at all when the
+lengths (a revoked writer's only up to its storage limit: ``governed.storage_limits``), accepts
+data of authorized writers' feeds (a revoked writer's verified whole and stored only below that
+limit; nothing at all when the
 database was opened read-only), reads blocks with a byte budget, and ingests a peer's blocks:
 verified (the feed's Merkle proof and signature), checked (``hyperdb.model.derive``), stored and
 applied in one transaction, after which the change hub is told.
@@ -20,6 +21,7 @@ from typing import Any
 
 from hyperdb.errors import ForkDetected, NotFound, ProtocolError
 from hyperdb.feed import Feed, ForkEvidence, Proof, read_forks, verified_prefix
+from hyperdb.model import governed
 from hyperdb.model import state as state_module
 from hyperdb.model.apply import apply_ready
 from hyperdb.model.changes import ChangeHub
@@ -51,6 +53,7 @@ class StoreReplica:
         self._offered: tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]]
         self._offered = (context.state, {}, {})  # nothing cached: no lengths dict is this one
         self._forked: frozenset[bytes] | None = None  # read from the store when first needed
+        self._limits: tuple[state_module.State | None, dict[bytes, int]] = (None, {})
 
     @property
     def lock(self) -> Any:
@@ -78,7 +81,7 @@ class StoreReplica:
             return cached[2]
         authorized = state.authorized
         local_key = self._local_key
-        caps = state.caps
+        caps = self._storage_limits(state)
         offered = {
             key: min(signed, caps[key]) if key in caps else signed
             for key, (_, signed) in lengths.items()
@@ -117,9 +120,23 @@ class StoreReplica:
             return read_forks(context.storage)
 
     def wanted_length(self, feed_key: bytes) -> int | None:
-        """The most blocks of this feed stored here (None: no limit): a revoked writer's cut-off
-        (``spec/node.md`` 5.3: nothing from it on is ever applied)."""
-        return self._context.state.caps.get(feed_key)
+        """The most blocks of this feed stored here (None: no limit): a revoked writer's storage
+        limit (its cut-off, or for an owner what may precede its revocation in history order)."""
+        state = self._context.state
+        if feed_key not in state.caps:
+            return None
+        return self._storage_limits(state).get(feed_key)
+
+    def _storage_limits(self, state: state_module.State) -> dict[bytes, int]:
+        """The limits of the revoked feeds in ``state`` (``governed.storage_limits``), kept for
+        as long as the state is current."""
+        if not state.caps:
+            return {}
+        cached = self._limits
+        if cached[0] is not state:
+            with self._context.storage.read() as tx:
+                cached = self._limits = (state, governed.storage_limits(state, tx))
+        return cached[1]
 
     def stored_length(self, feed_key: bytes) -> int:
         return self._context.lengths().get(feed_key, (0, 0))[0]
@@ -155,7 +172,7 @@ class StoreReplica:
                 )
             state = context.state
             feed = state.feeds[state.feed_id(feed_key)]
-            limit = state.caps.get(feed_key)
+            limit = self._storage_limits(state).get(feed_key)
             if limit is not None and start + len(blocks) > limit:
                 # a revoked writer: verified whole, stored only up to its cut-off
                 blocks, proof = verified_prefix(feed_key, start, blocks, proof, limit)
@@ -214,8 +231,9 @@ class StoreReplica:
             # the offer follows without going over every feed
             offered = cached[2]
             signed = head.signed_length
-            if feed_key in new_state.caps:
-                signed = min(signed, new_state.caps[feed_key])
+            limit = self._storage_limits(new_state).get(feed_key)
+            if limit is not None:
+                signed = min(signed, limit)
             if signed and offered.get(feed_key) != signed:
                 offered = {**offered, feed_key: signed}
             self._offered = (new_state, lengths, offered)

@@ -98,6 +98,11 @@ class State:
     """Revoked writer key -> the revocation that took effect."""
     has_revocations: bool = False
     """Whether any revocation node is applied (then grants can change what is kept)."""
+    witnesses_settled: frozenset[tuple[int, int, int]] = frozenset()
+    """Nodes (feed id, seq, blocks held of the revoked writer they wait on) found waiting on a
+    revoked writer's nodes past its cut-off, that the kept set was settled with: each a possible
+    witness, settled once for each length held of that writer, not at every ingest. Not stored:
+    after an open, each is settled once more."""
 
     @functools.cached_property
     def authorized(self) -> frozenset[bytes]:
@@ -160,6 +165,7 @@ class StateBuilder:
         self.caps: Mapping[bytes, int] = state.caps
         self.revocations: Mapping[bytes, Revocation] = state.revocations
         self.has_revocations = state.has_revocations
+        self.witnesses_settled = set(state.witnesses_settled)
         self.lists: Mapping[int, array[int]] = state.lists
         self.clocked: Set[int] = state.clocked
         self.applied = dict(state.applied)
@@ -339,6 +345,7 @@ class StateBuilder:
             self.caps,
             self.revocations,
             self.has_revocations,
+            frozenset(self.witnesses_settled),
         )
         if known is not None:  # what the next transaction starts from, already at hand
             state.__dict__["heads_map"] = known[1]
