@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chart, harness, limits, workloads
+from benchmarks import bench_governance, chart, harness, limits, workloads
 from benchmarks.harness import Row
 
 ROOT = Path(__file__).resolve().parent
@@ -30,6 +30,7 @@ ALL = (
     "replicate",
     "replicate-writers",
     "writers",
+    "governance",
     "feed",
     "limits",
 )
@@ -145,6 +146,11 @@ def run(
                         reference.run_replication, ["writers"], writers=[count], timeout=timeout
                     ),
                 )
+    if "governance" in wanted:
+        progress.step("governed writers")
+        where = scratch / "governance"
+        where.mkdir()
+        rows += bench_governance.harness_rows(where, quick=args.quick, repeat=args.repeat)
     if "feed" in wanted:
         progress.step("feed")
         blocks = 2_000 if args.quick else 20_000
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = args.out or ROOT / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    steps = 2 * len(args.sizes) + len(args.writers) + 5
+    steps = 2 * len(args.sizes) + len(args.writers) + 6
     progress = harness.Progress(steps, enabled=None if not args.json else False)
     started = time.monotonic()
     reference, reference_note = reference_runner(args)

@@ -47,6 +47,20 @@ def test_writers_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "open a 4-writer database" in names
 
 
+def test_governance_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bench_governance
+
+    argv = ["--entries", "200", "--revocations", "0", "2", "--affected", "10", "--repeat", "1"]
+    assert bench_governance.main(argv) == 0
+    report = last_json(capsys)
+    names = [r["name"] for r in report["results"]]  # type: ignore[union-attr]
+    assert names == [
+        "apply 200 entries, 0 revocation(s) in the history",
+        "apply 202 entries, 2 revocation(s) in the history",
+        "late revocation taking back 10 keys",
+    ]
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_network_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,6 +96,7 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     ours = {r["workload"] for r in rows if r["impl"] == "hyperdb"}
     assert {"put", "put-durable", "batch", "get", "list", "range", "history", "diff"} <= ours
     assert {"checkout-get", "replicate", "writers", "writers-get", "feed-append"} <= ours
+    assert {"governance-apply", "late-revocation"} <= ours
     assert {r["workload"] for r in rows if r["impl"] == "limit"} >= {"ed25519 sign (libsodium)"}
     for r in rows:
         assert r["min"] <= r["median"] <= r["max"] and r["reps"]
