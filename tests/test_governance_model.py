@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hyperdb
-from hyperdb.errors import PermissionDenied
+from hyperdb.errors import InvalidArgument, PermissionDenied
 from tests.helpers.governance_model import MNode, World, current_values, heads, kept
 from tests.helpers.memory_sync import sync
 
@@ -43,6 +43,12 @@ op = st.one_of(
         st.sampled_from(PREFIXES),
     ),
     st.tuples(st.just("revoke"), st.integers(0, REPLICAS - 1), st.integers(0, REPLICAS - 1)),
+    st.tuples(
+        st.just("rotate"),
+        st.integers(0, REPLICAS - 1),
+        st.integers(1, REPLICAS - 1),
+        st.integers(1, REPLICAS - 1),
+    ),
     st.tuples(st.just("sync"), st.integers(0, REPLICAS - 1), st.integers(0, REPLICAS - 1)),
     st.tuples(st.just("sync"), st.integers(0, REPLICAS - 1), st.integers(0, REPLICAS - 1)),
 )
@@ -113,9 +119,11 @@ def run(db: hyperdb.Database, step: tuple[Any, ...], dbs: list[hyperdb.Database]
             db.authorize(
                 dbs[target].local_key, role=role, prefixes=prefixes if role == "writer" else None
             )
+        elif kind == "rotate":
+            db.rotate(dbs[step[2]].local_key, dbs[step[3]].local_key)
         else:
             db.revoke(dbs[step[2]].local_key)
-    except PermissionDenied:
+    except (PermissionDenied, InvalidArgument):
         assert (db.version(), db.feed_lengths()) == before  # refused: nothing written
 
 
