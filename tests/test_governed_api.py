@@ -119,3 +119,24 @@ def test_revert_restores_the_values_from_before_the_window_and_keeps_honest_ones
     assert owner.revert(w.local_key, 99) == []
     with raises_code("invalid_argument"):
         owner.revert(w.local_key, 0)
+
+
+def test_a_write_after_a_late_revocation_took_nodes_back_is_a_valid_record() -> None:
+    """Nodes taken back by a late revocation left their feed's applied length at 1, which the
+    next local write named in its clock: a record every peer refused (found by the model test).
+    Whether the revoked nodes were applied before the revocation depends on the order the keys
+    sort in, so the case runs with fresh keys several times. Mutation tried: ``set_applied``
+    keeping a length of 1 (caught)."""
+    for _ in range(20):
+        owner, revoked, other = replicas(3)
+        owner.authorize(revoked.local_key, role="owner")
+        owner.authorize(other.local_key)
+        for db in (revoked, other):
+            sync(owner, db)
+        revoked.put("a", "unseen")
+        owner.revoke(revoked.local_key)
+        sync(owner, revoked)
+        sync(owner, other)
+        other.put("a", "after")  # its clock must not name the revoked feed at length 1
+        sync(owner, other)
+        assert values(owner, "a") == ["after"] and owner.verify().ok

@@ -242,9 +242,13 @@ class StateBuilder:
             self.tx.put_many("lists", rows)
 
     def set_applied(self, feed_id: int, length: int) -> None:
-        self.applied[feed_id] = length
         row = _ID.pack(feed_id)
         local = self.base.local_id
+        if length <= 1 and feed_id != local:  # nothing applied: absent (as if never applied)
+            self.applied.pop(feed_id, None)
+            self.tx.delete("applied", row)
+            return
+        self.applied[feed_id] = length
         if feed_id == local and length >= self.feeds[local].head(self.tx).length:
             self.tx.delete("applied", row)  # the local writer's is implied while it is whole
         else:

@@ -97,7 +97,7 @@ class WritePath:
             first = local.head(tx).length
             # what the new nodes have seen: every applied node (the applied set is causally
             # closed, so this is the union of the heads' clocks)
-            seen = {f: n for f, n in state.applied.items() if f != local_id}
+            seen = {f: n for f, n in state.applied.items() if f != local_id and n > 1}
             ids, new_ids, numbers = feed_numbering(state, first, seen)
             delta = {f: n for f, n in seen.items() if state.writer_clock.get(f) != n}
             pending: dict[trie.Pointer, StoredNode] = {}
