@@ -200,3 +200,34 @@ def test_random_chunkings_converge(rng: random.Random) -> None:
     hist = history()
     reference = check(deliver([(k, 0, n) for k, n in hist.lengths.items()], hist), hist)
     assert check(deliver(chunks_of(hist, rng), hist), hist) == reference
+
+
+def test_a_witness_whose_writer_is_revoked_later_counts_on_every_replica() -> None:
+    """x2's node witnesses y's second write for the first revocation, and x2 itself is revoked
+    right after (cut before that node). A replica that learnt of both revocations first used to
+    store x2's feed only up to its cut-off, never held the witness and kept less than a replica
+    that held x2's feed earlier (found while closing issue 15): every replica now holds what is
+    past a cut-off, and both orders keep y's second write. Mutation tried: a revoked writer's
+    feed not wanted once its revocation is applied (p2 keeps ``y1``: caught)."""
+    root = hyperdb.open(memory=True, value_encoding="utf-8")
+    y, x2, p1, p2 = (
+        hyperdb.open(memory=True, key=root.key, value_encoding="utf-8") for _ in range(4)
+    )
+    root.authorize(y.local_key)
+    root.authorize(x2.local_key)
+    sync(root, y)
+    sync(root, x2)
+    y.put("y", "y1")
+    sync(y, root)
+    y.put("y", "y2")
+    sync(y, x2)
+    x2.put("m", "saw y2, not the revocation")
+    root.revoke(y.local_key)
+    root.revoke(x2.local_key)
+    for db, order in ((p1, (x2, y, root)), (p2, (root, y, x2))):
+        for source in order:
+            sync(source, db)
+        for source in order:
+            sync(source, db)
+    assert [n.value for n in p1.get("y")] == [n.value for n in p2.get("y")] == ["y2"]
+    assert p1.version() == p2.version() and p1.verify().ok and p2.verify().ok

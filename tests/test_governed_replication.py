@@ -1,10 +1,6 @@
-"""Replication of a revoked writer's feed (spec/node.md 5.3, spec/protocol.md 4.2): requested,
-accepted and offered only up to its cut-off, so a stolen key cannot make replicas store more.
-
-The database limits a feed only through an applied revocation (which needs the revoked writer's
-blocks it had seen, so the port's limit contract in ``test_replica_contract.py`` applies to the
-feed-level replica only); these tests hold the database to the same rules with real revocations.
-"""
+"""Replication of a revoked writer's feed (spec/node.md 5.3-5.4): its nodes past the cut-off
+are replicated (one of them may witness for another revocation, and every replica must hold what
+decides the kept set) but applied by no replica; verify settles again; watchers are told."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ import pytest
 import hyperdb
 from hyperdb.api.database import TABLES
 from hyperdb.errors import VerificationError
-from hyperdb.feed import verify_proof
 from hyperdb.replication import net
 from hyperdb.storage import LMDBStorage
 from tests.helpers.memory_sync import sync
@@ -48,20 +43,23 @@ def world() -> Iterator[tuple[hyperdb.Database, hyperdb.Database, hyperdb.Databa
         db.close()
 
 
-def test_a_revoked_feed_is_wanted_and_offered_only_up_to_its_cut_off(world) -> None:
+def test_a_revoked_feed_is_replicated_whole_and_applied_up_to_its_cut_off(world) -> None:
     owner, thief, fresh = world
     key = thief.local_key
+    sync(thief, fresh)
     for db in (owner, fresh):
-        assert db.replication_port.wanted_length(key) == CUTOFF
-        assert db.replication_port.offered()[key] == CUTOFF
-        assert db.feed_lengths()[key] == CUTOFF
+        assert db.replication_port.wanted_length(key) is None
         assert [n.value for n in db.get("t/3")] == [b"stolen 3"] and db.get("t/4") == []
-    assert fresh.replication_port.wanted_length(owner.key) is None
+        (info,) = [i for i in db.writers_info() if i.key == key]
+        assert (info.revoked, info.cutoff, info.applied) == (True, CUTOFF, CUTOFF)
+    assert fresh.feed_lengths()[key] == WRITES + 1  # held whole, applied up to the cut-off
+    assert fresh.version() == owner.version()
+    (violation,) = fresh.violations()
+    assert (violation.kind, violation.writer) == ("revoked", key)
+    assert [(n.writer, n.seq) for n in violation.evidence] == [(owner.key, 2), (key, CUTOFF)]
 
 
-def test_data_past_the_cut_off_is_verified_whole_and_not_stored(world) -> None:
-    """Mutation tried: the database's ingest storing every verified block of a revoked feed
-    (caught: the stored length grows past the cut-off)."""
+def test_data_past_the_cut_off_must_still_verify(world) -> None:
     _, thief, fresh = world
     key = thief.local_key
     blocks, proof = thief.replication_port.read(key, 0, WRITES + 1)
@@ -69,46 +67,23 @@ def test_data_past_the_cut_off_is_verified_whole_and_not_stored(world) -> None:
     bad = [*blocks[:-1], blocks[-1] + b"!"]
     with pytest.raises(VerificationError):
         fresh.replication_port.ingest(key, 0, bad, proof)
-    assert fresh.replication_port.ingest(key, 0, blocks, proof) is False
-    rest, proof = thief.replication_port.read(key, CUTOFF, WRITES + 1)
-    assert fresh.replication_port.ingest(key, CUTOFF, rest, proof) is False
     assert dump(fresh._context.storage) == before
-    sync(thief, fresh)  # the whole protocol: nothing past the cut-off is asked for or kept
-    assert dump(fresh._context.storage) == before
-
-
-def test_blocks_held_before_the_revocation_stay_but_are_offered_only_below_it(world) -> None:
-    owner, thief, _ = world
-    key = thief.local_key
-    early = hyperdb.open(memory=True, key=owner.key)
-    sync(thief, early)  # held everything before it learnt of the revocation
-    assert [n.value for n in early.get("t/9")] == [b"stolen 9"]
-    sync(owner, early)
-    assert early.feed_lengths()[key] == WRITES + 1  # what was stored stays
-    assert early.replication_port.offered()[key] == CUTOFF
-    assert early.get("t/4") == [] and [n.value for n in early.get("t/3")] == [b"stolen 3"]
-    read, proof = early.replication_port.read(key, 0, CUTOFF)
-    verify_proof(key, 0, read, proof)
-    assert owner.version() == early.version()
-    (violation,) = early.violations()
-    assert (violation.kind, violation.writer) == ("revoked", key)
-    assert [(n.writer, n.seq) for n in violation.evidence] == [(owner.key, 2), (key, CUTOFF)]
 
 
 @pytest.mark.integration
-def test_a_revoked_writer_flooding_over_tcp_stores_nothing_past_its_cut_off(world) -> None:
+def test_a_revoked_writer_flooding_over_tcp_gets_nothing_applied(world) -> None:
     """The stolen key keeps writing and serves its whole feed; a replica that holds the
-    revocation syncs with it over TCP and stores nothing past the cut-off, twice over."""
+    revocation syncs with it over TCP, twice: nothing of it past the cut-off is applied."""
     owner, thief, fresh = world
-    key = thief.local_key
     for i in range(WRITES, 3 * WRITES):
         thief.put(f"t/{i}", b"more")
-    before = dump(fresh._context.storage)
+    version = fresh.version()
     with net.serve_in_background(thief) as server:
         for _ in range(2):
             net.sync_blocking(fresh, server.host, server.port, timeout=10.0)
-    assert dump(fresh._context.storage) == before
-    assert fresh.feed_lengths()[key] == CUTOFF and fresh.version() == owner.version()
+    assert fresh.version() == version == owner.version()
+    assert all(fresh.get(f"t/{i}") == [] for i in range(CUTOFF - 1, 3 * WRITES))
+    assert fresh.verify().ok
 
 
 def test_verify_settles_the_held_nodes_again_and_reports_a_tampered_state(

@@ -210,9 +210,8 @@ class TestTheDatabasePort(ReplicaContract):
 
     def limit(self, replica: Replica, feed_key: bytes, length: int | None) -> None:
         pytest.skip(
-            "a database limits a feed only through an applied revocation, which needs the "
-            "writer's blocks it had seen first: tests/test_governed_replication.py holds it to "
-            "these rules"
+            "the database accepts every block of a wanted feed (spec/node.md 5.4): the limit "
+            "is the port's option, held here for the feed-level replica"
         )
 
 

@@ -166,7 +166,7 @@ def _lost_phone(
         )
         say(
             f"           the thief wrote 2 more and synced with alice: {result.blocks_sent} "
-            f"blocks taken; phone/list = " + values_line(alice.get("phone/list"))
+            f"blocks sent, none applied; phone/list = " + values_line(alice.get("phone/list"))
         )
         for name in NAMES[1:]:
             net.sync_blocking(replicas[name], server.host, server.port)

@@ -165,7 +165,7 @@ def verified_prefix(
     """Verify ``blocks`` (from ``start``) and ``proof`` whole (:func:`verify_proof`), then keep
     only blocks ``[start, end)`` with a proof of their own against the same signature (its nodes
     are among those the whole check used or computed): how a replica that accepts a feed only up
-    to ``end`` (a revoked writer's cut-off) stores a longer delivery's verified prefix."""
+    to ``end`` stores a longer delivery's verified prefix."""
     _, nodes = verify_proof(key, start, blocks, proof)
     end = max(start, min(end, start + len(blocks)))
     cover = merkle.cover(start, end, proof.length)

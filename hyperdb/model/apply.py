@@ -205,13 +205,10 @@ def _apply_allowed(
         cap = b.caps.get(feed.key)
         stop = length if cap is None or cap > length else cap
         if stop < length and feed_id in fresh and not resettle:
-            # a revoked owner's grants or revocations past its cut-off, new here: one earlier
-            # in history order than the revocation that cut it can undo that revocation
-            resettle = any(
-                found[0].kind != record.KIND_ENTRY
-                for seq in range(stop, length)
-                if (found := b.derived.get((feed_id, seq))) is not None
-            )
+            # nodes of a revoked writer past its cut-off, new here: one may witness, or (an
+            # owner's) revoke, for a revocation earlier in history order than the one that cut
+            # it, and so change what is kept
+            resettle = any((feed_id, seq) in b.derived for seq in range(stop, length))
         scope = permission.scope
         applied = b.applied.get(feed_id, 1)
         start = applied

@@ -111,6 +111,9 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
         assert ids is not None  # seq 1 is a context node, which records a list
         if kind == record.KIND_ENTRY and (not key or trie.normalize(key) != key):
             raise _bad(feed_key, seq, "node key is empty or not normalized")
+        if kind == record.KIND_GRANT:  # a key granted is wanted here, effective or not
+            for granted in authorizes:
+                b.register(granted)
         if ids is not numbering:
             numbering = ids
             feed_map = None if all(f == n for n, f in enumerate(ids)) else ids

@@ -166,25 +166,6 @@ def settle_held(state: State, tx: ReadTxn) -> governance.Settlement:
     return governance.settle(StoreDag(state, decode, held, tx, every_block=True))
 
 
-def storage_limits(state: State, tx: ReadTxn) -> dict[bytes, int]:
-    """How many blocks of each revoked writer's feed a replica requests, stores and offers
-    (``spec/node.md`` 5.4, ``protocol.md`` 4.2). A writer that is not an owner: its cut-off (its
-    later nodes can never matter: it grants and revokes nothing). An owner: also every node that
-    may come before the revocation in history order, whose own revocations could still make that
-    revocation ineffective (two owners revoking each other): a node at seq ``s`` has a clock
-    total above ``s``, so those lie below the revocation's clock total. Both are bounds on what a
-    stolen key can make a replica store."""
-    limits: dict[bytes, int] = {}
-    owner = governance.RANK[record.ROLE_OWNER]
-    for key, revocation in state.revocations.items():
-        limit = revocation.cutoff
-        if state.authority.rank(key) >= owner:
-            total = sum(clock_of(state, tx, revocation.feed, revocation.seq).values())
-            limit = max(limit, total)
-        limits[key] = limit
-    return limits
-
-
 def _decode_clock(data: bytes) -> dict[int, int]:
     return dict(_POINTER.iter_unpack(data))
 

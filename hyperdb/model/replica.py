@@ -1,12 +1,11 @@
 """A database's side of replication: the port (``hyperdb.replication.port``) over its store.
 
-:class:`StoreReplica` offers the feeds of the authorized writers and its own at their signed
-lengths (a revoked writer's only up to its storage limit: ``governed.storage_limits``), accepts
-data of authorized writers' feeds (a revoked writer's verified whole and stored only below that
-limit; nothing at all when the
-database was opened read-only), reads blocks with a byte budget, and ingests a peer's blocks:
-verified (the feed's Merkle proof and signature), checked (``hyperdb.model.derive``), stored and
-applied in one transaction, after which the change hub is told.
+:class:`StoreReplica` offers every feed it holds at its signed length, accepts data of the
+feeds it knows (the database key's and every key a grant held here names, effective or not: a
+revoked writer's feed too, whole; nothing at all when the database was opened read-only),
+reads blocks with a byte budget, and ingests a peer's blocks: verified (the feed's Merkle proof
+and signature), checked (``hyperdb.model.derive``), stored and applied in one transaction, after
+which the change hub is told.
 
 A writer caught signing two histories (a fork, :class:`~hyperdb.errors.ForkDetected`) has its
 feed frozen here: the evidence is kept (``Feed.record_fork``), what the feed holds stays applied
@@ -20,8 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hyperdb.errors import ForkDetected, NotFound, ProtocolError
-from hyperdb.feed import Feed, ForkEvidence, Proof, read_forks, verified_prefix
-from hyperdb.model import governed
+from hyperdb.feed import Feed, ForkEvidence, Proof, read_forks
 from hyperdb.model import state as state_module
 from hyperdb.model.apply import apply_ready
 from hyperdb.model.changes import ChangeHub
@@ -53,7 +51,6 @@ class StoreReplica:
         self._offered: tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]]
         self._offered = (context.state, {}, {})  # nothing cached: no lengths dict is this one
         self._forked: frozenset[bytes] | None = None  # read from the store when first needed
-        self._limits: tuple[state_module.State | None, dict[bytes, int]] = (None, {})
 
     @property
     def lock(self) -> Any:
@@ -70,8 +67,7 @@ class StoreReplica:
         return self._context.lengths()
 
     def offered(self) -> dict[bytes, int]:
-        """Every authorized writer's feed and its own, by signed length (a new dict only when a
-        length or the authorized set changed)."""
+        """Every feed held, by signed length (a new dict only when a length changed)."""
         context = self._context
         context.check_open()
         state = context.state
@@ -79,24 +75,18 @@ class StoreReplica:
         cached = self._offered
         if cached[0] is state and cached[1] is lengths:
             return cached[2]
-        authorized = state.authorized
-        local_key = self._local_key
-        caps = self._storage_limits(state)
-        offered = {
-            key: min(signed, caps[key]) if key in caps else signed
-            for key, (_, signed) in lengths.items()
-            if signed and (key in authorized or key == local_key)
-        }
+        offered = {key: signed for key, (_, signed) in lengths.items() if signed}
         self._offered = (state, lengths, offered)
         return offered
 
     def wanted(self, feed_key: bytes) -> bool:
-        """An authorized writer's feed, not ours and not forked (and nothing in a read-only
+        """A feed known here (the database key's, or one a grant held here names, effective or
+        not: ``spec/node.md`` 5.3), not ours and not forked (and nothing in a read-only
         database)."""
         return (
             self._accepts
             and feed_key != self._local_key
-            and feed_key in self._context.state.authorized
+            and feed_key in self._context.state.ids
             and feed_key not in self.forked()
         )
 
@@ -120,23 +110,10 @@ class StoreReplica:
             return read_forks(context.storage)
 
     def wanted_length(self, feed_key: bytes) -> int | None:
-        """The most blocks of this feed stored here (None: no limit): a revoked writer's storage
-        limit (its cut-off, or for an owner what may precede its revocation in history order)."""
-        state = self._context.state
-        if feed_key not in state.caps:
-            return None
-        return self._storage_limits(state).get(feed_key)
-
-    def _storage_limits(self, state: state_module.State) -> dict[bytes, int]:
-        """The limits of the revoked feeds in ``state`` (``governed.storage_limits``), kept for
-        as long as the state is current."""
-        if not state.caps:
-            return {}
-        cached = self._limits
-        if cached[0] is not state:
-            with self._context.storage.read() as tx:
-                cached = self._limits = (state, governed.storage_limits(state, tx))
-        return cached[1]
+        """No limit: every block of a wanted feed is stored, a revoked writer's too (what is
+        past its cut-off is never applied, but may witness for another revocation: ``spec/
+        node.md`` 5.4)."""
+        return None
 
     def stored_length(self, feed_key: bytes) -> int:
         return self._context.lengths().get(feed_key, (0, 0))[0]
@@ -172,12 +149,6 @@ class StoreReplica:
                 )
             state = context.state
             feed = state.feeds[state.feed_id(feed_key)]
-            limit = self._storage_limits(state).get(feed_key)
-            if limit is not None and start + len(blocks) > limit:
-                # a revoked writer: verified whole, stored only up to its cut-off
-                blocks, proof = verified_prefix(feed_key, start, blocks, proof, limit)
-                if start + len(blocks) <= self.stored_length(feed_key):
-                    return False  # verified, and nothing new below the cut-off
             try:
                 with context.storage.write() as tx:
                     b = StateBuilder(state, tx)
@@ -221,19 +192,10 @@ class StoreReplica:
             return
         context.note_length(feed_key, head.length, head.signed_length)
         cached = self._offered
-        if (
-            cached[0] is state
-            and cached[1] is lengths
-            and new_state.authority is state.authority
-            and new_state.caps is state.caps
-        ):
-            # only this feed's length changed, and the feed is an authorized writer's (wanted):
-            # the offer follows without going over every feed
+        if cached[0] is state and cached[1] is lengths:
+            # only this feed's length changed: the offer follows without going over every feed
             offered = cached[2]
             signed = head.signed_length
-            limit = self._storage_limits(new_state).get(feed_key)
-            if limit is not None:
-                signed = min(signed, limit)
             if signed and offered.get(feed_key) != signed:
                 offered = {**offered, feed_key: signed}
             self._offered = (new_state, lengths, offered)
