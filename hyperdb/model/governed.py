@@ -191,7 +191,7 @@ def unapply(b: StateBuilder, decode: Decode, lengths: Mapping[int, int]) -> list
     for feed, length in lengths.items():
         applied = b.applied.get(feed, 1)
         if length < applied:
-            removed.extend(decode(feed, seq) for seq in range(length, applied))
+            removed.extend(_taken_back(b, feed, seq) for seq in range(length, applied))
             b.set_applied(feed, length)
     if not removed:
         return removed
@@ -225,6 +225,21 @@ def unapply(b: StateBuilder, decode: Decode, lengths: Mapping[int, int]) -> list
     if any(node.kind == record.KIND_GRANT for node in removed):
         rebuild_authority(b, decode)
     return removed
+
+
+def _taken_back(b: StateBuilder, feed: int, seq: int) -> StoredNode:
+    """A node taken back, as far as un-applying it needs: its key and kind (its clock, value and
+    trie are not read: decoding the full clock of each was most of a late revocation's cost)."""
+    found = b.derived.get((feed, seq))
+    if found is not None:
+        return found[0]
+    block = b.feeds[feed].get(seq, b.tx)
+    plain = record.decode_plain(block)
+    if plain is not None:
+        key, kind = plain[0], record.KIND_ENTRY
+    else:
+        key, kind = (node := record.decode_node(block, trusted=True)).key, node.kind
+    return StoredNode(key, feed, seq, None, False, None, kind)
 
 
 def rebuild_authority(b: StateBuilder, decode: Decode) -> None:
