@@ -9,8 +9,13 @@ revoke), for an entry ``key`` and ``value`` (or ``deleted``), for a grant ``targ
 and ``prefixes`` (null: the whole database), for a revocation ``targets``, and its full
 ``clock`` (writer -> blocks seen, header included; its own entry is ``seq + 1``). Expected:
 ``kept`` (writer -> kept length, header included, for every writer), ``cutoffs`` (revoked
-writer -> cut-off) and ``values`` (key -> its current kept entries as [writer, seq, value],
+writer -> ``cutoff``, its nodes from that seq on not kept, and ``by``, the revocation that gave it
+as [writer, seq]) and ``values`` (key -> its current kept entries as [writer, seq, value],
 deletions as value null; keys whose current entries are all deletions left out).
+
+The named cases pin one rule each; the random worlds are those of
+``tests/helpers/governance_world.random_world`` (reproduced here draw for draw: the scripts
+under ``spec/vectors`` import only ``hyperdb``) for the first seeds where a revocation has effect.
 """
 
 from __future__ import annotations
@@ -145,7 +150,7 @@ def expected(feeds: Mapping[str, Sequence[Node]]) -> dict[str, Any]:
             continue
         values[key] = [[w, s, n.get("value")] for w, s, n in sorted(current, key=lambda c: c[:2])]
     cutoffs = {
-        dag.names[dag.ids[r.target.rstrip(b"\0").decode()]]: r.cutoff
+        r.target.rstrip(b"\0").decode(): {"cutoff": r.cutoff, "by": [dag.names[r.feed], r.seq]}
         for r in settled.revocations.values()
     }
     return {"kept": kept, "cutoffs": dict(sorted(cutoffs.items())), "values": values}
@@ -170,6 +175,26 @@ def hand_cases() -> list[dict[str, Any]]:
     b.write("w", key="a", value="w1")
     cases.append(case("first-grant", "a writer granted by the first owner writes", b))
 
+    b = Builder(["root", "v", "w"])
+    b.write("root", "grant", targets=["v", "w"], role="writer", prefixes=None)
+    for name in ("v", "w"):
+        b.sync("root", name)
+    b.write("v", key="k", value="from v")
+    b.write("w", key="k", value="from w")
+    b.write("v", key="d", value="deleted later")
+    b.sync("v", "w")
+    b.write("w", key="d", deleted=True)
+    b.write("v", key="e", value="concurrent with a deletion")
+    b.write("w", key="e", deleted=True)
+    cases.append(
+        case(
+            "concurrent-values-and-deletions",
+            "two current values; a key whose current entries are all deletions is left out; a "
+            "deletion concurrent with a value is listed with value null",
+            b,
+        )
+    )
+
     b = Builder(["root", "w", "v"])
     b.write("root", "grant", targets=["w"], role="writer", prefixes=None)
     b.sync("root", "w")
@@ -187,6 +212,25 @@ def hand_cases() -> list[dict[str, Any]]:
         case(
             "grant-counts-once-its-author-is-owner",
             "w granted v before w was an owner; once w is, its grant counts (least fixpoint)",
+            b,
+        )
+    )
+
+    b = Builder(["root", "o1", "o2", "v"])
+    b.write("root", "grant", targets=["o1", "o2"], role="writer", prefixes=None)
+    for name in ("o1", "o2"):
+        b.sync("root", name)
+    b.write("o1", "grant", targets=["o2"], role="owner", prefixes=None)
+    b.sync("o1", "o2")
+    b.write("o2", "grant", targets=["o1"], role="owner", prefixes=None)
+    b.write("o2", "grant", targets=["v"], role="writer", prefixes=None)
+    b.sync("o2", "v")
+    b.write("v", key="v", value="granted by o2")
+    cases.append(
+        case(
+            "mutual-grants-are-not-enough",
+            "writers o1 and o2 make each other owners, and no owner does: the least fixpoint "
+            "makes neither an owner, so o2's grant of v has no effect",
             b,
         )
     )
@@ -222,6 +266,25 @@ def hand_cases() -> list[dict[str, Any]]:
     b.write("root", "revoke", targets=["w"])
     cases.append(case("revocation-keeps-what-it-saw", "the cut-off is what R had seen", b))
 
+    b = Builder(["root", "v", "w"])
+    b.write("root", "grant", targets=["v", "w"], role="writer", prefixes=None)
+    for name in ("v", "w"):
+        b.sync("root", name)
+    b.write("w", "revoke", targets=["v"])
+    b.sync("w", "v")
+    b.write("v", key="v", value="after w's revocation")
+    cases.append(case("revocation-by-a-writer", "a writer's revocation has no effect", b))
+
+    b = Builder(["root", "o"])
+    b.write("root", "grant", targets=["o"], role="owner", prefixes=None)
+    b.sync("root", "o")
+    b.write("o", key="a", value="before")
+    b.write("o", "revoke", targets=["o"])
+    b.write("o", key="b", value="after")
+    cases.append(
+        case("self-revocation", "an owner revokes itself: its revocation is the last node kept", b)
+    )
+
     b = Builder(["root", "w", "v"])
     b.write("root", "grant", targets=["v", "w"], role="writer", prefixes=None)
     for name in ("v", "w"):
@@ -239,6 +302,26 @@ def hand_cases() -> list[dict[str, Any]]:
         case(
             "witness",
             "v had built on w's second write before the revocation reached it: that write stays",
+            b,
+        )
+    )
+
+    b = Builder(["root", "v", "w"])
+    b.write("root", "grant", targets=["w"], role="writer", prefixes=None)
+    b.write("root", "grant", targets=["v"], role="writer", prefixes=["a"])
+    for name in ("v", "w"):
+        b.sync("root", name)
+    b.write("w", key="k", value="seen")
+    b.sync("w", "root")
+    b.write("w", key="k", value="late")
+    b.sync("w", "v")
+    b.write("v", key="b/1", value="out of v's scope, built on the late write")
+    b.write("root", "revoke", targets=["w"])
+    cases.append(
+        case(
+            "stalled-node-witnesses-nothing",
+            "v's node had seen w's late write and not R, but it is out of v's scope: not kept, "
+            "so no witness",
             b,
         )
     )
@@ -282,6 +365,21 @@ def hand_cases() -> list[dict[str, Any]]:
         case("owners-revoke-each-other", "the revocation earlier in history order wins", b)
     )
 
+    b = Builder(["root", "o1", "o2"])
+    b.write("root", "grant", targets=["o1", "o2"], role="owner", prefixes=None)
+    for name in ("o1", "o2"):
+        b.sync("root", name)
+    b.write("o2", "revoke", targets=["o1"])
+    b.write("o1", "revoke", targets=["o2"])
+    b.write("o1", key="o1", value="after")
+    cases.append(
+        case(
+            "owners-revoke-each-other-tie",
+            "equal clock totals: the smaller writer key is earlier in history order, o1 wins",
+            b,
+        )
+    )
+
     b = Builder(["root", "o"])
     b.write("root", "grant", targets=["o"], role="owner", prefixes=None)
     b.sync("root", "o")
@@ -305,6 +403,29 @@ def hand_cases() -> list[dict[str, Any]]:
         case(
             "pin",
             "x's revocation of v took effect before root's revocation of x: it stays kept",
+            b,
+        )
+    )
+
+    b = Builder(["root", "y", "o", "z"])
+    b.write("root", "grant", targets=["y"], role="owner", prefixes=None)
+    b.write("root", "grant", targets=["z"], role="writer", prefixes=None)
+    for name in ("y", "z"):
+        b.sync("root", name)
+    b.write("z", key="z", value="never seen by o")
+    b.write("y", key="y", value="seen")
+    b.sync("y", "root")
+    b.write("y", "grant", targets=["o"], role="owner", prefixes=None)
+    b.sync("y", "o")
+    b.write("o", "revoke", targets=["z"])
+    for n in range(1, 4):
+        b.write("root", key=f"r{n}", value="makes root's revocation later in history order")
+    b.write("root", "revoke", targets=["y"])
+    cases.append(
+        case(
+            "cut-owner-revocation-keeps-its-effect",
+            "o, made an owner by y past y's cut-off, revoked z before root revoked y: o loses "
+            "its role and its revocation is not kept, but z's cut-off stays (never lifted)",
             b,
         )
     )
@@ -334,39 +455,51 @@ def hand_cases() -> list[dict[str, Any]]:
     return cases
 
 
+def random_world(rng: random.Random, writers: int = 4, steps: int = 30) -> Builder:
+    """``tests/helpers/governance_world.random_world`` step for step (the same draws from
+    ``rng``), its first writer named ``root``: writers granting (owners among them), scoping,
+    revoking, writing and syncing, whatever the rules allow."""
+    names = ["root", *(f"w{i}" for i in range(1, writers))]
+    b = Builder(names)
+    granted = sorted(rng.sample(names[1:], rng.randint(1, writers - 1)))
+    b.write("root", "grant", targets=granted, role=rng.choice(["writer", "owner"]), prefixes=None)
+    for name in granted:
+        if rng.random() < 0.7:
+            b.sync("root", name)
+    for _ in range(steps):
+        roll = rng.random()
+        writer = rng.choice(names)
+        if roll < 0.45:
+            key = rng.choice(["a", "a/x", "b", "b/y", "c"])
+            b.write(writer, key=key, value=f"{writer}{rng.randrange(100)}")
+        elif roll < 0.65:
+            role = rng.choice(["writer", "writer", "owner", "seeder"])
+            prefixes = (
+                rng.choice([None, None, ["a"], ["b"], ["a", "b"]]) if role == "writer" else None
+            )
+            targets = sorted(rng.sample(names[1:], rng.randint(1, min(2, writers - 1))))
+            b.write(writer, "grant", targets=targets, role=role, prefixes=prefixes)
+        elif roll < 0.75:
+            b.write(writer, "revoke", targets=sorted(rng.sample(names, 1)))
+        else:
+            other = rng.choice(names)
+            if other != writer:
+                b.sync(other, writer)
+    return b
+
+
 def random_cases(count: int) -> list[dict[str, Any]]:
-    cases = []
-    for seed in range(count):
-        rng = random.Random(seed)
-        names = ["root", "w1", "w2", "w3"]
-        b = Builder(names)
-        granted = sorted(rng.sample(names[1:], rng.randint(1, 3)))
-        b.write(
-            "root", "grant", targets=granted, role=rng.choice(["writer", "owner"]), prefixes=None
+    """The worlds of the first ``count`` seeds (0, 1, ...) in which some revocation has effect
+    (the rules easiest to get wrong; the named cases cover grants and scopes alone)."""
+    cases: list[dict[str, Any]] = []
+    seed = 0
+    while len(cases) < count:
+        made = case(
+            f"random-{seed}", f"random world, seed {seed}", random_world(random.Random(seed))
         )
-        for name in granted:
-            if rng.random() < 0.7:
-                b.sync("root", name)
-        for _ in range(24):
-            roll = rng.random()
-            writer = rng.choice(names)
-            if roll < 0.45:
-                key = rng.choice(["a", "a/x", "b", "b/y", "c"])
-                b.write(writer, key=key, value=f"{writer}.{rng.randrange(100)}")
-            elif roll < 0.62:
-                role = rng.choice(["writer", "writer", "owner", "seeder"])
-                prefixes = (
-                    rng.choice([None, None, ["a"], ["b"], ["a", "b"]]) if role == "writer" else None
-                )
-                targets = sorted(rng.sample(names[1:], rng.randint(1, 2)))
-                b.write(writer, "grant", targets=targets, role=role, prefixes=prefixes)
-            elif roll < 0.72:
-                b.write(writer, "revoke", targets=[rng.choice(names)])
-            else:
-                other = rng.choice(names)
-                if other != writer:
-                    b.sync(other, writer)
-        cases.append(case(f"random-{seed}", f"random world, seed {seed}", b))
+        if made["expected"]["cutoffs"]:
+            cases.append(made)
+        seed += 1
     return cases
 
 
