@@ -213,18 +213,13 @@ def test_the_file_is_what_the_generator_writes() -> None:
     assert json.loads(json.dumps({"version": 1, "cases": generator().cases()})) == VECTORS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a seeder grant (no scope: 5.3 gives a scope to the role writer only) widens a "
-    "scoped writer grant of the same key to the whole database (settle and the naive model alike)",
-)
 def test_a_seeder_grant_gives_no_scope() -> None:
     """Found writing the vectors (so it is not one): ``root`` makes ``s`` a seeder, then a writer
     scoped to ``a``; ``s``'s entry ``b`` should stall (5.3, 2.5: only a writer's grant has a
     scope). ``Authority._widen`` (and the naive model's ``permissions``) read the seeder grant's
     absent prefixes as the whole database, and the union as unscoped: through the API,
     ``authorize(k, role="seeder")`` then ``authorize(k, prefixes=["a"])`` lets ``k`` put any
-    key. Left out of ``governance.json`` until the rule is settled."""
+    key. Fixed: a seeder's grant widens no scope."""
     feeds = {
         ROOT: [
             {

@@ -140,3 +140,23 @@ def test_a_write_after_a_late_revocation_took_nodes_back_is_a_valid_record() -> 
         other.put("a", "after")  # its clock must not name the revoked feed at length 1
         sync(owner, other)
         assert values(owner, "a") == ["after"] and owner.verify().ok
+
+
+def test_a_seeder_grant_widens_no_scope() -> None:
+    """A seeder grant and a writer grant scoped to ``a`` give the scope ``a``, not the whole
+    database (the seeder grant has no prefixes because a seeder writes nothing). Found by the
+    vectors' work; mutation caught: ``Authority._widen`` reading a seeder grant as unscoped."""
+    owner, w = replicas(2)
+    owner.authorize(w.local_key, role="seeder")
+    owner.authorize(w.local_key, prefixes=["a"])
+    sync(owner, w)
+    w.put("a/1", "in")
+    with raises_code("permission_denied"):
+        w.put("b", "out of scope")
+    (info,) = [i for i in owner.writers_info() if i.key == w.local_key]
+    assert (info.role, info.prefixes) == ("writer", ("a",))
+    new = hyperdb.open(memory=True, key=owner.key, value_encoding="utf-8")
+    seeder = hyperdb.open(memory=True, key=owner.key, value_encoding="utf-8")
+    owner.authorize(seeder.local_key, role="seeder")
+    _, grant = owner.rotate(seeder.local_key, new.local_key)  # a seeder's grant has no prefixes
+    assert (grant.role, grant.prefixes) == ("seeder", None)

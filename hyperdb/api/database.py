@@ -265,7 +265,11 @@ class Database:
         permission = self._open_state().authority.permissions.get(old)
         if permission is None:
             raise InvalidArgument(f"writer {old.hex()[:16]} holds no grant to hand over")
-        scope = None if permission.scope is None else governance.narrowest(permission.scope)
+        scope = (
+            governance.narrowest(permission.scope)
+            if permission.role == record.ROLE_WRITER and permission.scope is not None
+            else None
+        )
         ops = (
             record.SystemOp(record.KIND_REVOKE, (old,)),
             record.SystemOp(record.KIND_GRANT, (new,), permission.role, scope),

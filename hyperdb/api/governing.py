@@ -105,7 +105,9 @@ def writer_infos(
                 key,
                 None if permission is None else governance.ROLES[permission.role],
                 None
-                if permission is None or permission.scope is None
+                if permission is None
+                or permission.scope is None
+                or permission.rank < governance.RANK[record.ROLE_WRITER]
                 else tuple(sorted(permission.scope, key=lambda p: p.encode("utf-8"))),
                 ()
                 if permission is None

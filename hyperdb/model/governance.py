@@ -143,7 +143,9 @@ class Authority:
             return False
         old = self.permissions.get(key)
         scope: Scope
-        if grant.role == record.ROLE_OWNER or grant.prefixes is None:
+        if grant.role == record.ROLE_SEEDER:
+            scope = frozenset()  # a seeder writes nothing: its grant widens no scope
+        elif grant.role == record.ROLE_OWNER or grant.prefixes is None:
             scope = None
         else:
             scope = frozenset(grant.prefixes)

@@ -80,7 +80,10 @@ def permissions(root: str, grants: list[MNode]) -> Permissions:
             if target == root:
                 continue
             rank, scopes = result.get(target, (-1, []))
-            scope = None if grant.role == OWNER else grant.prefixes
+            if grant.role == SEEDER:
+                scope: tuple[str, ...] | None = ()  # a seeder's grant gives no scope
+            else:
+                scope = None if grant.role == OWNER else grant.prefixes
             result[target] = (max(rank, RANK[grant.role]), [*scopes, scope])
     return result
 
