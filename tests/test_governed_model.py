@@ -30,18 +30,15 @@ revocation reached it, is taken back by the replica and kept by the model), and 
 programs alone too (without the pinned examples, within 23 and 31 generated programs in two
 runs).
 
-Engine bug found (open: the xfail tests, here and in ``test_governed_permutations.py``): a
-witness that waits for a third writer's feed when the revocation is settled does not raise the
-cut-off once that feed arrives. Until it is fixed, about one run in fifteen of the test above
-(with random seeds) draws a program that meets it and fails on "get/list differ from the model's
-current values"; ``test_a_witness_waiting_for_a_third_feed_in_a_drawn_program`` is one.
+Engine bug found (fixed): a witness that waited for a third writer's feed when the revocation
+was settled did not raise the cut-off once that feed arrived (about one run in fifteen of the
+test above met it); ``test_a_witness_waiting_for_a_third_feed_in_a_drawn_program`` replays one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -286,11 +283,6 @@ def test_replicas_answer_what_the_model_computes_from_what_they_hold(
         run.finish()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a held witness that becomes kept only when a third feed arrives after the "
-    "revocation was settled does not raise the cut-off (see test_governed_permutations)",
-)
 def test_a_witness_waiting_for_a_third_feed_in_a_drawn_program() -> None:
     """A program the test above drew (its keys seeded, so it replays): replica 3 writes ``a``,
     the first writer sees it; replica 2 writes ``a`` concurrently and tells the first writer,

@@ -34,8 +34,8 @@ kept_set`` and ``test_drawn_orders_and_chunkings_converge`` fail in ``check`` at
 the model comparison fails on its own, both after the first chunks (``deliver(each=True)``) and
 at the end: "get/list differ from the model's current values".
 
-No witness of this history waits on a third writer's feed; that case, where the engine keeps
-less than the rules when the third feed comes last, is the (xfail) test at the end.
+No witness of this history waits on a third writer's feed; that case (where the engine kept less
+than the rules when the third feed came last, now fixed) is the test at the end.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from dataclasses import dataclass, replace
 from functools import partial
 from itertools import pairwise
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -352,11 +351,6 @@ def _reference() -> tuple[object, ...]:
     return _REFERENCE[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a held witness that becomes kept (before the revocation) only when a third "
-    "feed arrives after the revocation was settled does not raise the cut-off",
-)
 def test_a_witness_waiting_for_a_third_feed_counts_once_that_feed_arrives() -> None:
     """``root`` writes ``m`` having seen ``w/1`` and ``v/1``; ``o`` revokes ``w`` having seen
     neither, so ``m`` is a witness: ``w``'s cut-off is 2 and ``w/1`` is kept (the model, and

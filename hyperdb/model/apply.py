@@ -225,9 +225,13 @@ def _apply_allowed(
             if blocker is not None:
                 waiting.setdefault(blocker, set()).add(feed_id)
                 if b.feeds[blocker].key in b.caps:
-                    # it waits on a cut writer: it may be a witness, once what it saw of that
-                    # writer is held (settled again whenever more of it is)
-                    held = b.lengths.get(blocker) or b.feeds[blocker].head(b.tx).length
+                    # it waits on a cut writer: it may be a witness once its whole past is held
+                    # (settled again whenever more of what it waits for is held)
+                    held = sum(
+                        min(b.lengths.get(f) or b.feeds[f].head(b.tx).length, n)
+                        for f, n in clock.items()
+                        if f != feed_id
+                    )
                     if (feed_id, applied, held) not in b.witnesses_settled:
                         b.witnesses_settled.add((feed_id, applied, held))
                         resettle = True

@@ -99,7 +99,7 @@ class State:
     has_revocations: bool = False
     """Whether any revocation node is applied (then grants can change what is kept)."""
     witnesses_settled: frozenset[tuple[int, int, int]] = frozenset()
-    """Nodes (feed id, seq, blocks held of the revoked writer they wait on) found waiting on a
+    """Nodes (feed id, seq, blocks held of the past they wait for) found waiting on a
     revoked writer's nodes past its cut-off, that the kept set was settled with: each a possible
     witness, settled once for each length held of that writer, not at every ingest. Not stored:
     after an open, each is settled once more."""
