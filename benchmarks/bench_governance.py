@@ -4,15 +4,18 @@
   not durable) whose first writer granted 5 writers, each writing ``--entries / 5`` entries in
   batches of 100, and granted then revoked ``R`` more writers (each having written one entry
   the revocation saw and one it did not); a fresh replica receives everything
-  (``hyperdb.replicate``, the real protocol). Entries applied per second.
-* **A late revocation against K affected keys**: a replica applied a writer's K writes (one
-  batch); then the revocation arrives, written by an owner that had seen none of them, and the
-  replica takes all K back (applied lengths, heads, index rows). Seconds for the ingest that
-  carries the revocation, and keys taken back per second. Checked: the keys are gone and the
+  (``hyperdb.replicate``, the real protocol). Entries applied per second. With ``--control``,
+  also the same history with the ``R`` extra writers granted and never revoked (the same feeds
+  and grants, no revocation): what the revocations cost apart from the extra feeds.
+* **A late revocation against K affected keys**: a replica applied a writer's K writes (batches
+  of 10,000); then the revocation arrives, written by an owner that had seen none of them, and
+  the replica takes all K back (applied lengths, heads, index rows). Seconds for the ingest that
+  carries the revocation, and keys taken back per second (``--repeat`` times, each on databases
+  of its own). Checked: no key of the writer is left, its applied length is its cut-off, and the
   replica is on the owner's version.
 
 Run: ``python -m benchmarks.bench_governance [--entries 20000] [--revocations 0 1 10]
-[--affected 10 100 1000 10000 100000]``.
+[--control] [--affected 10 100 1000 10000 100000]``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ WRITERS = 5
 BATCH = 100
 
 
-def source_with_revocations(directory: Path, entries: int, revocations: int) -> hyperdb.Database:
+def source_with_revocations(
+    directory: Path, entries: int, revocations: int, *, revoke: bool = True
+) -> hyperdb.Database:
     """The source database of the apply workload (see the module docstring), holding every
-    feed."""
+    feed; with ``revoke`` false the extra writers keep their grants (the control)."""
     value = os.urandom(32)
     root = hyperdb.open(directory / "root", durable=False)
     writers = [
@@ -50,7 +55,8 @@ def source_with_revocations(directory: Path, entries: int, revocations: int) -> 
         db.put(f"revoked/{db.local_key.hex()[:8]}/seen", value)
         hyperdb.replicate(root, db, upload=False)
         db.put(f"revoked/{db.local_key.hex()[:8]}/unseen", value)
-        root.revoke(db.local_key)
+        if revoke:
+            root.revoke(db.local_key)
     per_writer = entries // WRITERS
     for i, db in enumerate(writers):
         for start in range(0, per_writer, BATCH):
@@ -66,11 +72,13 @@ def source_with_revocations(directory: Path, entries: int, revocations: int) -> 
     return root
 
 
-def apply_throughput(directory: Path, entries: int, revocations: int, repeat: int) -> Result:
-    where = directory / f"apply-{revocations}"
-    where.mkdir()
-    source = source_with_revocations(where, entries, revocations)
-    applied = WRITERS * (entries // WRITERS) + revocations
+def apply_throughput(
+    directory: Path, entries: int, revocations: int, repeat: int, *, revoke: bool = True
+) -> Result:
+    where = Path(tempfile.mkdtemp(prefix=f"apply-{revocations}-", dir=directory))
+    source = source_with_revocations(where, entries, revocations, revoke=revoke)
+    # a revoked writer's second entry is past its cut-off: held, never applied
+    applied = WRITERS * (entries // WRITERS) + revocations * (1 if revoke else 2)
     reps = []
     try:
         for attempt in range(repeat):
@@ -83,18 +91,38 @@ def apply_throughput(directory: Path, entries: int, revocations: int, repeat: in
     finally:
         source.close()
     reps.sort()
+    history = (
+        f"{revocations} revocation(s) in the history"
+        if revoke
+        else f"{revocations} extra writer(s), none revoked"
+    )
     return {
-        "name": f"apply {applied:,} entries, {revocations} revocation(s) in the history",
+        "name": f"apply {applied:,} entries, {history}",
         "unit": "entries/s",
         "median": reps[len(reps) // 2],
         "min": reps[0],
         "max": reps[-1],
+        "reps": reps,
     }
 
 
-def late_revocation(directory: Path, affected: int) -> Result:
-    where = directory / f"late-{affected}"
-    where.mkdir()
+def late_revocation(directory: Path, affected: int, repeat: int) -> Result:
+    """The late-revocation workload ``repeat`` times, each on databases of its own."""
+    reps = sorted(_late_once(directory, affected) for _ in range(repeat))
+    return {
+        "name": f"late revocation taking back {affected:,} keys",
+        "unit": "s",
+        "median": reps[len(reps) // 2],
+        "min": reps[0],
+        "max": reps[-1],
+        "keys_per_s": affected / reps[len(reps) // 2],
+        "reps": reps,
+    }
+
+
+def _late_once(directory: Path, affected: int) -> float:
+    """Seconds for the ingest of one late revocation taking back ``affected`` keys."""
+    where = Path(tempfile.mkdtemp(prefix=f"late-{affected}-", dir=directory))
     value = os.urandom(32)
     owner = hyperdb.open(where / "owner", durable=False)
     writer = hyperdb.open(where / "writer", key=owner.key, durable=False)
@@ -117,25 +145,31 @@ def late_revocation(directory: Path, affected: int) -> Result:
         hyperdb.replicate(owner, replica, download=False)
         elapsed = time.perf_counter() - started
         assert replica.get("k/00000000") == [] and replica.get(f"k/{affected - 1:08d}") == []
+        assert next(iter(replica.list("k")), None) is None, "a key taken back is still listed"
+        (info,) = [i for i in replica.writers_info() if i.key == writer.local_key]
+        assert info.revoked and info.applied == info.cutoff, f"not cut: {info}"
         assert replica.version() == owner.version(), "the replica is not on the owner's version"
     finally:
         for db in (owner, writer, replica):
             db.close()
-    return {
-        "name": f"late revocation taking back {affected:,} keys",
-        "unit": "s",
-        "median": elapsed,
-        "min": elapsed,
-        "max": elapsed,
-        "keys_per_s": affected / elapsed,
-    }
+    return elapsed
 
 
 def results(
-    directory: Path, entries: int, revocations: list[int], affected: list[int], repeat: int
+    directory: Path,
+    entries: int,
+    revocations: list[int],
+    affected: list[int],
+    repeat: int,
+    *,
+    control: bool = False,
 ) -> list[Result]:
-    out = [apply_throughput(directory, entries, count, repeat) for count in revocations]
-    out += [late_revocation(directory, count) for count in affected]
+    out = []
+    for count in revocations:
+        out.append(apply_throughput(directory, entries, count, repeat))
+        if control and count:
+            out.append(apply_throughput(directory, entries, count, repeat, revoke=False))
+    out += [late_revocation(directory, count, repeat) for count in affected]
     return out
 
 
@@ -147,29 +181,41 @@ def harness_rows(directory: Path, *, quick: bool, repeat: int) -> list[dict[str,
     rows: list[dict[str, object]] = []
     for count in (0, 1, 10):
         found = apply_throughput(directory, entries, count, repeat)
-        reps = sorted({found["min"], found["median"], found["max"]})
-        rows.append(harness.row("governance-apply", count, "entries/s", reps))
+        rows.append(harness.row("governance-apply", count, "entries/s", found["reps"]))
     for count in affected:
-        found = late_revocation(directory, count)
-        rows.append(harness.row("late-revocation", count, "s", [found["median"]]))
+        found = late_revocation(directory, count, repeat)
+        rows.append(harness.row("late-revocation", count, "s", found["reps"]))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=20_000)
-    parser.add_argument("--revocations", type=int, nargs="+", default=[0, 1, 10])
+    parser.add_argument("--revocations", type=int, nargs="*", default=[0, 1, 10])
     parser.add_argument(
-        "--affected", type=int, nargs="+", default=[10, 100, 1_000, 10_000, 100_000]
+        "--control",
+        action="store_true",
+        help="also apply each history with its extra writers never revoked",
+    )
+    parser.add_argument(
+        "--affected", type=int, nargs="*", default=[10, 100, 1_000, 10_000, 100_000]
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hyperdb-bench-") as tmp:
-        found = results(Path(tmp), args.entries, args.revocations, args.affected, args.repeat)
+        found = results(
+            Path(tmp),
+            args.entries,
+            args.revocations,
+            args.affected,
+            args.repeat,
+            control=args.control,
+        )
     settings = {
         "entries": args.entries,
         "revocations": args.revocations,
+        "control": args.control,
         "affected": args.affected,
         "repeat": args.repeat,
     }

@@ -51,12 +51,13 @@ def test_governance_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import bench_governance
 
     argv = ["--entries", "200", "--revocations", "0", "2", "--affected", "10", "--repeat", "1"]
-    assert bench_governance.main(argv) == 0
+    assert bench_governance.main([*argv, "--control"]) == 0
     report = last_json(capsys)
     names = [r["name"] for r in report["results"]]  # type: ignore[union-attr]
     assert names == [
         "apply 200 entries, 0 revocation(s) in the history",
         "apply 202 entries, 2 revocation(s) in the history",
+        "apply 204 entries, 2 extra writer(s), none revoked",
         "late revocation taking back 10 keys",
     ]
 
