@@ -173,6 +173,32 @@ class CapabilityError(ProtocolError):
     code = "capability"
 
 
+class IdentityError(ProtocolError):
+    """The peer's proof of its writer key (version 2's identify message) does not verify: forged,
+    or relayed from another session. The session ends; nothing the peer sent after its hello was
+    accepted."""
+
+    code = "identity"
+
+
+class Backpressure(HyperDBError):
+    """An extension message could not be queued now: the session's send budget (size or rate) is
+    spent. Nothing was queued; send again once the peer has read what is queued."""
+
+    code = "backpressure"
+
+
+class AckTimeout(HyperDBError, TimeoutError):
+    """Not enough replicas acknowledged a version in time. ``acks`` holds the acknowledgements
+    reached (signer key -> acknowledgement)."""
+
+    code = "ack_timeout"
+
+    def __init__(self, message: str, *, acks: object = None) -> None:
+        super().__init__(message)
+        self.acks = acks
+
+
 class PeerTimeout(ProtocolError, TimeoutError):
     """The peer did not answer in time (during the handshake, or while this side waited for data
     it had asked for)."""
