@@ -341,6 +341,21 @@ class Feed:
             )
         return Proof(start, end, head.signed_length, nodes, head.signature)
 
+    def tree_hash(self, length: int, txn: ReadTxn | None = None) -> bytes:
+        """The tree hash of the first ``length`` blocks (``spec/feed.md`` 3.3): the hash the writer
+        signs for that length, computed from stored nodes (every root of a prefix is complete
+        under the stored length: a stored parent, or a leaf hashed from its block), for
+        ``1 <= length <=`` the stored length; :class:`InvalidArgument` otherwise."""
+        with _reading(self.storage, txn) as tx:
+            head = self._head(tx)
+            if type(length) is not int or not 1 <= length <= head.length:
+                raise InvalidArgument(
+                    f"a tree hash is of a length in [1, {head.length}], not {length!r}"
+                )
+            if length == head.signed_length:
+                return merkle.hash_encoded_roots(head.roots_data)
+            return merkle.hash_tree(self._node(tx, index) for index in merkle.full_roots(length))
+
     # --- writing ----------------------------------------------------------------------------------
 
     def append(self, block: bytes, txn: WriteTxn | None = None) -> int:
@@ -412,6 +427,11 @@ class Feed:
         checked, then skipped) but not above it. A signature for a length beyond the blocks
         received is kept as *pending* and becomes the signed head once its blocks are all here.
 
+        Data signed for a length the feed already holds (``start`` below the stored length, or
+        even no blocks at ``start`` equal to it) stores nothing new but is still compared: every
+        root of that signed length is complete under the stored length, so a second history of
+        the same length is a fork, found like any other (never accepted).
+
         A valid signature over a history that contradicts the stored one (or, for a writable feed,
         any signature by this feed's key beyond its own length) raises :class:`ForkDetected`: the
         feed is marked forked with the evidence kept (by the caller's :meth:`record_fork` when it
@@ -449,6 +469,66 @@ class Feed:
         self._check_can_receive(head, start)  # cheap refusals before any hashing
         roots, nodes = verify_proof(self.key, start, blocks, proof)
         return head, self._store_verified(tx, head, start, blocks, proof, roots, nodes)
+
+    def find_fork(
+        self, start: int, blocks: Sequence[bytes], proof: Proof, txn: ReadTxn | None = None
+    ) -> bytes | None:
+        """Check a peer's blocks (from ``start``) and ``proof`` against what this feed holds,
+        storing nothing (``spec/feed.md`` 6.1, "Checking without storing"): the fork evidence if
+        the peer's signed tree contradicts this feed, else ``None``.
+
+        The data is verified first, as :meth:`receive` does (:class:`VerificationError` if it
+        does not verify; ``start`` may be anywhere, even past the stored length). Then every node
+        the check used or computed that is complete under the stored length is compared with the
+        stored one, and every root of a pending signature with the node of the same index, so
+        any relation of the peer's signed length to this feed's (shorter, equal, longer) is
+        checked: a proof of blocks ``[L - 1, L)`` against any signed length ``>= L`` carries or
+        computes every root of ``L``. On a difference the local copy is re-verified first
+        (:class:`CorruptionError` if it is damaged, as :meth:`receive`). A writable feed also
+        finds a fork in any valid signature by its key beyond its own length (evidence that
+        proves it to this writer only); a difference in a signed node is preferred as evidence,
+        since it proves the fork to anyone. Works on a frozen feed too. The caller records the
+        evidence (:meth:`record_fork`) if it wants the feed frozen.
+        """
+        _check_seq(start)
+        blocks = [_as_block(block) for block in blocks]
+        roots, nodes = verify_proof(self.key, start, blocks, proof)
+        with _reading(self.storage, txn) as tx:
+            head = self._head(tx)
+            found = self._differing_node(tx, head, nodes)
+            if found is not None:
+                index, pending = found
+                return self._checked_evidence(tx, head, proof, roots, blocks, index, pending)
+            if self.writable and proof.length > head.length:
+                return self._evidence(tx, head, proof, roots, blocks, None)
+            return None
+
+    def _differing_node(
+        self, tx: ReadTxn, head: FeedHead, nodes: dict[int, TreeNode]
+    ) -> tuple[int, tuple[int, bytes, bytes] | None] | None:
+        """The verified node to give as evidence that ``nodes`` contradict this feed, with the
+        pending signature it contradicts (``None``: a stored node), or ``None`` if none does.
+        Chosen so that the evidence proves the fork when it can: a stored node the signed head
+        covers, else a root of the pending signature, else a stored node past the signed head;
+        the lowest (by depth, then index) of its kind."""
+        stored = sorted(
+            (
+                index
+                for index, node in nodes.items()
+                if merkle.span(index)[1] <= head.length and self._node(tx, index) != node
+            ),
+            key=lambda i: (merkle.span(i)[1] > head.signed_length, merkle.depth(i), i),
+        )
+        if stored and merkle.span(stored[0])[1] <= head.signed_length:
+            return stored[0], None
+        data = tx.get("feed_log", self._pending_key)
+        if data is not None:
+            pending = (_U64.unpack_from(data)[0], data[8:72], data[72:])
+            for root in merkle.decode_roots(pending[2]):
+                node = nodes.get(root.index)
+                if node is not None and node != root:
+                    return root.index, pending
+        return (stored[0], None) if stored else None
 
     def _store_verified(
         self,
@@ -551,6 +631,24 @@ class Feed:
     ) -> None:
         """A verified node (or a root of the ``pending`` signature being adopted) differs from the
         stored one: local damage, or the writer forked."""
+        raise ForkDetected(
+            f"feed {self.key.hex()[:16]} has forked: tree node {index} differs from the stored "
+            "one under a valid signature",
+            evidence=self._checked_evidence(tx, head, proof, roots, blocks, index, pending),
+        )
+
+    def _checked_evidence(
+        self,
+        tx: ReadTxn,
+        head: FeedHead,
+        proof: Proof,
+        roots: list[TreeNode],
+        blocks: list[bytes],
+        index: int,
+        pending: tuple[int, bytes, bytes] | None = None,
+    ) -> bytes:
+        """The evidence of a contradiction at node ``index``, once the local copy is re-verified:
+        :class:`CorruptionError` instead if the contradiction comes from local damage."""
         try:
             self.verify(tx)
         except CorruptionError as exc:
@@ -558,11 +656,7 @@ class Feed:
                 f"data from a peer contradicts tree node {index} because the local copy is "
                 f"damaged: {exc}"
             ) from exc
-        raise ForkDetected(
-            f"feed {self.key.hex()[:16]} has forked: tree node {index} differs from the stored "
-            "one under a valid signature",
-            evidence=self._evidence(tx, head, proof, roots, blocks, index, pending),
-        )
+        return self._evidence(tx, head, proof, roots, blocks, index, pending)
 
     def _evidence(
         self,
