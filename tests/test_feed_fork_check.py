@@ -184,9 +184,38 @@ def test_a_fork_at_equal_lengths_is_found_from_both_sides(common: int) -> None:
         assert evidence.ours.length == evidence.theirs.length == 6
         assert evidence.ours.signature == mine.head().signature
         assert evidence.theirs.signature == peer.head().signature
-        node = evidence.check().node
-        assert node is not None and merkle.span(node)[1] > common  # it spans a differing block
+        check = evidence.check()
+        assert check.node is not None and merkle.span(check.node)[1] > common  # spans a change
+        assert check.agreed <= common  # what the evidence shows alike is alike
         assert not mine.forked and mine.fork_evidence() is None
+
+
+def test_the_evidence_says_where_the_histories_part() -> None:
+    """Copies that part at the last block: the check's node is that block's leaf, and the nodes
+    both trees vouch for alike show blocks 0-4 shared, so the histories part exactly at 5.
+    Copies that part at block 0: the node the check reports (the leaf of block 4, lowest by
+    depth) is not where they part, and nothing is shown alike: ``agreed`` stays 0 (the node's
+    first block would have claimed blocks 0-3 shared).
+    Mutation tried: ``agreed`` as the first block of ``node`` (caught by the second case)."""
+    late = Devices(5, 1, 1)
+    check = proven(
+        find_storing_nothing(late.replica(late.one, 6), *check_request(late.two, 6)), late
+    ).check()
+    assert (check.node, check.agreed) == (10, 5)
+    early = Devices(0, 6, 6)
+    evidence = proven(
+        find_storing_nothing(early.replica(early.one, 6), *check_request(early.two, 6)), early
+    )
+    check = evidence.check()
+    assert check.node == 8 and check.agreed == 0
+    assert "differ at block 4 (tree node 8)" in evidence.describe()
+    assert "alike" not in evidence.describe()
+    assert (
+        "hold blocks 0 to 4 alike"
+        in decode_evidence(
+            late.replica(late.one, 6).find_fork(*check_request(late.two, 6)) or b""
+        ).describe()
+    )
 
 
 def test_the_evidence_found_is_what_the_replica_records() -> None:
@@ -308,7 +337,8 @@ def test_a_fork_is_found_exactly_when_the_compared_prefixes_differ(
     length = min(held, peer_length)
     evidence = find_storing_nothing(mine, *check_request(devices.two, length))
     if parting < length:
-        proven(evidence, devices)
+        check = proven(evidence, devices).check()
+        assert check.node is not None and check.agreed <= parting < merkle.span(check.node)[1]
     else:
         assert evidence is None
 

@@ -75,8 +75,11 @@ class ForkCheck:
     """What :meth:`ForkEvidence.check` found: whether each signature verifies (``ours_signed`` is
     ``None`` when the replica held no signature of its own; ``intact``: every signature kept
     verifies, so the evidence is not damaged) and whether the evidence alone proves the fork
-    (``proven``; ``node``: the lowest tree node the signed trees disagree on), with the reason in
-    words."""
+    (``proven``; ``node``: the lowest tree node the signed trees disagree on, which spans a block
+    where the histories differ), with the reason in words. ``agreed``: when proven, the blocks
+    ``[0, agreed)`` that the two disagreeing trees are shown to hold alike (nodes both vouch for
+    with one hash cover them), so the histories part at or after block ``agreed`` (and before the
+    end of ``node``'s span); 0 otherwise."""
 
     theirs_signed: bool
     ours_signed: bool | None
@@ -84,6 +87,7 @@ class ForkCheck:
     proven: bool
     node: int | None
     reason: str
+    agreed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,12 @@ class ForkEvidence:
             node = differing[0]
             first, last = merkle.span(node)
             lengths = " and ".join(str(tree.length) for tree in signed)
+            agreed = max(
+                _agreed(one, other)
+                for i, one in enumerate(proven)
+                for other in proven[i + 1 :]
+                if node in one and node in other and one[node] != other[node]
+            )
             return ForkCheck(
                 theirs_signed,
                 ours_signed,
@@ -156,6 +166,7 @@ class ForkEvidence:
                 node,
                 f"two trees signed by the writer's key (lengths {lengths}) give tree node {node} "
                 f"({_blocks(first, last)}) different hashes: one history never does",
+                agreed,
             )
         if self.index is None:
             reason = (
@@ -176,13 +187,16 @@ class ForkEvidence:
         return ForkCheck(theirs_signed, ours_signed, True, False, None, reason)
 
     def describe(self) -> str:
-        """One paragraph for people: which writer, where the histories part, what proves it."""
+        """One paragraph for people: which writer, where the histories differ (and the blocks
+        shown alike before), what proves it."""
         check = self.check()
         node = check.node if check.node is not None else self.index
         where = ""
         if node is not None:
             first, last = merkle.span(node)
-            where = f" at {_blocks(first, last)} (tree node {node})"
+            where = f", which differ at {_blocks(first, last)} (tree node {node})"
+            if check.agreed:
+                where += f" and hold {_blocks(0, check.agreed)} alike"
         ours = (
             f"this replica held length {self.ours.length} signed {self.ours.signature.hex()[:16]}"
             if self.ours.length
@@ -199,7 +213,7 @@ class ForkEvidence:
         )
         verdict = "proven" if check.proven else "not proven by the evidence alone"
         return (
-            f"writer {self.feed.hex()} forked: its key signed two histories that part{where}; "
+            f"writer {self.feed.hex()} forked: its key signed two histories{where}; "
             f"{ours}, {theirs}{pending}. {verdict.capitalize()}: {check.reason}. The feed is "
             "frozen here: what it held stays, nothing more of it is accepted."
         )
@@ -264,6 +278,19 @@ def _compute(
     if node is not None:
         computed[index] = node
     return node
+
+
+def _agreed(one: dict[int, TreeNode], other: dict[int, TreeNode]) -> int:
+    """The end of the longest prefix of blocks ``[0, end)`` covered by nodes both trees vouch for
+    with the same hash (so both hold those blocks alike)."""
+    end = 0
+    for first, last in sorted(
+        merkle.span(i) for i in one.keys() & other.keys() if one[i] == other[i]
+    ):
+        if first > end:
+            break
+        end = max(end, last)
+    return end
 
 
 def _blocks(first: int, last: int) -> str:
