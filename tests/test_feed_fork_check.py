@@ -232,6 +232,19 @@ def test_the_evidence_found_is_what_the_replica_records() -> None:
     assert read.check().proven and read.data == evidence
 
 
+def test_a_frozen_feed_is_still_checked() -> None:
+    """A feed already frozen refuses data but can still be checked (read only): the fork is
+    still found, the same history still checks out, and the first evidence stays recorded."""
+    devices = Devices(3, 3, 3)
+    mine = devices.replica(devices.one, 6)
+    first = mine.find_fork(*check_request(devices.two, 6))
+    assert first is not None
+    mine.record_fork(first)
+    proven(find_storing_nothing(mine, *check_request(devices.two, 4)), devices)
+    assert find_storing_nothing(mine, *check_request(devices.one, 6)) is None
+    assert mine.fork_evidence() == first
+
+
 def test_receive_at_an_equal_length_finds_the_fork_too() -> None:
     """``receive`` of data at a signed length the replica already holds (blocks below its
     length, or no blocks at all) stores nothing new but still compares every root of that
