@@ -258,8 +258,8 @@ def test_damaged_rows_are_reported_and_skipped() -> None:
 def test_a_database_with_peer_rows_opens_verifies_and_reindexes_keeping_them(
     tmp_path: Path,
 ) -> None:
-    """Rows this version's other readers do not know: open, verify (read-only beside nothing, and
-    writable), reindex and a replica's sync all leave them as they are."""
+    """Rows the rest of this version does not read: a writable open, verify, reindex and a
+    read-only open (with its verify) all work and leave them as they are."""
     path = tmp_path / "db"
     with hyperdb.open(path) as db:
         db.put("a", b"1")
