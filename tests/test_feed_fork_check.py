@@ -393,7 +393,7 @@ def test_data_that_does_not_verify_raises_and_stores_nothing() -> None:
         (start, blocks, "not a proof"),
     ):
         with raises_code("verification_failed"):
-            find_storing_nothing(mine, *args)  # type: ignore[arg-type]
+            find_storing_nothing(mine, *args)
     assert not mine.forked
 
 
