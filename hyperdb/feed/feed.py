@@ -19,7 +19,9 @@ batch of N blocks costs one signature. A replica imports peers' blocks only thro
 opening a write transaction, then checks that the new tree agrees with every node already stored;
 a disagreement under a valid signature is a fork. The signed length never exceeds the stored length:
 blocks verified against a signature further ahead are stored, and the signature is adopted once the
-blocks it covers have all arrived. Byte formats: ``spec/feed.md``.
+blocks it covers have all arrived. :meth:`Feed.find_fork` checks a peer's data against the stored
+feed the same way without storing anything, at any length (with :meth:`Feed.tree_hash` of any held
+prefix, how two copies of equal length find that they differ). Byte formats: ``spec/feed.md``.
 """
 
 from __future__ import annotations
