@@ -37,7 +37,7 @@ _FIXED = struct.Struct(">32s32s32sQB")  # domain, d, k, n, flags: 105 bytes
 Lengths = tuple[tuple[bytes, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Receipt:
     """ "The replica with writer key ``key`` had, at ``counter``, applied exactly ``applied``, in a
     committed state (fsynced if ``durable``)", signed by ``key``.
@@ -63,6 +63,12 @@ class Receipt:
     def records(self) -> bytes:
         """``applied`` as on the wire: 40-byte records, strictly ascending key."""
         return encode_records(self.applied)
+
+    def __repr__(self) -> str:
+        return (
+            f"Receipt(key={self.key.hex()[:16]}, counter={self.counter}, durable={self.durable}, "
+            f"feeds={len(self.applied)}, database={self.discovery_key.hex()[:16]})"
+        )
 
     def same_claim(self, other: Receipt) -> bool:
         """Whether ``other`` says exactly the same (its signature may differ)."""
