@@ -41,8 +41,10 @@ def serve_and_sync(tmp_path: Path) -> str:
         assert server.stdout is not None
         address = server.stdout.readline().split()[-4]
         synced = ok("sync", "bob", address, cwd=tmp_path)
-        assert synced.startswith(f"synced with {address}: ")
-        return synced.split(" (")[0]
+        # the peer named by the writer key it proved: alice, an owner
+        alice_key = field(ok("info", "alice", cwd=tmp_path), "writer")
+        assert synced.startswith(f"synced with {address} (peer {alice_key[:16]}, owner): ")
+        return synced.split(" (")[1]
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0

@@ -170,8 +170,8 @@ def test_handshake_failures_are_clear_on_both_sides(tmp_path: Path) -> None:
         async with await net.serve(a, "127.0.0.1", 0) as server:
             with raises_code("wrong_database"):
                 await net.sync(other, "127.0.0.1", server.port)
-            with raises_code("protocol_version", match="version 1"):
-                await net.sync(b, "127.0.0.1", server.port, _version=2)
+            with raises_code("protocol_version", match="peer speaks version 2"):  # a v1 client
+                await net.sync(b, "127.0.0.1", server.port, _version=1)
             await eventually(lambda: len(server.results) == 2)
             ok = await net.sync(b, "127.0.0.1", server.port)  # the server still serves
             assert ok.ok
@@ -180,7 +180,7 @@ def test_handshake_failures_are_clear_on_both_sides(tmp_path: Path) -> None:
     with a, other, b:
         errors = asyncio.run(scenario())
     assert isinstance(errors[0], WrongDatabase)
-    assert isinstance(errors[1], ProtocolVersionError) and "version 2" in str(errors[1])
+    assert isinstance(errors[1], ProtocolVersionError) and "peer speaks version 1" in str(errors[1])
 
 
 def test_connecting_nowhere_and_bad_arguments(pair: tuple[Database, Database]) -> None:
@@ -359,4 +359,5 @@ def test_keep_synced_reconnects_after_the_server_restarts(
             await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
-    assert events[0] == "ended" and "waiting" in events and "failed" in events
+    # each session names its peer before it ends
+    assert events[:2] == ["identified", "ended"] and "waiting" in events and "failed" in events

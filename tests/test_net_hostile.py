@@ -44,13 +44,13 @@ from hyperdb.replication.wire import (
     MAX_FRAME_SIZE,
     Data,
     Have,
-    Hello,
     Message,
     Request,
     encode_frame,
 )
 from tests.helpers.errors import raises_code
 from tests.helpers.evil_peer import EvilPeer
+from tests.helpers.greeting import greeting
 from tests.helpers.storage_dump import dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -241,20 +241,21 @@ def test_garbage_instead_of_a_preamble(
 def test_a_wrong_protocol_version_fails_on_both_sides(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = world.replica("v2")
+    """A version-1 client meets a version-2 server: both refuse, at once, naming both versions."""
+    client = world.replica("v1")
 
     async def attack(port: int) -> BaseException:
-        with raises_code("protocol_version", match="this replica speaks version 2") as info:
-            await net.sync(client, HOST, port, _version=2, handshake_timeout=5.0)
+        with raises_code("protocol_version", match="this replica speaks version 1") as info:
+            await net.sync(client, HOST, port, _version=1, handshake_timeout=5.0)
         return info.value
 
     outcome = run_attack(
-        world, caplog, attack, error=ProtocolVersionError, match="version 2 .* speaks version 1"
+        world, caplog, attack, error=ProtocolVersionError, match="version 1 .* speaks version 2"
     )
-    assert "the peer speaks version 1" in str(outcome.attack)
+    assert "the peer speaks version 2" in str(outcome.attack)
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
 def test_an_evil_peer_with_another_version_learns_the_servers(
     world: World, caplog: pytest.LogCaptureFixture, version: int
 ) -> None:
@@ -269,7 +270,7 @@ def test_an_evil_peer_with_another_version_learns_the_servers(
     )
     peer = outcome.attack
     assert isinstance(peer.failure, ProtocolVersionError)
-    assert "the peer speaks version 1" in str(peer.failure)
+    assert "the peer speaks version 2" in str(peer.failure)
 
 
 def test_the_wrong_database_fails_on_both_sides(
@@ -367,7 +368,7 @@ def test_an_oversized_frame_is_refused_from_its_header(
     async def attack(port: int) -> EvilPeer:
         async with await _established(port, world) as peer:
             await peer.send_messages(
-                Hello(world.server.discovery_key), struct.pack(">I", announced) + bytes(100)
+                greeting(world.server.discovery_key), struct.pack(">I", announced) + bytes(100)
             )
             await peer.read_until_eof()
             return peer
@@ -381,7 +382,7 @@ def test_a_truncated_message_then_close(
     world: World, caplog: pytest.LogCaptureFixture, what: str
 ) -> None:
     """Half a replication frame (or half an encrypted record), then end of file."""
-    hello = encode_frame(Hello(world.server.discovery_key))
+    hello = greeting(world.server.discovery_key)
     have = encode_frame(Have(((world.evil.local_key, 5),)))
 
     async def attack(port: int) -> EvilPeer:
@@ -425,7 +426,7 @@ def test_an_empty_record_or_frame(
             elif kind == "encrypted empty record":
                 await peer.send(peer.channel.seal_raw(b""))
             else:
-                await peer.send_messages(Hello(world.server.discovery_key), b"\x00\x00\x00\x00")
+                await peer.send_messages(greeting(world.server.discovery_key), b"\x00\x00\x00\x00")
             await peer.read_until_eof()
             return peer
 
@@ -460,7 +461,7 @@ def test_a_tampered_encrypted_record(
 ) -> None:
     async def attack(port: int) -> EvilPeer:
         async with await _established(port, world) as peer:
-            hello = peer.seal(encode_frame(Hello(world.server.discovery_key)))
+            hello = peer.seal(greeting(world.server.discovery_key))
             have = peer.seal(encode_frame(Have(((world.evil.local_key, 1),))))
             await peer.send(mangle([hello, have]))
             await peer.read_until_eof()
@@ -773,7 +774,7 @@ def stalled(tmp_path_factory: pytest.TempPathFactory) -> Stalled:
         async with await net.serve(big, HOST, 0, timeout=STALLED_TIMEOUT) as server:
             peer = await EvilPeer.connect(HOST, server.port, receive_buffer=4096)
             await peer.handshake(big.key)
-            await peer.send_messages(Hello(big.discovery_key), *requests)
+            await peer.send_messages(greeting(big.discovery_key), *requests)
             # from here on the hostile peer reads nothing
             transport = writers[peer.address].transport
             sync = asyncio.ensure_future(net.sync(honest, HOST, server.port, timeout=20.0))

@@ -75,9 +75,12 @@ def test_the_failures_it_names() -> None:
     a, b = pair(KEY, OTHER)
     with raises_code("wrong_database"):
         shake(a, b)
-    old = SecureChannel(KEY, initiator=False, version=2)
-    with raises_code("protocol_version", match=r"version 1 .* speaks version 2"):
+    old = SecureChannel(KEY, initiator=False, version=1)
+    with raises_code("protocol_version", match=r"version 2 .* speaks version 1"):
         old.receive_data(SecureChannel(KEY, initiator=True).data_to_send())
+    new = SecureChannel(KEY, initiator=False)
+    with raises_code("protocol_version", match=r"version 1 .* speaks version 2"):
+        new.receive_data(SecureChannel(KEY, initiator=True, version=1).data_to_send())
     stranger = SecureChannel(KEY, initiator=False)
     with raises_code("protocol_version", match="does not speak the hyperdb protocol"):
         stranger.receive_data(b"GET / HTTP/1.1\r\n")
@@ -160,7 +163,7 @@ def test_random_plaintext_into_an_established_session(data: bytes, one_at_a_time
     """Well-encrypted garbage: the peer completed the handshake and then sends random bytes as
     its replication stream; the session's frame decoder and message parser meet them."""
     with hyperdb.open(memory=True) as db:
-        mine = Session(db, initiator=False)
+        mine = Session(db.replication_port, initiator=False)
         theirs = SecureChannel(db.key, initiator=True)
         for _ in range(4):
             out = theirs.data_to_send()

@@ -113,7 +113,7 @@ def test_the_signal_read_by_a_connecting_side_is_peer_busy(db: Database, split: 
     [
         (b"HYPERDB\x00bust", "protocol_version", "version 0"),  # not the signal
         (b"HYPERDB\x00bu", "protocol_version", "version 0"),  # cut short: not the signal
-        (b"HYPERDB\x02", "protocol_version", "version 2"),  # a preamble, another version
+        (b"HYPERDB\x03", "protocol_version", "version 3"),  # a preamble, another version
         (b"HYPERDB", "protocol_error", "during the handshake"),  # a preamble cut short
     ],
 )

@@ -17,8 +17,10 @@ import pytest
 from hyperdb.feed.feed import SIGNATURE_NAMESPACE
 from hyperdb.feed.merkle import TreeNode
 from hyperdb.primitives import crypto
+from hyperdb.replication.messages_v2 import Identify
 from hyperdb.replication.wire import (
     HAVE_RECORD,
+    HAVE_ROOT_RECORD,
     MAX_FRAME_SIZE,
     NODE_RECORD,
     Data,
@@ -36,7 +38,7 @@ from tests.helpers.errors import raises_code
 
 VECTORS = json.loads((Path(__file__).parent.parent / "spec/vectors/protocol.json").read_text())
 MESSAGES: list[dict[str, Any]] = VECTORS["messages"]
-TYPES = {"hello": 0, "have": 1, "request": 2, "data": 3, "idle": 4, "error": 5}
+TYPES = {"hello": 0, "have": 1, "request": 2, "data": 3, "idle": 4, "error": 5, "identify": 6}
 
 
 def b2b(data: bytes, key: bytes = b"") -> bytes:
@@ -70,8 +72,20 @@ def expected_body(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The CBOR map spec/protocol.md section 3 prescribes for these fields."""
     h = bytes.fromhex
     if kind == "hello":
-        return {"p": fields["protocol"], "v": fields["version"], "d": h(fields["discovery_key"])}
+        hello = {"p": fields["protocol"], "v": fields["version"], "d": h(fields["discovery_key"])}
+        if fields["version"] == 2:
+            hello["x"] = fields["features"]
+            hello["e"] = fields["extensions"]
+            hello["n"] = h(fields["nonce"])
+        return hello
+    if kind == "identify":
+        if "key" not in fields:
+            return {"r": fields["role"]}
+        return {"r": fields["role"], "k": h(fields["key"]), "g": h(fields["signature"])}
     if kind == "have":
+        if "roots" in fields:
+            pairs = zip(fields["feeds"], fields["roots"], strict=True)
+            return {"h": b"".join(have_record(h(k), n) + h(r) for (k, n), r in pairs)}
         return {"f": b"".join(have_record(h(key), length) for key, length in fields["feeds"])}
     if kind == "request":
         return {"f": h(fields["feed"]), "s": fields["start"], "e": fields["end"]}
@@ -92,9 +106,25 @@ def expected_body(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
 def message_of(kind: str, fields: dict[str, Any]) -> Message:
     h = bytes.fromhex
     if kind == "hello":
-        return Hello(h(fields["discovery_key"]), fields["protocol"], fields["version"])
+        if fields["version"] == 1:
+            return Hello(h(fields["discovery_key"]), fields["protocol"], 1)
+        return Hello(
+            h(fields["discovery_key"]),
+            fields["protocol"],
+            fields["version"],
+            fields["features"],
+            tuple(fields["extensions"]),
+            h(fields["nonce"]),
+        )
+    if kind == "identify":
+        if "key" not in fields:
+            return Identify(fields["role"])
+        return Identify(fields["role"], h(fields["key"]), h(fields["signature"]))
     if kind == "have":
-        return Have(tuple((h(key), length) for key, length in fields["feeds"]))
+        feeds = tuple((h(key), length) for key, length in fields["feeds"])
+        if "roots" in fields:
+            return Have(feeds, tuple(h(root) for root in fields["roots"]))
+        return Have(feeds)
     if kind == "request":
         return Request(h(fields["feed"]), fields["start"], fields["end"])
     if kind == "data":
@@ -112,9 +142,10 @@ def message_of(kind: str, fields: dict[str, Any]) -> Message:
 
 
 def test_constants() -> None:
-    assert VECTORS["protocol"] == "hyperdb" and VECTORS["version"] == 1
+    assert VECTORS["protocol"] == "hyperdb" and VECTORS["version"] == 2
     assert VECTORS["max_frame_size"] == MAX_FRAME_SIZE == 8 * 1024 * 1024 + 64 * 1024
     assert VECTORS["have_record_size"] == HAVE_RECORD.size == 40
+    assert VECTORS["have_root_record_size"] == HAVE_ROOT_RECORD.size == 72
     assert VECTORS["node_record_size"] == NODE_RECORD.size == 48
     seed = bytes.fromhex(VECTORS["database_seed"])
     assert crypto.generate_keypair(seed).public_key.hex() == VECTORS["database_key"]
@@ -130,7 +161,13 @@ def test_frames_follow_the_specification(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", [c for c in MESSAGES if c["type"] in ("have", "data")], ids=lambda c: c["name"]
+    "case",
+    [
+        c
+        for c in MESSAGES
+        if c["type"] == "data" or (c["type"] == "have" and "roots" not in c["fields"])
+    ],
+    ids=lambda c: c["name"],
 )
 def test_records_take_apart_with_struct(case: dict[str, Any]) -> None:
     """The have and node records, read back from the frame with struct alone, are the fields, and
@@ -159,10 +196,38 @@ def test_vectors_cover_the_record_layouts() -> None:
 
 
 def test_hello_names_the_database_by_its_discovery_key() -> None:
-    [hello] = [case for case in MESSAGES if case["type"] == "hello"]
     key = bytes.fromhex(VECTORS["database_key"])
     expected = b2b(b"hyperdb discovery v1", key=key)
-    assert hello["fields"]["discovery_key"] == expected.hex()
+    hellos = [case for case in MESSAGES if case["type"] == "hello"]
+    assert {hello["fields"]["version"] for hello in hellos} == {1, 2}
+    assert all(hello["fields"]["discovery_key"] == expected.hex() for hello in hellos)
+
+
+def test_the_identity_proof_follows_the_formula() -> None:
+    """spec/protocol.md 3.7: the 162-byte transcript built here with hashlib, the signature
+    checked with libsodium, and the identify vector carrying exactly that key and signature."""
+    key = bytes.fromhex(VECTORS["database_key"])
+    identity = VECTORS["identity"]
+    binding = bytes.fromhex(identity["binding"])
+    dk = b2b(b"hyperdb discovery v1", key=key)
+    side = b"\x01" if identity["initiator"] else b"\x00"
+    expected = b2b(b"hyperdb identify v2") + dk + key + side + bytes([identity["role"]]) + binding
+    assert len(expected) == 162 and identity["transcript"] == expected.hex()
+    signature = bytes.fromhex(identity["signature"])
+    assert crypto.verify(expected, signature, key)
+    other_side = expected[:96] + (b"\x00" if identity["initiator"] else b"\x01") + expected[97:]
+    assert not crypto.verify(other_side, signature, key)
+    [case] = [c for c in MESSAGES if c["name"] == "identify"]
+    assert case["fields"] == {"role": 3, "key": key.hex(), "signature": signature.hex()}
+
+
+def test_tree_hashes_in_have_records_take_apart_with_struct() -> None:
+    [case] = [c for c in MESSAGES if c["name"] == "have with tree hashes"]
+    raw = cbor2.loads(split(case["frame"]))["h"]
+    assert len(raw) % 72 == 0
+    records = [struct.unpack_from(">32sQ32s", raw, at) for at in range(0, len(raw), 72)]
+    assert [[k.hex(), n] for k, n, _ in records] == case["fields"]["feeds"]
+    assert [r.hex() for _, _, r in records] == case["fields"]["roots"]
 
 
 @pytest.mark.parametrize(
@@ -213,6 +278,6 @@ def test_implementation_reproduces_the_frames(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", VECTORS["invalid_frames"], ids=lambda c: c["name"])
 def test_invalid_frames_are_refused(case: dict[str, Any]) -> None:
-    with raises_code("protocol_error"):
+    with raises_code(case["code"]):
         for body in FrameDecoder().feed(bytes.fromhex(case["frame"])):
             decode_message(body)

@@ -36,8 +36,10 @@ def records(data: bytes) -> list[bytes]:
 def test_constants_match_the_specification() -> None:
     assert VECTORS["noise_protocol"] == "Noise_XX_25519_ChaChaPoly_BLAKE2b"
     assert secure.NOISE_NAME.decode() == VECTORS["noise_protocol"]
-    assert bytes.fromhex(VECTORS["prologue"]) == b"hyperdb replication v1"
-    assert secure.PROLOGUE == b"hyperdb replication v1"
+    assert bytes.fromhex(VECTORS["prologue"]) == b"hyperdb replication v2"
+    assert secure.PROLOGUE == b"hyperdb replication v2" == secure.prologue(2)
+    assert bytes.fromhex(VECTORS["prologue_v1"]) == b"hyperdb replication v1" == secure.prologue(1)
+    assert bytes.fromhex(VECTORS["preamble"]) == b"HYPERDB\x02" == secure.preamble()
     assert bytes.fromhex(VECTORS["preamble_v1"]) == b"HYPERDB\x01" == secure.preamble(1)
     assert VECTORS["max_record"] == secure.MAX_RECORD == 65535
     assert secure.MAX_PLAINTEXT == 65535 - 16
@@ -58,7 +60,7 @@ def test_capabilities_follow_the_formula() -> None:
 
 def test_the_transcript_has_the_specified_layout() -> None:
     steps = [bytes.fromhex(step["bytes"]) for step in VECTORS["steps"]]
-    preamble = b"HYPERDB\x01"
+    preamble = b"HYPERDB\x02"
     assert steps[0].startswith(preamble) and steps[1] == preamble
     assert [len(r) for r in records(steps[0][8:])] == [32]  # -> e
     assert [len(r) for r in records(steps[2])] == [96]  # <- e, ee, s, es
@@ -68,7 +70,8 @@ def test_the_transcript_has_the_specified_layout() -> None:
     hello = bytes.fromhex(VECTORS["steps"][5]["plaintext"])
     assert [len(r) for r in records(steps[5])] == [len(hello) + 16]
     key = bytes.fromhex(VECTORS["database_key"])
-    assert hello == encode_frame(Hello(crypto.discovery_key(key)))
+    nonce = bytes.fromhex(VECTORS["hello_nonce"])
+    assert hello == encode_frame(Hello(crypto.discovery_key(key), nonce=nonce))
 
 
 def channel(role: str) -> SecureChannel:

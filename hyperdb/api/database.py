@@ -23,12 +23,13 @@ from hyperdb.api.checks import check_key, check_public_key, check_range, check_s
 from hyperdb.api.directory import open_directory
 from hyperdb.api.snapshot import MapFn, ReduceFn, Snapshot, list_with, resolve, shape
 from hyperdb.api.watch import Watcher
-from hyperdb.errors import CorruptionError, InvalidArgument, ValueTooLarge
+from hyperdb.errors import CorruptionError, InvalidArgument, StorageError, ValueTooLarge
 from hyperdb.feed import FEED_TABLES, ForkEvidence, KeyStore, MemoryKeyStore
 from hyperdb.model import governance, record
 from hyperdb.model.cache import DEFAULT_CAPACITY, NodeCache
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
+from hyperdb.model.identity import IdentitySigner
 from hyperdb.model.index_reads import IndexReads
 from hyperdb.model.node import Node
 from hyperdb.model.opening import open_readonly, open_writable
@@ -134,7 +135,14 @@ class Database:
         )
         self._reader = reader = NodeReader(context, codec)
         self._hub = ChangeHub()
-        self.replication_port = StoreReplica(context, reader, self._hub, self.key, self.local_key)
+        try:  # the secret key proves this writer to peers; without it, sessions are anonymous
+            keypair = keystore.load(self.local_key)
+        except StorageError:
+            keypair = None
+        signer = None if keypair is None else IdentitySigner(keypair.public_key, keypair.secret_key)
+        self.replication_port = StoreReplica(
+            context, reader, self._hub, self.key, self.local_key, signer
+        )
         self._writes: WritePath | ReadOnlyWrites
         self._reads: IndexReads | TrieReads
         if readonly:  # the index may move on beside this view: read the tries of its heads

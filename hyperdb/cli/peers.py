@@ -206,6 +206,8 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> bool:
                 )
             elif kind == "ended":
                 print(f"{host}:{port} closed the session", flush=True)
+            elif kind == "identified" and isinstance(detail, net.PeerInfo):
+                print(f"connected to {printable(detail.describe())}", flush=True)
             elif kind == "waiting":
                 print(f"reconnecting in {detail:g} s", flush=True)
 
@@ -225,8 +227,11 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> bool:
     if result is None:
         print("stopped", flush=True)
         return False
+    named = net.PeerInfo(
+        result.peer_key, result.peer_role, result.peer_claimed_role, f"{host}:{port}"
+    )
     print(
-        f"synced with {host}:{port}: {result.blocks_received} blocks received, "
+        f"synced with {printable(named.describe())}: {result.blocks_received} blocks received, "
         f"{result.blocks_sent} sent ({_size(result.bytes_received)} in, "
         f"{_size(result.bytes_sent)} out) in {result.seconds:.2f} s",
         flush=True,

@@ -25,9 +25,16 @@ from hyperdb.model.apply import apply_ready
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.derive import derive
+from hyperdb.model.identity import ROLE_NONE, ROLE_OWNER, ROLE_SEEDER, ROLE_WRITER, IdentitySigner
 from hyperdb.model.reader import NodeReader
+from hyperdb.model.record import ROLE_OWNER as RECORD_OWNER
+from hyperdb.model.record import ROLE_SEEDER as RECORD_SEEDER
+from hyperdb.model.record import ROLE_WRITER as RECORD_WRITER
 from hyperdb.model.state import StateBuilder
 from hyperdb.primitives import crypto
+
+#: A grant's role (``hyperdb.model.record``) as the role an identify message claims.
+_ROLES = {RECORD_WRITER: ROLE_WRITER, RECORD_OWNER: ROLE_OWNER, RECORD_SEEDER: ROLE_SEEDER}
 
 
 class StoreReplica:
@@ -40,6 +47,7 @@ class StoreReplica:
         hub: ChangeHub,
         database_key: bytes,
         local_key: bytes,
+        signer: IdentitySigner | None = None,
     ) -> None:
         self._context = context
         self._reader = reader
@@ -47,6 +55,7 @@ class StoreReplica:
         self.key = database_key
         self.discovery_key = crypto.discovery_key(database_key)
         self._local_key = local_key
+        self._signer = signer
         self._accepts = not context.readonly
         self._offered: tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]]
         self._offered = (context.state, {}, {})  # nothing cached: no lengths dict is this one
@@ -61,6 +70,27 @@ class StoreReplica:
 
     def remove_change_listener(self, listener: Callable[[], object]) -> None:
         self._hub.remove_listener(listener)
+
+    @property
+    def local_key(self) -> bytes:
+        return self._local_key
+
+    def identify(self, binding: bytes, initiator: bool) -> tuple[bytes, bytes, int] | None:
+        if self._signer is None:
+            return None
+        role = self.role_of(self._local_key)
+        return (
+            self._local_key,
+            self._signer.identify(self.discovery_key, initiator, role, binding),
+            role,
+        )
+
+    def role_of(self, key: bytes) -> int:
+        state = self._context.state
+        permission = state.authority.permissions.get(key)
+        if permission is None or key in state.revocations:
+            return ROLE_NONE
+        return _ROLES[permission.role]
 
     def lengths(self) -> dict[bytes, tuple[int, int]]:
         """Feed key -> (stored length, signed length) of every feed held here."""
@@ -117,6 +147,39 @@ class StoreReplica:
 
     def stored_length(self, feed_key: bytes) -> int:
         return self._context.lengths().get(feed_key, (0, 0))[0]
+
+    def tree_hash(self, feed_key: bytes, length: int) -> bytes | None:
+        state = self._context.state
+        feed_id = state.ids.get(feed_key)
+        if feed_id is None:
+            return None
+        feed = state.feeds[feed_id]
+        with self._context.storage.read() as tx:
+            if not 1 <= length <= feed.head(tx).length:
+                return None
+            return feed.tree_hash(length, tx)
+
+    def check_fork(
+        self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof
+    ) -> bool:
+        """See the port: the evidence is recorded (the feed frozen) unless the database was
+        opened read-only, where the fork is only reported."""
+        context = self._context
+        context.check_open()
+        state = context.state
+        feed_id = state.ids.get(feed_key)
+        if feed_id is None:
+            return False
+        feed = state.feeds[feed_id]
+        evidence = feed.find_fork(start, blocks, proof)  # verifies; stores nothing
+        if evidence is None:
+            return False
+        if self._accepts:
+            with context.lock:
+                context.check_open()
+                feed.record_fork(evidence)  # keeps the first evidence only
+                self._forked = None
+        return True
 
     def read(
         self, feed_key: bytes, start: int, end: int, max_bytes: int | None = None

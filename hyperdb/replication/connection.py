@@ -38,14 +38,28 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from operator import itemgetter
 
-from hyperdb.errors import Closed, ForkDetected, HyperDBError, InvalidArgument, ProtocolError
+from hyperdb.errors import (
+    Closed,
+    ForkDetected,
+    HyperDBError,
+    IdentityError,
+    InvalidArgument,
+    ProtocolError,
+    ProtocolVersionError,
+)
 from hyperdb.feed.feed import MAX_BLOCK_SIZE, verify_proof
+from hyperdb.model.identity import BINDING_SIZE, verify_identity
+from hyperdb.primitives import crypto
+from hyperdb.replication.messages_v2 import Identify, feature_names
 from hyperdb.replication.port import Replica
 from hyperdb.replication.wire import (
     MAX_HAVE_ENTRIES,
     MAX_OUTSTANDING_REQUESTS,
     MAX_REQUEST_BLOCKS,
     MAX_SESSION_FEEDS,
+    NONCE_SIZE,
+    VERSION,
+    VERSIONS,
     Data,
     Error,
     FrameDecoder,
@@ -65,6 +79,8 @@ DEFAULT_MAX_REQUESTS_PER_FEED = 4
 #: Soft limit on the block bytes of one data message (a single larger block is sent alone).
 DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ROUNDS = 100_000
+#: The features this implementation of version 2 supports (``messages_v2.FEATURE_*``).
+SUPPORTED_FEATURES = 0
 
 
 ProgressCallback = Callable[[bytes, int, int], None]
@@ -93,6 +109,15 @@ class Connection:
     message this side stores (the blocks offered counted only up to the length this side accepts
     of that feed). ``upload=False`` offers the peer nothing; ``download=False`` requests nothing.
 
+    ``version`` is the protocol version this side speaks (2; 1 only to talk to a peer that has not
+    upgraded, which both sides must choose: a hello of another version is a
+    :class:`~hyperdb.errors.ProtocolVersionError`). In version 2 each side proves its writer key
+    right after its hello (an identify message signed over the session's ``binding``: the Noise
+    handshake hash over TCP, given later with :meth:`bind`; 64 random bytes both sides share in
+    memory); :attr:`peer_key` is the key the peer proved (None: it proved none, or version 1).
+    A connection never bound uses the two hellos' nonces as its binding (``bind_nonces``), which
+    suits in-memory sessions only: a party running two sessions can relay a proof between them.
+
     Any error (a protocol violation or bad data from the peer, or a failure of the local
     replica) closes the connection: the exception propagates to the caller, a final ``error``
     message for the peer is left in :meth:`data_to_send`, and further input raises
@@ -113,7 +138,14 @@ class Connection:
         on_progress: ProgressCallback | None = None,
         upload: bool = True,
         download: bool = True,
+        version: int = VERSION,
+        binding: bytes | None = None,
+        features: int = SUPPORTED_FEATURES,
     ) -> None:
+        if version not in VERSIONS:
+            raise InvalidArgument(f"protocol version must be one of {VERSIONS}, got {version!r}")
+        if type(features) is not int or features & ~SUPPORTED_FEATURES:
+            raise InvalidArgument(f"features must be bits of {SUPPORTED_FEATURES:#x}")
         _check_limit("max_request_blocks", max_request_blocks, MAX_REQUEST_BLOCKS)
         _check_limit("max_requests", max_requests, MAX_OUTSTANDING_REQUESTS)
         if max_requests_per_feed is None:
@@ -141,6 +173,18 @@ class Connection:
         self._out: deque[bytes] = deque()  # encoded frames, in order
         self._closed = False
         self._peer_hello = False
+        self.version = version
+        self._features = features if version >= 2 else 0
+        #: Features on for this session (both hellos set them), once the peer's hello arrived.
+        self.features = 0
+        #: The writer key the peer proved (version 2), None until then or if it proved none.
+        self.peer_key: bytes | None = None
+        #: The role the peer claimed in its identify (0 none, 1 seeder, 2 writer, 3 owner).
+        self.peer_claimed_role: int | None = None
+        #: The peer proved this replica's own writer key: one directory is a copy of the other.
+        self.same_key = False
+        self._identified = version < 2  # the peer's identify has been checked (or needs none)
+        self._binding: bytes | None = None
         # what this side asked for: per feed, its requests in the order sent
         self._pulls: dict[bytes, deque[_Range]] = {}
         self._pull_count = 0
@@ -163,7 +207,44 @@ class Connection:
         self._received = 0  # and received
         self._dirty = True  # this side's state changed since its last idle message
         self._peer_idle: int | None = None  # the peer's latest message was idle, having seen this
-        self._send(Hello(self._discovery_key))
+        self._nonce = crypto.random_bytes(NONCE_SIZE)
+        if version == 1:
+            self._send(Hello(self._discovery_key, version=1))
+        else:
+            hello = Hello(
+                self._discovery_key, version=version, features=self._features, nonce=self._nonce
+            )
+            self._send(hello)
+        if binding is not None:
+            self.bind(binding)
+
+    def bind(self, binding: bytes) -> None:
+        """Give the session's channel binding (64 bytes): the identify message can then be sent.
+        Only once, before the peer's identify arrives; nothing to do in version 1."""
+        if self._binding is not None:
+            raise InvalidArgument("the connection is already bound to its channel")
+        if not isinstance(binding, bytes) or len(binding) != BINDING_SIZE:
+            raise InvalidArgument(f"a channel binding is {BINDING_SIZE} bytes")
+        self._binding = binding
+        if self.version < 2 or self._closed:
+            return
+        proof = self._replica.identify(binding, self.initiator)
+        if proof is None:
+            self._send(Identify(0))
+        else:
+            key, signature, role = proof
+            self._send(Identify(role, key, signature))
+
+    @property
+    def identified(self) -> bool:
+        """The peer's hello and (version 2) identify have been checked: :attr:`peer_key` is
+        final."""
+        return self._peer_hello and self._identified
+
+    @property
+    def feature_names(self) -> frozenset[str]:
+        """The names of the features on for this session."""
+        return feature_names(self.features)
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -296,13 +377,26 @@ class Connection:
         if not self._peer_hello:
             if not isinstance(message, Hello):
                 raise ProtocolError(f"expected hello first, got {message_name(message)}")
+            if message.version != self.version:
+                raise ProtocolVersionError(
+                    f"the peer speaks version {message.version} of the hyperdb protocol, this "
+                    f"replica speaks version {self.version}"
+                )
             if message.discovery_key != self._discovery_key:
                 raise ProtocolError("the peer is replicating another database (discovery key)")
             self._peer_hello = True
+            self.features = message.features & self._features
+            if self._binding is None and self.version >= 2:  # no transport binding: the nonces
+                self.bind(bind_nonces(self._nonce, message.nonce, self.initiator))
             self._announce()
             return
         if isinstance(message, Hello):
             raise ProtocolError("a second hello")
+        if isinstance(message, Identify):
+            self._on_identify(message)
+            return
+        if not self._identified:
+            raise ProtocolError(f"expected identify after hello, got {message_name(message)}")
         if isinstance(message, Idle):
             if message.seen > self._sent:
                 raise ProtocolError(
@@ -317,8 +411,35 @@ class Connection:
             self._on_have(message)
         elif isinstance(message, Request):
             self._on_request(message)
-        else:
+        elif isinstance(message, Data):
             self._on_data(message)
+        else:
+            raise ProtocolError(f"a {message_name(message)} message out of turn")
+
+    def _on_identify(self, message: Identify) -> None:
+        if self.version < 2:
+            raise ProtocolError("an identify message on a version-1 session")
+        if self._identified:
+            raise ProtocolError("a second identify")
+        self.peer_claimed_role = message.role
+        if message.key is not None and message.signature is not None:
+            if self._binding is None:  # the transport binds before any message can arrive
+                raise HyperDBError("the connection received identify before it was bound")
+            if not verify_identity(
+                self._discovery_key,
+                message.key,
+                not self.initiator,
+                message.role,
+                self._binding,
+                message.signature,
+            ):
+                raise IdentityError(
+                    "the peer's identity proof does not verify (forged, or relayed from "
+                    "another session)"
+                )
+            self.peer_key = message.key
+            self.same_key = message.key == self._replica.local_key
+        self._identified = True
 
     def _on_have(self, message: Have) -> None:
         offer = self._peer_offer
@@ -550,6 +671,13 @@ class _PeerClosed(Exception):
     """The peer sent an error message (internal: becomes a ProtocolError)."""
 
 
+def bind_nonces(mine: bytes, theirs: bytes, initiator: bool) -> bytes:
+    """The channel binding of a session whose transport gives none: BLAKE2b-512 of the
+    initiator's hello nonce, then the responder's."""
+    first, second = (mine, theirs) if initiator else (theirs, mine)
+    return crypto.blake2b(first + second, digest_size=BINDING_SIZE)
+
+
 def _check_limit(name: str, value: object, high: int) -> None:
     if type(value) is not int or not 1 <= value <= high:
         raise InvalidArgument(f"{name} must be an integer in [1, {high}], got {value!r}")
@@ -591,4 +719,4 @@ def replicate(
     raise ProtocolError(f"replication did not settle after {max_rounds} rounds")
 
 
-__all__ = ["Connection", "ProgressCallback", "replicate"]
+__all__ = ["SUPPORTED_FEATURES", "Connection", "ProgressCallback", "bind_nonces", "replicate"]

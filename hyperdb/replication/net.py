@@ -43,10 +43,11 @@ from hyperdb.errors import (
     PeerTimeout,
     ProtocolError,
 )
+from hyperdb.model.identity import ROLE_NAMES
 from hyperdb.replication.admission import Admission, RefusalLog, address_group
-from hyperdb.replication.connection import ProgressCallback
+from hyperdb.replication.connection import Connection, ProgressCallback
 from hyperdb.replication.port import ServedReplica
-from hyperdb.replication.secure import MAGIC, PREAMBLE_SIZE
+from hyperdb.replication.secure import MAGIC, PREAMBLE_SIZE, VERSION
 from hyperdb.replication.session import Session
 
 _log = logging.getLogger("hyperdb.net")  # a stable name for applications to configure
@@ -97,11 +98,44 @@ class SyncResult:
     bytes_received: int = 0
     bytes_sent: int = 0
     remote_static: bytes | None = None
+    #: The writer key the peer proved in this session (version 2), None if it proved none.
+    peer_key: bytes | None = None
+    #: The peer's role in this replica's view at the end ("owner", "writer", "seeder"; None).
+    peer_role: str | None = None
+    #: The role the peer claimed (0 none, 1 seeder, 2 writer, 3 owner), None before identify.
+    peer_claimed_role: int | None = None
+    #: The protocol version of the session.
+    protocol: int = VERSION
+    #: The features on for the session (both sides support them).
+    features: frozenset[str] = frozenset()
+    #: Feeds frozen in this session because their writer forked.
+    forks: tuple[bytes, ...] = ()
     error: BaseException | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Who a session's peer is: the writer ``key`` it proved (None: anonymous), its ``role`` in
+    this replica's view ("owner", "writer", "seeder" or None), the role it ``claimed``, and its
+    network ``address``."""
+
+    key: bytes | None
+    role: str | None
+    claimed: int | None
+    address: str
+
+    def describe(self) -> str:
+        """``127.0.0.1:5000 (peer 3fa2c1d09b7e4a11, writer)``, or ``(anonymous)``."""
+        if self.key is None:
+            return f"{self.address} (anonymous)"
+        return f"{self.address} (peer {self.key.hex()[:16]}, {self.role or 'no role'})"
+
+
+EventCallback = Callable[[str, object], object]
 
 
 @dataclass(slots=True)
@@ -114,6 +148,7 @@ class _Options:
     timeout: float = STALL_TIMEOUT
     static_key: bytes | None = None
     version: int | None = None
+    on_event: EventCallback | None = None
 
 
 @dataclass(slots=True)
@@ -197,9 +232,28 @@ async def _run_session(
 
     opening = _Opening(peer) if initiator else None
     told_established = admitted is None
+    told_identified = False
+
+    def identified() -> None:
+        """The peer's identify checked: name it, and tell the application."""
+        connection = session.connection
+        result.peer_key = connection.peer_key
+        result.peer_claimed_role = connection.peer_claimed_role
+        info = _peer_info(port, connection, peer)
+        result.peer_role = info.role
+        if connection.same_key:
+            _log.warning(
+                "%s proves this replica's own writer key: one of the two directories is a copy "
+                "of the other (see the README on rotating a device's key)",
+                peer,
+            )
+        if options.on_event is not None:
+            options.on_event("identified", info)
+            if connection.same_key:
+                options.on_event("same-key", info)
 
     async def read_loop() -> None:
-        nonlocal opening, told_established
+        nonlocal opening, told_established, told_identified
         while not session.closed:
             data = await reader.read(READ_SIZE)
             activity[0] = time.monotonic()
@@ -218,6 +272,9 @@ async def _run_session(
                     continue
                 data, opening = decided, None
             await call(session.receive_data, data)
+            if not told_identified and session.connection.identified:
+                told_identified = True
+                identified()
             if not told_established and session.established and admitted is not None:
                 told_established = True
                 admitted.established()
@@ -314,10 +371,29 @@ async def _run_session(
         result.blocks_received = session.connection.blocks_received
         result.blocks_sent = session.connection.blocks_sent
         result.remote_static = session.channel.remote_static
+        connection = session.connection
+        result.protocol = connection.version
+        result.features = connection.feature_names
+        result.forks = tuple(connection.forks)
+        if connection.identified:
+            result.peer_key = connection.peer_key
+            result.peer_claimed_role = connection.peer_claimed_role
+            with contextlib.suppress(Exception):  # the database may be closing
+                result.peer_role = _peer_info(port, connection, peer).role
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.gather(*tasks, *enders, return_exceptions=True)
             await asyncio.wait_for(writer.wait_closed(), 1.0)
     return result
+
+
+def _peer_info(port: ServedReplica, connection: Connection, address: str) -> PeerInfo:
+    key = connection.peer_key
+    role = None
+    if key is not None:
+        with port.lock:
+            number = port.role_of(key)
+        role = ROLE_NAMES[number] if number else None
+    return PeerInfo(key, role, connection.peer_claimed_role, address)
 
 
 def _send_busy(writer: asyncio.StreamWriter) -> None:
@@ -447,15 +523,16 @@ class Server:
             self._admission.release(connection)
         self.results.append(result)
         del self.results[:-1000]
+        named = PeerInfo(result.peer_key, result.peer_role, result.peer_claimed_role, peer)
         if result.error is None:
             _log.info(
                 "session with %s done: %d blocks received, %d sent",
-                peer,
+                named.describe(),
                 result.blocks_received,
                 result.blocks_sent,
             )
         elif connection.established:
-            _log.warning("session with %s ended: %s", peer, result.error)
+            _log.warning("session with %s ended: %s", named.describe(), result.error)
         else:  # anyone can cause this: logged at a bounded rate
             code = getattr(result.error, "code", "error")
             self._unauthenticated(code, connection, f"session with {peer} ended: {result.error}")
@@ -531,6 +608,7 @@ async def serve(
     timeout: float = STALL_TIMEOUT,
     log_interval: float = LOG_INTERVAL,
     on_progress: ProgressCallback | None = None,
+    on_event: EventCallback | None = None,
 ) -> Server:
     """Listen on ``host:port`` (port 0: any free port, see :attr:`Server.port`) and replicate
     ``db`` with every peer that connects and proves it knows the database key, each in its own
@@ -554,7 +632,10 @@ async def serve(
     :class:`~hyperdb.errors.PeerBusy` (a :class:`~hyperdb.errors.NetworkError`: try again).
     What peers that proved nothing cause (refusals, handshakes dropped or failed) goes to the
     ``hyperdb.net`` log at once when the log was quiet, otherwise summed up in one warning per
-    ``log_interval`` seconds (10 s).
+    ``log_interval`` seconds (10 s). ``on_event(kind, detail)`` is called, in the event loop,
+    with ``("identified", PeerInfo)`` once a peer has proved its writer key (or said it has
+    none) and ``("same-key", PeerInfo)`` when that key is this replica's own; the log names
+    peers the same way.
     """
     _check_address(host, port)
     _check_timeouts(handshake_timeout, timeout, evict_after, log_interval)
@@ -572,6 +653,7 @@ async def serve(
             handshake_timeout=handshake_timeout,
             timeout=timeout,
             on_progress=on_progress,
+            on_event=on_event,
         ),
         Admission(
             max_sessions=max_sessions,
@@ -597,6 +679,7 @@ async def sync(
     upload: bool = True,
     download: bool = True,
     on_progress: ProgressCallback | None = None,
+    on_event: EventCallback | None = None,
     connect_timeout: float = HANDSHAKE_TIMEOUT,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     timeout: float = STALL_TIMEOUT,
@@ -608,7 +691,9 @@ async def sync(
     Not live: returns once each side holds everything of the other's that it accepts. Live: the
     session stays open, carrying new writes both ways as they happen, until the task is cancelled
     or the peer closes. ``on_progress(feed key, blocks stored, blocks the peer offers)`` is called
-    as data arrives. Raises :class:`~hyperdb.errors.NetworkError` if the peer cannot be reached or
+    as data arrives; ``on_event`` as for :func:`serve` (the returned :class:`SyncResult` names
+    the peer too: ``peer_key``, ``peer_role``). Raises :class:`~hyperdb.errors.NetworkError` if
+    the peer cannot be reached or
     the connection drops before a non-live sync finished (:class:`~hyperdb.errors.PeerBusy` if
     the peer refused it for load: try again later), and the session's
     :class:`~hyperdb.errors.ProtocolError` (its subclasses name wrong databases, capabilities,
@@ -638,6 +723,7 @@ async def sync(
         timeout=timeout,
         static_key=static_key,
         version=_version,
+        on_event=on_event,
     )
     result = await _run_session(db, reader, writer, options, initiator=True, peer=peer)
     if result.error is not None:
@@ -673,12 +759,13 @@ async def keep_synced(
     again: ``min_delay`` seconds, doubling up to ``max_delay``, back to ``min_delay`` after a
     session that the peer ended normally. A protocol or verification failure is raised, not
     retried: that peer is not to be trusted. ``on_event(kind, detail)`` tells applications what
-    happens: ``("ended", SyncResult)``, ``("failed", exception)``, ``("waiting", seconds)``."""
+    happens: ``("ended", SyncResult)``, ``("failed", exception)``, ``("waiting", seconds)``, and
+    each session's ``("identified", PeerInfo)`` (see :func:`serve`)."""
     _check_timeouts(min_delay, max_delay)
     delay = min_delay
     while True:
         try:
-            result = await sync(db, host, port, live=True, **options)
+            result = await sync(db, host, port, live=True, on_event=on_event, **options)
         except (NetworkError, PeerTimeout) as exc:
             if on_event is not None:
                 on_event("failed", exc)
@@ -768,6 +855,8 @@ def serve_in_background(
 __all__ = [
     "DEFAULT_PORT",
     "BackgroundServer",
+    "EventCallback",
+    "PeerInfo",
     "ProgressCallback",
     "Server",
     "SyncResult",

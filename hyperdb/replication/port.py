@@ -13,7 +13,7 @@ class against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from hyperdb.feed import Proof
@@ -30,6 +30,22 @@ class Replica(Protocol):
     @property
     def discovery_key(self) -> bytes:
         """``hyperdb.primitives.crypto.discovery_key(key)``."""
+        ...
+
+    @property
+    def local_key(self) -> bytes:
+        """This replica's writer key (32 bytes), whether or not it may write."""
+        ...
+
+    def identify(self, binding: bytes, initiator: bool) -> tuple[bytes, bytes, int] | None:
+        """This replica's proof of its writer key for the session bound to ``binding`` on the side
+        ``initiator``: (writer key, signature of ``hyperdb.model.identity.transcript``, claimed
+        role), or None when it cannot sign (its secret key is not at hand)."""
+        ...
+
+    def role_of(self, key: bytes) -> int:
+        """The role ``key`` has in this replica's view (``hyperdb.model.identity``: 0 none or
+        revoked, 1 seeder, 2 writer, 3 owner)."""
         ...
 
     def offered(self) -> dict[bytes, int]:
@@ -54,6 +70,20 @@ class Replica(Protocol):
 
     def stored_length(self, feed_key: bytes) -> int:
         """Blocks of that feed stored here (0 if unknown); it never decreases."""
+        ...
+
+    def tree_hash(self, feed_key: bytes, length: int) -> bytes | None:
+        """The tree hash of the first ``length`` blocks of that feed as stored here (``spec/
+        feed.md`` 3.3; what its writer signed for that length), or None when fewer are held."""
+        ...
+
+    def check_fork(
+        self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof
+    ) -> bool:
+        """Check a peer's blocks and their proof against the feed as stored here, storing none of
+        them: True if they prove the writer signed another history (the replica records the
+        evidence and freezes the feed, as :meth:`ingest` does), False if they agree. Raises
+        VerificationError if the data does not verify."""
         ...
 
     def read(

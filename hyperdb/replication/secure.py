@@ -34,10 +34,12 @@ from hyperdb.replication.wire import FrameDecoder
 
 #: The protocol's name in the preamble, then one byte of version.
 MAGIC = b"HYPERDB"
-VERSION = 1
+VERSION = 2
+#: Versions a channel can speak: 2, and 1 for a peer not yet upgraded (both sides must choose it).
+VERSIONS = (1, 2)
 PREAMBLE_SIZE = len(MAGIC) + 1
 NOISE_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2b"
-PROLOGUE = b"hyperdb replication v1"
+PROLOGUE = b"hyperdb replication v2"
 #: A record's body: a Noise message, at most 65,535 bytes (the Noise limit).
 MAX_RECORD = 65_535
 TAG_SIZE = 16
@@ -59,6 +61,11 @@ class Phase(Enum):
 def preamble(version: int = VERSION) -> bytes:
     """The first bytes each side sends: the protocol name and version."""
     return MAGIC + bytes([version])
+
+
+def prologue(version: int = VERSION) -> bytes:
+    """The Noise prologue of a channel of that version: a tampered preamble fails the handshake."""
+    return b"hyperdb replication v%d" % version
 
 
 class SecureChannel:
@@ -102,7 +109,7 @@ class SecureChannel:
         self._discovery_key = crypto.discovery_key(database_key)
         self._noise = NoiseConnection.from_name(NOISE_NAME)
         self._noise.set_keypair_from_private_bytes(Keypair.STATIC, static_key)
-        self._noise.set_prologue(PROLOGUE)
+        self._noise.set_prologue(prologue(version))
         if _ephemeral_key is not None:  # fixed ephemeral keys: only to generate test vectors
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -120,6 +127,7 @@ class SecureChannel:
         )
         self._out = bytearray(preamble(version))
         self._encrypting = False
+        self._handshake_hash: bytes | None = None
         if initiator:
             self._handshake_write()
 
@@ -129,6 +137,14 @@ class SecureChannel:
     def established(self) -> bool:
         """Both sides are through the handshake and the peer proved it knows the database key."""
         return self.phase is Phase.OPEN
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The Noise handshake hash (64 bytes) once the handshake is done: the channel binding
+        that version 2's identity proofs sign."""
+        if self._handshake_hash is None:
+            raise Closed("the handshake is not complete")
+        return self._handshake_hash
 
     @property
     def buffered(self) -> int:
@@ -231,7 +247,7 @@ class SecureChannel:
             return
         self.phase = Phase.AUTH
         self._encrypting = True
-        handshake_hash = self._noise.get_handshake_hash()
+        handshake_hash = self._handshake_hash = bytes(self._noise.get_handshake_hash())
         proof = crypto.capability(self._database_key, self.initiator, handshake_hash)
         self._expected = crypto.capability(self._database_key, not self.initiator, handshake_hash)
         self._seal(self._discovery_key + proof)
@@ -285,7 +301,9 @@ __all__ = [
     "NOISE_NAME",
     "PROLOGUE",
     "VERSION",
+    "VERSIONS",
     "Phase",
     "SecureChannel",
     "preamble",
+    "prologue",
 ]

@@ -12,6 +12,7 @@ channel can still encrypt) an error message that says why; the exception tells t
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from hyperdb.errors import Closed, HyperDBError, ProtocolError
 from hyperdb.replication.connection import Connection, ProgressCallback
@@ -41,13 +42,17 @@ class Session:
         version: int | None = None,
         max_message_bytes: int | None = None,
     ) -> None:
+        options: dict[str, Any] = {}
+        if max_message_bytes is not None:
+            options["max_message_bytes"] = max_message_bytes
         self.channel = SecureChannel(
             replica.key,
             initiator=initiator,
             static_key=static_key,
             version=VERSION if version is None else version,
         )
-        options = {} if max_message_bytes is None else {"max_message_bytes": max_message_bytes}
+        if version is not None:
+            options["version"] = version
         self.connection = Connection(
             replica,
             initiator=initiator,
@@ -59,6 +64,7 @@ class Session:
         )
         self.error: BaseException | None = None
         self._closed = False
+        self._bound = False
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -103,6 +109,10 @@ class Session:
             raise Closed("the session is closed")
         try:
             plaintexts = self.channel.receive_data(data)
+            if not self._bound and self.channel.established:
+                # before the peer's first message: its identify is checked against this binding
+                self._bound = True
+                self.connection.bind(self.channel.handshake_hash)
             for plaintext in plaintexts:
                 self.connection.receive_data(plaintext)
         except BaseException as exc:

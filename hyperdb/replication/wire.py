@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from itertools import starmap
 from typing import Any
 
-from hyperdb.errors import EncodingError, HyperDBError, ProtocolError
+from hyperdb.errors import EncodingError, HyperDBError, ProtocolError, ProtocolVersionError
 from hyperdb.feed.feed import MAX_BLOCK_SIZE, MAX_BYTES, MAX_LENGTH, Proof
 from hyperdb.feed.merkle import TreeNode
 from hyperdb.primitives import cbor as encoding
@@ -39,11 +39,25 @@ from hyperdb.replication._wire_fast import (
     request_body,
 )
 from hyperdb.replication._wire_fast import parse_plain as _parse_plain
+from hyperdb.replication.fields import check_keys, field, fixed_bytes, integer
+from hyperdb.replication.messages_v2 import (
+    IDENTIFY,
+    MAX_FEATURES,
+    NAMES_V2,
+    Identify,
+    check_extension_names,
+    decode_v2,
+    identify_map,
+)
 
 PROTOCOL = "hyperdb"
-VERSION = 1
+VERSION = 2
+#: The versions a hello may name (a connection speaks one of them; see Connection ``version``).
+VERSIONS = (1, 2)
 
 HEADER_SIZE = 4
+#: The random nonce of a version-2 hello.
+NONCE_SIZE = 32
 #: Largest frame body: one maximum-size block plus room for the rest of a data message.
 MAX_FRAME_SIZE = MAX_BLOCK_SIZE + 64 * 1024
 #: Most blocks one request may ask for (and so one data message may carry).
@@ -62,29 +76,40 @@ MAX_REASON_SIZE = 1024
 MAX_NODE_INDEX = 2 * MAX_LENGTH
 
 HELLO, HAVE, REQUEST, DATA, IDLE, ERROR = range(6)
-NAMES = ("hello", "have", "request", "data", "idle", "error")
+NAMES = ("hello", "have", "request", "data", "idle", "error", *NAMES_V2)
 
 _HEADER = struct.Struct(">I")
 #: One feed of a have message's ``"f"``: 32-byte feed key, u64 big-endian signed length.
 HAVE_RECORD = struct.Struct(f">{PUBLIC_KEY_SIZE}sQ")
+#: One feed of a have message's ``"h"`` (version 2, feature fork-roots): the same, then the
+#: 32-byte tree hash of that length (what the writer signed).
+HAVE_ROOT_RECORD = struct.Struct(f">{PUBLIC_KEY_SIZE}sQ{HASH_SIZE}s")
 #: One proof node of a data message's ``"n"``: u64 index, 32-byte hash, u64 size (big-endian).
 NODE_RECORD = struct.Struct(f">Q{HASH_SIZE}sQ")
 
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """The first message each side sends: the protocol it speaks and the database it wants."""
+    """The first message each side sends: the protocol it speaks and the database it wants; in
+    version 2 also the features it supports (bits), the extension names it handles and a random
+    nonce (the session's channel binding where the transport gives none)."""
 
     discovery_key: bytes
     protocol: str = PROTOCOL
     version: int = VERSION
+    features: int = 0
+    extensions: tuple[str, ...] = ()
+    nonce: bytes = bytes(32)
 
 
 @dataclass(frozen=True, slots=True)
 class Have:
-    """Feeds the sender offers, ``(feed key, signed length)`` in ascending key order."""
+    """Feeds the sender offers, ``(feed key, signed length)`` in ascending key order; with the
+    feature fork-roots, ``roots`` holds the tree hash of each of those lengths, in the same
+    order (None without it)."""
 
     feeds: tuple[tuple[bytes, int], ...]
+    roots: tuple[bytes, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +163,7 @@ class Error:
     reason: str
 
 
-Message = Hello | Have | Request | Data | Idle | Error
+Message = Hello | Have | Request | Data | Idle | Error | Identify
 
 
 def message_name(message: Message) -> str:
@@ -152,6 +177,7 @@ _TYPES: dict[type, int] = {
     Data: DATA,
     Idle: IDLE,
     Error: ERROR,
+    Identify: IDENTIFY,
 }
 
 
@@ -170,6 +196,13 @@ def encode_message(message: Message) -> bytes:
     ones.
     """
     if isinstance(message, Have):
+        if message.roots is not None:
+            records = [
+                (*feed, root) for feed, root in zip(message.feeds, message.roots, strict=True)
+            ]
+            return encoding.encode(
+                {"t": HAVE, "h": b"".join(starmap(HAVE_ROOT_RECORD.pack, records))}
+            )
         return have_body(b"".join(starmap(HAVE_RECORD.pack, message.feeds)))
     if isinstance(message, Data):
         return data_body(
@@ -185,7 +218,21 @@ def encode_message(message: Message) -> bytes:
     if isinstance(message, Idle):
         return idle_body(message.seen)
     if isinstance(message, Hello):
-        return hello_body(message.discovery_key, message.protocol, message.version)
+        if message.version == 1:
+            return hello_body(message.discovery_key, message.protocol, message.version)
+        return encoding.encode(
+            {
+                "t": HELLO,
+                "p": message.protocol,
+                "v": message.version,
+                "d": message.discovery_key,
+                "x": message.features,
+                "e": list(message.extensions),
+                "n": message.nonce,
+            }
+        )
+    if isinstance(message, Identify):
+        return encoding.encode(identify_map(message))
     if isinstance(message, Error):
         return error_body(message.reason)
     raise TypeError(f"not a message: {type(message).__name__}")
@@ -229,37 +276,36 @@ def decode_message(body: bytes) -> Message:
     if kind == HELLO:
         # protocol and version first: a peer speaking another version gets a clear refusal even if
         # its hello has other fields
-        protocol = _field(obj, "p", str, name)
-        version = _field(obj, "v", int, name)
+        protocol = field(obj, "p", str, name)
+        version = field(obj, "v", int, name)
         if protocol != PROTOCOL:
             raise ProtocolError(f"the peer speaks {protocol[:64]!r}, not {PROTOCOL!r}")
-        if version != VERSION:
-            raise ProtocolError(f"the peer speaks protocol version {version}, this side {VERSION}")
-        _keys(obj, ("t", "p", "v", "d"), name)
-        return Hello(_fixed_bytes(obj, "d", HASH_SIZE, name), protocol, version)
-    if kind == HAVE:
-        _keys(obj, ("t", "f"), name)
-        records = _field(obj, "f", bytes, name)
-        count, rest = divmod(len(records), HAVE_RECORD.size)
-        if rest or not 1 <= count <= MAX_HAVE_ENTRIES:
-            raise ProtocolError(
-                f"the feeds of a have message are 1 to {MAX_HAVE_ENTRIES} records of "
-                f"{HAVE_RECORD.size} bytes, not {len(records)} bytes"
+        if version not in VERSIONS:
+            raise ProtocolVersionError(
+                f"the peer speaks version {version} of the hyperdb protocol, this replica "
+                f"speaks version {VERSION}"
             )
-        feeds: tuple[tuple[bytes, int], ...] = tuple(HAVE_RECORD.iter_unpack(records))
-        previous = b""
-        for key, length in feeds:
-            if key <= previous:
-                raise ProtocolError("have entries must be in strictly ascending feed key order")
-            if not 1 <= length <= MAX_LENGTH:
-                raise ProtocolError(f"a have entry's length must be in [1, {MAX_LENGTH}]")
-            previous = key
-        return Have(feeds)
+        if version == 1:
+            check_keys(obj, ("t", "p", "v", "d"), name)
+            return Hello(fixed_bytes(obj, "d", HASH_SIZE, name), protocol, version)
+        check_keys(obj, ("t", "p", "v", "d", "x", "e", "n"), name)
+        return Hello(
+            fixed_bytes(obj, "d", HASH_SIZE, name),
+            protocol,
+            version,
+            integer(obj, "x", 0, MAX_FEATURES, name),
+            check_extension_names(obj["e"]),
+            fixed_bytes(obj, "n", NONCE_SIZE, name),
+        )
+    if kind == HAVE:
+        return _decode_have(obj)
+    if kind >= IDENTIFY:
+        return decode_v2(kind, obj)
     if kind == REQUEST:
-        _keys(obj, ("t", "f", "s", "e"), name)
-        feed = _fixed_bytes(obj, "f", PUBLIC_KEY_SIZE, name)
-        start = _integer(obj, "s", 0, MAX_LENGTH - 1, name)
-        end = _integer(obj, "e", 1, MAX_LENGTH, name)
+        check_keys(obj, ("t", "f", "s", "e"), name)
+        feed = fixed_bytes(obj, "f", PUBLIC_KEY_SIZE, name)
+        start = integer(obj, "s", 0, MAX_LENGTH - 1, name)
+        end = integer(obj, "e", 1, MAX_LENGTH, name)
         if not start < end <= start + MAX_REQUEST_BLOCKS:
             raise ProtocolError(
                 f"a request asks for 1 to {MAX_REQUEST_BLOCKS} blocks, not [{start}, {end})"
@@ -268,22 +314,55 @@ def decode_message(body: bytes) -> Message:
     if kind == DATA:
         return _decode_data(obj)
     if kind == IDLE:
-        _keys(obj, ("t", "c"), name)
-        return Idle(_integer(obj, "c", 0, (1 << 64) - 1, name))
-    _keys(obj, ("t", "r"), name)
-    reason = _field(obj, "r", str, name)
+        check_keys(obj, ("t", "c"), name)
+        return Idle(integer(obj, "c", 0, (1 << 64) - 1, name))
+    check_keys(obj, ("t", "r"), name)
+    reason = field(obj, "r", str, name)
     if len(reason.encode("utf-8", "surrogatepass")) > MAX_REASON_SIZE:
         raise ProtocolError(f"an error reason is at most {MAX_REASON_SIZE} bytes")
     return Error(reason)
 
 
+def _decode_have(obj: dict[str, Any]) -> Have:
+    name = "have"
+    roots: tuple[bytes, ...] | None = None
+    if "h" in obj:  # with the tree hash of every length (feature fork-roots)
+        check_keys(obj, ("t", "h"), name)
+        record = HAVE_ROOT_RECORD
+        records = field(obj, "h", bytes, name)
+    else:
+        check_keys(obj, ("t", "f"), name)
+        record = HAVE_RECORD
+        records = field(obj, "f", bytes, name)
+    count, rest = divmod(len(records), record.size)
+    if rest or not 1 <= count <= MAX_HAVE_ENTRIES:
+        raise ProtocolError(
+            f"the feeds of a have message are 1 to {MAX_HAVE_ENTRIES} records of "
+            f"{record.size} bytes, not {len(records)} bytes"
+        )
+    if record is HAVE_ROOT_RECORD:
+        unpacked = tuple(HAVE_ROOT_RECORD.iter_unpack(records))
+        feeds: tuple[tuple[bytes, int], ...] = tuple((key, length) for key, length, _ in unpacked)
+        roots = tuple(root for _, _, root in unpacked)
+    else:
+        feeds = tuple(HAVE_RECORD.iter_unpack(records))
+    previous = b""
+    for key, length in feeds:
+        if key <= previous:
+            raise ProtocolError("have entries must be in strictly ascending feed key order")
+        if not 1 <= length <= MAX_LENGTH:
+            raise ProtocolError(f"a have entry's length must be in [1, {MAX_LENGTH}]")
+        previous = key
+    return Have(feeds, roots)
+
+
 def _decode_data(obj: dict[str, Any]) -> Data:
     name = "data"
-    _keys(obj, ("t", "f", "s", "b", "l", "n", "g"), name)
-    feed = _fixed_bytes(obj, "f", PUBLIC_KEY_SIZE, name)
-    start = _integer(obj, "s", 0, MAX_LENGTH - 1, name)
-    length = _integer(obj, "l", 1, MAX_LENGTH, name)
-    blocks = _field(obj, "b", list, name)
+    check_keys(obj, ("t", "f", "s", "b", "l", "n", "g"), name)
+    feed = fixed_bytes(obj, "f", PUBLIC_KEY_SIZE, name)
+    start = integer(obj, "s", 0, MAX_LENGTH - 1, name)
+    length = integer(obj, "l", 1, MAX_LENGTH, name)
+    blocks = field(obj, "b", list, name)
     if not 1 <= len(blocks) <= MAX_REQUEST_BLOCKS:
         raise ProtocolError(f"a data message carries 1 to {MAX_REQUEST_BLOCKS} blocks")
     for block in blocks:
@@ -291,7 +370,7 @@ def _decode_data(obj: dict[str, Any]) -> Data:
             raise ProtocolError(f"a block is bytes of at most {MAX_BLOCK_SIZE} bytes")
     if start + len(blocks) > length:
         raise ProtocolError("data reaches beyond the signed length it is proven against")
-    records = _field(obj, "n", bytes, name)
+    records = field(obj, "n", bytes, name)
     count, rest = divmod(len(records), NODE_RECORD.size)
     if rest or count > MAX_PROOF_NODES:
         raise ProtocolError(
@@ -304,36 +383,8 @@ def _decode_data(obj: dict[str, Any]) -> Data:
             raise ProtocolError("a proof node index is out of range")
         if size > MAX_BYTES:
             raise ProtocolError("a proof node size is out of range")
-    signature = _fixed_bytes(obj, "g", SIGNATURE_SIZE, name)
+    signature = fixed_bytes(obj, "g", SIGNATURE_SIZE, name)
     return Data(feed, start, tuple(blocks), length, nodes, signature)
-
-
-def _keys(obj: dict[str, Any], expected: tuple[str, ...], name: str) -> None:
-    if obj.keys() != set(expected):
-        missing = sorted(set(expected) - obj.keys())
-        extra = sorted(map(repr, obj.keys() - set(expected)))
-        raise ProtocolError(f"a {name} message has missing fields {missing} or extra {extra}")
-
-
-def _field(obj: dict[str, Any], key: str, kind: type, name: str) -> Any:
-    value = obj.get(key)
-    if type(value) is not kind:
-        raise ProtocolError(f"field {key!r} of a {name} message must be {kind.__name__}")
-    return value
-
-
-def _fixed_bytes(obj: dict[str, Any], key: str, size: int, name: str) -> bytes:
-    value: bytes = _field(obj, key, bytes, name)
-    if len(value) != size:
-        raise ProtocolError(f"field {key!r} of a {name} message must be {size} bytes")
-    return value
-
-
-def _integer(obj: dict[str, Any], key: str, low: int, high: int, name: str) -> int:
-    value: int = _field(obj, key, int, name)
-    if not low <= value <= high:
-        raise ProtocolError(f"field {key!r} of a {name} message must be in [{low}, {high}]")
-    return value
 
 
 # --- framing --------------------------------------------------------------------------------------

@@ -13,10 +13,13 @@ import struct
 
 from hyperdb.feed.feed import FEED_TABLES, Feed
 from hyperdb.feed.secret_keys import MemoryKeyStore
+from hyperdb.model.identity import IdentitySigner, transcript
 from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives import crypto
+from hyperdb.replication.messages_v2 import FEATURE_FORK_ROOTS, FEATURE_RECEIPTS, Identify
 from hyperdb.replication.wire import (
     HAVE_RECORD,
+    HAVE_ROOT_RECORD,
     MAX_FRAME_SIZE,
     NODE_RECORD,
     Data,
@@ -34,12 +37,30 @@ from hyperdb.storage import MemoryStorage
 def fields(message: Message) -> dict[str, object]:
     """The message's fields in JSON form (bytes as hex)."""
     if isinstance(message, Hello):
-        return {
+        hello: dict[str, object] = {
             "protocol": message.protocol,
             "version": message.version,
             "discovery_key": message.discovery_key.hex(),
         }
+        if message.version >= 2:
+            hello["features"] = message.features
+            hello["extensions"] = list(message.extensions)
+            hello["nonce"] = message.nonce.hex()
+        return hello
+    if isinstance(message, Identify):
+        if message.key is None or message.signature is None:
+            return {"role": message.role}
+        return {
+            "role": message.role,
+            "key": message.key.hex(),
+            "signature": message.signature.hex(),
+        }
     if isinstance(message, Have):
+        if message.roots is not None:
+            return {
+                "feeds": [[key.hex(), length] for key, length in message.feeds],
+                "roots": [root.hex() for root in message.roots],
+            }
         return {"feeds": [[key.hex(), length] for key, length in message.feeds]}
     if isinstance(message, Request):
         return {"feed": message.feed.hex(), "start": message.start, "end": message.end}
@@ -82,6 +103,11 @@ def node_records(*nodes: tuple[int, bytes, int]) -> bytes:
     )
 
 
+def _code(name: str) -> str:
+    """The error code refusing an invalid frame: another version is a version error."""
+    return "protocol_version" if name == "other protocol version" else "protocol_error"
+
+
 def main() -> None:
     keypair = crypto.generate_keypair(bytes([0x11]) * 32)
     other = crypto.generate_keypair(bytes([0x22]) * 32).public_key
@@ -91,14 +117,30 @@ def main() -> None:
         feed.append_batch([b"header", b"first", b"second"])
         blocks = feed.get_range(1, 3)
         proof = feed.proof(1, 3)
+        tree_hash = feed.head().tree_hash
         whole = feed.get_range(0, 3)
         whole_proof = feed.proof(0, 3)
         feed.append_batch([b"third", b"fourth", b"fifth", b"sixth"])
         middle = feed.get_range(2, 3)
         middle_proof = feed.proof(2, 3)
     discovery_key = crypto.discovery_key(key)
+    binding = bytes(range(64, 128))
+    signer = IdentitySigner(key, keypair.secret_key)
+    identity_signature = signer.identify(discovery_key, True, 3, binding)
     valid = [
-        case("hello", Hello(discovery_key)),
+        case(
+            "hello",
+            Hello(
+                discovery_key,
+                features=FEATURE_RECEIPTS | FEATURE_FORK_ROOTS,
+                extensions=("chat/typing@1", "presence"),
+                nonce=bytes(range(32)),
+            ),
+        ),
+        case("hello of version 1", Hello(discovery_key, version=1)),
+        case("identify", Identify(3, key, identity_signature)),
+        case("identify, anonymous", Identify(0)),
+        case("have with tree hashes", Have(((key, 3),), (tree_hash,))),
         case("have one feed", Have(((key, 3),))),
         case("have two feeds", Have(tuple(sorted([(key, 3), (other, 70000)])))),
         # the smallest key, the largest length, a length needing more than 32 bits
@@ -125,12 +167,65 @@ def main() -> None:
     invalid = [
         ("empty frame", "00000000"),
         ("frame longer than the maximum", struct.pack(">I", MAX_FRAME_SIZE + 1).hex()),
-        ("unknown message type", frame(encoding.encode({"t": 6}))),
+        ("unknown message type", frame(encoding.encode({"t": 16}))),
+        (
+            "identify with a key and no signature",
+            frame(encoding.encode({"t": 6, "r": 2, "k": key})),
+        ),
+        ("identify claiming role 4", frame(encoding.encode({"t": 6, "r": 4}))),
+        (
+            "hello with a duplicate extension name",
+            frame(
+                encoding.encode(
+                    {
+                        "t": 0,
+                        "p": "hyperdb",
+                        "v": 2,
+                        "d": discovery_key,
+                        "x": 0,
+                        "e": ["a", "a"],
+                        "n": bytes(32),
+                    }
+                )
+            ),
+        ),
+        (
+            "hello with an extension name of 65 bytes",
+            frame(
+                encoding.encode(
+                    {
+                        "t": 0,
+                        "p": "hyperdb",
+                        "v": 2,
+                        "d": discovery_key,
+                        "x": 0,
+                        "e": ["a" * 65],
+                        "n": bytes(32),
+                    }
+                )
+            ),
+        ),
+        (
+            "hello of version 2 without a nonce",
+            frame(
+                encoding.encode(
+                    {"t": 0, "p": "hyperdb", "v": 2, "d": discovery_key, "x": 0, "e": []}
+                )
+            ),
+        ),
+        (
+            "have with both record forms",
+            have({"f": have_records((key, 1)), "h": have_records((key, 1)) + digest}),
+        ),
+        (
+            "have record with a tree hash of 71 bytes",
+            have({"h": (have_records((key, 1)) + digest)[:-1]}),
+        ),
         ("missing field", frame(encoding.encode({"t": 2, "f": key, "s": 1}))),
         ("extra field", frame(encoding.encode({"t": 4, "c": 1, "x": 0}))),
         ("keys out of canonical order", frame(bytes.fromhex("a2617404616301"))),
         ("integer not in shortest form", frame(bytes.fromhex("a2616318016174" + "04"))),
-        ("other protocol version", frame(encoding.encode({"t": 0, "p": "hyperdb", "v": 2}))),
+        ("other protocol version", frame(encoding.encode({"t": 0, "p": "hyperdb", "v": 3}))),
         ("have not in key order", have({"f": have_records((key, 1), (other, 1))})),
         ("have listing a feed twice", have({"f": have_records((key, 1), (key, 2))})),
         ("have of no feed", have({"f": b""})),
@@ -157,14 +252,24 @@ def main() -> None:
     vectors = {
         "description": "Replication messages of spec/protocol.md: fields and exact frames.",
         "protocol": "hyperdb",
-        "version": 1,
+        "version": 2,
         "max_frame_size": MAX_FRAME_SIZE,
         "have_record_size": HAVE_RECORD.size,
+        "have_root_record_size": HAVE_ROOT_RECORD.size,
+        "identity": {
+            "binding": binding.hex(),
+            "initiator": True,
+            "role": 3,
+            "transcript": transcript(discovery_key, key, True, 3, binding).hex(),
+            "signature": identity_signature.hex(),
+        },
         "node_record_size": NODE_RECORD.size,
         "database_seed": (bytes([0x11]) * 32).hex(),
         "database_key": key.hex(),
         "messages": valid,
-        "invalid_frames": [{"name": name, "frame": hex_frame} for name, hex_frame in invalid],
+        "invalid_frames": [
+            {"name": name, "frame": hex_frame, "code": _code(name)} for name, hex_frame in invalid
+        ],
     }
     print(json.dumps(vectors, indent=1))
 

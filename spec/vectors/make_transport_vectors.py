@@ -4,9 +4,9 @@ python spec/vectors/make_transport_vectors.py > spec/vectors/transport.json
 A complete, deterministic session opening between an initiator and a responder (fixed static and
 ephemeral X25519 keys: never do that outside test vectors), as the bytes each side sends at each
 step: preambles, the three Noise XX handshake messages in records, the capability records, and
-one encrypted record carrying the initiator's hello frame. tests/test_spec_transport.py checks the
-layout with struct, recomputes the capabilities with hashlib, and replays the transcript through
-the implementation.
+one encrypted record carrying the initiator's hello frame (version 2, with a fixed nonce).
+tests/test_spec_transport.py checks the layout with struct, recomputes the capabilities with
+hashlib, and replays the transcript through the implementation.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import hashlib
 import json
 
 from hyperdb.primitives import crypto
-from hyperdb.replication.secure import MAX_RECORD, NOISE_NAME, PROLOGUE, SecureChannel, preamble
+from hyperdb.replication.secure import (
+    MAX_RECORD,
+    NOISE_NAME,
+    PROLOGUE,
+    SecureChannel,
+    preamble,
+    prologue,
+)
 from hyperdb.replication.wire import Hello, encode_frame
 
 
@@ -55,7 +62,8 @@ def main() -> None:
     initiator.receive_data(bytes.fromhex(steps[4]["bytes"]))
     assert initiator.established and responder.established
     # 5. the first replication frame, encrypted
-    hello = encode_frame(Hello(crypto.discovery_key(database_key)))
+    nonce = hashlib.sha256(b"initiator nonce").digest()
+    hello = encode_frame(Hello(crypto.discovery_key(database_key), nonce=nonce))
     initiator.send(hello)
     steps.append(
         {"from": "initiator", "bytes": initiator.data_to_send().hex(), "plaintext": hello.hex()}
@@ -64,7 +72,10 @@ def main() -> None:
     vectors = {
         "noise_protocol": NOISE_NAME.decode(),
         "prologue": PROLOGUE.hex(),
+        "prologue_v1": prologue(1).hex(),
+        "preamble": preamble().hex(),
         "preamble_v1": preamble(1).hex(),
+        "hello_nonce": nonce.hex(),
         "max_record": MAX_RECORD,
         "database_key": database_key.hex(),
         "discovery_key": crypto.discovery_key(database_key).hex(),

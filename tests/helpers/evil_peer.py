@@ -286,8 +286,10 @@ class EvilPeer:
         :class:`~hyperdb.replication.connection.Connection`, live, with ``options``), every message
         it sends passed through ``tamper`` first. Returns at end of file or once ``until()``;
         AssertionError after ``timeout`` seconds."""
-        self._established_channel()
-        self.connection = Connection(replica, initiator=True, live=True, **options)
+        channel = self._established_channel()
+        self.connection = Connection(
+            replica, initiator=True, live=True, binding=channel.handshake_hash, **options
+        )
         self._deliver()
         deadline = time.monotonic() + timeout
         while True:

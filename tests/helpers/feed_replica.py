@@ -14,11 +14,12 @@ the TCP transport needs (a lock, change listeners), so a FeedReplica can be serv
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hyperdb.errors import ForkDetected, ProtocolError
 from hyperdb.feed import FEED_TABLES, Feed, MemoryKeyStore, Proof, verified_prefix
+from hyperdb.model.identity import ROLE_OWNER, ROLE_WRITER, IdentitySigner
 from hyperdb.primitives import crypto
 from hyperdb.replication.wire import FrameDecoder, Message, Request, decode_message
 from hyperdb.storage import MemoryStorage
@@ -39,7 +40,10 @@ class FeedReplica:
     ) -> None:
         self.storage = MemoryStorage(FEED_TABLES)
         self.keystore = MemoryKeyStore()
-        self.local = Feed.create(self.storage, self.keystore, keypair) if writer else None
+        self.keypair = keypair or crypto.generate_keypair()
+        self.local = Feed.create(self.storage, self.keystore, self.keypair) if writer else None
+        #: False: identify anonymously (as a replica without its secret key)
+        self.proves_identity = writer
         if key is None:
             assert self.local is not None
             key = self.local.key
@@ -85,6 +89,20 @@ class FeedReplica:
         return {key: self.blocks(key) for key in Feed.keys(self.storage) if self.blocks(key)}
 
     # the replication port (hyperdb.replication.port.Replica)
+    @property
+    def local_key(self) -> bytes:
+        return self.keypair.public_key
+
+    def identify(self, binding: bytes, initiator: bool) -> tuple[bytes, bytes, int] | None:
+        if not self.proves_identity:
+            return None
+        signer = IdentitySigner(self.keypair.public_key, self.keypair.secret_key)
+        role = self.role_of(self.local_key)
+        return self.local_key, signer.identify(self.discovery_key, initiator, role, binding), role
+
+    def role_of(self, key: bytes) -> int:
+        return ROLE_OWNER if key == self.key else ROLE_WRITER if key in self.authorized else 0
+
     def offered(self) -> dict[bytes, int]:
         known = set(Feed.keys(self.storage))
         offer = {}
@@ -117,6 +135,24 @@ class FeedReplica:
             blocks = feed.get_range(start, end, tx, max_bytes=max_bytes)
             self.reads.append((feed_key, start, start + len(blocks)))
             return blocks, feed.proof(start, start + len(blocks), tx)
+
+    def tree_hash(self, feed_key: bytes, length: int) -> bytes | None:
+        if feed_key not in Feed.keys(self.storage):
+            return None
+        feed = self.feed(feed_key)
+        return feed.tree_hash(length) if 1 <= length <= feed.length else None
+
+    def check_fork(
+        self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof
+    ) -> bool:
+        if feed_key not in Feed.keys(self.storage):
+            return False
+        feed = self.feed(feed_key)
+        evidence = feed.find_fork(start, blocks, proof)
+        if evidence is None:
+            return False
+        feed.record_fork(evidence)
+        return True
 
     def ingest(self, feed_key: bytes, start: int, blocks: list[bytes], proof: Proof) -> bool:
         if feed_key not in self.authorized:

@@ -1,0 +1,118 @@
+"""The messages version 2 of the protocol adds (``spec/protocol.md`` §3.7 on): their types and
+strict decoding.
+
+:class:`Identify` (type 6) proves the sender's writer key for this session (or says it has none
+to prove). Feature bits (:data:`FEATURE_RECEIPTS`, ...) are what a version-2 hello announces; a
+feature is on for a session when both hellos set its bit. Extension names, which a hello lists,
+are checked here too. Which message may be sent when is the business of
+:mod:`hyperdb.replication.connection`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hyperdb.errors import ProtocolError
+from hyperdb.model.identity import ROLE_NAMES
+from hyperdb.primitives.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from hyperdb.replication.fields import check_keys, fixed_bytes, integer
+
+IDENTIFY = 6
+#: Names of the version-2 message types, by type number from 6.
+NAMES_V2 = ("identify",)
+
+FEATURE_RECEIPTS = 0x01
+FEATURE_EXTENSIONS = 0x02
+FEATURE_BLOBS = 0x04  # reserved
+FEATURE_FORK_ROOTS = 0x08
+FEATURE_NAMES = {
+    FEATURE_RECEIPTS: "receipts",
+    FEATURE_EXTENSIONS: "extensions",
+    FEATURE_BLOBS: "blobs",
+    FEATURE_FORK_ROOTS: "fork-roots",
+}
+MAX_FEATURES = (1 << 64) - 1
+
+MAX_EXTENSIONS = 64
+MAX_EXTENSION_NAME = 64
+_EXTENSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._/@]*\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Identify:
+    """The sender's writer ``key`` and its ``signature`` over the session's identity transcript
+    (``hyperdb.model.identity``), and the ``role`` it claims; both None: anonymous (a replica
+    without its secret key)."""
+
+    role: int
+    key: bytes | None = None
+    signature: bytes | None = None
+
+
+def feature_names(bits: int) -> frozenset[str]:
+    """The names of the known features set in ``bits``."""
+    return frozenset(name for bit, name in FEATURE_NAMES.items() if bits & bit)
+
+
+def check_extension_names(names: object, *, already: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Extension names as a hello or an extensions-add lists them: 1 to 64 ASCII bytes of
+    letters, digits and ``- . _ / @`` starting with a letter or digit, unique across ``already``
+    and these, at most 64 in all. ProtocolError otherwise."""
+    if type(names) is not list and type(names) is not tuple:
+        raise ProtocolError("extension names are an array of text")
+    seen = set(already)
+    for name in names:
+        if (
+            type(name) is not str
+            or not 1 <= len(name) <= MAX_EXTENSION_NAME
+            or not name.isascii()
+            or not _EXTENSION_NAME.match(name)
+        ):
+            raise ProtocolError(f"an invalid extension name {str(name)[:80]!r}")
+        if name in seen:
+            raise ProtocolError(f"the extension name {name!r} is listed twice")
+        seen.add(name)
+    if len(seen) > MAX_EXTENSIONS:
+        raise ProtocolError(f"more than {MAX_EXTENSIONS} extension names")
+    return tuple(names)
+
+
+def identify_map(message: Identify) -> dict[str, Any]:
+    """The CBOR map of an identify message."""
+    if message.key is None or message.signature is None:
+        return {"t": IDENTIFY, "r": message.role}
+    return {"t": IDENTIFY, "r": message.role, "k": message.key, "g": message.signature}
+
+
+def decode_v2(kind: int, obj: dict[str, Any]) -> Identify:
+    """The version-2 message of type ``kind`` (6 or more) from its decoded map."""
+    if kind == IDENTIFY:
+        name = "identify"
+        role = integer(obj, "r", 0, len(ROLE_NAMES) - 1, name)
+        if obj.keys() == {"t", "r"}:
+            return Identify(role)
+        check_keys(obj, ("t", "r", "k", "g"), name)
+        key = fixed_bytes(obj, "k", PUBLIC_KEY_SIZE, name)
+        return Identify(role, key, fixed_bytes(obj, "g", SIGNATURE_SIZE, name))
+    raise ProtocolError(f"unknown message type {kind!r}")
+
+
+__all__ = [
+    "FEATURE_BLOBS",
+    "FEATURE_EXTENSIONS",
+    "FEATURE_FORK_ROOTS",
+    "FEATURE_NAMES",
+    "FEATURE_RECEIPTS",
+    "IDENTIFY",
+    "MAX_EXTENSIONS",
+    "MAX_EXTENSION_NAME",
+    "MAX_FEATURES",
+    "NAMES_V2",
+    "Identify",
+    "check_extension_names",
+    "decode_v2",
+    "feature_names",
+    "identify_map",
+]
