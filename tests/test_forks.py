@@ -138,12 +138,14 @@ def test_a_frozen_feed_is_still_served(world: World, dbs: dict[str, Database]) -
 def test_a_replica_behind_on_the_other_branch_finds_the_fork_itself(
     world: World, dbs: dict[str, Database]
 ) -> None:
-    """A meets B''s longer branch first (and sees no fork: B then offers less than A holds). C,
-    on B's shorter branch, asks A for the rest of B's feed and finds the fork from A's data."""
+    """A meets B''s longer branch first; B then offers less than A holds, and A finds the fork
+    by comparing the tree hash of B's length with its own (protocol 2; protocol 1 saw nothing
+    here). C, on B's shorter branch, asks A for the rest of B's feed and finds the fork from A's
+    data."""
     a, c = dbs["A"], dbs["C"]
     hyperdb.replicate(a, dbs["B'"])
     hyperdb.replicate(a, dbs["B"])
-    assert forked_writers(a, world) == []
+    assert forked_writers(a, world) == ["B"]
     hyperdb.replicate(c, a)
     assert forked_writers(c, world) == ["B"]
     [evidence] = c.replication_port.forks()
@@ -187,8 +189,10 @@ def test_the_outcome_does_not_depend_on_the_order_the_replicas_meet(
 ) -> None:
     """A meets B, then B' (the fork is found), then writes; then every pair meets, in several
     orders, twice over. Every order ends the same: no session fails, A's write is applied
-    everywhere, A and C (who held the shorter branch and met the longer) hold the evidence, and
-    a third round changes nothing. Mutation tried: Connection._on_data letting ForkDetected
+    everywhere, A and C (who held the shorter branch and met the longer) and B' and D (who hold
+    the longer and met the shorter: protocol 2 compares the tree hashes of the lengths both
+    hold) hold the evidence; B, which only ever held its own branch, does not; and a third round
+    changes nothing. Mutation tried: Connection._on_data letting ForkDetected
     through (caught: every order fails at its first session with the other branch)."""
     outcomes = []
     for number, order in enumerate(orders()):
@@ -214,9 +218,9 @@ def test_the_outcome_does_not_depend_on_the_order_the_replicas_meet(
     assert {name: first[name]["forked"] for name in NAMES} == {
         "A": ["B"],
         "B": [],
-        "B'": [],
+        "B'": ["B"],
         "C": ["B"],
-        "D": [],
+        "D": ["B"],
     }
     assert all(first[name]["after"] == [b"A"] and first[name]["ok"] for name in NAMES)
     assert first["A"]["evidence"] == first["C"]["evidence"] == ["B"]
@@ -291,7 +295,9 @@ def test_the_session_that_finds_a_fork_carries_the_other_feeds_on(
     replicate(world.owner, peer)
     mine, theirs = Connection(world.reader, initiator=True), Connection(peer, initiator=False)
     pump(mine, theirs)
-    assert mine.forks == [world.writer] and theirs.forks == []
+    # both sides: the peer holds the longer branch and compares the tree hash of the reader's
+    # shorter length with its own (protocol 2)
+    assert mine.forks == [world.writer] and theirs.forks == [world.writer]
     assert world.reader.blocks(world.owner.key) == world.owner.blocks(world.owner.key)
     feed = world.reader.feed(world.writer)
     assert feed.forked and world.reader.blocks(world.writer)[-1] == b"w1 only"
@@ -309,8 +315,10 @@ def test_answers_already_asked_for_are_dropped_and_the_feed_not_asked_again(
     request for W after the peer's new offer); StoreReplica/FeedReplica.wanted ignoring forks
     (caught: the next session asked for W again)."""
     world = forked_feeds(replicas, extra=6)
-    mine = Connection(world.reader, initiator=True, live=True, max_request_blocks=1)
-    theirs = Connection(world.w2, initiator=False, live=True)
+    # tree hashes off: with them W2 (the writer's own copy) finds the fork from the reader's
+    # offer and stops writing; this test is about the reader's requests in flight
+    mine = Connection(world.reader, initiator=True, live=True, max_request_blocks=1, features=0)
+    theirs = Connection(world.w2, initiator=False, live=True, features=0)
     taps = (Tap(), Tap())
 
     def grow(number: int) -> None:

@@ -37,15 +37,16 @@ def open_db(path: Path, key: bytes | None = None) -> hyperdb.Database:
 def test_a_restored_backup_forks_is_caught_and_the_device_goes_on_under_a_new_key(
     tmp_path: Path,
 ) -> None:
-    """Both copies of B write one entry at the same feed length: A holds B's, and, the offers
-    carrying lengths and not tree hashes, nobody sees the fork yet (spec/feed.md 6.3). The
-    restored copy writes once more, A asks it for the block past what it holds, and finds the
-    fork: B's key is frozen at A with proven evidence. B, not knowing, writes again (A takes
-    none of it). Recovery: a new replica N, A rotates B's key to N, N writes again what A does
-    not show of what either copy wrote (read from the copies themselves, before they hear of the
-    rotation); then every write either copy acknowledged is readable at A, B's key is revoked
-    (with its cut-off) and forked, N writes like any writer, both copies, once they hold the
-    rotation, are refused writes (PermissionDenied, nothing written), and every store verifies.
+    """Both copies of B write one entry at the same feed length: A holds B's; when the restored
+    copy B2 syncs, the offers carry the tree hash of each length (protocol 2), so A and B2 both
+    find the fork in that first session: B's key is frozen at A with proven evidence, and B2,
+    learning its own key forked, writes no more (ForkDetected, nothing written). B, not knowing,
+    writes again (A takes none of it). Recovery: a new replica N, A rotates B's key to N, N
+    writes again what A does not show of what either copy wrote (read from the copies
+    themselves, before they hear of the rotation); then every write either copy acknowledged is
+    readable at A, B's key is revoked (with its cut-off) and forked, N writes like any writer,
+    both copies, once they hold the rotation, are refused writes (PermissionDenied, nothing
+    written), and every store verifies.
 
     Mutations tried: the recovery re-writing only what the losing copy B2 holds: B's write made
     after A froze its key is then lost (caught); the local write path without its check of a
@@ -75,11 +76,12 @@ def test_a_restored_backup_forks_is_caught_and_the_device_goes_on_under_a_new_ke
         mine, theirs = write(b, "device/b", b"from b"), write(b2, "device/b2", b"from b2")
         assert mine.seq == theirs.seq == 2
         hyperdb.replicate(a, b)
-        hyperdb.replicate(a, b2)
-        assert a.forked() == frozenset() and a.forks() == []  # equal lengths: unseen
-        write(b2, "device/b2-more", b"from b2 again")
-        hyperdb.replicate(a, b2)  # a fork is not an error of the session
-        assert a.forked() == {b_key}
+        hyperdb.replicate(a, b2)  # equal lengths, and the fork is found: not a session error
+        assert a.forked() == {b_key} and b2.forked() == {b_key}  # on both sides
+        length = b2._local.length
+        with raises_code("fork_detected", match="signed two histories"):
+            b2.put("device/b2-more", b"from b2 again")
+        assert b2._local.length == length
         (evidence,) = a.forks()
         assert evidence.feed == b_key and evidence.check().proven
         assert [v.kind for v in a.violations() if v.writer == b_key] == ["forked"]
@@ -88,7 +90,7 @@ def test_a_restored_backup_forks_is_caught_and_the_device_goes_on_under_a_new_ke
         hyperdb.replicate(a, b)
         assert a.feed_lengths()[b_key] == 3  # frozen: nothing more of that key
         missing = {key for key, value in acknowledged.items() if values(a, key) != [value]}
-        assert missing == {"device/b2", "device/b2-more", "device/b-after"}
+        assert missing == {"device/b2", "device/b-after"}
 
         # the device goes on under a new key
         n = open_db(tmp_path / "n", a.key)

@@ -382,7 +382,11 @@ class Feed:
             data = tx.get("feed_log", self._head_key)
             head = _EMPTY_HEAD if data is None else decode_head(data)
             if head.forked:
-                raise ForkDetected(f"feed {self.key.hex()[:16]} is marked forked")
+                raise ForkDetected(
+                    f"this writer's key {self.key.hex()[:16]} signed two histories (a copy of "
+                    "this replica wrote too) and its feed is frozen: it writes no more; have an "
+                    "owner rotate it to a new replica's key (README, recovering a forked device)"
+                )
             if head.signed_length != head.length:
                 raise ReadOnly(
                     f"feed {self.key.hex()[:16]} holds blocks received from peers that its "

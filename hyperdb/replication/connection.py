@@ -50,7 +50,7 @@ from hyperdb.errors import (
 from hyperdb.feed.feed import MAX_BLOCK_SIZE, verify_proof
 from hyperdb.model.identity import BINDING_SIZE, verify_identity
 from hyperdb.primitives import crypto
-from hyperdb.replication.messages_v2 import Identify, feature_names
+from hyperdb.replication.messages_v2 import FEATURE_FORK_ROOTS, Identify, feature_names
 from hyperdb.replication.port import Replica
 from hyperdb.replication.wire import (
     MAX_HAVE_ENTRIES,
@@ -80,7 +80,7 @@ DEFAULT_MAX_REQUESTS_PER_FEED = 4
 DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ROUNDS = 100_000
 #: The features this implementation of version 2 supports (``messages_v2.FEATURE_*``).
-SUPPORTED_FEATURES = 0
+SUPPORTED_FEATURES = FEATURE_FORK_ROOTS
 
 
 ProgressCallback = Callable[[bytes, int, int], None]
@@ -94,6 +94,9 @@ class _Range:
     start: int
     end: int
     cursor: int
+    #: asked only to compare the peer's signed tree with this side's (feature fork-roots): the
+    #: answer is checked against the stored feed, never stored
+    check: bool = False
 
 
 class Connection:
@@ -198,6 +201,7 @@ class Connection:
         # requested: lagging again if the limit grows (on a local change)
         self._limited: set[bytes] = set()
         self._frozen: set[bytes] = set()  # forked feeds: never requested again in this session
+        self._checked: set[bytes] = set()  # feeds a check request was sent for (one each)
         #: Keys of the feeds frozen during this session because their writer forked, in the order
         #: found (the replica holds the evidence).
         self.forks: list[bytes] = []
@@ -442,6 +446,15 @@ class Connection:
         self._identified = True
 
     def _on_have(self, message: Have) -> None:
+        roots = message.roots
+        if (roots is not None) != bool(self.features & FEATURE_FORK_ROOTS):
+            raise ProtocolError(
+                "a have message "
+                + ("with tree hashes" if roots is not None else "without tree hashes")
+                + " on a session whose features call for the other form"
+            )
+        if roots is not None:
+            self._compare_roots(message.feeds, roots)
         offer = self._peer_offer
         feeds = dict(message.feeds)  # the decoder checked that the keys ascend: no duplicates
         new: Collection[bytes] = feeds.keys()
@@ -475,6 +488,26 @@ class Connection:
             if announced(feed, 0) < length and stored(feed) < length:
                 self._lagging.add(feed)
 
+    def _compare_roots(
+        self, feeds: tuple[tuple[bytes, int], ...], roots: tuple[bytes, ...]
+    ) -> None:
+        """Compare the peer's tree hash of each announced length with this side's at the same
+        length, where it holds that many blocks; on a difference ask for the length's last block
+        (its answer carries the peer's signature of that length) to prove the fork."""
+        replica = self._replica
+        stored = replica.stored_length
+        for (feed, length), root in zip(feeds, roots, strict=True):
+            if feed in self._frozen or feed in self._checked or stored(feed) < length:
+                continue  # a feed this side holds less of is fetched, and checked, as data
+            mine = replica.tree_hash(feed, length)
+            if mine is None or mine == root:
+                continue
+            self._checked.add(feed)
+            queue = self._pulls.setdefault(feed, deque())
+            queue.append(_Range(feed, length - 1, length, length - 1, check=True))
+            self._pull_count += 1
+            self._send(Request(feed, length - 1, length))
+
     def _on_request(self, message: Request) -> None:
         offered = self._announced.get(message.feed, 0)
         if message.end > offered:
@@ -500,6 +533,9 @@ class Connection:
                 f"data [{message.start}, {message.end}) of feed {name} does not continue the "
                 f"request [{pull.start}, {pull.end}) at {pull.cursor}"
             )
+        if pull.check:
+            self._on_check(message, queue)
+            return
         frozen = feed in self._frozen
         if not frozen and not self._replica.wanted(feed):
             # requested while wanted, no longer wanted: its fork was found meanwhile (by another
@@ -540,6 +576,25 @@ class Connection:
         if stored:
             self._stored = True
 
+    def _on_check(self, message: Data, queue: deque[_Range]) -> None:
+        """The answer to a check request: the peer's signed tree of the length it announced,
+        which differs from this side's (or the peer lied about it)."""
+        feed = message.feed
+        queue.popleft()
+        self._pull_count -= 1
+        if not queue:
+            del self._pulls[feed]
+        self.blocks_received += len(message.blocks)
+        if feed in self._frozen:
+            verify_proof(feed, message.start, list(message.blocks), message.proof)
+            return
+        if not self._replica.check_fork(feed, message.start, list(message.blocks), message.proof):
+            raise ProtocolError(
+                f"the peer announced a tree hash of feed {feed.hex()[:16]} at length "
+                f"{message.end} that its data does not prove"
+            )
+        self._freeze(feed)
+
     def _freeze(self, feed: bytes) -> None:
         """Stop wanting a forked feed for the rest of the session."""
         self._frozen.add(feed)
@@ -577,8 +632,15 @@ class Connection:
         if not changes:
             return
         changes.sort(key=itemgetter(0))  # by key alone (unique): cheaper than comparing pairs
+        with_roots = bool(self.features & FEATURE_FORK_ROOTS)
+        tree_hash = self._replica.tree_hash
         for first in range(0, len(changes), MAX_HAVE_ENTRIES):
-            self._send(Have(tuple(changes[first : first + MAX_HAVE_ENTRIES])))
+            feeds = tuple(changes[first : first + MAX_HAVE_ENTRIES])
+            if with_roots:
+                roots = tuple(tree_hash(feed, length) or bytes(32) for feed, length in feeds)
+                self._send(Have(feeds, roots))
+            else:
+                self._send(Have(feeds))
         announced.update(changes)
 
     def _local_change(self) -> None:
@@ -609,7 +671,9 @@ class Connection:
             if limit is not None and limit < target:
                 target, limited = limit, True
             queue = self._pulls.get(feed)
-            position = queue[-1].end if queue else self._replica.stored_length(feed)
+            position = self._replica.stored_length(feed)
+            if queue and queue[-1].end > position:  # a check request ends at or below it
+                position = queue[-1].end
             while (
                 position < target
                 and self._pull_count < self._max_requests

@@ -226,6 +226,11 @@ class Tap:
     def __call__(self, data: bytes) -> None:
         self.messages.extend(decode_message(body) for body in self.decoder.feed(data))
 
+    @staticmethod
+    def decode(data: bytes) -> list[Message]:
+        """The messages in ``data`` (whole frames)."""
+        return [decode_message(body) for body in FrameDecoder().feed(data)]
+
     def of(self, kind: type) -> list[Any]:
         return [m for m in self.messages if isinstance(m, kind)]
 
