@@ -41,7 +41,7 @@ from tests.helpers.governed_hostile import (
     values,
 )
 from tests.helpers.memory_sync import sync
-from tests.helpers.storage_dump import dump
+from tests.helpers.storage_dump import dump, dump_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -113,15 +113,17 @@ def test_a_witness_signed_by_a_key_no_grant_names_is_neither_stored_nor_counted(
     tcp_sync(honest, r)
     tcp_sync(honest, x)
     assert honest.feed_lengths()[x.local_key] == 4  # x's feed whole, past the cut-off too
-    before = dump(honest._context.storage)
+    before = dump_data(honest._context.storage)
 
-    served = tcp_sync(honest, stranger)  # the stranger serves its feed, r's and x's
+    # the stranger serves its feed, r's and x's; what it leaves is at most the row saying a
+    # peer with no role was seen (dump_data leaves those out; at most 256 such rows are kept)
+    served = tcp_sync(honest, stranger)
     assert served.blocks_received == 0 and stranger.local_key not in honest.feed_lengths()
-    assert dump(honest._context.storage) == before
+    assert dump_data(honest._context.storage) == before
     blocks, proof = stranger.replication_port.read(stranger.local_key, 0, 2)
     with pytest.raises(ProtocolError, match="not an authorized writer's"):
         honest.replication_port.ingest(stranger.local_key, 0, blocks, proof)
-    assert dump(honest._context.storage) == before
+    assert dump_data(honest._context.storage) == before
 
     assert values(honest, "x/1") == [b"seen by r"]
     assert honest.get("x/2") == [] and honest.get("x/3") == [] and honest.get("s/1") == []

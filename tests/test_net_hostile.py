@@ -51,7 +51,7 @@ from hyperdb.replication.wire import (
 from tests.helpers.errors import raises_code
 from tests.helpers.evil_peer import EvilPeer
 from tests.helpers.greeting import greeting
-from tests.helpers.storage_dump import dump
+from tests.helpers.storage_dump import dump_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -140,7 +140,7 @@ def run_attack(
     honest replica syncs, and the server's store is byte for byte what it was."""
     server_db = world.server
     expected = contents(server_db)
-    before = dump(server_db._context.storage)
+    before = dump_data(server_db._context.storage)
     live_replica, fresh_replica = world.replica("live"), world.replica("fresh")
     caplog.set_level(logging.INFO, logger="hyperdb.net")
 
@@ -184,7 +184,7 @@ def run_attack(
         and str(result.error) in record.getMessage()
     ]
     assert logged, "the server did not log why it ended the hostile session"
-    assert dump(server_db._context.storage) == before, (
+    assert dump_data(server_db._context.storage) == before, (
         "the hostile session changed the server's store"
     )
     assert contents(server_db) == expected

@@ -1196,8 +1196,9 @@ def test_have_must_grow(replicas: Callable[..., FeedReplica]) -> None:
     a = owner_with(replicas, 6)
     b = replicas(a.key, writer=False)
     _, cb, _ = start_session(a, b)
+    root = a.feed(a.key).tree_hash(6)  # the session has fork-roots: the 72-byte form
     with raises_code("protocol_error", match="announced feed"):
-        cb.receive_data(encode_frame(Have(((a.key, 6),))))
+        cb.receive_data(encode_frame(Have(((a.key, 6),), (root,))))
 
 
 def test_too_many_feeds_announced(

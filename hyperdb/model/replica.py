@@ -27,6 +27,8 @@ from hyperdb.model.context import DatabaseContext
 from hyperdb.model.derive import derive
 from hyperdb.model.identity import ROLE_NONE, ROLE_OWNER, ROLE_SEEDER, ROLE_WRITER, IdentitySigner
 from hyperdb.model.reader import NodeReader
+from hyperdb.model.receipt_book import Outcome, ReceiptBook
+from hyperdb.model.receipts import Receipt, ReceiptSigner, applied_lengths, receipt_counter
 from hyperdb.model.record import ROLE_OWNER as RECORD_OWNER
 from hyperdb.model.record import ROLE_SEEDER as RECORD_SEEDER
 from hyperdb.model.record import ROLE_WRITER as RECORD_WRITER
@@ -56,6 +58,15 @@ class StoreReplica:
         self.discovery_key = crypto.discovery_key(database_key)
         self._local_key = local_key
         self._signer = signer
+        self._receipt_signer = None if signer is None else ReceiptSigner(signer)
+        database_key_ = database_key
+        self.receipt_book = ReceiptBook(
+            self.discovery_key,
+            has_role=lambda key: key == database_key_ or key in context.state.ids,
+            readonly=context.readonly,
+        )
+        self.receipt_book.load(context.storage)
+        self._receipt_listeners: dict[Callable[[], object], _ReceiptListener] = {}
         self._accepts = not context.readonly
         self._offered: tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]]
         self._offered = (context.state, {}, {})  # nothing cached: no lengths dict is this one
@@ -84,6 +95,65 @@ class StoreReplica:
             self._signer.identify(self.discovery_key, initiator, role, binding),
             role,
         )
+
+    # --- receipts (spec/receipts.md) -------------------------------------------------------------
+
+    def receipt(self) -> Receipt | None:
+        signer = self._receipt_signer
+        if signer is None:
+            return None
+        context = self._context
+        with context.lock:  # the counter and the applied lengths of one committed state
+            context.check_open()
+            counter = receipt_counter(context.lengths())
+            applied = applied_lengths(context.state)
+        durable = bool(getattr(context.storage, "durable", False))
+        return signer.sign(self.discovery_key, counter, durable, applied)
+
+    def receipt_index(self) -> bytes:
+        return self.receipt_book.index(include=self._forwarded)
+
+    def receipts_to_forward(self) -> list[Receipt]:
+        return self.receipt_book.receipts(include=self._forwarded)
+
+    def offer_receipt(self, receipt: Receipt, peer_key: bytes | None) -> Outcome:
+        ids = self._context.state.ids
+        key = self.key
+
+        def known(signer: bytes) -> bool:
+            return signer in (peer_key, key) or signer in ids
+
+        # kept in memory; written by flush_receipts (a session's end, once a second while
+        # sessions run, and on close)
+        return self.receipt_book.offer(receipt, known=known, own_key=self._local_key)
+
+    def flush_receipts(self, *, only_if_due: bool = False) -> None:
+        """Write the receipts and last-seen times held in memory to the store (batched: at most
+        once a second when ``only_if_due``; also on close). Nothing for a read-only replica."""
+        book = self.receipt_book
+        if book.readonly or not book.pending() or (only_if_due and not book.due()):
+            return
+        context = self._context
+        with context.lock:
+            if not context.closed:
+                book.flush(context.storage)
+
+    def add_receipt_listener(self, listener: Callable[[], object]) -> None:
+        self._receipt_listeners[listener] = _ReceiptListener(listener)
+        self.receipt_book.add_listener(self._receipt_listeners[listener])
+
+    def remove_receipt_listener(self, listener: Callable[[], object]) -> None:
+        wrapped = self._receipt_listeners.pop(listener, None)
+        if wrapped is not None:
+            self.receipt_book.remove_listener(wrapped)
+
+    def peer_seen(self, key: bytes, address: str | None) -> None:
+        """A session with ``key`` as its proven peer (for ``Database.peers``)."""
+        self.receipt_book.seen(key, address)
+
+    def _forwarded(self, key: bytes) -> bool:
+        """Receipts forwarded to peers: of the database key and of keys with a role here."""
+        return key == self.key or self.role_of(key) != ROLE_NONE
 
     def role_of(self, key: bytes) -> int:
         state = self._context.state
@@ -262,3 +332,15 @@ class StoreReplica:
             if signed and offered.get(feed_key) != signed:
                 offered = {**offered, feed_key: signed}
             self._offered = (new_state, lengths, offered)
+
+
+class _ReceiptListener:
+    """A change listener (no argument) told of every receipt the book stores."""
+
+    __slots__ = ("_listener",)
+
+    def __init__(self, listener: Callable[[], object]) -> None:
+        self._listener = listener
+
+    def __call__(self, receipt: Receipt) -> None:
+        self._listener()

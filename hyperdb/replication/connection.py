@@ -50,8 +50,16 @@ from hyperdb.errors import (
 from hyperdb.feed.feed import MAX_BLOCK_SIZE, verify_proof
 from hyperdb.model.identity import BINDING_SIZE, verify_identity
 from hyperdb.primitives import crypto
-from hyperdb.replication.messages_v2 import FEATURE_FORK_ROOTS, Identify, feature_names
+from hyperdb.replication.messages_v2 import (
+    FEATURE_FORK_ROOTS,
+    FEATURE_RECEIPTS,
+    Identify,
+    ReceiptIndex,
+    Receipts,
+    feature_names,
+)
 from hyperdb.replication.port import Replica
+from hyperdb.replication.receipt_exchange import ReceiptExchange
 from hyperdb.replication.wire import (
     MAX_HAVE_ENTRIES,
     MAX_OUTSTANDING_REQUESTS,
@@ -80,7 +88,7 @@ DEFAULT_MAX_REQUESTS_PER_FEED = 4
 DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ROUNDS = 100_000
 #: The features this implementation of version 2 supports (``messages_v2.FEATURE_*``).
-SUPPORTED_FEATURES = FEATURE_FORK_ROOTS
+SUPPORTED_FEATURES = FEATURE_FORK_ROOTS | FEATURE_RECEIPTS
 
 
 ProgressCallback = Callable[[bytes, int, int], None]
@@ -187,6 +195,8 @@ class Connection:
         #: The peer proved this replica's own writer key: one directory is a copy of the other.
         self.same_key = False
         self._identified = version < 2  # the peer's identify has been checked (or needs none)
+        #: Receipts exchanged in this session (feature receipts).
+        self.receipts = ReceiptExchange(replica)
         self._binding: bytes | None = None
         # what this side asked for: per feed, its requests in the order sent
         self._pulls: dict[bytes, deque[_Range]] = {}
@@ -392,6 +402,9 @@ class Connection:
             self.features = message.features & self._features
             if self._binding is None and self.version >= 2:  # no transport binding: the nonces
                 self.bind(bind_nonces(self._nonce, message.nonce, self.initiator))
+            if self.features & FEATURE_RECEIPTS:  # its index and own receipt, before any have
+                for opening in self.receipts.opening():
+                    self._send(opening)
             self._announce()
             return
         if isinstance(message, Hello):
@@ -401,6 +414,16 @@ class Connection:
             return
         if not self._identified:
             raise ProtocolError(f"expected identify after hello, got {message_name(message)}")
+        if isinstance(message, (Receipts, ReceiptIndex)):
+            if not self.features & FEATURE_RECEIPTS:
+                raise ProtocolError(
+                    f"a {message_name(message)} message, but receipts were not negotiated"
+                )
+            if isinstance(message, ReceiptIndex):
+                self.receipts.on_index(message)
+            else:
+                self.receipts.on_receipts(message, self.peer_key)
+            return  # not counted: receipts never hold a session open or make it dirty
         if isinstance(message, Idle):
             if message.seen > self._sent:
                 raise ProtocolError(
@@ -453,8 +476,6 @@ class Connection:
                 + ("with tree hashes" if roots is not None else "without tree hashes")
                 + " on a session whose features call for the other form"
             )
-        if roots is not None:
-            self._compare_roots(message.feeds, roots)
         offer = self._peer_offer
         feeds = dict(message.feeds)  # the decoder checked that the keys ascend: no duplicates
         new: Collection[bytes] = feeds.keys()
@@ -472,6 +493,8 @@ class Connection:
             new = feeds.keys() - offer.keys()
         if len(offer) + len(new) > MAX_SESSION_FEEDS:
             raise ProtocolError(f"the peer announced more than {MAX_SESSION_FEEDS} feeds")
+        if roots is not None:  # the announcement is valid: compare what both sides hold
+            self._compare_roots(message.feeds, roots)
         offer.update(feeds)
         replica = self._replica
         wanted = replica.wanted if self.download else _nothing_wanted
@@ -694,7 +717,23 @@ class Connection:
     def _maybe_idle(self) -> None:
         if self._dirty and self.idle:
             self._dirty = False
+            if self.features & FEATURE_RECEIPTS:
+                # what this side has applied, committed, before it says it is done: the peer
+                # holds the receipt by the time it sees this side idle
+                for receipts in self.receipts.before_idle(self.peer_key):
+                    self._send(receipts)
             self._send(Idle(self._received))
+
+    def notify_receipts(self) -> None:
+        """Receipts were stored here by another session: forward what the peer lacks (live)."""
+        if self._closed or not self._peer_hello or not self.features & FEATURE_RECEIPTS:
+            return
+        try:
+            for receipts in self.receipts.gossip(self.peer_key):
+                self._send(receipts)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
 
     def _serve_one(self) -> None:
         """Queue one data message answering the oldest request: as many blocks as fit in the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from hyperdb.errors import ProtocolError
@@ -19,9 +20,15 @@ from hyperdb.model.identity import ROLE_NAMES
 from hyperdb.primitives.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
 from hyperdb.replication.fields import check_keys, fixed_bytes, integer
 
-IDENTIFY = 6
+IDENTIFY, RECEIPTS, RECEIPT_INDEX = 6, 7, 8
 #: Names of the version-2 message types, by type number from 6.
-NAMES_V2 = ("identify",)
+NAMES_V2 = ("identify", "receipts", "receipt-index")
+
+#: Most receipts one receipts message carries.
+MAX_RECEIPTS_PER_MESSAGE = 64
+#: Most records of a receipt-index (40 bytes each: signer key, u64 counter).
+MAX_INDEX_RECORDS = 65_536
+INDEX_RECORD_SIZE = 40
 
 FEATURE_RECEIPTS = 0x01
 FEATURE_EXTENSIONS = 0x02
@@ -49,6 +56,25 @@ class Identify:
     role: int
     key: bytes | None = None
     signature: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    """Receipt maps (``spec/receipts.md`` §1), their shape checked by the receiver: the sender's
+    own receipt and others' it forwards."""
+
+    receipts: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptIndex:
+    """``signer (32) || u64 counter`` records in strictly ascending signer order: every receipt
+    the sender holds and would forward."""
+
+    records: bytes
+
+
+MessageV2 = Identify | Receipts | ReceiptIndex
 
 
 def feature_names(bits: int) -> frozenset[str]:
@@ -79,14 +105,18 @@ def check_extension_names(names: object, *, already: tuple[str, ...] = ()) -> tu
     return tuple(names)
 
 
-def identify_map(message: Identify) -> dict[str, Any]:
-    """The CBOR map of an identify message."""
+def map_v2(message: MessageV2) -> dict[str, Any]:
+    """The CBOR map of a version-2 message."""
+    if isinstance(message, Receipts):
+        return {"t": RECEIPTS, "r": list(message.receipts)}
+    if isinstance(message, ReceiptIndex):
+        return {"t": RECEIPT_INDEX, "i": message.records}
     if message.key is None or message.signature is None:
         return {"t": IDENTIFY, "r": message.role}
     return {"t": IDENTIFY, "r": message.role, "k": message.key, "g": message.signature}
 
 
-def decode_v2(kind: int, obj: dict[str, Any]) -> Identify:
+def decode_v2(kind: int, obj: dict[str, Any]) -> MessageV2:
     """The version-2 message of type ``kind`` (6 or more) from its decoded map."""
     if kind == IDENTIFY:
         name = "identify"
@@ -96,6 +126,29 @@ def decode_v2(kind: int, obj: dict[str, Any]) -> Identify:
         check_keys(obj, ("t", "r", "k", "g"), name)
         key = fixed_bytes(obj, "k", PUBLIC_KEY_SIZE, name)
         return Identify(role, key, fixed_bytes(obj, "g", SIGNATURE_SIZE, name))
+    if kind == RECEIPTS:
+        check_keys(obj, ("t", "r"), "receipts")
+        maps = obj["r"]
+        if type(maps) is not list or not 1 <= len(maps) <= MAX_RECEIPTS_PER_MESSAGE:
+            raise ProtocolError(
+                f"a receipts message carries 1 to {MAX_RECEIPTS_PER_MESSAGE} receipt maps"
+            )
+        if any(type(m) is not dict for m in maps):
+            raise ProtocolError("a receipt must be a CBOR map")
+        return Receipts(tuple(maps))
+    if kind == RECEIPT_INDEX:
+        check_keys(obj, ("t", "i"), "receipt-index")
+        records = obj["i"]
+        count, rest = divmod(len(records), INDEX_RECORD_SIZE) if type(records) is bytes else (0, 1)
+        if rest or count > MAX_INDEX_RECORDS:
+            raise ProtocolError(
+                f"a receipt-index is bytes of at most {MAX_INDEX_RECORDS} records of "
+                f"{INDEX_RECORD_SIZE} bytes"
+            )
+        keys = [records[i : i + 32] for i in range(0, len(records), INDEX_RECORD_SIZE)]
+        if any(a >= b for a, b in pairwise(keys)):
+            raise ProtocolError("receipt-index records must be in strictly ascending key order")
+        return ReceiptIndex(records)
     raise ProtocolError(f"unknown message type {kind!r}")
 
 
@@ -106,6 +159,15 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_RECEIPTS",
     "IDENTIFY",
+    "INDEX_RECORD_SIZE",
+    "MAX_INDEX_RECORDS",
+    "MAX_RECEIPTS_PER_MESSAGE",
+    "RECEIPTS",
+    "RECEIPT_INDEX",
+    "MessageV2",
+    "ReceiptIndex",
+    "Receipts",
+    "map_v2",
     "MAX_EXTENSIONS",
     "MAX_EXTENSION_NAME",
     "MAX_FEATURES",
@@ -114,5 +176,4 @@ __all__ = [
     "check_extension_names",
     "decode_v2",
     "feature_names",
-    "identify_map",
 ]

@@ -149,6 +149,7 @@ class _Options:
     static_key: bytes | None = None
     version: int | None = None
     on_event: EventCallback | None = None
+    features: int | None = None  # protocol features to offer (None: all; benchmarks clear some)
 
 
 @dataclass(slots=True)
@@ -208,6 +209,7 @@ async def _run_session(
         on_progress=options.on_progress,
         static_key=options.static_key,
         version=options.version,
+        features=options.features,
     )
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()  # the writer has something to look at
@@ -222,6 +224,19 @@ async def _run_session(
     def on_change() -> None:  # called in whichever thread committed
         with contextlib.suppress(RuntimeError):  # the loop is gone: the session is over anyway
             loop.call_soon_threadsafe(changed_here)
+
+    receipts_waiting = asyncio.Event()  # another session stored receipts: forward them
+
+    def flush_due() -> None:
+        port.flush_receipts(only_if_due=True)
+
+    def receipts_here() -> None:
+        receipts_waiting.set()
+        wake.set()
+
+    def on_receipt() -> None:  # called in whichever thread stored a receipt
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(receipts_here)
 
     def locked(function: Callable[..., Any], *args: Any) -> Any:
         with port.lock:
@@ -240,6 +255,8 @@ async def _run_session(
         result.peer_key = connection.peer_key
         result.peer_claimed_role = connection.peer_claimed_role
         info = _peer_info(port, connection, peer)
+        if connection.peer_key is not None:
+            port.peer_seen(connection.peer_key, peer)
         result.peer_role = info.role
         if connection.same_key:
             _log.warning(
@@ -260,8 +277,9 @@ async def _run_session(
             if not data:
                 if opening is not None and opening.held:
                     await call(session.receive_data, bytes(opening.held))
+                finished = session.finished  # before the end of file closes the session
                 await call(session.receive_eof)
-                if not session.finished and not options.live:
+                if not finished and not options.live:
                     raise NetworkError("the peer closed the connection before the sync finished")
                 ended.set()
                 return
@@ -289,6 +307,9 @@ async def _run_session(
             if changed.is_set():
                 changed.clear()
                 await call(session.notify_local_change)
+            if receipts_waiting.is_set():
+                receipts_waiting.clear()
+                await call(session.notify_receipts)
             while True:
                 out = await call(session.data_to_send, WRITE_CHUNK)
                 if not out:
@@ -312,6 +333,7 @@ async def _run_session(
                     )
             elif session.synced:
                 remaining = options.timeout
+                await call(flush_due)  # what a live session learnt, batched
             else:
                 remaining = activity[0] + options.timeout - now
                 if remaining <= 0:
@@ -319,6 +341,7 @@ async def _run_session(
             await asyncio.sleep(min(max(remaining, 0.01), 1.0))
 
     port.add_change_listener(on_change)
+    port.add_receipt_listener(on_receipt)
     tasks = [
         asyncio.ensure_future(coroutine) for coroutine in (read_loop(), write_loop(), watchdog())
     ]
@@ -356,6 +379,7 @@ async def _run_session(
         # Everything that releases the connection happens before the first await: a second
         # cancellation (the server closing while this session ends) must not skip it.
         port.remove_change_listener(on_change)
+        port.remove_receipt_listener(on_receipt)
         for task in [*tasks, *enders]:
             task.cancel()
         session.close()
@@ -372,6 +396,9 @@ async def _run_session(
         result.blocks_sent = session.connection.blocks_sent
         result.remote_static = session.channel.remote_static
         connection = session.connection
+        if result.error is None:
+            with contextlib.suppress(Exception):  # the database may be closing
+                await call(port.flush_receipts)
         result.protocol = connection.version
         result.features = connection.feature_names
         result.forks = tuple(connection.forks)
@@ -609,6 +636,7 @@ async def serve(
     log_interval: float = LOG_INTERVAL,
     on_progress: ProgressCallback | None = None,
     on_event: EventCallback | None = None,
+    _features: int | None = None,
 ) -> Server:
     """Listen on ``host:port`` (port 0: any free port, see :attr:`Server.port`) and replicate
     ``db`` with every peer that connects and proves it knows the database key, each in its own
@@ -654,6 +682,7 @@ async def serve(
             timeout=timeout,
             on_progress=on_progress,
             on_event=on_event,
+            features=_features,
         ),
         Admission(
             max_sessions=max_sessions,
@@ -685,6 +714,7 @@ async def sync(
     timeout: float = STALL_TIMEOUT,
     static_key: bytes | None = None,
     _version: int | None = None,
+    _features: int | None = None,
 ) -> SyncResult:
     """Connect to a peer serving the same database and replicate.
 
@@ -724,6 +754,7 @@ async def sync(
         static_key=static_key,
         version=_version,
         on_event=on_event,
+        features=_features,
     )
     result = await _run_session(db, reader, writer, options, initiator=True, peer=peer)
     if result.error is not None:

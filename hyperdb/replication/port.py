@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from hyperdb.feed import Proof
+from hyperdb.model.receipt_book import Outcome
+from hyperdb.model.receipts import Receipt
 
 
 class Replica(Protocol):
@@ -72,6 +74,26 @@ class Replica(Protocol):
         """Blocks of that feed stored here (0 if unknown); it never decreases."""
         ...
 
+    def receipt(self) -> Receipt | None:
+        """This replica's current receipt (``hyperdb.model.receipts``): what it has applied, in a
+        committed state, signed by its writer (the same one while nothing changed); None when
+        it cannot sign."""
+        ...
+
+    def receipt_index(self) -> bytes:
+        """The receipt-index records of the receipts this replica holds and forwards."""
+        ...
+
+    def receipts_to_forward(self) -> list[Receipt]:
+        """The stored receipts this replica forwards (of keys with a role here), by key."""
+        ...
+
+    def offer_receipt(self, receipt: Receipt, peer_key: bytes | None) -> Outcome:
+        """Check a receipt a peer sent (its shape already checked) and store it if it is newer
+        (``ReceiptBook.offer``; the peer's own key counts as known). ProtocolError for a
+        receipt of another database or a signature that does not verify."""
+        ...
+
     def tree_hash(self, feed_key: bytes, length: int) -> bytes | None:
         """The tree hash of the first ``length`` blocks of that feed as stored here (``spec/
         feed.md`` 3.3; what its writer signed for that length), or None when fewer are held."""
@@ -125,3 +147,19 @@ class ServedReplica(Replica, Protocol):
         ...
 
     def remove_change_listener(self, listener: Callable[[], object]) -> None: ...
+
+    def add_receipt_listener(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` after a receipt was stored here (by any session); quick, must not
+        raise."""
+        ...
+
+    def remove_receipt_listener(self, listener: Callable[[], object]) -> None: ...
+
+    def peer_seen(self, key: bytes, address: str | None) -> None:
+        """A session whose peer proved ``key``, reached at ``address``."""
+        ...
+
+    def flush_receipts(self, *, only_if_due: bool = False) -> None:
+        """Write the receipts learnt to the store (batched; ``only_if_due``: at most once a
+        second)."""
+        ...

@@ -41,6 +41,7 @@ class Session:
         static_key: bytes | None = None,
         version: int | None = None,
         max_message_bytes: int | None = None,
+        features: int | None = None,
     ) -> None:
         options: dict[str, Any] = {}
         if max_message_bytes is not None:
@@ -53,6 +54,8 @@ class Session:
         )
         if version is not None:
             options["version"] = version
+        if features is not None:
+            options["features"] = features
         self.connection = Connection(
             replica,
             initiator=initiator,
@@ -141,6 +144,16 @@ class Session:
             return
         try:
             self.connection.notify_local_change()
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+
+    def notify_receipts(self) -> None:
+        """Receipts were stored by another session: forward what the peer lacks (live)."""
+        if self._closed or not self.channel.established or self.connection.closed:
+            return
+        try:
+            self.connection.notify_receipts()
         except BaseException as exc:
             self.fail(exc)
             raise

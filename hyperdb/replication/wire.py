@@ -44,10 +44,14 @@ from hyperdb.replication.messages_v2 import (
     IDENTIFY,
     MAX_FEATURES,
     NAMES_V2,
+    RECEIPT_INDEX,
+    RECEIPTS,
     Identify,
+    ReceiptIndex,
+    Receipts,
     check_extension_names,
     decode_v2,
-    identify_map,
+    map_v2,
 )
 
 PROTOCOL = "hyperdb"
@@ -163,7 +167,7 @@ class Error:
     reason: str
 
 
-Message = Hello | Have | Request | Data | Idle | Error | Identify
+Message = Hello | Have | Request | Data | Idle | Error | Identify | Receipts | ReceiptIndex
 
 
 def message_name(message: Message) -> str:
@@ -178,6 +182,8 @@ _TYPES: dict[type, int] = {
     Idle: IDLE,
     Error: ERROR,
     Identify: IDENTIFY,
+    Receipts: RECEIPTS,
+    ReceiptIndex: RECEIPT_INDEX,
 }
 
 
@@ -231,8 +237,8 @@ def encode_message(message: Message) -> bytes:
                 "n": message.nonce,
             }
         )
-    if isinstance(message, Identify):
-        return encoding.encode(identify_map(message))
+    if isinstance(message, (Identify, Receipts, ReceiptIndex)):
+        return encoding.encode(map_v2(message))
     if isinstance(message, Error):
         return error_body(message.reason)
     raise TypeError(f"not a message: {type(message).__name__}")

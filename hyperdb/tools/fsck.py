@@ -31,7 +31,9 @@ from hyperdb.errors import CorruptionError, HyperDBError, StorageError
 from hyperdb.feed import Feed, ForkEvidence, decode_evidence
 from hyperdb.model import governed, record
 from hyperdb.model.node import Node
+from hyperdb.model.receipt_book import ROW_PREFIX, check_rows
 from hyperdb.model.state import State
+from hyperdb.primitives import crypto
 from hyperdb.storage import ReadTxn, Storage
 
 Progress = Callable[[str, int, int], object]
@@ -56,7 +58,8 @@ class Damage:
     """One problem: ``kind`` is ``"feed"`` (blocks, tree or signature), ``"record"`` (a block
     that is not a valid record), ``"state"`` (the stored authorizations disagree with the applied
     records), ``"index"`` (the derived index disagrees with the tries) or
-    ``"store"`` (the storage engine found its own pages damaged, and the check stopped there)."""
+    ``"store"`` (the storage engine found its own pages damaged, and the check stopped there) or
+    ``"receipt"`` (a stored receipt or last-seen row of a peer that does not check out)."""
 
     kind: str
     message: str
@@ -98,6 +101,7 @@ def verify_database(
     report = VerifyReport()
     try:
         _check(storage, state, index, tries, report, progress)
+        _check_peer_rows(storage, state, report)
     except _UNREADABLE as exc:  # the storage engine's pages, or rows it wrote, are damaged
         report.damage.append(Damage("store", f"the check could not go on: {_what(exc)}"))
     return report
@@ -107,6 +111,16 @@ def verify_database(
 # own errors and the decoding failures of rows this store wrote itself.
 _POINTER = struct.Struct(">IQ")  # a row of the applied grants and revocations (spec/store.md)
 _UNREADABLE = (StorageError, CorruptionError, struct.error, LookupError, ValueError, TypeError)
+
+
+def _check_peer_rows(storage: Storage, state: State, report: VerifyReport) -> None:
+    """The receipts and last-seen rows (``spec/receipts.md`` §5): damage of kind ``receipt``,
+    reported, never repaired (they are hints that can be learnt again)."""
+    discovery_key = crypto.discovery_key(state.authority.root)
+    with storage.read() as tx:
+        for row, problem in check_rows(tx, discovery_key):
+            name = row[len(ROW_PREFIX) :].hex()[:16]
+            report.damage.append(Damage("receipt", f"the row of peer {name}: {problem}"))
 
 
 def _what(exc: BaseException) -> str:

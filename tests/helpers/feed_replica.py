@@ -20,6 +20,8 @@ from typing import Any
 from hyperdb.errors import ForkDetected, ProtocolError
 from hyperdb.feed import FEED_TABLES, Feed, MemoryKeyStore, Proof, verified_prefix
 from hyperdb.model.identity import ROLE_OWNER, ROLE_WRITER, IdentitySigner
+from hyperdb.model.receipt_book import Outcome
+from hyperdb.model.receipts import Receipt
 from hyperdb.primitives import crypto
 from hyperdb.replication.wire import FrameDecoder, Message, Request, decode_message
 from hyperdb.storage import MemoryStorage
@@ -136,6 +138,19 @@ class FeedReplica:
             self.reads.append((feed_key, start, start + len(blocks)))
             return blocks, feed.proof(start, start + len(blocks), tx)
 
+    # receipts: a FeedReplica signs none and stores none
+    def receipt(self) -> Receipt | None:
+        return None
+
+    def receipt_index(self) -> bytes:
+        return b""
+
+    def receipts_to_forward(self) -> list[Receipt]:
+        return []
+
+    def offer_receipt(self, receipt: Receipt, peer_key: bytes | None) -> Outcome:
+        return Outcome.UNKNOWN
+
     def tree_hash(self, feed_key: bytes, length: int) -> bytes | None:
         if feed_key not in Feed.keys(self.storage):
             return None
@@ -187,10 +202,23 @@ class ServedFeedReplica(FeedReplica):
         super().__init__(key, **options)
         self.lock = threading.RLock()
         self._listeners: list[Callable[[], object]] = []
+        self.peers_seen: list[tuple[bytes, str | None]] = []
 
     @property
     def replication_port(self) -> ServedFeedReplica:
         return self
+
+    def add_receipt_listener(self, listener: Callable[[], object]) -> None:
+        pass  # a FeedReplica stores no receipts
+
+    def remove_receipt_listener(self, listener: Callable[[], object]) -> None:
+        pass
+
+    def peer_seen(self, key: bytes, address: str | None) -> None:
+        self.peers_seen.append((key, address))
+
+    def flush_receipts(self, *, only_if_due: bool = False) -> None:
+        pass
 
     def add_change_listener(self, listener: Callable[[], object]) -> None:
         self._listeners.append(listener)
