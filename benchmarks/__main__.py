@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_governance, chart, harness, limits, workloads
+from benchmarks import bench_governance, bench_receipts, chart, harness, limits, workloads
 from benchmarks.harness import Row
 
 ROOT = Path(__file__).resolve().parent
@@ -31,6 +31,7 @@ ALL = (
     "replicate-writers",
     "writers",
     "governance",
+    "receipts",
     "feed",
     "limits",
 )
@@ -151,6 +152,11 @@ def run(
         where = scratch / "governance"
         where.mkdir()
         rows += bench_governance.harness_rows(where, quick=args.quick, repeat=args.repeat)
+    if "receipts" in wanted:
+        progress.step("receipts and acknowledgements")
+        where = scratch / "receipts"
+        where.mkdir()
+        rows += bench_receipts.harness_rows(where, quick=args.quick, repeat=args.repeat)
     if "feed" in wanted:
         progress.step("feed")
         blocks = 2_000 if args.quick else 20_000
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = args.out or ROOT / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    steps = 2 * len(args.sizes) + len(args.writers) + 6
+    steps = 2 * len(args.sizes) + len(args.writers) + 7
     progress = harness.Progress(steps, enabled=None if not args.json else False)
     started = time.monotonic()
     reference, reference_note = reference_runner(args)

@@ -54,9 +54,13 @@ def emit(
         width = max(len(str(r["name"])) for r in results)
         print(f"{'workload':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
         for r in results:
-            # durations to the millisecond, small rates (MB/s) to two decimals
+            # durations to the millisecond, milliseconds and small rates (MB/s) to two decimals
             spec = (
-                ">12,.3f" if r["unit"] == "s" else ">12,.2f" if r["unit"] == "MB/s" else ">12,.0f"
+                ">12,.3f"
+                if r["unit"] == "s"
+                else ">12,.2f"
+                if r["unit"] in ("MB/s", "ms")
+                else ">12,.0f"
             )
             print(
                 f"{r['name']!s:<{width}}  {r['median']:{spec}}  {r['min']:{spec}}  "

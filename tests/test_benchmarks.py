@@ -83,6 +83,66 @@ def test_network_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_receipts_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """Both workloads at tiny sizes: cold syncs by turns with and without receipts (the run
+    checks that each session negotiated what it was given, and that every entry arrived), and
+    3 live replicas (processes) acknowledging puts."""
+    from benchmarks import bench_receipts
+
+    argv = ["--entries", "300", "--runs", "2", "--replicas", "3", "--puts", "4", "--warmup", "1"]
+    assert bench_receipts.main(argv) == 0
+    report = last_json(capsys)
+    results = report["results"]
+    assert isinstance(results, list)
+    names = [r["name"] for r in results]
+    assert names[:6] == [
+        "cold, 300 entries, with receipts",
+        "cold, 300 entries, without receipts",
+        "put to 1 of 3 acks: p50 (min-max)",
+        "put to 1 of 3 acks: p99",
+        "put to 3 of 3 acks: p50 (min-max)",
+        "put to 3 of 3 acks: p99",
+    ]
+    assert len(results[0]["reps"]) == len(results[1]["reps"]) == 2
+    assert len(results[2]["reps"]) == 4
+    one, three = results[2]["reps"], results[4]["reps"]
+    assert all(0 < a <= b for a, b in zip(one, three, strict=True))  # 3 acks never before 1
+    ratios = report["ratios"]
+    assert isinstance(ratios, dict) and ratios["with/without, median of the pairs"] > 0
+
+
+def test_receipt_sizes_grow_by_one_record_per_feed() -> None:
+    """A receipt's wire map is a fixed 157 bytes (at a 9-byte counter) plus the applied records,
+    40 bytes per feed, with their byte string's head, within the bound of spec/receipts.md
+    section 1 (162 + 40m), and reads back to the receipt measured; the receipts message carrying
+    it adds only its own head and the frame's length."""
+    from benchmarks import bench_receipts
+    from hyperdb.model import receipts
+    from hyperdb.primitives import cbor
+
+    def head(size: int) -> int:  # a CBOR byte string's head
+        return 1 if size < 24 else 2 if size < 256 else 3 if size < 65_536 else 5
+
+    counts = (1, 2, 100, 2_000)
+    sizes = dict(bench_receipts.wire_sizes(counts))
+    maps = {m: sizes[f"receipt, {m:,} feeds (CBOR map)"] for m in counts}
+    assert maps == {m: 157 + head(40 * m) + 40 * m for m in counts}
+    assert all(size <= 162 + 40 * m for m, size in maps.items())
+    for m in (1, 100):
+        frame = sizes[f"receipt, {m:,} feeds (receipts message frame)"]
+        assert maps[m] < frame <= maps[m] + 16
+        receipt = bench_receipts.sample_receipt(m)
+        encoded = cbor.encode(receipts.to_wire(receipt))
+        assert len(encoded) == maps[m]
+        assert receipts.from_wire(cbor.decode(encoded)) == receipt
+        assert receipts.verify(receipt)
+    signed = sizes["identify message (signed)"]
+    assert sizes["identify message (anonymous)"] < signed
+    assert signed > 32 + 64  # the writer key and its signature
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     """The smoke run CI does: every workload, the reference when Node is here, the limits, the
@@ -98,6 +158,8 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     assert {"put", "put-durable", "batch", "get", "list", "range", "history", "diff"} <= ours
     assert {"checkout-get", "replicate", "writers", "writers-get", "feed-append"} <= ours
     assert {"governance-apply", "late-revocation"} <= ours
+    assert {"replicate-receipts", "replicate-no-receipts", "acks-1", "acks-3"} <= ours
+    assert {"receipt-bytes"} <= ours
     assert {r["workload"] for r in rows if r["impl"] == "limit"} >= {"ed25519 sign (libsodium)"}
     for r in rows:
         assert r["min"] <= r["median"] <= r["max"] and r["reps"]
