@@ -33,8 +33,9 @@ peer's data (a signature or proof that does not verify, for any feed) still ends
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -50,9 +51,13 @@ from hyperdb.errors import (
 from hyperdb.feed.feed import MAX_BLOCK_SIZE, verify_proof
 from hyperdb.model.identity import BINDING_SIZE, verify_identity
 from hyperdb.primitives import crypto
+from hyperdb.replication.extensions import ExtensionSession
 from hyperdb.replication.messages_v2 import (
+    FEATURE_EXTENSIONS,
     FEATURE_FORK_ROOTS,
     FEATURE_RECEIPTS,
+    Extension,
+    ExtensionsAdd,
     Identify,
     ReceiptIndex,
     Receipts,
@@ -88,7 +93,10 @@ DEFAULT_MAX_REQUESTS_PER_FEED = 4
 DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ROUNDS = 100_000
 #: The features this implementation of version 2 supports (``messages_v2.FEATURE_*``).
-SUPPORTED_FEATURES = FEATURE_FORK_ROOTS | FEATURE_RECEIPTS
+SUPPORTED_FEATURES = FEATURE_FORK_ROOTS | FEATURE_RECEIPTS | FEATURE_EXTENSIONS
+#: Extension messages received and not yet taken (``take_extension_messages``) above which a
+#: transport stops reading from the peer until they are taken.
+MAX_PENDING_EXTENSION_MESSAGES = 1024
 
 
 ProgressCallback = Callable[[bytes, int, int], None]
@@ -152,6 +160,8 @@ class Connection:
         version: int = VERSION,
         binding: bytes | None = None,
         features: int = SUPPORTED_FEATURES,
+        extensions: Sequence[str] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if version not in VERSIONS:
             raise InvalidArgument(f"protocol version must be one of {VERSIONS}, got {version!r}")
@@ -197,6 +207,9 @@ class Connection:
         self._identified = version < 2  # the peer's identify has been checked (or needs none)
         #: Receipts exchanged in this session (feature receipts).
         self.receipts = ReceiptExchange(replica)
+        #: Extension messages (feature extensions): names, budgets, counters.
+        self.extensions = ExtensionSession(extensions, clock=clock)
+        self._extension_inbox: deque[tuple[str, bytes]] = deque()
         self._binding: bytes | None = None
         # what this side asked for: per feed, its requests in the order sent
         self._pulls: dict[bytes, deque[_Range]] = {}
@@ -226,7 +239,11 @@ class Connection:
             self._send(Hello(self._discovery_key, version=1))
         else:
             hello = Hello(
-                self._discovery_key, version=version, features=self._features, nonce=self._nonce
+                self._discovery_key,
+                version=version,
+                features=self._features,
+                extensions=self.extensions.local_names,
+                nonce=self._nonce,
             )
             self._send(hello)
         if binding is not None:
@@ -259,6 +276,42 @@ class Connection:
     def feature_names(self) -> frozenset[str]:
         """The names of the features on for this session."""
         return feature_names(self.features)
+
+    # --- extension messages -----------------------------------------------------------------------
+
+    def send_extension(self, name: str, payload: bytes) -> bool:
+        """Queue ``payload`` for the peer's handler of extension ``name`` (one this side listed).
+        False when the peer does not handle that name (nothing sent). Raises
+        :class:`~hyperdb.errors.Backpressure` when the session's send budget (rate, or bytes
+        queued) is spent, InvalidArgument for a name this side did not list or a payload over
+        64 KiB. Extension traffic never counts for the session's termination."""
+        self._check_open()
+        if not self.features & FEATURE_EXTENSIONS:
+            return False
+        prepared = self.extensions.prepare(name, payload)
+        if prepared is None:
+            return False
+        self._send(Extension(*prepared))
+        return True
+
+    def add_extensions(self, names: Sequence[str]) -> None:
+        """Handle more extension names in this session (the peer is told at once)."""
+        self._check_open()
+        added = self.extensions.add_local_names(names)
+        if self.features & FEATURE_EXTENSIONS:
+            self._send(ExtensionsAdd(added))
+
+    def take_extension_messages(self) -> list[tuple[str, bytes]]:
+        """The extension messages received since last taken: (name, payload) in order."""
+        taken = list(self._extension_inbox)
+        self._extension_inbox.clear()
+        return taken
+
+    @property
+    def reading(self) -> bool:
+        """False while too many extension messages wait to be taken: a transport should stop
+        reading from the peer until they are (its rate is bounded, its buffering too)."""
+        return len(self._extension_inbox) < MAX_PENDING_EXTENSION_MESSAGES
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -369,6 +422,7 @@ class Connection:
         out = bytearray()
         while self._out:
             out += self._out.popleft()
+        self.extensions.drained_all()  # what was queued has left this connection
         if self._closed:
             return bytes(out)
         try:
@@ -402,6 +456,8 @@ class Connection:
             self.features = message.features & self._features
             if self._binding is None and self.version >= 2:  # no transport binding: the nonces
                 self.bind(bind_nonces(self._nonce, message.nonce, self.initiator))
+            if self.features & FEATURE_EXTENSIONS:
+                self.extensions.set_peer_names(message.extensions)
             if self.features & FEATURE_RECEIPTS:  # its index and own receipt, before any have
                 for opening in self.receipts.opening():
                     self._send(opening)
@@ -414,6 +470,18 @@ class Connection:
             return
         if not self._identified:
             raise ProtocolError(f"expected identify after hello, got {message_name(message)}")
+        if isinstance(message, (Extension, ExtensionsAdd)):
+            if not self.features & FEATURE_EXTENSIONS:
+                raise ProtocolError(
+                    f"an {message_name(message)} message, but extensions were not negotiated"
+                )
+            if isinstance(message, ExtensionsAdd):
+                self.extensions.add_peer_names(message.names)
+                return
+            name = self.extensions.receive(message.index, message.payload)
+            if name is not None:
+                self._extension_inbox.append((name, message.payload))
+            return  # not counted: application traffic never holds a session open
         if isinstance(message, (Receipts, ReceiptIndex)):
             if not self.features & FEATURE_RECEIPTS:
                 raise ProtocolError(
@@ -764,6 +832,7 @@ class Connection:
             return
         self._closed = True
         self._out.clear()
+        self.extensions.drained_all()
         self._serving.clear()
         if notify:
             self._out.append(error_frame(exc))

@@ -20,9 +20,11 @@ from hyperdb.model.identity import ROLE_NAMES
 from hyperdb.primitives.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
 from hyperdb.replication.fields import check_keys, fixed_bytes, integer
 
-IDENTIFY, RECEIPTS, RECEIPT_INDEX = 6, 7, 8
+IDENTIFY, RECEIPTS, RECEIPT_INDEX, EXTENSION, EXTENSIONS_ADD = 6, 7, 8, 9, 10
 #: Names of the version-2 message types, by type number from 6.
-NAMES_V2 = ("identify", "receipts", "receipt-index")
+NAMES_V2 = ("identify", "receipts", "receipt-index", "extension", "extensions-add")
+#: Largest payload of an extension message.
+MAX_EXTENSION_PAYLOAD = 65_536
 
 #: Most receipts one receipts message carries.
 MAX_RECEIPTS_PER_MESSAGE = 64
@@ -74,7 +76,23 @@ class ReceiptIndex:
     records: bytes
 
 
-MessageV2 = Identify | Receipts | ReceiptIndex
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """An application's message: ``payload`` for the extension at ``index`` in the SENDER's
+    list of names (its hello's, then its extensions-add messages')."""
+
+    index: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionsAdd:
+    """Names appended to the sender's list of extension names."""
+
+    names: tuple[str, ...]
+
+
+MessageV2 = Identify | Receipts | ReceiptIndex | Extension | ExtensionsAdd
 
 
 def feature_names(bits: int) -> frozenset[str]:
@@ -111,6 +129,10 @@ def map_v2(message: MessageV2) -> dict[str, Any]:
         return {"t": RECEIPTS, "r": list(message.receipts)}
     if isinstance(message, ReceiptIndex):
         return {"t": RECEIPT_INDEX, "i": message.records}
+    if isinstance(message, Extension):
+        return {"t": EXTENSION, "x": message.index, "b": message.payload}
+    if isinstance(message, ExtensionsAdd):
+        return {"t": EXTENSIONS_ADD, "e": list(message.names)}
     if message.key is None or message.signature is None:
         return {"t": IDENTIFY, "r": message.role}
     return {"t": IDENTIFY, "r": message.role, "k": message.key, "g": message.signature}
@@ -149,6 +171,21 @@ def decode_v2(kind: int, obj: dict[str, Any]) -> MessageV2:
         if any(a >= b for a, b in pairwise(keys)):
             raise ProtocolError("receipt-index records must be in strictly ascending key order")
         return ReceiptIndex(records)
+    if kind == EXTENSION:
+        check_keys(obj, ("t", "x", "b"), "extension")
+        index = integer(obj, "x", 0, MAX_EXTENSIONS - 1, "extension")
+        payload = obj["b"]
+        if type(payload) is not bytes or len(payload) > MAX_EXTENSION_PAYLOAD:
+            raise ProtocolError(
+                f"an extension payload is bytes of at most {MAX_EXTENSION_PAYLOAD} bytes"
+            )
+        return Extension(index, payload)
+    if kind == EXTENSIONS_ADD:
+        check_keys(obj, ("t", "e"), "extensions-add")
+        names = check_extension_names(obj["e"])
+        if not names:
+            raise ProtocolError("an extensions-add message names at least one extension")
+        return ExtensionsAdd(names)
     raise ProtocolError(f"unknown message type {kind!r}")
 
 
@@ -158,6 +195,11 @@ __all__ = [
     "FEATURE_FORK_ROOTS",
     "FEATURE_NAMES",
     "FEATURE_RECEIPTS",
+    "EXTENSION",
+    "EXTENSIONS_ADD",
+    "MAX_EXTENSION_PAYLOAD",
+    "Extension",
+    "ExtensionsAdd",
     "IDENTIFY",
     "INDEX_RECORD_SIZE",
     "MAX_INDEX_RECORDS",

@@ -30,7 +30,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +46,8 @@ from hyperdb.errors import (
 from hyperdb.model.identity import ROLE_NAMES
 from hyperdb.replication.admission import Admission, RefusalLog, address_group
 from hyperdb.replication.connection import Connection, ProgressCallback
+from hyperdb.replication.messages_v2 import MAX_EXTENSIONS
+from hyperdb.replication.peers import Extension, PeerInfo
 from hyperdb.replication.port import ServedReplica
 from hyperdb.replication.secure import MAGIC, PREAMBLE_SIZE, VERSION
 from hyperdb.replication.session import Session
@@ -117,24 +119,6 @@ class SyncResult:
         return self.error is None
 
 
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """Who a session's peer is: the writer ``key`` it proved (None: anonymous), its ``role`` in
-    this replica's view ("owner", "writer", "seeder" or None), the role it ``claimed``, and its
-    network ``address``."""
-
-    key: bytes | None
-    role: str | None
-    claimed: int | None
-    address: str
-
-    def describe(self) -> str:
-        """``127.0.0.1:5000 (peer 3fa2c1d09b7e4a11, writer)``, or ``(anonymous)``."""
-        if self.key is None:
-            return f"{self.address} (anonymous)"
-        return f"{self.address} (peer {self.key.hex()[:16]}, {self.role or 'no role'})"
-
-
 EventCallback = Callable[[str, object], object]
 
 
@@ -150,6 +134,7 @@ class _Options:
     version: int | None = None
     on_event: EventCallback | None = None
     features: int | None = None  # protocol features to offer (None: all; benchmarks clear some)
+    extensions: tuple[Extension, ...] = ()
 
 
 @dataclass(slots=True)
@@ -210,7 +195,10 @@ async def _run_session(
         static_key=options.static_key,
         version=options.version,
         features=options.features,
+        extensions=tuple(extension.name for extension in options.extensions),
     )
+    by_name = {extension.name: extension for extension in options.extensions}
+    token = id(session)
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()  # the writer has something to look at
     changed = asyncio.Event()  # the local database changed
@@ -249,6 +237,11 @@ async def _run_session(
     told_established = admitted is None
     told_identified = False
 
+    async def send_extension(name: str, payload: bytes) -> bool:
+        sent = bool(await call(session.send_extension, name, payload))
+        wake.set()
+        return sent
+
     def identified() -> None:
         """The peer's identify checked: name it, and tell the application."""
         connection = session.connection
@@ -264,6 +257,8 @@ async def _run_session(
                 "of the other (see the README on rotating a device's key)",
                 peer,
             )
+        for extension in options.extensions:
+            extension.attach(token, info, send_extension)
         if options.on_event is not None:
             options.on_event("identified", info)
             if connection.same_key:
@@ -293,6 +288,12 @@ async def _run_session(
             if not told_identified and session.connection.identified:
                 told_identified = True
                 identified()
+            # the application's messages, outside the lock; reading waits while handlers run
+            arrived = session.connection.take_extension_messages()
+            if arrived:
+                info = PeerInfo(result.peer_key, result.peer_role, result.peer_claimed_role, peer)
+                for name, payload in arrived:
+                    by_name[name].deliver(info, payload)
             if not told_established and session.established and admitted is not None:
                 told_established = True
                 admitted.established()
@@ -380,6 +381,8 @@ async def _run_session(
         # cancellation (the server closing while this session ends) must not skip it.
         port.remove_change_listener(on_change)
         port.remove_receipt_listener(on_receipt)
+        for extension in options.extensions:
+            extension.detach(token)
         for task in [*tasks, *enders]:
             task.cancel()
         session.close()
@@ -636,6 +639,7 @@ async def serve(
     log_interval: float = LOG_INTERVAL,
     on_progress: ProgressCallback | None = None,
     on_event: EventCallback | None = None,
+    extensions: Sequence[Extension] = (),
     _features: int | None = None,
 ) -> Server:
     """Listen on ``host:port`` (port 0: any free port, see :attr:`Server.port`) and replicate
@@ -683,6 +687,7 @@ async def serve(
             on_progress=on_progress,
             on_event=on_event,
             features=_features,
+            extensions=_check_extensions(extensions),
         ),
         Admission(
             max_sessions=max_sessions,
@@ -709,6 +714,7 @@ async def sync(
     download: bool = True,
     on_progress: ProgressCallback | None = None,
     on_event: EventCallback | None = None,
+    extensions: Sequence[Extension] = (),
     connect_timeout: float = HANDSHAKE_TIMEOUT,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     timeout: float = STALL_TIMEOUT,
@@ -755,11 +761,24 @@ async def sync(
         version=_version,
         on_event=on_event,
         features=_features,
+        extensions=_check_extensions(extensions),
     )
     result = await _run_session(db, reader, writer, options, initiator=True, peer=peer)
     if result.error is not None:
         raise _busy_or(result.error, peer)
     return result
+
+
+def _check_extensions(extensions: Sequence[Extension]) -> tuple[Extension, ...]:
+    chosen = tuple(extensions)
+    if not all(isinstance(extension, Extension) for extension in chosen):
+        raise InvalidArgument("extensions are hyperdb.net.Extension objects")
+    names = [extension.name for extension in chosen]
+    if len(set(names)) != len(names):
+        raise InvalidArgument("two extensions with one name")
+    if len(names) > MAX_EXTENSIONS:
+        raise InvalidArgument(f"at most {MAX_EXTENSIONS} extensions")
+    return chosen
 
 
 def _busy_or(error: BaseException, peer: str) -> BaseException:
@@ -887,6 +906,7 @@ __all__ = [
     "DEFAULT_PORT",
     "BackgroundServer",
     "EventCallback",
+    "Extension",
     "PeerInfo",
     "ProgressCallback",
     "Server",

@@ -42,6 +42,7 @@ class Session:
         version: int | None = None,
         max_message_bytes: int | None = None,
         features: int | None = None,
+        extensions: tuple[str, ...] = (),
     ) -> None:
         options: dict[str, Any] = {}
         if max_message_bytes is not None:
@@ -56,6 +57,8 @@ class Session:
             options["version"] = version
         if features is not None:
             options["features"] = features
+        if extensions:
+            options["extensions"] = extensions
         self.connection = Connection(
             replica,
             initiator=initiator,
@@ -147,6 +150,13 @@ class Session:
         except BaseException as exc:
             self.fail(exc)
             raise
+
+    def send_extension(self, name: str, payload: bytes) -> bool:
+        """Queue an extension message (:meth:`Connection.send_extension`); False once the
+        session is over or the peer does not handle ``name``."""
+        if self._closed or not self.channel.established or self.connection.closed:
+            return False
+        return self.connection.send_extension(name, payload)
 
     def notify_receipts(self) -> None:
         """Receipts were stored by another session: forward what the peer lacks (live)."""

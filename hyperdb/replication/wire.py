@@ -41,11 +41,15 @@ from hyperdb.replication._wire_fast import (
 from hyperdb.replication._wire_fast import parse_plain as _parse_plain
 from hyperdb.replication.fields import check_keys, field, fixed_bytes, integer
 from hyperdb.replication.messages_v2 import (
+    EXTENSION,
+    EXTENSIONS_ADD,
     IDENTIFY,
     MAX_FEATURES,
     NAMES_V2,
     RECEIPT_INDEX,
     RECEIPTS,
+    Extension,
+    ExtensionsAdd,
     Identify,
     ReceiptIndex,
     Receipts,
@@ -167,7 +171,19 @@ class Error:
     reason: str
 
 
-Message = Hello | Have | Request | Data | Idle | Error | Identify | Receipts | ReceiptIndex
+Message = (
+    Hello
+    | Have
+    | Request
+    | Data
+    | Idle
+    | Error
+    | Identify
+    | Receipts
+    | ReceiptIndex
+    | Extension
+    | ExtensionsAdd
+)
 
 
 def message_name(message: Message) -> str:
@@ -184,6 +200,8 @@ _TYPES: dict[type, int] = {
     Identify: IDENTIFY,
     Receipts: RECEIPTS,
     ReceiptIndex: RECEIPT_INDEX,
+    Extension: EXTENSION,
+    ExtensionsAdd: EXTENSIONS_ADD,
 }
 
 
@@ -237,7 +255,7 @@ def encode_message(message: Message) -> bytes:
                 "n": message.nonce,
             }
         )
-    if isinstance(message, (Identify, Receipts, ReceiptIndex)):
+    if isinstance(message, (Identify, Receipts, ReceiptIndex, Extension, ExtensionsAdd)):
         return encoding.encode(map_v2(message))
     if isinstance(message, Error):
         return error_body(message.reason)
