@@ -63,8 +63,11 @@ HOST = "127.0.0.1"
 # --- cold replication, with and without receipts ----------------------------------------------
 
 
-def cold_once(source_key: bytes, port: int, where: Path, features: int, entries: int) -> float:
-    """Entries/s of one cold sync into a new durable replica at ``where`` (deleted after)."""
+def cold_once(
+    source_key: bytes, port: int, where: Path, features: int, entries: int
+) -> tuple[float, int]:
+    """Entries/s of one cold sync into a new durable replica at ``where`` (deleted after), and
+    the bytes it sent and received (encrypted, as on the socket)."""
     try:
         with hyperdb.open(where, key=source_key) as replica:
             started = time.perf_counter()
@@ -73,26 +76,35 @@ def cold_once(source_key: bytes, port: int, where: Path, features: int, entries:
             wanted = bool(features & FEATURE_RECEIPTS)
             if ("receipts" in result.features) != wanted:
                 raise RuntimeError(f"the session's features were {sorted(result.features)}")
+            wire_bytes = result.bytes_sent + result.bytes_received
             held = sum(1 for _ in replica.range())
             if held != entries:
                 raise RuntimeError(f"the replica holds {held} entries of {entries}")
     finally:
         shutil.rmtree(where, ignore_errors=True)
-    return entries / elapsed
+    return entries / elapsed, wire_bytes
 
 
 def cold_ab(source: Path, scratch: Path, entries: int, runs: int) -> dict[str, list[float]]:
     """Entries/s of ``runs`` cold syncs with receipts and ``runs`` without, by turns (with first
-    in each pair), after one untimed warm-up sync."""
+    in each pair), after one untimed warm-up sync; under ``"<mode> bytes"`` the bytes each
+    session carried."""
     with hyperdb.open(source) as db:
         key = db.key
-    rates: dict[str, list[float]] = {"with": [], "without": []}
+    rates: dict[str, list[float]] = {
+        "with": [],
+        "without": [],
+        "with bytes": [],
+        "without bytes": [],
+    }
     with bench_net.served(source) as port:
         cold_once(key, port, scratch / "ab-warmup", WITH_RECEIPTS, entries)
         for run in range(runs):
             for mode, features in (("with", WITH_RECEIPTS), ("without", WITHOUT_RECEIPTS)):
                 where = scratch / f"ab-{mode}-{run}"
-                rates[mode].append(cold_once(key, port, where, features, entries))
+                rate, wire_bytes = cold_once(key, port, where, features, entries)
+                rates[mode].append(rate)
+                rates[f"{mode} bytes"].append(float(wire_bytes))
     return rates
 
 
@@ -109,7 +121,8 @@ async def ack_latency(
 ) -> dict[int, list[float]]:
     """Seconds from ``put`` to ``n`` durable acknowledgements, for each n of :data:`LEVELS` up to
     ``replicas`` (and ``replicas`` itself), over ``puts`` puts after ``warmup`` (module
-    docstring)."""
+    docstring); under 0, this process's CPU seconds per put over them (the writer's alone
+    unless ``in_process``)."""
     levels = sorted({n for n in LEVELS if n <= replicas} | {replicas})
     directory.mkdir(parents=True, exist_ok=True)
     value = os.urandom(32)
@@ -146,7 +159,10 @@ async def ack_latency(
             said = [log.read_text(errors="replace")[-500:] for log in logs if log.exists()]
             raise RuntimeError(f"the replicas did not all acknowledge: {exc}; {said}") from exc
         seconds: dict[int, list[float]] = {n: [] for n in levels}
+        cpu = 0.0
         for i in range(warmup + puts):
+            if i == warmup:
+                cpu = time.process_time()
             started = time.perf_counter()
             node = writer.put(f"k/{i:06d}", value)
             reached = []
@@ -156,6 +172,7 @@ async def ack_latency(
             if i >= warmup:
                 for n, elapsed in zip(levels, reached, strict=True):
                     seconds[n].append(elapsed)
+        seconds[0] = [(time.process_time() - cpu) / max(puts, 1)]
         return seconds
     finally:
         for process in processes:
@@ -241,6 +258,8 @@ def harness_rows(directory: Path, *, quick: bool, repeat: int) -> list[harness.R
     ]
     seconds = asyncio.run(ack_latency(directory / "acks", replicas, puts, warmup))
     for n, reps in seconds.items():
+        if n == 0:
+            continue
         found = harness.row(f"acks-{n}", replicas, "s", reps)
         found["p99"] = percentile(reps, 99)
         rows.append(found)
@@ -281,6 +300,17 @@ def main(argv: list[str] | None = None) -> int:
                         "reps": rates[mode],
                     }
                 )
+            for mode in ("with", "without"):
+                carried = statistics.median(rates[f"{mode} bytes"])
+                results.append(
+                    {
+                        "name": f"cold, {args.entries:,} entries, {mode} receipts: wire bytes",
+                        "unit": "bytes",
+                        "median": carried,
+                        "min": min(rates[f"{mode} bytes"]),
+                        "max": max(rates[f"{mode} bytes"]),
+                    }
+                )
             each = pair_ratios(rates)
             ratios["with/without, median of the pairs"] = statistics.median(each)
             ratios["with/without, ratio of the medians"] = statistics.median(
@@ -296,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                     in_process=args.in_process,
                 )
             )
+            cpu_per_put = seconds.pop(0)[0]
             for n, reps in seconds.items():
                 ms = [r * 1000 for r in reps]
                 results.append(
@@ -318,6 +349,15 @@ def main(argv: list[str] | None = None) -> int:
                         "max": p99,
                     }
                 )
+            results.append(
+                {
+                    "name": "CPU of this process per put (the writer's, and its sessions')",
+                    "unit": "ms",
+                    "median": cpu_per_put * 1000,
+                    "min": cpu_per_put * 1000,
+                    "max": cpu_per_put * 1000,
+                }
+            )
     for what, size in wire_sizes():
         results.append({"name": what, "unit": "bytes", "median": size, "min": size, "max": size})
     report.emit(
