@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperdb import __version__
-from hyperdb.cli import data, history, peers, writers
+from hyperdb.cli import acks, data, history, peers, writers
 from hyperdb.cli.demo import run_demo
 from hyperdb.errors import (
+    AckTimeout,
     HyperDBError,
     NetworkError,
     PeerTimeout,
@@ -39,7 +40,8 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_ERROR: "an error (bad input, a missing database, a storage problem); the message says",
     EXIT_USAGE: "bad usage (unknown command or option)",
-    EXIT_NETWORK: "the peer could not be reached, went away, timed out, or is busy: try again",
+    EXIT_NETWORK: "the peer could not be reached, went away, timed out, or is busy (or too few "
+    "replicas acknowledged in time): try again",
     EXIT_PEER: "the peer broke the protocol or sent data that failed verification",
     EXIT_DAMAGED: "`verify` found damage in the store (the report names it)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_commands(commands)
     peers.add_commands(commands)
     writers.add_commands(commands)
+    acks.add_commands(commands)
     return parser
 
 
@@ -100,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(Path(args.path), args.keys)
         result: int = args.run(args)
         return result
-    except (NetworkError, PeerTimeout) as exc:
+    except (NetworkError, PeerTimeout, AckTimeout) as exc:
         _error(exc)
         return EXIT_NETWORK
     except (ProtocolError, VerificationError) as exc:

@@ -45,8 +45,9 @@ def add_commands(commands: Any) -> None:
         help="revoke a writer: nothing it writes after what was seen of it counts anywhere",
         description="Append a revocation of WRITER. Its nodes this replica has seen, and those "
         "another writer had seen before learning of the revocation, stay; everything later (and "
-        "whatever built on it) is not applied on any replica, and its feed is replicated only up "
-        "to that cut-off. Only an owner revokes; the database's first writer cannot be revoked.",
+        "whatever built on it) is not applied on any replica (what it writes later is stored "
+        "where it arrives, verified, and applied nowhere). Only an owner revokes; the "
+        "database's first writer cannot be revoked.",
     )
     add_path(revoke)
     revoke.add_argument("writer", help="the writer key (hex) to revoke")

@@ -89,6 +89,23 @@ class Replicable(Protocol):
     def replication_port(self) -> ServedReplica: ...
 
 
+class Acknowledging(Replicable, Protocol):
+    """What :func:`push` takes: a database that says its version and waits for receipts."""
+
+    def version(self) -> bytes: ...
+
+    async def wait_acked(
+        self,
+        target: Any = None,
+        n: int = 2,
+        *,
+        timeout: float | None = None,
+        roles: Any = ...,
+        durable: bool = True,
+        keys: Any = None,
+    ) -> dict[bytes, Any]: ...
+
+
 @dataclass(slots=True)
 class SyncResult:
     """What one session did."""
@@ -829,6 +846,59 @@ async def keep_synced(
         delay = min(delay * 2, max_delay)
 
 
+async def push(
+    db: Acknowledging,
+    peers: Sequence[str | tuple[str, int]],
+    *,
+    min_acks: int = 1,
+    timeout: float = 60.0,
+    roles: Any = ("owner", "writer", "seeder"),
+    durable: bool = True,
+    keys: Any = None,
+    **sync_options: Any,
+) -> dict[bytes, Any]:
+    """Keep live sessions with ``peers`` (``"host:port"`` or ``(host, port)``, each reconnecting
+    as :func:`keep_synced` does) until ``min_acks`` other replicas hold this replica's current
+    version (as ``db.wait_acked`` counts them: signed receipts, from these peers or gossiped
+    through them; ``roles``, ``durable`` and ``keys`` as for ``Database.acks``), then close the
+    sessions. Returns the acknowledgements; raises :class:`~hyperdb.errors.AckTimeout` after
+    ``timeout`` seconds, with what was reached."""
+    if type(min_acks) is not int or min_acks < 1:
+        raise InvalidArgument(f"min_acks must be a positive integer, got {min_acks!r}")
+    _check_timeouts(timeout)
+    addresses = [_address(peer) for peer in peers]
+    if not addresses:
+        raise InvalidArgument("push needs at least one peer")
+    version = db.version()
+    tasks = [
+        asyncio.ensure_future(keep_synced(db, host, port, **sync_options))
+        for host, port in addresses
+    ]
+    try:
+        return await db.wait_acked(
+            version, min_acks, timeout=timeout, roles=roles, durable=durable, keys=keys
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _address(peer: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(peer, tuple) and len(peer) == 2:
+        host, port = peer
+    elif isinstance(peer, str) and ":" in peer:
+        host, _, text = peer.rpartition(":")
+        try:
+            port = int(text)
+        except ValueError:
+            raise InvalidArgument(f"a peer is HOST:PORT, not {peer!r}") from None
+    else:
+        raise InvalidArgument(f"a peer is HOST:PORT or (host, port), not {peer!r}")
+    _check_address(host, port)
+    return host, port
+
+
 # --- without an event loop ------------------------------------------------------------------------
 
 
@@ -912,6 +982,7 @@ __all__ = [
     "Server",
     "SyncResult",
     "keep_synced",
+    "push",
     "serve",
     "serve_in_background",
     "sync",
