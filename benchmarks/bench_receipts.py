@@ -65,14 +65,15 @@ HOST = "127.0.0.1"
 
 def cold_once(
     source_key: bytes, port: int, where: Path, features: int, entries: int
-) -> tuple[float, int]:
-    """Entries/s of one cold sync into a new durable replica at ``where`` (deleted after), and
-    the bytes it sent and received (encrypted, as on the socket)."""
+) -> tuple[float, int, float]:
+    """Entries/s of one cold sync into a new durable replica at ``where`` (deleted after), the
+    bytes it sent and received (encrypted, as on the socket), and entries per CPU second of this
+    process (the receiving side; less moved by other work on the machine than wall time)."""
     try:
         with hyperdb.open(where, key=source_key) as replica:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             result = asyncio.run(net.sync(replica, HOST, port, upload=False, _features=features))
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             wanted = bool(features & FEATURE_RECEIPTS)
             if ("receipts" in result.features) != wanted:
                 raise RuntimeError(f"the session's features were {sorted(result.features)}")
@@ -82,35 +83,35 @@ def cold_once(
                 raise RuntimeError(f"the replica holds {held} entries of {entries}")
     finally:
         shutil.rmtree(where, ignore_errors=True)
-    return entries / elapsed, wire_bytes
+    return entries / elapsed, wire_bytes, entries / cpu
 
 
 def cold_ab(source: Path, scratch: Path, entries: int, runs: int) -> dict[str, list[float]]:
     """Entries/s of ``runs`` cold syncs with receipts and ``runs`` without, by turns (with first
     in each pair), after one untimed warm-up sync; under ``"<mode> bytes"`` the bytes each
-    session carried."""
+    session carried, under ``"<mode> cpu"`` entries per CPU second."""
     with hyperdb.open(source) as db:
         key = db.key
     rates: dict[str, list[float]] = {
-        "with": [],
-        "without": [],
-        "with bytes": [],
-        "without bytes": [],
+        f"{mode}{what}": [] for mode in ("with", "without") for what in ("", " bytes", " cpu")
     }
     with bench_net.served(source) as port:
         cold_once(key, port, scratch / "ab-warmup", WITH_RECEIPTS, entries)
         for run in range(runs):
             for mode, features in (("with", WITH_RECEIPTS), ("without", WITHOUT_RECEIPTS)):
                 where = scratch / f"ab-{mode}-{run}"
-                rate, wire_bytes = cold_once(key, port, where, features, entries)
+                rate, wire_bytes, per_cpu = cold_once(key, port, where, features, entries)
                 rates[mode].append(rate)
                 rates[f"{mode} bytes"].append(float(wire_bytes))
+                rates[f"{mode} cpu"].append(per_cpu)
     return rates
 
 
-def pair_ratios(rates: dict[str, list[float]]) -> list[float]:
-    """With/without of each pair run one after the other."""
-    return [a / b for a, b in zip(rates["with"], rates["without"], strict=True)]
+def pair_ratios(rates: dict[str, list[float]], what: str = "") -> list[float]:
+    """With/without of each pair run one after the other (``what``: "" for entries/s, " cpu"
+    for entries per CPU second)."""
+    pairs = zip(rates[f"with{what}"], rates[f"without{what}"], strict=True)
+    return [a / b for a, b in pairs]
 
 
 # --- put to n acknowledgements ----------------------------------------------------------------
@@ -301,6 +302,18 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
             for mode in ("with", "without"):
+                per_cpu = rates[f"{mode} cpu"]
+                results.append(
+                    {
+                        "name": f"cold, {args.entries:,} entries, {mode} receipts: per CPU s",
+                        "unit": "entries/s",
+                        "median": statistics.median(per_cpu),
+                        "min": min(per_cpu),
+                        "max": max(per_cpu),
+                        "reps": per_cpu,
+                    }
+                )
+            for mode in ("with", "without"):
                 carried = statistics.median(rates[f"{mode} bytes"])
                 results.append(
                     {
@@ -316,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             ratios["with/without, ratio of the medians"] = statistics.median(
                 rates["with"]
             ) / statistics.median(rates["without"])
+            ratios["with/without per CPU second, median of the pairs"] = statistics.median(
+                pair_ratios(rates, " cpu")
+            )
         if not args.skip_acks:
             seconds = asyncio.run(
                 ack_latency(

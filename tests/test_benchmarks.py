@@ -96,9 +96,11 @@ def test_receipts_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     results = report["results"]
     assert isinstance(results, list)
     names = [r["name"] for r in results]
-    assert names[:9] == [
+    assert names[:11] == [
         "cold, 300 entries, with receipts",
         "cold, 300 entries, without receipts",
+        "cold, 300 entries, with receipts: per CPU s",
+        "cold, 300 entries, without receipts: per CPU s",
         "cold, 300 entries, with receipts: wire bytes",
         "cold, 300 entries, without receipts: wire bytes",
         "put to 1 of 3 acks: p50 (min-max)",
@@ -108,9 +110,9 @@ def test_receipts_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
         "CPU of this process per put (the writer's, and its sessions')",
     ]
     assert len(results[0]["reps"]) == len(results[1]["reps"]) == 2
-    assert results[2]["median"] > results[3]["median"]  # receipts are carried when on
-    assert len(results[4]["reps"]) == 4
-    one, three = results[4]["reps"], results[6]["reps"]
+    assert results[4]["median"] > results[5]["median"]  # receipts are carried when on
+    assert len(results[6]["reps"]) == 4
+    one, three = results[6]["reps"], results[8]["reps"]
     assert all(0 < a <= b for a, b in zip(one, three, strict=True))  # 3 acks never before 1
     ratios = report["ratios"]
     assert isinstance(ratios, dict) and ratios["with/without, median of the pairs"] > 0
