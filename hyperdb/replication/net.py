@@ -658,6 +658,7 @@ async def serve(
     on_event: EventCallback | None = None,
     extensions: Sequence[Extension] = (),
     _features: int | None = None,
+    _version: int | None = None,
 ) -> Server:
     """Listen on ``host:port`` (port 0: any free port, see :attr:`Server.port`) and replicate
     ``db`` with every peer that connects and proves it knows the database key, each in its own
@@ -705,6 +706,7 @@ async def serve(
             on_event=on_event,
             features=_features,
             extensions=_check_extensions(extensions),
+            version=_version,
         ),
         Admission(
             max_sessions=max_sessions,
