@@ -149,3 +149,62 @@ def test_a_relayed_proof_is_refused_over_tcp(
 def test_an_identity_error_has_its_code() -> None:
     with raises_code("identity"):
         raise IdentityError("x")
+
+
+def test_progress_events_name_the_peer_and_idle_live_sessions_stay_quiet(tmp_path: Path) -> None:
+    """A live session with every protocol-2 feature on (receipts, fork-roots, extensions):
+    progress events name the peer by its proven key; once both sides hold everything, three
+    seconds pass with no byte sent either way (receipts go only when what was applied changes,
+    gossip only for newer counters, and there are no keep-alives); a write afterwards moves
+    bytes again (the control: the count does see traffic)."""
+    with (
+        hyperdb.open(tmp_path / "a", durable=False) as a,
+        hyperdb.open(tmp_path / "b", key=a.key, durable=False) as b,
+    ):
+        a.authorize(b.local_key)
+        a.batch([{"key": f"k{i}", "value": b"v"} for i in range(50)])
+        events: list[tuple[str, object]] = []
+        presence = net.Extension("presence@1", lambda peer, payload: None)
+
+        async def scenario() -> tuple[int, int]:
+            async with await net.serve(a, HOST, 0, extensions=[presence]) as server:
+                task = asyncio.ensure_future(
+                    net.sync(
+                        b,
+                        HOST,
+                        server.port,
+                        live=True,
+                        on_event=lambda kind, detail: events.append((kind, detail)),
+                        extensions=[net.Extension("presence@1")],
+                    )
+                )
+                try:
+                    for _ in range(300):
+                        if len(b.get("k49")) == 1 and a.acks(roles=None, durable=False):
+                            break
+                        await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.5)  # the last receipts and idles
+                    counts = _bytes_on_the_wire(server)
+                    await asyncio.sleep(3.0)
+                    quiet = _bytes_on_the_wire(server) - counts
+                    a.put("later", b"moves")
+                    for _ in range(300):
+                        if b.get("later"):
+                            break
+                        await asyncio.sleep(0.02)
+                    moved = _bytes_on_the_wire(server) - counts - quiet
+                    return quiet, moved
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+        quiet, moved = asyncio.run(scenario())
+    assert quiet == 0 and moved > 0
+    progress = [d for k, d in events if k == "progress"]
+    assert progress and all(isinstance(p, net.Progress) for p in progress)
+    assert {p.peer for p in progress} == {a.local_key}  # type: ignore[attr-defined]
+
+
+def _bytes_on_the_wire(server: net.Server) -> int:
+    """Bytes the server's running sessions have sent and received so far."""
+    return sum(s.bytes_sent + s.bytes_received for s in server.running)

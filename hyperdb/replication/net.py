@@ -139,6 +139,17 @@ class SyncResult:
 EventCallback = Callable[[str, object], object]
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Data arrived from ``peer`` (its proven writer key; None: anonymous): ``stored`` blocks of
+    ``feed`` are held here of the ``offered`` the peer offers (up to what this side accepts)."""
+
+    peer: bytes | None
+    feed: bytes
+    stored: int
+    offered: int
+
+
 @dataclass(slots=True)
 class _Options:
     live: bool
@@ -196,19 +207,34 @@ async def _run_session(
     initiator: bool,
     peer: str,
     admitted: _Admitted | None = None,
+    running: dict[int, SyncResult] | None = None,
 ) -> SyncResult:
     """Run one session to its end; returns what it did, with ``error`` set if it failed.
     ``admitted``: a server's connection, see :class:`_Admitted`."""
     started = time.monotonic()
     result = SyncResult(peer)
+    if running is not None:  # the server lists it while it runs
+        running[id(result)] = result
     port = db.replication_port
+    loop = asyncio.get_running_loop()
+    on_progress = options.on_progress
+    on_event = options.on_event
+    if on_event is not None:  # progress as events too, naming the peer, in the event loop
+
+        def on_progress(feed: bytes, stored: int, offered: int) -> None:
+            if options.on_progress is not None:
+                options.on_progress(feed, stored, offered)
+            progress = Progress(result.peer_key, feed, stored, offered)
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the session is over
+                loop.call_soon_threadsafe(on_event, "progress", progress)
+
     session = Session(
         port,
         initiator=initiator,
         live=options.live,
         upload=options.upload,
         download=options.download,
-        on_progress=options.on_progress,
+        on_progress=on_progress,
         static_key=options.static_key,
         version=options.version,
         features=options.features,
@@ -216,7 +242,6 @@ async def _run_session(
     )
     by_name = {extension.name: extension for extension in options.extensions}
     token = id(session)
-    loop = asyncio.get_running_loop()
     wake = asyncio.Event()  # the writer has something to look at
     changed = asyncio.Event()  # the local database changed
     ended = asyncio.Event()
@@ -517,6 +542,7 @@ class Server:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.results: list[SyncResult] = []
+        self._running: dict[int, SyncResult] = {}
         self.host = ""
         self.port = 0
 
@@ -524,6 +550,12 @@ class Server:
     def active(self) -> int:
         """Sessions in progress (peers that proved they know the database key)."""
         return self._admission.sessions
+
+    @property
+    def running(self) -> list[SyncResult]:
+        """The sessions running now, their counts so far (bytes, blocks, the peer's key once
+        known): what a status line or a test of quiet live sessions reads."""
+        return [result for result in self._running.values() if result.seconds == 0.0]
 
     @property
     def handshakes(self) -> int:
@@ -562,11 +594,13 @@ class Server:
                 initiator=False,
                 peer=peer,
                 admitted=_Admitted(connection.evicted, lambda: self._established(connection)),
+                running=self._running,
             )
         except asyncio.CancelledError:  # the server is closing: the session ended with it
             return
         finally:
             self._tasks.discard(task)
+            self._running = {k: r for k, r in self._running.items() if r.seconds == 0.0}
             self._admission.release(connection)
         self.results.append(result)
         del self.results[:-1000]
@@ -684,8 +718,8 @@ async def serve(
     ``hyperdb.net`` log at once when the log was quiet, otherwise summed up in one warning per
     ``log_interval`` seconds (10 s). ``on_event(kind, detail)`` is called, in the event loop,
     with ``("identified", PeerInfo)`` once a peer has proved its writer key (or said it has
-    none) and ``("same-key", PeerInfo)`` when that key is this replica's own; the log names
-    peers the same way.
+    none), ``("same-key", PeerInfo)`` when that key is this replica's own, and ``("progress",
+    Progress)`` as data arrives (naming the peer); the log names peers the same way.
     """
     _check_address(host, port)
     _check_timeouts(handshake_timeout, timeout, evict_after, log_interval)
@@ -980,6 +1014,7 @@ __all__ = [
     "EventCallback",
     "Extension",
     "PeerInfo",
+    "Progress",
     "ProgressCallback",
     "Server",
     "SyncResult",
