@@ -104,6 +104,16 @@ def _demo(
             + ("yes" if same else "NO")
             + f" ({len(list(alice.range(gte='notes/', lt='notes0')))} notes each)"
         )
+        names = {db.local_key: name for name, db in replicas.items()}
+        sources = {"node": "its own node", "receipt": "its signed receipt"}
+        holders = [
+            f"{names.get(key, key.hex()[:8])} ({sources[ack.source]})"
+            for key, ack in alice.acks(resolution).items()
+        ]
+        say(
+            "acks       who holds bob's resolution, as alice knows it: "
+            + (", ".join(holders) if holders else "nobody yet")
+        )
 
     say("")
     say("history of doc/title, newest first (hyperdb history PATH --graph draws every write):")
