@@ -16,12 +16,19 @@ on the wire and how soon a write is acknowledged.
   time: for each, the time from calling ``put`` until ``wait_acked(node, n)`` returns for n = 1,
   3 and 10 (durable receipts; ``roles=None``: the replicas hold no grant, so the default roles
   would count none of them). p50 and p99 in milliseconds.
+* **The writer's CPU per put, live fan-out with and without receipts**: the same writer and
+  ``--replicas`` replica processes, the receipts feature on or off for every session, by turns
+  (``--fanout-runs`` of each); ``--fanout-puts`` puts 0.1 s apart (each fanned out, and with
+  receipts acknowledged, on its own) after 10 of warm-up; this process's CPU seconds per put.
+  What receipts cost the one that serves many live replicas: each replica's receipt to verify
+  and store, and to forward to every other replica.
 * **Bytes**: an identify message (signed, and anonymous), and a receipt for 1, 100 and 1,000
   feeds (its CBOR map, and the receipts message carrying it as one frame; the Noise record adds
   its own header and tag around a frame).
 
 Run: ``python -m benchmarks.bench_receipts [--entries 100000] [--runs 5] [--replicas 10]
-[--puts 100] [--warmup 20] [--in-process] [--skip-cold] [--skip-acks]``.
+[--puts 100] [--warmup 20] [--in-process] [--fanout-runs 2] [--fanout-puts 50] [--skip-cold]
+[--skip-acks] [--skip-fanout]``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import hyperdb
@@ -117,24 +125,23 @@ def pair_ratios(rates: dict[str, list[float]], what: str = "") -> list[float]:
 # --- put to n acknowledgements ----------------------------------------------------------------
 
 
-async def ack_latency(
-    directory: Path, replicas: int, puts: int, warmup: int, *, in_process: bool = False
-) -> dict[int, list[float]]:
-    """Seconds from ``put`` to ``n`` durable acknowledgements, for each n of :data:`LEVELS` up to
-    ``replicas`` (and ``replicas`` itself), over ``puts`` puts after ``warmup`` (module
-    docstring); under 0, this process's CPU seconds per put over them (the writer's alone
-    unless ``in_process``)."""
-    levels = sorted({n for n in LEVELS if n <= replicas} | {replicas})
+@asynccontextmanager
+async def live_writer(
+    directory: Path, replicas: int, *, features: int | None = None, in_process: bool = False
+) -> AsyncIterator[hyperdb.Database]:
+    """A writer (LMDB, durable) at ``directory``, serving on loopback with ``features`` (None:
+    all), and ``replicas`` replicas of it (durable), each keeping a live sync with it: processes
+    (``hyperdb sync --live``) or, ``in_process``, tasks here. Yields the writer once every
+    replica's session is running."""
     directory.mkdir(parents=True, exist_ok=True)
-    value = os.urandom(32)
     writer = hyperdb.open(directory / "writer")
     paths = []
     for i in range(replicas):
         path = directory / f"replica-{i}"
         with hyperdb.open(path, key=writer.key):
             paths.append(path)
-    writer.put("start", value)
-    server = await net.serve(writer, HOST, 0)
+    writer.put("start", b"start")
+    server = await net.serve(writer, HOST, 0, _features=features)
     processes: list[asyncio.subprocess.Process] = []
     tasks: list[asyncio.Future[None]] = []
     opened: list[hyperdb.Database] = []
@@ -154,11 +161,43 @@ async def ack_latency(
                             stderr=stderr,
                         )
                     )
-        try:  # every replica connected, current and acknowledging
+        deadline = time.monotonic() + 120
+        while server.active < replicas:
+            if time.monotonic() > deadline:
+                said = [log.read_text(errors="replace")[-500:] for log in logs if log.exists()]
+                raise RuntimeError(f"{server.active} of {replicas} replicas connected: {said}")
+            await asyncio.sleep(0.05)
+        yield writer
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in processes:
+            await process.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        server.close()
+        await server.wait_closed()
+        for db in opened:
+            db.close()
+        writer.close()
+
+
+async def ack_latency(
+    directory: Path, replicas: int, puts: int, warmup: int, *, in_process: bool = False
+) -> dict[int, list[float]]:
+    """Seconds from ``put`` to ``n`` durable acknowledgements, for each n of :data:`LEVELS` up to
+    ``replicas`` (and ``replicas`` itself), over ``puts`` puts after ``warmup`` (module
+    docstring); under 0, this process's CPU seconds per put over them (the writer's alone
+    unless ``in_process``)."""
+    levels = sorted({n for n in LEVELS if n <= replicas} | {replicas})
+    value = os.urandom(32)
+    async with live_writer(directory, replicas, in_process=in_process) as writer:
+        try:  # every replica current and acknowledging
             await writer.wait_acked(None, n=replicas, timeout=120, roles=None)
         except AckTimeout as exc:
-            said = [log.read_text(errors="replace")[-500:] for log in logs if log.exists()]
-            raise RuntimeError(f"the replicas did not all acknowledge: {exc}; {said}") from exc
+            raise RuntimeError(f"the replicas did not all acknowledge: {exc}") from exc
         seconds: dict[int, list[float]] = {n: [] for n in levels}
         cpu = 0.0
         for i in range(warmup + puts):
@@ -175,20 +214,38 @@ async def ack_latency(
                     seconds[n].append(elapsed)
         seconds[0] = [(time.process_time() - cpu) / max(puts, 1)]
         return seconds
-    finally:
-        for process in processes:
-            if process.returncode is None:
-                process.terminate()
-        for process in processes:
-            await process.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        server.close()
-        await server.wait_closed()
-        for db in opened:
-            db.close()
-        writer.close()
+
+
+async def fanout_cpu(
+    directory: Path, replicas: int, puts: int, warmup: int, features: int, pause: float
+) -> float:
+    """The writer's CPU seconds per put (this process's) while ``replicas`` replica processes
+    keep live syncs with it, the sessions' features ``features``: ``warmup`` puts, then ``puts``
+    puts, ``pause`` seconds apart (time for every replica to take each and, with receipts, to
+    acknowledge it, so that each put is fanned out on its own)."""
+    value = os.urandom(32)
+    async with live_writer(directory, replicas, features=features) as writer:
+        for i in range(warmup):
+            writer.put(f"w/{i:06d}", value)
+            await asyncio.sleep(pause)
+        started = time.process_time()
+        for i in range(puts):
+            writer.put(f"k/{i:06d}", value)
+            await asyncio.sleep(pause)
+        return (time.process_time() - started) / puts
+
+
+async def fanout_ab(
+    directory: Path, replicas: int, puts: int, warmup: int, runs: int, pause: float = 0.1
+) -> dict[str, list[float]]:
+    """:func:`fanout_cpu` with receipts and without, by turns, ``runs`` times each."""
+    found: dict[str, list[float]] = {"with": [], "without": []}
+    for run in range(runs):
+        for mode, features in (("with", WITH_RECEIPTS), ("without", WITHOUT_RECEIPTS)):
+            where = directory / f"fanout-{mode}-{run}"
+            found[mode].append(await fanout_cpu(where, replicas, puts, warmup, features, pause))
+            shutil.rmtree(where, ignore_errors=True)
+    return found
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -245,8 +302,9 @@ def wire_sizes(feed_counts: Sequence[int] = (1, 100, 1_000)) -> list[tuple[str, 
 def harness_rows(directory: Path, *, quick: bool, repeat: int) -> list[harness.Row]:
     """The rows of ``python -m benchmarks``: ``replicate-receipts`` and
     ``replicate-no-receipts`` (size: entries; by turns), ``acks-1``, ``acks-3``, ``acks-10``
-    (size: replicas; seconds from put, the row's ``p99`` beside its median) and
-    ``receipt-bytes`` (size: feeds)."""
+    (size: replicas; seconds from put, the row's ``p99`` beside its median),
+    ``fanout-cpu-receipts`` and ``fanout-cpu-no-receipts`` (size: replicas; the writer's CPU
+    seconds per put) and ``receipt-bytes`` (size: feeds)."""
     entries = 2_000 if quick else 100_000
     runs = max(repeat, 2) if quick else max(repeat, 5)
     replicas, puts, warmup = (3, 10, 3) if quick else (10, 100, 20)
@@ -264,6 +322,12 @@ def harness_rows(directory: Path, *, quick: bool, repeat: int) -> list[harness.R
         found = harness.row(f"acks-{n}", replicas, "s", reps)
         found["p99"] = percentile(reps, 99)
         rows.append(found)
+    fanout_puts, fanout_runs = (5, 1) if quick else (50, repeat)
+    fanout = asyncio.run(
+        fanout_ab(directory / "fanout", replicas, fanout_puts, 2 if quick else 10, fanout_runs)
+    )
+    rows.append(harness.row("fanout-cpu-receipts", replicas, "s", fanout["with"]))
+    rows.append(harness.row("fanout-cpu-no-receipts", replicas, "s", fanout["without"]))
     for feeds in (1, 100, 1_000):
         size = len(cbor.encode(receipts.to_wire(sample_receipt(feeds))))
         rows.append(harness.row("receipt-bytes", feeds, "bytes", [float(size)]))
@@ -280,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true", help="replicas as tasks here")
     parser.add_argument("--skip-cold", action="store_true")
     parser.add_argument("--skip-acks", action="store_true")
+    parser.add_argument("--fanout-runs", type=int, default=2, help="each way (default 2)")
+    parser.add_argument("--fanout-puts", type=int, default=50)
+    parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args(argv)
     results: list[Result] = []
@@ -374,6 +441,32 @@ def main(argv: list[str] | None = None) -> int:
                     "max": cpu_per_put * 1000,
                 }
             )
+        if not args.skip_fanout:
+            fanout = asyncio.run(
+                fanout_ab(
+                    scratch / "fanout",
+                    args.replicas,
+                    args.fanout_puts,
+                    min(10, args.fanout_puts),
+                    args.fanout_runs,
+                )
+            )
+            for mode in ("with", "without"):
+                ms = [r * 1000 for r in fanout[mode]]
+                results.append(
+                    {
+                        "name": f"writer CPU per put, {args.replicas} live replicas, "
+                        f"{mode} receipts",
+                        "unit": "ms",
+                        "median": statistics.median(ms),
+                        "min": min(ms),
+                        "max": max(ms),
+                        "reps": ms,
+                    }
+                )
+            ratios["writer CPU per put with/without, median of the pairs"] = statistics.median(
+                a / b for a, b in zip(fanout["with"], fanout["without"], strict=True)
+            )
     for what, size in wire_sizes():
         results.append({"name": what, "unit": "bytes", "median": size, "min": size, "max": size})
     report.emit(
@@ -386,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
             "puts": args.puts,
             "warmup": args.warmup,
             "replicas_as": "tasks in this process" if args.in_process else "sync --live processes",
+            "fanout_runs": args.fanout_runs,
+            "fanout_puts": args.fanout_puts,
         },
         ratios=ratios or None,
         json_only=args.json,

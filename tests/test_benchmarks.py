@@ -85,18 +85,19 @@ def test_network_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(180)
 def test_receipts_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """Both workloads at tiny sizes: cold syncs by turns with and without receipts (the run
-    checks that each session negotiated what it was given, and that every entry arrived), and
-    3 live replicas (processes) acknowledging puts."""
+    """Every workload at tiny sizes: cold syncs by turns with and without receipts (the run
+    checks that each session negotiated what it was given, and that every entry arrived), 3 live
+    replicas (processes) acknowledging puts, and the writer's CPU fanning puts out to them."""
     from benchmarks import bench_receipts
 
     argv = ["--entries", "300", "--runs", "2", "--replicas", "3", "--puts", "4", "--warmup", "1"]
+    argv += ["--fanout-runs", "1", "--fanout-puts", "2"]
     assert bench_receipts.main(argv) == 0
     report = last_json(capsys)
     results = report["results"]
     assert isinstance(results, list)
     names = [r["name"] for r in results]
-    assert names[:11] == [
+    assert names[:13] == [
         "cold, 300 entries, with receipts",
         "cold, 300 entries, without receipts",
         "cold, 300 entries, with receipts: per CPU s",
@@ -108,6 +109,8 @@ def test_receipts_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
         "put to 3 of 3 acks: p50 (min-max)",
         "put to 3 of 3 acks: p99",
         "CPU of this process per put (the writer's, and its sessions')",
+        "writer CPU per put, 3 live replicas, with receipts",
+        "writer CPU per put, 3 live replicas, without receipts",
     ]
     assert len(results[0]["reps"]) == len(results[1]["reps"]) == 2
     assert results[4]["median"] > results[5]["median"]  # receipts are carried when on
@@ -165,7 +168,7 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     assert {"checkout-get", "replicate", "writers", "writers-get", "feed-append"} <= ours
     assert {"governance-apply", "late-revocation"} <= ours
     assert {"replicate-receipts", "replicate-no-receipts", "acks-1", "acks-3"} <= ours
-    assert {"receipt-bytes"} <= ours
+    assert {"receipt-bytes", "fanout-cpu-receipts", "fanout-cpu-no-receipts"} <= ours
     assert {r["workload"] for r in rows if r["impl"] == "limit"} >= {"ed25519 sign (libsodium)"}
     for r in rows:
         assert r["min"] <= r["median"] <= r["max"] and r["reps"]
