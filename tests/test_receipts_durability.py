@@ -9,15 +9,17 @@ every few milliseconds), plus a burst that grows each round; a receiver (LMDB, d
 directory) runs ``hyperdb sync PATH HOST:PORT --live`` in a subprocess. Each round the hub
 waits until its receipt book stores a receipt from the receiver with a higher counter than any
 before, then SIGKILLs the receiver at once (every third round after 5-40 ms more, so that the
-kill lands while the receiver ingests the next writes), waits for its session with the
-receiver to end (no receipt still in flight), reopens the receiver's directory in this process
-and compares: every applied length claimed by every receipt stored from the receiver in the
-round (each one the hub's latest when stored) must be at most the reopened applied length of
-that feed, and every counter at most the reopened sum of stored lengths. Violations are counted
-over all rounds and must be 0; the receiver then starts again on the same directory. What a
-SIGKILL can show is the order (a receipt only after its state was committed): committed pages
-outlive the process whether or not they were fsynced, so the fsync itself is vouched for by the
-``durable`` flag, which the second test checks against a receiver opened ``durable=False``.
+kill lands while the receiver ingests the next writes: in those rounds the reopened receiver
+has usually applied a few blocks past its last receipt), waits for its session with the
+receiver to end (no receipt still in flight), opens the receiver's directory read-only in this
+process and compares: every applied length claimed by every receipt stored from the receiver
+in the round (each one the hub's latest when stored) must be at most the applied length of that
+feed found there, and every counter at most the sum of stored lengths found there. Violations
+are counted over all rounds and must be 0; the receiver then starts again on the same
+directory. What a SIGKILL can show is the order (a receipt only after its state was
+committed): committed pages outlive the process whether or not they were fsynced, so the fsync
+itself is vouched for by the ``durable`` flag, which the second test checks against a receiver
+opened ``durable=False``.
 
 Mutations it caught, each tried by hand through a ``sitecustomize`` module on the children's
 ``PYTHONPATH`` in a scratch run (the tree untouched): a receipt claiming one block more of every
@@ -152,9 +154,10 @@ def sessions_ended(server: net.BackgroundServer, before: int, timeout: float) ->
 
 
 def violations(path: Path, claims: list[Receipt]) -> list[str]:
-    """What the receipts in ``claims`` say that the replica in ``path``, reopened, lacks."""
+    """What the receipts in ``claims`` say that the replica in ``path`` lacks, read as its store
+    holds it (read-only: nothing done on opening it for writing comes into it)."""
     found = []
-    with hyperdb.open(path) as db:
+    with hyperdb.open(path, readonly=True) as db:
         applied = receipts.applied_lengths(db._context.state)
         counter = receipts.receipt_counter(db.replication_port.lengths())
     for receipt in claims:
