@@ -360,4 +360,5 @@ def test_keep_synced_reconnects_after_the_server_restarts(
 
     asyncio.run(scenario())
     # each session names its peer before it ends
-    assert events[:2] == ["identified", "ended"] and "waiting" in events and "failed" in events
+    kinds = [kind for kind in events if kind != "progress"]  # progress: as data arrives
+    assert kinds[:2] == ["identified", "ended"] and "waiting" in kinds and "failed" in kinds

@@ -54,20 +54,22 @@ async def main() -> int:
         if failed:
             break
         await asyncio.sleep(0.02)
-    if not failed:
+    # sessions that ended before the stop must have ended cleanly; those the stop ends may not,
+    # and the stop is every replica's: the others stop one by one while this one waits
+    errors = [result.error for result in server.results if result.error is not None]
+    failed_first = list(failed)
+    if not failed_first:
         print("complete", flush=True)
         await stdin_closed
-    # sessions that ended before the stop must have ended cleanly; those the stop ends may not
-    errors = [result.error for result in server.results if result.error is not None]
     for task in syncs:
         task.cancel()
     await asyncio.gather(*syncs, return_exceptions=True)
     server.close()
     await server.wait_closed()
     db.close()
-    for exc in [*failed, *errors]:
+    for exc in [*failed_first, *errors]:
         print(f"error {type(exc).__name__}: {exc}", flush=True)
-    return 1 if failed or errors else 0
+    return 1 if failed_first or errors else 0
 
 
 if __name__ == "__main__":
