@@ -12,6 +12,10 @@ and the checks also run after every step. At each observation of replica ``S``:
 * its counters never decrease, rise strictly whenever the claim changed, and one counter is
   never signed over two claims.
 
+A second machine runs the same steps with a live session open between every two replicas
+all along, its bytes moved one random chunk at a time between the other steps, so that
+receipts are signed and sent in the middle of other sessions' ingests and revocations.
+
 Every receipt a replica holds about ``S`` (checked when its book stores it, and again after
 every step while it is held) must be one ``S`` signed in a state it was observed in, must not
 be older than the one it replaced, and claims per feed at most the **most** ``S`` ever applied
@@ -53,6 +57,7 @@ import hyperdb
 from hyperdb.errors import PermissionDenied
 from hyperdb.model import receipts
 from hyperdb.model.receipts import Lengths, Receipt
+from hyperdb.replication.connection import Connection
 
 KEYS = st.sampled_from(["a", "b", "c/d", "e"])
 ROLES = st.sampled_from(["writer", "owner", "seeder"])
@@ -267,6 +272,52 @@ ReceiptMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_receipts_claim_only_what_was_applied = ReceiptMachine.TestCase
+
+
+class LiveReceiptMachine(ReceiptMachine):
+    """The same, with a live session open between every two replicas all along (``Connection``
+    objects joined in memory) whose bytes move one random chunk at a time, between the other
+    steps: receipts are then signed and sent mid-way through other sessions' ingests and
+    revocations, and gossiped over several links at once."""
+
+    links: list[tuple[Connection, Connection]] | None = None
+
+    def live_links(self) -> list[tuple[Connection, Connection]]:
+        if self.links is None:
+            ports = [db.replication_port for db in self.replicas.dbs]
+            self.links = [
+                (
+                    Connection(a, initiator=True, live=True),
+                    Connection(b, initiator=False, live=True),
+                )
+                for i, a in enumerate(ports)
+                for b in ports[i + 1 :]
+            ]
+        return self.links
+
+    @rule(
+        link=st.integers(0, 5), forward=st.booleans(), cut=st.floats(0, 1), times=st.integers(1, 4)
+    )
+    def pump(self, link: int, forward: bool, cut: float, times: int) -> None:
+        """Move what one side of one live session has to send, in two chunks, ``times`` times."""
+        links = self.live_links()
+        first, second = links[link % len(links)]
+        sender, receiver = (first, second) if forward else (second, first)
+        for _ in range(times):
+            data = sender.data_to_send()
+            split = int(len(data) * cut)
+            for chunk in (data[:split], data[split:]):
+                if chunk:
+                    receiver.receive_data(chunk)
+
+
+LiveReceiptMachine.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_receipts_in_interleaved_live_sessions = LiveReceiptMachine.TestCase
 
 
 def test_a_late_revocation_lowers_what_is_applied_below_a_held_receipt() -> None:
