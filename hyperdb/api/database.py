@@ -446,7 +446,8 @@ class Database:
                 loop.call_soon_threadsafe(woken.set)
 
         port = self.replication_port
-        port.add_receipt_listener(wake)
+        book = port.receipt_book
+        book.add_listener(wake)  # every receipt stored, whoever signed it
         port.add_change_listener(wake)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -464,7 +465,7 @@ class Database:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), remaining)
         finally:
-            port.remove_receipt_listener(wake)
+            book.remove_listener(wake)
             port.remove_change_listener(wake)
 
     def peers(self) -> builtins.list[acks_module.PeerStatus]:

@@ -139,7 +139,9 @@ class StoreReplica:
                 book.flush(context.storage)
 
     def add_receipt_listener(self, listener: Callable[[], object]) -> None:
-        self._receipt_listeners[listener] = _ReceiptListener(listener)
+        # sessions are woken only for receipts they may forward: a receipt of a key with no
+        # role here goes to nobody, and waking every live session for it costs the writer
+        self._receipt_listeners[listener] = _ReceiptListener(listener, self._forwarded)
         self.receipt_book.add_listener(self._receipt_listeners[listener])
 
     def remove_receipt_listener(self, listener: Callable[[], object]) -> None:
@@ -335,12 +337,15 @@ class StoreReplica:
 
 
 class _ReceiptListener:
-    """A change listener (no argument) told of every receipt the book stores."""
+    """A change listener (no argument) told of the receipts the book stores that ``include``
+    accepts (those forwarded to peers)."""
 
-    __slots__ = ("_listener",)
+    __slots__ = ("_include", "_listener")
 
-    def __init__(self, listener: Callable[[], object]) -> None:
+    def __init__(self, listener: Callable[[], object], include: Callable[[bytes], bool]) -> None:
         self._listener = listener
+        self._include = include
 
     def __call__(self, receipt: Receipt) -> None:
-        self._listener()
+        if self._include(receipt.key):
+            self._listener()
