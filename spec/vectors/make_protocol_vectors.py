@@ -13,10 +13,19 @@ import struct
 
 from hyperdb.feed.feed import FEED_TABLES, Feed
 from hyperdb.feed.secret_keys import MemoryKeyStore
+from hyperdb.model import receipts
 from hyperdb.model.identity import IdentitySigner, transcript
 from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives import crypto
-from hyperdb.replication.messages_v2 import FEATURE_FORK_ROOTS, FEATURE_RECEIPTS, Identify
+from hyperdb.replication.messages_v2 import (
+    FEATURE_FORK_ROOTS,
+    FEATURE_RECEIPTS,
+    Extension,
+    ExtensionsAdd,
+    Identify,
+    ReceiptIndex,
+    Receipts,
+)
 from hyperdb.replication.wire import (
     HAVE_RECORD,
     HAVE_ROOT_RECORD,
@@ -47,6 +56,14 @@ def fields(message: Message) -> dict[str, object]:
             hello["extensions"] = list(message.extensions)
             hello["nonce"] = message.nonce.hex()
         return hello
+    if isinstance(message, Receipts):
+        return {"receipts": [encoding.encode(r).hex() for r in message.receipts]}
+    if isinstance(message, ReceiptIndex):
+        return {"records": message.records.hex()}
+    if isinstance(message, Extension):
+        return {"index": message.index, "payload": message.payload.hex()}
+    if isinstance(message, ExtensionsAdd):
+        return {"names": list(message.names)}
     if isinstance(message, Identify):
         if message.key is None or message.signature is None:
             return {"role": message.role}
@@ -127,6 +144,7 @@ def main() -> None:
     binding = bytes(range(64, 128))
     signer = IdentitySigner(key, keypair.secret_key)
     identity_signature = signer.identify(discovery_key, True, 3, binding)
+    receipt = receipts.sign_receipt(keypair, discovery_key, 7, True, {key: 3})
     valid = [
         case(
             "hello",
@@ -141,6 +159,11 @@ def main() -> None:
         case("identify", Identify(3, key, identity_signature)),
         case("identify, anonymous", Identify(0)),
         case("have with tree hashes", Have(((key, 3),), (tree_hash,))),
+        case("receipts", Receipts((receipts.to_wire(receipt),))),
+        case("receipt-index", ReceiptIndex(min(key, other) + bytes(7) + b"\x07")),
+        case("receipt-index, empty", ReceiptIndex(b"")),
+        case("extension", Extension(1, b"typing")),
+        case("extensions-add", ExtensionsAdd(("cursor@1",))),
         case("have one feed", Have(((key, 3),))),
         case("have two feeds", Have(tuple(sorted([(key, 3), (other, 70000)])))),
         # the smallest key, the largest length, a length needing more than 32 bits
@@ -217,6 +240,23 @@ def main() -> None:
             "have with both record forms",
             have({"f": have_records((key, 1)), "h": have_records((key, 1)) + digest}),
         ),
+        (
+            "receipt-index out of key order",
+            frame(
+                encoding.encode(
+                    {"t": 8, "i": max(key, other) + bytes(8) + min(key, other) + bytes(8)}
+                )
+            ),
+        ),
+        ("receipt-index record of 39 bytes", frame(encoding.encode({"t": 8, "i": bytes(39)}))),
+        ("receipts with no receipt", frame(encoding.encode({"t": 7, "r": []}))),
+        ("receipts with 65 receipts", frame(encoding.encode({"t": 7, "r": [{}] * 65}))),
+        ("extension index 64", frame(encoding.encode({"t": 9, "x": 64, "b": b""}))),
+        (
+            "extension payload of 65,537 bytes",
+            frame(encoding.encode({"t": 9, "x": 0, "b": bytes(65_537)})),
+        ),
+        ("extensions-add of no name", frame(encoding.encode({"t": 10, "e": []}))),
         (
             "have record with a tree hash of 71 bytes",
             have({"h": (have_records((key, 1)) + digest)[:-1]}),
