@@ -169,16 +169,19 @@ async def live_writer(
             await asyncio.sleep(0.05)
         yield writer
     finally:
+        # The replicas' tasks before the server: a task cancelled just as its session ends (the
+        # server gone) can swallow the cancellation and reconnect for ever (see the report).
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # The server before the processes: its sessions end as closed here, not as lost.
+        server.close()
+        await server.wait_closed()
         for process in processes:
             if process.returncode is None:
                 process.terminate()
         for process in processes:
             await process.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        server.close()
-        await server.wait_closed()
         for db in opened:
             db.close()
         writer.close()
