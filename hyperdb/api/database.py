@@ -13,7 +13,6 @@ delegates. Every write is one transaction: the appended blocks, one signature, t
 from __future__ import annotations
 
 import builtins
-import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -23,10 +22,10 @@ from hyperdb.api import acks as acks_module
 from hyperdb.api import governing
 from hyperdb.api.checks import check_key, check_public_key, check_range, check_shaping
 from hyperdb.api.directory import open_directory
+from hyperdb.api.holders import Holders
 from hyperdb.api.snapshot import MapFn, ReduceFn, Snapshot, list_with, resolve, shape
 from hyperdb.api.watch import Watcher
 from hyperdb.errors import (
-    AckTimeout,
     CorruptionError,
     InvalidArgument,
     StorageError,
@@ -37,7 +36,7 @@ from hyperdb.model import governance, record
 from hyperdb.model.cache import DEFAULT_CAPACITY, NodeCache
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
-from hyperdb.model.identity import ROLE_NAMES, IdentitySigner
+from hyperdb.model.identity import IdentitySigner
 from hyperdb.model.index_reads import IndexReads
 from hyperdb.model.node import Node
 from hyperdb.model.opening import open_readonly, open_writable
@@ -46,7 +45,7 @@ from hyperdb.model.replica import StoreReplica
 from hyperdb.model.state import STATE_TABLES, State
 from hyperdb.model.trie_reads import TrieReads
 from hyperdb.model.values import ValueCodec
-from hyperdb.model.version import decode_version, parse_version
+from hyperdb.model.version import decode_version
 from hyperdb.model.writer import Op, ReadOnlyWrites, WritePath
 from hyperdb.primitives import crypto
 from hyperdb.replication import connection
@@ -150,6 +149,9 @@ class Database:
         signer = None if keypair is None else IdentitySigner(keypair.public_key, keypair.secret_key)
         self.replication_port = StoreReplica(
             context, reader, self._hub, self.key, self.local_key, signer
+        )
+        self._holders = Holders(
+            context, reader, self.replication_port, self.key, self.local_key, self
         )
         self._writes: WritePath | ReadOnlyWrites
         self._reads: IndexReads | TrieReads
@@ -395,22 +397,7 @@ class Database:
         any peer) and writers' own latest nodes (``spec/receipts.md`` §6). Counted: keys whose
         role here is in ``roles`` (None: any key), receipts ``durable`` (fsynced) unless False,
         and only ``keys`` if given. This replica itself is never counted."""
-        state = self._open_state()
-        heads = self._heads_of(version)
-        chosen = acks_module.check_roles(roles)
-        if not isinstance(durable, bool):
-            raise InvalidArgument("durable must be a boolean")
-        candidates = self._other_keys(state) if keys is None else self._given_keys(keys)
-        return acks_module.acknowledgements(
-            candidates,
-            self.replication_port.receipt_book.record,
-            self._node_lengths,
-            self._role_name,
-            self._fork_caps(),
-            heads,
-            roles=chosen,
-            durable=durable,
-        )
+        return self._holders.acks(version, roles=roles, durable=durable, keys=keys)
 
     async def wait_acked(
         self,
@@ -427,110 +414,15 @@ class Database:
         Raises :class:`~hyperdb.errors.AckTimeout` after ``timeout`` seconds (None: no limit),
         with ``.acks`` holding what was reached. Woken by every receipt stored and every change,
         never by polling."""
-        import asyncio
-        import time
-
-        if type(n) is not int or n < 1:
-            raise InvalidArgument(f"n must be a positive integer, got {n!r}")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
-        version = self.version() if target is None else target
-        wanted_keys = None if keys is None else list(keys)
-        loop = asyncio.get_running_loop()
-        woken = asyncio.Event()
-
-        def wake(*_: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                loop.call_soon_threadsafe(woken.set)
-
-        port = self.replication_port
-        book = port.receipt_book
-        book.add_listener(wake)  # every receipt stored, whoever signed it
-        port.add_change_listener(wake)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                woken.clear()
-                reached = self.acks(version, roles=roles, durable=durable, keys=wanted_keys)
-                if len(reached) >= n:
-                    return reached
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise AckTimeout(
-                        f"{len(reached)} of the {n} acknowledgements wanted arrived in {timeout} s",
-                        acks=reached,
-                    )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), remaining)
-        finally:
-            book.remove_listener(wake)
-            port.remove_change_listener(wake)
+        return await self._holders.wait_acked(
+            target, n, timeout=timeout, roles=roles, durable=durable, keys=keys
+        )
 
     def peers(self) -> builtins.list[acks_module.PeerStatus]:
         """Every other replica this one knows (by receipt, by a session, or as a writer): its
         role, when and where it was last met, what it holds, what it lacks of what this replica
         has applied, and whether it holds the current version."""
-        state = self._open_state()
-        book = self.replication_port.receipt_book
-        keys = {key for key in book if key != self.local_key} | set(self._other_keys(state))
-        applied = {state.feeds[fid].key: length for fid, length in state.applied.items() if length}
-        return acks_module.peer_statuses(
-            keys,
-            book.record,
-            self._node_lengths,
-            self._role_name,
-            self._fork_caps(),
-            applied,
-            self._heads_of(None),
-        )
-
-    def _heads_of(self, version: bytes | str | Node | None) -> builtins.list[tuple[bytes, int]]:
-        if version is None:
-            version = self.version()
-        if isinstance(version, Node):
-            return [(version.writer, version.seq)]
-        if not isinstance(version, bytes | str):
-            raise InvalidArgument("a version is bytes or hex text (or a Node, or None)")
-        return parse_version(version)
-
-    def _other_keys(self, state: State) -> builtins.list[bytes]:
-        """Keys that may hold something: the database key, every key a grant names, every
-        signer of a receipt held; this replica's own aside."""
-        book = self.replication_port.receipt_book
-        keys = {self.key, *state.ids, *book}
-        keys.discard(self.local_key)
-        return sorted(keys)
-
-    def _given_keys(self, keys: Iterable[bytes]) -> builtins.list[bytes]:
-        chosen = []
-        for key in keys:
-            check_public_key(key, "a replica's key")
-            if key != self.local_key:
-                chosen.append(key)
-        return chosen
-
-    def _role_name(self, key: bytes) -> str | None:
-        number = self.replication_port.role_of(key)
-        return ROLE_NAMES[number] if number else None
-
-    def _node_lengths(self, key: bytes) -> dict[bytes, int] | None:
-        """A writer's latest node held here, as what it had applied (its clock)."""
-        state = self._context.state
-        feed_id = state.ids.get(key)
-        if feed_id is None:
-            return None
-        length = state.applied.get(feed_id, 0)
-        if length < 2:  # the header alone: no node yet
-            return None
-        with self._context.storage.read() as tx:
-            node = self._reader.public(state, self._reader.load(tx, (feed_id, length - 1)))
-        return dict(node.clock)
-
-    def _fork_caps(self) -> dict[bytes, int]:
-        """Per forked writer, the blocks both of its histories are shown to share."""
-        return {evidence.feed: evidence.check().agreed for evidence in self.forks()}
+        return self._holders.peers()
 
     def forks(self) -> builtins.list[ForkEvidence]:
         """The writers caught signing two histories, with the evidence (``describe()`` says it
