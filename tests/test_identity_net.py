@@ -208,3 +208,36 @@ def test_progress_events_name_the_peer_and_idle_live_sessions_stay_quiet(tmp_pat
 def _bytes_on_the_wire(server: net.Server) -> int:
     """Bytes the server's running sessions have sent and received so far."""
     return sum(s.bytes_sent + s.bytes_received for s in server.running)
+
+
+def test_keep_synced_stops_when_cancelled_as_its_session_ends(tmp_path: Path) -> None:
+    """Cancelling keep_synced just as its session ends (the server closing, the session writing
+    what it learnt) stops it, every time: a cancellation swallowed while a session winds down
+    once let it reconnect for ever (found by the receipts benchmark). Mutation tried: the session
+    winding down as before (receipts flushed, then the tasks gathered, any cancellation
+    suppressed): this test failed in 2 runs of 3."""
+    with (
+        hyperdb.open(tmp_path / "a", durable=False) as a,
+        hyperdb.open(tmp_path / "b", key=a.key, durable=False) as b,
+    ):
+        a.authorize(b.local_key)
+
+        async def once(delay: float) -> bool:
+            server = await net.serve(a, HOST, 0)
+            task = asyncio.ensure_future(net.keep_synced(b, HOST, server.port, min_delay=0.05))
+            for _ in range(200):
+                if server.running or server.results:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            server.close()
+            await asyncio.sleep(delay)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=5)
+            await server.wait_closed()
+            return bool(done) and task.cancelled()
+
+        async def scenario() -> list[bool]:
+            return [await once(delay) for delay in (0.0, 0.001, 0.005, 0.02, 0.05)]
+
+        assert all(asyncio.run(scenario()))

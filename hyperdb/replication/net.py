@@ -441,9 +441,6 @@ async def _run_session(
         result.blocks_sent = session.connection.blocks_sent
         result.remote_static = session.channel.remote_static
         connection = session.connection
-        if result.error is None:
-            with contextlib.suppress(Exception):  # the database may be closing
-                await call(port.flush_receipts)
         result.protocol = connection.version
         result.features = connection.feature_names
         result.forks = tuple(connection.forks)
@@ -452,9 +449,21 @@ async def _run_session(
             result.peer_claimed_role = connection.peer_claimed_role
             with contextlib.suppress(Exception):  # the database may be closing
                 result.peer_role = _peer_info(port, connection, peer).role
+        interrupted = False  # a cancellation arriving while the session winds down
+        try:
+            if result.error is None:
+                await call(port.flush_receipts)  # what the session learnt, written once
+        except asyncio.CancelledError:
+            interrupted = True
+        except Exception:  # the database may be closing: the receipts are hints
+            pass
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.gather(*tasks, *enders, return_exceptions=True)
             await asyncio.wait_for(writer.wait_closed(), 1.0)
+        current = asyncio.current_task()
+        if not cancelled and (interrupted or (current is not None and current.cancelling())):
+            # never swallow a cancellation: a caller such as keep_synced would go on for ever
+            raise asyncio.CancelledError
     return result
 
 
@@ -462,8 +471,7 @@ def _peer_info(port: ServedReplica, connection: Connection, address: str) -> Pee
     key = connection.peer_key
     role = None
     if key is not None:
-        with port.lock:
-            number = port.role_of(key)
+        number = port.role_of(key)  # reads the current state: no lock, the loop never waits
         role = ROLE_NAMES[number] if number else None
     return PeerInfo(key, role, connection.peer_claimed_role, address)
 
