@@ -169,8 +169,8 @@ async def live_writer(
             await asyncio.sleep(0.05)
         yield writer
     finally:
-        # The replicas' tasks before the server: a task cancelled just as its session ends (the
-        # server gone) can swallow the cancellation and reconnect for ever (see the report).
+        # The replicas' tasks before the server, so that none sees the server vanish and tries
+        # to reconnect (before d7a1e1e one cancelled then could swallow the cancellation).
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
