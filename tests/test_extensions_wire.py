@@ -29,21 +29,9 @@ from tests.helpers.errors import raises_code
 from tests.helpers.evil_peer import EvilPeer
 from tests.helpers.feed_replica import FeedReplica
 from tests.helpers.greeting import greeting
+from tests.helpers.memory_sync import run_session
 
 HOST = "127.0.0.1"
-
-
-def run(first: Connection, second: Connection, rounds: int = 100) -> None:
-    for _ in range(rounds):
-        moved = False
-        for x, y in ((first, second), (second, first)):
-            data = x.data_to_send()
-            if data:
-                moved = True
-                y.receive_data(data)
-        if not moved:
-            return
-    raise AssertionError("did not settle")
 
 
 def pair(a_names: tuple[str, ...], b_names: tuple[str, ...]) -> tuple[Connection, Connection]:
@@ -52,7 +40,7 @@ def pair(a_names: tuple[str, ...], b_names: tuple[str, ...]) -> tuple[Connection
     b = FeedReplica(a.key, writer=False)
     first = Connection(a, initiator=True, live=True, extensions=a_names)
     second = Connection(b, initiator=False, live=True, extensions=b_names)
-    run(first, second)
+    run_session(first, second, until_finished=False)
     return first, second
 
 
@@ -63,14 +51,14 @@ def test_messages_go_by_the_senders_index_and_unknown_names_are_ignored() -> Non
     assert first.send_extension("presence@1", b"here") is False  # the peer does not list it
     with raises_code("invalid_argument"):
         first.send_extension("chat/typing@1", b"x")  # not one of first's names
-    run(first, second)
+    run_session(first, second, until_finished=False)
     assert second.take_extension_messages() == [("cursor@1", b"line 3")]
     assert second.take_extension_messages() == []
     # extensions-add: first learns a name mid-session and the peer can use it at once
     second.add_extensions(["presence@1"])
-    run(first, second)
+    run_session(first, second, until_finished=False)
     assert second.send_extension("presence@1", b"hello") is True
-    run(first, second)
+    run_session(first, second, until_finished=False)
     assert first.take_extension_messages() == [("presence@1", b"hello")]
     assert second.synced and first.synced  # chatter changes nothing of the termination
 

@@ -21,26 +21,10 @@ from hyperdb.replication.wire import Data, Have, Request, encode_frame
 from tests.helpers.errors import raises_code
 from tests.helpers.feed_replica import FeedReplica, Tap
 from tests.helpers.greeting import greeting
+from tests.helpers.memory_sync import run_session
 from tests.helpers.storage_dump import dump
 
 HOST = "127.0.0.1"
-
-
-def run(first: Connection, second: Connection, taps: dict[int, Tap] | None = None) -> None:
-    for _ in range(200):
-        moved = False
-        for x, y in ((first, second), (second, first)):
-            data = x.data_to_send()
-            if taps is not None and id(x) in taps:
-                taps[id(x)](data)
-            if data:
-                moved = True
-                y.receive_data(data)
-        if first.finished and second.finished:
-            return
-        if not moved:
-            raise AssertionError("stalled")
-    raise AssertionError("did not settle")
 
 
 def forked_pair(extra: int = 0) -> tuple[FeedReplica, FeedReplica, FeedReplica]:
@@ -56,7 +40,7 @@ def forked_pair(extra: int = 0) -> tuple[FeedReplica, FeedReplica, FeedReplica]:
     w2.authorized.add(w.local.key)
     for replica in (w, w2):  # the same blocks, signed alike: a copy
         first, second = Connection(o, initiator=True), Connection(replica, initiator=False)
-        run(first, second)
+        run_session(first, second)
     w.append(b"from the device")
     w2.append(b"from the copy", *[b"more %d" % i for i in range(extra)])
     return o, w, w2
@@ -69,7 +53,7 @@ def test_both_sides_find_an_equal_length_fork_in_one_session() -> None:
     first, second = Connection(w, initiator=True), Connection(w2, initiator=False)
     before = w.blocks(key), w2.blocks(key)
     tap = Tap()
-    run(first, second, {id(first): tap})
+    run_session(first, second, {id(first): tap})
     assert first.features & FEATURE_FORK_ROOTS and "fork-roots" in first.feature_names
     assert first.forks == [key] and second.forks == [key]  # found on both sides
     for replica in (w, w2):
@@ -87,17 +71,17 @@ def test_a_fork_where_the_peer_is_behind_or_ahead_is_found_too() -> None:
     _, w, w2 = forked_pair(extra=2)
     key = w.keypair.public_key
     first, second = Connection(w, initiator=True), Connection(w2, initiator=False)
-    run(first, second)
+    run_session(first, second)
     assert first.forks == [key] and second.forks == [key]
 
 
 def test_copies_that_agree_move_nothing_and_check_nothing() -> None:
     o, w, _ = forked_pair()
     first, second = Connection(o, initiator=True), Connection(w, initiator=False)
-    run(first, second)
+    run_session(first, second)
     tap = Tap()
     first, second = Connection(o, initiator=True), Connection(w, initiator=False)
-    run(first, second, {id(first): tap, id(second): tap})
+    run_session(first, second, {id(first): tap, id(second): tap})
     assert first.forks == [] and second.forks == []
     assert tap.of(Request) == []
     assert all(h.roots is not None for h in tap.of(Have))  # the 72-byte form on a v2 session
@@ -109,7 +93,7 @@ def test_without_the_feature_the_equal_length_fork_goes_unseen() -> None:
     _, w, w2 = forked_pair()
     first = Connection(w, initiator=True, features=0)
     second = Connection(w2, initiator=False, features=0)
-    run(first, second)
+    run_session(first, second)
     assert first.forks == [] and second.forks == []
 
 
@@ -120,7 +104,7 @@ def test_a_peer_announcing_a_hash_its_data_does_not_prove_is_refused() -> None:
     o, w, _ = forked_pair()
     key = w.keypair.public_key
     first, second = Connection(o, initiator=True), Connection(w, initiator=False)
-    run(first, second)  # o holds w's three blocks, the same history
+    run_session(first, second)  # o holds w's three blocks, the same history
     before = dump(o.storage)
     conn = Connection(o, initiator=False)
     conn.data_to_send()

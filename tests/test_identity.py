@@ -29,6 +29,7 @@ from hyperdb.replication.wire import (
 from tests.helpers.errors import raises_code
 from tests.helpers.feed_replica import FeedReplica
 from tests.helpers.greeting import greeting
+from tests.helpers.memory_sync import run_session
 
 BINDING = bytes(range(64))
 
@@ -41,21 +42,6 @@ def pair() -> Iterator[tuple[FeedReplica, FeedReplica]]:
     yield a, b
     a.close()
     b.close()
-
-
-def run(first: Connection, second: Connection) -> None:
-    for _ in range(100):
-        moved = False
-        for x, y in ((first, second), (second, first)):
-            data = x.data_to_send()
-            if data:
-                moved = True
-                y.receive_data(data)
-        if first.finished and second.finished:
-            return
-        if not moved:
-            raise AssertionError("stalled")
-    raise AssertionError("did not settle")
 
 
 def messages(data: bytes) -> list[object]:
@@ -95,7 +81,7 @@ def test_the_signer_signs_transcripts_and_receipts_only() -> None:
 def test_each_side_learns_the_key_the_other_proved(pair: tuple[FeedReplica, FeedReplica]) -> None:
     a, b = pair
     first, second = Connection(a, initiator=True), Connection(b, initiator=False)
-    run(first, second)
+    run_session(first, second)
     assert first.peer_key == b.local_key and second.peer_key == a.local_key
     assert first.peer_claimed_role == 0 and second.peer_claimed_role == 3  # b: no grant; a: owner
     assert b.blocks(a.key) == [b"one", b"two"]
@@ -106,7 +92,7 @@ def test_a_peer_without_its_secret_key_is_anonymous(pair: tuple[FeedReplica, Fee
     a, b = pair
     b.proves_identity = False
     first, second = Connection(a, initiator=True), Connection(b, initiator=False)
-    run(first, second)
+    run_session(first, second)
     assert first.peer_key is None and first.peer_claimed_role == 0
     assert second.peer_key == a.local_key
 
@@ -116,14 +102,14 @@ def test_databases_prove_their_writer_keys_and_roles() -> None:
         a.put("x", b"1")
         first = Connection(a.replication_port, initiator=True)
         second = Connection(b.replication_port, initiator=False)
-        run(first, second)
+        run_session(first, second)
         assert first.peer_key == b.local_key and first.peer_claimed_role == 0  # no grant yet
         assert second.peer_key == a.local_key and second.peer_claimed_role == 3
         a.authorize(b.local_key)
         hyperdb.replicate(a, b)  # b learns its grant
         first = Connection(a.replication_port, initiator=True)
         second = Connection(b.replication_port, initiator=False)
-        run(first, second)
+        run_session(first, second)
         assert first.peer_claimed_role == 2  # b now knows its grant
         assert a.replication_port.role_of(b.local_key) == 2
         assert a.replication_port.role_of(bytes(32)) == 0
@@ -133,7 +119,7 @@ def test_a_copy_of_the_same_writer_is_noticed(pair: tuple[FeedReplica, FeedRepli
     a, _ = pair
     twin = FeedReplica(a.key, keypair=a.keypair)
     first, second = Connection(a, initiator=True), Connection(twin, initiator=False)
-    run(first, second)
+    run_session(first, second)
     assert first.same_key and second.same_key
     twin.close()
 
@@ -235,7 +221,7 @@ def test_identify_on_a_version_1_session_is_refused(
     first = Connection(a, initiator=True, version=1)
     b = FeedReplica(a.key, writer=False)
     second = Connection(b, initiator=False, version=1)
-    run(first, second)
+    run_session(first, second)
     assert first.peer_key is None and second.peer_key is None
     assert b.blocks(a.key) == [b"one", b"two"]
     b.close()

@@ -24,6 +24,7 @@ from hyperdb.replication.messages_v2 import (
 from hyperdb.replication.wire import Hello, encode_frame
 from tests.helpers.errors import raises_code
 from tests.helpers.greeting import greeting
+from tests.helpers.memory_sync import run_session
 from tests.helpers.storage_dump import dump
 
 ALL = FEATURE_RECEIPTS | FEATURE_FORK_ROOTS
@@ -53,27 +54,12 @@ def held(db: hyperdb.Database, key: bytes) -> receipts.Receipt | None:
     return db.replication_port.receipt_book.get(key)
 
 
-def run(first: Connection, second: Connection) -> None:
-    for _ in range(200):
-        moved = False
-        for x, y in ((first, second), (second, first)):
-            data = x.data_to_send()
-            if data:
-                moved = True
-                y.receive_data(data)
-        if first.finished and second.finished:
-            return
-        if not moved:
-            raise AssertionError("stalled")
-    raise AssertionError("did not settle")
-
-
 def test_each_side_holds_the_others_receipt_once_synced(trio: tuple[hyperdb.Database, ...]) -> None:
     a, b, _ = trio
     b.put("y", b"2")
     first = Connection(a.replication_port, initiator=True)
     second = Connection(b.replication_port, initiator=False)
-    run(first, second)
+    run_session(first, second)
     assert first.feature_names == {"receipts", "fork-roots", "extensions"}
     for me, peer in ((a, b), (b, a)):
         receipt = held(me, peer.local_key)
@@ -101,7 +87,7 @@ def test_a_seeder_carries_receipts_between_replicas_that_never_meet(
     # yet), and no gossip crosses again: nothing new is stored
     first = Connection(a.replication_port, initiator=True)
     second = Connection(s.replication_port, initiator=False)
-    run(first, second)
+    run_session(first, second)
     assert first.receipts.received == second.receipts.received == 1
     assert first.receipts.stored == second.receipts.stored == 0
 
@@ -115,7 +101,7 @@ def test_receipts_do_not_keep_sessions_open(trio: tuple[hyperdb.Database, ...]) 
     for i in range(6):
         dbs[i % 2].put(f"k{i}", b"v")
         for x, y in ((a, s), (b, s), (a, b)):
-            run(
+            run_session(
                 Connection(x.replication_port, initiator=True),
                 Connection(y.replication_port, initiator=False),
             )
@@ -261,7 +247,7 @@ def test_the_peers_own_receipt_is_known_even_without_a_grant(
     peer's receipt is stored (at most 256 such keys), though not counted by default."""
     a = trio[0]
     with hyperdb.open(memory=True, key=a.key) as reader:
-        run(
+        run_session(
             Connection(reader.replication_port, initiator=True),
             Connection(a.replication_port, initiator=False),
         )
