@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 import hyperdb
 from hyperdb import net
 from hyperdb.errors import AckTimeout
-from tests.helpers.cli_process import hyperdb_command
+from tests.helpers.cli_process import run, start_serving
 from tests.helpers.errors import raises_code
 
 HOST = "127.0.0.1"
@@ -60,38 +59,25 @@ def test_push_until_a_seeder_and_a_writer_it_never_met_hold_the_write(tmp_path: 
             db.close()
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*hyperdb_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_the_cli_says_who_holds_the_version_beside_a_serving_process(tmp_path: Path) -> None:
     alice = hyperdb.open(tmp_path / "alice")
     bob = hyperdb.open(tmp_path / "bob", key=alice.key)
     alice.authorize(bob.local_key)
     alice.put("doc", b"v1")
     alice.close()
-    server = subprocess.Popen(
-        [*hyperdb_command(), "serve", "alice", "--port", "0", "--quiet"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    server, address = start_serving("alice", tmp_path)
     try:
-        assert server.stdout is not None
-        address = server.stdout.readline().split()[-4]
         host, port = address.rsplit(":", 1)
         net.sync_blocking(bob, host, int(port))
-        waited = run_cli("acks", "alice", "--wait", "1", "--timeout", "20", cwd=tmp_path)
+        waited = run("acks", "alice", "--wait", "1", "--timeout", "20", cwd=tmp_path)
         assert waited.returncode == 0, waited.stderr
         assert waited.stdout.startswith(bob.local_key.hex() + "  writer  durable, from its receipt")
         assert "1 of 1 known replica(s) hold" in waited.stdout
-        as_json = json.loads(run_cli("acks", "alice", "--json", cwd=tmp_path).stdout)
+        as_json = json.loads(run("acks", "alice", "--json", cwd=tmp_path).stdout)
         assert [ack["key"] for ack in as_json["acks"]] == [bob.local_key.hex()]
-        too_many = run_cli("acks", "alice", "--wait", "2", "--timeout", "0.5", cwd=tmp_path)
+        too_many = run("acks", "alice", "--wait", "2", "--timeout", "0.5", cwd=tmp_path)
         assert too_many.returncode == 3 and "[ack_timeout]" in too_many.stderr
-        listed = run_cli("peers", "alice", cwd=tmp_path)
+        listed = run("peers", "alice", cwd=tmp_path)
         assert listed.returncode == 0
         assert listed.stdout.startswith(bob.local_key.hex() + "  writer  met ")
         assert "holds the current version" in listed.stdout

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli_process import hyperdb_command, run
+from tests.helpers.cli_process import run, start_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -31,15 +30,8 @@ def field(output: str, name: str) -> str:
 def serve_and_sync(tmp_path: Path) -> str:
     """``hyperdb serve alice`` in the background, ``hyperdb sync bob`` with it, the server
     stopped: what sync said, up to the byte counts."""
-    server = subprocess.Popen(
-        [*hyperdb_command(), "serve", "alice", "--port", "0", "--quiet"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    server, address = start_serving("alice", tmp_path)
     try:
-        assert server.stdout is not None
-        address = server.stdout.readline().split()[-4]
         synced = ok("sync", "bob", address, cwd=tmp_path)
         # the peer named by the writer key it proved: alice, an owner
         alice_key = field(ok("info", "alice", cwd=tmp_path), "writer")

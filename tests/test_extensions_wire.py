@@ -30,6 +30,7 @@ from tests.helpers.evil_peer import EvilPeer
 from tests.helpers.feed_replica import FeedReplica
 from tests.helpers.greeting import greeting
 from tests.helpers.memory_sync import run_session
+from tests.helpers.waiting import eventually
 
 HOST = "127.0.0.1"
 
@@ -162,26 +163,14 @@ def test_presence_ping_pong_over_tcp_and_a_failing_handler(
                     net.sync(b, HOST, server.port, live=True, extensions=[client_ext])
                 )
                 try:
-                    for _ in range(200):
-                        if server_ext.peers and client_ext.peers:
-                            break
-                        await asyncio.sleep(0.01)
+                    await eventually(lambda: server_ext.peers and client_ext.peers)
                     assert await client_ext.send(a.local_key, b"online") is True
                     assert await client_ext.send(a.local_key, b"boom") is True
-                    for _ in range(200):
-                        if len(got_at_server) == 2:
-                            break
-                        await asyncio.sleep(0.01)
+                    await eventually(lambda: len(got_at_server) == 2)
                     assert await server_ext.broadcast(b"welcome") == 1
-                    for _ in range(200):
-                        if got_at_client:
-                            break
-                        await asyncio.sleep(0.01)
+                    await eventually(lambda: got_at_client)
                     a.put("after", b"chatter")  # replication goes on beside the chatter
-                    for _ in range(200):
-                        if b.get("after"):
-                            break
-                        await asyncio.sleep(0.01)
+                    await eventually(lambda: b.get("after"))
                 finally:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
@@ -208,10 +197,7 @@ def test_a_hostile_peer_flooding_extension_messages_is_cut_off(tmp_path: Path) -
                     flood = encode_frame(Extension(0, bytes(1000))) * 3000  # 3 MB at once
                     await peer.send_messages(hello, Identify(0), flood)
                     await peer.read_until_eof()
-                for _ in range(100):
-                    if server.results:
-                        break
-                    await asyncio.sleep(0.02)
+                await eventually(lambda: server.results)
                 return peer, list(server.results)
 
         peer, results = asyncio.run(scenario())

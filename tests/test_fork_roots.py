@@ -23,6 +23,7 @@ from tests.helpers.feed_replica import FeedReplica, Tap
 from tests.helpers.greeting import greeting
 from tests.helpers.memory_sync import run_session
 from tests.helpers.storage_dump import dump
+from tests.helpers.waiting import eventually
 
 HOST = "127.0.0.1"
 
@@ -155,10 +156,7 @@ def test_a_restored_copy_is_caught_at_the_first_sync_over_tcp(tmp_path: Path) ->
         async with await net.serve(a, HOST, 0, live=False) as server:
             one = await net.sync(device, HOST, server.port)
             two = await net.sync(restored, HOST, server.port)
-            for _ in range(100):
-                if len(server.results) == 2:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: len(server.results) == 2)
             return one, two, list(server.results)
 
     try:

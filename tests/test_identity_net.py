@@ -18,6 +18,7 @@ from hyperdb.replication.net import PeerInfo
 from hyperdb.replication.wire import Hello
 from tests.helpers.errors import raises_code
 from tests.helpers.evil_peer import EvilPeer
+from tests.helpers.waiting import eventually
 
 HOST = "127.0.0.1"
 pytestmark = pytest.mark.integration
@@ -50,10 +51,9 @@ def test_a_device_is_named_by_its_writer_key_every_time(
                             on_event=lambda k, d: client_events.append((k, d)),
                         )
                     )
-                for _ in range(200):  # the server logs each session once it has ended
-                    if len(server.results) == 2:
-                        break
-                    await asyncio.sleep(0.02)
+                await eventually(
+                    lambda: len(server.results) == 2
+                )  # the server logs each session once it has ended
                 return results
 
         first, second = asyncio.run(scenario())
@@ -132,10 +132,7 @@ def test_a_relayed_proof_is_refused_over_tcp(
                     await to_v.handshake(v.key)
                     await to_v.send_messages(Hello(v.discovery_key), relayed)
                     await to_v.read_until_eof()
-                for _ in range(100):
-                    if victim.results:
-                        break
-                    await asyncio.sleep(0.02)
+                await eventually(lambda: victim.results)
                 return to_v, list(victim.results)
 
         peer, results = asyncio.run(scenario())
@@ -179,19 +176,15 @@ def test_progress_events_name_the_peer_and_idle_live_sessions_stay_quiet(tmp_pat
                     )
                 )
                 try:
-                    for _ in range(300):
-                        if len(b.get("k49")) == 1 and a.acks(roles=None, durable=False):
-                            break
-                        await asyncio.sleep(0.02)
+                    await eventually(
+                        lambda: len(b.get("k49")) == 1 and a.acks(roles=None, durable=False)
+                    )
                     await asyncio.sleep(0.5)  # the last receipts and idles
                     counts = _bytes_on_the_wire(server)
                     await asyncio.sleep(3.0)
                     quiet = _bytes_on_the_wire(server) - counts
                     a.put("later", b"moves")
-                    for _ in range(300):
-                        if b.get("later"):
-                            break
-                        await asyncio.sleep(0.02)
+                    await eventually(lambda: b.get("later"))
                     moved = _bytes_on_the_wire(server) - counts - quiet
                     return quiet, moved
                 finally:
@@ -225,10 +218,7 @@ def test_keep_synced_stops_when_cancelled_as_its_session_ends(tmp_path: Path) ->
         async def once(delay: float) -> bool:
             server = await net.serve(a, HOST, 0)
             task = asyncio.ensure_future(net.keep_synced(b, HOST, server.port, min_delay=0.05))
-            for _ in range(200):
-                if server.running or server.results:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(lambda: server.running or server.results)
             await asyncio.sleep(0.05)
             server.close()
             await asyncio.sleep(delay)

@@ -11,8 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from hyperdb.errors import (
 )
 from hyperdb.replication import net
 from tests.helpers.errors import raises_code
+from tests.helpers.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -49,14 +49,6 @@ def pair(tmp_path: Path) -> Iterator[tuple[Database, Database]]:
     a.authorize(b.local_key)
     with a, b:
         yield a, b
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def test_sync_both_ways_over_tcp(pair: tuple[Database, Database]) -> None:

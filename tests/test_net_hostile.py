@@ -52,6 +52,7 @@ from tests.helpers.errors import raises_code
 from tests.helpers.evil_peer import EvilPeer
 from tests.helpers.greeting import greeting
 from tests.helpers.storage_dump import dump_data
+from tests.helpers.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -104,14 +105,6 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 def contents(db: Database) -> list[tuple[str, list[bytes]]]:
     return sorted((key, sorted(n.value for n in nodes)) for key, nodes in db.list(""))
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from hyperdb.replication.secure import preamble
 from tests.helpers.cli_process import run
 from tests.helpers.errors import raises_code
 from tests.helpers.evil_peer import EvilPeer
+from tests.helpers.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -75,13 +76,6 @@ async def read_all(reader: asyncio.StreamReader, timeout: float) -> bytes | None
             return bytes(data)
         data += chunk
     return None
-
-
-async def eventually(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def test_idle_connections_do_not_starve_a_real_sync(pair: tuple[Database, Database]) -> None:

@@ -30,6 +30,7 @@ from hyperdb.replication.messages_v2 import (
 from hyperdb.replication.wire import Hello
 from tests.helpers.evil_peer import EvilPeer
 from tests.helpers.storage_dump import dump_data
+from tests.helpers.waiting import eventually
 
 HOST = "127.0.0.1"
 ALL = FEATURE_RECEIPTS | FEATURE_FORK_ROOTS | FEATURE_EXTENSIONS
@@ -71,10 +72,7 @@ def attack(
                     await peer.read_until_eof()
                 else:
                     await asyncio.sleep(1.0)
-            for _ in range(200):
-                if server.results:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: server.results)
             [result] = server.results
             return peer, result
 
@@ -161,10 +159,7 @@ def test_an_oversized_extension_payload_ends_the_session(
                 await peer.handshake(db.key)
                 await peer.send_messages(hello, Identify(0), oversized)
                 await peer.read_until_eof()
-            for _ in range(200):
-                if server.results:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: server.results)
             return peer, server.results[0]
 
     peer, result = asyncio.run(scenario())

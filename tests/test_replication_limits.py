@@ -28,6 +28,7 @@ from tests.helpers.errors import raises_code
 from tests.helpers.evil_peer import EvilPeer
 from tests.helpers.feed_replica import FeedReplica, ServedFeedReplica, Tap
 from tests.helpers.storage_dump import dump
+from tests.helpers.waiting import eventually
 
 FLOOD = 1000  # blocks the revoked writer wrote
 LIMIT = 10  # blocks of them the sink accepts
@@ -401,14 +402,6 @@ def test_an_answer_reaching_past_the_request_is_refused(world: World) -> None:
 
 
 # --- over TCP ------------------------------------------------------------------------------------
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.mark.integration

@@ -22,3 +22,16 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*hyperdb_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=120
     )
+
+
+def start_serving(name: str, cwd: Path) -> tuple[subprocess.Popen[str], str]:
+    """``hyperdb serve NAME --port 0 --quiet`` in the background, in ``cwd``: the process and
+    the address it serves on (``host:port``), read from its first line. The caller stops it."""
+    server = subprocess.Popen(
+        [*hyperdb_command(), "serve", name, "--port", "0", "--quiet"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    return server, server.stdout.readline().split()[-4]
