@@ -437,6 +437,8 @@ async def _run_session(
         else:
             writer.close()
         result.seconds = time.monotonic() - started
+        if running is not None:
+            running.pop(id(result), None)
         result.blocks_received = session.connection.blocks_received
         result.blocks_sent = session.connection.blocks_sent
         result.remote_static = session.channel.remote_static
@@ -563,7 +565,7 @@ class Server:
     def running(self) -> list[SyncResult]:
         """The sessions running now, their counts so far (bytes, blocks, the peer's key once
         known): what a status line or a test of quiet live sessions reads."""
-        return [result for result in self._running.values() if result.seconds == 0.0]
+        return list(self._running.values())
 
     @property
     def handshakes(self) -> int:
@@ -608,7 +610,6 @@ class Server:
             return
         finally:
             self._tasks.discard(task)
-            self._running = {k: r for k, r in self._running.items() if r.seconds == 0.0}
             self._admission.release(connection)
         self.results.append(result)
         del self.results[:-1000]
