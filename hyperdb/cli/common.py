@@ -15,7 +15,7 @@ from hyperdb.api.database import Database
 from hyperdb.api.directory import STORE_FILE, secret_key_files
 from hyperdb.api.snapshot import Snapshot
 from hyperdb.errors import InvalidArgument, NotFound, StorageInUse
-from hyperdb.model.node import Node
+from hyperdb.model.node import Node, json_value, node_json
 from hyperdb.tools.text import json_text, printable, printable_message
 
 MAX_SHOWN = 60  # characters of a value shown on a line
@@ -98,16 +98,6 @@ def show_value(value: Any) -> str:
     return json_text(json.dumps(value, ensure_ascii=False))[:MAX_SHOWN]
 
 
-def json_value(value: Any) -> Any:
-    """A value in JSON: UTF-8 text as a string, other bytes as ``{"hex": ...}``."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"hex": value.hex()}
-    return value
-
-
 def who(node: Node) -> str:
     return f"{node.writer.hex()[:8]} #{node.seq}"
 
@@ -128,26 +118,6 @@ def describe_write(node: Node) -> str:
     if node.deleted:
         return f"del {printable(node.key)}"
     return f"put {printable(node.key)} = {show_value(node.value)}"
-
-
-def node_json(node: Node) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "key": node.key,
-        "value": json_value(node.value),
-        "deleted": node.deleted,
-        "writer": node.writer.hex(),
-        "seq": node.seq,
-        "clock": {writer.hex(): length for writer, length in sorted(node.clock.items())},
-    }
-    if node.kind != "entry":
-        data["kind"] = node.kind
-    if node.kind == "grant":
-        data["authorizes"] = [key.hex() for key in node.authorizes]
-        data["role"] = node.role
-        data["prefixes"] = None if node.prefixes is None else list(node.prefixes)
-    if node.kind == "revoke":
-        data["revokes"] = [key.hex() for key in node.revokes]
-    return data
 
 
 def values_line(nodes: Sequence[Node]) -> str:

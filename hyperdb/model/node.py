@@ -49,6 +49,37 @@ class Node:
         return f"Node(key={self.key!r}, {what}, writer={self.writer.hex()[:8]}, seq={self.seq})"
 
 
+def json_value(value: Any) -> Any:
+    """A value in JSON: UTF-8 text as a string, other bytes as ``{"hex": ...}``."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"hex": value.hex()}
+    return value
+
+
+def node_json(node: Node) -> dict[str, Any]:
+    """A node in JSON for scripts: its value as :func:`json_value` gives it, keys in hex."""
+    data: dict[str, Any] = {
+        "key": node.key,
+        "value": json_value(node.value),
+        "deleted": node.deleted,
+        "writer": node.writer.hex(),
+        "seq": node.seq,
+        "clock": {writer.hex(): length for writer, length in sorted(node.clock.items())},
+    }
+    if node.kind != "entry":
+        data["kind"] = node.kind
+    if node.kind == "grant":
+        data["authorizes"] = [key.hex() for key in node.authorizes]
+        data["role"] = node.role
+        data["prefixes"] = None if node.prefixes is None else list(node.prefixes)
+    if node.kind == "revoke":
+        data["revokes"] = [key.hex() for key in node.revokes]
+    return data
+
+
 class StoredNode:
     """A node decoded from its feed block, in local feed-id numbering (the ``trie.Node`` view).
 
