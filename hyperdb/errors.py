@@ -217,3 +217,16 @@ class PeerBusy(NetworkError):
     sessions): nothing is wrong with either side, and trying again later is the remedy."""
 
     code = "busy"
+
+
+class EncodingMismatch(InvalidArgument):
+    """The database records another value encoding than the one asked for when opening it (or a
+    custom codec, and none of that name was passed). ``stored`` is the recorded encoding's name,
+    ``given`` the one asked for (``None``: none). Nothing was changed."""
+
+    code = "encoding_mismatch"
+
+    def __init__(self, message: str, *, stored: str, given: str | None) -> None:
+        super().__init__(message)
+        self.stored = stored
+        self.given = given
