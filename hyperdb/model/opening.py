@@ -10,6 +10,11 @@ Both check the store format first (``meta`` row ``format``, :data:`STORE_FORMAT`
 a newer one) is refused with :class:`UnsupportedFormat` before anything is read or written, and
 a store that holds feeds but no database key is damaged (:class:`CorruptionError`), never taken
 for an empty one.
+
+Both also settle the value encoding (``meta`` row ``encoding``, :data:`ENCODING_ROW`): the one
+the store records, checked against the one the caller asked for
+(:func:`hyperdb.model.values.settle`). A writable open records it in the transaction that
+creates the database, and on the first writable open of a store made before it was recorded.
 """
 
 from __future__ import annotations
@@ -33,33 +38,43 @@ from hyperdb.model import record
 from hyperdb.model import state as state_module
 from hyperdb.model.record import Header
 from hyperdb.model.state import State
+from hyperdb.model.values import Codec, settle
 from hyperdb.primitives import cbor, crypto
 from hyperdb.storage import ReadTxn, Storage, WriteTxn
 
 STORE_FORMAT = 2  # the layout of the tables this version reads and writes (spec/store.md)
 FORMAT_ROW = b"format"  # in the meta table: the store format, a canonical CBOR unsigned integer
+ENCODING_ROW = b"encoding"  # in the meta table: the value encoding's name, a canonical CBOR text
 
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """What a store holds: the database key, the local writer's feed, the state."""
+    """What a store holds: the database key, the local writer's feed, the state, and the codec
+    of its values."""
 
     database_key: bytes
     local: Feed
     state: State
+    codec: Codec
 
 
-def open_writable(storage: Storage, keystore: KeyStore, key: bytes | None) -> Opened:
+def open_writable(
+    storage: Storage, keystore: KeyStore, key: bytes | None, value_encoding: Codec | None = None
+) -> Opened:
     """The database in ``storage``, created when the store is empty (a new database, or with
     ``key`` a new replica of database ``key``, each with a new local writer whose secret key
     goes into ``keystore``). :class:`InvalidArgument` if ``key`` names another database than
-    the one stored."""
+    the one stored; :class:`~hyperdb.errors.EncodingMismatch` if ``value_encoding`` (``None``:
+    as recorded) differs from the encoding the store records. Either way nothing is written.
+    A store without a recorded encoding records ``value_encoding`` (binary if ``None``)."""
     with storage.write() as tx:
         store_format(tx)
         stored_key = tx.get("meta", b"key")
         if stored_key is None:
             _check_empty(tx)
+            codec = settle(None, value_encoding)
             tx.put("meta", FORMAT_ROW, cbor.encode(STORE_FORMAT))
+            tx.put("meta", ENCODING_ROW, cbor.encode(codec.name))
             if key is not None:  # register the database's feed first: its id is then 0
                 Feed.open(storage, key, create=True, txn=tx)
             local = _create_local_feed(storage, keystore, tx)
@@ -72,6 +87,10 @@ def open_writable(storage: Storage, keystore: KeyStore, key: bytes | None) -> Op
                     f"this directory holds another database ({stored_key.hex()}), not {key.hex()}"
                 )
             database_key = stored_key
+            stored = stored_encoding(tx)
+            codec = settle(stored, value_encoding)
+            if stored is None:  # made before the encoding was recorded: record it now
+                tx.put("meta", ENCODING_ROW, cbor.encode(codec.name))
             local_key = tx.get("meta", b"local")
             if local_key is None:
                 raise CorruptionError("the database has no local writer recorded")
@@ -86,12 +105,15 @@ def open_writable(storage: Storage, keystore: KeyStore, key: bytes | None) -> Op
             feeds[feed.id] = feed
         with storage.read() as tx:
             state = state_module.load(database_key, local.id, feeds, tx)
-    return Opened(database_key, local, state)
+    return Opened(database_key, local, state, codec)
 
 
-def open_readonly(storage: Storage) -> Opened:
+def open_readonly(storage: Storage, value_encoding: Codec | None = None) -> Opened:
     """The database in ``storage`` as it is now, read in one transaction (the feeds and the
-    state agree); :class:`NotFound` if the store holds none."""
+    state agree); :class:`NotFound` if the store holds none,
+    :class:`~hyperdb.errors.EncodingMismatch` if ``value_encoding`` (``None``: as recorded)
+    differs from the encoding the store records. A store without a recorded encoding is read
+    with ``value_encoding`` (binary if ``None``), and nothing is recorded."""
     with storage.read() as tx:
         store_format(tx)
         database_key = tx.get("meta", b"key")
@@ -99,6 +121,7 @@ def open_readonly(storage: Storage) -> Opened:
         if database_key is None:
             _check_empty(tx)
             raise NotFound("no database in this directory")
+        codec = settle(stored_encoding(tx), value_encoding)
         if local_key is None:
             raise CorruptionError("the database has no local writer recorded")
         with stored_data():
@@ -108,7 +131,7 @@ def open_readonly(storage: Storage) -> Opened:
                 feeds[feed.id] = feed
             local = next(feed for feed in feeds.values() if feed.key == local_key)
             state = state_module.load(database_key, local.id, feeds, tx)
-    return Opened(database_key, local, state)
+    return Opened(database_key, local, state, codec)
 
 
 @contextlib.contextmanager
@@ -155,6 +178,25 @@ def store_format(tx: ReadTxn) -> int | None:
             format=number,
         )
     return number
+
+
+def stored_encoding(tx: ReadTxn) -> str | None:
+    """The name of the value encoding the store records (None: not recorded, as in stores made
+    before it was). :class:`CorruptionError` if the row is not a name."""
+    raw = tx.get("meta", ENCODING_ROW)
+    if raw is None:
+        return None
+    try:
+        name = cbor.decode(raw)
+    except EncodingError:
+        name = None
+    if type(name) is not str or not name:
+        raise CorruptionError(
+            f"the store's value encoding row is damaged ({raw[:16].hex()}). Nothing was "
+            "changed. Restore the directory from a backup, or clone the database again from a "
+            "replica."
+        )
+    return name
 
 
 def _older(number: int) -> None:
