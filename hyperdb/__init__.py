@@ -14,6 +14,7 @@ from hyperdb.api.snapshot import Snapshot
 from hyperdb.api.watch import Watcher
 from hyperdb.errors import HyperDBError
 from hyperdb.model.node import Node
+from hyperdb.model.values import Codec
 from hyperdb.replication.connection import Connection
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Batch",
+    "Codec",
     "Connection",
     "Database",
     "HyperDBError",

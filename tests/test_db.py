@@ -340,18 +340,6 @@ def test_json_values_that_would_not_round_trip_are_refused() -> None:
         assert db.put("k", {"a": (1, 2)}).value == {"a": [1, 2]}
 
 
-def test_values_another_encoding_wrote_come_back_as_bytes(tmp_path: Path) -> None:
-    deep = b"[" * 100_000 + b"]" * 100_000
-    with hyperdb.open(tmp_path / "db") as db:
-        db.put("deep", deep)
-        db.put("latin", b"\xff\xfe")
-    with hyperdb.open(tmp_path / "db", value_encoding="json") as db:
-        assert db.get("deep")[0].value == deep
-        assert [k for k, _ in db.range()] == ["deep", "latin"]
-    with hyperdb.open(tmp_path / "db", value_encoding="utf-8") as db:
-        assert db.get("latin")[0].value == b"\xff\xfe"
-
-
 def test_damaged_index_rows_raise_corruption(db: hyperdb.Database) -> None:
     db.put("k", b"v")
     with db._context.storage.write() as txn:

@@ -16,6 +16,7 @@ from hyperdb.replication import net
 from hyperdb.storage import LMDBStorage
 from tests.helpers.memory_sync import sync
 from tests.helpers.storage_dump import dump
+from tests.helpers.waiting import wait_until
 
 WRITES = 10
 CUTOFF = 5  # the owner had seen the header and the stolen key's first four writes
@@ -117,8 +118,8 @@ def test_a_late_revocation_tells_the_watchers_of_the_keys_it_took_back(world) ->
     early = hyperdb.open(memory=True, key=owner.key)
     sync(thief, early)
     told: list[list[str]] = []
-    early.watch("t", told.append)
+    early.watch("t", lambda change_set: told.append(change_set.keys))
     sync(owner, early)
     taken = {f"t/{i}" for i in range(CUTOFF - 1, WRITES)}
-    assert taken <= {key for keys in told for key in keys}
+    wait_until(lambda: taken <= {key for keys in told for key in keys})
     assert all(early.get(key) == [] for key in taken)

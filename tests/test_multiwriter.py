@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import hyperdb
+from hyperdb.api.changes import ChangeSet
 from hyperdb.model import record
 from hyperdb.model.node import Node
 from tests.helpers.errors import raises_code
 from tests.helpers.memory_sync import sync
 from tests.helpers.storage_dump import dump
+from tests.helpers.waiting import wait_until
 
 
 def values(nodes: list[Node]) -> list[object]:
@@ -211,30 +215,45 @@ def test_key_history_groups_concurrent_versions_newest_first(pair) -> None:
     assert list(a.key_history("nothing")) == []
 
 
-def test_watch_reports_the_changed_keys_under_its_prefix(pair) -> None:
+def test_watch_reports_each_transaction_under_its_prefix_on_its_own_thread(pair) -> None:
+    """One call per transaction (the batch is one call, the synced writer's nodes one), only
+    for keys under the prefix, on the watcher's thread; nothing after close."""
     a, b = authorized_pair(pair)
     seen: list[list[str]] = []
-    watcher = a.watch("w", seen.append)
+    threads: set[str] = set()
+
+    def told(change_set: ChangeSet) -> None:
+        threads.add(threading.current_thread().name)
+        seen.append(change_set.keys)
+
+    watcher = a.watch("w", told)
     a.put("w/1", "x")
     a.put("other", "x")
     a.batch([{"key": "w/2", "value": "y"}, {"key": "w/3", "value": "z"}])
     b.put("w/4", "remote")
     sync(a, b)
+    wait_until(lambda: len(seen) >= 3)
     assert seen == [["w/1"], ["w/2", "w/3"], ["w/4"]]
+    assert threads == {"hyperdb-watch"}
     watcher.close()
     a.put("w/5", "x")
+    time.sleep(0.05)
     assert len(seen) == 3
 
 
 def test_watch_callback_errors_do_not_break_writes(pair, caplog) -> None:
     a, _ = pair
+    calls: list[ChangeSet] = []
 
-    def broken(keys: list[str]) -> None:
+    def broken(change_set: ChangeSet) -> None:
+        calls.append(change_set)
         raise RuntimeError("boom")
 
     a.watch("", broken)
     assert a.put("k", "v").seq == 1
-    assert "watch callback" in caplog.text
+    assert a.put("k", "w").seq == 2
+    wait_until(lambda: len(calls) == 2)  # the watch goes on after a callback raised
+    wait_until(lambda: "watch callback" in caplog.text)
 
 
 def test_reindex_and_reopen_rebuild_the_same_state(tmp_path: Path) -> None:

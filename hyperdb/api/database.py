@@ -20,6 +20,7 @@ from typing import Any, Self, overload
 
 from hyperdb.api import acks as acks_module
 from hyperdb.api import governing
+from hyperdb.api.changes import ChangeSet, ChangeStream
 from hyperdb.api.checks import check_key, check_public_key, check_range, check_shaping
 from hyperdb.api.directory import open_directory
 from hyperdb.api.holders import Holders
@@ -32,8 +33,10 @@ from hyperdb.errors import (
     ValueTooLarge,
 )
 from hyperdb.feed import FEED_TABLES, ForkEvidence, KeyStore, MemoryKeyStore
+from hyperdb.model import change_log as change_log_module
 from hyperdb.model import governance, record
 from hyperdb.model.cache import DEFAULT_CAPACITY, NodeCache
+from hyperdb.model.change_log import ChangeLog
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.identity import IdentitySigner
@@ -44,7 +47,7 @@ from hyperdb.model.reader import NodeReader
 from hyperdb.model.replica import StoreReplica
 from hyperdb.model.state import STATE_TABLES, State
 from hyperdb.model.trie_reads import TrieReads
-from hyperdb.model.values import ValueCodec
+from hyperdb.model.values import Codec, codec_for
 from hyperdb.model.version import decode_version
 from hyperdb.model.writer import Op, ReadOnlyWrites, WritePath
 from hyperdb.primitives import crypto
@@ -62,10 +65,11 @@ def open(
     *,
     key: bytes | str | None = None,
     memory: bool = False,
-    value_encoding: str = "binary",
+    value_encoding: str | Codec | None = None,
     durable: bool = True,
     cache_size: int = DEFAULT_CAPACITY,
     readonly: bool = False,
+    change_log: int = change_log_module.DEFAULT_CAPACITY,
 ) -> Database:
     """Open (or create) the database in directory ``path``, or in memory with ``memory=True``.
 
@@ -76,6 +80,17 @@ def open(
     about 120 MB for the default 131,072): writes into a database whose trie nodes do not all fit
     decode the ones missing again (a put into 100,000 keys visits about 8 nodes), so a larger
     cache makes writes into large databases faster, and a smaller one saves memory.
+    ``change_log`` is how many of the latest transactions the change log keeps for
+    :meth:`Database.changes` (a few dozen bytes each plus the changed keys; 0 keeps none, and
+    change streams then read diffs of the tries).
+
+    ``value_encoding`` is how values are stored: ``"binary"`` (bytes), ``"utf-8"`` (str),
+    ``"json"`` (JSON values), or a custom codec (:class:`hyperdb.Codec`: an object with a
+    ``name``, ``encode(value) -> bytes | None`` and ``decode(data) -> value``). A new database
+    records it (binary by default); ``None``, the default, opens an existing one with the
+    encoding it records. Another encoding than the recorded one raises
+    :class:`~hyperdb.errors.EncodingMismatch` (code ``encoding_mismatch``, naming both), as does
+    opening a database recorded with a custom codec without passing a codec of that name.
 
     A directory is open in one process at a time (:class:`~hyperdb.errors.StorageInUse`), except
     with ``readonly=True``: a read-only view of an existing database as it is at the moment of
@@ -95,12 +110,14 @@ def open(
         raise InvalidArgument("readonly opens an existing database directory (no key, no memory)")
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:
         raise InvalidArgument("cache_size is a non-negative number of nodes")
+    if not isinstance(change_log, int) or isinstance(change_log, bool) or change_log < 0:
+        raise InvalidArgument("change_log is a non-negative number of transactions")
     if memory and path is not None:
         raise InvalidArgument("give either a path or memory=True, not both")
     if not memory and path is None:
         raise InvalidArgument("give a directory path, or memory=True for a scratch database")
     database_key = None if key is None else check_public_key(key, "a database key", text=True)
-    codec = ValueCodec(value_encoding)
+    codec = codec_for(value_encoding)
     keystore: KeyStore
     if memory:
         storage = open_storage(None, TABLES)
@@ -110,7 +127,13 @@ def open(
         storage, keystore = open_directory(path, TABLES, readonly=readonly, durable=durable)
     try:
         return Database(
-            storage, keystore, database_key, codec, cache_size=cache_size, readonly=readonly
+            storage,
+            keystore,
+            database_key,
+            codec,
+            cache_size=cache_size,
+            readonly=readonly,
+            change_log=change_log,
         )
     except BaseException:
         storage.close()
@@ -125,20 +148,29 @@ class Database:
         storage: Storage,
         keystore: KeyStore,
         key: bytes | None,
-        codec: ValueCodec,
+        value_encoding: Codec | None = None,
         *,
         cache_size: int = DEFAULT_CAPACITY,
         readonly: bool = False,
+        change_log: int = change_log_module.DEFAULT_CAPACITY,
     ) -> None:
-        opened = open_readonly(storage) if readonly else open_writable(storage, keystore, key)
+        opened = (
+            open_readonly(storage, value_encoding)
+            if readonly
+            else open_writable(storage, keystore, key, value_encoding)
+        )
         self.key = opened.database_key
         self.discovery_key = crypto.discovery_key(self.key)
         self.local_key = opened.local.key
         self._local = opened.local  # the local writer's feed (the tests read it directly)
         self.readonly = readonly
-        self._codec = codec
+        self._codec = codec = opened.codec
         self._context = context = DatabaseContext(
-            storage, opened.state, NodeCache(cache_size), readonly=readonly
+            storage,
+            opened.state,
+            NodeCache(cache_size),
+            readonly=readonly,
+            change_log=ChangeLog(0 if readonly else change_log),
         )
         self._reader = reader = NodeReader(context, codec)
         self._hub = ChangeHub()
@@ -172,6 +204,8 @@ class Database:
 
     @property
     def value_encoding(self) -> str:
+        """The name of the encoding of this database's values (as the store records it): one
+        of ``binary``, ``utf-8``, ``json``, or a custom codec's name."""
         return self._codec.name
 
     @property
@@ -185,8 +219,7 @@ class Database:
             if not context.closed:
                 self.replication_port.flush_receipts()  # receipts learnt, before the store closes
                 context.closed = True
-                for watcher in self._hub.watchers():
-                    watcher.close()
+                self._hub.close_all()
                 context.cache.clear()
                 context.storage.close()
 
@@ -332,8 +365,8 @@ class Database:
     def _write(
         self, ops: builtins.list[Op], system: tuple[record.SystemOp, ...] = ()
     ) -> list[Node]:
-        nodes, changed = self._writes.write(ops, system)
-        self._hub.notify(changed)
+        nodes, _ = self._writes.write(ops, system)
+        self._hub.notify()
         return nodes
 
     def reindex(self) -> int:
@@ -544,15 +577,39 @@ class Database:
         ``reduced=False``, to the latest write of each writer it saw)."""
         return self.snapshot().graph(reduced=reduced)
 
-    def watch(self, prefix: str, callback: Callable[[builtins.list[str]], object]) -> Watcher:
-        """Call ``callback(keys)`` after every local write or replicated data that changes keys
-        under ``prefix`` (``""``: every key), with the sorted changed keys. Stop with
-        ``close()`` (``Database.close`` stops every watcher)."""
+    def changes(
+        self, since: bytes | str | None = None, *, prefix: str = "", live: bool = False
+    ) -> ChangeStream:
+        """The change sets after version ``since`` (``None``: the empty database): one
+        :class:`~hyperdb.api.changes.ChangeSet` per committed transaction (a local write or
+        batch, what one received message applied), with the version after it and each key
+        under ``prefix`` whose current nodes changed, before and after, as :meth:`get` answers.
+        Iterate with ``for`` or ``async for``; it ends at the current version, or with
+        ``live=True`` waits for new commits until closed. The checkpoint to resume from is a
+        change set's ``version``: it means the same on every replica holding it. Read from the
+        change log kept beside the data (``open(..., change_log=...)`` entries); where it does
+        not reach back, one ``merged`` change set covers the stretch."""
+        normal = check_key(prefix, allow_root=True)
+        if not isinstance(live, bool):
+            raise InvalidArgument("live is a boolean")
+        if since is not None and not isinstance(since, (bytes, str)):
+            raise InvalidArgument(f"since is a version (bytes or hex), not {type(since).__name__}")
+        return ChangeStream(self._context, self._reader, self._hub, since, normal, live)
+
+    def watch(self, prefix: str, callback: Callable[[ChangeSet], object]) -> Watcher:
+        """Call ``callback(change_set)`` for every committed transaction (a local write, a batch,
+        what one received message applied) that changed keys under ``prefix`` (``""``: every
+        key), with those keys' changes (:meth:`changes`), one call per transaction in commit
+        order, on the watcher's own thread (``hyperdb-watch``). Stop with ``close()``
+        (``Database.close`` stops every watcher)."""
         normal = check_key(prefix, allow_root=True)
         if not callable(callback):
             raise InvalidArgument("callback must be callable")
         self._context.check_open()
-        return Watcher(self._hub, normal, callback)
+        stream = ChangeStream(
+            self._context, self._reader, self._hub, self.version(), normal, live=True
+        )
+        return Watcher(self._hub, stream, normal, callback)
 
     def verify(self) -> VerifyReport:
         """Check the whole store without trusting it (``hyperdb.tools.fsck``): every feed's
@@ -577,13 +634,13 @@ class Database:
         it), the derived index checked against the tries of the same moment. When a write lands
         meanwhile the check runs again on the newer state (a few times at most)."""
         storage = self._context.storage
-        state = open_readonly(storage).state
+        state = open_readonly(storage, self._codec).state
         for _ in range(_VERIFY_ATTEMPTS):
             context = DatabaseContext(storage, state, NodeCache(0), readonly=True)
             reader = NodeReader(context, self._codec)
             tries = TrieReads(context, reader, state, state.heads)
             report = verify_database(storage, state, IndexReads(context, reader), tries)
-            now = open_readonly(storage).state
+            now = open_readonly(storage, self._codec).state
             if now.heads == state.heads:  # the index and the tries were of the same moment
                 break
             state = now

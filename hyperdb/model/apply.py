@@ -17,22 +17,30 @@ from collections.abc import Callable, Iterable, Sequence
 
 from hyperdb.errors import CorruptionError
 from hyperdb.model import governance, governed, index, record
+from hyperdb.model.change_log import RowChanges
 from hyperdb.model.governed import grant_of
 from hyperdb.model.node import StoredNode
 from hyperdb.model.state import StateBuilder
 from hyperdb.storage import WriteTxn
 
 
-def merge_index(tx: WriteTxn, nodes: Iterable[StoredNode], *, seen_all: bool = False) -> None:
+def merge_index(
+    tx: WriteTxn,
+    nodes: Iterable[StoredNode],
+    *,
+    seen_all: bool = False,
+    changes: RowChanges | None = None,
+) -> None:
     """Update the index rows of the keys of ``nodes`` (entries, in the order applied): each
     row holds the entries its new node has not seen, and that node. The rows are read once and
     written together. ``seen_all`` says each node has seen every entry already in the index (a
     local write has seen every applied node): then no entry remains beside it and no row is
-    read."""
+    read, unless ``changes`` (the change log's notes) wants the row as it was."""
     rows: dict[bytes, bytes] = {}  # the rows written here, by row key (a key may come again)
     get = tx.get
     encode_single = index.encode_single
     row_key = index.row_key
+    before = None if changes is None else changes.before
     for node in nodes:
         key_bytes = node.key.encode("utf-8")
         key = row_key(key_bytes)
@@ -41,6 +49,10 @@ def merge_index(tx: WriteTxn, nodes: Iterable[StoredNode], *, seen_all: bool = F
             data = rows.get(key)
             if data is None:
                 data = get("index", key)
+                if before is not None and key not in before:
+                    before[key] = data
+        elif before is not None and key not in before:
+            before[key] = get("index", key)
         if data is None:  # nothing the node has not seen: the node alone
             rows[key] = encode_single(
                 node.key, node.feed, node.seq, node.deleted, node.value, key_bytes
@@ -52,6 +64,8 @@ def merge_index(tx: WriteTxn, nodes: Iterable[StoredNode], *, seen_all: bool = F
             entries.append(index.entry(node.feed, node.seq, node.deleted, node.value))
             rows[key] = index.encode_row(node.key, entries)
     tx.put_many("index", rows.items())
+    if changes is not None:
+        changes.after.update(rows)
 
 
 def apply_node(
@@ -80,7 +94,7 @@ def apply_node(
         if entries is not None:
             entries.append(node)
         else:
-            merge_index(b.tx, (node,))
+            merge_index(b.tx, (node,), changes=b.row_changes)
         return []
     for key in node.authorizes:
         b.register(key)
@@ -270,7 +284,7 @@ def _apply_allowed(
                 pending.append(known)
                 queued.add(known)
     if entries:  # the index rows of every entry applied, in one pass
-        merge_index(b.tx, entries)
+        merge_index(b.tx, entries, changes=b.row_changes)
     if done:
         b.set_heads(b.heads)
     return done, resettle

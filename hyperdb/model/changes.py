@@ -1,42 +1,37 @@
 """Telling others that the database changed: the change hub of one open database.
 
-Two kinds of subscriber: *listeners* (``listener()``, told after every commit that stored
-something, local or from a peer: replication sessions announce new data with it) and *watchers*
-(``watcher.changed(keys)``, told which keys of entries changed: the public ``watch``). Both are
-called in the committing thread, after the commit and outside the database's lock; a subscriber
-that raises is logged and does not turn a committed write into an error.
+*Listeners* (``listener()``) are told after every commit that stored something, local or from
+a peer: replication sessions announce new data with it, and change streams
+(``hyperdb.api.changes``) wake to read the change log. They are called in the committing
+thread, after the commit and outside the database's lock, and must be quick; one that raises is
+logged and does not turn a committed write into an error. *Closables* (watchers, live change
+streams) are closed when the database closes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
-
-from hyperdb.model import record
-from hyperdb.model.node import StoredNode
 
 _log = logging.getLogger("hyperdb")
 
 Listener = Callable[[], object]
 
 
-class KeyWatcher(Protocol):
-    def changed(self, keys: Sequence[str]) -> None:
-        """``keys``: the sorted keys whose entries a commit changed."""
-
+class Closable(Protocol):
     def close(self) -> None:
-        """Stop watching (it removes itself from the hub)."""
+        """Stop (and leave the hub)."""
 
 
 class ChangeHub:
-    """The listeners and watchers of one database (see the module docstring)."""
+    """The listeners and closables of one database (see the module docstring)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
-        self._watchers: list[KeyWatcher] = []
+        self._closables: list[Closable] = []
 
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
@@ -47,30 +42,28 @@ class ChangeHub:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
-    def add_watcher(self, watcher: KeyWatcher) -> None:
+    def add_closable(self, closable: Closable) -> None:
         with self._lock:
-            self._watchers.append(watcher)
+            self._closables.append(closable)
 
-    def remove_watcher(self, watcher: KeyWatcher) -> None:
+    def remove_closable(self, closable: Closable) -> None:
         with self._lock:
-            if watcher in self._watchers:
-                self._watchers.remove(watcher)
+            if closable in self._closables:
+                self._closables.remove(closable)
 
-    def watchers(self) -> list[KeyWatcher]:
+    def close_all(self) -> None:
+        """Close every closable (the database is closing)."""
         with self._lock:
-            return list(self._watchers)
+            closables = self._closables[:]
+            self._closables.clear()
+        for closable in closables:
+            closable.close()
 
-    def notify(self, nodes: Sequence[StoredNode]) -> None:
-        """A commit stored ``nodes`` (and possibly blocks not applied yet: ``nodes`` empty)."""
+    def notify(self) -> None:
+        """A commit stored something (applied nodes, or blocks not applied yet)."""
         listeners = self._listeners[:]  # a copy, atomic: no lock on the path of every write
-        watchers = self._watchers[:]
         for listener in listeners:
             try:
                 listener()
             except Exception:  # a listener's failure must not turn a committed write into an error
                 _log.exception("change listener %r failed", listener)
-        if not watchers or not nodes:
-            return
-        keys = sorted({node.key for node in nodes if node.kind == record.KIND_ENTRY})
-        for watcher in watchers:
-            watcher.changed(keys)

@@ -1,5 +1,6 @@
 """What the parts of one open database share: its storage, its current state, the node cache,
-the lock that serializes writers, the feed lengths kept in memory, and whether it is open.
+the lock that serializes writers, the change log, the feed lengths kept in memory, and whether
+it is open.
 
 A :class:`DatabaseContext` is made once at open and handed to each part (the node reader, the
 write path, the replication port, the readers of the index and of the tries). The state is
@@ -13,6 +14,7 @@ import threading
 
 from hyperdb.errors import Closed
 from hyperdb.model.cache import NodeCache
+from hyperdb.model.change_log import ChangeLog
 from hyperdb.model.state import State
 from hyperdb.storage import Storage
 
@@ -20,13 +22,32 @@ from hyperdb.storage import Storage
 class DatabaseContext:
     """The shared state of one open database (see the module docstring)."""
 
-    __slots__ = ("_lengths", "cache", "closed", "lock", "readonly", "state", "storage")
+    __slots__ = (
+        "_lengths",
+        "cache",
+        "change_log",
+        "closed",
+        "lock",
+        "readonly",
+        "state",
+        "storage",
+    )
 
-    def __init__(self, storage: Storage, state: State, cache: NodeCache, *, readonly: bool) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        state: State,
+        cache: NodeCache,
+        *,
+        readonly: bool,
+        change_log: ChangeLog | None = None,
+    ) -> None:
         self.storage = storage
         self.state = state
         self.cache = cache
         self.readonly = readonly
+        self.change_log = change_log if change_log is not None else ChangeLog(0)
+        """What each commit changed (``hyperdb.model.change_log``; capacity 0: nothing)."""
         self.lock = threading.RLock()
         self.closed = False
         self._lengths: dict[bytes, tuple[int, int]] | None = None

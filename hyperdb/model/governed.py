@@ -214,11 +214,18 @@ def unapply(b: StateBuilder, decode: Decode, lengths: Mapping[int, int]) -> list
             n for n in trie.lookup(path, key, head_nodes, load) if n.kind == record.KIND_ENTRY
         ]
         row_key = index.row_key(key.encode("utf-8"))
+        changes = b.row_changes
+        if changes is not None and not changes.seen(row_key):
+            changes.before[row_key] = tx.get("index", row_key)
+        row = None
         if current:
             entries = [index.entry(n.feed, n.seq, n.deleted, n.value) for n in current]
-            tx.put("index", row_key, index.encode_row(key, entries))
+            row = index.encode_row(key, entries)
+            tx.put("index", row_key, row)
         else:
             tx.delete("index", row_key)
+        if changes is not None:
+            changes.after[row_key] = row
     for node in removed:
         if node.kind != record.KIND_ENTRY:
             tx.delete("auth", _POINTER.pack(node.feed, node.seq))

@@ -125,6 +125,24 @@ def _decode_row(row_key_bytes: bytes, data: bytes) -> tuple[str, list[Entry]]:
     return key_bytes.decode("utf-8"), entries
 
 
+def row_nodes(data: bytes | None) -> list[tuple[int, int, bool]]:
+    """``(feed, seq, deleted)`` of each entry of an index row (``[]`` for no row), values
+    skipped: what the change log records of a row. :class:`CorruptionError` if it is damaged."""
+    if data is None:
+        return []
+    try:
+        (count,) = _COUNT.unpack_from(data)
+        offset = _COUNT.size
+        nodes = []
+        for _ in range(count):
+            feed, seq, flags, size = _ENTRY.unpack_from(data, offset)
+            offset += _ENTRY.size + (size if flags & _HAS_VALUE else 0)
+            nodes.append((feed, seq, bool(flags & _DELETED)))
+    except struct.error as exc:
+        raise CorruptionError(f"an index row is damaged: {exc}") from exc
+    return nodes
+
+
 def decode_single(data: bytes) -> tuple[int, int, bytes] | None:
     """``(feed, seq, value)`` when the row holds exactly one node, not a deletion, whose value is
     in the row, and no long key (the row of almost every key); ``None`` for any other row, which

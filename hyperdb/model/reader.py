@@ -17,14 +17,14 @@ from hyperdb.model import state as state_module
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.node import Node, StoredNode
 from hyperdb.model.state import StateBuilder, clock_of
-from hyperdb.model.values import ValueCodec
+from hyperdb.model.values import Codec
 from hyperdb.storage import ReadTxn
 
 
 class NodeReader:
     """Node loading and answers, over one database's context and value codec."""
 
-    def __init__(self, context: DatabaseContext, codec: ValueCodec) -> None:
+    def __init__(self, context: DatabaseContext, codec: Codec) -> None:
         self._context = context
         self.codec = codec
 

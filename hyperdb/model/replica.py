@@ -285,8 +285,10 @@ class StoreReplica:
             state = context.state
             feed = state.feeds[state.feed_id(feed_key)]
             try:
+                log = context.change_log
                 with context.storage.write() as tx:
                     b = StateBuilder(state, tx)
+                    b.row_changes = changes = log.rows()
                     old_head, head = feed.receive_in(tx, start, blocks, proof)
                     before = old_head.length
                     after = head.length
@@ -294,10 +296,9 @@ class StoreReplica:
                         return False
                     derive(b, feed.id, before, blocks[before - start : after - start])
                     b.lengths[feed.id] = after
-                    applied = apply_ready(
-                        b, self._reader.builder_loader(b), [feed.id], self._reader.decode
-                    )
+                    apply_ready(b, self._reader.builder_loader(b), [feed.id], self._reader.decode)
                     new_state = b.build()
+                    log.record(tx, changes, state.heads, new_state.heads)
             except ForkDetected as fork:
                 if fork.evidence is not None:
                     feed.record_fork(fork.evidence)
@@ -305,7 +306,7 @@ class StoreReplica:
                 raise
             context.state = new_state
             self._follow_offer(state, new_state, bool(b.new_feeds), feed_key, head)
-        self._hub.notify(applied)
+        self._hub.notify()
         return True
 
     def _follow_offer(

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 from hyperdb.errors import CorruptionError, HyperDBError
 from hyperdb.feed.feed import Feed
 from hyperdb.model import record
+from hyperdb.model.change_log import RowChanges
 from hyperdb.model.governance import RANK, Authority, Grant, Revocation
 from hyperdb.model.node import StoredNode
 from hyperdb.storage import ReadTxn, WriteTxn
@@ -186,6 +187,9 @@ class StateBuilder:
         self._sorted_heads: tuple[tuple[Pointer, ...], dict[int, int], bytes] | None = None
         """The heads :meth:`set_heads` last stored, sorted, a copy of them as given, and their
         row."""
+        self.row_changes: RowChanges | None = None
+        """Where the index rows this transaction changes are noted for the change log
+        (``hyperdb.model.change_log``; None: not logged)."""
         self.derived: dict[Pointer, tuple[StoredNode, tuple[int, ...]]] = {}
         """Nodes decoded while checking them, for applying them in the same transaction, with
         the feeds whose clock entry differs from the writer's previous node."""

@@ -92,8 +92,10 @@ class WritePath:
         if system:
             ops = [*(("", None, False) for _ in system), *ops]
         check_permission(state, local, ops, system)
+        log = context.change_log
         with context.storage.write() as tx:
             b = StateBuilder(state, tx)
+            b.row_changes = changes = log.rows()
             first = local.head(tx).length
             # what the new nodes have seen: every applied node (the applied set is causally
             # closed, so this is the union of the heads' clocks)
@@ -144,13 +146,19 @@ class WritePath:
             # a local entry has seen every applied node: it alone is current (merged before a
             # grant lets remote nodes apply, which have not seen it)
             if len(ops) > len(system):
-                merge_index(tx, written[len(system) :] if system else written, seen_all=True)
+                merge_index(
+                    tx,
+                    written[len(system) :] if system else written,
+                    seen_all=True,
+                    changes=changes,
+                )
             applied: list[StoredNode] = []
             if system:
                 applied = apply_written_system(
                     b, written[: len(system)], self._reader.builder_loader(b), self._reader.decode
                 )
             new_state = b.build()
+            log.record(tx, changes, state.heads, new_state.heads)
         context.state = new_state
         if b.new_feeds:
             context.forget_lengths()
@@ -219,6 +227,7 @@ class WritePath:
             state = context.state
             with context.storage.write() as tx:
                 state_module.clear(tx)
+                context.change_log.clear(tx)  # the rows are rebuilt: the log no longer says how
                 b = StateBuilder(state_module.empty(state), tx)
                 local = self._local
                 for feed_id, feed in state.feeds.items():

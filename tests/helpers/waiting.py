@@ -16,3 +16,13 @@ async def eventually(condition: Callable[[], object], timeout: float = 20.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    """:func:`eventually` for a plain thread: return once ``condition()`` is true, checking
+    every 10 ms; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
