@@ -9,9 +9,12 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 
+import hyperdb
 from hyperdb.errors import CorruptionError
+from hyperdb.model import change_log
 from hyperdb.model.opening import FORMAT_ROW, STORE_FORMAT
 from hyperdb.primitives import cbor
 from hyperdb.storage.lmdb_file import check_data_file
@@ -74,3 +77,20 @@ def test_the_data_file_checks(case: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(CorruptionError, match=MESSAGES[case["verdict"]]) as caught:
         check_data_file(str(tmp_path))
     assert str(tmp_path / "data.mdb") in str(caught.value)
+
+
+def test_the_change_log_entry_vector() -> None:
+    """The entry recomputed with cbor2 directly (canonical), and written by a new database's
+    first put; decoded back by the log's reader."""
+    vector = VECTORS["change_log"]
+    assert cbor2.dumps(vector["decoded"], canonical=True).hex() == vector["value"]
+    db = hyperdb.open(memory=True)
+    db.put("a", b"x")
+    with db._context.storage.read() as tx:
+        rows = list(tx.scan("meta", prefix=change_log.PREFIX))
+    assert [(key.hex(), value.hex()) for key, value in rows] == [
+        (vector["row_key"], vector["value"])
+    ]
+    entry = change_log.decode_entry(1, rows[0][1])
+    assert (entry.since, entry.version) == ((), ((0, 1),))
+    assert [(c.key, c.before, c.after) for c in entry.changes] == [("a", [], [(0, 1, False)])]
