@@ -248,7 +248,13 @@ class Database:
         """Delete ``key`` (a tombstone node is written even if the key does not exist)."""
         return self._write([self.check_op("del", key, None)])[0]
 
-    def batch(self, ops: Iterable[Mapping[str, Any]] | None = None) -> Any:
+    @overload
+    def batch(self, ops: None = None) -> Batch: ...
+
+    @overload
+    def batch(self, ops: Iterable[Mapping[str, Any]]) -> builtins.list[Node]: ...
+
+    def batch(self, ops: Iterable[Mapping[str, Any]] | None = None) -> Batch | builtins.list[Node]:
         """Write many operations as one atomic append with one signature.
 
         ``ops`` is a list of ``{"type": "put" | "del", "key": ..., "value": ...}`` (type defaults
