@@ -1,8 +1,12 @@
 """Command-line subcommands that write and read keys: ``put``, ``get``, ``del``, ``ls``,
 ``range``, ``heads``, ``version``, ``diff`` and ``verify``.
 
-Values given on the command line are stored as their UTF-8 bytes (``--file`` stores a file's
-bytes); values are shown as quoted text when they are UTF-8, else as hex. Keys and values are
+Values given on the command line are stored as their bytes in a binary database, as text in a
+utf-8 or json one (a JSON string there); ``put --json`` stores the JSON value VALUE is (its compact
+text outside a json database), and ``--file`` a file's bytes (``hyperdb.cli.control.stored_value``).
+``put`` and ``del`` on a database another hyperdb process holds (``serve``, ``sync --live``) go
+through that process's control socket (:mod:`hyperdb.cli.control`): same output, same errors.
+Values are shown as quoted text when they are UTF-8, else as hex. Keys and values are
 shown through :func:`~hyperdb.cli.common.printable` and
 :func:`~hyperdb.cli.common.show_value`, so what a writer stored cannot drive the reader's
 terminal; ``--json`` output holds them exactly. Read commands take
@@ -13,11 +17,14 @@ listings).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from hyperdb.api.directory import check_store
+from hyperdb.cli import control
 from hyperdb.cli.common import (
     add_at,
     add_json,
@@ -45,12 +52,17 @@ def add_commands(commands: Any) -> None:
     put = commands.add_parser(
         "put",
         help="write a value",
-        description="Write VALUE (stored as UTF-8 bytes) or the bytes of --file under KEY.",
+        description="Write VALUE or the bytes of --file under KEY. VALUE is stored as text (its "
+        "bytes in a binary database, a JSON string in a json one); with --json it is parsed as "
+        "JSON and stored as that value (as its compact JSON text outside a json database). When "
+        "another hyperdb process holds the database (`serve`, `sync --live`), the write goes "
+        "through it (its control socket beside the database).",
     )
     add_path(put)
     put.add_argument("key", help="a /-separated key, e.g. users/alice")
-    put.add_argument("value", nargs="?", help="the value (text)")
+    put.add_argument("value", nargs="?", help="the value (text, or JSON with --json)")
     put.add_argument("--file", help="store this file's bytes instead of VALUE")
+    put.add_argument("--json", action="store_true", help="VALUE (or the file) is JSON")
     put.set_defaults(run=run_put)
 
     get = commands.add_parser(
@@ -65,7 +77,11 @@ def add_commands(commands: Any) -> None:
     add_at(get)
     get.set_defaults(run=run_get)
 
-    delete = commands.add_parser("del", help="delete a key", description="Delete KEY.")
+    delete = commands.add_parser(
+        "del",
+        help="delete a key",
+        description="Delete KEY (through the process holding the database, if one does).",
+    )
     add_path(delete)
     delete.add_argument("key")
     delete.set_defaults(run=run_del)
@@ -145,26 +161,43 @@ def add_commands(commands: Any) -> None:
 # --- writing --------------------------------------------------------------------------------------
 
 
-def run_put(args: argparse.Namespace) -> int:
-    if (args.value is None) == (args.file is None):
+def given_value(value: str | None, file: str | None, as_json: bool) -> dict[str, str]:
+    """VALUE or --file as a value for :func:`hyperdb.cli.control.execute` (JSON checked now, so a
+    bad one is refused before anything is opened)."""
+    if (value is None) == (file is None):
         raise InvalidArgument("give either VALUE or --file")
-    if args.file is not None:
+    if file is not None:
         try:
-            value = Path(args.file).read_bytes()
+            data = Path(file).read_bytes()
         except OSError as exc:
-            raise InvalidArgument(f"cannot read {args.file}: {exc.strerror}") from None
+            raise InvalidArgument(f"cannot read {file}: {exc.strerror}") from None
+        form = "bytes"
     else:
-        value = args.value.encode("utf-8")
-    with open_existing(args.path) as db:
-        node = db.put(args.key, value)
-        print(f"put {printable(node.key)} ({who(node)})")
+        assert value is not None
+        data = os.fsencode(value)  # the exact bytes given, even when they are not UTF-8
+        form = "text"
+    if as_json:
+        control.parse_json(data)
+        form = "json"
+    return control.value_spec(form, data)
+
+
+def run_put(args: argparse.Namespace) -> int:
+    request = {
+        "op": "put",
+        "key": args.key,
+        "value": given_value(args.value, args.file, args.json),
+    }
+    node = control.write(args.path, request, partial(open_existing, args.path))
+    print(f"put {printable(node.key)} ({who(node)})")
     return EXIT_OK
 
 
 def run_del(args: argparse.Namespace) -> int:
-    with open_existing(args.path) as db:
-        node = db.delete(args.key)
-        print(f"deleted {printable(node.key)} ({who(node)})")
+    node = control.write(
+        args.path, {"op": "del", "key": args.key}, partial(open_existing, args.path)
+    )
+    print(f"deleted {printable(node.key)} ({who(node)})")
     return EXIT_OK
 
 
@@ -359,4 +392,4 @@ def _report_unopenable(args: argparse.Namespace, exc: CorruptionError) -> int:
     return EXIT_DAMAGED
 
 
-__all__ = ["EXIT_DAMAGED", "add_commands"]
+__all__ = ["EXIT_DAMAGED", "add_commands", "given_value"]

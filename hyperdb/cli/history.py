@@ -1,12 +1,14 @@
 """Command-line subcommands for auditing: ``history`` (``--graph`` draws the causal DAG as
-``git log --graph`` does), ``graph`` (export it as DOT, GraphML or PNG), ``blame`` (who wrote
-each key's current values) and ``conflicts`` (the concurrent writes behind each conflict). Built
-on :mod:`hyperdb.tools.inspect`."""
+``git log --graph`` does; ``history PATH KEY`` lists the versions of one key), ``graph``
+(export it as DOT, GraphML, JSON or PNG), ``blame`` (who wrote each key's current values) and
+``conflicts`` (the concurrent writes behind each conflict). Built on
+:mod:`hyperdb.tools.inspect`."""
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,17 @@ EXIT_OK = 0
 def add_commands(commands: Any) -> None:
     history = commands.add_parser(
         "history",
-        help="list every write, newest first (--graph: draw the causal graph)",
+        help="list every write, newest first (--graph: draw the causal graph; KEY: one key's "
+        "versions)",
         description="Print every write this replica holds (authorizations included) in a "
         "topological order, newest first: a write is listed before everything it had seen. "
         "--graph draws the causal graph beside it, as `git log --graph` does: lanes split where "
-        "writers wrote concurrently and join where a write had seen both sides.",
+        "writers wrote concurrently and join where a write had seen both sides. With KEY, print "
+        "the versions of that key instead, newest first: each line the values that were current "
+        "together (several: a conflict; <deleted> for a deletion).",
     )
     add_path(history)
+    history.add_argument("key", nargs="?", help="list the versions of this key only")
     history.add_argument("--graph", action="store_true", help="draw the causal graph")
     history.add_argument("--reverse", action="store_true", help="oldest first")
     history.add_argument("--limit", type=int, help="at most this many writes")
@@ -50,10 +56,12 @@ def add_commands(commands: Any) -> None:
         help="export the causal graph of all writes (DOT, GraphML or PNG)",
         description="Write the causal graph (one node per write with its writer, seq, key and "
         "kind; an edge from each write to the writes that directly saw it) as Graphviz DOT, "
-        "GraphML, or a PNG drawn by Graphviz (`dot` must be installed for png).",
+        'GraphML, JSON ({"version", "reduced", "nodes": [{"id", ...}], "edges": '
+        "[[from, to], ...]}), or a PNG drawn by Graphviz (`dot` must be installed for png).",
     )
     add_path(graph)
-    graph.add_argument("--format", choices=("dot", "graphml", "png"), default="dot")
+    graph.add_argument("--format", choices=("dot", "graphml", "png", "json"), default="dot")
+    graph.add_argument("--json", action="store_true", help="the same as --format json")
     graph.add_argument(
         "-o", "--output", help="file to write (default: standard output; required for png)"
     )
@@ -96,8 +104,12 @@ def _limit(value: int | None) -> int | None:
 
 def run_history(args: argparse.Namespace) -> int:
     limit = _limit(args.limit)
+    if args.key is not None and args.graph:
+        raise InvalidArgument("--graph draws every write; give it without KEY")
     with open_existing(args.path, readonly=True) as db:
         source = view(db, args)
+        if args.key is not None:
+            return _key_history(source, args.key, args, limit)
         if args.graph:
             if args.json:
                 raise InvalidArgument("--graph draws for people; use --json without it")
@@ -114,13 +126,37 @@ def run_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _key_history(source: Any, key: str, args: argparse.Namespace, limit: int | None) -> int:
+    versions = list(source.key_history(key))
+    if args.reverse:
+        versions.reverse()
+    for nodes in versions[:limit]:
+        if args.json:
+            print_json({"key": key, "values": [node_json(n) for n in nodes]})
+        else:
+            print(values_line(nodes))
+    if not versions and not args.json:
+        print(f'(no versions of "{printable(key)}")', file=sys.stderr)
+    return EXIT_OK
+
+
 def run_graph(args: argparse.Namespace) -> int:
+    if args.json:
+        if args.format not in ("dot", "json"):
+            raise InvalidArgument("--json is --format json; give one format")
+        args.format = "json"
     if args.format == "png" and args.output is None:
         raise InvalidArgument("--format png needs --output FILE")
     with open_existing(args.path, readonly=True) as db:
         graph = inspect.causal_graph(view(db, args), reduced=not args.all_edges)
     if args.format == "dot":
         text = inspect.to_dot(graph)
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            Path(args.output).write_text(text, encoding="utf-8")
+    elif args.format == "json":
+        text = json.dumps(graph_json(graph), ensure_ascii=False) + "\n"
         if args.output is None:
             sys.stdout.write(text)
         else:
@@ -138,6 +174,16 @@ def run_graph(args: argparse.Namespace) -> int:
             f"{graph.number_of_edges()} edges ({args.format})"
         )
     return EXIT_OK
+
+
+def graph_json(graph: Any) -> dict[str, Any]:
+    """A causal graph (``inspect.causal_graph``) in JSON: its attributes, its nodes with theirs
+    (in history order), and its edges as ``[from, to]`` pairs."""
+    return {
+        **graph.graph,
+        "nodes": [{"id": name, **attrs} for name, attrs in graph.nodes(data=True)],
+        "edges": [[a, b] for a, b in graph.edges()],
+    }
 
 
 def run_blame(args: argparse.Namespace) -> int:

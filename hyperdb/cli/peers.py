@@ -23,14 +23,16 @@ from typing import Any, TextIO, TypeVar
 
 import hyperdb
 from hyperdb.api.database import Database
+from hyperdb.cli import control
 from hyperdb.cli.common import (
     open_existing,
     parse_key,
     parse_peer,
+    print_json,
     printable,
     printable_message,
 )
-from hyperdb.errors import InvalidArgument
+from hyperdb.errors import InvalidArgument, StorageError
 from hyperdb.replication import net
 
 T = TypeVar("T")
@@ -49,6 +51,13 @@ def add_commands(commands: Any) -> None:
     )
     init.add_argument("path", help="directory for the database")
     init.add_argument("--key", help="the database key (hex) to create a replica of")
+    init.add_argument(
+        "--value-encoding",
+        choices=("binary", "utf-8", "json"),
+        default="binary",
+        help="how values are stored and read back (default binary: `put` stores text as its "
+        "bytes; json: `put` stores text as a JSON string, `put --json` any JSON value)",
+    )
     init.set_defaults(run=run_init)
 
     info = commands.add_parser(
@@ -58,6 +67,7 @@ def add_commands(commands: Any) -> None:
         "authorized), and every writer known here with its feed length.",
     )
     info.add_argument("path", help="database directory")
+    info.add_argument("--json", action="store_true", help="print JSON for scripts")
     info.set_defaults(run=run_info)
 
     serve = commands.add_parser(
@@ -212,8 +222,12 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> bool:
                 print(f"reconnecting in {detail:g} s", flush=True)
 
         _run_until_signalled(
-            net.keep_synced(
-                db, host, port, timeout=args.timeout, on_progress=on_progress, on_event=on_event
+            _with_control(
+                db,
+                args.path,
+                net.keep_synced(
+                    db, host, port, timeout=args.timeout, on_progress=on_progress, on_event=on_event
+                ),
             )
         )
         print("stopped", flush=True)  # a live sync ends with Ctrl-C, SIGTERM or an error
@@ -255,7 +269,7 @@ def run_init(args: argparse.Namespace) -> int:
     key = parse_key(args.key) if args.key is not None else None
     if (Path(args.path) / "data.mdb").exists():
         raise InvalidArgument(f"{args.path} already holds a database (see `hyperdb info`)")
-    with hyperdb.open(args.path, key=key) as db:
+    with hyperdb.open(args.path, key=key, value_encoding=args.value_encoding) as db:
         describe(db)
         print(f"stored in  {args.path}")
         if not db.is_authorized(db.local_key):
@@ -268,9 +282,29 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     with open_existing(args.path, readonly=True) as db:
-        describe(db)
         lengths = db.feed_lengths()
         forked = db.forked()
+        if args.json:
+            print_json(
+                {
+                    "database": db.key.hex(),
+                    "writer": db.local_key.hex(),
+                    "authorized": db.is_authorized(db.local_key),
+                    "value_encoding": db.value_encoding,
+                    "version": db.version().hex(),
+                    "writers": [
+                        {
+                            "key": writer.hex(),
+                            "length": lengths.get(writer, 0),
+                            "local": writer == db.local_key,
+                            "forked": writer in forked,
+                        }
+                        for writer in db.writers()
+                    ],
+                }
+            )
+            return EXIT_OK
+        describe(db)
         print(f"writers    {len(db.writers())}")
         for writer in db.writers():
             length = lengths.get(writer, 0)
@@ -291,19 +325,44 @@ def run_serve(args: argparse.Namespace) -> int:
             level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
         )
     with open_existing(args.path) as db:
-        return asyncio.run(_serve(db, args.host, args.port))
+        return asyncio.run(_serve(db, args.path, args.host, args.port))
 
 
-async def _serve(db: Database, host: str, port: int) -> int:
+async def _with_control(db: Database, path: str, work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work`` while answering the database's control socket (writes from other commands,
+    ``hyperdb.cli.control``). Without a socket (it cannot be made here) ``work`` runs all the
+    same, and stderr says why."""
+    answering = control.ControlServer(db, path)
+    try:
+        await answering.start()
+    except StorageError as exc:
+        print(
+            f"hyperdb: no control socket, so other commands cannot write here: "
+            f"{printable_message(str(exc))}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return await work
+    try:
+        return await work
+    finally:
+        await answering.close()
+
+
+async def _serve(db: Database, path: str, host: str, port: int) -> int:
     server = await net.serve(db, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    print(f"serving {db.key.hex()} on {server.host}:{server.port} (Ctrl-C to stop)", flush=True)
-    try:
+
+    async def until_stopped() -> None:
+        print(f"serving {db.key.hex()} on {server.host}:{server.port} (Ctrl-C to stop)", flush=True)
         await stop.wait()
+
+    try:
+        await _with_control(db, path, until_stopped())
     finally:
         server.close()
         await server.wait_closed()
