@@ -99,22 +99,31 @@ class ChangeLog:
         ``rows``), unless it changed neither the heads nor a row."""
         if rows is None:
             return
-        changes: list[KeyChange] = []
+        changes: list[tuple[bytes, str, list[int], list[int]]] = []
         before = rows.before
+        row_nodes, is_long, key_of_row = index.row_nodes, index.is_long, index.key_of_row
         for row_key, new in rows.after.items():
             old = before[row_key]
             if old == new:
                 continue
             data = new if new is not None else old
             assert data is not None
-            key = index.key_of_row(row_key, data)
-            changes.append(KeyChange(key, index.row_nodes(old), index.row_nodes(new)))
+            if is_long(row_key):
+                key = key_of_row(row_key, data)
+                order = key.encode("utf-8")
+            else:
+                key, order = row_key.decode("utf-8"), row_key
+            changes.append((order, key, _flat_nodes(row_nodes(old)), _flat_nodes(row_nodes(new))))
         since_t, version_t = tuple(sorted(since)), tuple(sorted(version))
         if not changes and since_t == version_t:
             return
         number = self._next_number(tx)
-        changes.sort(key=lambda change: change.key.encode("utf-8"))
-        tx.put("meta", PREFIX + _NUMBER.pack(number), encode_entry(since_t, version_t, changes))
+        changes.sort()
+        flat = [
+            item for _, key, old_nodes, new_nodes in changes for item in (key, old_nodes, new_nodes)
+        ]
+        entry = cbor.encode([_flat_heads(since_t), _flat_heads(version_t), flat], checked=True)
+        tx.put("meta", PREFIX + _NUMBER.pack(number), entry)
         self._next = number + 1
         if number % TRIM_EVERY == 0 and number > self.capacity:
             self._trim(tx, number - self.capacity)
@@ -152,18 +161,6 @@ def raw_entries(
     start = PREFIX if after is None else PREFIX + _NUMBER.pack(after + 1)
     for key, data in tx.scan("meta", start=start, stop=PREFIX[:-1] + b"0", reverse=reverse):
         yield int(_NUMBER.unpack(key[len(PREFIX) :])[0]), data
-
-
-def encode_entry(
-    since: tuple[Pointer, ...], version: tuple[Pointer, ...], changes: Sequence[KeyChange]
-) -> bytes:
-    """``[since, version, [key, before, after, ...]]`` in CBOR, each list of nodes flat."""
-    flat: list[object] = []
-    for change in changes:
-        flat.append(change.key)
-        flat.append(_flat_nodes(change.before))
-        flat.append(_flat_nodes(change.after))
-    return cbor.encode([_flat_heads(since), _flat_heads(version), flat])
 
 
 def decode_entry(number: int, data: bytes) -> Entry:
