@@ -21,7 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_governance, bench_receipts, chart, harness, limits, workloads
+from benchmarks import (
+    bench_changes,
+    bench_governance,
+    bench_receipts,
+    chart,
+    harness,
+    limits,
+    workloads,
+)
 from benchmarks.harness import Row
 
 ROOT = Path(__file__).resolve().parent
@@ -32,6 +40,7 @@ ALL = (
     "writers",
     "governance",
     "receipts",
+    "changes",
     "feed",
     "limits",
 )
@@ -157,6 +166,11 @@ def run(
         where = scratch / "receipts"
         where.mkdir()
         rows += bench_receipts.harness_rows(where, quick=args.quick, repeat=args.repeat)
+    if "changes" in wanted:
+        progress.step("change stream and SQLite mirror")
+        where = scratch / "changes"
+        where.mkdir()
+        rows += bench_changes.harness_rows(where, quick=args.quick, repeat=args.repeat)
     if "feed" in wanted:
         progress.step("feed")
         blocks = 2_000 if args.quick else 20_000
@@ -193,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = args.out or ROOT / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    steps = 2 * len(args.sizes) + len(args.writers) + 7
+    steps = 2 * len(args.sizes) + len(args.writers) + 8
     progress = harness.Progress(steps, enabled=None if not args.json else False)
     started = time.monotonic()
     reference, reference_note = reference_runner(args)

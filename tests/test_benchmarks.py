@@ -62,6 +62,34 @@ def test_governance_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+def test_changes_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The change stream over single puts and batches, the mirror into SQLite, plain get and
+    SQLite's own inserts, in one run (the run checks that the stream and the mirror carried
+    every key)."""
+    from benchmarks import bench_changes
+
+    assert bench_changes.main(["--keys", "300", "--batch", "100", "--repeat", "1"]) == 0
+    report = last_json(capsys)
+    results = report["results"]
+    assert isinstance(results, list)
+    units = {r["name"]: r["unit"] for r in results}
+    assert units == {
+        "change stream, single puts: change sets (300 keys)": "change sets/s",
+        "change stream, single puts: keys (300 keys)": "keys/s",
+        "mirror into SQLite, single puts (300 keys)": "keys/s",
+        "plain get, random existing keys (300 keys)": "keys/s",
+        "change stream, batches: change sets (300 keys)": "change sets/s",
+        "change stream, batches: keys (300 keys)": "keys/s",
+        "mirror into SQLite, batches (300 keys)": "keys/s",
+        "SQLite executemany insert, one transaction (300 keys)": "rows/s",
+    }
+    by_name = {r["name"]: r["median"] for r in results}
+    assert by_name["change stream, batches: keys (300 keys)"] == pytest.approx(
+        100 * by_name["change stream, batches: change sets (300 keys)"]
+    )
+    assert all(r["median"] > 0 for r in results)
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_network_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -169,6 +197,7 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     assert {"governance-apply", "late-revocation"} <= ours
     assert {"replicate-receipts", "replicate-no-receipts", "acks-1", "acks-3"} <= ours
     assert {"receipt-bytes", "fanout-cpu-receipts", "fanout-cpu-no-receipts"} <= ours
+    assert {"changes-singles", "changes-batches-keys", "mirror-batches", "sqlite-insert"} <= ours
     assert {r["workload"] for r in rows if r["impl"] == "limit"} >= {"ed25519 sign (libsodium)"}
     for r in rows:
         assert r["min"] <= r["median"] <= r["max"] and r["reps"]

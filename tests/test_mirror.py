@@ -6,52 +6,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import hyperdb
+from hyperdb.api.changes import Change, ChangeSet
 from hyperdb.errors import EncodingMismatch, InvalidArgument
-from hyperdb.model.node import Node, node_json
-from hyperdb.tools.mirror import Mirror, rows_of
-
-
-@dataclass(frozen=True)
-class Change:
-    key: str
-    before: list[Node]
-    after: list[Node]
-
-
-@dataclass(frozen=True)
-class ChangeSet:
-    """A change set as the stream's contract has it, built here from ``diff``."""
-
-    version: bytes
-    since: bytes
-    changes: list[Change]
-    merged: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version.hex(),
-            "since": self.since.hex(),
-            "merged": self.merged,
-            "changes": [
-                {
-                    "key": c.key,
-                    "before": [node_json(n) for n in c.before],
-                    "after": [node_json(n) for n in c.after],
-                }
-                for c in self.changes
-            ],
-        }
+from hyperdb.model import change_log
+from hyperdb.tools.mirror import Mirror, mirror, rows_of
 
 
 def change_set(db: hyperdb.Database, since: bytes) -> ChangeSet:
-    """The change set from ``since`` to ``db``'s current version (one transaction or several)."""
+    """The change set from ``since`` to ``db``'s current version, built from ``diff`` (one
+    transaction, or several as one merged set)."""
     changes = [Change(key, then, now) for key, now, then in db.diff(since or None)]
     return ChangeSet(db.version(), since, sorted(changes, key=lambda c: c.key))
 
@@ -169,17 +140,17 @@ def test_conflicts_and_a_deletion_beside_a_put_as_get_and_get_one_see_them(
     alice.put("doc", {"v": 0})
     alice.put("gone", 1)
     hyperdb.replicate(alice, bob)
-    checkpoint = alice.version()
+    path = tmp_path / "m.sqlite"
+    mirror(alice, path)
     alice.put("doc", {"v": "alice"})
     bob.put("doc", {"v": "bob"})
     alice.put("gone", 2)
     bob.delete("gone")
     hyperdb.replicate(alice, bob)
-    with Mirror(tmp_path / "m.sqlite", database=alice.key, encoding="json") as mirror:
-        mirror.apply(change_set(hyperdb_at(alice, checkpoint), b""))
-        mirror.apply(change_set(alice, checkpoint))
-        assert plain(mirror.rows()) == plain(list(rows_of(alice, "json")))
-        rows = {row[0]: row for row in mirror.rows()}
+    assert mirror(alice, path).sets == 3  # alice's two puts, then what bob's message applied
+    with Mirror(path) as target:
+        assert plain(target.rows()) == plain(list(rows_of(alice, "json")))
+        rows = {row[0]: row for row in target.rows()}
         _, value, deleted, writer, seq, conflict, nodes, _ = rows["doc"]
         chosen = alice.get_one("doc")
         assert chosen is not None and json.loads(value) == chosen.value
@@ -192,19 +163,6 @@ def test_conflicts_and_a_deletion_beside_a_put_as_get_and_get_one_see_them(
         assert [n["deleted"] for n in json.loads(gone[6])] == [n.deleted for n in alice.get("gone")]
         assert {n["deleted"] for n in json.loads(gone[6])} == {True, False}
         assert bool(gone[2]) == (alice.get_one("gone") is None)  # get_one's choice, either way
-
-
-def hyperdb_at(db: hyperdb.Database, version: bytes) -> Any:
-    """A stand-in with ``diff`` and ``version`` of ``db`` as of ``version``."""
-
-    class At:
-        def diff(self, since: bytes | None) -> Any:
-            return db.checkout(version).diff(since)
-
-        def version(self) -> bytes:
-            return version
-
-    return At()
 
 
 @pytest.mark.parametrize("encoding", ["binary", "utf-8", "json"])
@@ -287,3 +245,67 @@ def test_another_reader_sees_whole_transactions_only(tmp_path: Path) -> None:
                 assert checkpoint == one.version.hex() and len(values) == 1
         finally:
             reader.close()
+
+
+def test_mirror_resumes_from_its_checkpoint_through_the_change_stream(tmp_path: Path) -> None:
+    db = hyperdb.open(tmp_path / "db", value_encoding="json", durable=False)
+    path = tmp_path / "m.sqlite"
+    for i in range(30):
+        db.put(f"k{i % 7}", {"i": i})
+    db.batch([{"type": "del", "key": "k1"}, {"key": "new", "value": None}])
+    first = mirror(db, path)
+    assert (first.sets, first.skipped, first.checkpoint) == (31, 0, db.version())
+    assert first.changes == 30 + 2
+    db.put("k2", "again")
+    db.delete("k3")
+    second = mirror(db, path)  # only what came after the checkpoint
+    assert (second.sets, second.changes, second.checkpoint) == (2, 2, db.version())
+    assert mirror(db, path).sets == 0
+    with Mirror(path) as done:
+        assert plain(done.rows()) == plain(list(rows_of(db, "json")))
+        assert done.counts() == (33, 34)
+    db.close()
+
+
+def test_a_merged_change_set_where_the_log_does_not_reach_back(tmp_path: Path) -> None:
+    db = hyperdb.open(memory=True, value_encoding="utf-8", change_log=4)
+    path = tmp_path / "m.sqlite"
+    db.put("a", "1")
+    mirror(db, path)
+    for i in range(change_log.TRIM_EVERY + 10):  # past a trimming of the log
+        db.put(f"k{i % 5}", str(i))
+    db.delete("a")
+    with Mirror(path, log=True) as target:
+        sets = list(db.changes(target.checkpoint))
+        assert sets[0].merged  # the log was trimmed to the last 4: one merged set covers the rest
+        assert target.apply_many(sets)[0] == len(sets)
+        assert plain(target.rows()) == plain(list(rows_of(db, "utf-8")))
+
+
+def test_live_mirror_follows_new_writes_until_stopped(tmp_path: Path) -> None:
+    db = hyperdb.open(memory=True, value_encoding="json")
+    path = tmp_path / "m.sqlite"
+    db.put("before", 0)
+    stop = threading.Event()
+    result: list[Any] = []
+    follower = threading.Thread(
+        target=lambda: result.append(mirror(db, path, live=True, stop=stop))
+    )
+    follower.start()
+    try:
+        with Mirror(path) as reader:
+            for i in range(20):
+                db.put(f"live/{i % 3}", {"i": i})
+                if i % 5 == 0:
+                    db.batch([{"key": f"batch/{i}/{j}", "value": j} for j in range(10)])
+            deadline = time.monotonic() + 10
+            while reader.checkpoint != db.version():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert plain(reader.rows()) == plain(list(rows_of(db, "json")))
+    finally:
+        stop.set()
+        follower.join(10)
+    assert not follower.is_alive()
+    (stats,) = result
+    assert (stats.sets, stats.checkpoint) == (1 + 20 + 4, db.version())
