@@ -9,6 +9,8 @@ also a kind of built-in error (a bad argument, a missing item) inherit from that
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HyperDBError(Exception):
     """Root of every error raised by hyperdb."""
@@ -32,6 +34,21 @@ class ValueTooLarge(InvalidArgument):
     """A value, block or record is larger than the limit the specification sets."""
 
     code = "value_too_large"
+
+
+class Conflict(HyperDBError):
+    """A conditional write (``put``/``delete`` with ``expect``, ``resolve``) found the key's
+    current nodes other than the ones it was told to expect: another write got there first.
+    Nothing was written. ``key`` is the key; ``current`` its current nodes when it was checked
+    (a list of :class:`hyperdb.Node`, as ``get`` returns them: ``[]`` when absent), so a caller
+    can merge with them and try again."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, *, key: str, current: list[Any]) -> None:
+        super().__init__(message)
+        self.key = key
+        self.current = current
 
 
 class NotFound(HyperDBError, LookupError):
