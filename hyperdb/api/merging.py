@@ -84,6 +84,9 @@ class Unset(enum.Enum):
     def __repr__(self) -> str:
         return "NOT_GIVEN"
 
+    def __str__(self) -> str:
+        return "NOT_GIVEN"
+
 
 NOT_GIVEN = Unset.NOT_GIVEN
 """The default of an optional argument whose ``None`` means something (``expect=None``: the
@@ -96,6 +99,9 @@ class Absent(enum.Enum):
     ABSENT = "ABSENT"
 
     def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __str__(self) -> str:
         return "ABSENT"
 
 
