@@ -3,8 +3,10 @@
 ``main(argv)`` returns the process exit code. Every :class:`~hyperdb.errors.HyperDBError` becomes
 one line on stderr and a documented exit code (:data:`EXIT_CODES`); tracebacks are never shown.
 The subcommands live in sibling modules: :mod:`hyperdb.cli.demo`, :mod:`hyperdb.cli.data`
-(keys, versions, writers, verify), :mod:`hyperdb.cli.history` (history, graph, blame, conflicts)
-and :mod:`hyperdb.cli.peers` (databases, authorization, serving and syncing).
+(keys, versions, writers, verify), :mod:`hyperdb.cli.history` (history, graph, blame, conflicts),
+:mod:`hyperdb.cli.peers` (databases, serving and syncing), :mod:`hyperdb.cli.writers` (who
+writes), :mod:`hyperdb.cli.acks` (who holds what) and :mod:`hyperdb.cli.changes` (watch,
+resolve); :mod:`hyperdb.cli.control` carries writes to a database another process holds.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperdb import __version__
-from hyperdb.cli import acks, data, history, peers, writers
+from hyperdb.cli import acks, changes, data, history, peers, writers
 from hyperdb.cli.demo import run_demo
 from hyperdb.errors import (
     AckTimeout,
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     peers.add_commands(commands)
     writers.add_commands(commands)
     acks.add_commands(commands)
+    changes.add_commands(commands)
     return parser
 
 
