@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, overload
 
 from hyperdb.api import acks as acks_module
-from hyperdb.api import governing
+from hyperdb.api import governing, merging
 from hyperdb.api.changes import ChangeSet, ChangeStream
 from hyperdb.api.checks import check_key, check_public_key, check_range, check_shaping
 from hyperdb.api.directory import open_directory
@@ -29,6 +29,7 @@ from hyperdb.api.watch import Watcher
 from hyperdb.errors import (
     CorruptionError,
     InvalidArgument,
+    NotFound,
     StorageError,
     ValueTooLarge,
 )
@@ -57,7 +58,9 @@ from hyperdb.tools.fsck import Damage, VerifyReport, verify_database
 
 TABLES = (*FEED_TABLES, *STATE_TABLES, "meta", "index")
 _VERIFY_ATTEMPTS = 4  # a read-only verify beside a busy writer checks again, this many times
-_OP_FIELDS = frozenset(("type", "key", "value"))  # the fields of a batch operation
+_OP_FIELDS = frozenset(("type", "key", "value", "expect"))  # the fields of a batch operation
+Expectation = tuple[str, builtins.list[Node]]
+"""A conditional write's condition: the normalized key and the nodes it must have now."""
 
 
 def open(
@@ -240,13 +243,68 @@ class Database:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    def put(self, key: str, value: Any) -> Node:
-        """Set ``key`` to ``value``; returns the node written."""
-        return self._write([self.check_op("put", key, value)])[0]
+    def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN,
+    ) -> Node:
+        """Set ``key`` to ``value``; returns the node written.
 
-    def delete(self, key: str) -> Node:
-        """Delete ``key`` (a tombstone node is written even if the key does not exist)."""
-        return self._write([self.check_op("del", key, None)])[0]
+        With ``expect``, a conditional write: ``expect`` is the key's current nodes as
+        :meth:`get` returned them (``None`` or ``[]``: the key must be absent). They are
+        compared, by writer and seq, with the current nodes under the write lock, and the value
+        is written only if they are exactly those; otherwise :class:`~hyperdb.errors.Conflict`
+        (``.current``: the nodes found) and nothing is written. This makes read-modify-write
+        safe among the threads writing through this replica; a write made concurrently on
+        another replica is not prevented, and meets this one as a conflict once they replicate
+        (:meth:`resolve`)."""
+        return self._write_checked([self.check_op("put", key, value)], expect)
+
+    def delete(
+        self, key: str, *, expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN
+    ) -> Node:
+        """Delete ``key`` (a tombstone node is written even if the key does not exist).
+        ``expect``: only if the key's current nodes are exactly these, as for :meth:`put`."""
+        return self._write_checked([self.check_op("del", key, None)], expect)
+
+    def resolve(
+        self,
+        key: str,
+        value: Any = merging.NOT_GIVEN,
+        conflict: Sequence[Node] | None = None,
+        *,
+        resolver: str | merging.Resolver | None = None,
+    ) -> Node:
+        """Write one value for ``key`` that supersedes exactly the nodes of ``conflict`` (normally
+        the nodes :meth:`get` returned; ``None``: the current nodes, whatever they are); returns
+        the node written. Under the write lock, the current nodes must still be exactly
+        ``conflict``, else :class:`~hyperdb.errors.Conflict` and nothing is written: a write
+        that arrived meanwhile is never hidden by a merge that did not see it.
+
+        ``value`` is the merged value; without it, ``resolver`` computes it from the nodes
+        (a name of :data:`hyperdb.api.merging.RESOLVERS`, ``"last-writer"`` by default, or a
+        :class:`~hyperdb.api.merging.Resolver`; it runs under the write lock), and a resolution
+        that ends deleted writes a deletion. :class:`~hyperdb.errors.NotFound` when the key is
+        absent and there is no value to write."""
+        normal = check_key(key)
+        if value is not merging.NOT_GIVEN and resolver is not None:
+            raise InvalidArgument("give resolve() a value or a resolver, not both")
+        expected = None if conflict is None else merging.expected_nodes(normal, conflict)
+        chosen = merging.resolver_named("last-writer" if resolver is None else resolver)
+        op = None if value is merging.NOT_GIVEN else self.check_op("put", normal, value)
+        with self._context.lock:
+            current = self._reads.get(normal)
+            if expected is not None:
+                merging.check_expected(normal, current, expected)
+            if op is None:
+                resolution = merging.resolve_nodes(self.snapshot(), normal, current, chosen)
+                if resolution is None:
+                    raise NotFound(f"key {normal!r} is absent: there is nothing to resolve")
+                kind = "del" if resolution.deleted else "put"
+                op = self.check_op(kind, normal, resolution.value)
+            return self._write([op])[0]
 
     @overload
     def batch(self, ops: None = None) -> Batch: ...
@@ -261,12 +319,18 @@ class Database:
         to put); returns the nodes written. Without ``ops``, returns a :class:`Batch` to use as a
         context manager: its ``put``/``delete`` calls are written together when the block ends
         without an exception, and discarded otherwise.
+
+        An operation may carry ``"expect"`` (as :meth:`put`'s ``expect``; ``b.put(key, value,
+        expect=...)`` in a :class:`Batch`): every condition is checked, under the write lock,
+        against the keys as they are before the batch, and the batch is written only if all
+        hold (:class:`~hyperdb.errors.Conflict` otherwise, with nothing written).
         """
         if ops is None:
             return Batch(self)
         if isinstance(ops, (str, bytes, Mapping)):
             raise InvalidArgument("batch takes a list of operations")
         parsed: builtins.list[Op] = []
+        expectations: builtins.list[Expectation] = []
         for op in ops:
             if type(op) is not dict or not op.keys() <= _OP_FIELDS:  # checked only off the usual
                 if not isinstance(op, Mapping):
@@ -283,7 +347,10 @@ class Database:
                     '{"type": "del", "key": ...}. Nothing was written.'
                 )
             parsed.append(self.check_op(kind, op["key"], op.get("value")))
-        return self._write(parsed) if parsed else []
+            expected = merging.expected_nodes(parsed[-1][0], op.get("expect", merging.NOT_GIVEN))
+            if expected is not None:
+                expectations.append((parsed[-1][0], expected))
+        return self._write(parsed, expectations=expectations) if parsed else []
 
     def authorize(
         self, public_key: bytes, role: str = "writer", prefixes: Iterable[str] | None = None
@@ -368,9 +435,24 @@ class Database:
             )
         return normal, data, False
 
+    def _write_checked(self, ops: builtins.list[Op], expect: object) -> Node:
+        """The one operation of ``ops`` written, if its key's current nodes are ``expect``."""
+        expected = merging.expected_nodes(ops[0][0], expect)
+        checks = [] if expected is None else [(ops[0][0], expected)]
+        return self._write(ops, expectations=checks)[0]
+
     def _write(
-        self, ops: builtins.list[Op], system: tuple[record.SystemOp, ...] = ()
+        self,
+        ops: builtins.list[Op],
+        system: tuple[record.SystemOp, ...] = (),
+        *,
+        expectations: Sequence[Expectation] = (),
     ) -> list[Node]:
+        if expectations:  # checked and written under the lock: no write lands in between
+            with self._context.lock:
+                for normal, expected in expectations:
+                    merging.check_expected(normal, self._reads.get(normal), expected)
+                return self._write(ops, system)
         nodes, _ = self._writes.write(ops, system)
         self._hub.notify()
         return nodes
@@ -487,22 +569,44 @@ class Database:
     def get(self, key: str) -> builtins.list[Node]: ...
 
     @overload
+    def get(self, key: str, *, resolve: str | merging.Resolver) -> merging.Resolution | None: ...
+
+    @overload
     def get(self, key: str, *, map: MapFn | None = None, reduce: ReduceFn | None = None) -> Any: ...
 
-    def get(self, key: str, *, map: MapFn | None = None, reduce: ReduceFn | None = None) -> Any:
+    def get(
+        self,
+        key: str,
+        *,
+        map: MapFn | None = None,
+        reduce: ReduceFn | None = None,
+        resolve: str | merging.Resolver | None = None,
+    ) -> Any:
         """The current nodes of ``key``: one normally, several after concurrent writes (sorted by
         writer key); ``[]`` when the key is absent or every current node is a deletion (a
         deletion concurrent with a put is returned, with ``deleted=True``).
 
         As in HyperDB, ``map`` is applied to each node and ``reduce`` folds the (mapped) nodes into
-        one answer (``None`` when there are none); :meth:`get_one` is a ready-made resolver."""
+        one answer (``None`` when there are none); :meth:`get_one` is a ready-made resolver.
+        ``resolve`` (instead of ``map``/``reduce``) answers one
+        :class:`~hyperdb.api.merging.Resolution` (``None`` when the key is absent) from a
+        resolver: ``"last-writer"`` (as :meth:`get_one`), ``"keep-edits"`` (a deletion never
+        hides an edit), ``"json-merge"`` (a three-way merge of JSON objects, field by field) or
+        a :class:`~hyperdb.api.merging.Resolver`. It only reads; :meth:`resolve` writes it."""
         check_shaping(map, reduce)
-        return shape(self._reads.get(check_key(key, allow_root=True)), map, reduce)
+        normal = check_key(key, allow_root=True)
+        if resolve is not None:
+            if map is not None or reduce is not None:
+                raise InvalidArgument("give get() either resolve or map/reduce, not both")
+            return merging.resolve_key(self, normal, resolve)
+        return shape(self._reads.get(normal), map, reduce)
 
     def get_one(self, key: str) -> Node | None:
         """One value for ``key`` chosen the same way on every replica: of the current nodes, the
         one written last in causal order, ties between concurrent writes broken by the larger
-        writer key; ``None`` when the key is absent."""
+        writer key; ``None`` when the key is absent. This is the ``"last-writer"`` resolver: a
+        deletion concurrent with an edit can win, and then hides the edit (``None``) on every
+        replica; ``get(key, resolve="keep-edits")`` keeps the edit instead."""
         return resolve(self._reads.get(check_key(key, allow_root=True)))
 
     def list(
@@ -678,12 +782,27 @@ class Batch:
         self._database = database
         self._ops: builtins.list[Op] = []
         self.nodes: builtins.list[Node] = []
+        self._expectations: builtins.list[Expectation] = []
 
-    def put(self, key: str, value: Any) -> None:
-        self._ops.append(self._database.check_op("put", key, value))
+    def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN,
+    ) -> None:
+        self._add(self._database.check_op("put", key, value), expect)
 
-    def delete(self, key: str) -> None:
-        self._ops.append(self._database.check_op("del", key, None))
+    def delete(
+        self, key: str, *, expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN
+    ) -> None:
+        self._add(self._database.check_op("del", key, None), expect)
+
+    def _add(self, op: Op, expect: object) -> None:
+        expected = merging.expected_nodes(op[0], expect)
+        if expected is not None:
+            self._expectations.append((op[0], expected))
+        self._ops.append(op)
 
     def __enter__(self) -> Self:
         return self
@@ -694,6 +813,7 @@ class Batch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None and self._ops:
-            self.nodes = self._database._write(self._ops)
-        self._ops = []
+        ops, expectations = self._ops, self._expectations
+        self._ops, self._expectations = [], []
+        if exc_type is None and ops:
+            self.nodes = self._database._write(ops, expectations=expectations)
