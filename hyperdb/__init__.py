@@ -21,7 +21,11 @@ __version__ = "0.1.0"
 
 #: Modules applications use by their short name (``from hyperdb import net, inspect``), imported
 #: on first use: the TCP transport and the history tools (which load networkx).
-_SHORT_NAMES = {"net": "hyperdb.replication.net", "inspect": "hyperdb.tools.inspect"}
+_SHORT_NAMES = {
+    "net": "hyperdb.replication.net",
+    "inspect": "hyperdb.tools.inspect",
+    "merging": "hyperdb.api.merging",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +48,7 @@ __all__ = [
     "Watcher",
     "__version__",
     "inspect",
+    "merging",
     "net",
     "open",
     "replicate",

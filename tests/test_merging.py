@@ -605,3 +605,25 @@ def test_merge_objects_field_order_follows_the_base_then_writers() -> None:
         conflicts: list[FieldConflict] = []
         out = merging.merge_objects({"t": 0}, [(n, n.value) for n in order], conflicts)
         assert list(out) == ["t", "new_a", "new_b"]
+
+
+def test_a_checkout_resolves_as_the_database_did_then() -> None:
+    """``Snapshot.get(resolve=)``: the resolution of a past version, not of the current one."""
+    a = hyperdb.open(memory=True, value_encoding="json")
+    b = hyperdb.open(memory=True, key=a.key, value_encoding="json")
+    a.authorize(b.local_key)
+    a.put("doc", {"x": 1, "y": 1})
+    hyperdb.replicate(a, b)
+    a.put("doc", {"x": 2, "y": 1})
+    b.put("doc", {"x": 1, "y": 2})
+    hyperdb.replicate(a, b)
+    then = a.version()
+    a.put("doc", {"x": 0, "y": 0})
+    merged = a.checkout(then).get("doc", resolve="json-merge")
+    assert merged is not None and merged.value == {"x": 2, "y": 2}
+    assert a.snapshot().get("doc", resolve="json-merge").value == {"x": 0, "y": 0}
+    with pytest.raises(hyperdb.errors.InvalidArgument):
+        a.snapshot().get("doc", resolve="json-merge", map=lambda n: n)
+    from hyperdb import merging
+
+    assert "keep-edits" in merging.RESOLVERS

@@ -15,7 +15,9 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
 
+from hyperdb.api import merging
 from hyperdb.api.checks import check_flags, check_key, check_range, check_shaping
+from hyperdb.errors import InvalidArgument
 from hyperdb.model.node import Node
 from hyperdb.model.trie_reads import TrieReads
 from hyperdb.model.version import decode_version
@@ -40,12 +42,28 @@ class Snapshot:
     def get(self, key: str) -> builtins.list[Node]: ...
 
     @overload
+    def get(self, key: str, *, resolve: str | merging.Resolver) -> merging.Resolution | None: ...
+
+    @overload
     def get(self, key: str, *, map: MapFn | None = None, reduce: ReduceFn | None = None) -> Any: ...
 
-    def get(self, key: str, *, map: MapFn | None = None, reduce: ReduceFn | None = None) -> Any:
-        """The current nodes of ``key`` as of this snapshot (see ``Database.get``)."""
+    def get(
+        self,
+        key: str,
+        *,
+        map: MapFn | None = None,
+        reduce: ReduceFn | None = None,
+        resolve: str | merging.Resolver | None = None,
+    ) -> Any:
+        """The current nodes of ``key`` as of this snapshot, or with ``resolve`` one resolution
+        of them (see ``Database.get``)."""
         check_shaping(map, reduce)
-        return shape(self._reads.get(check_key(key, allow_root=True)), map, reduce)
+        normal = check_key(key, allow_root=True)
+        if resolve is not None:
+            if map is not None or reduce is not None:
+                raise InvalidArgument("give get() either resolve or map/reduce, not both")
+            return merging.resolve_key(self, normal, resolve)
+        return shape(self._reads.get(normal), map, reduce)
 
     def get_one(self, key: str) -> Node | None:
         """One value for ``key`` (see ``Database.get_one``)."""
