@@ -10,7 +10,8 @@ nothing (the garbage test times out on its ``recv``, then fails); ``error_from``
 the base class (the in-process and the subprocess error tests see another class, exit code and
 message); ``ControlServer.close`` not removing its socket (the stop test sees it remain); a stale
 socket not cleared (the server refuses to start with ``in_use``); the long-path fallback removed
-(``bind`` fails with "AF_UNIX path too long").
+(``bind`` fails with "AF_UNIX path too long"); ``sync --live`` without the socket (the live sync
+test waits for it in vain).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +34,8 @@ import pytest
 import hyperdb
 from hyperdb.cli import control
 from hyperdb.errors import HyperDBError, InvalidArgument, InvalidKey, StorageError
-from tests.helpers.cli_process import run, start_serving
+from tests.helpers.cli_process import hyperdb_command, run, start_serving
+from tests.helpers.waiting import wait_until
 
 
 class Served:
@@ -340,3 +343,40 @@ def test_a_killed_server_leaves_a_socket_the_next_one_replaces(tmp_path: Path) -
             server.stdout.close()
     with hyperdb.open(tmp_path / "db", readonly=True) as db:
         assert [n.value for n in db.get("k")] == [b"forwarded"]
+
+
+def field(output: str, name: str) -> str:
+    return next(line.split()[1] for line in output.splitlines() if line.split()[:1] == [name])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_live_sync_takes_writes_for_its_replica_and_passes_them_on(tmp_path: Path) -> None:
+    key = field(check(run("init", "a", cwd=tmp_path)), "database")
+    writer = field(check(run("init", "b", "--key", key, cwd=tmp_path)), "writer")
+    check(run("authorize", "a", writer, cwd=tmp_path))
+    server, address = start_serving("a", tmp_path)
+    live = subprocess.Popen(
+        [*hyperdb_command(), "sync", "b", address, "--live"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (tmp_path / "b" / "control.sock").exists())
+        # b is held by the live sync: the put goes through it (once b learnt of its grant),
+        # and on to a's server
+        wait_until(lambda: run("put", "b", "from/b", "hello", cwd=tmp_path).returncode == 0)
+        wait_until(lambda: run("get", "a", "from/b", cwd=tmp_path).returncode == 0)
+        assert check(run("get", "a", "from/b", cwd=tmp_path)).startswith('from/b = "hello"  (')
+    finally:
+        live.send_signal(signal.SIGTERM)
+        out, err = live.communicate(timeout=30)
+        assert "stopped" in out
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
+    assert live.returncode == 0 and "Traceback" not in err, err
+    assert not (tmp_path / "b" / "control.sock").exists()

@@ -208,18 +208,22 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _now(path: str) -> str:
+    with open_existing(path, readonly=True) as db:
+        return db.version().hex()
+
+
 def run_watch(args: argparse.Namespace) -> int:
     if not args.interval > 0:
         raise InvalidArgument("--interval is a positive number of seconds")
     since = _since(args.since)
-    if since is None:
-        with open_existing(args.path, readonly=True) as db:
-            since = db.version().hex()
-    since = _read_once(args.path, since, args.prefix, args.json)
     if args.no_follow:
+        _read_once(args.path, _now(args.path) if since is None else since, args.prefix, args.json)
         return EXIT_OK
     with _sigterm_interrupts():
         try:
+            since = _now(args.path) if since is None else since
+            since = _read_once(args.path, since, args.prefix, args.json)
             while True:
                 connection = control.open_connection(args.path)
                 if connection is not None:
