@@ -4,6 +4,7 @@ change set, and refusing a file that mirrors another database."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ import pytest
 
 import hyperdb
 from hyperdb.api.changes import Change, ChangeSet
+from hyperdb.cli import mirror as mirror_cli
 from hyperdb.errors import EncodingMismatch, InvalidArgument
 from hyperdb.model import change_log
 from hyperdb.tools.mirror import Mirror, mirror, rows_of
@@ -309,3 +311,56 @@ def test_live_mirror_follows_new_writes_until_stopped(tmp_path: Path) -> None:
     assert not follower.is_alive()
     (stats,) = result
     assert (stats.sets, stats.checkpoint) == (1 + 20 + 4, db.version())
+
+
+def mirror_command(*argv: str) -> int:
+    """``hyperdb mirror ARGV...`` in this process (its parser and run function)."""
+    parser = argparse.ArgumentParser()
+    mirror_cli.add_commands(parser.add_subparsers())
+    args = parser.parse_args(["mirror", *argv])
+    result: int = args.run(args)
+    return result
+
+
+def test_the_command_mirrors_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with hyperdb.open(tmp_path / "db", value_encoding="json") as db:
+        db.batch([{"key": f"todo/{i}", "value": {"done": i % 2 == 0}} for i in range(10)])
+        db.put("todo/3", {"done": True})
+        version = db.version()
+    out = str(tmp_path / "out.sqlite")
+    assert mirror_command(str(tmp_path / "db"), out) == 0
+    assert capsys.readouterr().out.startswith("mirrored 2 change sets (11 key changes) into ")
+    assert mirror_command(str(tmp_path / "db"), out, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["sets"], report["keys"], report["checkpoint"]) == (0, 10, version.hex())
+    with hyperdb.open(tmp_path / "db", readonly=True) as db, Mirror(out) as target:
+        assert plain(target.rows()) == plain(list(rows_of(db, "json")))
+        done = "SELECT count(*) FROM entries WHERE json_extract(value, '$.done')"
+        assert target.query(done) == [(6,)]
+
+
+def test_a_group_of_sets_gives_the_rows_applying_them_one_by_one_gives(tmp_path: Path) -> None:
+    db = hyperdb.open(memory=True, value_encoding="utf-8")
+    sets = written(
+        db,
+        [
+            lambda: db.put("a", "1"),
+            lambda: db.delete("a"),  # put then deleted within the group
+            lambda: db.put("b", "1"),
+            lambda: db.batch([{"key": "b", "value": "2"}, {"key": "c", "value": "1"}]),
+            lambda: db.delete("c"),
+            lambda: db.put("c", "again"),  # deleted then put again
+        ],
+    )
+    with (
+        Mirror(tmp_path / "one.sqlite", database=db.key, encoding="utf-8", log=True) as one,
+        Mirror(tmp_path / "all.sqlite", database=db.key, encoding="utf-8", log=True) as group,
+    ):
+        for each in sets:
+            one.apply(each)
+        assert group.apply_many(sets) == (6, 7, 0)
+        assert group.rows() == one.rows()
+        assert group.log() == one.log() and group.counts() == one.counts() == (6, 7)
+        assert [row[:2] for row in group.rows()] == [("b", "2"), ("c", "again")]

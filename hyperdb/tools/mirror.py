@@ -60,7 +60,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -360,7 +360,7 @@ class Mirror:
 
     # --- applying ---------------------------------------------------------------------------------
 
-    def apply(self, change_set: ChangeSetLike | Mapping[str, Any]) -> bool:
+    def apply(self, change_set: ChangeSetLike | dict[str, Any]) -> bool:
         """Apply one change set (or its ``to_json()`` dict) in one SQLite transaction with the
         new checkpoint. ``False`` when its ``version`` is the checkpoint (applied before:
         nothing is written); :class:`~hyperdb.errors.InvalidArgument` when its ``since`` is not
@@ -368,15 +368,18 @@ class Mirror:
         return self.apply_many([change_set])[0] == 1
 
     def apply_many(
-        self, change_sets: Iterable[ChangeSetLike | Mapping[str, Any]]
+        self, change_sets: Iterable[ChangeSetLike | dict[str, Any]]
     ) -> tuple[int, int, int]:
         """Apply consecutive change sets in ONE SQLite transaction (faster when catching up),
-        each as :meth:`apply` would; ``(sets applied, key changes applied, sets skipped)``. An
-        error leaves the file as it was before the call."""
+        each as :meth:`apply` would; ``(sets applied, key changes applied, sets skipped)``. A key
+        changed by several of them is written once, as the last left it. An error leaves the
+        file as it was before the call."""
         self._check_bound()
         encoding = self._encoding
         assert encoding is not None
         applied = changed = skipped = 0
+        final: dict[str, Row | None] = {}  # each key's last row in the group (None: deleted)
+        logged: list[tuple[str, str, int, int]] = []
         with self._transaction():
             state = self._state()
             checkpoint = state["checkpoint"]
@@ -391,27 +394,26 @@ class Mirror:
                         f"this mirror's checkpoint {checkpoint[:24] or '(empty)'}...: resume "
                         "with db.changes(since=mirror.checkpoint)"
                     )
-                upserts: list[Row] = []
-                deletes: list[tuple[str]] = []
                 for key, current in items:
-                    if current:
-                        upserts.append(_row(key, current, encoding, version))
-                    else:
-                        deletes.append((key,))
-                connection = self._connection
-                if upserts:
-                    connection.executemany(_UPSERT, upserts)
-                if deletes:
-                    connection.executemany("DELETE FROM entries WHERE key = ?", deletes)
+                    final[key] = _row(key, current, encoding, version) if current else None
                 if self._log:
-                    connection.execute(
-                        "INSERT INTO mirror_log (since, version, keys, merged) VALUES (?, ?, ?, ?)",
-                        (since, version, len(items), int(merged)),
-                    )
+                    logged.append((since, version, len(items), int(merged)))
                 checkpoint = version
                 applied += 1
                 changed += len(items)
             if applied:
+                connection = self._connection
+                upserts = [row for row in final.values() if row is not None]
+                if upserts:
+                    connection.executemany(_UPSERT, upserts)
+                deletes = [(key,) for key, row in final.items() if row is None]
+                if deletes:
+                    connection.executemany("DELETE FROM entries WHERE key = ?", deletes)
+                if logged:
+                    connection.executemany(
+                        "INSERT INTO mirror_log (since, version, keys, merged) VALUES (?, ?, ?, ?)",
+                        logged,
+                    )
                 self._set("checkpoint", checkpoint)
                 self._set("sets", str(int(state["sets"]) + applied))
                 self._set("changes", str(int(state["changes"]) + changed))
@@ -496,10 +498,10 @@ def _is_hex(text: str) -> bool:
 
 
 def _parts(
-    change_set: ChangeSetLike | Mapping[str, Any], encoding: str
+    change_set: ChangeSetLike | dict[str, Any], encoding: str
 ) -> tuple[str, str, bool, list[tuple[str, list[_Current]]]]:
     """``(since hex, version hex, merged, [(key, current nodes after)])`` of either form."""
-    if isinstance(change_set, Mapping):
+    if isinstance(change_set, dict):
         try:
             since, version = str(change_set["since"]), str(change_set["version"])
             items = [
@@ -520,7 +522,7 @@ def _parts(
 
 def feed(
     target: Mirror,
-    change_sets: Iterable[ChangeSetLike | Mapping[str, Any]],
+    change_sets: Iterable[ChangeSetLike | dict[str, Any]],
     *,
     group: bool = True,
     stop: threading.Event | None = None,
@@ -530,7 +532,7 @@ def feed(
     ends: catching up), else each in its own as it comes (a live stream, whose next set may be
     a while away). Stops early when ``stop`` is set. ``(applied, changes, skipped)``."""
     applied = changed = skipped = 0
-    pending: list[ChangeSetLike | Mapping[str, Any]] = []
+    pending: list[ChangeSetLike | dict[str, Any]] = []
     size = 0
 
     def flush() -> None:
@@ -597,6 +599,6 @@ def _close_on(stop: threading.Event, stream: Any) -> None:
     stream.close()
 
 
-def _count(change_set: ChangeSetLike | Mapping[str, Any]) -> int:
-    changes = change_set["changes"] if isinstance(change_set, Mapping) else change_set.changes
-    return len(changes) if isinstance(changes, Sized) else 1
+def _count(change_set: ChangeSetLike | dict[str, Any]) -> int:
+    changes = change_set["changes"] if isinstance(change_set, dict) else change_set.changes
+    return len(changes) if type(changes) is list else 1
