@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperdb.api.database import Batch, Database, open, replicate
+from hyperdb.api.database import Database, open, replicate
+from hyperdb.api.operations import Batch
 from hyperdb.api.snapshot import Snapshot
 from hyperdb.api.watch import Watcher
 from hyperdb.errors import HyperDBError

@@ -24,6 +24,7 @@ from hyperdb.api.changes import ChangeSet, ChangeStream
 from hyperdb.api.checks import check_key, check_public_key, check_range, check_shaping
 from hyperdb.api.directory import open_directory
 from hyperdb.api.holders import Holders
+from hyperdb.api.operations import Batch, Expectation, OpChecker, expectation, parse_batch
 from hyperdb.api.snapshot import MapFn, ReduceFn, Snapshot, list_with, resolve, shape
 from hyperdb.api.watch import Watcher
 from hyperdb.errors import (
@@ -31,7 +32,6 @@ from hyperdb.errors import (
     InvalidArgument,
     NotFound,
     StorageError,
-    ValueTooLarge,
 )
 from hyperdb.feed import FEED_TABLES, ForkEvidence, KeyStore, MemoryKeyStore
 from hyperdb.model import change_log as change_log_module
@@ -54,13 +54,9 @@ from hyperdb.model.writer import Op, ReadOnlyWrites, WritePath
 from hyperdb.primitives import crypto
 from hyperdb.replication import connection
 from hyperdb.storage import Storage, open_storage
-from hyperdb.tools.fsck import Damage, VerifyReport, verify_database
+from hyperdb.tools.fsck import Damage, VerifyReport, verify_beside_writer, verify_database
 
 TABLES = (*FEED_TABLES, *STATE_TABLES, "meta", "index")
-_VERIFY_ATTEMPTS = 4  # a read-only verify beside a busy writer checks again, this many times
-_OP_FIELDS = frozenset(("type", "key", "value", "expect"))  # the fields of a batch operation
-Expectation = tuple[str, builtins.list[Node]]
-"""A conditional write's condition: the normalized key and the nodes it must have now."""
 
 
 def open(
@@ -168,6 +164,7 @@ class Database:
         self._local = opened.local  # the local writer's feed (the tests read it directly)
         self.readonly = readonly
         self._codec = codec = opened.codec
+        self._checker = OpChecker(codec)
         self._context = context = DatabaseContext(
             storage,
             opened.state,
@@ -326,30 +323,8 @@ class Database:
         hold (:class:`~hyperdb.errors.Conflict` otherwise, with nothing written).
         """
         if ops is None:
-            return Batch(self)
-        if isinstance(ops, (str, bytes, Mapping)):
-            raise InvalidArgument("batch takes a list of operations")
-        parsed: builtins.list[Op] = []
-        expectations: builtins.list[Expectation] = []
-        for op in ops:
-            if type(op) is not dict or not op.keys() <= _OP_FIELDS:  # checked only off the usual
-                if not isinstance(op, Mapping):
-                    raise InvalidArgument(f"a batch operation is a dict, not {type(op).__name__}")
-                unknown = set(op) - _OP_FIELDS
-                if unknown:
-                    raise InvalidArgument(f"unknown batch operation fields {sorted(unknown)}")
-            kind = op.get("type", "put")
-            if "key" not in op or (kind == "put" and "value" not in op):
-                missing = "key" if "key" not in op else "value"
-                raise InvalidArgument(
-                    f"batch operation {len(parsed)} has no {missing!r}: a put is "
-                    '{"type": "put", "key": ..., "value": ...}, a delete '
-                    '{"type": "del", "key": ...}. Nothing was written.'
-                )
-            parsed.append(self.check_op(kind, op["key"], op.get("value")))
-            expected = merging.expected_nodes(parsed[-1][0], op.get("expect", merging.NOT_GIVEN))
-            if expected is not None:
-                expectations.append((parsed[-1][0], expected))
+            return Batch(self._checker, self._write_many)
+        parsed, expectations = parse_batch(ops, self._checker)
         return self._write(parsed, expectations=expectations) if parsed else []
 
     def authorize(
@@ -423,23 +398,16 @@ class Database:
 
     def check_op(self, kind: object, key: object, value: Any) -> Op:
         """One write operation checked and encoded: ``(normalized key, value bytes, deleted)``."""
-        if kind not in ("put", "del"):
-            raise InvalidArgument(f"operation type must be 'put' or 'del', not {kind!r}")
-        normal = check_key(key)
-        if kind == "del":
-            return normal, None, True
-        data = self._codec.encode(value)
-        if data is not None and len(data) > record.MAX_VALUE_BYTES:
-            raise ValueTooLarge(
-                f"value of {len(data)} bytes exceeds the limit of {record.MAX_VALUE_BYTES}"
-            )
-        return normal, data, False
+        return self._checker.check(kind, key, value)
 
     def _write_checked(self, ops: builtins.list[Op], expect: object) -> Node:
         """The one operation of ``ops`` written, if its key's current nodes are ``expect``."""
-        expected = merging.expected_nodes(ops[0][0], expect)
-        checks = [] if expected is None else [(ops[0][0], expected)]
-        return self._write(ops, expectations=checks)[0]
+        return self._write(ops, expectations=expectation(ops[0][0], expect))[0]
+
+    def _write_many(
+        self, ops: builtins.list[Op], expectations: Sequence[Expectation]
+    ) -> builtins.list[Node]:
+        return self._write(ops, expectations=expectations)
 
     def _write(
         self,
@@ -737,24 +705,7 @@ class Database:
                 return verify_database(
                     context.storage, context.state, self._reads, self._trie_reads()
                 )
-            return self._verify_beside_writer()
-
-    def _verify_beside_writer(self) -> VerifyReport:
-        """A read-only view's verify: the store as it is now (another process may be writing
-        it), the derived index checked against the tries of the same moment. When a write lands
-        meanwhile the check runs again on the newer state (a few times at most)."""
-        storage = self._context.storage
-        state = open_readonly(storage, self._codec).state
-        for _ in range(_VERIFY_ATTEMPTS):
-            context = DatabaseContext(storage, state, NodeCache(0), readonly=True)
-            reader = NodeReader(context, self._codec)
-            tries = TrieReads(context, reader, state, state.heads)
-            report = verify_database(storage, state, IndexReads(context, reader), tries)
-            now = open_readonly(storage, self._codec).state
-            if now.heads == state.heads:  # the index and the tries were of the same moment
-                break
-            state = now
-        return report
+            return verify_beside_writer(context.storage, self._codec)
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -773,47 +724,3 @@ def replicate(a: Database, b: Database, *, upload: bool = True, download: bool =
     ``upload=False`` sends nothing of ``a`` to ``b``, ``download=False`` nothing of ``b`` to
     ``a``)."""
     connection.replicate(a.replication_port, b.replication_port, upload=upload, download=download)
-
-
-class Batch:
-    """Operations collected by ``with db.batch() as b:`` and written as one append on exit."""
-
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._ops: builtins.list[Op] = []
-        self.nodes: builtins.list[Node] = []
-        self._expectations: builtins.list[Expectation] = []
-
-    def put(
-        self,
-        key: str,
-        value: Any,
-        *,
-        expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN,
-    ) -> None:
-        self._add(self._database.check_op("put", key, value), expect)
-
-    def delete(
-        self, key: str, *, expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN
-    ) -> None:
-        self._add(self._database.check_op("del", key, None), expect)
-
-    def _add(self, op: Op, expect: object) -> None:
-        expected = merging.expected_nodes(op[0], expect)
-        if expected is not None:
-            self._expectations.append((op[0], expected))
-        self._ops.append(op)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        ops, expectations = self._ops, self._expectations
-        self._ops, self._expectations = [], []
-        if exc_type is None and ops:
-            self.nodes = self._database._write(ops, expectations=expectations)

@@ -30,9 +30,16 @@ from typing import Protocol
 from hyperdb.errors import CorruptionError, HyperDBError, StorageError
 from hyperdb.feed import Feed, ForkEvidence, decode_evidence
 from hyperdb.model import governed, record
+from hyperdb.model.cache import NodeCache
+from hyperdb.model.context import DatabaseContext
+from hyperdb.model.index_reads import IndexReads
 from hyperdb.model.node import Node
+from hyperdb.model.opening import open_readonly
+from hyperdb.model.reader import NodeReader
 from hyperdb.model.receipt_book import ROW_PREFIX, check_rows
 from hyperdb.model.state import State
+from hyperdb.model.trie_reads import TrieReads
+from hyperdb.model.values import Codec
 from hyperdb.primitives import crypto
 from hyperdb.storage import ReadTxn, Storage
 
@@ -110,6 +117,7 @@ def verify_database(
 # What reading damaged rows raises before anything can name the damage: the storage engine's
 # own errors and the decoding failures of rows this store wrote itself.
 _POINTER = struct.Struct(">IQ")  # a row of the applied grants and revocations (spec/store.md)
+VERIFY_ATTEMPTS = 4  # a read-only verify beside a busy writer checks again, this many times
 _UNREADABLE = (StorageError, CorruptionError, struct.error, LookupError, ValueError, TypeError)
 
 
@@ -326,3 +334,21 @@ def _index(index: Reads, tries: Reads, report: VerifyReport, progress: Progress 
 
 
 __all__ = ["Damage", "VerifyReport", "verify_database"]
+
+
+def verify_beside_writer(storage: Storage, codec: Codec) -> VerifyReport:
+    """A read-only view's verify: the store as it is now (another process may be writing it),
+    the derived index checked against the tries of the same moment. When a write lands
+    meanwhile the check runs again on the newer state (:data:`VERIFY_ATTEMPTS` times at most)."""
+    state = open_readonly(storage, codec).state
+    report = VerifyReport()
+    for _ in range(VERIFY_ATTEMPTS):
+        context = DatabaseContext(storage, state, NodeCache(0), readonly=True)
+        reader = NodeReader(context, codec)
+        tries = TrieReads(context, reader, state, state.heads)
+        report = verify_database(storage, state, IndexReads(context, reader), tries)
+        now = open_readonly(storage, codec).state
+        if now.heads == state.heads:  # the index and the tries were of the same moment
+            break
+        state = now
+    return report
