@@ -174,7 +174,7 @@ def test_writes_forwarded_do_what_direct_writes_do(served: Served) -> None:
     path = str(served.path)
     forwarded = control.forward(path, put_request("users/alice", "Alice"))
     assert forwarded is not None
-    node, encoding = forwarded
+    (node,), encoding = forwarded
     assert encoding == "binary"
     assert (node.key, node.value, node.seq, node.writer) == (
         "users/alice",
@@ -184,7 +184,7 @@ def test_writes_forwarded_do_what_direct_writes_do(served: Served) -> None:
     )
     assert [n.value for n in served.db.get("users/alice")] == [b"Alice"]
     deleted = control.forward(path, {"op": "del", "key": "users/alice"})
-    assert deleted is not None and deleted[0].deleted and served.db.get("users/alice") == []
+    assert deleted is not None and deleted[0][0].deleted and served.db.get("users/alice") == []
     as_json = control.forward(path, put_request("doc", '{"b": 1, "a": [2]}', "json"))
     assert as_json is not None and served.db.get("doc")[0].value == b'{"b":1,"a":[2]}'
 
@@ -193,6 +193,44 @@ def test_writes_forwarded_do_what_direct_writes_do(served: Served) -> None:
     with pytest.raises(InvalidKey) as direct_error:
         served.db.put("", b"x")
     assert str(forwarded_error.value) == str(direct_error.value)
+
+
+@pytest.mark.integration
+def test_changes_of_who_writes_go_through_too(served: Served) -> None:
+    path, db = str(served.path), served.db
+    with hyperdb.open(memory=True, key=db.key) as one, hyperdb.open(memory=True, key=db.key) as two:
+        first, second = one.local_key, two.local_key
+    request = {"op": "authorize", "writer": first.hex(), "role": "writer", "prefixes": ["notes"]}
+    forwarded = control.forward(path, request)
+    assert forwarded is not None
+    ((grant,), _) = forwarded
+    assert (grant.kind, grant.authorizes, grant.prefixes) == ("grant", (first,), ("notes",))
+    assert db.is_authorized(first)
+    rotated = control.forward(path, {"op": "rotate", "old": first.hex(), "new": second.hex()})
+    assert rotated is not None and [n.kind for n in rotated[0]] == ["revoke", "grant"]
+    revoked = control.forward(path, {"op": "revoke", "writer": second.hex()})
+    assert revoked is not None and revoked[0][0].revokes == (second,)
+    db.put("k", b"kept")
+    late = db.put("k", b"reverted")
+    reverted = control.forward(
+        path, {"op": "revert", "writer": db.local_key.hex(), "seq": late.seq}
+    )
+    assert reverted is not None and [n.value for n in db.get("k")] == [b"kept"]
+
+    with pytest.raises(HyperDBError) as forwarded_error:
+        control.forward(path, {"op": "revoke", "writer": db.key.hex()})
+    with pytest.raises(HyperDBError) as direct_error:
+        db.revoke(db.key)
+    assert type(forwarded_error.value) is type(direct_error.value)
+    assert str(forwarded_error.value) == str(direct_error.value)
+    for bad in (
+        {"op": "authorize", "writer": "zz", "role": "writer"},
+        {"op": "authorize", "writer": first.hex(), "role": "writer", "prefixes": "notes"},
+        {"op": "rotate", "old": first.hex()},
+        {"op": "revert", "writer": first.hex(), "seq": 0},
+    ):
+        with pytest.raises(InvalidArgument):
+            control.forward(path, bad)
 
 
 @pytest.mark.integration
@@ -270,7 +308,7 @@ def test_a_database_path_too_long_for_a_socket_address_still_works(tmp_path: Pat
     try:
         assert stat.S_IMODE(os.stat(control.socket_path(path)).st_mode) == 0o600
         forwarded = control.forward(str(path), put_request("k", "v"))
-        assert forwarded is not None and forwarded[0].value == b"v"
+        assert forwarded is not None and forwarded[0][0].value == b"v"
     finally:
         served.close()
     assert not control.socket_path(path).exists()

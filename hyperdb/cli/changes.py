@@ -114,7 +114,7 @@ def run_resolve(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": "resolve", "key": args.key, "resolver": args.resolver}
     if given:
         request["value"] = given_value(args.value, args.file, args.json)
-    node = control.write(args.path, request, partial(open_existing, args.path))
+    (node,) = control.write(args.path, request, partial(open_existing, args.path))
     if node.deleted:
         print(f"resolved {printable(node.key)}: deleted ({who(node)})")
     else:

@@ -1,24 +1,28 @@
 """The control socket: how command-line writes reach a database that another hyperdb process holds.
 
 A directory is open for writing in one process at a time, so while ``hyperdb serve PATH`` (or
-``sync --live``) runs, ``put``, ``del`` and ``resolve`` on ``PATH`` cannot open it. That process
-listens instead on a Unix domain socket beside the database, ``PATH/control.sock``, created with
-permission 0600 (a umask during ``bind``, so it is never wider, then ``chmod`` again) and removed
-when it stops; a socket file left by a process that was killed is found stale (nothing answers)
-and replaced by the next one. Only the user who owns the database can connect, and what they send
-is what they could do by opening the database themselves.
+``sync --live``) runs, ``put``, ``del``, ``resolve`` and the commands that govern writers on
+``PATH`` cannot open it. That process listens instead on a Unix domain socket beside the
+database, ``PATH/control.sock``, created with permission 0600 (a umask during ``bind``, so it is
+never wider, then ``chmod`` again) and removed when it stops; a socket file left by a process
+that was killed is found stale (nothing answers) and replaced by the next one. Only the user who
+owns the database can connect, and what they send is what they could do by opening the database
+themselves.
 
 The protocol is JSON lines: one request, one response. A write is ``{"op": "put"|"del"|
 "resolve", "key": ..., "value": {"form": "text"|"json"|"bytes", "data": BASE64}, "resolver":
-...}`` and its answer ``{"ok": true, "node": NODE, "value_encoding": ...}`` or ``{"ok": false,
-"code": CODE, "message": ...}``: the client raises the error class with that code, so the command
-prints the same line and exits with the same code as a direct write. ``{"op": "changes", "since":
-HEX|null, "prefix": ..., "live": bool}`` answers ``{"ok": true, ...}`` and then one
-``{"change_set": ...}`` line per transaction (``ChangeSet.to_json()``) until the client closes
-(``live``), or up to the current version followed by ``{"end": true}``. A request line is at most
-:data:`MAX_REQUEST` bytes (a value of the largest size a node holds, in base64, and room for the
-rest); a line too long, not JSON, or not a valid request gets an error response, and the server
-goes on serving.
+...}``, or a change of who writes (``authorize`` with ``writer``, ``role``, ``prefixes``;
+``revoke`` with ``writer``; ``rotate`` with ``old`` and ``new``; ``revert`` with ``writer`` and
+``seq``; keys in hex); its answer is ``{"ok": true, "nodes": [NODE...], "value_encoding": ...}``
+or ``{"ok": false, "code": CODE, "message": ...}``, and the client raises the error class with
+that code, so the command prints the same line and exits with the same code as a direct write.
+``{"op": "changes", "since": HEX|null, "prefix": ..., "live": bool}`` answers ``{"ok": true,
+...}`` and then one ``{"change_set": ...}`` line per transaction (``ChangeSet.to_json()``) until
+the client closes (``live``), or up to the current version followed by ``{"end": true}``.
+
+A request line is at most :data:`MAX_REQUEST` bytes (a value of the largest size a node holds, in
+base64, and room for the rest); a line too long, not JSON, or not a valid request gets an error
+response, and the server goes on serving.
 
 Both sides of a write run :func:`execute`, so a forwarded write does exactly what a direct one
 does. The server side runs on the serving process's event loop; the database calls run in a
@@ -58,7 +62,8 @@ MAX_REQUEST = (record.MAX_VALUE_BYTES * 4) // 3 + 8 + 64 * 1024
 """The longest request line: a base64 value of the largest size a node holds, and 64 KiB more for
 the key (escaped) and the other fields."""
 MAX_RESPONSE = 8 * MAX_REQUEST  # a node's value in JSON may be escaped (six bytes per character)
-WRITE_OPS = ("put", "del", "resolve")
+GOVERNANCE_OPS = ("authorize", "revoke", "rotate", "revert")
+WRITE_OPS = ("put", "del", "resolve", *GOVERNANCE_OPS)
 VALUE_FORMS = ("text", "json", "bytes")
 REQUEST_TIMEOUT = 300.0  # seconds a client waits for the answer to a write
 
@@ -144,6 +149,29 @@ def stored_value(encoding: str, form: str, data: bytes) -> Any:
     return _text(data)
 
 
+def _check_value(value: object) -> None:
+    if (
+        not isinstance(value, dict)
+        or value.get("form") not in VALUE_FORMS
+        or not isinstance(value.get("data"), str)
+    ):
+        raise InvalidArgument('a value is {"form": "text"|"json"|"bytes", "data": BASE64}')
+    try:
+        base64.b64decode(value["data"], validate=True)
+    except ValueError:
+        raise InvalidArgument("a value's data is base64") from None
+
+
+def _check_writer(request: dict[str, Any], field: str) -> None:
+    text = request.get(field)
+    if not isinstance(text, str) or len(text) != 64:
+        raise InvalidArgument(f"{field} is a writer key in hex (64 characters)")
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        raise InvalidArgument(f"{field} is a writer key in hex (64 characters)") from None
+
+
 def check_request(request: object) -> dict[str, Any]:
     """A write request checked for form (what the database checks, it checks itself)."""
     if not isinstance(request, dict):
@@ -151,20 +179,27 @@ def check_request(request: object) -> dict[str, Any]:
     op = request.get("op")
     if op not in WRITE_OPS:
         raise InvalidArgument(f"unknown request {op!r}: one of {', '.join(WRITE_OPS)}, changes")
+    if op in GOVERNANCE_OPS:
+        for field in ("old", "new") if op == "rotate" else ("writer",):
+            _check_writer(request, field)
+        prefixes = request.get("prefixes")
+        if op == "authorize" and not (
+            isinstance(request.get("role"), str)
+            and (
+                prefixes is None
+                or (isinstance(prefixes, list) and all(isinstance(p, str) for p in prefixes))
+            )
+        ):
+            raise InvalidArgument("an authorization names a role and a list of prefixes or null")
+        seq = request.get("seq")
+        if op == "revert" and (type(seq) is not int or seq < 1):
+            raise InvalidArgument("a revert names the first seq to revert, 1 or more")
+        return request
     if not isinstance(request.get("key"), str):
         raise InvalidArgument("a request names its key as a string")
     value = request.get("value")
     if value is not None:
-        if (
-            not isinstance(value, dict)
-            or value.get("form") not in VALUE_FORMS
-            or not isinstance(value.get("data"), str)
-        ):
-            raise InvalidArgument('a value is {"form": "text"|"json"|"bytes", "data": BASE64}')
-        try:
-            base64.b64decode(value["data"], validate=True)
-        except ValueError:
-            raise InvalidArgument("a value's data is base64") from None
+        _check_value(value)
     elif op == "put":
         raise InvalidArgument("a put has a value")
     resolver = request.get("resolver")
@@ -175,8 +210,12 @@ def check_request(request: object) -> dict[str, Any]:
     return request
 
 
-def execute(db: Database, request: dict[str, Any]) -> Node:
-    """Do the write ``request`` asks for (checked by :func:`check_request`) on ``db``."""
+def execute(db: Database, request: dict[str, Any]) -> list[Node]:
+    """Do the write ``request`` asks for (checked by :func:`check_request`) on ``db``: the nodes
+    written (one, except for ``rotate`` and ``revert``)."""
+    op = request["op"]
+    if op in GOVERNANCE_OPS:
+        return _govern(db, request)
     key = request["key"]
     spec = request.get("value")
     value = (
@@ -184,10 +223,10 @@ def execute(db: Database, request: dict[str, Any]) -> Node:
         if spec is None
         else stored_value(db.value_encoding, spec["form"], base64.b64decode(spec["data"]))
     )
-    if request["op"] == "put":
-        return db.put(key, value)
-    if request["op"] == "del":
-        return db.delete(key)
+    if op == "put":
+        return [db.put(key, value)]
+    if op == "del":
+        return [db.delete(key)]
     resolve = getattr(db, "resolve", None)
     if resolve is None:
         raise InvalidArgument("this hyperdb cannot resolve conflicts yet (no Database.resolve)")
@@ -195,7 +234,19 @@ def execute(db: Database, request: dict[str, Any]) -> Node:
     if spec is not None:
         options["value"] = value
     node: Node = resolve(key, **options)
-    return node
+    return [node]
+
+
+def _govern(db: Database, request: dict[str, Any]) -> list[Node]:
+    op = request["op"]
+    if op == "rotate":
+        return list(db.rotate(bytes.fromhex(request["old"]), bytes.fromhex(request["new"])))
+    writer = bytes.fromhex(request["writer"])
+    if op == "authorize":
+        return [db.authorize(writer, role=request["role"], prefixes=request.get("prefixes"))]
+    if op == "revoke":
+        return [db.revoke(writer)]
+    return list(db.revert(writer, request["seq"]))
 
 
 # --- the client side ------------------------------------------------------------------------------
@@ -315,8 +366,8 @@ def open_connection(path: str) -> Connection | None:
     return None if sock is None else Connection(sock, path)
 
 
-def forward(path: str, request: dict[str, Any]) -> tuple[Node, str] | None:
-    """Send the write ``request`` to the process serving ``path``: the node it wrote and the
+def forward(path: str, request: dict[str, Any]) -> tuple[list[Node], str] | None:
+    """Send the write ``request`` to the process serving ``path``: the nodes it wrote and the
     database's value encoding, ``None`` when no process answers there, or the error the write
     raised there."""
     connection = open_connection(path)
@@ -338,13 +389,13 @@ def forward(path: str, request: dict[str, Any]) -> tuple[Node, str] | None:
     if answer is None:
         raise StorageError(f"the process serving {path} closed the connection without answering")
     encoding = str(answer.get("value_encoding", "binary"))
-    return node_from_json(answer["node"], encoding), encoding
+    return [node_from_json(node, encoding) for node in answer["nodes"]], encoding
 
 
-def write(path: str, request: dict[str, Any], open_database: Callable[[], Database]) -> Node:
+def write(path: str, request: dict[str, Any], open_database: Callable[[], Database]) -> list[Node]:
     """Do a write command: on the database opened by ``open_database()`` when this process can
-    open it, else through the process that holds it (its control socket). When neither works,
-    the error of the open (``in_use``: open in another process) stands."""
+    open it, else through the process that holds it (its control socket); the nodes written.
+    When neither works, the error of the open (``in_use``: open in another process) stands."""
     check_request(request)
     try:
         db = open_database()
@@ -485,13 +536,17 @@ class ControlServer:
     async def _answer(self, request: object) -> dict[str, Any]:
         try:
             checked = check_request(request)
-            node = await asyncio.to_thread(execute, self.db, checked)
+            nodes = await asyncio.to_thread(execute, self.db, checked)
         except HyperDBError as exc:
             return _failure(exc)
         except Exception as exc:  # a bug must not end the server: say it, and go on
             _log.exception("control request failed")
             return {"ok": False, "code": "internal_error", "message": f"internal error: {exc!r}"}
-        return {"ok": True, "node": node_json(node), "value_encoding": self.db.value_encoding}
+        return {
+            "ok": True,
+            "nodes": [node_json(node) for node in nodes],
+            "value_encoding": self.db.value_encoding,
+        }
 
     async def _changes(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter

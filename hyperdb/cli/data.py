@@ -188,13 +188,13 @@ def run_put(args: argparse.Namespace) -> int:
         "key": args.key,
         "value": given_value(args.value, args.file, args.json),
     }
-    node = control.write(args.path, request, partial(open_existing, args.path))
+    (node,) = control.write(args.path, request, partial(open_existing, args.path))
     print(f"put {printable(node.key)} ({who(node)})")
     return EXIT_OK
 
 
 def run_del(args: argparse.Namespace) -> int:
-    node = control.write(
+    (node,) = control.write(
         args.path, {"op": "del", "key": args.key}, partial(open_existing, args.path)
     )
     print(f"deleted {printable(node.key)} ({who(node)})")
