@@ -5,8 +5,9 @@ one line on stderr and a documented exit code (:data:`EXIT_CODES`); tracebacks a
 The subcommands live in sibling modules: :mod:`hyperdb.cli.demo`, :mod:`hyperdb.cli.data`
 (keys, versions, writers, verify), :mod:`hyperdb.cli.history` (history, graph, blame, conflicts),
 :mod:`hyperdb.cli.peers` (databases, serving and syncing), :mod:`hyperdb.cli.writers` (who
-writes), :mod:`hyperdb.cli.acks` (who holds what) and :mod:`hyperdb.cli.changes` (watch,
-resolve); :mod:`hyperdb.cli.control` carries writes to a database another process holds.
+writes), :mod:`hyperdb.cli.acks` (who holds what), :mod:`hyperdb.cli.changes` (watch, resolve)
+and :mod:`hyperdb.cli.mirror` (a SQLite mirror); :mod:`hyperdb.cli.control` carries writes to a
+database another process holds, and its change stream to commands that follow it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperdb import __version__
-from hyperdb.cli import acks, changes, data, history, peers, writers
+from hyperdb.cli import acks, changes, data, history, mirror, peers, writers
 from hyperdb.cli.demo import run_demo
 from hyperdb.errors import (
     AckTimeout,
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     writers.add_commands(commands)
     acks.add_commands(commands)
     changes.add_commands(commands)
+    mirror.add_commands(commands)
     return parser
 
 

@@ -227,14 +227,10 @@ def execute(db: Database, request: dict[str, Any]) -> list[Node]:
         return [db.put(key, value)]
     if op == "del":
         return [db.delete(key)]
-    resolve = getattr(db, "resolve", None)
-    if resolve is None:
-        raise InvalidArgument("this hyperdb cannot resolve conflicts yet (no Database.resolve)")
-    options: dict[str, Any] = {"conflict": db.get(key), "resolver": request.get("resolver")}
-    if spec is not None:
-        options["value"] = value
-    node: Node = resolve(key, **options)
-    return [node]
+    conflict = db.get(key)
+    if spec is None:
+        return [db.resolve(key, conflict=conflict, resolver=request.get("resolver"))]
+    return [db.resolve(key, value, conflict, resolver=request.get("resolver"))]
 
 
 def _govern(db: Database, request: dict[str, Any]) -> list[Node]:
@@ -552,15 +548,12 @@ class ControlServer:
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         since, prefix, live = request.get("since"), request.get("prefix", ""), request.get("live")
-        changes = getattr(self.db, "changes", None)
         try:
             if since is not None and not isinstance(since, str):
                 raise InvalidArgument("since is a version in hex, or null")
             if not isinstance(prefix, str) or not isinstance(live, bool):
                 raise InvalidArgument("a changes request has a prefix string and live true|false")
-            if changes is None:
-                raise InvalidArgument("this hyperdb has no change stream yet")
-            stream = changes(since, prefix=prefix, live=live)
+            stream = self.db.changes(since, prefix=prefix, live=live)
         except HyperDBError as exc:
             writer.write(_line(_failure(exc)))
             await writer.drain()
