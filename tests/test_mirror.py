@@ -364,3 +364,26 @@ def test_a_group_of_sets_gives_the_rows_applying_them_one_by_one_gives(tmp_path:
         assert group.rows() == one.rows()
         assert group.log() == one.log() and group.counts() == one.counts() == (6, 7)
         assert [row[:2] for row in group.rows()] == [("b", "2"), ("c", "again")]
+
+
+def test_two_connections_opening_a_new_file_at_once_both_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL from two connections at once can fail at once in SQLite
+    ("database is locked", no busy wait): the mirror tries again."""
+    db = hyperdb.open(memory=True)
+    failures: list[BaseException] = []
+
+    def open_one(path: Path) -> None:
+        try:
+            Mirror(path, database=db.key, encoding="binary").close()
+        except BaseException as exc:
+            failures.append(exc)
+
+    for n in range(60):
+        threads = [
+            threading.Thread(target=open_one, args=(tmp_path / f"m{n}.sqlite",)) for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

@@ -70,6 +70,8 @@ from hyperdb.errors import Closed, EncodingMismatch, InvalidArgument, StorageErr
 from hyperdb.model.node import Node, json_value
 
 ENCODINGS = ("binary", "utf-8", "json")
+BUSY_TIMEOUT = 30.0
+"""Seconds a transaction waits for another connection's write (a second mirror process)."""
 CATCH_UP_SETS = 500
 """Catching up, change sets applied per SQLite transaction (at most)."""
 CATCH_UP_CHANGES = 20_000
@@ -255,19 +257,23 @@ class Mirror:
     ) -> None:
         self.path = Path(path)
         try:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the mirror {self.path}: {exc}") from None
         self._connection = connection
         self._log = log
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            _set_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA busy_timeout=10000")
             with self._transaction():
                 for statement in (_SCHEMA + (_LOG_SCHEMA if log else "")).split(";"):
                     if statement.strip():  # one at a time: executescript would commit first
                         connection.execute(statement)
+        except sqlite3.OperationalError as exc:  # locked for longer than the timeout, or I/O
+            connection.close()
+            raise StorageError(f"cannot open the mirror {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             connection.close()
             raise InvalidArgument(
@@ -487,6 +493,20 @@ class Mirror:
         self._connection.execute(
             "INSERT OR REPLACE INTO mirror_state (name, value) VALUES (?, ?)", (name, value)
         )
+
+
+def _set_wal(connection: sqlite3.Connection) -> None:
+    """Put the file in WAL mode. Two connections switching a new file at once can get "database
+    is locked" at once, without SQLite's busy wait: try again until :data:`BUSY_TIMEOUT`."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _is_hex(text: str) -> bool:
