@@ -418,3 +418,15 @@ def test_a_live_sync_takes_writes_for_its_replica_and_passes_them_on(tmp_path: P
             server.stdout.close()
     assert live.returncode == 0 and "Traceback" not in err, err
     assert not (tmp_path / "b" / "control.sock").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_database_held_by_a_process_without_a_socket_still_refuses_writes(
+    tmp_path: Path,
+) -> None:
+    check(run("init", "db", cwd=tmp_path))
+    with hyperdb.open(tmp_path / "db"):  # a program holds it, and answers no control socket
+        refused = run("put", "db", "k", "v", cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.endswith("[in_use]\n")
+    assert "db is open in another process" in refused.stderr
