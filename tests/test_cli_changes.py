@@ -162,6 +162,34 @@ def test_watch_follows_a_served_database_through_its_socket(tmp_path: Path) -> N
             server.stdout.close()
 
 
+def test_watch_goes_on_when_the_server_stops_and_comes_back(tmp_path: Path) -> None:
+    ok("init", "db", cwd=tmp_path)
+    server, _ = start_serving("db", tmp_path)
+    watching = Following("db", "--json", "--interval", "0.1", "--since", "empty", cwd=tmp_path)
+    try:
+        ok("put", "db", "k", "served", cwd=tmp_path)
+        first = json.loads(watching.next())
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        if server.stdout is not None:
+            server.stdout.close()
+        ok("put", "db", "k", "direct", cwd=tmp_path)  # nobody holds it now: read by watch
+        second = json.loads(watching.next())
+        assert second["since"] == first["version"]
+        server, _ = start_serving("db", tmp_path)
+        ok("put", "db", "k", "served again", cwd=tmp_path)
+        third = json.loads(watching.next())
+        assert third["since"] == second["version"]
+        assert [c["after"][0]["value"] for c in third["changes"]] == ["served again"]
+    finally:
+        code, err = watching.stop()
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
+    assert code == 0 and "Traceback" not in err
+
+
 def test_history_of_one_key_newest_first(tmp_path: Path) -> None:
     ok("init", "db", cwd=tmp_path)
     ok("put", "db", "k", "one", cwd=tmp_path)

@@ -37,6 +37,8 @@ from hyperdb.errors import HyperDBError, InvalidArgument, InvalidKey, StorageErr
 from tests.helpers.cli_process import hyperdb_command, run, start_serving
 from tests.helpers.waiting import wait_until
 
+pytestmark = pytest.mark.timeout(120)
+
 
 class Served:
     """A database in ``path`` answered by a :class:`control.ControlServer` on a loop in a
