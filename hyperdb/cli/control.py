@@ -434,7 +434,8 @@ def _clear_stale(where: Path) -> None:
 
 
 def bind(where: Path) -> socket.socket:
-    """A listening Unix socket at ``where``, permission 0600 from its creation."""
+    """A listening Unix socket at ``where``, permission 0600 from its creation. (The umask is the
+    process's: a file another thread creates in the same instant gets at most 0600 too.)"""
     _clear_stale(where)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
