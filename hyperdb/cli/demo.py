@@ -1,6 +1,7 @@
 """``hyperdb demo``: the main job README runs. Three replicas of one database on LMDB write
-concurrently, sync over encrypted loopback TCP, show the conflict that follows, its resolution,
-and the causal history, then verify their stores."""
+concurrently, sync over encrypted loopback TCP, show what one of them was told (its change
+stream), the conflict that follows and its resolution, keep a SQLite mirror of one, show the
+causal history, then revoke a stolen device and verify their stores."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hyperdb.api.database import Database
 from hyperdb.cli.common import show_value, values_line
 from hyperdb.replication import net
 from hyperdb.tools import inspect
+from hyperdb.tools.mirror import Mirror, mirror
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -77,8 +79,21 @@ def _demo(
         )
 
         say("")
-        _sync_all(replicas, server, say)
         carol = replicas["carol"]
+        checkpoint = carol.version()
+        _sync_all(replicas, server, say)
+        told = [
+            change_set for change_set in carol.changes(checkpoint) if change_set.changes
+        ]  # the change stream: one change set per transaction, since carol's checkpoint
+        say(
+            f"changes    carol's change stream since her checkpoint: {len(told)} change sets "
+            f"(one per transaction applied), {sum(len(c.changes) for c in told)} key changes; "
+            "doc/title went:"
+        )
+        for change_set in told:
+            for key, _, after in change_set.changes:
+                if key == "doc/title":
+                    say(f"           -> {values_line(after)}")
         conflict = carol.get("doc/title")
         say(f"conflict   carol's doc/title has {len(conflict)} concurrent values:")
         say(f"           {values_line(conflict)}")
@@ -89,10 +104,11 @@ def _demo(
             "           get_one (last writer in causal order, ties by writer key) -> "
             + (f"{chosen.pop()} on every replica" if len(chosen) == 1 else f"DIFFERENT: {chosen}")
         )
-        resolution = replicas["bob"].put("doc/title", b"Hello, world")
+        bob = replicas["bob"]
+        resolution = bob.resolve("doc/title", b"Hello, world", bob.get("doc/title"))
         say(
-            'resolve    bob, having seen all three, writes doc/title = "Hello, world" '
-            f"(seq {resolution.seq})"
+            'resolve    bob writes doc/title = "Hello, world" over exactly the three values he '
+            f"saw (seq {resolution.seq}; a value arriving meanwhile would refuse it: Conflict)"
         )
         _sync_all(replicas, server, say)
         versions = {db.version() for db in replicas.values()}
@@ -114,6 +130,16 @@ def _demo(
             "acks       who holds bob's resolution, as alice knows it: "
             + (", ".join(holders) if holders else "nobody yet")
         )
+
+    say("")
+    stats = mirror(alice, path / "alice.sqlite")
+    with Mirror(path / "alice.sqlite") as sql:
+        ((notes,),) = sql.query("SELECT count(*) FROM entries WHERE key LIKE 'notes/%'")
+        ((title,),) = sql.query("SELECT value FROM entries WHERE key = 'doc/title'")
+    say(
+        f"mirror     alice into {path / 'alice.sqlite'}: {stats.sets} change sets applied "
+        f"from its checkpoint; SQL: {notes} notes, doc/title = {show_value(title)}"
+    )
 
     say("")
     say("history of doc/title, newest first (hyperdb history PATH --graph draws every write):")
