@@ -91,12 +91,13 @@ def serving(store: Path) -> Iterator[Path]:
 
 def test_verify_works_beside_a_server(serving: Path) -> None:
     """`verify` while `serve` ran failed with storage_error where put said in_use: now verify
-    reads beside the server (it never writes) and put still says in_use."""
+    reads beside the server (it never writes), and put goes through the server (its control
+    socket, ``hyperdb.cli.control``)."""
     verified = run("verify", "db", cwd=serving.parent)
     assert verified.returncode == 0, verified
     assert verified.stdout.endswith("ok\n")
     put = run("put", "db", "k/1", "y", cwd=serving.parent)
-    assert put.returncode == 1 and put.stderr.endswith("[in_use]\n")
+    assert put.returncode == 0 and put.stdout.startswith("put k/1 ("), put.stderr
 
 
 def test_a_forked_writer_is_shown_by_writers_info_and_verify(tmp_path: Path) -> None:

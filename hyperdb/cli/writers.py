@@ -7,11 +7,14 @@ and what the rules hold back here). They mirror ``Database.authorize``, ``revoke
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from typing import Any
 
 from hyperdb.api.database import Database
+from hyperdb.cli import control
 from hyperdb.cli.common import add_json, add_path, open_existing, parse_key, print_json, printable
 from hyperdb.errors import InvalidArgument
+from hyperdb.model.node import Node
 
 EXIT_OK = 0
 
@@ -90,40 +93,42 @@ def add_commands(commands: Any) -> None:
     writers.set_defaults(run=run_writers)
 
 
+def _write(args: argparse.Namespace, request: dict[str, Any]) -> list[Node]:
+    """The change, made here or through the process holding the database (its control socket,
+    :mod:`hyperdb.cli.control`): the nodes written."""
+    return control.write(args.path, request, partial(open_existing, args.path))
+
+
 def run_authorize(args: argparse.Namespace) -> int:
     writer = parse_key(args.writer)
-    with open_existing(args.path) as db:
-        node = db.authorize(writer, role=args.role, prefixes=args.prefixes)
-        scope = (
-            "" if node.prefixes is None else " under " + ", ".join(map(printable, node.prefixes))
-        )
-        print(
-            f"authorized {writer.hex()} as {node.role}{scope} "
-            f"(seq {node.seq} of writer {db.local_key.hex()[:16]})"
-        )
+    request = {"op": "authorize", "writer": writer.hex(), "role": args.role}
+    (node,) = _write(args, {**request, "prefixes": args.prefixes})
+    scope = "" if node.prefixes is None else " under " + ", ".join(map(printable, node.prefixes))
+    print(
+        f"authorized {writer.hex()} as {node.role}{scope} "
+        f"(seq {node.seq} of writer {node.writer.hex()[:16]})"
+    )
     return EXIT_OK
 
 
 def run_revoke(args: argparse.Namespace) -> int:
     writer = parse_key(args.writer)
-    with open_existing(args.path) as db:
-        node = db.revoke(writer)
-        seen = node.clock.get(writer, 0)
-        print(
-            f"revoked {writer.hex()} (seq {node.seq} of writer {db.local_key.hex()[:16]}); "
-            f"its first {max(seen - 1, 0)} write(s) seen here stay"
-        )
+    (node,) = _write(args, {"op": "revoke", "writer": writer.hex()})
+    seen = node.clock.get(writer, 0)
+    print(
+        f"revoked {writer.hex()} (seq {node.seq} of writer {node.writer.hex()[:16]}); "
+        f"its first {max(seen - 1, 0)} write(s) seen here stay"
+    )
     return EXIT_OK
 
 
 def run_rotate(args: argparse.Namespace) -> int:
     old, new = parse_key(args.old), parse_key(args.new)
-    with open_existing(args.path) as db:
-        revocation, grant = db.rotate(old, new)
-        print(
-            f"rotated {old.hex()[:16]} -> {new.hex()} as {grant.role} (seqs "
-            f"{revocation.seq}-{grant.seq} of writer {db.local_key.hex()[:16]})"
-        )
+    revocation, grant = _write(args, {"op": "rotate", "old": old.hex(), "new": new.hex()})
+    print(
+        f"rotated {old.hex()[:16]} -> {new.hex()} as {grant.role} (seqs "
+        f"{revocation.seq}-{grant.seq} of writer {grant.writer.hex()[:16]})"
+    )
     return EXIT_OK
 
 
@@ -131,12 +136,11 @@ def run_revert(args: argparse.Namespace) -> int:
     writer = parse_key(args.writer)
     if args.seq < 1:
         raise InvalidArgument("SEQ is a seq of the writer's feed, 1 or more")
-    with open_existing(args.path) as db:
-        nodes = db.revert(writer, args.seq)
-        for node in nodes:
-            what = "deleted" if node.deleted else "restored"
-            print(f"{what} {printable(node.key)}")
-        print(f"{len(nodes)} key(s) reverted from seq {args.seq} of {writer.hex()[:16]}")
+    nodes = _write(args, {"op": "revert", "writer": writer.hex(), "seq": args.seq})
+    for node in nodes:
+        what = "deleted" if node.deleted else "restored"
+        print(f"{what} {printable(node.key)}")
+    print(f"{len(nodes)} key(s) reverted from seq {args.seq} of {writer.hex()[:16]}")
     return EXIT_OK
 
 
