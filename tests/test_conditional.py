@@ -1,11 +1,6 @@
 """Conditional writes and merges through the database: ``put``/``delete``/``batch`` with
 ``expect``, ``resolve``, and ``get(key, resolve=...)``.
-
-EVERY TEST HERE NEEDS THE DATABASE WIRING of ``hyperdb.api.merging`` (``put``/``delete``
-``expect=``, ``batch`` ``"expect"``, ``Database.resolve``, ``get(resolve=...)``): until it is
-applied to ``hyperdb/api/database.py`` the whole module is skipped, with a reason saying so
-(``pytest -ra`` lists it). The resolvers themselves are tested on their own in
-``tests/test_merging.py``.
+The resolvers themselves are tested on their own in ``tests/test_merging.py``.
 """
 
 from __future__ import annotations
@@ -19,12 +14,6 @@ import pytest
 import hyperdb
 from hyperdb import Database, Node
 from hyperdb.errors import Conflict, InvalidArgument, NotFound
-
-if not hasattr(Database, "resolve"):  # pragma: no cover - goes once the wiring is applied
-    pytest.skip(
-        "conditional writes are not wired into Database yet (put(expect=), resolve)",
-        allow_module_level=True,
-    )
 
 
 @pytest.fixture

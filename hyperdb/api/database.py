@@ -21,11 +21,11 @@ from typing import Any, Self, overload
 from hyperdb.api import acks as acks_module
 from hyperdb.api import governing, merging
 from hyperdb.api.changes import ChangeSet, ChangeStream
-from hyperdb.api.checks import check_key, check_public_key, check_range, check_shaping
+from hyperdb.api.checks import check_key, check_public_key, check_range
 from hyperdb.api.directory import open_directory
 from hyperdb.api.holders import Holders
 from hyperdb.api.operations import Batch, Expectation, OpChecker, expectation, parse_batch
-from hyperdb.api.snapshot import MapFn, ReduceFn, Snapshot, list_with, resolve, shape
+from hyperdb.api.snapshot import MapFn, ReduceFn, Snapshot, get_with, list_with, resolve
 from hyperdb.api.watch import Watcher
 from hyperdb.errors import (
     CorruptionError,
@@ -561,13 +561,7 @@ class Database:
         resolver: ``"last-writer"`` (as :meth:`get_one`), ``"keep-edits"`` (a deletion never
         hides an edit), ``"json-merge"`` (a three-way merge of JSON objects, field by field) or
         a :class:`~hyperdb.api.merging.Resolver`. It only reads; :meth:`resolve` writes it."""
-        check_shaping(map, reduce)
-        normal = check_key(key, allow_root=True)
-        if resolve is not None:
-            if map is not None or reduce is not None:
-                raise InvalidArgument("give get() either resolve or map/reduce, not both")
-            return merging.resolve_key(self, normal, resolve)
-        return shape(self._reads.get(normal), map, reduce)
+        return get_with(self, self._reads.get, key, map, reduce, resolve)
 
     def get_one(self, key: str) -> Node | None:
         """One value for ``key`` chosen the same way on every replica: of the current nodes, the

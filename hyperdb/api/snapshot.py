@@ -57,13 +57,7 @@ class Snapshot:
     ) -> Any:
         """The current nodes of ``key`` as of this snapshot, or with ``resolve`` one resolution
         of them (see ``Database.get``)."""
-        check_shaping(map, reduce)
-        normal = check_key(key, allow_root=True)
-        if resolve is not None:
-            if map is not None or reduce is not None:
-                raise InvalidArgument("give get() either resolve or map/reduce, not both")
-            return merging.resolve_key(self, normal, resolve)
-        return shape(self._reads.get(normal), map, reduce)
+        return get_with(self, self._reads.get, key, map, reduce, resolve)
 
     def get_one(self, key: str) -> Node | None:
         """One value for ``key`` (see ``Database.get_one``)."""
@@ -130,6 +124,25 @@ class Snapshot:
         reads = self._reads
         then = None if version is None else reads.at(decode_version(reads.state, version))
         return reads.diff(then, normal)
+
+
+def get_with(
+    view: merging.View,
+    nodes_of: Callable[[str], builtins.list[Node]],
+    key: str,
+    map: MapFn | None,
+    reduce: ReduceFn | None,
+    resolve: str | merging.Resolver | None,
+) -> Any:
+    """``get``'s arguments checked, and its answer: the nodes ``nodes_of`` gives for the key,
+    shaped by ``map``/``reduce``, or with ``resolve`` their resolution in ``view``."""
+    check_shaping(map, reduce)
+    normal = check_key(key, allow_root=True)
+    if resolve is not None:
+        if map is not None or reduce is not None:
+            raise InvalidArgument("give get() either resolve or map/reduce, not both")
+        return merging.resolve_key(view, normal, resolve)
+    return shape(nodes_of(normal), map, reduce)
 
 
 def list_with(
