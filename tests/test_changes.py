@@ -9,10 +9,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import hyperdb
 from hyperdb.api.changes import ChangeSet
 from hyperdb.model import change_log
+from hyperdb.primitives import cbor
 from tests.helpers.errors import raises_code
 from tests.helpers.memory_sync import sync
 
@@ -213,3 +216,27 @@ def test_bad_arguments_are_refused(db: hyperdb.Database) -> None:
         db.changes(b"\x01" * 33)
     with raises_code("invalid_argument"):
         hyperdb.open(memory=True, change_log=-1)
+
+
+EDGES = [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]
+uint = st.sampled_from(EDGES) | st.integers(0, 2**64 - 1)
+
+
+@given(
+    heads=st.lists(uint, max_size=6),
+    flat=st.lists(
+        st.tuples(
+            st.text(max_size=30) | st.sampled_from(["x" * 23, "x" * 24, "é" * 12]),
+            st.lists(uint, max_size=6),
+            st.lists(uint, max_size=6),
+        ),
+        max_size=5,
+    ),
+)
+def test_the_hand_written_entry_encoding_is_canonical_cbor(
+    heads: list[int], flat: list[tuple[str, list[int], list[int]]]
+) -> None:
+    """Mutation caught: a value of 24 written in the first byte (not canonical)."""
+    items: list[str | list[int]] = [part for triple in flat for part in triple]
+    encoded = change_log.encode_entry(heads, heads[::-1], items)
+    assert encoded == cbor.encode([heads, heads[::-1], items])

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from hyperdb.errors import CorruptionError, EncodingError
 from hyperdb.model import index
 from hyperdb.primitives import cbor
+from hyperdb.primitives._cbor_head import ARRAY, TEXT, UNSIGNED, encode_head
 from hyperdb.storage import ReadTxn, WriteTxn
 from trie import Pointer
 
@@ -32,6 +33,8 @@ PREFIX = b"changes/"
 DEFAULT_CAPACITY = 100_000
 TRIM_EVERY = 1024
 _NUMBER = struct.Struct(">Q")
+_ARRAY_OF_3 = encode_head(ARRAY, 3)
+_SMALL = [encode_head(UNSIGNED, v) for v in range(24)]
 
 Row = list[tuple[int, int, bool]]
 """The nodes of an index row: ``(feed, seq, deleted)`` each (``hyperdb.model.index.row_nodes``)."""
@@ -122,7 +125,7 @@ class ChangeLog:
         flat = [
             item for _, key, old_nodes, new_nodes in changes for item in (key, old_nodes, new_nodes)
         ]
-        entry = cbor.encode([_flat_heads(since_t), _flat_heads(version_t), flat], checked=True)
+        entry = encode_entry(_flat_heads(since_t), _flat_heads(version_t), flat)
         tx.put("meta", PREFIX + _NUMBER.pack(number), entry)
         self._next = number + 1
         if number % TRIM_EVERY == 0 and number > self.capacity:
@@ -161,6 +164,27 @@ def raw_entries(
     start = PREFIX if after is None else PREFIX + _NUMBER.pack(after + 1)
     for key, data in tx.scan("meta", start=start, stop=PREFIX[:-1] + b"0", reverse=reverse):
         yield int(_NUMBER.unpack(key[len(PREFIX) :])[0]), data
+
+
+def encode_entry(since: list[int], version: list[int], flat: list[str | list[int]]) -> bytes:
+    """The canonical CBOR of ``[since, version, flat]`` (unsigned integers and text in arrays),
+    written by hand: a put logs one entry, and cbor2 took a third of the time logging does. The
+    same bytes as ``hyperdb.primitives.cbor.encode`` of the same lists (tested)."""
+    parts = [_ARRAY_OF_3, _uints(since), _uints(version), encode_head(ARRAY, len(flat))]
+    for item in flat:
+        if isinstance(item, str):
+            data = item.encode("utf-8")
+            parts.append(encode_head(TEXT, len(data)))
+            parts.append(data)
+        else:
+            parts.append(_uints(item))
+    return b"".join(parts)
+
+
+def _uints(values: list[int]) -> bytes:
+    return encode_head(ARRAY, len(values)) + b"".join(
+        [_SMALL[v] if v < 24 else encode_head(UNSIGNED, v) for v in values]
+    )
 
 
 def decode_entry(number: int, data: bytes) -> Entry:
