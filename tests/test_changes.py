@@ -222,21 +222,34 @@ EDGES = [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]
 uint = st.sampled_from(EDGES) | st.integers(0, 2**64 - 1)
 
 
+node = st.tuples(uint, uint, st.booleans())
+
+
 @given(
-    heads=st.lists(uint, max_size=6),
-    flat=st.lists(
+    heads=st.lists(st.tuples(uint, uint), max_size=3).map(lambda hs: [n for h in hs for n in h]),
+    changes=st.lists(
         st.tuples(
             st.text(max_size=30) | st.sampled_from(["x" * 23, "x" * 24, "é" * 12]),
-            st.lists(uint, max_size=6),
-            st.lists(uint, max_size=6),
+            st.lists(node, max_size=4),
+            st.lists(node, max_size=4),
         ),
         max_size=5,
     ),
 )
 def test_the_hand_written_entry_encoding_is_canonical_cbor(
-    heads: list[int], flat: list[tuple[str, list[int], list[int]]]
+    heads: list[int], changes: list[tuple[str, change_log.Row, change_log.Row]]
 ) -> None:
     """Mutation caught: a value of 24 written in the first byte (not canonical)."""
-    items: list[str | list[int]] = [part for triple in flat for part in triple]
-    encoded = change_log.encode_entry(heads, heads[::-1], items)
+    encoded = change_log.encode_entry(
+        heads,
+        heads[::-1],
+        [(k, change_log.encode_nodes(b), change_log.encode_nodes(a)) for k, b, a in changes],
+    )
+
+    def flat(nodes: change_log.Row) -> list[int]:
+        return [n for feed, seq, deleted in nodes for n in (feed, seq, int(deleted))]
+
+    items = [part for k, b, a in changes for part in (k, flat(b), flat(a))]
     assert encoded == cbor.encode([heads, heads[::-1], items])
+    entry = change_log.decode_entry(1, encoded)
+    assert [(c.key, c.before, c.after) for c in entry.changes] == changes
