@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hyperdb.storage",),  # transactions over LMDB or memory
     ("hyperdb.feed",),  # the signed append-only feed
     ("hyperdb.model",),  # records, nodes, state, index, reads, the write path, the port
-    ("hyperdb.replication",),  # wire format, channel, connection, session, TCP
+    ("hyperdb.replication", "hyperdb.discovery"),  # wire, channel, session, TCP; finding peers
     ("hyperdb.tools",),  # fsck, inspect
     ("hyperdb.api",),  # Database, Snapshot, argument checks, watch
     ("hyperdb",),  # the package's front door (hyperdb/__init__.py)
