@@ -11,7 +11,7 @@ which a peer without the database key fails before anything is exchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
 from hyperdb.errors import InvalidArgument
@@ -68,3 +68,36 @@ class Discovery(Protocol):
 
     async def close(self) -> None:
         """Stop announcing and looking; release sockets. Idempotent."""
+
+
+class KnownPeers:
+    """Discovery by addresses given by hand (a bootstrap list, a peer on a VPN): ``lookup``
+    yields them (at most :data:`MAX_RESULTS`); ``announce`` tells no one."""
+
+    name = "known"
+
+    def __init__(self, addresses: Iterable[Address]) -> None:
+        checked: list[Address] = []
+        for address in addresses:
+            if not (isinstance(address, tuple) and len(address) == 2):
+                raise InvalidArgument(f"an address is (host, port), not {address!r}")
+            host, port = address
+            if not isinstance(host, str) or not host:
+                raise InvalidArgument(f"a host is a non-empty string, not {host!r}")
+            checked.append((host, check_port(port)))
+        self.addresses = checked[:MAX_RESULTS]
+
+    async def announce(self, topic: bytes, port: int) -> None:
+        check_topic(topic)
+        check_port(port)
+
+    async def unannounce(self, topic: bytes) -> None:
+        check_topic(topic)
+
+    async def lookup(self, topic: bytes) -> AsyncIterator[Address]:
+        check_topic(topic)
+        for address in self.addresses:
+            yield address
+
+    async def close(self) -> None:
+        return None
