@@ -221,8 +221,8 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> bool:
             elif kind == "waiting":
                 print(f"reconnecting in {detail:g} s", flush=True)
 
-        _run_until_signalled(
-            _with_control(
+        run_until_signalled(
+            with_control(
                 db,
                 args.path,
                 net.keep_synced(
@@ -233,7 +233,7 @@ def _sync(db: Database, peer: str, args: argparse.Namespace) -> bool:
         print("stopped", flush=True)  # a live sync ends with Ctrl-C, SIGTERM or an error
         return False
     try:
-        result = _run_until_signalled(
+        result = run_until_signalled(
             net.sync(db, host, port, timeout=args.timeout, on_progress=on_progress)
         )
     finally:
@@ -328,7 +328,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return asyncio.run(_serve(db, args.path, args.host, args.port))
 
 
-async def _with_control(db: Database, path: str, work: Coroutine[Any, Any, T]) -> T:
+async def with_control(db: Database, path: str, work: Coroutine[Any, Any, T]) -> T:
     """Await ``work`` while answering the database's control socket (writes from other commands,
     ``hyperdb.cli.control``). Without a socket (it cannot be made here) ``work`` runs all the
     same, and stderr says why."""
@@ -362,7 +362,7 @@ async def _serve(db: Database, path: str, host: str, port: int) -> int:
         await stop.wait()
 
     try:
-        await _with_control(db, path, until_stopped())
+        await with_control(db, path, until_stopped())
     finally:
         server.close()
         await server.wait_closed()
@@ -448,7 +448,7 @@ class _Signals:
     pending = False
 
 
-def _run_until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
+def run_until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
     """``asyncio.run(_until_signalled(work))``; a signal that came while the loop was being made
     cancels ``work`` as soon as the loop handles signals, and one that came while it was being
     torn down ends the command as a signal before it does (``None``: stopped)."""
@@ -521,4 +521,4 @@ def _run_interruptible(body: Callable[[], bool]) -> bool:
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["add_commands", "parse_key", "parse_peer"]
+__all__ = ["add_commands", "parse_key", "parse_peer", "run_until_signalled", "with_control"]
