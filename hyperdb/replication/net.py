@@ -48,7 +48,7 @@ from hyperdb.replication.admission import Admission, RefusalLog, address_group
 from hyperdb.replication.connection import Connection, ProgressCallback
 from hyperdb.replication.messages_v2 import MAX_EXTENSIONS
 from hyperdb.replication.peers import Extension, PeerInfo
-from hyperdb.replication.port import ServedReplica
+from hyperdb.replication.port import Replica, ServedReplica
 from hyperdb.replication.secure import MAGIC, PREAMBLE_SIZE, VERSION
 from hyperdb.replication.session import Session
 
@@ -129,6 +129,8 @@ class SyncResult:
     features: frozenset[str] = frozenset()
     #: Feeds frozen in this session because their writer forked.
     forks: tuple[bytes, ...] = ()
+    #: The discovery key of the database replicated (a server of several: once the peer chose).
+    discovery_key: bytes | None = None
     error: BaseException | None = field(default=None, repr=False)
 
     @property
@@ -163,6 +165,8 @@ class _Options:
     on_event: EventCallback | None = None
     features: int | None = None  # protocol features to offer (None: all; benchmarks clear some)
     extensions: tuple[Extension, ...] = ()
+    #: A server of several databases: False for one that takes no data in a session (serving).
+    accepts: Callable[[Replicable], bool] | None = None
 
 
 @dataclass(slots=True)
@@ -199,7 +203,7 @@ class _Opening:
 
 
 async def _run_session(
-    db: Replicable,
+    db: Replicable | Sequence[Replicable],
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     options: _Options,
@@ -210,12 +214,24 @@ async def _run_session(
     running: dict[int, SyncResult] | None = None,
 ) -> SyncResult:
     """Run one session to its end; returns what it did, with ``error`` set if it failed.
-    ``admitted``: a server's connection, see :class:`_Admitted`."""
+    ``admitted``: a server's connection, see :class:`_Admitted`. ``db``: a sequence of databases
+    for a server of several; the session's database (``port``) is known once the peer named one
+    and proved it knows its key."""
     started = time.monotonic()
     result = SyncResult(peer)
     if running is not None:  # the server lists it while it runs
         running[id(result)] = result
-    port = db.replication_port
+    port: ServedReplica | None = None
+    if isinstance(db, Sequence):
+        databases = {one.replication_port.key: one for one in db}
+        served: dict[bytes, ServedReplica] = {
+            key: one.replication_port for key, one in databases.items()
+        }
+        own_lock: threading.Lock | None = threading.Lock()  # the session's, until it has a port
+    else:
+        port = db.replication_port
+        databases, served, own_lock = {port.key: db}, {port.key: port}, None
+        result.discovery_key = port.discovery_key
     loop = asyncio.get_running_loop()
     on_progress = options.on_progress
     on_event = options.on_event
@@ -228,8 +244,13 @@ async def _run_session(
             with contextlib.suppress(RuntimeError):  # the loop is gone: the session is over
                 loop.call_soon_threadsafe(on_event, "progress", progress)
 
+    accepts = options.accepts
+
+    def accepted(replica: Replica) -> bool:
+        return accepts is None or accepts(databases[replica.key])
+
     session = Session(
-        port,
+        port if port is not None else list(served.values()),
         initiator=initiator,
         live=options.live,
         upload=options.upload,
@@ -239,6 +260,7 @@ async def _run_session(
         version=options.version,
         features=options.features,
         extensions=tuple(extension.name for extension in options.extensions),
+        accepts=accepted if accepts is not None else None,
     )
     by_name = {extension.name: extension for extension in options.extensions}
     token = id(session)
@@ -258,7 +280,8 @@ async def _run_session(
     receipts_waiting = asyncio.Event()  # another session stored receipts: forward them
 
     def flush_due() -> None:
-        port.flush_receipts(only_if_due=True)
+        if port is not None:
+            port.flush_receipts(only_if_due=True)
 
     def receipts_here() -> None:
         receipts_waiting.set()
@@ -269,8 +292,26 @@ async def _run_session(
             loop.call_soon_threadsafe(receipts_here)
 
     def locked(function: Callable[..., Any], *args: Any) -> Any:
-        with port.lock:
-            return function(*args)
+        if own_lock is None:
+            assert port is not None
+            with port.lock:
+                return function(*args)
+        with own_lock:  # then the lock of the database the peer chose, once it chose
+            chosen = session.replica
+            if chosen is None:
+                return function(*args)
+            with served[chosen.key].lock:
+                return function(*args)
+
+    def attach() -> None:
+        """The peer chose one of the databases served: follow that database from now on."""
+        nonlocal port
+        assert session.replica is not None
+        port = served[session.replica.key]
+        result.discovery_key = port.discovery_key
+        port.add_change_listener(on_change)
+        port.add_receipt_listener(on_receipt)
+        changed_here()  # whatever committed before the listener was there
 
     async def call(function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(locked, function, *args)
@@ -289,6 +330,7 @@ async def _run_session(
         connection = session.connection
         result.peer_key = connection.peer_key
         result.peer_claimed_role = connection.peer_claimed_role
+        assert port is not None  # the peer proved it knows a database's key before identifying
         info = _peer_info(port, connection, peer)
         if connection.peer_key is not None:
             port.peer_seen(connection.peer_key, peer)
@@ -327,11 +369,19 @@ async def _run_session(
                     continue
                 data, opening = decided, None
             await call(session.receive_data, data)
-            if not told_identified and session.connection.identified:
+            if port is None and session.replica is not None:
+                attach()
+            if (
+                not told_identified
+                and session.replica is not None
+                and session.connection.identified
+            ):
                 told_identified = True
                 identified()
             # the application's messages, outside the lock; reading waits while handlers run
-            arrived = session.connection.take_extension_messages()
+            arrived = (
+                session.connection.take_extension_messages() if session.replica is not None else []
+            )
             if arrived:
                 info = PeerInfo(result.peer_key, result.peer_role, result.peer_claimed_role, peer)
                 for name, payload in arrived:
@@ -383,8 +433,9 @@ async def _run_session(
                     raise PeerTimeout(f"the peer sent nothing for {options.timeout} s")
             await asyncio.sleep(min(max(remaining, 0.01), 1.0))
 
-    port.add_change_listener(on_change)
-    port.add_receipt_listener(on_receipt)
+    if port is not None:
+        port.add_change_listener(on_change)
+        port.add_receipt_listener(on_receipt)
     tasks = [
         asyncio.ensure_future(coroutine) for coroutine in (read_loop(), write_loop(), watchdog())
     ]
@@ -421,8 +472,9 @@ async def _run_session(
     finally:
         # Everything that releases the connection happens before the first await: a second
         # cancellation (the server closing while this session ends) must not skip it.
-        port.remove_change_listener(on_change)
-        port.remove_receipt_listener(on_receipt)
+        if port is not None:
+            port.remove_change_listener(on_change)
+            port.remove_receipt_listener(on_receipt)
         for extension in options.extensions:
             extension.detach(token)
         for task in [*tasks, *enders]:
@@ -439,21 +491,22 @@ async def _run_session(
         result.seconds = time.monotonic() - started
         if running is not None:
             running.pop(id(result), None)
-        result.blocks_received = session.connection.blocks_received
-        result.blocks_sent = session.connection.blocks_sent
         result.remote_static = session.channel.remote_static
-        connection = session.connection
-        result.protocol = connection.version
-        result.features = connection.feature_names
-        result.forks = tuple(connection.forks)
-        if connection.identified:
-            result.peer_key = connection.peer_key
-            result.peer_claimed_role = connection.peer_claimed_role
-            with contextlib.suppress(Exception):  # the database may be closing
-                result.peer_role = _peer_info(port, connection, peer).role
+        if session.replica is not None:  # a connection was made (a server of several: chosen)
+            connection = session.connection
+            result.blocks_received = connection.blocks_received
+            result.blocks_sent = connection.blocks_sent
+            result.protocol = connection.version
+            result.features = connection.feature_names
+            result.forks = tuple(connection.forks)
+            if connection.identified and port is not None:
+                result.peer_key = connection.peer_key
+                result.peer_claimed_role = connection.peer_claimed_role
+                with contextlib.suppress(Exception):  # the database may be closing
+                    result.peer_role = _peer_info(port, connection, peer).role
         interrupted = False  # a cancellation arriving while the session winds down
         try:
-            if result.error is None:
+            if result.error is None and port is not None:
                 await call(port.flush_receipts)  # what the session learnt, written once
         except asyncio.CancelledError:
             interrupted = True
@@ -542,7 +595,11 @@ class Server:
     ``close()`` / ``await wait_closed()``; also an async context manager."""
 
     def __init__(
-        self, db: Replicable, options: _Options, admission: Admission, log_interval: float
+        self,
+        db: Replicable | Sequence[Replicable],
+        options: _Options,
+        admission: Admission,
+        log_interval: float,
     ) -> None:
         self._db = db
         self._options = options
@@ -555,6 +612,11 @@ class Server:
         self._running: dict[int, SyncResult] = {}
         self.host = ""
         self.port = 0
+
+    @property
+    def databases(self) -> tuple[Replicable, ...]:
+        """The databases served (one, or those given to :func:`serve` as a sequence)."""
+        return tuple(self._db) if isinstance(self._db, Sequence) else (self._db,)
 
     @property
     def active(self) -> int:
@@ -685,7 +747,7 @@ class Server:
 
 
 async def serve(
-    db: Replicable,
+    db: Replicable | Sequence[Replicable],
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     *,
@@ -700,12 +762,21 @@ async def serve(
     on_progress: ProgressCallback | None = None,
     on_event: EventCallback | None = None,
     extensions: Sequence[Extension] = (),
+    accepts: Callable[[Replicable], bool] | None = None,
     _features: int | None = None,
     _version: int | None = None,
 ) -> Server:
     """Listen on ``host:port`` (port 0: any free port, see :attr:`Server.port`) and replicate
     ``db`` with every peer that connects and proves it knows the database key, each in its own
     session (live by default: sessions stay open and carry later changes both ways).
+
+    ``db`` may be a sequence of databases (distinct): all are served on this one port, each
+    peer naming the one it replicates (``spec/protocol.md`` §1.3). A peer naming none of them is
+    refused exactly as one naming another database is by a server of one, and learns nothing of
+    which databases are served. ``accepts(db)``, for a server of several, is called when a peer
+    has chosen ``db``: False runs that session without taking any data from the peer (it is
+    still served what is here), e.g. a seeder's storage cap. The limits below are for the
+    server as a whole, whichever databases its peers choose.
 
     Limits, so that connections that prove nothing cannot crowd out peers that do:
 
@@ -732,6 +803,10 @@ async def serve(
     """
     _check_address(host, port)
     _check_timeouts(handshake_timeout, timeout, evict_after, log_interval)
+    if isinstance(db, Sequence):
+        db = _check_databases(db)
+    elif accepts is not None:
+        raise InvalidArgument("accepts is for a server of several databases (a sequence)")
     for name, value in (
         ("max_sessions", max_sessions),
         ("max_handshakes", max_handshakes),
@@ -750,6 +825,7 @@ async def serve(
             features=_features,
             extensions=_check_extensions(extensions),
             version=_version,
+            accepts=accepts,
         ),
         Admission(
             max_sessions=max_sessions,
@@ -829,6 +905,16 @@ async def sync(
     if result.error is not None:
         raise _busy_or(result.error, peer)
     return result
+
+
+def _check_databases(databases: Sequence[Replicable]) -> tuple[Replicable, ...]:
+    chosen = tuple(databases)
+    if not chosen:
+        raise InvalidArgument("serve needs at least one database")
+    keys = {one.replication_port.key for one in chosen}
+    if len(keys) != len(chosen):
+        raise InvalidArgument("two of the databases to serve are replicas of one database")
+    return chosen
 
 
 def _check_extensions(extensions: Sequence[Extension]) -> tuple[Extension, ...]:

@@ -10,6 +10,12 @@ A :class:`SecureChannel` takes the bytes the peer sent (:meth:`SecureChannel.rec
 returns the plaintext they complete) and gives the bytes to send (:meth:`SecureChannel.send`
 encrypts, :meth:`SecureChannel.data_to_send` hands over). It holds at most one incomplete record
 of the peer's (65,537 bytes); every plaintext it returns is at most one record's worth.
+
+A responder may serve several databases on one port: given several database keys, it waits for the
+initiator's capability record, picks the database whose discovery key that names, and only then
+sends its own record (§1.3). A peer that names none of them, or fails its capability, gets 64
+random bytes in place of that record and reads a wrong database, as from a server of one other
+database: nothing tells it which databases are served.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hmac
 import struct
 import warnings
+from collections.abc import Sequence
 from enum import Enum
 
 from noise.connection import Keypair, NoiseConnection
@@ -24,6 +31,7 @@ from noise.connection import Keypair, NoiseConnection
 from hyperdb.errors import (
     CapabilityError,
     Closed,
+    HyperDBError,
     InvalidArgument,
     ProtocolError,
     ProtocolVersionError,
@@ -72,7 +80,10 @@ class SecureChannel:
     """One side of the encrypted channel to one peer.
 
     ``database_key`` is the key of the database both sides replicate: each side proves it knows
-    it (a capability bound to this handshake) and checks the other's proof. ``initiator`` is the
+    it (a capability bound to this handshake) and checks the other's proof. A responder may be
+    given a sequence of database keys instead (a server of several databases): the peer's first
+    encrypted record names one, and :attr:`database_key` says which once the peer proved it
+    knows that key; a peer naming none of them is refused as a wrong database. ``initiator`` is the
     side that opened the connection. ``static_key`` is this side's 32-byte X25519 private key for
     the handshake (random when not given); :attr:`remote_static` is the peer's public one once the
     handshake has told it.
@@ -86,15 +97,30 @@ class SecureChannel:
 
     def __init__(
         self,
-        database_key: bytes,
+        database_key: bytes | Sequence[bytes],
         *,
         initiator: bool,
         static_key: bytes | None = None,
         version: int = VERSION,
         _ephemeral_key: bytes | None = None,
     ) -> None:
-        if not isinstance(database_key, bytes) or len(database_key) != crypto.PUBLIC_KEY_SIZE:
-            raise InvalidArgument("the database key must be 32 bytes")
+        # a responder serving several databases: discovery key -> database key
+        self._candidates: dict[bytes, bytes] | None = None
+        if isinstance(database_key, bytes):
+            _check_key(database_key)
+            self._database_key: bytes | None = database_key
+            self._discovery_key = crypto.discovery_key(database_key)
+        else:
+            if initiator:
+                raise InvalidArgument("only a responder chooses among several databases")
+            keys = list(database_key)
+            if not keys:
+                raise InvalidArgument("a responder serves at least one database")
+            for key in keys:
+                _check_key(key)
+            self._candidates = {crypto.discovery_key(key): key for key in keys}
+            self._database_key = None
+            self._discovery_key = b""
         if static_key is None:
             static_key = crypto.random_bytes(32)
         if not isinstance(static_key, bytes) or len(static_key) != 32:
@@ -105,8 +131,9 @@ class SecureChannel:
         self.version = version
         self.remote_static: bytes | None = None
         self.phase = Phase.PREAMBLE
-        self._database_key = database_key
-        self._discovery_key = crypto.discovery_key(database_key)
+        #: What the peer is told when this side refuses it (None: the exception raised). A
+        #: server of several databases tells every refused peer the same.
+        self.refusal: HyperDBError | None = None
         self._noise = NoiseConnection.from_name(NOISE_NAME)
         self._noise.set_keypair_from_private_bytes(Keypair.STATIC, static_key)
         self._noise.set_prologue(prologue(version))
@@ -137,6 +164,12 @@ class SecureChannel:
     def established(self) -> bool:
         """Both sides are through the handshake and the peer proved it knows the database key."""
         return self.phase is Phase.OPEN
+
+    @property
+    def database_key(self) -> bytes | None:
+        """The key of the database this channel replicates: the one given, or, for a responder
+        given several, the one the peer named and proved it knows (None until then)."""
+        return self._database_key
 
     @property
     def handshake_hash(self) -> bytes:
@@ -185,7 +218,12 @@ class SecureChannel:
             self._check_preamble(bytes(buffer))
             buffer.clear()
             self.phase = Phase.HANDSHAKE
+        chose = False  # this call read the capability record a choosing responder answers
         for body in self._records.feed(view[pos:]):
+            if chose:
+                # the peer cannot have read this side's capability record before sending this
+                raise ProtocolError("the peer sent data before it checked this side's capability")
+            chose = self._candidates is not None and self.phase is Phase.AUTH
             plaintext = self._record(body)
             if plaintext:
                 plaintexts.append(plaintext)
@@ -248,6 +286,8 @@ class SecureChannel:
         self.phase = Phase.AUTH
         self._encrypting = True
         handshake_hash = self._handshake_hash = bytes(self._noise.get_handshake_hash())
+        if self._database_key is None:
+            return  # a responder choosing among databases answers the peer's record (_choose)
         proof = crypto.capability(self._database_key, self.initiator, handshake_hash)
         self._expected = crypto.capability(self._database_key, not self.initiator, handshake_hash)
         self._seal(self._discovery_key + proof)
@@ -256,6 +296,9 @@ class SecureChannel:
         if len(plaintext) != AUTH_SIZE:
             raise ProtocolError(f"the peer's capability message has {len(plaintext)} bytes")
         discovery_key, proof = plaintext[:32], plaintext[32:]
+        if self._candidates is not None:
+            self._choose(self._candidates, discovery_key, proof)
+            return
         if discovery_key != self._discovery_key:
             raise WrongDatabase(
                 f"the peer replicates another database (discovery key {discovery_key.hex()[:16]}, "
@@ -264,6 +307,31 @@ class SecureChannel:
         if not hmac.compare_digest(proof, self._expected):
             raise CapabilityError("the peer could not prove it knows the database key")
         self.phase = Phase.OPEN
+
+    def _choose(self, candidates: dict[bytes, bytes], discovery_key: bytes, proof: bytes) -> None:
+        """A responder of several databases: the one the peer named, if it proved it knows its
+        key; then this side's own capability record. Otherwise 64 random bytes stand in for that
+        record (the peer reads a wrong database) and every refused peer is told the same."""
+        handshake_hash = self.handshake_hash
+        key = candidates.get(discovery_key)
+        # the same work whether or not the database is served
+        expected = crypto.capability(key or bytes(32), True, handshake_hash)
+        if key is not None and hmac.compare_digest(proof, expected):
+            self._database_key, self._discovery_key = key, discovery_key
+            self._seal(discovery_key + crypto.capability(key, False, handshake_hash))
+            self.phase = Phase.OPEN
+            return
+        self._seal(crypto.random_bytes(AUTH_SIZE))
+        self.refusal = WrongDatabase("the peer replicates a database not served here")
+        if key is None:
+            raise WrongDatabase(
+                f"the peer names a database not served here (discovery key "
+                f"{discovery_key.hex()[:16]})"
+            )
+        raise CapabilityError(
+            f"the peer could not prove it knows the key of the database it names (discovery key "
+            f"{discovery_key.hex()[:16]})"
+        )
 
     # --- output -----------------------------------------------------------------------------------
 
@@ -292,6 +360,11 @@ class SecureChannel:
         self.phase = Phase.CLOSED
         self._buffer.clear()
         self._records = FrameDecoder(MAX_RECORD, header=_U16)
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, bytes) or len(key) != crypto.PUBLIC_KEY_SIZE:
+        raise InvalidArgument("the database key must be 32 bytes")
 
 
 __all__ = [

@@ -4,14 +4,17 @@ A :class:`Session` joins a :class:`~hyperdb.replication.secure.SecureChannel` (p
 handshake, capability) and a replication :class:`~hyperdb.replication.connection.Connection`: bytes
 from the socket go in through :meth:`Session.receive_data`, bytes for the socket come out of
 :meth:`Session.data_to_send`. The replication messages start only once the peer has proved it knows
-the database key. When something goes wrong the session closes, after leaving for the peer (when the
-channel can still encrypt) an error message that says why; the exception tells the caller.
+the database key. A responder may serve several replicas (databases) at once: the channel picks the
+one the peer names, and the session's connection is made for it then. When something goes wrong
+the session closes, after leaving for the peer (when the channel can still encrypt) an error
+message that says why; the exception tells the caller.
 :mod:`hyperdb.replication.net` runs sessions over asyncio TCP sockets.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hyperdb.errors import Closed, HyperDBError, ProtocolError
@@ -27,11 +30,16 @@ class Session:
     Options are those of :class:`~hyperdb.replication.connection.Connection` (``live``, ``upload``,
     ``download``, ``on_progress``, request limits) and of
     :class:`~hyperdb.replication.secure.SecureChannel` (``static_key``, ``version``).
+
+    A responder may be given a sequence of replicas of different databases: :attr:`replica` and
+    :attr:`connection` then exist once the peer named one of them and proved it knows its key,
+    and ``accepts(replica)``, called then, may turn ``download`` off for this session (a server
+    that takes no more data for that database but still serves it).
     """
 
     def __init__(
         self,
-        replica: Replica,
+        replica: Replica | Sequence[Replica],
         *,
         initiator: bool,
         live: bool = False,
@@ -43,12 +51,19 @@ class Session:
         max_message_bytes: int | None = None,
         features: int | None = None,
         extensions: tuple[str, ...] = (),
+        accepts: Callable[[Replica], bool] | None = None,
     ) -> None:
         options: dict[str, Any] = {}
         if max_message_bytes is not None:
             options["max_message_bytes"] = max_message_bytes
+        if isinstance(replica, Sequence):
+            self._candidates: dict[bytes, Replica] = {r.key: r for r in replica}
+            keys: bytes | list[bytes] = list(self._candidates)
+        else:
+            self._candidates = {replica.key: replica}
+            keys = replica.key
         self.channel = SecureChannel(
-            replica.key,
+            keys,
             initiator=initiator,
             static_key=static_key,
             version=VERSION if version is None else version,
@@ -59,24 +74,55 @@ class Session:
             options["features"] = features
         if extensions:
             options["extensions"] = extensions
-        self.connection = Connection(
-            replica,
-            initiator=initiator,
-            live=live,
-            upload=upload,
-            download=download,
-            on_progress=on_progress,
-            **options,
-        )
+        self._options = options
+        self._initiator = initiator
+        self._live = live
+        self._upload = upload
+        self._download = download
+        self._on_progress = on_progress
+        self._accepts = accepts
+        self._connection: Connection | None = None
+        self._replica: Replica | None = None
         self.error: BaseException | None = None
         self._closed = False
         self._bound = False
+        if isinstance(keys, bytes):
+            self._connect(self._candidates[keys])
+
+    def _connect(self, replica: Replica) -> Connection:
+        download = self._download
+        if download and self._accepts is not None and not self._accepts(replica):
+            download = False
+        self._replica = replica
+        self._connection = Connection(
+            replica,
+            initiator=self._initiator,
+            live=self._live,
+            upload=self._upload,
+            download=download,
+            on_progress=self._on_progress,
+            **self._options,
+        )
+        return self._connection
 
     # --- state ------------------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def replica(self) -> Replica | None:
+        """The replica this session replicates: the one given, or the one the peer chose among
+        several (None until it did)."""
+        return self._replica
+
+    @property
+    def connection(self) -> Connection:
+        """The replication state machine (:class:`Closed` before the peer chose a replica)."""
+        if self._connection is None:
+            raise Closed("the peer has not named a database yet")
+        return self._connection
 
     @property
     def established(self) -> bool:
@@ -104,7 +150,8 @@ class Session:
     @property
     def buffered(self) -> int:
         """Bytes held of incomplete input: one record and one replication frame at most."""
-        return self.channel.buffered + self.connection.buffered
+        held = self.channel.buffered
+        return held if self._connection is None else held + self._connection.buffered
 
     # --- input ------------------------------------------------------------------------------------
 
@@ -118,7 +165,12 @@ class Session:
             if not self._bound and self.channel.established:
                 # before the peer's first message: its identify is checked against this binding
                 self._bound = True
-                self.connection.bind(self.channel.handshake_hash)
+                connection = self._connection
+                if connection is None:  # the peer chose among several databases
+                    key = self.channel.database_key
+                    assert key is not None  # established
+                    connection = self._connect(self._candidates[key])
+                connection.bind(self.channel.handshake_hash)
             for plaintext in plaintexts:
                 self.connection.receive_data(plaintext)
         except BaseException as exc:
@@ -171,7 +223,8 @@ class Session:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.connection.close()
+            if self._connection is not None:
+                self._connection.close()
             self.channel.close()
 
     # --- output -----------------------------------------------------------------------------------
@@ -203,12 +256,14 @@ class Session:
             # The connection left its final error message if it failed; otherwise (a failure
             # of the channel itself) build one here. Before the handshake is done nothing can be
             # encrypted, and the peer learns nothing.
-            final = self.connection.data_to_send() if self.connection.closed else b""
+            connection = self._connection
+            final = connection.data_to_send() if connection and connection.closed else b""
             if not final:
-                final = error_frame(exc)
+                final = error_frame(exc if self.channel.refusal is None else self.channel.refusal)
             with contextlib.suppress(HyperDBError):
                 self.channel.send(final)
-        self.connection.close()
+        if self._connection is not None:
+            self._connection.close()
         self.channel.close()
 
 
