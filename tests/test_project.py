@@ -82,6 +82,8 @@ def test_trie_is_pure() -> None:
         # Unix socket beside a served database, no part of the replication protocol)
         ("socket", ["hyperdb/cli/control.py", "hyperdb/replication/net.py"]),
         ("networkx", ["hyperdb/tools/inspect.py"]),
+        ("zeroconf", ["hyperdb/discovery/lan.py"]),
+        ("ifaddr", ["hyperdb/discovery/lan.py"]),
     ],
 )
 def test_each_third_party_library_is_imported_in_one_module(library: str, homes: list[str]) -> None:

@@ -6,7 +6,8 @@ The subcommands live in sibling modules: :mod:`hyperdb.cli.demo`, :mod:`hyperdb.
 (keys, versions, writers, verify), :mod:`hyperdb.cli.history` (history, graph, blame, conflicts),
 :mod:`hyperdb.cli.peers` (databases, serving and syncing), :mod:`hyperdb.cli.writers` (who
 writes), :mod:`hyperdb.cli.acks` (who holds what), :mod:`hyperdb.cli.changes` (watch, resolve)
-and :mod:`hyperdb.cli.mirror` (a SQLite mirror); :mod:`hyperdb.cli.control` carries writes to a
+:mod:`hyperdb.cli.mirror` (a SQLite mirror), :mod:`hyperdb.cli.join` (finding peers) and
+:mod:`hyperdb.cli.seed` (serving many databases); :mod:`hyperdb.cli.control` carries writes to a
 database another process holds, and its change stream to commands that follow it.
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperdb import __version__
-from hyperdb.cli import acks, changes, data, history, mirror, peers, writers
+from hyperdb.cli import acks, changes, data, history, join, mirror, peers, seed, writers
 from hyperdb.cli.demo import run_demo
 from hyperdb.errors import (
     AckTimeout,
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     acks.add_commands(commands)
     changes.add_commands(commands)
     mirror.add_commands(commands)
+    join.add_commands(commands)
+    seed.add_commands(commands)
     return parser
 
 

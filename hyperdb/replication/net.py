@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hyperdb.discovery.base import Discovery
 from hyperdb.errors import (
     Closed,
     HyperDBError,
@@ -44,6 +45,7 @@ from hyperdb.errors import (
     ProtocolError,
 )
 from hyperdb.model.identity import ROLE_NAMES
+from hyperdb.replication import swarm as swarm_module
 from hyperdb.replication.admission import Admission, RefusalLog, address_group
 from hyperdb.replication.connection import Connection, ProgressCallback
 from hyperdb.replication.messages_v2 import MAX_EXTENSIONS
@@ -51,10 +53,12 @@ from hyperdb.replication.peers import Extension, PeerInfo
 from hyperdb.replication.port import Replica, ServedReplica
 from hyperdb.replication.secure import MAGIC, PREAMBLE_SIZE, VERSION
 from hyperdb.replication.session import Session
+from hyperdb.replication.swarm import Swarm
 
 _log = logging.getLogger("hyperdb.net")  # a stable name for applications to configure
 
 DEFAULT_HOST = "127.0.0.1"
+JOIN_HOST = "0.0.0.0"  # a replica in a swarm is reachable on every interface
 DEFAULT_PORT = 7337
 #: Seconds a peer has to complete the handshake and capability exchange (connecting).
 HANDSHAKE_TIMEOUT = 10.0
@@ -1040,13 +1044,32 @@ def sync_blocking(
     return asyncio.run(sync(db, host, port, **options))
 
 
-class BackgroundServer:
-    """A :func:`serve` running on its own event loop in a daemon thread (from
-    :func:`serve_in_background`). ``host``/``port`` say where; ``close()`` stops it."""
+class _Background:
+    """An event loop running in a daemon thread, for the blocking helpers below."""
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def _run(self, work: Any, timeout: float | None = None) -> Any:
+        """Run the coroutine ``work`` on the loop and return its result (here, in the caller's
+        thread)."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout)
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class BackgroundServer(_Background):
+    """A :func:`serve` running on its own event loop in a daemon thread (from
+    :func:`serve_in_background`). ``host``/``port`` say where; ``close()`` stops it."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._server: Server | None = None
         self.host = ""
         self.port = 0
@@ -1059,9 +1082,8 @@ class BackgroundServer:
 
     def _start(self, db: Replicable, host: str, port: int, options: dict[str, Any]) -> None:
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(serve(db, host, port, **options), self._loop)
         try:
-            self._server = future.result()
+            self._server = self._run(serve(db, host, port, **options))
         except BaseException:
             self._stop_loop()
             raise
@@ -1077,15 +1099,8 @@ class BackgroundServer:
                 await server.wait_closed()
 
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+                self._run(stop(), 10)
         self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
     def __enter__(self) -> BackgroundServer:
         return self
@@ -1103,8 +1118,119 @@ def serve_in_background(
     return background
 
 
+# --- joining a swarm ------------------------------------------------------------------------------
+
+#: What :func:`join` hands to every session it serves or dials.
+_SESSION_OPTIONS = frozenset(("timeout", "handshake_timeout", "extensions", "on_progress"))
+
+
+async def join(
+    db: Replicable,
+    discovery: Sequence[Discovery],
+    *,
+    host: str = JOIN_HOST,
+    port: int = 0,
+    max_peers: int = swarm_module.DEFAULT_MAX_PEERS,
+    lookup_interval: float = swarm_module.LOOKUP_INTERVAL,
+    min_delay: float = swarm_module.MIN_DELAY,
+    max_delay: float = swarm_module.MAX_DELAY,
+    on_event: EventCallback | None = None,
+    **options: Any,
+) -> Swarm:
+    """Join ``db``'s swarm: serve it on ``host:port`` (every interface, any free port, by
+    default), announce it on each of ``discovery`` (``hyperdb.discovery.lan.LanDiscovery``,
+    ``hyperdb.discovery.dht.DhtDiscovery``, ``hyperdb.discovery.base.KnownPeers``), and keep a
+    live session with each replica found, once each, reconnecting with backoff, at most
+    ``max_peers`` of them (``hyperdb.replication.swarm``). Returns the running
+    :class:`~hyperdb.replication.swarm.Swarm` (``peers``, ``port``, ``await close()``; also an
+    async context manager); the caller closes the discoveries. ``on_event(kind, detail)``:
+    ``"announced"``, ``"found"``, ``"connected"``, ``"lost"``, ``"refused"``, ``"duplicate"``,
+    ``"self"``. ``options`` (``timeout``, ``handshake_timeout``, ``extensions``,
+    ``on_progress``) go to every session."""
+    _check_address(host, port)
+    local_key = getattr(db, "local_key", None)
+    discovery_key = getattr(db, "discovery_key", None)
+    if not isinstance(local_key, bytes) or not isinstance(discovery_key, bytes):
+        raise InvalidArgument("join takes a database (with local_key and discovery_key)")
+    unknown = set(options) - _SESSION_OPTIONS
+    if unknown:
+        raise InvalidArgument(f"join does not take {sorted(unknown)}")
+
+    async def dial(peer_host: str, peer_port: int, told: EventCallback) -> object:
+        return await sync(db, peer_host, peer_port, live=True, on_event=told, **options)
+
+    async def serving(told: EventCallback) -> Server:
+        return await serve(db, host, port, live=True, on_event=told, **options)
+
+    swarm = Swarm(
+        local_key,
+        discovery_key,
+        list(discovery),
+        dial=dial,
+        serve=serving,
+        max_peers=max_peers,
+        lookup_interval=lookup_interval,
+        min_delay=min_delay,
+        max_delay=max_delay,
+        on_event=on_event,
+    )
+    return await swarm.start()
+
+
+class BackgroundJoin(_Background):
+    """A :func:`join` running on its own event loop in a daemon thread (from
+    :func:`join_in_background`): ``port``, ``peers``; ``close()`` leaves the swarm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._swarm: Swarm | None = None
+        self.port = 0
+
+    @property
+    def peers(self) -> list[bytes]:
+        """The writer keys of the replicas connected now."""
+        swarm = self._swarm
+        return [] if swarm is None else list(swarm.peers)
+
+    def _start(
+        self, db: Replicable, discovery: Sequence[Discovery], options: dict[str, Any]
+    ) -> None:
+        self._thread.start()
+        try:
+            self._swarm = self._run(join(db, discovery, **options))
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.port = self._swarm.port
+
+    def close(self) -> None:
+        """Leave the swarm: sessions ended, announcements withdrawn, the thread stopped."""
+        if self._swarm is not None:
+            swarm, self._swarm = self._swarm, None
+            with contextlib.suppress(Exception):
+                self._run(swarm.close(), 10)
+        self._stop_loop()
+
+    def __enter__(self) -> BackgroundJoin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def join_in_background(
+    db: Replicable, discovery: Sequence[Discovery], **options: Any
+) -> BackgroundJoin:
+    """:func:`join` for code without an event loop: the swarm runs in a background thread;
+    returns once it serves and has announced."""
+    background = BackgroundJoin()
+    background._start(db, discovery, options)
+    return background
+
+
 __all__ = [
     "DEFAULT_PORT",
+    "BackgroundJoin",
     "BackgroundServer",
     "EventCallback",
     "Extension",
@@ -1113,6 +1239,8 @@ __all__ = [
     "ProgressCallback",
     "Server",
     "SyncResult",
+    "join",
+    "join_in_background",
     "keep_synced",
     "push",
     "serve",

@@ -1,0 +1,40 @@
+"""A replica that finds its peers on the LAN alone (``net.join`` with ``LanDiscovery``), run in
+a host of a test LAN (``tests/helpers/netns.py``) by ``tests/test_join_lan.py``.
+
+It opens the database in its directory, joins the swarm with LAN discovery only (no address is
+given), writes ``from/NAME`` once its writer is authorized, prints ``complete`` once it holds
+EXPECTED keys under ``from/``, and keeps replicating until its stdin closes (at most ``hold``
+seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import hyperdb
+from hyperdb.discovery.lan import LanDiscovery
+from hyperdb.replication import net
+
+
+async def replica(path: str, name: str, expected: int, hold: float) -> list[str]:
+    db = hyperdb.open(path, value_encoding="utf-8", durable=False)
+    swarm = await net.join(db, discovery=[LanDiscovery()])
+    loop = asyncio.get_running_loop()
+    stdin_closed = loop.run_in_executor(None, sys.stdin.read)
+    try:
+        deadline = time.monotonic() + hold
+        while not db.is_authorized(db.local_key):
+            assert time.monotonic() < deadline, "never authorized"
+            await asyncio.sleep(0.05)
+        db.put(f"from/{name}", f"written by {name}")
+        while len(list(db.list("from"))) < expected:
+            assert time.monotonic() < deadline, "did not converge"
+            await asyncio.sleep(0.05)
+        print("complete", flush=True)
+        await asyncio.wait([stdin_closed], timeout=max(0.0, deadline - time.monotonic()))
+        return sorted(key for key, _ in db.list("from"))
+    finally:
+        await swarm.close()
+        db.close()
