@@ -9,13 +9,13 @@ the wire format (rpcudp's framing, msgpack) as an attacker would, not hyperdb co
 
 Mutations tried by hand, each caught: ``TopicStore.add`` without the per-IP check
 (test_store_bounds_per_topic_per_ip_and_topics); ``decode_peers`` without the cut at
-PEERS_PER_TOPIC (test_decode_peers_cuts_and_drops, and the hostile DHT's bound); the lookup
-without the PER_NODE cap per answer (test_hostile_nodes_are_bounded_and_logged: the flooder's
-addresses exceeded the cap); ``rpc_announce`` without the token check (the wrong-token announce
-was kept); ``call_find_node`` passing the answer through unchecked (the crawls raised on the
-garbage node's contacts and the lookups failed); the announce keeping a claimed IP instead of the
-UDP source (no field carries one: the store holds 127.0.0.1 for a raw announcer); a
-``Tokens.valid`` that accepts the previous-but-one secret (test_tokens_rotate).
+PEERS_PER_TOPIC (test_decode_peers_cuts_and_drops); the lookup without the PER_NODE cap per
+answer (test_hostile_nodes_are_bounded_and_logged: the flooder's addresses exceeded the cap);
+``rpc_announce`` without the token check (same test: the wrong-token announce was kept);
+``call_find_node`` passing answers on unchecked (same test: the garbage node's answers broke the
+crawls); token secrets kept beyond the previous one (test_tokens_rotate). An announcer cannot
+claim an IP: no message has a field for one (the store holds the UDP source, checked with a raw
+announcer in the hostile test).
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ from typing import Any
 import pytest
 import umsgpack  # type: ignore[import-untyped]
 
+import hyperdb
 from hyperdb.discovery import dht_records as records
 from hyperdb.discovery.base import MAX_RESULTS, topic_of
 from hyperdb.discovery.dht import PER_NODE, DhtDiscovery, DhtNode, DhtOptions, parse_address
 from hyperdb.errors import InvalidArgument, NetworkError
+from hyperdb.replication import net
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_MARK = "result "
@@ -510,3 +512,83 @@ def test_dht_node_command() -> None:
     assert result["status"].endswith("topics kept\n")
     assert [out.splitlines()[-1] for out in result["ends"]] == ["stopped", "stopped"]
     assert result["codes"] == [0, 0]
+
+
+async def replicas_converge(hold: float) -> dict[str, Any]:
+    nodes = await _dht(20)
+    boot = [nodes[0].address]
+    owner = hyperdb.open(memory=True, value_encoding="utf-8")
+    dbs = [owner] + [
+        hyperdb.open(memory=True, key=owner.key, value_encoding="utf-8") for _ in range(4)
+    ]
+    for db in dbs[1:]:
+        owner.authorize(db.local_key)
+    impostor = hyperdb.open(memory=True, value_encoding="utf-8")
+    impostor.put("evil", "not yours")
+    events: list[list[tuple[str, str]]] = [[] for _ in dbs]
+
+    def recorder(i: int) -> Any:
+        return lambda kind, detail: events[i].append((kind, repr(detail)))
+
+    # the impostor serves its own database but announces it under the others' topic
+    imp_dht = DhtDiscovery(bootstrap=boot, host="127.0.0.1", options=FAST)
+    imp_swarm = await net.join(impostor, discovery=[imp_dht], host="127.0.0.1")
+    await imp_dht.announce(topic_of(owner.discovery_key), imp_swarm.port)
+    started = time.monotonic()
+    dhts = [DhtDiscovery(bootstrap=boot, host="127.0.0.1", options=FAST) for _ in dbs]
+    swarms = [
+        await net.join(
+            db, discovery=[dht], host="127.0.0.1", lookup_interval=0.2, on_event=recorder(i)
+        )
+        for i, (db, dht) in enumerate(zip(dbs, dhts, strict=True))
+    ]
+    try:
+        written = [False] * len(dbs)
+        deadline = time.monotonic() + hold
+        while not all(len(list(db.list("from"))) == len(dbs) for db in dbs):
+            assert time.monotonic() < deadline, [len(list(db.list("from"))) for db in dbs]
+            for i, db in enumerate(dbs):
+                if not written[i] and db.is_authorized(db.local_key):
+                    db.put(f"from/r{i}", f"written by r{i}")
+                    written[i] = True
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - started
+        imp_port = imp_swarm.port
+        return {
+            "keys": [sorted(key for key, _ in db.list("")) for db in dbs],
+            "impostor": sorted(key for key, _ in impostor.list("")),
+            "refused": [
+                any(kind == "refused" and f", {imp_port})" in text for kind, text in told)
+                for told in events
+            ],
+            "peers": [len(swarm.peers) for swarm in swarms],
+            "seconds": took,
+        }
+    finally:
+        for swarm in [*swarms, imp_swarm]:
+            await swarm.close()
+        for dht in [*dhts, imp_dht]:
+            await dht.close()
+        for node in nodes:
+            await node.close()
+        for db in [*dbs, impostor]:
+            db.close()
+
+
+@pytest.mark.integration
+def test_five_replicas_knowing_only_the_bootstrap_converge() -> None:
+    """Five replicas of one database (the owner authorized the four others before any network)
+    each join with a DhtDiscovery that knows only the bootstrap node of a 20-node DHT, write one
+    key once their grant reached them, and all hold the five keys. An impostor announcing its
+    own database under their topic is found, refused by the capability check, and nothing
+    crosses either way."""
+    result = in_namespace("replicas_converge", 30.0)
+    expected = [f"from/r{i}" for i in range(5)]
+    assert [[key for key in keys if key.startswith("from/")] for keys in result["keys"]] == [
+        expected
+    ] * 5
+    assert all("evil" not in keys for keys in result["keys"])
+    assert result["impostor"] == ["evil"]
+    assert result["refused"] == [True] * 5  # each dialled it, and each was refused
+    assert result["peers"] == [4] * 5
+    assert result["seconds"] < 30
