@@ -4,13 +4,16 @@
 (by default every interface, port :data:`~hyperdb.discovery.dht.DEFAULT_PORT`), joins the DHT
 through the bootstrap nodes given (none: it is the first node, others bootstrap from it), routes
 and keeps announcements (:mod:`hyperdb.discovery.dht`) until Ctrl-C or SIGTERM, and prints a
-status line every ``--status`` seconds. It holds no database and reads nothing it keeps.
+status line every ``--status`` seconds. Warnings (nodes answering garbage or flooding) go to
+stderr with the time; the library's own lines about silent nodes are left out. It holds no
+database and reads nothing it keeps.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from typing import Any
 
 from hyperdb.cli.peers import run_until_signalled
@@ -52,6 +55,9 @@ def add_commands(commands: Any) -> None:
 
 def run_dht_node(args: argparse.Namespace) -> int:
     bootstrap = [parse_address(text) for text in args.bootstrap]
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("kademlia", "rpcudp"):  # every silent node is a line there; ours name problems
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     node = DhtNode(host=args.host, port=args.port, bootstrap=bootstrap)
     run_until_signalled(_serve(node, args.status))
     print("stopped", flush=True)
