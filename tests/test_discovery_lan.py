@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from hyperdb.discovery import base
-from hyperdb.discovery.lan import MAX_TXT_SIZE, SERVICE_TYPE, LanDiscovery, decode_txt, encode_txt
+from hyperdb.discovery.lan import (
+    MAX_TXT_SIZE,
+    SERVICE_TYPE,
+    LanDiscovery,
+    decode_txt,
+    encode_txt,
+    instance_name,
+    topic_tag,
+)
 from hyperdb.errors import InvalidArgument
 from tests.helpers import lan_peer, netns
 
@@ -189,7 +197,7 @@ def test_malformed_records_are_ignored(private_lan: None) -> None:
     ]
     with netns.lan(2) as net:
         address = net.hosts[0].address
-        peer = net.start(0, lan_peer.raw_services, address, records, 30)
+        peer = net.start(0, lan_peer.raw_services, address, records, 30, topic_tag(TOPIC))
         netns.read_line(peer, "ready", 20)
         result = net.call(1, lan_peer.lookup, TOPIC.hex(), 2.0, timeout=30)
         assert sorted((h, p) for h, p, _ in result["found"]) == [(address, 6001), (address, 6002)]
@@ -205,7 +213,7 @@ def test_a_flood_is_cut_at_max_results(private_lan: None) -> None:
     records = [[encode_txt(TOPIC).hex(), 7000 + i] for i in range(100)]
     with netns.lan(2) as net:
         address = net.hosts[0].address
-        peer = net.start(0, lan_peer.raw_services, address, records, 60)
+        peer = net.start(0, lan_peer.raw_services, address, records, 60, topic_tag(TOPIC))
         netns.read_line(peer, "ready", 40)
         result = net.call(1, lan_peer.lookup, TOPIC.hex(), 5.0, timeout=40)
         found = [(h, p) for h, p, _ in result["found"]]
@@ -227,3 +235,11 @@ def test_the_private_lan_is_removed_afterwards(private_lan: None) -> None:
     assert len(set(names)) == 4
     left = set(Path("/run/netns").iterdir()) if Path("/run/netns").exists() else set()
     assert not {path.name for path in left} & set(names)
+
+
+def test_instance_names_start_with_the_topics_tag() -> None:
+    """A lookup resolves only the names of its own topic (§2.1): the tag is the topic's first
+    8 bytes in hex, the rest random, drawn afresh."""
+    name = instance_name(TOPIC)
+    assert len(name) == 32 and name[:16] == topic_tag(TOPIC) == TOPIC[:8].hex()
+    assert instance_name(TOPIC)[16:] != name[16:]

@@ -31,7 +31,8 @@ from typing import Any
 from hyperdb.api.database import Database
 from hyperdb.api.directory import STORE_FILE
 from hyperdb.cli.common import open_existing
-from hyperdb.discovery.base import topic_of
+from hyperdb.cli.join import add_discovery_options, discoveries
+from hyperdb.discovery.base import Discovery, topic_of
 from hyperdb.errors import InvalidArgument
 from hyperdb.replication import net
 from hyperdb.tools.text import printable
@@ -70,7 +71,13 @@ def add_commands(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     seed.add_argument("paths", nargs="+", metavar="PATH", help="database directories")
-    seed.add_argument("--host", default=net.DEFAULT_HOST, help="address to listen on")
+    seed.add_argument(
+        "--host",
+        default=None,
+        help=f"address to listen on (default {net.DEFAULT_HOST}, or every interface with "
+        "--lan or --dht)",
+    )
+    add_discovery_options(seed)
     seed.add_argument(
         "--port",
         type=int,
@@ -183,12 +190,15 @@ def run_seed(args: argparse.Namespace) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
         )
+    found = discoveries(args, required=False)
+    if args.host is None:
+        args.host = net.JOIN_HOST if found else net.DEFAULT_HOST
     with contextlib.ExitStack() as stack:
         seeded = [Seeded(path, stack.enter_context(open_existing(path))) for path in args.paths]
-        return asyncio.run(_seed(seeded, args))
+        return asyncio.run(_seed(seeded, args, found))
 
 
-async def _seed(seeded: list[Seeded], args: argparse.Namespace) -> int:
+async def _seed(seeded: list[Seeded], args: argparse.Namespace, found: list[Discovery]) -> int:
     cap = Cap(seeded, args.max_bytes_per_db)
     for one in seeded:
         cap.check(one)
@@ -213,13 +223,20 @@ async def _seed(seeded: list[Seeded], args: argparse.Namespace) -> int:
                 f"  {printable(one.path)}  {role}  {store_bytes(one.path):,} bytes{over}{note}",
                 flush=True,
             )
+        pairs = announcements([one.db for one in seeded], server.port)
+        for discovery in found:  # every database announced, at once (each waits for its probes)
+            await asyncio.gather(*(discovery.announce(topic, port) for topic, port in pairs))
+        where = f" (announced: {', '.join(d.name for d in found)})" if found else ""
         print(
             f"seeding {len(seeded)} database{'' if len(seeded) == 1 else 's'} on "
-            f"{server.host}:{server.port} (Ctrl-C to stop)",
+            f"{server.host}:{server.port}{where} (Ctrl-C to stop)",
             flush=True,
         )
         await _status(server, seeded, cap, stop)
     finally:
+        for discovery in found:
+            with contextlib.suppress(Exception):
+                await discovery.close()
         server.close()
         await server.wait_closed()
     print(f"stopped after {len(server.results)} session(s)", flush=True)

@@ -1,7 +1,8 @@
 """Finding peers on the local network: DNS-SD over multicast DNS through ``zeroconf``.
 
 Owns the LAN record format (``spec/discovery.md`` §2): one service of type
-``_hyperdb._tcp.local.`` per announced topic, under a random instance name, whose TXT record
+``_hyperdb._tcp.local.`` per announced topic, under an instance name that starts with the topic's
+first 8 bytes in hex and goes on at random (a lookup resolves only those), whose TXT record
 carries ``v=1`` and ``t=`` the topic in hex, whose SRV record carries the port and whose A records
 carry this host's IPv4 addresses; :func:`encode_txt` and :func:`decode_txt` build and read the
 TXT bytes. :class:`LanDiscovery` announces and looks up through one ``AsyncZeroconf``, started on
@@ -36,8 +37,21 @@ MAX_TXT_SIZE = 1300
 """A TXT record longer than this (in bytes, as received) is dropped unread."""
 MAX_NAMES = 8 * MAX_RESULTS
 """A lookup resolves at most this many service names (a flood of names is cut here)."""
+TAG_BYTES = 8
+"""How much of the topic starts each instance name (16 hex digits)."""
 RESOLVE_TIMEOUT_MS = 1000
 DEFAULT_TIMEOUT = 1.5
+
+
+def topic_tag(topic: bytes) -> str:
+    """The start of the instance names announcing ``topic``: its first 8 bytes in hex."""
+    return topic[:TAG_BYTES].hex()
+
+
+def instance_name(topic: bytes) -> str:
+    """A new instance name for ``topic``: its tag and 8 random bytes, in lowercase hex, so that
+    a lookup resolves only the instances of its own topic."""
+    return topic_tag(topic) + os.urandom(8).hex()
 
 
 def encode_txt(topic: bytes) -> bytes:
@@ -163,10 +177,9 @@ class LanDiscovery:
         zc = self._started()
         if topic in self._services:
             await self.unannounce(topic)
-        instance = os.urandom(8).hex()
         info = AsyncServiceInfo(
             SERVICE_TYPE,
-            f"{instance}.{SERVICE_TYPE}",
+            f"{instance_name(topic)}.{SERVICE_TYPE}",
             port=port,
             properties=encode_txt(topic),
             server=self._host,
@@ -198,6 +211,7 @@ class LanDiscovery:
         found: asyncio.Queue[list[Address]] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
         seen_names: set[str] = set()
+        tag = topic_tag(topic)
 
         async def resolve(name: str) -> None:
             found.put_nowait(await self._resolve(zc, name, topic, deadline))
@@ -208,8 +222,8 @@ class LanDiscovery:
             key = name.lower()
             if state_change is ServiceStateChange.Removed or key in seen_names:
                 return
-            if key in self._own_names:
-                return
+            if key in self._own_names or not key.startswith(tag):
+                return  # its own, or another topic's (the name says; the TXT record decides)
             if len(seen_names) >= MAX_NAMES:
                 log.debug("lan lookup: more than %d service names, %r left out", MAX_NAMES, name)
                 return

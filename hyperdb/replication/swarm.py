@@ -208,9 +208,11 @@ class Swarm:
                 except Exception as exc:  # a discovery failing must not end the swarm
                     _log.warning("looking up on %s failed: %s", discovery.name, exc)
             self._dial_candidates()
-            # look again soon while finding new peers, less often once the swarm is stable
+            # look again soon while finding new peers or alone, less often once it is stable
             interval = (
-                self._lookup_interval if found_new else min(interval * 2, MAX_LOOKUP_INTERVAL)
+                self._lookup_interval
+                if found_new or not self.peers
+                else min(interval * 2, MAX_LOOKUP_INTERVAL)
             )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

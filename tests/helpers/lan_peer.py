@@ -62,15 +62,16 @@ async def announce_then_lookup(topic: str, port: int, timeout: float) -> list[li
         await discovery.close()
 
 
-async def raw_services(address: str, records: list[list[Any]], hold: float) -> str:
-    """Registers one service per ``[txt_hex, port]`` in ``records``, TXT data as given."""
+async def raw_services(address: str, records: list[list[Any]], hold: float, tag: str = "") -> str:
+    """Registers one service per ``[txt_hex, port]`` in ``records``, TXT data as given, under
+    instance names starting with ``tag`` (a topic's, for lookups of it to resolve them)."""
     zc = AsyncZeroconf(ip_version=IPVersion.V4Only)
     server = f"raw-{os.urandom(4).hex()}.local."
     try:
         infos = [
             AsyncServiceInfo(
                 SERVICE_TYPE,
-                f"raw{os.urandom(6).hex()}.{SERVICE_TYPE}",
+                f"{tag}{os.urandom(6).hex()}.{SERVICE_TYPE}",
                 port=port,
                 properties=bytes.fromhex(txt),
                 server=server,

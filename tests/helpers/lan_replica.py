@@ -38,3 +38,25 @@ async def replica(path: str, name: str, expected: int, hold: float) -> list[str]
     finally:
         await swarm.close()
         db.close()
+
+
+async def join_each(keys: list[str], hold: float) -> list[str]:
+    """For each database key (hex), a new in-memory replica that joins its swarm with LAN
+    discovery alone (one ``LanDiscovery`` shared by all), all at once; returns, per database,
+    the value of ``k`` once it arrived (within ``hold`` seconds)."""
+    lan = LanDiscovery()
+    dbs = [hyperdb.open(memory=True, key=key, value_encoding="utf-8") for key in keys]
+    # joined at once: each join announces, and an announcement waits for its probes (a second)
+    swarms = await asyncio.gather(*(net.join(db, discovery=[lan], max_peers=2) for db in dbs))
+    try:
+        deadline = time.monotonic() + hold
+        while not all(db.get("k") for db in dbs):
+            assert time.monotonic() < deadline, "not every database arrived"
+            await asyncio.sleep(0.05)
+        return [db.get("k")[0].value for db in dbs]
+    finally:
+        for swarm in swarms:
+            await swarm.close()
+        await lan.close()
+        for db in dbs:
+            db.close()
