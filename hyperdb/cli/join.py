@@ -40,15 +40,7 @@ def add_commands(commands: Any) -> None:
         "and is dropped. --peer adds addresses you know. Ctrl-C leaves.",
     )
     add_path(join)
-    join.add_argument("--lan", action="store_true", help="announce and look up on the LAN")
-    join.add_argument("--dht", action="store_true", help="announce and look up in the DHT")
-    join.add_argument(
-        "--bootstrap",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a DHT node to start from (repeat for several; `hyperdb dht-node` runs one)",
-    )
+    add_discovery_options(join)
     join.add_argument(
         "--peer", action="append", default=[], metavar="HOST:PORT", help="a peer you know"
     )
@@ -59,11 +51,26 @@ def add_commands(commands: Any) -> None:
     join.set_defaults(run=run_join)
 
 
-def discoveries(args: argparse.Namespace) -> list[Discovery]:
-    """The discoveries the options ask for (at least one, or a usage error)."""
+def add_discovery_options(parser: argparse.ArgumentParser) -> None:
+    """``--lan``, ``--dht`` and ``--bootstrap HOST:PORT ...`` (for ``join`` and ``seed``)."""
+    parser.add_argument("--lan", action="store_true", help="announce and look up on the LAN")
+    parser.add_argument("--dht", action="store_true", help="announce and look up in the DHT")
+    parser.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a DHT node to start from (repeat for several; `hyperdb dht-node` runs one)",
+    )
+
+
+def discoveries(args: argparse.Namespace, *, required: bool = True) -> list[Discovery]:
+    """The discoveries the options ask for (``--peer`` where the command has it); a usage error
+    when there are none and ``required``."""
     found: list[Discovery] = []
-    if args.peer:
-        found.append(KnownPeers([parse_peer(text) for text in args.peer]))
+    peers = getattr(args, "peer", [])
+    if peers:
+        found.append(KnownPeers([parse_peer(text) for text in peers]))
     if args.lan:
         from hyperdb.discovery.lan import LanDiscovery
 
@@ -76,7 +83,7 @@ def discoveries(args: argparse.Namespace) -> list[Discovery]:
         found.append(DhtDiscovery(bootstrap=[parse_peer(text) for text in args.bootstrap]))
     elif args.bootstrap:
         raise InvalidArgument("--bootstrap goes with --dht")
-    if not found:
+    if not found and required:
         raise InvalidArgument("say how to find peers: --lan, --dht --bootstrap HOST:PORT, --peer")
     return found
 
@@ -166,4 +173,4 @@ def _address(address: object) -> str:
     return str(address)
 
 
-__all__ = ["add_commands", "discoveries"]
+__all__ = ["add_commands", "add_discovery_options", "discoveries"]
