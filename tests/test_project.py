@@ -84,6 +84,7 @@ def test_trie_is_pure() -> None:
         ("networkx", ["hyperdb/tools/inspect.py"]),
         ("zeroconf", ["hyperdb/discovery/lan.py"]),
         ("ifaddr", ["hyperdb/discovery/lan.py"]),
+        ("kademlia", ["hyperdb/discovery/dht.py"]),
     ],
 )
 def test_each_third_party_library_is_imported_in_one_module(library: str, homes: list[str]) -> None:

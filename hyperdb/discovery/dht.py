@@ -2,7 +2,7 @@
 with a set of peers per topic on top, which the library alone does not have (it stores one value
 per key).
 
-Two messages are added to the library's ping and find_node (``spec/discovery_dht.md``):
+Two messages are added to the library's ping and find_node (``spec/discovery.md`` §3):
 ``get_peers(id, topic)`` answers the addresses a node keeps for a topic and a write token for the
 asker's IP; ``announce(id, topic, port, token)`` asks it to keep ``(sender's IP, port)`` for the
 topic. The IP is always the UDP source address the node sees, never one the message claims, and

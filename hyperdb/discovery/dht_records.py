@@ -3,7 +3,7 @@ another node passes, the bounded store of announcements a node keeps, the write 
 an announcement to the address it came from, and the spacing of lookups.
 
 Nothing here imports ``kademlia`` or touches a socket; :mod:`hyperdb.discovery.dht` carries these
-over the DHT (``spec/discovery_dht.md`` says which message holds what). Every function that reads
+over the DHT (``spec/discovery.md`` §3 says which message holds what). Every function that reads
 something another node sent returns ``None`` or drops the entry on anything unexpected (a wrong
 type, a bad IP text, a port out of range, too many items) and says why, never raises: a node
 answering garbage costs one log line and its answer, nothing else.
