@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from hyperdb.cli.peers import run_until_signalled
-from hyperdb.discovery.dht import DEFAULT_PORT, DhtNode, parse_address
+from hyperdb.discovery.dht import DEFAULT_PORT, DhtNode, parse_address, quiet_library_logs
 
 EXIT_OK = 0
 
@@ -56,8 +56,7 @@ def add_commands(commands: Any) -> None:
 def run_dht_node(args: argparse.Namespace) -> int:
     bootstrap = [parse_address(text) for text in args.bootstrap]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("kademlia", "rpcudp"):  # every silent node is a line there; ours name problems
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    quiet_library_logs()
     node = DhtNode(host=args.host, port=args.port, bootstrap=bootstrap)
     run_until_signalled(_serve(node, args.status))
     print("stopped", flush=True)

@@ -78,8 +78,9 @@ def discoveries(args: argparse.Namespace, *, required: bool = True) -> list[Disc
     if args.dht:
         if not args.bootstrap:
             raise InvalidArgument("--dht needs at least one --bootstrap HOST:PORT")
-        from hyperdb.discovery.dht import DhtDiscovery
+        from hyperdb.discovery.dht import DhtDiscovery, quiet_library_logs
 
+        quiet_library_logs()
         found.append(DhtDiscovery(bootstrap=[parse_peer(text) for text in args.bootstrap]))
     elif args.bootstrap:
         raise InvalidArgument("--bootstrap goes with --dht")

@@ -490,3 +490,10 @@ class DhtDiscovery:
         for topic in list(self._announcing):
             await self.unannounce(topic)
         await self.node.close()
+
+
+def quiet_library_logs() -> None:
+    """Silence the ``kademlia`` and ``rpcudp`` loggers for a command line: they log a line for
+    every node that does not answer, where this module names the problems worth a line."""
+    for name in ("kademlia", "rpcudp"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
