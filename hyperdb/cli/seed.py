@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -59,7 +60,7 @@ nothing; its role lets the others count what it holds (its receipts, `hyperdb ac
 without that role is still served, and the status says so.
 
 --max-bytes-per-db caps each database's store here: a database over the cap is still served but
-takes no more data in the sessions opened after it crossed the cap (the reason is logged)."""
+takes no more data, in new sessions and in those already open (the reason is logged)."""
 
 
 def add_commands(commands: Any) -> None:
@@ -151,7 +152,8 @@ class Seeded:
 
 
 class Cap:
-    """The per-database storage cap, checked when a peer opens a session for a database."""
+    """The per-database storage cap, checked when a peer opens a session for a database and at
+    each request for blocks in the sessions open (``StoreReplica.accept_only_while``)."""
 
     def __init__(self, seeded: Sequence[Seeded], max_bytes: int | None) -> None:
         self._by_db = {id(one.db): one for one in seeded}
@@ -202,6 +204,8 @@ async def _seed(seeded: list[Seeded], args: argparse.Namespace, found: list[Disc
     cap = Cap(seeded, args.max_bytes_per_db)
     for one in seeded:
         cap.check(one)
+        if cap.max_bytes is not None:  # the cap holds inside sessions already open, too
+            one.db.replication_port.accept_only_while(functools.partial(cap.accepts, one.db))
     server = await net.serve(
         [one.db for one in seeded],
         args.host,

@@ -71,6 +71,7 @@ class StoreReplica:
         self._offered: tuple[state_module.State, dict[bytes, tuple[int, int]], dict[bytes, int]]
         self._offered = (context.state, {}, {})  # nothing cached: no lengths dict is this one
         self._forked: frozenset[bytes] | None = None  # read from the store when first needed
+        self._accepting: Callable[[], bool] | None = None
 
     @property
     def lock(self) -> Any:
@@ -214,8 +215,19 @@ class StoreReplica:
     def wanted_length(self, feed_key: bytes) -> int | None:
         """No limit: every block of a wanted feed is stored, a revoked writer's too (what is
         past its cut-off is never applied, but may witness for another revocation: ``spec/
-        node.md`` 5.4)."""
+        node.md`` 5.4); except while :meth:`accept_only_while`'s condition is false, when
+        nothing more of any feed is requested (``spec/protocol.md`` §4.3: requests stop, the
+        answers to requests already sent are still taken)."""
+        accepting = self._accepting
+        if accepting is not None and not accepting():
+            return self.stored_length(feed_key)
         return None
+
+    def accept_only_while(self, accepting: Callable[[], bool] | None) -> None:
+        """Request blocks from peers only while ``accepting()`` is true (asked at each request;
+        ``None``: always). A seeder's storage cap: the sessions already open stop taking data
+        when the store crosses it, and take it again below it."""
+        self._accepting = accepting
 
     def stored_length(self, feed_key: bytes) -> int:
         return self._context.lengths().get(feed_key, (0, 0))[0]
