@@ -39,7 +39,7 @@ from hyperdb.cli.common import (
     who,
 )
 from hyperdb.cli.data import given_value
-from hyperdb.errors import InvalidArgument
+from hyperdb.errors import InvalidArgument, StorageError
 from hyperdb.model.node import Node
 
 EXIT_OK = 0
@@ -179,13 +179,16 @@ def _follow_socket(connection: control.Connection, since: str, args: argparse.Na
     """Follow the serving process until it goes away; the version reached."""
     with connection:
         connection.settimeout(None)
-        connection.send({"op": "changes", "since": since, "prefix": args.prefix, "live": True})
-        first = connection.receive()
+        try:
+            connection.send({"op": "changes", "since": since, "prefix": args.prefix, "live": True})
+            first = connection.receive()
+        except (OSError, StorageError):  # a process stopping as it answered (socket not yet gone)
+            return since
         encoding = "binary" if first is None else str(first.get("value_encoding", "binary"))
         while first is not None:
             try:
                 message = connection.receive()
-            except OSError:  # the process went away: go on without it
+            except (OSError, StorageError):  # the process went away (mid-line): go on without it
                 return since
             if message is None or "change_set" not in message:
                 return since
