@@ -208,7 +208,7 @@ def test_history_of_one_key_newest_first(tmp_path: Path) -> None:
 
 
 NOT_READ = {"init", "put", "del", "resolve", "authorize", "revoke", "rotate", "revert"}
-NOT_READ |= {"serve", "sync", "clone", "demo", "mirror"}
+NOT_READ |= {"serve", "sync", "clone", "demo", "mirror", "join", "seed", "dht-node"}
 """Commands that write, serve or sync: every other command reads, and takes --json."""
 
 READS = {
