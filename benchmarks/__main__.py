@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks import (
     bench_changes,
+    bench_discovery,
     bench_governance,
     bench_receipts,
     chart,
@@ -41,6 +42,7 @@ ALL = (
     "governance",
     "receipts",
     "changes",
+    "discovery",
     "feed",
     "limits",
 )
@@ -171,6 +173,11 @@ def run(
         where = scratch / "changes"
         where.mkdir()
         rows += bench_changes.harness_rows(where, quick=args.quick, repeat=args.repeat)
+    if "discovery" in wanted:
+        progress.step("finding peers: LAN and DHT")
+        where = scratch / "discovery"
+        where.mkdir()
+        rows += bench_discovery.harness_rows(where, quick=args.quick, repeat=args.repeat)
     if "feed" in wanted:
         progress.step("feed")
         blocks = 2_000 if args.quick else 20_000
@@ -190,6 +197,16 @@ def run(
     return rows
 
 
+def skipped(rows: list[Row]) -> list[str]:
+    """A line for each part that could not run here or failed, with the reason (its row has
+    no figures)."""
+    return [
+        f"{r['workload']} {r['size']} {r['impl']}: {r['reason']}"
+        for r in rows
+        if r["impl"] in ("skipped", "failed")
+    ]
+
+
 def summary(rows: list[Row]) -> list[str]:
     lines = []
     growth = chart.log_growth(rows, "get")
@@ -207,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = args.out or ROOT / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    steps = 2 * len(args.sizes) + len(args.writers) + 8
+    steps = 2 * len(args.sizes) + len(args.writers) + 9
     progress = harness.Progress(steps, enabled=None if not args.json else False)
     started = time.monotonic()
     reference, reference_note = reference_runner(args)
@@ -231,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *harness.table(rows),
         "",
+        *skipped(rows),
         *summary(rows),
     ]
     (out / "table.txt").write_text("\n".join(lines) + "\n")

@@ -149,6 +149,59 @@ def test_receipts_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(ratios, dict) and ratios["with/without, median of the pairs"] > 0
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_discovery_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """Two replicas on a private LAN and three through a DHT of 20 nodes, once each (the run
+    checks that every replica came to hold every replica's key); skipped with the reason where
+    network namespaces cannot be made (the benchmark makes them, never touching the host's
+    interfaces)."""
+    from benchmarks import bench_discovery
+
+    reason = bench_discovery.namespaces_unavailable()
+    if reason:
+        pytest.skip(reason)
+    argv = ["--lan", "2", "--dht", "20", "--dht-replicas", "3", "--repeat", "1"]
+    assert bench_discovery.main(argv) == 0
+    report = last_json(capsys)
+    results = report["results"]
+    assert isinstance(results, list)
+    assert {r["name"]: r["unit"] for r in results} == {
+        "LAN, 2 replicas: join to first data": "s",
+        "LAN, 2 replicas: join to convergence": "s",
+        "DHT of 20 nodes, 3 replicas: join to first data": "s",
+        "DHT of 20 nodes, 3 replicas: join to convergence": "s",
+        "DHT of 20 nodes: one lookup round": "s",
+        "DHT of 20 nodes: requests per lookup": "requests",
+    }
+    by_name = {r["name"]: r["median"] for r in results}
+    for where in ("LAN, 2 replicas", "DHT of 20 nodes, 3 replicas"):
+        first = by_name[f"{where}: join to first data"]
+        converge = by_name[f"{where}: join to convergence"]
+        assert 0 < first <= converge < bench_discovery.HOLD
+    assert by_name["DHT of 20 nodes: requests per lookup"] >= 1
+    assert report["skipped"] == {}  # nothing skipped, nothing failed
+
+
+def test_discovery_benchmark_skips_with_the_reason_where_namespaces_cannot_be_made(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No namespace, no traffic: one row per part, without figures, saying why."""
+    from benchmarks import bench_discovery
+
+    monkeypatch.setattr(bench_discovery, "namespaces_unavailable", lambda: "no namespaces here")
+    rows = bench_discovery.measure(tmp_path, [2], [20], 5, 1)
+    assert rows == [
+        {
+            "workload": f"discovery-{part}",
+            "size": 0,
+            "impl": "skipped",
+            "reason": "no namespaces here",
+        }
+        for part in ("lan", "dht")
+    ]
+
+
 def test_receipt_sizes_grow_by_one_record_per_feed() -> None:
     """A receipt's wire map is a fixed 157 bytes (at a 9-byte counter) plus the applied records,
     40 bytes per feed, with their byte string's head, within the bound of spec/receipts.md
@@ -199,9 +252,14 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     assert {"receipt-bytes", "fanout-cpu-receipts", "fanout-cpu-no-receipts"} <= ours
     assert {"changes-singles", "changes-batches-keys", "mirror-batches", "sqlite-insert"} <= ours
     assert {r["workload"] for r in rows if r["impl"] == "limit"} >= {"ed25519 sign (libsodium)"}
+    finding = {"discovery-lan-first-data", "discovery-dht-converge", "discovery-dht-lookup"}
+    skipped = {r["workload"]: r["reason"] for r in rows if r["impl"] == "skipped"}
+    assert finding <= ours or set(skipped) == {"discovery-lan", "discovery-dht"}
+    assert not [r for r in rows if r["impl"] == "failed"]
     for r in rows:
-        assert r["min"] <= r["median"] <= r["max"] and r["reps"]
+        assert r["impl"] == "skipped" or (r["min"] <= r["median"] <= r["max"] and r["reps"])
     table = (tmp_path / "table.txt").read_text()
+    assert all(f"{part} 0 skipped: {reason}" in table for part, reason in skipped.items())
     assert "ours/ref" in table and "limits of this machine" in table
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
