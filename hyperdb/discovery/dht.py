@@ -70,6 +70,10 @@ class DhtOptions:
     ttl: float = records.ANNOUNCE_TTL
     refresh: float = records.REFRESH_INTERVAL
     """Seconds between an announcer's refreshes of each topic."""
+    early_refresh: tuple[float, ...] = (5.0, 15.0, 45.0)
+    """Seconds after an announcement when it is made again before the regular refreshes: a
+    node that joined while its routing table was still thin may have announced to nodes that
+    are not the closest, and each round's crawl knows the DHT better."""
     lookup_interval: float = 1.0
     """Lookups of one topic start at least this many seconds apart."""
     routing_refresh: float = 15 * 60.0
@@ -464,8 +468,10 @@ class DhtDiscovery:
         self._announcing[topic] = asyncio.ensure_future(self._refresh(topic, port))
 
     async def _refresh(self, topic: bytes, port: int) -> None:
+        options = self.node.options
+        delays = [min(d, options.refresh) for d in options.early_refresh]
         while True:
-            await asyncio.sleep(self.node.options.refresh)
+            await asyncio.sleep(delays.pop(0) if delays else options.refresh)
             try:
                 await self.node.announce_once(topic, port)
             except Exception:  # a round that fails is tried again at the next refresh
