@@ -183,6 +183,7 @@ def test_discovery_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["skipped"] == {}  # nothing skipped, nothing failed
 
 
+@pytest.mark.integration
 def test_discovery_benchmark_skips_with_the_reason_where_namespaces_cannot_be_made(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
