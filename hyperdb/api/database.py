@@ -41,7 +41,7 @@ from hyperdb.model.change_log import ChangeLog
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.identity import IdentitySigner
-from hyperdb.model.index_reads import IndexReads
+from hyperdb.model.index_reads import IndexReads, ViewReads
 from hyperdb.model.node import Node
 from hyperdb.model.opening import open_readonly, open_writable
 from hyperdb.model.reader import NodeReader
@@ -187,9 +187,10 @@ class Database:
         )
         self._writes: WritePath | ReadOnlyWrites
         self._reads: IndexReads | TrieReads
-        if readonly:  # the index may move on beside this view: read the tries of its heads
+        if readonly:  # the index may move on beside this view: it reads as of its heads
             self._writes = ReadOnlyWrites(context, "this database was opened read-only")
-            self._reads = self._trie_reads()
+            state = context.state
+            self._reads = ViewReads(context, reader, state, state.heads, opened.local)
         elif not opened.local.writable:  # its secret key went missing: it can still be read
             self._writes = ReadOnlyWrites(
                 context,

@@ -10,13 +10,17 @@ Arguments are already checked (normalized keys, checked bounds).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+from hyperdb.feed import Feed
 from hyperdb.model import index
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.node import Node
 from hyperdb.model.reader import NodeReader
+from hyperdb.model.state import State, stored_heads
 from hyperdb.model.trie_reads import TrieReads
+from hyperdb.storage import ReadTxn
+from trie import Pointer
 
 Listing = Iterator[tuple[str, list[Node]]]
 
@@ -32,13 +36,16 @@ class IndexReads:
         self._context.check_open()
         if not key:
             return []  # the root key is never written
-        row_key = index.row_key(key.encode("utf-8"))
-        state = self._context.state
         with self._context.storage.read() as tx:  # a snapshot: no lock, writers do not block
-            row = tx.get("index", row_key)
-            if row is None:
-                return []
-            return self._reader.answer_row(tx, state, key, row_key, row)
+            return self.get_in(tx, key)
+
+    def get_in(self, tx: ReadTxn, key: str) -> list[Node]:
+        """:meth:`get` of a non-empty ``key`` in the open transaction ``tx``."""
+        row_key = index.row_key(key.encode("utf-8"))
+        row = tx.get("index", row_key)
+        if row is None:
+            return []
+        return self._reader.answer_row(tx, self._context.state, key, row_key, row)
 
     def list(self, prefix: str, recursive: bool, reverse: bool, gt: bool) -> Listing:
         """The keys under ``prefix`` sorted into hash order, each answered from its row; through
@@ -98,3 +105,31 @@ class IndexReads:
                 count += 1
                 if limit is not None and count >= limit:
                     return
+
+
+class ViewReads(TrieReads):
+    """The reads of a read-only view, as of the heads it saw when opened, while another process
+    may write the store: a ``get`` reads the index while the store's heads are still the view's
+    (no commit since: the index then answers exactly what the tries of those heads do, since
+    the applied nodes are those the heads have seen), and walks the tries once they moved on."""
+
+    def __init__(
+        self,
+        context: DatabaseContext,
+        reader: NodeReader,
+        state: State,
+        heads: Sequence[Pointer],
+        local: Feed,
+    ) -> None:
+        super().__init__(context, reader, state, heads)
+        self._index = IndexReads(context, reader)
+        self._local = local
+
+    def get(self, key: str) -> list[Node]:
+        self._context.check_open()
+        if key:
+            with self._context.storage.read() as tx:
+                local = self.state.local_id
+                if stored_heads(tx, local, self._local.head(tx).length) == self.heads:
+                    return self._index.get_in(tx, key)
+        return super().get(key)

@@ -362,6 +362,16 @@ class StateBuilder:
 
 
 @functools.lru_cache(maxsize=64)
+def stored_heads(tx: ReadTxn, local_id: int, local_length: int) -> tuple[Pointer, ...]:
+    """The heads the store holds in ``tx``: its heads row, or when it has none (the usual
+    heads: :meth:`StateBuilder.set_heads`) the local writer's latest node of a local feed
+    ``local_length`` blocks long."""
+    heads_data = tx.get("meta", b"heads")
+    if heads_data is not None:
+        return tuple(_POINTER.iter_unpack(heads_data))
+    return ((local_id, local_length - 1),) if local_length > 1 else ()
+
+
 def _heads_row(count: int) -> struct.Struct:
     """The layout of a heads row of ``count`` heads: ``_POINTER`` repeated."""
     return struct.Struct(">" + "IQ" * count)
@@ -417,11 +427,7 @@ def load(database_key: bytes, local_id: int, feeds: dict[int, Feed], tx: ReadTxn
     local_length = feeds[local_id].head(tx).length
     if local_length > 1 and local_id not in applied:
         applied[local_id] = local_length  # the local writer's nodes are applied as written
-    heads_data = tx.get("meta", b"heads")
-    if heads_data is not None:
-        heads = tuple(_POINTER.iter_unpack(heads_data))
-    else:
-        heads = ((local_id, local_length - 1),) if local_length > 1 else ()
+    heads = stored_heads(tx, local_id, local_length)
     stalled = frozenset(
         feed_id
         for feed_id, feed in feeds.items()
