@@ -46,6 +46,14 @@ ALL = (
     "feed",
     "limits",
 )
+#: Workloads of their own modules, each run in its own scratch directory: name, what the
+#: progress line says, and the module's ``harness_rows(directory, quick=, repeat=)``.
+OWN_WORKLOADS: tuple[tuple[str, str, Callable[..., list[Row]]], ...] = (
+    ("governance", "governed writers", bench_governance.harness_rows),
+    ("receipts", "receipts and acknowledgements", bench_receipts.harness_rows),
+    ("changes", "change stream and SQLite mirror", bench_changes.harness_rows),
+    ("discovery", "finding peers: LAN and DHT", bench_discovery.harness_rows),
+)
 #: Workloads the reference runs (the rest are ours only: ranges and the machine's limits).
 REFERENCE_WORKLOADS = ("put", "batch", "get", "list", "history", "diff", "checkout-get")
 #: The reference takes minutes per workload beyond this size (a get at 100,000 keys: 1,250/s).
@@ -158,26 +166,12 @@ def run(
                         reference.run_replication, ["writers"], writers=[count], timeout=timeout
                     ),
                 )
-    if "governance" in wanted:
-        progress.step("governed writers")
-        where = scratch / "governance"
-        where.mkdir()
-        rows += bench_governance.harness_rows(where, quick=args.quick, repeat=args.repeat)
-    if "receipts" in wanted:
-        progress.step("receipts and acknowledgements")
-        where = scratch / "receipts"
-        where.mkdir()
-        rows += bench_receipts.harness_rows(where, quick=args.quick, repeat=args.repeat)
-    if "changes" in wanted:
-        progress.step("change stream and SQLite mirror")
-        where = scratch / "changes"
-        where.mkdir()
-        rows += bench_changes.harness_rows(where, quick=args.quick, repeat=args.repeat)
-    if "discovery" in wanted:
-        progress.step("finding peers: LAN and DHT")
-        where = scratch / "discovery"
-        where.mkdir()
-        rows += bench_discovery.harness_rows(where, quick=args.quick, repeat=args.repeat)
+    for name, title, harness_rows in OWN_WORKLOADS:
+        if name in wanted:
+            progress.step(title)
+            where = scratch / name
+            where.mkdir()
+            rows += harness_rows(where, quick=args.quick, repeat=args.repeat)
     if "feed" in wanted:
         progress.step("feed")
         blocks = 2_000 if args.quick else 20_000
