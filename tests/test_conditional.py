@@ -14,6 +14,7 @@ import pytest
 import hyperdb
 from hyperdb import Database, Node
 from hyperdb.errors import Conflict, InvalidArgument, NotFound
+from tests.helpers.memory_sync import json_writers
 
 
 @pytest.fixture
@@ -24,13 +25,8 @@ def db() -> Iterator[Database]:
 
 @pytest.fixture
 def pair() -> Iterator[tuple[Database, Database]]:
-    a = hyperdb.open(memory=True, value_encoding="json")
-    b = hyperdb.open(memory=True, key=a.key, value_encoding="json")
-    a.authorize(b.local_key)
-    hyperdb.replicate(a, b)
-    yield a, b
-    a.close()
-    b.close()
+    """Two replicas of one JSON database, both writers, in sync."""
+    yield from json_writers()
 
 
 def ident(nodes: list[Node]) -> list[tuple[bytes, int]]:

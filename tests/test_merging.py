@@ -23,6 +23,7 @@ from hyperdb import Database, Node
 from hyperdb.api import merging
 from hyperdb.api.merging import ABSENT, FieldConflict, KeyHistory, Resolution
 from hyperdb.errors import Conflict, InvalidArgument
+from tests.helpers.memory_sync import json_writers
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -30,13 +31,7 @@ from hyperdb.errors import Conflict, InvalidArgument
 @pytest.fixture
 def pair() -> Iterator[tuple[Database, Database]]:
     """Two replicas of one JSON database, both writers, in sync."""
-    a = hyperdb.open(memory=True, value_encoding="json")
-    b = hyperdb.open(memory=True, key=a.key, value_encoding="json")
-    a.authorize(b.local_key)
-    hyperdb.replicate(a, b)
-    yield a, b
-    a.close()
-    b.close()
+    yield from json_writers()
 
 
 @pytest.fixture

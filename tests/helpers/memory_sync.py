@@ -4,6 +4,8 @@ protocol (``hyperdb.replicate`` joins two ``Connection`` state machines in memor
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import hyperdb
 from hyperdb.replication.connection import Connection
 from tests.helpers.feed_replica import Tap
@@ -42,3 +44,15 @@ def run_session(
                 raise AssertionError("the session stalled before it finished")
             return
     raise AssertionError("the session did not settle")
+
+
+def json_writers() -> Iterator[tuple[hyperdb.Database, hyperdb.Database]]:
+    """Two in-memory replicas of one JSON database, both writers, in sync (for a fixture:
+    ``yield from json_writers()``; closed afterwards)."""
+    a = hyperdb.open(memory=True, value_encoding="json")
+    b = hyperdb.open(memory=True, key=a.key, value_encoding="json")
+    a.authorize(b.local_key)
+    hyperdb.replicate(a, b)
+    yield a, b
+    a.close()
+    b.close()
