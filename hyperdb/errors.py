@@ -247,3 +247,27 @@ class EncodingMismatch(InvalidArgument):
         super().__init__(message)
         self.stored = stored
         self.given = given
+
+
+class BlobUnavailable(HyperDBError, LookupError):
+    """A blob (or the part of it a read needs) is not held here and could not be fetched: no
+    connected peer holds it, the peers asked (``peers``, in the order asked) said they do not, the
+    time allowed ran out, or this replica does not accept it (over its size limit or its writer's
+    quota, or referenced by no node it applied). ``blob`` is the blob's reference (a
+    ``hyperdb.BlobRef``, or ``None`` when a key names no blob); ``reason`` says which of these.
+    Never raised after wrong bytes were returned: a read returns verified bytes or raises this."""
+
+    code = "blob_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        blob: object = None,
+        peers: tuple[str, ...] = (),
+        reason: str = "not held",
+    ) -> None:
+        super().__init__(message)
+        self.blob = blob
+        self.peers = peers
+        self.reason = reason
