@@ -39,6 +39,10 @@ MAX_BLOB_SIZE = 1 << 40
 """The largest blob the format allows: 1 TiB."""
 MAX_CHUNKS = MAX_BLOB_SIZE // CHUNK_SIZE
 """The most chunks a blob has: ``chunk_count(MAX_BLOB_SIZE)``, 2^24."""
+MAX_PROOF_NODES = 67
+"""The most nodes a range proof has (:func:`proof_indices`), whatever the blob and range: the
+other roots (at most 23) and two nodes a level below the top of the root holding the range (at
+most 2 x 22), reached at 2^24 - 1 chunks by chunks [2^22 - 1, 2^22 + 1)."""
 BLOB_TAG = b"\x03"
 """Domain tag of a blob id (0x00 leaf, 0x01 parent and 0x02 tree are the feed's)."""
 ID_SIZE = 32
@@ -58,8 +62,9 @@ class BlobRef(NamedTuple):
     id: bytes
     size: int
 
-    def __str__(self) -> str:
-        return format_ref(self)
+    def __str__(self) -> str:  # no check: a malformed ref still prints, for messages and logs
+        blob_id = self.id.hex() if isinstance(self.id, bytes) else repr(self.id)
+        return f"blob:{blob_id}:{self.size}"
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -353,6 +358,7 @@ __all__ = [
     "ID_SIZE",
     "MAX_BLOB_SIZE",
     "MAX_CHUNKS",
+    "MAX_PROOF_NODES",
     "BlobHasher",
     "BlobRef",
     "TreeNode",
