@@ -29,8 +29,8 @@ MESSAGES = {  # the verdict's words in the CorruptionError
 
 
 def test_the_format_row() -> None:
-    assert VECTORS["format"]["number"] == STORE_FORMAT == 2
-    assert bytes.fromhex(VECTORS["format"]["row"]) == cbor.encode(STORE_FORMAT) == b"\x02"
+    assert VECTORS["format"]["number"] == STORE_FORMAT == 3
+    assert bytes.fromhex(VECTORS["format"]["row"]) == cbor.encode(STORE_FORMAT) == b"\x03"
     assert FORMAT_ROW == b"format"
 
 

@@ -105,17 +105,17 @@ def set_meta(path: Path, row: bytes, value: bytes | None) -> None:
 
 
 def test_the_store_format_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> None:
-    """Mutation tried: comparing the format with >= (caught: format 2 stores refused)."""
+    """Mutation tried: comparing the format with >= (caught: format 3 stores refused)."""
     db = tmp_path / "db"
     make(db)
     with LMDBStorage(db, TABLES) as storage, storage.read() as tx:
-        assert tx.get("meta", b"format") == cbor.encode(2) == b"\x02"
-    set_meta(db, b"format", cbor.encode(3))
+        assert tx.get("meta", b"format") == cbor.encode(3) == b"\x03"
+    set_meta(db, b"format", cbor.encode(4))
     before = snapshot(db)
     for readonly in (False, True):
-        with raises_code("unsupported_format", match=r"newer hyperdb \(format 3\)") as caught:
+        with raises_code("unsupported_format", match=r"newer hyperdb \(format 4\)") as caught:
             hyperdb.open(db, readonly=readonly)
-        assert caught.value.format == 3  # type: ignore[attr-defined]
+        assert caught.value.format == 4  # type: ignore[attr-defined]
     assert snapshot(db) == before
     set_meta(db, b"format", b"\xff")
     with raises_code("corrupt", match="format row is damaged"):

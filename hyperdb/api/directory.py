@@ -48,14 +48,20 @@ def _store_size(directory: str) -> int | None:
 
 
 def open_directory(
-    path: str | os.PathLike[str], tables: Iterable[str], *, readonly: bool, durable: bool
+    path: str | os.PathLike[str],
+    tables: Iterable[str],
+    *,
+    readonly: bool,
+    durable: bool,
+    added: Iterable[str] = (),
 ) -> tuple[Storage, KeyStore]:
     """The store and key store of the database directory ``path``, after the checks above.
 
     Writable: a missing or empty store is created unless ``keys/`` holds a secret key (then
     :class:`CorruptionError`). Read-only: :class:`NotFound` when there is no database,
     :class:`CorruptionError` when there was one. An LMDB store that is not hyperdb's raises
-    :class:`NotADatabase`, changing nothing.
+    :class:`NotADatabase`, changing nothing. ``added`` names the tables a store of an older
+    format may lack (``LMDBStorage``): created by a writable open, read as empty otherwise.
     """
     directory = os.fspath(path)
     keys = secret_key_files(directory)
@@ -79,6 +85,7 @@ def open_directory(
             readonly=readonly,
             create=not readonly,
             marker=MARKER_TABLE,
+            added=added,
         )
     except NotADatabase as exc:
         if not keys:

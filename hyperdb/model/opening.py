@@ -42,7 +42,10 @@ from hyperdb.model.values import Codec, settle
 from hyperdb.primitives import cbor, crypto
 from hyperdb.storage import ReadTxn, Storage, WriteTxn
 
-STORE_FORMAT = 2  # the layout of the tables this version reads and writes (spec/store.md)
+STORE_FORMAT = 3  # the layout of the tables this version reads and writes (spec/store.md)
+#: Older formats this version opens: format 2 lacks only the blob tables, which a writable open
+#: creates (recording format 3 in the same transaction) and a read-only open reads as empty.
+UPGRADABLE_FORMATS = (2,)
 FORMAT_ROW = b"format"  # in the meta table: the store format, a canonical CBOR unsigned integer
 ENCODING_ROW = b"encoding"  # in the meta table: the value encoding's name, a canonical CBOR text
 
@@ -68,7 +71,8 @@ def open_writable(
     as recorded) differs from the encoding the store records. Either way nothing is written.
     A store without a recorded encoding records ``value_encoding`` (binary if ``None``)."""
     with storage.write() as tx:
-        store_format(tx)
+        if store_format(tx) in UPGRADABLE_FORMATS:
+            tx.put("meta", FORMAT_ROW, cbor.encode(STORE_FORMAT))  # its tables were just made
         stored_key = tx.get("meta", b"key")
         if stored_key is None:
             _check_empty(tx)
@@ -169,7 +173,7 @@ def store_format(tx: ReadTxn) -> int | None:
         raise CorruptionError(
             f"the store's format row is damaged ({raw[:16].hex()}): run `hyperdb verify`"
         )
-    if number < STORE_FORMAT:
+    if number < STORE_FORMAT and number not in UPGRADABLE_FORMATS:
         _older(number)
     if number > STORE_FORMAT:
         raise UnsupportedFormat(
@@ -202,8 +206,9 @@ def stored_encoding(tx: ReadTxn) -> str | None:
 def _older(number: int) -> None:
     raise UnsupportedFormat(
         f"this store was written by an older hyperdb (format {number}); this version reads "
-        f"format {STORE_FORMAT} only, whose records differ, and cannot read it (there is no "
-        "migration yet). Nothing was changed. Open it with the hyperdb version that wrote it.",
+        f"formats {UPGRADABLE_FORMATS[0]} to {STORE_FORMAT}, whose records differ, and cannot "
+        "read it (there is no migration yet). Nothing was changed. Open it with the hyperdb "
+        "version that wrote it.",
         format=number,
     )
 

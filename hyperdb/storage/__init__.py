@@ -36,6 +36,7 @@ def open_storage(
     readonly: bool = False,
     create: bool = True,
     marker: str | None = None,
+    added: Iterable[str] = (),
 ) -> Storage:
     """Open a storage holding ``tables``.
 
@@ -43,7 +44,7 @@ def open_storage(
     ``map_size`` and ``max_map_size`` do not apply and are ignored). Otherwise ``path`` is a
     directory, created if missing, holding an LMDB environment (:class:`LMDBStorage`), locked
     against other exclusive opens with ``exclusive=True``; ``readonly``, ``create`` and
-    ``marker`` are :class:`LMDBStorage`'s.
+    ``marker`` and ``added`` are :class:`LMDBStorage`'s.
     """
     if path is None:
         return MemoryStorage(tables)
@@ -57,4 +58,5 @@ def open_storage(
         readonly=readonly,
         create=create,
         marker=marker,
+        added=added,
     )

@@ -148,6 +148,9 @@ class _LMDBTxn(ReadTxn):
             self._check_active()
         db = storage._dbs.get(table) if type(table) is str else None
         if db is None:
+            if table in storage.absent:
+                check_key(key)
+                return None
             db = storage._db(table)
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
             check_key(key)
@@ -166,6 +169,9 @@ class _LMDBTxn(ReadTxn):
         reverse: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
         self._check_active()
+        if table in self._storage.absent:
+            scan_bounds(prefix, start, stop, reverse)  # the arguments are checked all the same
+            return iter(())
         db = self._storage._db(table)
         bounds = scan_bounds(prefix, start, stop, reverse)
         if bounds is None:
@@ -277,6 +283,9 @@ class _LMDBWriteTxn(_LMDBTxn, WriteTxn):
             self._check_active()
         db = storage._dbs.get(table) if type(table) is str else None
         if db is None:
+            if table in storage.absent:
+                check_key(key)
+                return None
             db = storage._db(table)
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
             check_key(key)
@@ -446,7 +455,9 @@ class LMDBStorage(Storage):
     create a store that is not there (:class:`~hyperdb.errors.NotFound`). ``marker`` names a
     table every store of the caller's kind holds: a non-empty LMDB environment without it is
     refused with :class:`~hyperdb.errors.NotADatabase` before anything is created in it, and one
-    with it but without all of ``tables`` is damaged (:class:`~hyperdb.errors.CorruptionError`).
+    with it but without all of ``tables`` is damaged (:class:`~hyperdb.errors.CorruptionError`),
+    except the tables of ``added``: tables a later format added, which a store of an older format
+    lacks. A writable open creates them; a read-only open reads them as empty (:attr:`absent`).
 
     Before LMDB maps ``data.mdb``, its header is checked against the file
     (:mod:`hyperdb.storage.lmdb_file`): a file cut short raises
@@ -466,7 +477,11 @@ class LMDBStorage(Storage):
         readonly: bool = False,
         create: bool = True,
         marker: str | None = None,
+        added: Iterable[str] = (),
     ) -> None:
+        #: Tables of ``added`` a read-only open found missing: read as empty.
+        self.absent: frozenset[str] = frozenset()
+        self._added = frozenset(added)
         self._closed = True  # until the environment is open; keeps __del__ quiet on failure
         self.tables = check_tables(tables)
         self.durable = bool(durable)
@@ -579,6 +594,11 @@ class LMDBStorage(Storage):
                 "was changed. Give the directory of a hyperdb database, or a new one."
             )
         missing = [name for name in self.tables if name.encode("utf-8") not in found]
+        if found and self.readonly:
+            self.absent = frozenset(name for name in missing if name in self._added)
+            missing = [name for name in missing if name not in self.absent]
+        elif found and marker is not None:  # a writable open creates the added tables
+            missing = [name for name in missing if name not in self._added]
         if found and missing and (marker is not None or self.readonly):
             raise CorruptionError(
                 f"the store in {self.path} is damaged: it has no {missing[0]!r} table "
@@ -586,7 +606,11 @@ class LMDBStorage(Storage):
                 "directory from a backup, or clone the database again from a replica."
             )
         create = not self.readonly  # a read-only environment holds every table (checked above)
-        return {name: env.open_db(name.encode("utf-8"), create=create) for name in self.tables}
+        return {
+            name: env.open_db(name.encode("utf-8"), create=create)
+            for name in self.tables
+            if name not in self.absent
+        }
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

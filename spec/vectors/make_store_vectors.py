@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import hyperdb
+from hyperdb.model import change_log
 from hyperdb.model.opening import STORE_FORMAT
 from hyperdb.primitives import cbor
 
@@ -21,6 +22,21 @@ TXNID, LAST_PAGE, MAIN_ROOT = 144, 136, 128
 
 def patch(page: bytes, offset: int, value: int) -> bytes:
     return page[:offset] + struct.pack("<Q", value) + page[offset + 8 :]
+
+
+def change_log_vector() -> dict[str, object]:
+    """The change log's entry for the first put of key "a" in a new database (section 6)."""
+    with hyperdb.open(memory=True) as db:
+        db.put("a", b"x")
+        with db._context.storage.read() as tx:
+            ((row_key, value),) = list(tx.scan("meta", prefix=change_log.PREFIX))
+    return {
+        "description": 'the change log entry of the first put of key "a" in a new database '
+        "(spec/store.md section 6)",
+        "row_key": row_key.hex(),
+        "value": value.hex(),
+        "decoded": cbor.decode(value),
+    }
 
 
 def main() -> None:
@@ -51,7 +67,8 @@ def main() -> None:
     out = {
         "description": "Store vectors for spec/store.md: the format row, and LMDB data files "
         "(two meta pages, each its first 152 bytes then zeros to the page size, then zeros to "
-        "file_size) with the verdict of the checks of section 4.",
+        "file_size) with the verdict of the checks of section 4; the change log's first entry "
+        "(section 6).",
         "format": {"number": STORE_FORMAT, "row": cbor.encode(STORE_FORMAT).hex()},
         "page_size": size,
         "cases": [
@@ -63,6 +80,7 @@ def main() -> None:
             }
             for name, metas, file_size, verdict in cases
         ],
+        "change_log": change_log_vector(),
     }
     print(json.dumps(out, indent=1))
 
