@@ -107,10 +107,12 @@ def test_deletion_and_system_nodes_round_trip() -> None:
 def test_header() -> None:
     data = record.encode_header(Header(KEY))
     assert record.decode_header(data) == Header(KEY)
-    assert encoding.decode(data)["v"] == 2
+    assert encoding.decode(data)["v"] == 3
+    older = encoding.encode({"p": "hyperdb", "v": 2, "k": KEY})  # format 3 reads format 2
+    assert record.decode_header(older) == Header(KEY, version=2)
     for bad, words in (
         ({"p": "hyperdb", "v": 1, "k": KEY}, r"older hyperdb \(format 1\)"),
-        ({"p": "hyperdb", "v": 3, "k": KEY}, r"newer hyperdb \(format 3\)"),
+        ({"p": "hyperdb", "v": 4, "k": KEY}, r"newer hyperdb \(format 4\)"),
         ({"p": "hyperdb", "v": 0, "k": KEY}, "no format version"),
         ({"p": "hyperdb", "v": "2", "k": KEY}, "no format version"),
         ({"p": "other", "v": 2, "k": KEY}, "protocol"),

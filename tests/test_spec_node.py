@@ -24,7 +24,7 @@ FEED = VECTORS["feed"]
 def test_header() -> None:
     key = bytes.fromhex(VECTORS["header"]["database_key"])
     encoded = bytes.fromhex(VECTORS["header"]["encoded"])
-    assert cbor2.loads(encoded) == {"p": "hyperdb", "v": 2, "k": key}
+    assert cbor2.loads(encoded) == {"p": "hyperdb", "v": 3, "k": key}
     assert record.encode_header(Header(key)) == encoded
     assert record.decode_header(encoded) == Header(key)
 
@@ -50,6 +50,7 @@ def test_node(case: dict[str, Any]) -> None:
     assert raw.get("f") == (None if fields["feeds"] is None else [_hex(f) for f in fields["feeds"]])
     for letter, name in (("q", "ordinal"), ("b", "base"), ("z", "system"), ("p", "context")):
         assert raw.get(letter) == fields[name]
+    assert raw.get("r", []) == [[bytes.fromhex(i), n] for i, n in fields["blobs"]]
     expected = NodeRecord(
         fields["key"],
         _hex(fields["value"]),
@@ -65,6 +66,7 @@ def test_node(case: dict[str, Any]) -> None:
         fields["base"],
         fields["system"],
         fields["context"],
+        tuple((bytes.fromhex(i), n) for i, n in fields["blobs"]),
     )
     assert record.encode_node(expected) == encoded
     assert record.decode_node(encoded) == expected

@@ -30,12 +30,15 @@ def merge_index(
     *,
     seen_all: bool = False,
     changes: RowChanges | None = None,
+    referencing: list[StoredNode] | None = None,
 ) -> None:
     """Update the index rows of the keys of ``nodes`` (entries, in the order applied): each
     row holds the entries its new node has not seen, and that node. The rows are read once and
     written together. ``seen_all`` says each node has seen every entry already in the index (a
     local write has seen every applied node): then no entry remains beside it and no row is
-    read, unless ``changes`` (the change log's notes) wants the row as it was."""
+    read, unless ``changes`` (the change log's notes) wants the row as it was. The nodes that
+    reference blobs are added to ``referencing`` (``hyperdb.model.blob_refs`` records them), and
+    their index entries never hold their value: a read loads the node, references and all."""
     rows: dict[bytes, bytes] = {}  # the rows written here, by row key (a key may come again)
     get = tx.get
     encode_single = index.encode_single
@@ -53,15 +56,18 @@ def merge_index(
                     before[key] = data
         elif before is not None and key not in before:
             before[key] = get("index", key)
+        plain = not node.blobs
+        if not plain and referencing is not None:
+            referencing.append(node)
         if data is None:  # nothing the node has not seen: the node alone
             rows[key] = encode_single(
-                node.key, node.feed, node.seq, node.deleted, node.value, key_bytes
+                node.key, node.feed, node.seq, node.deleted, node.value, key_bytes, plain
             )
         else:
             clock = node.clock
             _, old = index.decode_row(key, data)
             entries = [e for e in old if clock.get(e.feed, 0) <= e.seq]
-            entries.append(index.entry(node.feed, node.seq, node.deleted, node.value))
+            entries.append(index.entry(node.feed, node.seq, node.deleted, node.value, inline=plain))
             rows[key] = index.encode_row(node.key, entries)
     tx.put_many("index", rows.items())
     if changes is not None:
@@ -94,7 +100,7 @@ def apply_node(
         if entries is not None:
             entries.append(node)
         else:
-            merge_index(b.tx, (node,), changes=b.row_changes)
+            merge_index(b.tx, (node,), changes=b.row_changes, referencing=b.blob_nodes)
         return []
     for key in node.authorizes:
         b.register(key)
@@ -284,7 +290,7 @@ def _apply_allowed(
                 pending.append(known)
                 queued.add(known)
     if entries:  # the index rows of every entry applied, in one pass
-        merge_index(b.tx, entries, changes=b.row_changes)
+        merge_index(b.tx, entries, changes=b.row_changes, referencing=b.blob_nodes)
     if done:
         b.set_heads(b.heads)
     return done, resettle

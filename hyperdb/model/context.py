@@ -1,6 +1,6 @@
 """What the parts of one open database share: its storage, its current state, the node cache,
-the lock that serializes writers, the change log, the feed lengths kept in memory, and whether
-it is open.
+the lock that serializes writers, the change log, the blob settings, the feed lengths kept in
+memory, and whether it is open.
 
 A :class:`DatabaseContext` is made once at open and handed to each part (the node reader, the
 write path, the replication port, the readers of the index and of the tries). The state is
@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 from hyperdb.errors import Closed
+from hyperdb.model.blob_refs import BlobSettings
 from hyperdb.model.cache import NodeCache
 from hyperdb.model.change_log import ChangeLog
 from hyperdb.model.state import State
@@ -24,6 +25,7 @@ class DatabaseContext:
 
     __slots__ = (
         "_lengths",
+        "blob_settings",
         "cache",
         "change_log",
         "closed",
@@ -41,6 +43,7 @@ class DatabaseContext:
         *,
         readonly: bool,
         change_log: ChangeLog | None = None,
+        blob_settings: BlobSettings | None = None,
     ) -> None:
         self.storage = storage
         self.state = state
@@ -48,6 +51,8 @@ class DatabaseContext:
         self.readonly = readonly
         self.change_log = change_log if change_log is not None else ChangeLog(0)
         """What each commit changed (``hyperdb.model.change_log``; capacity 0: nothing)."""
+        self.blob_settings = blob_settings if blob_settings is not None else BlobSettings()
+        """The local blob settings (policy, limits, retention: ``hyperdb.model.blob_refs``)."""
         self.lock = threading.RLock()
         self.closed = False
         self._lengths: dict[bytes, tuple[int, int]] | None = None

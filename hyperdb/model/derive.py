@@ -89,6 +89,7 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
             if context_seq != expected:
                 raise _bad(feed_key, seq, _wrong_p(seq, context_seq, latest))
             kind, authorizes, role, prefixes = entry, (), record.ROLE_WRITER, None
+            blobs: tuple[tuple[bytes, int], ...] = ()
             full = previous.copy()
             changed: tuple[int, ...] = own_only
         else:
@@ -98,6 +99,7 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
                 raise _bad(feed_key, seq, str(exc)) from exc
             key, value, deleted, trie_data = node.key, node.value, node.deleted, node.trie
             kind, authorizes, role, prefixes = node.kind, node.authorized, node.role, node.prefixes
+            blobs = node.blobs
             if not node.is_context:
                 if node.context_seq != expected:
                     raise _bad(feed_key, seq, _wrong_p(seq, node.context_seq, latest))
@@ -145,6 +147,7 @@ def derive(b: StateBuilder, feed_id: int, first: int, blocks: Iterable[bytes]) -
                 authorizes=authorizes,
                 role=role,
                 prefixes=prefixes,
+                blobs=blobs,
             ),
             changed,
         )

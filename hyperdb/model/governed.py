@@ -219,13 +219,18 @@ def unapply(b: StateBuilder, decode: Decode, lengths: Mapping[int, int]) -> list
             changes.before[row_key] = tx.get("index", row_key)
         row = None
         if current:
-            entries = [index.entry(n.feed, n.seq, n.deleted, n.value) for n in current]
+            entries = [
+                index.entry(n.feed, n.seq, n.deleted, n.value, inline=not n.blobs) for n in current
+            ]
             row = index.encode_row(key, entries)
             tx.put("index", row_key, row)
         else:
             tx.delete("index", row_key)
         if changes is not None:
             changes.after[row_key] = row
+    b.blob_taken_back.extend(
+        (node.feed, node.seq) for node in removed if node.kind == record.KIND_ENTRY
+    )
     for node in removed:
         if node.kind != record.KIND_ENTRY:
             tx.delete("auth", _POINTER.pack(node.feed, node.seq))

@@ -47,9 +47,10 @@ class Entry(NamedTuple):
         return (self.feed, self.seq)
 
 
-def entry(feed: int, seq: int, deleted: bool, value: bytes | None) -> Entry:
-    """The entry of a node, inlining its value when it is at most INLINE_VALUE_BYTES."""
-    inline = value is None or len(value) <= INLINE_VALUE_BYTES
+def entry(feed: int, seq: int, deleted: bool, value: bytes | None, *, inline: bool = True) -> Entry:
+    """The entry of a node, inlining its value when it is at most INLINE_VALUE_BYTES (and
+    ``inline``: a node that references blobs is never inlined, so a read loads it whole)."""
+    inline = inline and (value is None or len(value) <= INLINE_VALUE_BYTES)
     return Entry(feed, seq, deleted, value if inline else None, inline)
 
 
@@ -75,13 +76,21 @@ _SINGLE_SIZE = _COUNT.size + _ENTRY.size
 
 
 def encode_single(
-    key: str, feed: int, seq: int, deleted: bool, value: bytes | None, key_bytes: bytes
+    key: str,
+    feed: int,
+    seq: int,
+    deleted: bool,
+    value: bytes | None,
+    key_bytes: bytes,
+    inline: bool = True,
 ) -> bytes:
-    """``encode_row(key, [entry(feed, seq, deleted, value)])`` built directly (the row of a key
-    with one current node: every local write, and every remote node of a key new here);
-    ``key_bytes`` is ``key`` in UTF-8."""
+    """``encode_row(key, [entry(feed, seq, deleted, value, inline=inline)])`` built directly
+    (the row of a key with one current node: every local write, and every remote node of a key
+    new here); ``key_bytes`` is ``key`` in UTF-8."""
     flags = _DELETED if deleted else 0
-    if value is None:
+    if not inline:
+        data = _ONE + _ENTRY_PACK(feed, seq, flags, 0)
+    elif value is None:
         data = _ONE + _ENTRY_PACK(feed, seq, flags | _INLINE, 0)
     elif len(value) <= INLINE_VALUE_BYTES:
         data = _ONE + _ENTRY_PACK(feed, seq, flags | _INLINE | _HAS_VALUE, len(value)) + value

@@ -39,6 +39,9 @@ class Node:
     """For a grant: the key prefixes it covers (``None``: the whole database)."""
     revokes: tuple[bytes, ...] = ()
     """For a revocation (key ``""``, no value): the writer keys it revoked."""
+    blobs: tuple[Any, ...] = ()
+    """The blobs the put references (``hyperdb.BlobRef``: id and size), in ascending order of
+    id: read them with ``Database.open_blob`` or ``get_blob``."""
 
     def __repr__(self) -> str:
         if self.kind != "entry":
@@ -77,6 +80,8 @@ def node_json(node: Node) -> dict[str, Any]:
         data["prefixes"] = None if node.prefixes is None else list(node.prefixes)
     if node.kind == "revoke":
         data["revokes"] = [key.hex() for key in node.revokes]
+    if node.blobs:
+        data["blobs"] = [{"id": blob_id.hex(), "size": size} for blob_id, size in node.blobs]
     return data
 
 
@@ -100,6 +105,7 @@ class StoredNode:
         "_feed_map",
         "_trie_data",
         "authorizes",
+        "blobs",
         "clock",
         "deleted",
         "feed",
@@ -118,6 +124,7 @@ class StoredNode:
     clock: Mapping[int, int]
     role: int
     prefixes: tuple[str, ...] | None
+    blobs: tuple[tuple[bytes, int], ...]
 
     def __init__(
         self,
@@ -136,6 +143,7 @@ class StoredNode:
         authorizes: tuple[bytes, ...] = (),
         role: int = 0,
         prefixes: tuple[str, ...] | None = None,
+        blobs: tuple[tuple[bytes, int], ...] = (),
     ) -> None:
         self.key = key
         self.feed = feed
@@ -156,6 +164,7 @@ class StoredNode:
             self.role = role
         if prefixes is not None:
             self.prefixes = prefixes
+        self.blobs = blobs
 
     def __getattr__(self, name: str) -> bytes | TrieTable | Mapping[int, int] | int | None:
         # Called only for an attribute not set: ``path``, ``trie`` or ``clock`` on first use,

@@ -12,6 +12,7 @@ from typing import Any
 
 import trie
 from hyperdb.errors import CorruptionError, EncodingError
+from hyperdb.feed.blob_tree import BlobRef
 from hyperdb.model import governance, index, record
 from hyperdb.model import state as state_module
 from hyperdb.model.context import DatabaseContext
@@ -110,6 +111,7 @@ class NodeReader:
             authorizes=stored.authorized,
             role=stored.role,
             prefixes=stored.prefixes,
+            blobs=stored.blobs,
         )
 
     def answer_row(
@@ -176,6 +178,7 @@ class NodeReader:
             state.feeds[node.feed].key,
             node.seq,
             self.public_clock(state, node.clock),
+            blobs=blob_refs_of(node),
         )
 
     def public_all(self, nodes: Sequence[StoredNode]) -> list[Node]:
@@ -191,6 +194,7 @@ class NodeReader:
                 feeds[node.feed].key,
                 node.seq,
                 {feeds[f].key: n for f, n in node.clock.items()},
+                blobs=blob_refs_of(node),
             )
             if not node.kind
             else system_answer(
@@ -198,6 +202,12 @@ class NodeReader:
             )
             for node in nodes
         ]
+
+
+def blob_refs_of(node: StoredNode) -> tuple[BlobRef, ...]:
+    """The blobs a node references, as the public :class:`~hyperdb.BlobRef`."""
+    blobs = node.blobs
+    return tuple(BlobRef(blob_id, size) for blob_id, size in blobs) if blobs else ()
 
 
 def system_answer(node: StoredNode, writer: bytes, clock: dict[bytes, int]) -> Node:

@@ -34,7 +34,14 @@ from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives.crypto import PUBLIC_KEY_SIZE
 
 PROTOCOL = "hyperdb"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Header versions this version reads: format 3 added only the blob references (``r``), so a
+#: feed begun in format 2 is read, and may go on with nodes that carry them.
+READABLE_VERSIONS = (2, 3)
+#: Most blobs one node references, and the largest blob a reference may name (bytes).
+MAX_BLOB_REFS = 256
+MAX_REFERENCED_BLOB = 1 << 40
+BLOB_ID_SIZE = 32
 # The limits of a node's fields. MAX_KEY_BYTES (4,096), MAX_VALUE_BYTES (4 MiB) and MAX_TRIE_BYTES
 # (256 KiB), imported above, are defined with the direct reader and writer that enforce them too.
 MAX_CLOCK_ENTRIES = 65_536
@@ -46,6 +53,7 @@ MAX_RECORD_BYTES = (
     + 64 * 1024
     + MAX_FEEDS * 40
     + MAX_PREFIXES * (MAX_KEY_BYTES + 8)
+    + MAX_BLOB_REFS * (BLOB_ID_SIZE + 12)
 )
 _MAX_UINT = (1 << 64) - 1
 
@@ -113,6 +121,7 @@ class NodeRecord(NamedTuple):
     base_seq: int | None = None
     system_seq: int | None = None
     context_seq: int | None = None
+    blobs: tuple[tuple[bytes, int], ...] = ()
 
     @property
     def is_context(self) -> bool:
@@ -154,10 +163,10 @@ def decode_header(data: bytes) -> Header:
         raise EncodingError(f"feed header names protocol {protocol!r}, not {PROTOCOL!r}")
     if type(version) is not int or version < 1:
         raise EncodingError(f"feed header names no format version ({version!r})")
-    if version < FORMAT_VERSION:
+    if version < READABLE_VERSIONS[0]:
         raise EncodingError(
             f"the feed was written by an older hyperdb (format {version}); this version reads "
-            f"format {FORMAT_VERSION} only"
+            f"formats {READABLE_VERSIONS[0]} to {FORMAT_VERSION} only"
         )
     if version > FORMAT_VERSION:
         raise EncodingError(
@@ -189,6 +198,8 @@ def encode_node(record: NodeRecord) -> bytes:
         obj["g"] = record.role
     if record.prefixes is not None:
         obj["s"] = list(record.prefixes)
+    if record.blobs:
+        obj["r"] = [[blob_id, size] for blob_id, size in record.blobs]
     for name, number in (
         ("q", record.ordinal),
         ("b", record.base_seq),
@@ -201,7 +212,7 @@ def encode_node(record: NodeRecord) -> bytes:
     return encoding.encode(obj, checked=True)
 
 
-_FIELDS = frozenset("abcdfgkpqstvyz")
+_FIELDS = frozenset("abcdfgkpqrstvyz")
 
 
 def decode_node(data: bytes, *, trusted: bool = False) -> NodeRecord:
@@ -292,6 +303,9 @@ def _record_from(obj: Any) -> NodeRecord:
         if kind != KIND_GRANT or role != ROLE_WRITER:
             raise EncodingError("scope prefixes (s) are written only on grants of role writer")
         prefixes = _prefixes(obj["s"])
+    blobs = _blob_refs(obj["r"]) if "r" in obj else ()
+    if blobs and (kind != KIND_ENTRY or deleted):
+        raise EncodingError("only puts reference blobs (r): no deletion, no system node")
     # the context fields (section 2.2)
     clock: dict[int, int] = {}
     if "c" in obj:
@@ -352,7 +366,33 @@ def _record_from(obj: Any) -> NodeRecord:
         base_seq,
         system_seq,
         context_seq,
+        blobs,
     )
+
+
+def _blob_refs(value: Any) -> tuple[tuple[bytes, int], ...]:
+    """Blob references as written (section 2.6): 1 to :data:`MAX_BLOB_REFS` pairs ``[id,
+    size]``, each id 32 bytes, sizes at most :data:`MAX_REFERENCED_BLOB`, ids strictly
+    ascending."""
+    if not isinstance(value, list | tuple) or not value or len(value) > MAX_BLOB_REFS:
+        raise EncodingError(f"blob references (r) are a list of 1 to {MAX_BLOB_REFS} pairs")
+    refs: list[tuple[bytes, int]] = []
+    for pair in value:
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or type(pair[0]) is not bytes
+            or len(pair[0]) != BLOB_ID_SIZE
+            or type(pair[1]) is not int
+            or not 0 <= pair[1] <= MAX_REFERENCED_BLOB
+        ):
+            raise EncodingError(
+                f"a blob reference is [32-byte id, size of at most {MAX_REFERENCED_BLOB}]"
+            )
+        if refs and pair[0] <= refs[-1][0]:
+            raise EncodingError("blob references (r) are in ascending order of id, each once")
+        refs.append((pair[0], pair[1]))
+    return tuple(refs)
 
 
 def _prefixes(value: Any) -> tuple[str, ...]:

@@ -190,6 +190,12 @@ class StateBuilder:
         self.row_changes: RowChanges | None = None
         """Where the index rows this transaction changes are noted for the change log
         (``hyperdb.model.change_log``; None: not logged)."""
+        self.blob_nodes: list[StoredNode] = []
+        """The nodes applied in this transaction that reference blobs, in the order applied
+        (``hyperdb.model.blob_refs`` records them before the commit)."""
+        self.blob_taken_back: list[Pointer] = []
+        """The entries taken back (un-applied) in this transaction, whose blob references
+        (if any) are forgotten before the commit."""
         self.derived: dict[Pointer, tuple[StoredNode, tuple[int, ...]]] = {}
         """Nodes decoded while checking them, for applying them in the same transaction, with
         the feeds whose clock entry differs from the writer's previous node."""

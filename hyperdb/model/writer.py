@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import trie
 from hyperdb.errors import PermissionDenied, ReadOnly, ValueTooLarge
 from hyperdb.feed import Feed
-from hyperdb.model import governance, index, record
+from hyperdb.model import blob_refs, governance, index, record
 from hyperdb.model import state as state_module
 from hyperdb.model.apply import apply_ready, apply_written_system, merge_index
 from hyperdb.model.context import DatabaseContext
@@ -45,6 +45,25 @@ from hyperdb.storage import ReadTxn
 
 Op = tuple[str, bytes | None, bool]
 """A checked operation: normalized key, encoded value (``None`` for a deletion), deleted."""
+
+
+class BlobOp(tuple[str, bytes | None, bool]):
+    """A checked put that references blobs: an :data:`Op` (so it unpacks as one) with
+    ``blobs``, its references as ``(id, size)`` pairs in ascending order of id, each held
+    here (the caller checked)."""
+
+    blobs: tuple[tuple[bytes, int], ...]
+
+    def __new__(cls, key: str, value: bytes | None, blobs: tuple[tuple[bytes, int], ...]) -> BlobOp:
+        op = super().__new__(cls, (key, value, False))
+        op.blobs = blobs
+        return op
+
+
+def blobs_of(op: Op) -> tuple[tuple[bytes, int], ...]:
+    """The blobs ``op`` references (none unless it is a :class:`BlobOp`)."""
+    return op.blobs if type(op) is BlobOp else ()
+
 
 #: A batch at least this long pauses the cyclic garbage collector while it is built: it
 #: allocates many small acyclic objects, which the collector would scan over and over for
@@ -151,12 +170,15 @@ class WritePath:
                     written[len(system) :] if system else written,
                     seen_all=True,
                     changes=changes,
+                    referencing=b.blob_nodes,
                 )
             applied: list[StoredNode] = []
             if system:
                 applied = apply_written_system(
                     b, written[: len(system)], self._reader.builder_loader(b), self._reader.decode
                 )
+            if b.blob_nodes or b.blob_taken_back:
+                blob_refs.update(tx, context.blob_settings, b.blob_nodes, b.blob_taken_back)
             new_state = b.build()
             log.record(tx, changes, state.heads, new_state.heads)
         context.state = new_state
@@ -212,6 +234,7 @@ class WritePath:
                 authorizes=() if op is None else op.keys,
                 role=op.role if grant and op is not None else record.ROLE_WRITER,
                 prefixes=op.prefixes if grant and op is not None else None,
+                blobs=blobs_of(ops[offset]),
             )
             pending[(local_id, seq)] = node
             written.append(node)
@@ -227,6 +250,7 @@ class WritePath:
             state = context.state
             with context.storage.write() as tx:
                 state_module.clear(tx)
+                blob_refs.clear(tx)
                 context.change_log.clear(tx)  # the rows are rebuilt: the log no longer says how
                 b = StateBuilder(state_module.empty(state), tx)
                 local = self._local
@@ -243,6 +267,7 @@ class WritePath:
                     b, self._reader.builder_loader(b), list(state.feeds), self._reader.decode
                 )
                 b.set_heads(b.heads)
+                blob_refs.update(tx, context.blob_settings, b.blob_nodes, ())
                 new_state = b.build()
                 count = sum(
                     1
@@ -261,17 +286,17 @@ class ReadOnlyWrites:
 
     def __init__(self, context: DatabaseContext, reason: str) -> None:
         self._context = context
-        self._reason = reason
+        self.reason = reason
 
     def write(
         self, ops: Sequence[Op], system: Sequence[SystemOp] = ()
     ) -> tuple[list[Node], list[StoredNode]]:
         self._context.check_open()
-        raise ReadOnly(self._reason)
+        raise ReadOnly(self.reason)
 
     def reindex(self) -> int:
         self._context.check_open()
-        raise ReadOnly(self._reason)
+        raise ReadOnly(self.reason)
 
 
 def feed_numbering(
@@ -356,6 +381,8 @@ def encode_records(
                     ordinal if ordinal > 1 else None,
                     base.seq or None,
                     latest.system or None,
+                    None,
+                    blobs_of(ops[offset]),
                 )
             )
         )
@@ -374,7 +401,17 @@ def encode_entries(
     encode_entry = record.encode_entry
     previous = latest.seq if latest.seq > 1 else None
     for offset in range(len(blocks), len(ops)):
-        key, value, deleted = ops[offset]
+        op = ops[offset]
+        key, value, deleted = op
+        if type(op) is BlobOp:  # a field the direct writer does not write
+            blocks.append(
+                record.encode_node(
+                    NodeRecord(
+                        key, value, False, tries[offset], {}, context_seq=previous, blobs=op.blobs
+                    )
+                )
+            )
+            continue
         blocks.append(encode_entry(key, value, deleted, tries[offset], previous))
     if max(map(len, blocks)) > record.MAX_RECORD_BYTES:
         raise ValueTooLarge("the node record exceeds the block limit")

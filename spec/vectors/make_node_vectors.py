@@ -31,10 +31,28 @@ KEY_B = bytes(range(32, 64))  # the writer of the worked feed
 KEY_C = bytes(range(64, 96))
 KEY_D = bytes(range(96, 128))
 
+BLOB_1 = bytes(range(32))
+BLOB_2 = bytes(range(32, 64))
 CASES = [
     (
         "a put, its writer's latest context node being seq 1",
         NodeRecord("a/b", b"value", False, b"", {}),
+    ),
+    (
+        "a put referencing two blobs (r, format 3), the latest context node being seq 5",
+        NodeRecord(
+            "photos/1",
+            b"caption",
+            False,
+            b"",
+            {},
+            context_seq=5,
+            blobs=((BLOB_1, 65_537), (BLOB_2, 0)),
+        ),
+    ),
+    (
+        "a first node referencing a blob, with no value",
+        NodeRecord("f", None, False, b"", {0: 2}, (KEY_A, KEY_B), blobs=((BLOB_2, 1 << 40),)),
     ),
     (
         "a put with a trie, the latest context node being seq 9",
@@ -132,6 +150,7 @@ def node_fields(node: NodeRecord) -> dict[str, Any]:
         "base": node.base_seq,
         "system": node.system_seq,
         "context": node.context_seq,
+        "blobs": [[blob_id.hex(), size] for blob_id, size in node.blobs],
     }
 
 
@@ -212,7 +231,7 @@ def worked_feed() -> dict[str, Any]:
 
 def main() -> None:
     out = {
-        "description": "Node and header records of spec/node.md, format 2 (canonical CBOR).",
+        "description": "Node and header records of spec/node.md, format 3 (canonical CBOR).",
         "header": {
             "database_key": KEY_A.hex(),
             "encoded": record.encode_header(Header(KEY_A)).hex(),

@@ -1,0 +1,317 @@
+"""Which blobs the applied nodes reference, which of them this replica accepts, and which it wants.
+
+This module owns the ``blob_refs`` table (``spec/blobs.md`` section 3). It is derived state,
+like the index: written in the transaction that applies (or takes back) the nodes that
+reference blobs, cleared and rebuilt by a reindex. Its rows:
+
+* ``"r" ‖ id ‖ u32 feed ‖ u64 seq`` -> the node's key (UTF-8): an applied node references the
+  blob;
+* ``"p" ‖ u32 feed ‖ u64 seq`` -> the ids the node references, concatenated (to take them back);
+* ``"w" ‖ u32 feed ‖ id`` -> u32 count of the writer's applied nodes referencing the blob, and a
+  byte: 1 if the blob counts towards the writer's quota use;
+* ``"q" ‖ u32 feed`` -> u64 bytes of the distinct blobs the writer references (its quota use);
+* ``"i" ‖ id`` -> canonical CBOR ``[size, status, references]``: status 0 accepted, 1 larger than
+  this replica's limit, 2 over its writer's quota (the first decision that accepted it stands);
+* ``"n" ‖ id`` -> u64 size: wanted by the blob policy (``eager``, or a key under one of its
+  prefixes) and not held whole yet;
+* ``"g" ‖ id`` -> empty: removed by ``gc``; not wanted again until a new node references it;
+* ``"u" ‖ id`` -> u64 unix time: when ``gc`` first found the blob referenced by no current node.
+
+Whether a node is applied is decided by the verified nodes alone (``hyperdb.model.apply``); what
+is decided here is local: whether this replica stores and fetches the blob. The size limit and
+the quotas are local settings (:class:`BlobSettings`), so two replicas may hold different blobs
+of the same data, never different data.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import trie
+from hyperdb.errors import CorruptionError, EncodingError, InvalidArgument
+from hyperdb.model import record
+from hyperdb.model.node import StoredNode
+from hyperdb.primitives import cbor
+from hyperdb.storage import ReadTxn, WriteTxn
+
+TABLE = "blob_refs"
+ACCEPTED, TOO_LARGE, OVER_QUOTA = 0, 1, 2
+STATUS_NAMES = ("accepted", "larger than this replica's blob_max_size", "over its writer's quota")
+_FEED = struct.Struct(">I")
+_COUNT = struct.Struct(">IB")
+_POINTER = struct.Struct(">IQ")
+_U64 = struct.Struct(">Q")
+_ID = record.BLOB_ID_SIZE
+DEFAULT_MAX_SIZE = 1 << 36  # 64 GiB
+DEFAULT_QUOTA: int | None = None
+DEFAULT_RETENTION = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BlobSettings:
+    """The blob settings of one open database (all local): ``policy`` is ``"lazy"`` (fetch on
+    read), ``"eager"`` (fetch every referenced blob while replicating) or a tuple of key prefixes
+    (fetch the blobs of keys under them, the rest on read); ``max_size`` the largest blob
+    accepted; ``quota`` the most bytes of distinct blobs one writer's nodes may reference here
+    (``None``: no limit); ``retention`` the seconds an unreferenced blob is kept before ``gc``
+    removes it."""
+
+    policy: str | tuple[str, ...] = "lazy"
+    max_size: int = DEFAULT_MAX_SIZE
+    quota: int | None = DEFAULT_QUOTA
+    retention: float = DEFAULT_RETENTION
+
+    def wants(self, key: str) -> bool:
+        """Whether the policy fetches the blobs of ``key`` while replicating."""
+        if self.policy == "lazy":
+            return False
+        if self.policy == "eager":
+            return True
+        return any(key == p or key.startswith(p + "/") for p in self.policy)
+
+    @property
+    def policy_row(self) -> bytes:
+        """The policy as the ``meta`` row ``blob_policy`` records it."""
+        policy = self.policy
+        return cbor.encode(policy if isinstance(policy, str) else list(policy))
+
+
+def check_settings(
+    policy: object, max_size: object, quota: object, retention: object
+) -> BlobSettings:
+    """The settings ``open`` was given, checked (:class:`InvalidArgument` otherwise)."""
+    if isinstance(policy, str):
+        if policy not in ("lazy", "eager"):
+            raise InvalidArgument('blob_policy is "lazy", "eager" or a list of key prefixes')
+        chosen: str | tuple[str, ...] = policy
+    elif isinstance(policy, list | tuple) and all(isinstance(p, str) for p in policy):
+        prefixes = []
+        for prefix in policy:
+            try:
+                normal = trie.normalize(prefix)
+            except (trie.TrieError, ValueError, UnicodeError) as exc:
+                raise InvalidArgument(f"blob_policy prefix {prefix!r} is not a key") from exc
+            if not normal:
+                raise InvalidArgument('blob_policy prefixes are non-empty keys (or use "eager")')
+            prefixes.append(normal)
+        chosen = tuple(sorted(set(prefixes)))
+    else:
+        raise InvalidArgument('blob_policy is "lazy", "eager" or a list of key prefixes')
+    if type(max_size) is not int or not 0 <= max_size <= record.MAX_REFERENCED_BLOB:
+        raise InvalidArgument(f"blob_max_size is a byte count of at most {1 << 40}")
+    if quota is not None and (type(quota) is not int or quota < 0):
+        raise InvalidArgument("blob_quota is a non-negative byte count, or None")
+    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
+        raise InvalidArgument("blob_retention is a non-negative number of seconds")
+    return BlobSettings(chosen, max_size, quota, float(retention))
+
+
+def is_complete(tx: ReadTxn, blob_id: bytes) -> bool:
+    """Whether the blob is held whole (its ``blobs`` row, ``spec/blobs.md`` section 2)."""
+    row = tx.get("blobs", blob_id)
+    if row is None:
+        return False
+    try:
+        info = cbor.decode(row)
+        size, held = info["s"], info["h"]
+    except (EncodingError, KeyError, TypeError) as exc:
+        raise CorruptionError(f"the row of blob {blob_id.hex()[:16]} is damaged") from exc
+    return bool(held == -(-size // 65_536))
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """How this replica stands to one referenced blob: its size, status (:data:`ACCEPTED`, ...)
+    and how many applied nodes reference it."""
+
+    size: int
+    status: int
+    references: int
+
+
+def reference(tx: ReadTxn, blob_id: bytes) -> Reference | None:
+    """The blob's reference row (None: no applied node references it)."""
+    row = tx.get(TABLE, b"i" + blob_id)
+    if row is None:
+        return None
+    try:
+        size, status, count = cbor.decode(row)
+    except (EncodingError, ValueError, TypeError) as exc:
+        raise CorruptionError(f"the reference row of blob {blob_id.hex()[:16]} is damaged") from exc
+    return Reference(size, status, count)
+
+
+def wanted(tx: ReadTxn, limit: int) -> list[tuple[bytes, int]]:
+    """Up to ``limit`` blobs the policy wants and that are not held whole: ``(id, size)``."""
+    found = []
+    for row_key, value in tx.scan(TABLE, prefix=b"n"):
+        found.append((row_key[1:], _U64.unpack(value)[0]))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def referencing_keys(tx: ReadTxn, blob_id: bytes) -> Iterator[tuple[int, int, str]]:
+    """The applied nodes referencing the blob: ``(feed, seq, key)``."""
+    for row_key, value in tx.scan(TABLE, prefix=b"r" + blob_id):
+        feed, seq = _POINTER.unpack(row_key[1 + _ID :])
+        yield feed, seq, value.decode("utf-8")
+
+
+def note_complete(tx: WriteTxn, blob_id: bytes) -> None:
+    """The blob is now held whole: no longer wanted."""
+    tx.delete(TABLE, b"n" + blob_id)
+
+
+def note_removed(tx: WriteTxn, blob_id: bytes) -> None:
+    """``gc`` removed the blob: not wanted again until a new node references it."""
+    tx.delete(TABLE, b"n" + blob_id)
+    tx.delete(TABLE, b"u" + blob_id)
+    if tx.get(TABLE, b"i" + blob_id) is not None:
+        tx.put(TABLE, b"g" + blob_id, b"")
+
+
+def unreferenced_since(tx: ReadTxn, blob_id: bytes) -> float | None:
+    row = tx.get(TABLE, b"u" + blob_id)
+    return None if row is None else float(_U64.unpack(row)[0])
+
+
+def mark_unreferenced(tx: WriteTxn, blob_id: bytes, when: float | None) -> None:
+    """Record (or, with None, forget) when ``gc`` found the blob referenced by no current node."""
+    if when is None:
+        tx.delete(TABLE, b"u" + blob_id)
+    else:
+        tx.put(TABLE, b"u" + blob_id, _U64.pack(int(when)))
+
+
+def update(
+    tx: WriteTxn,
+    settings: BlobSettings,
+    applied: Sequence[StoredNode],
+    taken_back: Iterable[tuple[int, int]],
+) -> None:
+    """Record the references of the nodes ``applied`` (in the order applied) and forget those
+    of the nodes ``taken_back`` (``(feed, seq)``; nodes that reference none are skipped)."""
+    for feed, seq in taken_back:
+        pointer = _POINTER.pack(feed, seq)
+        ids = tx.get(TABLE, b"p" + pointer)
+        if ids is None:
+            continue
+        tx.delete(TABLE, b"p" + pointer)
+        for at in range(0, len(ids), _ID):
+            _forget(tx, ids[at : at + _ID], feed, pointer)
+    for node in applied:
+        pointer = _POINTER.pack(node.feed, node.seq)
+        if tx.get(TABLE, b"p" + pointer) is not None:
+            continue  # applied again (a settlement moved it back): already recorded
+        tx.put(TABLE, b"p" + pointer, b"".join(blob_id for blob_id, _ in node.blobs))
+        for blob_id, size in node.blobs:
+            _add(tx, settings, blob_id, size, node.feed, pointer, node.key)
+
+
+def _add(
+    tx: WriteTxn,
+    settings: BlobSettings,
+    blob_id: bytes,
+    size: int,
+    feed: int,
+    pointer: bytes,
+    key: str,
+) -> None:
+    tx.put(TABLE, b"r" + blob_id + pointer, key.encode("utf-8"))
+    tx.delete(TABLE, b"g" + blob_id)  # referenced anew: wanted again if the policy says so
+    mine = b"w" + _FEED.pack(feed) + blob_id
+    count_row = tx.get(TABLE, mine)
+    count, counted = (0, 0) if count_row is None else _COUNT.unpack(count_row)
+    status = ACCEPTED
+    if size > settings.max_size:
+        status = TOO_LARGE
+    elif count == 0:  # a blob new to this writer counts towards its quota, if within it
+        used_row = tx.get(TABLE, b"q" + _FEED.pack(feed))
+        used = 0 if used_row is None else _U64.unpack(used_row)[0]
+        if settings.quota is not None and used + size > settings.quota:
+            status = OVER_QUOTA
+        else:
+            tx.put(TABLE, b"q" + _FEED.pack(feed), _U64.pack(used + size))
+            counted = 1
+    elif not counted:
+        status = OVER_QUOTA
+    tx.put(TABLE, mine, _COUNT.pack(count + 1, counted))
+    before = reference(tx, blob_id)
+    if before is not None:  # the size is the id's: too large for one reference is for all
+        status = min(status, before.status)
+        references = before.references + 1
+    else:
+        references = 1
+    tx.put(TABLE, b"i" + blob_id, cbor.encode([size, status, references]))
+    if status == ACCEPTED and settings.wants(key) and not is_complete(tx, blob_id):
+        tx.put(TABLE, b"n" + blob_id, _U64.pack(size))
+
+
+def _forget(tx: WriteTxn, blob_id: bytes, feed: int, pointer: bytes) -> None:
+    tx.delete(TABLE, b"r" + blob_id + pointer)
+    before = reference(tx, blob_id)
+    if before is None:
+        return
+    mine = b"w" + _FEED.pack(feed) + blob_id
+    count_row = tx.get(TABLE, mine)
+    count, counted = (0, 0) if count_row is None else _COUNT.unpack(count_row)
+    if count <= 1:
+        tx.delete(TABLE, mine)
+        used_row = tx.get(TABLE, b"q" + _FEED.pack(feed))
+        if used_row is not None and counted:
+            used = _U64.unpack(used_row)[0]
+            tx.put(TABLE, b"q" + _FEED.pack(feed), _U64.pack(max(0, used - before.size)))
+    else:
+        tx.put(TABLE, mine, _COUNT.pack(count - 1, counted))
+    if before.references <= 1:
+        tx.delete(TABLE, b"i" + blob_id)
+        tx.delete(TABLE, b"n" + blob_id)
+        tx.delete(TABLE, b"g" + blob_id)
+    else:
+        tx.put(
+            TABLE, b"i" + blob_id, cbor.encode([before.size, before.status, before.references - 1])
+        )
+
+
+def clear(tx: WriteTxn) -> None:
+    """Delete every reference row before a rebuild (``gc``'s notes, ``g`` and ``u``, stay)."""
+    for row_key, _ in list(tx.scan(TABLE)):
+        if row_key[:1] not in (b"g", b"u"):
+            tx.delete(TABLE, row_key)
+
+
+POLICY_ROW = b"blob_policy"  # in the meta table: the policy the wanted rows were made for
+
+
+def settle_policy(tx: WriteTxn, settings: BlobSettings) -> None:
+    """Make the wanted rows follow ``settings`` if the policy differs from the one recorded in
+    ``meta`` (the policy is local: each open may give another), and record it."""
+    if tx.get("meta", POLICY_ROW) != settings.policy_row:
+        apply_policy(tx, settings)
+        tx.put("meta", POLICY_ROW, settings.policy_row)
+
+
+def apply_policy(tx: WriteTxn, settings: BlobSettings) -> None:
+    """Recompute the wanted rows for ``settings`` (after the policy changed between opens)."""
+    for row_key, _ in list(tx.scan(TABLE, prefix=b"n")):
+        tx.delete(TABLE, row_key)
+    for row_key, value in list(tx.scan(TABLE, prefix=b"r")):
+        blob_id = row_key[1 : 1 + _ID]
+        if tx.get(TABLE, b"n" + blob_id) is not None or tx.get(TABLE, b"g" + blob_id) is not None:
+            continue
+        found = reference(tx, blob_id)
+        if (
+            found is not None
+            and found.status == ACCEPTED
+            and settings.wants(value.decode("utf-8"))
+            and not is_complete(tx, blob_id)
+        ):
+            tx.put(TABLE, b"n" + blob_id, _U64.pack(found.size))
+
+
+def referenced_ids(tx: ReadTxn) -> list[bytes]:
+    """Every blob an applied node references, by id."""
+    return [row_key[1:] for row_key, _ in tx.scan(TABLE, prefix=b"i")]
