@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from hyperdb.api.blobs import BlobReader, BlobStatus, GcReport
 from hyperdb.api.database import Database, open, replicate
 from hyperdb.api.operations import Batch
 from hyperdb.api.snapshot import Snapshot
 from hyperdb.api.watch import Watcher
 from hyperdb.errors import HyperDBError
+from hyperdb.feed.blob_tree import BlobRef
 from hyperdb.model.node import Node
 from hyperdb.model.values import Codec
 from hyperdb.replication.connection import Connection
@@ -40,9 +42,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Batch",
+    "BlobReader",
+    "BlobRef",
+    "BlobStatus",
     "Codec",
     "Connection",
     "Database",
+    "GcReport",
     "HyperDBError",
     "Node",
     "Snapshot",

@@ -20,6 +20,8 @@ from typing import Any, Self, overload
 
 from hyperdb.api import acks as acks_module
 from hyperdb.api import governing, merging
+from hyperdb.api.blobs import DEFAULT_TIMEOUT as DEFAULT_BLOB_TIMEOUT
+from hyperdb.api.blobs import BlobReader, Blobs, BlobStatus, GcReport, check_timeout
 from hyperdb.api.changes import ChangeSet, ChangeStream
 from hyperdb.api.checks import check_key, check_public_key, check_range
 from hyperdb.api.directory import open_directory
@@ -34,8 +36,12 @@ from hyperdb.errors import (
     StorageError,
 )
 from hyperdb.feed import FEED_TABLES, ForkEvidence, KeyStore, MemoryKeyStore
+from hyperdb.feed.blob_tree import BlobRef
+from hyperdb.model import blob_refs, governance, record
 from hyperdb.model import change_log as change_log_module
-from hyperdb.model import governance, record
+from hyperdb.model.blob_demand import BlobDemand
+from hyperdb.model.blob_replica import BlobReplica
+from hyperdb.model.blob_store import BlobSource, BlobStore
 from hyperdb.model.cache import DEFAULT_CAPACITY, NodeCache
 from hyperdb.model.change_log import ChangeLog
 from hyperdb.model.changes import ChangeHub
@@ -50,13 +56,15 @@ from hyperdb.model.state import STATE_TABLES, State
 from hyperdb.model.trie_reads import TrieReads
 from hyperdb.model.values import Codec, codec_for
 from hyperdb.model.version import decode_version
-from hyperdb.model.writer import Op, ReadOnlyWrites, WritePath
+from hyperdb.model.writer import BlobOp, Op, ReadOnlyWrites, WritePath
 from hyperdb.primitives import crypto
 from hyperdb.replication import connection
 from hyperdb.storage import Storage, open_storage
 from hyperdb.tools.fsck import Damage, VerifyReport, verify_beside_writer, verify_database
 
-TABLES = (*FEED_TABLES, *STATE_TABLES, "meta", "index")
+#: The tables format 3 added (``spec/store.md``): a store of format 2 lacks them.
+BLOB_TABLES = ("blobs", "blob_chunks", "blob_tree", "blob_refs")
+TABLES = (*FEED_TABLES, *STATE_TABLES, "meta", "index", *BLOB_TABLES)
 
 
 def open(
@@ -69,6 +77,10 @@ def open(
     cache_size: int = DEFAULT_CAPACITY,
     readonly: bool = False,
     change_log: int = change_log_module.DEFAULT_CAPACITY,
+    blob_policy: str | Sequence[str] = "lazy",
+    blob_max_size: int = blob_refs.DEFAULT_MAX_SIZE,
+    blob_quota: int | None = blob_refs.DEFAULT_QUOTA,
+    blob_retention: float = blob_refs.DEFAULT_RETENTION,
 ) -> Database:
     """Open (or create) the database in directory ``path``, or in memory with ``memory=True``.
 
@@ -117,13 +129,16 @@ def open(
         raise InvalidArgument("give a directory path, or memory=True for a scratch database")
     database_key = None if key is None else check_public_key(key, "a database key", text=True)
     codec = codec_for(value_encoding)
+    blob_settings = blob_refs.check_settings(blob_policy, blob_max_size, blob_quota, blob_retention)
     keystore: KeyStore
     if memory:
         storage = open_storage(None, TABLES)
         keystore = MemoryKeyStore()
     else:
         assert path is not None
-        storage, keystore = open_directory(path, TABLES, readonly=readonly, durable=durable)
+        storage, keystore = open_directory(
+            path, TABLES, readonly=readonly, durable=durable, added=BLOB_TABLES
+        )
     try:
         return Database(
             storage,
@@ -133,6 +148,7 @@ def open(
             cache_size=cache_size,
             readonly=readonly,
             change_log=change_log,
+            blob_settings=blob_settings,
         )
     except BaseException:
         storage.close()
@@ -152,6 +168,7 @@ class Database:
         cache_size: int = DEFAULT_CAPACITY,
         readonly: bool = False,
         change_log: int = change_log_module.DEFAULT_CAPACITY,
+        blob_settings: blob_refs.BlobSettings | None = None,
     ) -> None:
         opened = (
             open_readonly(storage, value_encoding)
@@ -171,16 +188,28 @@ class Database:
             NodeCache(cache_size),
             readonly=readonly,
             change_log=ChangeLog(0 if readonly else change_log),
+            blob_settings=blob_settings,
         )
         self._reader = reader = NodeReader(context, codec)
-        self._hub = ChangeHub()
+        self._hub = hub = ChangeHub()
+        blob_store = BlobStore(storage)
+        blob_demand = BlobDemand(hub.notify)
+        if not readonly:
+            with storage.write() as tx:
+                blob_refs.settle_policy(tx, context.blob_settings)
         try:  # the secret key proves this writer to peers; without it, sessions are anonymous
             keypair = keystore.load(self.local_key)
         except StorageError:
             keypair = None
         signer = None if keypair is None else IdentitySigner(keypair.public_key, keypair.secret_key)
         self.replication_port = StoreReplica(
-            context, reader, self._hub, self.key, self.local_key, signer
+            context,
+            reader,
+            self._hub,
+            self.key,
+            self.local_key,
+            signer,
+            BlobReplica(context, blob_store, blob_demand, accepts=not readonly),
         )
         self._holders = Holders(
             context, reader, self.replication_port, self.key, self.local_key, self
@@ -202,6 +231,9 @@ class Database:
         else:
             self._writes = WritePath(context, reader, opened.local)
             self._reads = IndexReads(context, reader)
+        self._blobs = Blobs(
+            context, reader, blob_store, blob_demand, self._reads.get, self._write_refusal
+        )
 
     @property
     def value_encoding(self) -> str:
@@ -247,6 +279,7 @@ class Database:
         value: Any,
         *,
         expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN,
+        blobs: Iterable[BlobRef | str] | None = None,
     ) -> Node:
         """Set ``key`` to ``value``; returns the node written.
 
@@ -257,8 +290,19 @@ class Database:
         (``.current``: the nodes found) and nothing is written. This makes read-modify-write
         safe among the threads writing through this replica; a write made concurrently on
         another replica is not prevented, and meets this one as a conflict once they replicate
-        (:meth:`resolve`)."""
-        return self._write_checked([self.check_op("put", key, value)], expect)
+        (:meth:`resolve`).
+
+        ``blobs`` lists the blobs the value references (:meth:`put_blob`'s references, or their
+        text form): they are recorded in the node, so replicas know which blobs are live and
+        fetch them by their policy, and :meth:`open_blob` of the key reads the first. Each must
+        be held here whole (:class:`~hyperdb.errors.BlobUnavailable` otherwise): a node is
+        written only once its writer holds every blob it references."""
+        op = self.check_op("put", key, value)
+        if blobs is None:
+            return self._write_checked([op], expect)
+        with self._context.lock:  # held while written: gc cannot remove them in between
+            refs = self._blobs.check_refs(blobs)
+            return self._write_checked([BlobOp(op[0], op[1], refs) if refs else op], expect)
 
     def delete(
         self, key: str, *, expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN
@@ -396,6 +440,54 @@ class Database:
         writes = governing.revert_ops(keys, self.key_history, writer, since_seq)
         ops = [self.check_op(kind, key, value) for kind, key, value in writes]
         return self._write(ops) if ops else []
+
+    # --- blobs ------------------------------------------------------------------------------------
+
+    def put_blob(
+        self, source: BlobSource, *, progress: Callable[[int, int], None] | None = None
+    ) -> BlobRef:
+        """Store a blob (bytes, a file path, or a readable binary file, read in 64 KiB chunks:
+        memory stays bounded whatever its size) and return its :class:`~hyperdb.BlobRef`, for
+        :meth:`put`'s ``blobs``. Identical content is stored once, whoever puts it.
+        ``progress(done, total)`` follows the work. A blob no current node references is
+        removed by :meth:`gc` once its retention window (``blob_retention``) has passed."""
+        return self._blobs.put(source, progress)
+
+    def open_blob(
+        self, blob: BlobRef | str, *, timeout: float = DEFAULT_BLOB_TIMEOUT
+    ) -> BlobReader:
+        """A seekable, read-only binary file of a blob: a :class:`~hyperdb.BlobRef`, its text
+        form, or a key (the first blob of its current value, as :meth:`get_one` chooses it).
+        Reads return verified bytes; chunks not held here are fetched from connected peers
+        first, each read waiting at most ``timeout`` seconds
+        (:class:`~hyperdb.errors.BlobUnavailable` otherwise, naming the peers asked)."""
+        return BlobReader(self._blobs, self._blobs.ref_of(blob), check_timeout(timeout))
+
+    def get_blob(self, blob: BlobRef | str, *, timeout: float = DEFAULT_BLOB_TIMEOUT) -> bytes:
+        """A whole blob as bytes (see :meth:`open_blob`; ``timeout`` bounds the whole read)."""
+        ref = self._blobs.ref_of(blob)
+        return self._blobs.read(ref, 0, ref.size, check_timeout(timeout))
+
+    def blobs(self) -> builtins.list[BlobStatus]:
+        """The blobs this replica holds (whole or in part) or that its applied nodes reference:
+        for each, its reference, bytes held, references, whether it is accepted here (within
+        ``blob_max_size`` and its writer's ``blob_quota``) and whether the policy wants it."""
+        self._context.check_open()
+        return self._blobs.statuses()
+
+    def gc(self, *, retention: float | None = None) -> GcReport:
+        """Remove the blobs no current node references (overwritten, deleted, or never put in
+        a value) once :meth:`gc` has found them so for ``retention`` seconds (default: the
+        database's ``blob_retention``; 0 removes them now). Reports the blobs removed and the
+        bytes freed. Reads of a removed blob then fetch it again or raise
+        :class:`~hyperdb.errors.BlobUnavailable`; the feeds are untouched (:meth:`verify` still
+        passes)."""
+        return self._blobs.gc(retention)
+
+    def _write_refusal(self) -> str | None:
+        """Why this database cannot write (None: it can)."""
+        writes = self._writes
+        return writes.reason if isinstance(writes, ReadOnlyWrites) else None
 
     def check_op(self, kind: object, key: object, value: Any) -> Op:
         """One write operation checked and encoded: ``(normalized key, value bytes, deleted)``."""

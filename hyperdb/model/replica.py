@@ -20,8 +20,12 @@ from typing import Any
 
 from hyperdb.errors import ForkDetected, NotFound, ProtocolError
 from hyperdb.feed import Feed, ForkEvidence, Proof, read_forks
+from hyperdb.feed.blob_tree import BlobRef
+from hyperdb.feed.merkle import TreeNode
+from hyperdb.model import blob_refs
 from hyperdb.model import state as state_module
 from hyperdb.model.apply import apply_ready
+from hyperdb.model.blob_replica import BlobReplica
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.derive import derive
@@ -50,8 +54,10 @@ class StoreReplica:
         database_key: bytes,
         local_key: bytes,
         signer: IdentitySigner | None = None,
+        blobs: BlobReplica | None = None,
     ) -> None:
         self._context = context
+        self._blobs = blobs
         self._reader = reader
         self._hub = hub
         self.key = database_key
@@ -76,6 +82,40 @@ class StoreReplica:
     @property
     def lock(self) -> Any:
         return self._context.lock
+
+    # --- blobs (``hyperdb.model.blob_replica``; none without one) ---------------------------------
+
+    def blob_wants(self) -> list[BlobRef]:
+        return [] if self._blobs is None else self._blobs.wants()
+
+    def blob_missing(self, ref: BlobRef) -> list[tuple[int, int]]:
+        return [] if self._blobs is None else self._blobs.missing(ref)
+
+    def blob_acceptable(self, blob_id: bytes) -> BlobRef | None:
+        return None if self._blobs is None else self._blobs.acceptable(blob_id)
+
+    def blob_held(self, blob_id: bytes) -> BlobRef | None:
+        return None if self._blobs is None else self._blobs.held(blob_id)
+
+    def blob_serve(
+        self, ref: BlobRef, start: int, end: int
+    ) -> tuple[list[bytes], list[TreeNode]] | None:
+        return None if self._blobs is None else self._blobs.serve(ref, start, end)
+
+    def blob_ingest(
+        self, ref: BlobRef, start: int, chunks: Sequence[bytes], proof: Sequence[TreeNode]
+    ) -> int:
+        if self._blobs is None:
+            raise ProtocolError("this replica stores no blobs")
+        return self._blobs.ingest(ref, start, chunks, proof)
+
+    def blob_peer_lacks(self, blob_id: bytes, peer: str) -> None:
+        if self._blobs is not None:
+            self._blobs.peer_lacks(blob_id, peer)
+
+    def blob_sessions(self, delta: int) -> None:
+        if self._blobs is not None:
+            self._blobs.sessions(delta)
 
     def add_change_listener(self, listener: Callable[[], object]) -> None:
         self._hub.add_listener(listener)
@@ -309,6 +349,8 @@ class StoreReplica:
                     derive(b, feed.id, before, blocks[before - start : after - start])
                     b.lengths[feed.id] = after
                     apply_ready(b, self._reader.builder_loader(b), [feed.id], self._reader.decode)
+                    if b.blob_nodes or b.blob_taken_back:
+                        blob_refs.update(tx, context.blob_settings, b.blob_nodes, b.blob_taken_back)
                     new_state = b.build()
                     log.record(tx, changes, state.heads, new_state.heads)
             except ForkDetected as fork:

@@ -1,0 +1,118 @@
+"""The blob side of the replication port: what a session may want, accept, serve and store.
+
+:class:`BlobReplica` answers the blob methods of ``hyperdb.replication.port.Replica`` for one
+database (``StoreReplica`` delegates to it). What is wanted is the blob policy's wanted rows
+(``hyperdb.model.blob_refs``) and the readers' demands (``hyperdb.model.blob_demand``); what is
+accepted is only a blob an applied node references within this replica's limits; what is stored
+is verified first (``BlobStore.ingest``), and a completed blob stops being wanted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hyperdb.errors import ProtocolError
+from hyperdb.feed.blob_tree import BlobRef, chunk_count
+from hyperdb.feed.merkle import TreeNode
+from hyperdb.model import blob_refs
+from hyperdb.model.blob_demand import BlobDemand
+from hyperdb.model.blob_store import BlobStore
+from hyperdb.model.context import DatabaseContext
+
+#: Most blobs one call of :meth:`BlobReplica.wants` names.
+MAX_WANTS = 256
+
+
+class BlobReplica:
+    """See the module docstring. ``accepts`` is false for a replica that stores nothing from
+    peers (opened read-only)."""
+
+    def __init__(
+        self,
+        context: DatabaseContext,
+        store: BlobStore,
+        demand: BlobDemand,
+        *,
+        accepts: bool,
+    ) -> None:
+        self._context = context
+        self._store = store
+        self._demand = demand
+        self._accepts = accepts
+
+    def wants(self) -> list[BlobRef]:
+        """Readers' demands first, then the policy's wanted blobs not held whole."""
+        if not self._accepts:
+            return []
+        found = dict.fromkeys(self._demand.wanted())
+        stale = []
+        with self._context.storage.read() as tx:
+            for blob_id, size in blob_refs.wanted(tx, MAX_WANTS):
+                if blob_refs.is_complete(tx, blob_id):
+                    stale.append(blob_id)  # completed by a write that crashed before its note
+                else:
+                    found.setdefault(BlobRef(blob_id, size))
+        if stale:
+            with self._context.lock, self._context.storage.write() as tx:
+                for blob_id in stale:
+                    blob_refs.note_complete(tx, blob_id)
+        return list(found)[:MAX_WANTS]
+
+    def missing(self, ref: BlobRef) -> list[tuple[int, int]]:
+        """The chunk ranges of ``ref`` to request: those readers wait for first, then the rest."""
+        count = chunk_count(ref.size)
+        if count == 0:
+            return []
+        ranges: list[tuple[int, int]] = []
+        for start, end in self._demand.ranges(ref.id):
+            ranges.extend(self._store.missing(ref, start, min(end, count)))
+        for gap in self._store.missing(ref):
+            if gap not in ranges:
+                ranges.append(gap)
+        return ranges
+
+    def acceptable(self, blob_id: bytes) -> BlobRef | None:
+        """The blob's reference if an applied node references it and this replica's limits
+        accept it."""
+        if not self._accepts:
+            return None
+        with self._context.storage.read() as tx:
+            found = blob_refs.reference(tx, blob_id)
+        if found is None or found.status != blob_refs.ACCEPTED:
+            return None
+        return BlobRef(blob_id, found.size)
+
+    def held(self, blob_id: bytes) -> BlobRef | None:
+        info = self._store.info(blob_id)
+        return info.ref if info is not None and info.complete else None
+
+    def serve(
+        self, ref: BlobRef, start: int, end: int
+    ) -> tuple[list[bytes], list[TreeNode]] | None:
+        return self._store.serve(ref, start, end)
+
+    def ingest(
+        self, ref: BlobRef, start: int, chunks: Sequence[bytes], proof: Sequence[TreeNode]
+    ) -> int:
+        """Verify and store chunks a peer sent (VerificationError, nothing stored, when they do
+        not prove to be the blob's; ProtocolError for a blob this replica does not accept)."""
+        accepted = self.acceptable(ref.id)
+        if accepted is None or accepted != ref:
+            raise ProtocolError(f"blob {ref.id.hex()[:16]} is not one this replica accepts")
+        context = self._context
+        with context.lock:
+            context.check_open()
+            stored = self._store.ingest(ref, start, list(chunks), list(proof))
+            info = self._store.info(ref.id) if stored else None
+            if info is not None and info.complete:
+                with context.storage.write() as tx:
+                    blob_refs.note_complete(tx, ref.id)
+        if stored:
+            self._demand.arrived()
+        return stored
+
+    def peer_lacks(self, blob_id: bytes, peer: str) -> None:
+        self._demand.lacks(blob_id, peer)
+
+    def sessions(self, delta: int) -> None:
+        self._demand.sessions(delta)

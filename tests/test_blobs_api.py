@@ -1,0 +1,187 @@
+"""Blobs through the public API on one replica: storing, referencing, reading, limits and gc.
+
+Replication of blobs is tested in ``test_blob_wire.py``, ``test_blob_hostile.py`` and
+``test_blobs_model.py``; the content store alone in ``test_blob_store.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+import hyperdb
+from hyperdb.feed.blob_tree import CHUNK_SIZE, BlobRef, blob_id_of
+from tests.helpers.errors import raises_code
+from tests.helpers.memory_sync import sync
+
+DATA = bytes(range(256)) * 1200  # 307,200 bytes: five chunks, the last one short
+
+
+def test_put_blob_put_and_read_back(tmp_path: Path) -> None:
+    with hyperdb.open(tmp_path / "db") as db:
+        ref = db.put_blob(DATA)
+        assert ref == blob_id_of(DATA)
+        node = db.put("photo", b"a caption", blobs=[ref])
+        assert node.blobs == (ref,)
+        assert db.get("photo")[0].blobs == (ref,)
+        assert db.get_blob(ref) == DATA
+        assert db.get_blob("photo") == DATA
+        assert db.get_blob(str(ref)) == DATA
+        with db.open_blob("photo") as reader:
+            assert reader.seekable()
+            reader.seek(CHUNK_SIZE * 2 - 5)
+            assert reader.read(10) == DATA[CHUNK_SIZE * 2 - 5 : CHUNK_SIZE * 2 + 5]
+            reader.seek(-3, io.SEEK_END)
+            assert reader.read() == DATA[-3:]
+            assert reader.read() == b""
+        (status,) = db.blobs()
+        assert (status.ref, status.complete, status.references, status.status) == (
+            ref,
+            True,
+            1,
+            "accepted",
+        )
+        assert status.held_bytes == len(DATA)
+    with hyperdb.open(tmp_path / "db", readonly=True) as view:  # stored, not only cached
+        assert view.get_blob("photo") == DATA
+        assert [c.key for s in view.changes() for c in s.changes] == ["photo"]
+
+
+def test_put_blob_streams_paths_and_files(tmp_path: Path) -> None:
+    path = tmp_path / "file.bin"
+    path.write_bytes(DATA)
+    with hyperdb.open(memory=True) as db:
+        seen: list[tuple[int, int]] = []
+        ref = db.put_blob(str(path), progress=lambda done, total: seen.append((done, total)))
+        assert ref == blob_id_of(DATA)
+        assert seen and seen[-1] == (len(DATA), len(DATA))
+        with open(path, "rb") as file:
+            assert db.put_blob(file) == ref
+        assert db.put_blob(io.BytesIO(DATA)) == ref
+        assert db.put_blob(b"") == blob_id_of(b"")
+        assert db.get_blob(blob_id_of(b"")) == b""
+
+
+def test_identical_content_is_stored_once_across_writers() -> None:
+    """Two writers put the same content; each replica holds one copy, referenced twice."""
+    a = hyperdb.open(memory=True)
+    b = hyperdb.open(memory=True, key=a.key)
+    a.authorize(b.local_key)
+    sync(a, b)
+    ref_a = a.put_blob(DATA)
+    ref_b = b.put_blob(DATA)
+    assert ref_a == ref_b
+    a.put("mine", b"", blobs=[ref_a])
+    b.put("yours", b"", blobs=[ref_b])
+    sync(a, b)
+    for db in (a, b):
+        (status,) = db.blobs()
+        assert status.references == 2
+        assert status.held_bytes == len(DATA)
+        with db._context.storage.read() as tx:
+            stored = sum(len(v) for _, v in tx.scan("blob_chunks"))
+        assert stored == len(DATA)
+
+
+def test_a_node_is_written_only_when_its_blobs_are_held() -> None:
+    with hyperdb.open(memory=True) as db:
+        missing = blob_id_of(b"never put")
+        before = db.version
+        with raises_code("blob_unavailable", match="put_blob first"):
+            db.put("k", b"v", blobs=[missing])
+        assert db.version == before
+        for bad in ("not a ref", [b"\x00" * 32], [("x", 1)], ref_list_too_long()):
+            with pytest.raises(hyperdb.errors.InvalidArgument):
+                db.put("k", b"v", blobs=bad)
+        assert db.version == before
+
+
+def ref_list_too_long() -> list[BlobRef]:
+    return [BlobRef(bytes([i // 256, i % 256]) + bytes(30), 1) for i in range(257)]
+
+
+def test_gc_removes_unreferenced_blobs_after_the_retention_window() -> None:
+    """Mutation tried: counting every applied node as current in gc (caught: the overwritten
+    blob stayed)."""
+    db = hyperdb.open(memory=True, blob_retention=3600)
+    kept = db.put_blob(b"kept" * 1000)
+    old = db.put_blob(b"old" * 1000)
+    loose = db.put_blob(b"never referenced")
+    db.put("a", b"", blobs=[kept])
+    db.put("b", b"", blobs=[old])
+    db.put("b", b"new value")
+    report = db.gc()
+    assert (report.removed, report.waiting) == (0, 2)  # within the window: found, kept
+    report = db.gc(retention=0)
+    assert report.removed == 2
+    assert report.bytes_freed == len(b"old" * 1000) + len(b"never referenced")
+    assert db.get_blob(kept) == b"kept" * 1000
+    for gone in (old, loose):
+        with raises_code("blob_unavailable"):
+            db.get_blob(gone, timeout=0.5)
+    assert db.verify().ok
+    assert next(n.blobs for n in db.history() if n.key == "b") == (old,)  # refs stay
+    assert db.gc(retention=0).removed == 0
+
+
+def test_limits_decide_what_is_accepted_never_what_is_applied() -> None:
+    """A replica with a small blob_max_size and quota applies every node, and refuses the blobs
+    beyond them (read: blob_unavailable with the reason)."""
+    writer = hyperdb.open(memory=True)
+    small = writer.put_blob(b"s" * 100)
+    big = writer.put_blob(b"b" * 5000)
+    second = writer.put_blob(b"t" * 900)
+    writer.put("small", b"", blobs=[small])
+    writer.put("big", b"", blobs=[big])
+    writer.put("second", b"", blobs=[second])
+    reader = hyperdb.open(memory=True, key=writer.key, blob_max_size=4096, blob_quota=950)
+    sync(writer, reader)
+    assert sorted(k for k, _ in reader.list("")) == ["big", "second", "small"]
+    status = {s.ref: s.status for s in reader.blobs()}
+    assert status == {small: "accepted", big: "too large", second: "over quota"}
+    with raises_code("blob_unavailable") as caught:
+        reader.get_blob("big", timeout=0.2)
+    assert caught.value.reason == "too large"  # type: ignore[attr-defined]
+
+
+def test_policy_and_arguments_are_checked() -> None:
+    for bad in ({"blob_policy": "sometimes"}, {"blob_policy": [""]}, {"blob_max_size": -1}):
+        with pytest.raises(hyperdb.errors.InvalidArgument):
+            hyperdb.open(memory=True, **bad)  # type: ignore[arg-type]
+    with hyperdb.open(memory=True, blob_quota=None, blob_policy=["photos"]) as db:
+        with raises_code("blob_unavailable", match="no value"):
+            db.get_blob("absent")
+        db.put("plain", b"v")
+        with raises_code("blob_unavailable", match="references no blob"):
+            db.open_blob("plain")
+        with pytest.raises(hyperdb.errors.InvalidArgument):
+            db.get_blob(blob_id_of(b"x"), timeout=-1)
+        with pytest.raises(hyperdb.errors.InvalidArgument):
+            db.put_blob(12)  # type: ignore[arg-type]
+
+
+def test_reads_of_blobs_not_held_fail_clearly_without_peers() -> None:
+    writer = hyperdb.open(memory=True)
+    ref = writer.put_blob(os.urandom(3 * CHUNK_SIZE))
+    writer.put("f", b"", blobs=[ref])
+    lazy = hyperdb.open(memory=True, key=writer.key)
+    sync(writer, lazy)  # lazy: the node arrives, the blob does not
+    assert [s.complete for s in lazy.blobs()] == [False]
+    with raises_code("blob_unavailable", match="no connected peer") as caught:
+        lazy.get_blob("f", timeout=5)
+    assert caught.value.peers == ()  # type: ignore[attr-defined]
+    with raises_code("blob_unavailable", match="no node applied here references it"):
+        lazy.get_blob(blob_id_of(b"unknown"), timeout=5)
+
+
+def test_a_read_only_database_cannot_put_blobs(tmp_path: Path) -> None:
+    with hyperdb.open(tmp_path / "db") as db:
+        db.put("k", b"v")
+    with hyperdb.open(tmp_path / "db", readonly=True) as view:
+        with raises_code("read_only"):
+            view.put_blob(b"x")
+        with raises_code("read_only"):
+            view.gc()
