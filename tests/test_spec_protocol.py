@@ -1,22 +1,36 @@
 """spec/protocol.md vectors: each frame is split with struct, its body decoded with plain cbor2 and
 compared field by field with the specification's keys (the have and node records built and taken
-apart with struct), the data messages' proofs are recomputed with hashlib from spec/feed.md; then
-the implementation must produce and parse exactly these frames, and refuse every invalid one."""
+apart with struct), the data messages' proofs are recomputed with hashlib from spec/feed.md and
+the blob-data messages' from spec/blobs.md (the blob ids too, from the blobs' content); then
+the implementation must produce and parse exactly these frames, and refuse every invalid one.
+
+Mutations tried: the blob-have record packed as ``u64 size || id`` (caught by the struct
+take-apart and the frames); the blob-data decoder accepting 65 chunks (caught by the invalid
+frame "blob-data of 65 chunks")."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import struct
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import cbor2
 import pytest
 
+from hyperdb.feed.blob_tree import BlobRef
 from hyperdb.feed.feed import SIGNATURE_NAMESPACE
 from hyperdb.feed.merkle import TreeNode
 from hyperdb.primitives import crypto
+from hyperdb.replication.blob_messages import (
+    BlobData,
+    BlobHave,
+    BlobRequest,
+    BlobUnhave,
+    BlobWant,
+)
 from hyperdb.replication.messages_v2 import (
     Extension,
     ExtensionsAdd,
@@ -56,7 +70,13 @@ TYPES = {
     "receiptindex": 8,
     "extension": 9,
     "extensionsadd": 10,
+    "blobwant": 11,
+    "blobhave": 12,
+    "blobrequest": 13,
+    "blobdata": 14,
+    "blobunhave": 15,
 }
+BLOB_CHUNK = 65_536  # spec/blobs.md §1
 
 
 def b2b(data: bytes, key: bytes = b"") -> bytes:
@@ -126,6 +146,21 @@ def expected_body(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         }
     if kind == "idle":
         return {"c": fields["seen"]}
+    if kind == "blobwant":
+        return {"w": b"".join(h(blob) for blob in fields["ids"])}
+    if kind == "blobunhave":
+        return {"u": b"".join(h(blob) for blob in fields["ids"])}
+    if kind == "blobhave":
+        return {"h": b"".join(h(blob) + u64(size) for blob, size in fields["blobs"])}
+    if kind == "blobrequest":
+        return {"i": h(fields["id"]), "s": fields["start"], "e": fields["end"]}
+    if kind == "blobdata":
+        return {
+            "i": h(fields["id"]),
+            "s": fields["start"],
+            "c": [h(chunk) for chunk in fields["chunks"]],
+            "n": b"".join(node_record(i, h(digest), size) for i, digest, size in fields["nodes"]),
+        }
     return {"r": fields["reason"]}
 
 
@@ -172,6 +207,21 @@ def message_of(kind: str, fields: dict[str, Any]) -> Message:
         )
     if kind == "idle":
         return Idle(fields["seen"])
+    if kind == "blobwant":
+        return BlobWant(tuple(h(blob) for blob in fields["ids"]))
+    if kind == "blobunhave":
+        return BlobUnhave(tuple(h(blob) for blob in fields["ids"]))
+    if kind == "blobhave":
+        return BlobHave(tuple(BlobRef(h(blob), size) for blob, size in fields["blobs"]))
+    if kind == "blobrequest":
+        return BlobRequest(h(fields["id"]), fields["start"], fields["end"])
+    if kind == "blobdata":
+        return BlobData(
+            h(fields["id"]),
+            fields["start"],
+            tuple(h(chunk) for chunk in fields["chunks"]),
+            tuple(TreeNode(i, h(d), s) for i, d, s in fields["nodes"]),
+        )
     return Error(fields["reason"])
 
 
@@ -181,6 +231,7 @@ def test_constants() -> None:
     assert VECTORS["have_record_size"] == HAVE_RECORD.size == 40
     assert VECTORS["have_root_record_size"] == HAVE_ROOT_RECORD.size == 72
     assert VECTORS["node_record_size"] == NODE_RECORD.size == 48
+    assert VECTORS["blob_have_record_size"] == 40 and VECTORS["blob_chunk_size"] == BLOB_CHUNK
     seed = bytes.fromhex(VECTORS["database_seed"])
     assert crypto.generate_keypair(seed).public_key.hex() == VECTORS["database_key"]
     assert {case["type"] for case in MESSAGES} == set(TYPES)
@@ -332,3 +383,119 @@ def test_the_receipts_vector_carries_a_receipt_that_verifies() -> None:
     )
     assert receipt["k"].hex() == VECTORS["database_key"]
     assert crypto.verify(signable, receipt["g"], receipt["k"])
+
+
+# --- blobs (spec/protocol.md 3.12 to 3.16, spec/blobs.md §1) --------------------------------------
+
+
+def blob_content(size: int) -> bytes:
+    """The vectors' blob content: byte ``i`` is ``i * 7 mod 251``."""
+    return bytes(i * 7 % 251 for i in range(size))
+
+
+def full_roots(count: int) -> list[int]:
+    roots: list[int] = []
+    first, remaining = 0, count
+    while remaining:
+        depth = remaining.bit_length() - 1
+        roots.append(((first >> depth) << (depth + 1)) | ((1 << depth) - 1))
+        first += 1 << depth
+        remaining -= 1 << depth
+    return roots
+
+
+def blob_id(size: int, known: dict[int, tuple[bytes, int]]) -> bytes:
+    """spec/blobs.md §1: H(0x03 || u64 size || for each root: hash || u64 index || u64 size), the
+    roots' hashes from ``known`` (flat index -> hash, size), parents computed as needed."""
+
+    def node(index: int) -> tuple[bytes, int]:
+        if index not in known:
+            depth = ((index + 1) & ~index).bit_length() - 1
+            assert depth > 0, f"leaf {index} is neither sent nor proven"
+            half = 1 << (depth - 1)
+            (left, ls), (right, rs) = node(index - half), node(index + half)
+            known[index] = (b2b(b"\x01" + u64(ls + rs) + left + right), ls + rs)
+        return known[index]
+
+    roots = full_roots(-(-size // BLOB_CHUNK))
+    return b2b(b"\x03" + u64(size) + b"".join(node(r)[0] + u64(r) + u64(node(r)[1]) for r in roots))
+
+
+def leaves(data: bytes, first: int = 0) -> dict[int, tuple[bytes, int]]:
+    chunks = [data[i : i + BLOB_CHUNK] for i in range(0, len(data), BLOB_CHUNK)]
+    return {
+        2 * (first + n): (b2b(b"\x00" + u64(len(chunk)) + chunk), len(chunk))
+        for n, chunk in enumerate(chunks)
+    }
+
+
+def test_the_vector_blobs_have_the_ids_of_their_content() -> None:
+    """Each blob's id recomputed from its content with hashlib (empty: H(0x03 || u64 0))."""
+    blobs = VECTORS["blobs"]
+    assert {blob["size"] for blob in blobs} == {0, 1000, 2 * BLOB_CHUNK + 5}
+    for blob in blobs:
+        data = blob_content(blob["size"])
+        assert blob_id(blob["size"], leaves(data)).hex() == blob["id"]
+    assert b2b(b"\x03" + u64(0)).hex() in {blob["id"] for blob in blobs}
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in MESSAGES if c["type"] == "blobdata"], ids=lambda c: c["name"]
+)
+def test_blob_data_proofs_verify_from_the_formulas(case: dict[str, Any]) -> None:
+    """The chunks and proof nodes of a blob-data alone rebuild the id it names (hashlib only), and
+    the proof nodes are exactly the cover of the range (the maximal subtrees outside it)."""
+    fields = case["fields"]
+    sizes = {blob["id"]: blob["size"] for blob in VECTORS["blobs"]}
+    size = sizes[fields["id"]]
+    count = -(-size // BLOB_CHUNK)
+    start, end = fields["start"], fields["start"] + len(fields["chunks"])
+    known = leaves(b"".join(bytes.fromhex(c) for c in fields["chunks"]), start)
+    for index, digest, node_size in fields["nodes"]:
+        known[index] = (bytes.fromhex(digest), node_size)
+    assert blob_id(size, known).hex() == fields["id"]
+    # the nodes are disjoint from [start, end) and, with it, tile [0, count) under the roots
+    spans = []
+    for index, _, _ in fields["nodes"]:
+        depth = ((index + 1) & ~index).bit_length() - 1
+        first = index >> (depth + 1) << depth
+        spans.append((first, first + (1 << depth)))
+    assert spans == sorted(spans)
+    covered = sorted([*spans, (start, end)])
+    assert covered[0][0] == 0 and covered[-1][1] == count
+    assert all(a[1] == b[0] for a, b in pairwise(covered))
+    # and the content is the blob's
+    data = blob_content(size)
+    for n, chunk in enumerate(fields["chunks"], start):
+        assert bytes.fromhex(chunk) == data[n * BLOB_CHUNK : (n + 1) * BLOB_CHUNK]
+
+
+def test_blob_records_take_apart_with_struct() -> None:
+    """blob-want / blob-unhave: 32-byte ids; blob-have: id (32) || u64 size; all strictly
+    ascending by id."""
+    for case in MESSAGES:
+        if case["type"] not in ("blobwant", "blobunhave", "blobhave"):
+            continue
+        body = cbor2.loads(split(case["frame"]))
+        if case["type"] == "blobhave":
+            raw = body["h"]
+            assert len(raw) % 40 == 0 and 1 <= len(raw) // 40 <= 256
+            pairs = [struct.unpack_from(">32sQ", raw, at) for at in range(0, len(raw), 40)]
+            assert [[i.hex(), n] for i, n in pairs] == case["fields"]["blobs"]
+            ids = [i for i, _ in pairs]
+            assert all(n <= 1 << 40 for _, n in pairs)
+        else:
+            raw = body["w" if case["type"] == "blobwant" else "u"]
+            assert len(raw) % 32 == 0 and 1 <= len(raw) // 32 <= 256
+            ids = [raw[at : at + 32] for at in range(0, len(raw), 32)]
+            assert [i.hex() for i in ids] == case["fields"]["ids"]
+        assert ids == sorted(set(ids))
+
+
+def test_blob_vectors_cover_every_blob_message() -> None:
+    kinds = [c["type"] for c in MESSAGES if c["type"].startswith("blob")]
+    assert set(kinds) == {"blobwant", "blobhave", "blobrequest", "blobdata", "blobunhave"}
+    requests = [c["fields"] for c in MESSAGES if c["type"] == "blobrequest"]
+    assert any(r["end"] == 1 << 24 and r["end"] - r["start"] == 64 for r in requests)
+    nodes = {len(c["fields"]["nodes"]) for c in MESSAGES if c["type"] == "blobdata"}
+    assert 0 in nodes and max(nodes) >= 1

@@ -2,12 +2,14 @@
 
 This module owns the bytes two replicas exchange (``spec/protocol.md``): six message types
 (:class:`Hello`, :class:`Have`, :class:`Request`, :class:`Data`, :class:`Idle`, :class:`Error`),
-each a canonical CBOR map with short text keys and a numeric type ``"t"``, sent in frames of a
-``u32`` big-endian body length followed by the body. Lists of fixed-size entries (the feeds of a
-have, the proof nodes of a data message) are one byte string of fixed-size records
-(:data:`HAVE_RECORD`, :data:`NODE_RECORD`), one CBOR item however long. Decoding is strict: every
-field's type, size and range is checked and anything else (an unknown type, a missing or extra
-field, a non-canonical body, an oversized frame) raises :class:`~hyperdb.errors.ProtocolError`.
+with those of version 2 (:mod:`.messages_v2`) and of blobs (:mod:`.blob_messages`) dispatched to
+their own modules, each a canonical CBOR map with short text keys and a numeric type ``"t"``,
+sent in frames of a ``u32`` big-endian body length followed by the body. Lists of fixed-size
+entries (the feeds of a have, the proof nodes of a data message) are one byte string of
+fixed-size records (:data:`HAVE_RECORD`, :data:`NODE_RECORD`), one CBOR item however long.
+Decoding is strict: every field's type, size and range is checked and anything else (an unknown
+type, a missing or extra field, a non-canonical body, an oversized frame) raises
+:class:`~hyperdb.errors.ProtocolError`.
 Bodies are written directly rather than through :mod:`hyperdb.primitives.cbor`, and read by a fast
 path that takes only the exact canonical shape of a message and leaves anything else to the generic
 strict decoder, so that a session between replicas in sync costs little (both in
@@ -39,6 +41,21 @@ from hyperdb.replication._wire_fast import (
     request_body,
 )
 from hyperdb.replication._wire_fast import parse_plain as _parse_plain
+from hyperdb.replication.blob_messages import (
+    BLOB_DATA,
+    BLOB_HAVE,
+    BLOB_REQUEST,
+    BLOB_UNHAVE,
+    BLOB_WANT,
+    NAMES_BLOBS,
+    BlobData,
+    BlobHave,
+    BlobRequest,
+    BlobUnhave,
+    BlobWant,
+    decode_blob,
+    map_blob,
+)
 from hyperdb.replication.fields import check_keys, field, fixed_bytes, integer
 from hyperdb.replication.messages_v2 import (
     EXTENSION,
@@ -84,7 +101,7 @@ MAX_REASON_SIZE = 1024
 MAX_NODE_INDEX = 2 * MAX_LENGTH
 
 HELLO, HAVE, REQUEST, DATA, IDLE, ERROR = range(6)
-NAMES = ("hello", "have", "request", "data", "idle", "error", *NAMES_V2)
+NAMES = ("hello", "have", "request", "data", "idle", "error", *NAMES_V2, *NAMES_BLOBS)
 
 _HEADER = struct.Struct(">I")
 #: One feed of a have message's ``"f"``: 32-byte feed key, u64 big-endian signed length.
@@ -183,6 +200,11 @@ Message = (
     | ReceiptIndex
     | Extension
     | ExtensionsAdd
+    | BlobWant
+    | BlobHave
+    | BlobRequest
+    | BlobData
+    | BlobUnhave
 )
 
 
@@ -202,6 +224,11 @@ _TYPES: dict[type, int] = {
     ReceiptIndex: RECEIPT_INDEX,
     Extension: EXTENSION,
     ExtensionsAdd: EXTENSIONS_ADD,
+    BlobWant: BLOB_WANT,
+    BlobHave: BLOB_HAVE,
+    BlobRequest: BLOB_REQUEST,
+    BlobData: BLOB_DATA,
+    BlobUnhave: BLOB_UNHAVE,
 }
 
 
@@ -257,6 +284,8 @@ def encode_message(message: Message) -> bytes:
         )
     if isinstance(message, (Identify, Receipts, ReceiptIndex, Extension, ExtensionsAdd)):
         return encoding.encode(map_v2(message))
+    if isinstance(message, (BlobWant, BlobHave, BlobRequest, BlobData, BlobUnhave)):
+        return encoding.encode(map_blob(message))
     if isinstance(message, Error):
         return error_body(message.reason)
     raise TypeError(f"not a message: {type(message).__name__}")
@@ -323,6 +352,8 @@ def decode_message(body: bytes) -> Message:
         )
     if kind == HAVE:
         return _decode_have(obj)
+    if kind >= BLOB_WANT:
+        return decode_blob(kind, obj)
     if kind >= IDENTIFY:
         return decode_v2(kind, obj)
     if kind == REQUEST:

@@ -11,12 +11,24 @@ from __future__ import annotations
 import json
 import struct
 
+from hyperdb.feed.blob_tree import CHUNK_SIZE, BlobHasher, blob_id_of, chunk_count, make_proof
 from hyperdb.feed.feed import FEED_TABLES, Feed
+from hyperdb.feed.merkle import TreeNode
 from hyperdb.feed.secret_keys import MemoryKeyStore
 from hyperdb.model import receipts
 from hyperdb.model.identity import IdentitySigner, transcript
 from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives import crypto
+from hyperdb.replication.blob_messages import (
+    BLOB_HAVE_RECORD,
+    BLOB_ID_RECORD,
+    BLOB_NODE_RECORD,
+    BlobData,
+    BlobHave,
+    BlobRequest,
+    BlobUnhave,
+    BlobWant,
+)
 from hyperdb.replication.messages_v2 import (
     FEATURE_FORK_ROOTS,
     FEATURE_RECEIPTS,
@@ -92,6 +104,19 @@ def fields(message: Message) -> dict[str, object]:
         }
     if isinstance(message, Idle):
         return {"seen": message.seen}
+    if isinstance(message, (BlobWant, BlobUnhave)):
+        return {"ids": [blob.hex() for blob in message.ids]}
+    if isinstance(message, BlobHave):
+        return {"blobs": [[blob.id.hex(), blob.size] for blob in message.blobs]}
+    if isinstance(message, BlobRequest):
+        return {"id": message.id.hex(), "start": message.start, "end": message.end}
+    if isinstance(message, BlobData):
+        return {
+            "id": message.id.hex(),
+            "start": message.start,
+            "chunks": [chunk.hex() for chunk in message.chunks],
+            "nodes": [[n.index, n.hash.hex(), n.size] for n in message.nodes],
+        }
     return {"reason": message.reason}
 
 
@@ -120,6 +145,26 @@ def node_records(*nodes: tuple[int, bytes, int]) -> bytes:
     )
 
 
+def blob_content(size: int) -> bytes:
+    """The content of the vectors' blobs: byte ``i`` is ``i * 7 mod 251``."""
+    return bytes(i * 7 % 251 for i in range(size))
+
+
+def blob_data(data: bytes, start: int, end: int) -> BlobData:
+    """Chunks ``[start, end)`` of the blob ``data`` with their proof nodes."""
+    hasher = BlobHasher()
+    nodes: dict[int, TreeNode] = {}
+    for offset in range(0, len(data), CHUNK_SIZE):
+        nodes.update(
+            (node.index, node) for node in hasher.add_chunk(data[offset : offset + CHUNK_SIZE])
+        )
+    ref = hasher.finish()
+    proof = make_proof(start, end, chunk_count(ref.size), nodes.get)
+    assert proof is not None
+    chunks = tuple(data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE] for i in range(start, end))
+    return BlobData(ref.id, start, chunks, tuple(proof))
+
+
 def _code(name: str) -> str:
     """The error code refusing an invalid frame: another version is a version error."""
     return "protocol_version" if name == "other protocol version" else "protocol_error"
@@ -141,6 +186,15 @@ def main() -> None:
         middle = feed.get_range(2, 3)
         middle_proof = feed.proof(2, 3)
     discovery_key = crypto.discovery_key(key)
+    # blobs: of three chunks (the last of 5 bytes), of one chunk, and the empty blob
+    three = blob_id_of(blob_content(2 * CHUNK_SIZE + 5))
+    small = blob_id_of(blob_content(1000))
+    empty = blob_id_of(b"")
+    top = 1 << 24  # chunks of the largest blob
+
+    def ids(count: int) -> bytes:
+        return b"".join(BLOB_ID_RECORD.pack(i.to_bytes(32, "big")) for i in range(count))
+
     binding = bytes(range(64, 128))
     signer = IdentitySigner(key, keypair.secret_key)
     identity_signature = signer.identify(discovery_key, True, 3, binding)
@@ -175,9 +229,26 @@ def main() -> None:
         case("data with several proof nodes", Data.from_proof(key, middle, middle_proof)),
         case("idle", Idle(7)),
         case("error", Error("bad proof")),
+        case("blob-want", BlobWant(tuple(sorted([three.id, small.id])))),
+        case("blob-have", BlobHave(tuple(sorted([three, small, empty])))),
+        case("blob-request", BlobRequest(three.id, 1, 3)),
+        case(
+            "blob-request of the last chunks of the largest blob", BlobRequest(key, top - 64, top)
+        ),
+        case("blob-data with a proof node", blob_data(blob_content(three.size), 2, 3)),
+        case("blob-data of a whole blob", blob_data(blob_content(small.size), 0, 1)),
+        case("blob-unhave", BlobUnhave((empty.id,))),
     ]
     signature = bytes(64)
     digest = bytes(range(32))
+    low, high = bytes(32), bytes([0xFF] * 32)
+
+    def blob(kind: int, fields: dict[str, object]) -> str:
+        return frame(encoding.encode({"t": kind, **fields}))
+
+    def blob_data_frame(fields: dict[str, object]) -> str:
+        """A blob-data of one chunk, well-formed but for ``fields``."""
+        return blob(14, {"i": three.id, "s": 2, "c": [b"x"], "n": b"", **fields})
 
     def have(fields: dict[str, object]) -> str:
         return frame(encoding.encode({"t": 1, **fields}))
@@ -288,6 +359,42 @@ def main() -> None:
         ),
         ("257 proof nodes", data({"n": node_records(*[(2, digest, 5)] * 257)})),
         ("proof nodes as an array of triples", data({"n": [[2, digest, 5]]})),
+        ("blob-want of no id", blob(11, {"w": b""})),
+        ("blob-want of 257 ids", blob(11, {"w": ids(257)})),
+        ("blob-want not in id order", blob(11, {"w": high + low})),
+        ("blob-want naming an id twice", blob(11, {"w": low + low})),
+        ("blob-want id of 31 bytes", blob(11, {"w": low[1:]})),
+        ("blob-want ids as an array", blob(11, {"w": [low]})),
+        ("blob-have of no blob", blob(12, {"h": b""})),
+        ("blob-have beyond 2^40 bytes", blob(12, {"h": BLOB_HAVE_RECORD.pack(low, (1 << 40) + 1)})),
+        ("blob-have record of 39 bytes", blob(12, {"h": BLOB_HAVE_RECORD.pack(low, 1)[1:]})),
+        (
+            "blob-have not in id order",
+            blob(12, {"h": BLOB_HAVE_RECORD.pack(high, 1) + BLOB_HAVE_RECORD.pack(low, 1)}),
+        ),
+        ("blob-request of 65 chunks", blob(13, {"i": low, "s": 0, "e": 65})),
+        ("blob-request of no chunk", blob(13, {"i": low, "s": 3, "e": 3})),
+        ("blob-request beyond 2^24 chunks", blob(13, {"i": low, "s": top - 1, "e": top + 1})),
+        ("blob-request with a short id", blob(13, {"i": low[1:], "s": 0, "e": 1})),
+        ("blob-data of no chunk", blob_data_frame({"c": []})),
+        ("blob-data of 65 chunks", blob_data_frame({"s": 0, "c": [b"x"] * 65})),
+        ("blob-data chunk of 65,537 bytes", blob_data_frame({"c": [bytes(CHUNK_SIZE + 1)]})),
+        ("blob-data chunk of no byte", blob_data_frame({"c": [b""]})),
+        ("blob-data beyond 2^24 chunks", blob_data_frame({"s": top - 1, "c": [b"x", b"y"]})),
+        (
+            "blob-data proof node index beyond 2^25",
+            blob_data_frame({"n": BLOB_NODE_RECORD.pack((1 << 25) + 1, digest, 5)}),
+        ),
+        (
+            "blob-data proof node of no byte",
+            blob_data_frame({"n": BLOB_NODE_RECORD.pack(1, digest, 0)}),
+        ),
+        (
+            "blob-data of 68 proof nodes",
+            blob_data_frame({"n": BLOB_NODE_RECORD.pack(1, digest, 5) * 68}),
+        ),
+        ("blob-unhave of no id", blob(15, {"u": b""})),
+        ("blob-unhave with an extra field", blob(15, {"u": low, "w": low})),
     ]
     vectors = {
         "description": "Replication messages of spec/protocol.md: fields and exact frames.",
@@ -304,6 +411,12 @@ def main() -> None:
             "signature": identity_signature.hex(),
         },
         "node_record_size": NODE_RECORD.size,
+        "blob_have_record_size": BLOB_HAVE_RECORD.size,
+        "blob_chunk_size": CHUNK_SIZE,
+        "blobs": [
+            {"id": ref.id.hex(), "size": ref.size, "content": "byte i is i * 7 mod 251"}
+            for ref in (three, small, empty)
+        ],
         "database_seed": (bytes([0x11]) * 32).hex(),
         "database_key": key.hex(),
         "messages": valid,
