@@ -129,7 +129,8 @@ def test_gc_removes_unreferenced_blobs_after_the_retention_window() -> None:
 
 def test_limits_decide_what_is_accepted_never_what_is_applied() -> None:
     """A replica with a small blob_max_size and quota applies every node, and refuses the blobs
-    beyond them (read: blob_unavailable with the reason)."""
+    beyond them (read: blob_unavailable with the reason). Mutation tried: skipping the quota
+    comparison (caught: the third blob was accepted)."""
     writer = hyperdb.open(memory=True)
     small = writer.put_blob(b"s" * 100)
     big = writer.put_blob(b"b" * 5000)
