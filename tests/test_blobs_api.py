@@ -123,6 +123,7 @@ def test_gc_removes_unreferenced_blobs_after_the_retention_window() -> None:
         with raises_code("blob_unavailable"):
             db.get_blob(gone, timeout=0.5)
     assert db.verify().ok
+    assert {s.ref: s.status for s in db.blobs()} == {kept: "accepted", old: "removed"}
     assert next(n.blobs for n in db.history() if n.key == "b") == (old,)  # refs stay
     assert db.gc(retention=0).removed == 0
 

@@ -209,6 +209,7 @@ def test_history_of_one_key_newest_first(tmp_path: Path) -> None:
 
 NOT_READ = {"init", "put", "del", "resolve", "authorize", "revoke", "rotate", "revert"}
 NOT_READ |= {"serve", "sync", "clone", "demo", "mirror", "join", "seed", "dht-node"}
+NOT_READ |= {"attach", "gc", "cat-blob"}  # cat-blob reads, but writes a blob's raw bytes
 """Commands that write, serve or sync: every other command reads, and takes --json."""
 
 READS = {
@@ -228,6 +229,7 @@ READS = {
     "acks": [],
     "verify": [],
     "watch": ["--since", "empty", "--no-follow"],
+    "blobs": [],
 }
 
 

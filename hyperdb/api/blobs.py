@@ -35,8 +35,9 @@ DEFAULT_TIMEOUT = 30.0
 class BlobStatus:
     """One blob this replica holds or knows of: its reference, the bytes of it held here,
     whether it is held whole, how many applied nodes reference it, whether this replica accepts
-    it (``status``: ``"accepted"``, ``"too large"``, ``"over quota"``, or ``"unreferenced"``
-    for a blob held but referenced by no applied node) and whether the blob policy wants it."""
+    it (``status``: ``"accepted"``, ``"too large"``, ``"over quota"``, ``"removed"`` for a blob
+    ``gc`` removed that only earlier values reference, or ``"unreferenced"`` for a blob held but
+    referenced by no applied node) and whether the blob policy wants it."""
 
     ref: BlobRef
     held_bytes: int
@@ -192,11 +193,14 @@ class Blobs:
         held = {info.id: info for info in self._store.held()}
         with self._context.storage.read() as tx:
             known: dict[bytes, blob_refs.Reference] = {}
+            removed = set()
             wanted = {blob_id for blob_id, _ in blob_refs.wanted(tx, 1 << 30)}
             for blob_id in sorted({*held, *blob_refs.referenced_ids(tx)}):
                 found = blob_refs.reference(tx, blob_id)
                 if found is not None:
                     known[blob_id] = found
+                    if blob_refs.is_removed(tx, blob_id):
+                        removed.add(blob_id)
         answer = []
         for blob_id in sorted({*held, *known}):
             info = held.get(blob_id)
@@ -209,7 +213,11 @@ class Blobs:
                     min(size, held_chunks * CHUNK_SIZE),
                     info is not None and info.complete,
                     0 if found is None else found.references,
-                    "unreferenced" if found is None else _STATUS[found.status],
+                    "unreferenced"
+                    if found is None
+                    else "removed"
+                    if blob_id in removed
+                    else _STATUS[found.status],
                     blob_id in wanted,
                 )
             )

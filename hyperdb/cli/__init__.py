@@ -6,7 +6,8 @@ The subcommands live in sibling modules: :mod:`hyperdb.cli.demo`, :mod:`hyperdb.
 (keys, versions, writers, verify), :mod:`hyperdb.cli.history` (history, graph, blame, conflicts),
 :mod:`hyperdb.cli.peers` (databases, serving and syncing), :mod:`hyperdb.cli.writers` (who
 writes), :mod:`hyperdb.cli.acks` (who holds what), :mod:`hyperdb.cli.changes` (watch, resolve)
-:mod:`hyperdb.cli.mirror` (a SQLite mirror), :mod:`hyperdb.cli.join` (finding peers),
+:mod:`hyperdb.cli.mirror` (a SQLite mirror), :mod:`hyperdb.cli.blobs` (attach, cat-blob, blobs,
+gc), :mod:`hyperdb.cli.join` (finding peers),
 :mod:`hyperdb.cli.seed` (serving many databases) and :mod:`hyperdb.cli.dht` (a DHT node);
 :mod:`hyperdb.cli.control` carries writes to a
 database another process holds, and its change stream to commands that follow it.
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperdb import __version__
-from hyperdb.cli import acks, changes, data, dht, history, join, mirror, peers, seed, writers
+from hyperdb.cli import acks, blobs, changes, data, dht, history, join, mirror, peers, seed, writers
 from hyperdb.cli.demo import run_demo
 from hyperdb.errors import (
     AckTimeout,
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     writers.add_commands(commands)
     acks.add_commands(commands)
     changes.add_commands(commands)
+    blobs.add_commands(commands)
     mirror.add_commands(commands)
     join.add_commands(commands)
     seed.add_commands(commands)

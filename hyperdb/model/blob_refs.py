@@ -173,6 +173,11 @@ def note_removed(tx: WriteTxn, blob_id: bytes) -> None:
         tx.put(TABLE, b"g" + blob_id, b"")
 
 
+def is_removed(tx: ReadTxn, blob_id: bytes) -> bool:
+    """Whether ``gc`` removed the blob (and no node referenced it anew since)."""
+    return tx.get(TABLE, b"g" + blob_id) is not None
+
+
 def unreferenced_since(tx: ReadTxn, blob_id: bytes) -> float | None:
     row = tx.get(TABLE, b"u" + blob_id)
     return None if row is None else float(_U64.unpack(row)[0])
