@@ -22,7 +22,10 @@ arrived, or :meth:`Connection.notify_local_change`). When a side has nothing out
 so (``idle``, with how many of the peer's messages it had processed); both sides are
 :attr:`~Connection.synced` when each has said so after the last message that could change the
 other's state. A non-live session is then :attr:`~Connection.finished`.
-The wire format itself is :mod:`hyperdb.replication.wire`.
+The wire format itself is :mod:`hyperdb.replication.wire`. With the feature ``blobs`` the
+session carries blobs too (:mod:`hyperdb.replication.blob_exchange` holds their state: wants and
+their answers, chunk requests, serving); blob messages count for the session's end like have,
+request and data, and a side is not idle while blob wants, requests or answers are pending.
 
 A fork (a writer's key signed two histories: :class:`~hyperdb.errors.ForkDetected` from the
 replica, which has recorded it) does not end the session: that feed is frozen for the rest of it
@@ -51,8 +54,11 @@ from hyperdb.errors import (
 from hyperdb.feed.feed import MAX_BLOCK_SIZE, verify_proof
 from hyperdb.model.identity import BINDING_SIZE, verify_identity
 from hyperdb.primitives import crypto
+from hyperdb.replication.blob_exchange import BlobExchange
+from hyperdb.replication.blob_messages import BLOB_MESSAGES
 from hyperdb.replication.extensions import ExtensionSession
 from hyperdb.replication.messages_v2 import (
+    FEATURE_BLOBS,
     FEATURE_EXTENSIONS,
     FEATURE_FORK_ROOTS,
     FEATURE_RECEIPTS,
@@ -93,13 +99,15 @@ DEFAULT_MAX_REQUESTS_PER_FEED = 4
 DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ROUNDS = 100_000
 #: The features this implementation of version 2 supports (``messages_v2.FEATURE_*``).
-SUPPORTED_FEATURES = FEATURE_FORK_ROOTS | FEATURE_RECEIPTS | FEATURE_EXTENSIONS
+SUPPORTED_FEATURES = FEATURE_FORK_ROOTS | FEATURE_RECEIPTS | FEATURE_EXTENSIONS | FEATURE_BLOBS
 #: Extension messages received and not yet taken (``take_extension_messages``) above which a
 #: transport stops reading from the peer until they are taken.
 MAX_PENDING_EXTENSION_MESSAGES = 1024
 
 
 ProgressCallback = Callable[[bytes, int, int], None]
+#: The messages counted for termination (``seen``): they change what the other side must do.
+_COUNTED = (Have, Request, Data, *BLOB_MESSAGES)
 
 
 @dataclass(slots=True)
@@ -210,6 +218,8 @@ class Connection:
         #: Extension messages (feature extensions): names, budgets, counters.
         self.extensions = ExtensionSession(extensions, clock=clock)
         self._extension_inbox: deque[tuple[str, bytes]] = deque()
+        #: Blobs exchanged in this session (feature blobs).
+        self.blobs = BlobExchange(replica, upload=upload, download=download)
         self._binding: bytes | None = None
         # what this side asked for: per feed, its requests in the order sent
         self._pulls: dict[bytes, deque[_Range]] = {}
@@ -273,6 +283,11 @@ class Connection:
         return self._peer_hello and self._identified
 
     @property
+    def peer_label(self) -> str:
+        """The peer as the replica names it: its proved writer key in hex, or "anonymous"."""
+        return "anonymous" if self.peer_key is None else self.peer_key.hex()
+
+    @property
     def feature_names(self) -> frozenset[str]:
         """The names of the features on for this session."""
         return feature_names(self.features)
@@ -328,6 +343,7 @@ class Connection:
             and not self._pull_count
             and not self._lagging
             and not self._serving
+            and not self.blobs.busy
         )
 
     @property
@@ -350,7 +366,7 @@ class Connection:
     @property
     def wants_to_send(self) -> bool:
         """:meth:`data_to_send` would return something."""
-        return bool(self._out) or (bool(self._serving) and not self._closed)
+        return bool(self._out) or ((bool(self._serving) or self.blobs.serving) and not self._closed)
 
     @property
     def buffered(self) -> int:
@@ -426,9 +442,14 @@ class Connection:
         if self._closed:
             return bytes(out)
         try:
-            while self._serving and len(out) < budget:
-                self._serve_one()
-                out += self._out.popleft()
+            blobs = self.blobs
+            while (self._serving or blobs.serving) and len(out) < budget:
+                if self._serving:  # feeds and blobs take turns
+                    self._serve_one()
+                    out += self._out.popleft()
+                if blobs.serving and len(out) < budget:
+                    self._send(blobs.serve_one())
+                    out += self._out.popleft()
             self._maybe_idle()
         except BaseException as exc:
             self._fail(exc)
@@ -461,6 +482,8 @@ class Connection:
             if self.features & FEATURE_RECEIPTS:  # its index and own receipt, before any have
                 for opening in self.receipts.opening():
                     self._send(opening)
+            if self.features & FEATURE_BLOBS:
+                self.blobs.start()  # its wants go with the first _schedule
             self._announce()
             return
         if isinstance(message, Hello):
@@ -492,6 +515,8 @@ class Connection:
             else:
                 self.receipts.on_receipts(message, self.peer_key)
             return  # not counted: receipts never hold a session open or make it dirty
+        if isinstance(message, BLOB_MESSAGES) and not self.blobs.active:
+            raise ProtocolError(f"a {message_name(message)} message, but blobs were not negotiated")
         if isinstance(message, Idle):
             if message.seen > self._sent:
                 raise ProtocolError(
@@ -508,6 +533,9 @@ class Connection:
             self._on_request(message)
         elif isinstance(message, Data):
             self._on_data(message)
+        elif isinstance(message, BLOB_MESSAGES):
+            for answer in self.blobs.receive(message, self.peer_label):
+                self._send(answer)
         else:
             raise ProtocolError(f"a {message_name(message)} message out of turn")
 
@@ -699,7 +727,7 @@ class Connection:
     def _send(self, message: Message) -> None:
         self._out.append(encode_frame(message))
         self.messages_sent[message_name(message)] += 1
-        if isinstance(message, (Have, Request, Data)):
+        if isinstance(message, _COUNTED):
             self._sent += 1
             self._dirty = True
 
@@ -736,6 +764,7 @@ class Connection:
 
     def _local_change(self) -> None:
         self._announce()
+        self.blobs.local_change()
         if not self.download:
             return
         wanted = [
@@ -781,6 +810,8 @@ class Connection:
                 self._lagging.discard(feed)  # answers to its requests put it back
                 if limited:
                     self._limited.add(feed)  # and so does a local change (the limit may grow)
+        for message in self.blobs.schedule():
+            self._send(message)
 
     def _maybe_idle(self) -> None:
         if self._dirty and self.idle:
@@ -837,6 +868,7 @@ class Connection:
         if notify:
             self._out.append(error_frame(exc))
             self.messages_sent["error"] += 1
+        self.blobs.stop()  # the replica counts it ended, once
 
 
 class _PeerClosed(Exception):
@@ -877,18 +909,22 @@ def replicate(
     """
     first = Connection(a, initiator=True, upload=upload, download=download)
     second = Connection(b, initiator=False, upload=download, download=upload)
-    for _ in range(max_rounds):
-        moved = False
-        for sender, receiver in ((first, second), (second, first)):
-            data = sender.data_to_send()
-            if data:
-                moved = True
-                receiver.receive_data(data)
-        if first.finished and second.finished:
-            return
-        if not moved:
-            raise ProtocolError("replication stalled: neither side has anything to send")
-    raise ProtocolError(f"replication did not settle after {max_rounds} rounds")
+    try:
+        for _ in range(max_rounds):
+            moved = False
+            for sender, receiver in ((first, second), (second, first)):
+                data = sender.data_to_send()
+                if data:
+                    moved = True
+                    receiver.receive_data(data)
+            if first.finished and second.finished:
+                return
+            if not moved:
+                raise ProtocolError("replication stalled: neither side has anything to send")
+        raise ProtocolError(f"replication did not settle after {max_rounds} rounds")
+    finally:
+        first.close()
+        second.close()
 
 
 __all__ = ["SUPPORTED_FEATURES", "Connection", "ProgressCallback", "bind_nonces", "replicate"]

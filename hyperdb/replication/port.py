@@ -4,7 +4,10 @@
 and the store on its side: which feeds this side offers (authorized in its view, at their signed
 lengths), which it accepts and up to which length (a revoked writer's cut-off), how much of each
 it holds, reading blocks with their proof, and ingesting a peer's blocks (verified before anything
-is stored; a writer's fork recorded, its feed frozen; nothing stored past the accepted length).
+is stored; a writer's fork recorded, its feed frozen; nothing stored past the accepted length),
+and blobs (feature ``blobs``: which it wants, accepts and holds, reading and ingesting chunk ranges
+verified against a blob's id, hearing that a peer lacks one, counting the sessions that carry
+them).
 :class:`ServedReplica` adds what the TCP transport needs to run sessions beside an application's
 own writes: the lock that serializes them, and being told when the replica changed. A database's
 port is ``Database.replication_port`` (``hyperdb.model.replica``); the tests run one contract test
@@ -17,6 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from hyperdb.feed import Proof
+from hyperdb.feed.blob_tree import BlobRef
+from hyperdb.feed.merkle import TreeNode
 from hyperdb.model.receipt_book import Outcome
 from hyperdb.model.receipts import Receipt
 
@@ -130,6 +135,62 @@ class Replica(Protocol):
         feed was frozen already: the replica has recorded the fork and frozen the feed (it is no
         longer :meth:`wanted`, it stays offered and readable), nothing of these data is stored,
         and the connection goes on with the other feeds."""
+        ...
+
+    # --- blobs (feature blobs, spec/protocol.md §4.8) ---------------------------------------------
+
+    def blob_wants(self) -> list[BlobRef]:
+        """The blobs this side wants now, at most 256, most wanted first: those readers are
+        waiting for, then those its policy fetches (``eager``, or under its prefixes), each
+        referenced by an applied node of an authorized writer, within the local limits, and not
+        held complete. A connection wants each of them once per session (blob-want) and asks
+        again as this list changes (read after every local change and every blob completed)."""
+        ...
+
+    def blob_missing(self, ref: BlobRef) -> list[tuple[int, int]]:
+        """The chunk ranges ``[start, end)`` of a blob this side accepts that it does not hold,
+        ascending within each reader's demand, readers' ranges first; ``[]`` when it holds the
+        blob complete. A connection requests from these (in pieces of at most 64 chunks, skipping
+        what it already asked for), so several peers may serve one blob."""
+        ...
+
+    def blob_acceptable(self, blob_id: bytes) -> BlobRef | None:
+        """The blob ``blob_id`` as this side accepts it (its size from the referencing node),
+        or None: referenced by no applied node of an authorized writer, or over the local
+        limits (maximum size, the writer's quota). A peer announcing it with another size broke
+        the protocol; one this side does not accept is never requested."""
+        ...
+
+    def blob_held(self, blob_id: bytes) -> BlobRef | None:
+        """The blob if this side holds it complete (it may be announced and served), else
+        None."""
+        ...
+
+    def blob_serve(
+        self, ref: BlobRef, start: int, end: int
+    ) -> tuple[list[bytes], list[TreeNode]] | None:
+        """Chunks ``[start, end)`` of a held blob (``end`` at most its chunk count) and the proof
+        nodes of that range (``spec/blobs.md``: the cover, ascending); None when the blob is not
+        held complete any more (the connection then tells the peer with blob-unhave)."""
+        ...
+
+    def blob_ingest(
+        self, ref: BlobRef, start: int, chunks: list[bytes], proof: list[TreeNode]
+    ) -> int:
+        """Verify chunks ``[start, start + len(chunks))`` of ``ref`` and their proof against its
+        id, then store them with the tree nodes that prove them in one transaction; returns the
+        chunks newly stored. Raises VerificationError, having stored nothing, when they do not
+        verify (the session then ends)."""
+        ...
+
+    def blob_peer_lacks(self, blob_id: bytes, peer: str) -> None:
+        """A peer said it does not hold that blob (``peer``: its proved writer key in hex, or
+        "anonymous"), for the peers a failed read names (``BlobUnavailable.peers``)."""
+        ...
+
+    def blob_sessions(self, delta: int) -> None:
+        """A session with the feature blobs opened (+1) or ended (-1; exactly once for each +1),
+        so that a reader knows whether any peer may still serve a missing blob."""
         ...
 
 
