@@ -251,7 +251,7 @@ def _add(
     else:
         references = 1
     tx.put(TABLE, b"i" + blob_id, cbor.encode([size, status, references]))
-    if status == ACCEPTED and settings.wants(key) and not is_complete(tx, blob_id):
+    if status == ACCEPTED and size and settings.wants(key) and not is_complete(tx, blob_id):
         tx.put(TABLE, b"n" + blob_id, _U64.pack(size))
 
 
@@ -311,6 +311,7 @@ def apply_policy(tx: WriteTxn, settings: BlobSettings) -> None:
         if (
             found is not None
             and found.status == ACCEPTED
+            and found.size
             and settings.wants(value.decode("utf-8"))
             and not is_complete(tx, blob_id)
         ):
