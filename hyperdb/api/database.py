@@ -46,6 +46,7 @@ from hyperdb.model.cache import DEFAULT_CAPACITY, NodeCache
 from hyperdb.model.change_log import ChangeLog
 from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
+from hyperdb.model.group_commit import GroupCommit
 from hyperdb.model.identity import IdentitySigner
 from hyperdb.model.index_reads import IndexReads, ViewReads
 from hyperdb.model.node import Node
@@ -234,6 +235,10 @@ class Database:
         self._blobs = Blobs(
             context, reader, blob_store, blob_demand, self._reads.get, self._write_refusal
         )
+        #: Durable plain writes of concurrent threads share one commit (one flush).
+        self._group: GroupCommit[Op, Node] | None = (
+            GroupCommit(self._commit) if getattr(storage, "durable", False) else None
+        )
 
     @property
     def value_encoding(self) -> str:
@@ -302,7 +307,8 @@ class Database:
             return self._write_checked([op], expect)
         with self._context.lock:  # held while written: gc cannot remove them in between
             refs = self._blobs.check_refs(blobs)
-            return self._write_checked([BlobOp(op[0], op[1], refs) if refs else op], expect)
+            ops: builtins.list[Op] = [BlobOp(op[0], op[1], refs) if refs else op]
+            return self._write(ops, expectations=expectation(op[0], expect), alone=True)[0]
 
     def delete(
         self, key: str, *, expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN
@@ -508,12 +514,23 @@ class Database:
         system: tuple[record.SystemOp, ...] = (),
         *,
         expectations: Sequence[Expectation] = (),
+        alone: bool = False,
     ) -> list[Node]:
+        """Write ``ops`` after ``system``: conditional writes and system nodes under the lock,
+        alone; other writes to a durable store through the group commit (``alone``: not, for
+        a caller that holds the lock)."""
         if expectations:  # checked and written under the lock: no write lands in between
             with self._context.lock:
                 for normal, expected in expectations:
                     merging.check_expected(normal, self._reads.get(normal), expected)
-                return self._write(ops, system)
+                return self._write(ops, system, alone=True)
+        if not system and not alone and self._group is not None:
+            return self._group.write(ops)
+        return self._commit(ops, system)
+
+    def _commit(
+        self, ops: builtins.list[Op], system: tuple[record.SystemOp, ...] = ()
+    ) -> builtins.list[Node]:
         nodes, _ = self._writes.write(ops, system)
         self._hub.notify()
         return nodes
