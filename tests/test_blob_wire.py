@@ -16,6 +16,9 @@ Mutations tried (each caught, then reverted):
 - the limit on outstanding requests in ``BlobExchange._request`` off by one (``<=`` for ``<``
   in the loop over a blob's ranges): caught by
   ``test_a_blob_with_many_gaps_is_requested_eight_ranges_at_a_time`` (9 requests);
+- ``BlobExchange._want`` ignoring a wanted id the peer announced earlier: caught by
+  ``test_a_blob_reclaimed_and_wanted_again_is_fetched_again_in_the_session`` (the reader's
+  second demand was never fetched);
 - ``Connection._send`` not counting blob messages: caught by the first session test (the
   peer's idle ``seen`` no longer matched: it finished before the data came) and
   ``test_blob_messages_count_for_termination``.
@@ -291,6 +294,23 @@ def test_a_peer_without_the_blob_says_so_and_is_named_when_it_comes() -> None:
     assert taps[id(third)].of(BlobHave) == [BlobHave((ref,))]
     assert b.blobs.data(ref) == data
     assert third.synced and fourth.synced
+
+
+def test_a_blob_reclaimed_and_wanted_again_is_fetched_again_in_the_session() -> None:
+    a, b = world(eager=False)
+    data = os.urandom(2 * CHUNK_SIZE)
+    ref = a.attach(data)
+    first, second, _ = session(a, b, live=True)
+    run_session(first, second, until_finished=False)
+    b.blobs.demand(ref)
+    second.notify_local_change()
+    run_session(first, second, until_finished=False)
+    assert b.blobs.data(ref) == data
+    b.blobs.remove(ref.id)  # reclaimed, then a reader asks again
+    second.notify_local_change()
+    run_session(first, second, until_finished=False)
+    assert b.blobs.data(ref) == data and len(a.blobs.served) == 2
+    assert first.synced and second.synced
 
 
 def test_an_anonymous_peer_is_named_anonymous() -> None:

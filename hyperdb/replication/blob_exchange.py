@@ -126,9 +126,6 @@ class BlobExchange:
         """Blob ids this side wanted in this session."""
         return len(self._asked) + len(self._peer_has) + len(self._peer_lacks)
 
-    def _wanted_here(self, blob_id: bytes) -> bool:
-        return blob_id in self._asked or blob_id in self._peer_has or blob_id in self._peer_lacks
-
     # --- receiving --------------------------------------------------------------------------------
 
     def receive(self, message: BlobMessage, peer: str) -> list[BlobMessage]:
@@ -301,13 +298,21 @@ class BlobExchange:
             yield BlobHave(tuple(held[first : first + MAX_BLOB_IDS]))
 
     def _want(self) -> Iterator[BlobWant]:
+        """Want what the replica wants and this session did not want yet; a blob wanted again
+        that the peer announced (fetched and since reclaimed here, or not accepted then) is
+        fetched again without asking."""
+        fresh: set[bytes] = set()
+        for ref in self._replica.blob_wants():
+            blob_id = ref.id
+            if blob_id in self._peer_has:
+                self._fetch.setdefault(blob_id, ref)  # _request checks it is accepted still
+            elif blob_id not in self._asked and blob_id not in self._peer_lacks:
+                fresh.add(blob_id)
         room = MAX_SESSION_BLOB_WANTS - self.wanted
-        fresh = sorted(
-            {ref.id for ref in self._replica.blob_wants() if not self._wanted_here(ref.id)}
-        )[: max(room, 0)]
-        self._asked.update(fresh)
-        for first in range(0, len(fresh), MAX_BLOB_IDS):
-            yield BlobWant(tuple(fresh[first : first + MAX_BLOB_IDS]))
+        ids = sorted(fresh)[: max(room, 0)]
+        self._asked.update(ids)
+        for first in range(0, len(ids), MAX_BLOB_IDS):
+            yield BlobWant(tuple(ids[first : first + MAX_BLOB_IDS]))
 
     def _request(self) -> Iterator[BlobMessage]:
         replica = self._replica
