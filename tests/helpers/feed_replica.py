@@ -25,11 +25,12 @@ from hyperdb.model.receipts import Receipt
 from hyperdb.primitives import crypto
 from hyperdb.replication.wire import FrameDecoder, Message, Request, decode_message
 from hyperdb.storage import MemoryStorage
+from tests.helpers.no_blobs import NoBlobs
 
 MARK = b"AUTH:"  # a block MARK + 32-byte key authorizes that writer (the test replica's rule)
 
 
-class FeedReplica:
+class FeedReplica(NoBlobs):
     """The Replica protocol over a MemoryStorage of real feeds, with an in-memory set of authorized
     writers. A block starting with MARK authorizes the key that follows, once stored."""
 
