@@ -1,7 +1,8 @@
 """``hyperdb demo``: the main job README runs. Three replicas of one database on LMDB write
 concurrently, sync over encrypted loopback TCP, show what one of them was told (its change
-stream), the conflict that follows and its resolution, keep a SQLite mirror of one, show the
-causal history, then revoke a stolen device and verify their stores."""
+stream), the conflict that follows and its resolution, an attachment (a blob) fetched by the
+replicas whose policy wants it, keep a SQLite mirror of one, show the causal history, then revoke
+a stolen device and verify their stores."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import hyperdb
 from hyperdb.api.database import Database
 from hyperdb.cli.common import show_value, values_line
+from hyperdb.primitives import crypto
 from hyperdb.replication import net
 from hyperdb.tools import inspect
 from hyperdb.tools.mirror import Mirror, mirror
@@ -23,6 +25,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 NAMES = ("alice", "bob", "carol")
 TITLES = {"alice": "Hello", "bob": "Hi there", "carol": "Hey"}
+POLICIES: dict[str, str | list[str]] = {"bob": "lazy", "carol": ["photos"]}
+PHOTO_BYTES = 1_500_000
 
 
 def run_demo(path: Path, count: int, say: Callable[[str], object] = print) -> int:
@@ -30,8 +34,10 @@ def run_demo(path: Path, count: int, say: Callable[[str], object] = print) -> in
         print("hyperdb: error: --keys must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     path.mkdir(parents=True, exist_ok=True)
-    alice = hyperdb.open(path / "alice")
-    others = [hyperdb.open(path / name, key=alice.key) for name in NAMES[1:]]
+    alice = hyperdb.open(path / "alice", blob_policy="eager")  # keeps every attachment
+    others = [
+        hyperdb.open(path / name, key=alice.key, blob_policy=POLICIES[name]) for name in NAMES[1:]
+    ]
     replicas = dict(zip(NAMES, [alice, *others], strict=True))
     try:
         return _demo(path, replicas, count, say)
@@ -130,6 +136,8 @@ def _demo(
             "acks       who holds bob's resolution, as alice knows it: "
             + (", ".join(holders) if holders else "nobody yet")
         )
+        say("")
+        same = _attachment(replicas, server, say) and same
 
     say("")
     stats = mirror(alice, path / "alice.sqlite")
@@ -214,6 +222,37 @@ def _lost_phone(
     )
 
 
+def _attachment(
+    replicas: dict[str, Database], server: net.BackgroundServer, say: Callable[[str], object]
+) -> bool:
+    """bob attaches a photo; alice (policy eager) and carol (policy photos/) fetch it."""
+    bob, carol = replicas["bob"], replicas["carol"]
+    photo = b"".join(
+        crypto.blake2b(i.to_bytes(4, "big")) * 64 for i in range(-(-PHOTO_BYTES // 2048))
+    )[:PHOTO_BYTES]
+    ref = bob.put_blob(photo)
+    bob.put("photos/beach.jpg", b"the beach, day 2", blobs=[ref])
+    say(
+        f"attach     bob puts photos/beach.jpg with a {ref.size:,}-byte photo: blob "
+        f"{ref.id.hex()[:16]} (its id: the Merkle root of its 64 KiB chunks), listed in his "
+        "signed node"
+    )
+    _sync_all(replicas, server, say)
+    for name, db in replicas.items():
+        status = next((s for s in db.blobs() if s.ref == ref), None)
+        held = 0 if status is None else status.held_bytes
+        policy = POLICIES.get(name, "eager")
+        text = policy if isinstance(policy, str) else "under " + ", ".join(policy)
+        say(f"           {name:<6} blob policy {text:<13} holds {held:,} bytes of it")
+    same = carol.get_blob("photos/beach.jpg", timeout=10) == photo
+    say(
+        "           carol reads it: "
+        + ("the same bytes, each chunk verified against the id" if same else "DIFFERENT bytes")
+        + f"; bob's copy: stored once ({len(bob.blobs())} blob)"
+    )
+    return same
+
+
 def _write(name: str, db: Database, count: int) -> None:
     db.batch(
         [
@@ -228,12 +267,14 @@ def _sync_all(
     replicas: dict[str, Database], server: net.BackgroundServer, say: Callable[[str], object]
 ) -> None:
     """bob and carol through alice, twice, so that each holds everyone's writes."""
-    moved = 0
+    moved = chunks = 0
     for _ in range(2):
         for name in NAMES[1:]:
             result = net.sync_blocking(replicas[name], server.host, server.port)
             moved += result.blocks_received + result.blocks_sent
-    say(f"synced     bob and carol with alice, twice: {moved} blocks moved")
+            chunks += result.blob_chunks_received + result.blob_chunks_sent
+    blobs = f" and {chunks} blob chunks" if chunks else ""
+    say(f"synced     bob and carol with alice, twice: {moved} blocks{blobs} moved")
 
 
 __all__ = ["run_demo"]

@@ -118,6 +118,9 @@ class SyncResult:
     seconds: float = 0.0
     blocks_received: int = 0
     blocks_sent: int = 0
+    #: Blob chunks received (verified and stored here, or already held) and sent.
+    blob_chunks_received: int = 0
+    blob_chunks_sent: int = 0
     bytes_received: int = 0
     bytes_sent: int = 0
     remote_static: bytes | None = None
@@ -500,6 +503,8 @@ async def _run_session(
             connection = session.connection
             result.blocks_received = connection.blocks_received
             result.blocks_sent = connection.blocks_sent
+            result.blob_chunks_received = connection.blobs.chunks_received
+            result.blob_chunks_sent = connection.blobs.chunks_sent
             result.protocol = connection.version
             result.features = connection.feature_names
             result.forks = tuple(connection.forks)
