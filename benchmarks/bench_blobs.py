@@ -593,7 +593,7 @@ def measure(directory: Path, size: int, big: int | None, repeat: int) -> list[ha
     for name, rates in (
         ("blake2b-256, 64 KiB chunks (hashlib)", blake2b_rates),
         ("chacha20-poly1305, records (libsodium)", libsodium_chacha_rates),
-        ("chacha20-poly1305, records (noise: transport)", noise_chacha_rates),
+        ("chacha20-poly1305, records (noise)", noise_chacha_rates),
     ):
         rows.append(limit(name, size, "MB/s", rates(data, repeat)))
     del data
@@ -727,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         "put (bytes) / BLAKE2b of 64 KiB chunks": by_name["blob-put-bytes"]
         / by_name["blake2b-256, 64 KiB chunks (hashlib)"],
         "replicate / ChaCha20-Poly1305 (noise)": by_name["blob-replicate"]
-        / by_name["chacha20-poly1305, records (noise: transport)"],
+        / by_name["chacha20-poly1305, records (noise)"],
     }
     settings = {"size": args.size, "big": args.big, "repeat": args.repeat}
     report.emit("blobs", results, settings, ratios=ratios, json_only=args.json)

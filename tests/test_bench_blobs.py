@@ -47,7 +47,7 @@ def test_the_quick_run_gives_every_row(rows: dict[str, Row]) -> None:
     limits = {
         "blake2b-256, 64 KiB chunks (hashlib)",
         "chacha20-poly1305, records (libsodium)",
-        "chacha20-poly1305, records (noise: transport)",
+        "chacha20-poly1305, records (noise)",
     }
     assert set(rows) == {*ours, *limits, "blob-dedup-stored"}
     for name, unit in ours.items():
