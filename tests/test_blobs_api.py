@@ -187,3 +187,25 @@ def test_a_read_only_database_cannot_put_blobs(tmp_path: Path) -> None:
             view.put_blob(b"x")
         with raises_code("read_only"):
             view.gc()
+
+
+def test_blobs_peers_lack_are_wanted_last() -> None:
+    """A session wants at most 256 blobs at once: those a peer said it lacks go last, so the
+    others get their turn. Mutation tried: no ordering (caught: the same 256 came first)."""
+    writer = hyperdb.open(memory=True)
+    refs = [writer.put_blob(n.to_bytes(2, "big")) for n in range(300)]
+    with writer.batch() as b:
+        for n, ref in enumerate(refs):
+            b.put(f"k{n}", b"", blobs=[ref])
+    relay = hyperdb.open(memory=True, key=writer.key)  # lazy: the nodes, no blob
+    hyperdb.replicate(writer, relay)
+    eager = hyperdb.open(memory=True, key=writer.key, blob_policy="eager")
+    first = eager.replication_port.blob_wants()
+    assert first == []
+    hyperdb.replicate(relay, eager)  # the relay answers every want: it lacks them
+    wants = eager.replication_port.blob_wants()
+    assert len(wants) == 256
+    by_id = sorted(refs)  # the first session wanted the first 256 by id: the relay lacked them
+    assert set(wants[:44]) == set(by_id[256:])  # the 44 not asked yet come first now
+    with raises_code("blob_unavailable", match="put_blob first"):  # in batches too
+        eager.batch([{"key": "x", "value": b"", "blobs": [refs[0]]}])

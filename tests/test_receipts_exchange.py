@@ -60,7 +60,7 @@ def test_each_side_holds_the_others_receipt_once_synced(trio: tuple[hyperdb.Data
     first = Connection(a.replication_port, initiator=True)
     second = Connection(b.replication_port, initiator=False)
     run_session(first, second)
-    assert first.feature_names == {"receipts", "fork-roots", "extensions"}
+    assert first.feature_names == {"receipts", "fork-roots", "extensions", "blobs"}
     for me, peer in ((a, b), (b, a)):
         receipt = held(me, peer.local_key)
         assert receipt is not None and receipts.verify(receipt)

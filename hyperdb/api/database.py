@@ -182,7 +182,7 @@ class Database:
         self._local = opened.local  # the local writer's feed (the tests read it directly)
         self.readonly = readonly
         self._codec = codec = opened.codec
-        self._checker = OpChecker(codec)
+        self._checker = OpChecker(codec, lambda blobs: self._blobs.check_refs(blobs))
         self._context = context = DatabaseContext(
             storage,
             opened.state,
@@ -302,13 +302,7 @@ class Database:
         fetch them by their policy, and :meth:`open_blob` of the key reads the first. Each must
         be held here whole (:class:`~hyperdb.errors.BlobUnavailable` otherwise): a node is
         written only once its writer holds every blob it references."""
-        op = self.check_op("put", key, value)
-        if blobs is None:
-            return self._write_checked([op], expect)
-        with self._context.lock:  # held while written: gc cannot remove them in between
-            refs = self._blobs.check_refs(blobs)
-            ops: builtins.list[Op] = [BlobOp(op[0], op[1], refs) if refs else op]
-            return self._write(ops, expectations=expectation(op[0], expect), alone=True)[0]
+        return self._write_checked([self._checker.check("put", key, value, blobs)], expect)
 
     def delete(
         self, key: str, *, expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN
@@ -371,7 +365,8 @@ class Database:
         An operation may carry ``"expect"`` (as :meth:`put`'s ``expect``; ``b.put(key, value,
         expect=...)`` in a :class:`Batch`): every condition is checked, under the write lock,
         against the keys as they are before the batch, and the batch is written only if all
-        hold (:class:`~hyperdb.errors.Conflict` otherwise, with nothing written).
+        hold (:class:`~hyperdb.errors.Conflict` otherwise, with nothing written). A put may
+        carry ``"blobs"`` (as :meth:`put`'s ``blobs``; ``b.put(key, value, blobs=[ref])``).
         """
         if ops is None:
             return Batch(self._checker, self._write_many)
@@ -516,13 +511,16 @@ class Database:
         expectations: Sequence[Expectation] = (),
         alone: bool = False,
     ) -> list[Node]:
-        """Write ``ops`` after ``system``: conditional writes and system nodes under the lock,
-        alone; other writes to a durable store through the group commit (``alone``: not, for
-        a caller that holds the lock)."""
-        if expectations:  # checked and written under the lock: no write lands in between
-            with self._context.lock:
+        """Write ``ops`` after ``system``: conditional writes and puts referencing blobs under
+        the lock, alone; other writes to a durable store through the group commit (``alone``:
+        not, for a caller that holds the lock)."""
+        if expectations or (not alone and any(type(op) is BlobOp for op in ops)):
+            with self._context.lock:  # checked and written under it: nothing lands in between
                 for normal, expected in expectations:
                     merging.check_expected(normal, self._reads.get(normal), expected)
+                for op in ops:  # still held (gc takes the lock to remove a blob)
+                    if type(op) is BlobOp:
+                        self._blobs.check_refs([BlobRef(*ref) for ref in op.blobs])
                 return self._write(ops, system, alone=True)
         if not system and not alone and self._group is not None:
             return self._group.write(ops)

@@ -22,34 +22,45 @@ from hyperdb.errors import InvalidArgument, ValueTooLarge
 from hyperdb.model import record
 from hyperdb.model.node import Node
 from hyperdb.model.values import Codec
-from hyperdb.model.writer import Op
+from hyperdb.model.writer import BlobOp, Op
 
 Expectation = tuple[str, list[Node]]
 """A conditional write's condition: the normalized key and the nodes it must have now."""
 Write = Callable[[list[Op], Sequence[Expectation]], list[Node]]
 """Writes checked operations as one append if every condition holds; returns the nodes."""
 
-_OP_FIELDS = frozenset(("type", "key", "value", "expect"))  # the fields of a batch operation
+_OP_FIELDS = frozenset(("type", "key", "value", "expect", "blobs"))  # a batch operation's fields
 
 
 class OpChecker:
     """Checks and encodes write operations with one database's value codec."""
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(
+        self, codec: Codec, blob_refs: Callable[[object], tuple[tuple[bytes, int], ...]]
+    ) -> None:
         self._codec = codec
+        self._blob_refs = blob_refs
 
-    def check(self, kind: object, key: object, value: Any) -> Op:
-        """One write operation checked and encoded: ``(normalized key, value bytes, deleted)``."""
+    def check(self, kind: object, key: object, value: Any, blobs: object = None) -> Op:
+        """One write operation checked and encoded: ``(normalized key, value bytes, deleted)``;
+        a put referencing ``blobs`` (checked held here) is a :class:`BlobOp`."""
         if kind not in ("put", "del"):
             raise InvalidArgument(f"operation type must be 'put' or 'del', not {kind!r}")
         normal = check_key(key)
         if kind == "del":
+            if blobs is not None:
+                raise InvalidArgument("a deletion references no blobs")
             return normal, None, True
         data = self._codec.encode(value)
         if data is not None and len(data) > record.MAX_VALUE_BYTES:
             raise ValueTooLarge(
-                f"value of {len(data)} bytes exceeds the limit of {record.MAX_VALUE_BYTES}"
+                f"value of {len(data)} bytes exceeds the limit of {record.MAX_VALUE_BYTES}: "
+                "store large content with put_blob and reference it (blobs=[ref])"
             )
+        if blobs is not None:
+            refs = self._blob_refs(blobs)
+            if refs:
+                return BlobOp(normal, data, refs)
         return normal, data, False
 
 
@@ -82,7 +93,7 @@ def parse_batch(
                 '{"type": "put", "key": ..., "value": ...}, a delete '
                 '{"type": "del", "key": ...}. Nothing was written.'
             )
-        parsed.append(checker.check(kind, op["key"], op.get("value")))
+        parsed.append(checker.check(kind, op["key"], op.get("value"), op.get("blobs")))
         if "expect" in op:
             expectations.extend(expectation(parsed[-1][0], op["expect"]))
     return parsed, expectations
@@ -105,8 +116,9 @@ class Batch:
         value: Any,
         *,
         expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN,
+        blobs: Iterable[object] | None = None,
     ) -> None:
-        self._add(self._checker.check("put", key, value), expect)
+        self._add(self._checker.check("put", key, value, blobs), expect)
 
     def delete(
         self, key: str, *, expect: Sequence[Node] | merging.Unset | None = merging.NOT_GIVEN

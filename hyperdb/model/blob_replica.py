@@ -19,8 +19,11 @@ from hyperdb.model.blob_demand import BlobDemand
 from hyperdb.model.blob_store import BlobStore
 from hyperdb.model.context import DatabaseContext
 
-#: Most blobs one call of :meth:`BlobReplica.wants` names.
+#: Most blobs one call of :meth:`BlobReplica.wants` names, of the wanted rows it reads.
 MAX_WANTS = 256
+MAX_SCANNED = 4096
+#: Blobs remembered as lacked by a peer (their wants go last, so others get their turn).
+MAX_LACKED = 4096
 
 
 class BlobReplica:
@@ -39,19 +42,25 @@ class BlobReplica:
         self._store = store
         self._demand = demand
         self._accepts = accepts
+        self._lacked: dict[bytes, None] = {}  # in the order peers said they lack them
 
     def wants(self) -> list[BlobRef]:
-        """Readers' demands first, then the policy's wanted blobs not held whole."""
+        """Readers' demands first, then the policy's wanted blobs not held whole, those a peer
+        said it lacks last (so that a session is not stuck on blobs nobody has)."""
         if not self._accepts:
             return []
         found = dict.fromkeys(self._demand.wanted())
         stale = []
+        policy: list[BlobRef] = []
         with self._context.storage.read() as tx:
-            for blob_id, size in blob_refs.wanted(tx, MAX_WANTS):
+            for blob_id, size in blob_refs.wanted(tx, MAX_SCANNED):
                 if blob_refs.is_complete(tx, blob_id):
                     stale.append(blob_id)  # completed by a write that crashed before its note
                 else:
-                    found.setdefault(BlobRef(blob_id, size))
+                    policy.append(BlobRef(blob_id, size))
+        lacked = self._lacked
+        policy.sort(key=lambda ref: ref.id in lacked)
+        found.update(dict.fromkeys(policy))
         if stale:
             with self._context.lock, self._context.storage.write() as tx:
                 for blob_id in stale:
@@ -98,6 +107,8 @@ class BlobReplica:
         not prove to be the blob's; ProtocolError for a blob this replica does not accept)."""
         accepted = self.acceptable(ref.id)
         if accepted is None or accepted != ref:
+            if self._accepts and accepted is None:  # no longer referenced since it was asked
+                return 0  # for (a revocation, a limit): an honest peer's answer, dropped
             raise ProtocolError(f"blob {ref.id.hex()[:16]} is not one this replica accepts")
         context = self._context
         with context.lock:
@@ -108,11 +119,16 @@ class BlobReplica:
                 with context.storage.write() as tx:
                     blob_refs.note_complete(tx, ref.id)
         if stored:
+            self._lacked.pop(ref.id, None)
             self._demand.arrived()
         return stored
 
     def peer_lacks(self, blob_id: bytes, peer: str) -> None:
         self._demand.lacks(blob_id, peer)
+        self._lacked.pop(blob_id, None)
+        self._lacked[blob_id] = None
+        while len(self._lacked) > MAX_LACKED:
+            del self._lacked[next(iter(self._lacked))]
 
     def sessions(self, delta: int) -> None:
         self._demand.sessions(delta)
