@@ -306,6 +306,23 @@ class StorageContract:
             assert list(txn.scan("u")) == []
             assert list(txn.scan("u", reverse=True)) == []
 
+    @given(rows=_rows, prefix=_bounds, start=_bounds, stop=_bounds)
+    @_model_settings
+    def test_scan_keys_are_the_keys_of_scan(
+        self, storage: Storage, rows: dict[bytes, bytes], prefix: bytes, start: bytes, stop: bytes
+    ) -> None:
+        """The keys-only scan (blob stores list held chunks with it) gives exactly scan's keys.
+        Mutation tried: scan_keys starting at prefix without the start bound (caught)."""
+        with storage.write() as txn:
+            for key, _ in list(txn.scan("t")):
+                txn.delete("t", key)
+            for key, value in rows.items():
+                txn.put("t", key, value)
+        with storage.read() as txn:
+            for bounds in ({}, {"prefix": prefix}, {"start": start or None, "stop": stop or None}):
+                expected = [key for key, _ in txn.scan("t", **bounds)]  # type: ignore[arg-type]
+                assert list(txn.scan_keys("t", **bounds)) == expected  # type: ignore[arg-type]
+
     def test_scan_many_rows(self, storage: Storage) -> None:
         rows = {i.to_bytes(2, "big"): b"%d" % i for i in range(0, 3000, 3)}
         fill(storage, rows)

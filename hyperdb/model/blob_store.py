@@ -306,7 +306,7 @@ class BlobStore:
             info = None if row is None else _decode_row(ref.id, row)
             if info is None or not info.held or info.complete:  # no need to look at the chunks
                 return [] if info and info.complete else _gaps([], start, end)
-            held = [index for index, _ in self._chunks(txn, ref.id, start, end)]
+            held = self._chunk_indices(txn, ref.id, start, end)
         return _gaps(held, start, end)
 
     def read(self, ref: BlobRef, offset: int = 0, length: int | None = None) -> bytes:
@@ -401,6 +401,14 @@ class BlobStore:
     def _complete(self, blob_id: bytes) -> bool:
         info = self.info(blob_id)
         return info is not None and info.complete
+
+    @staticmethod
+    def _chunk_indices(txn: ReadTxn, blob_id: bytes, start: int, end: int) -> list[int]:
+        """The indices of the chunks held in ``[start, end)``, read from the keys alone."""
+        keys = txn.scan_keys(
+            "blob_chunks", start=_CHUNK_KEY.pack(blob_id, start), stop=_CHUNK_KEY.pack(blob_id, end)
+        )
+        return [_CHUNK_KEY.unpack(key)[1] for key in keys]
 
     @staticmethod
     def _chunks(txn: ReadTxn, blob_id: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:

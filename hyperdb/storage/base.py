@@ -70,6 +70,19 @@ class ReadTxn(abc.ABC):
         """
 
 
+    def scan_keys(
+        self,
+        table: str,
+        *,
+        prefix: bytes = b"",
+        start: bytes | None = None,
+        stop: bytes | None = None,
+    ) -> Iterator[bytes]:
+        """The keys :meth:`scan` would give (ascending), without reading the values: an engine
+        that maps its file (LMDB) then never touches the pages of large values."""
+        return (key for key, _ in self.scan(table, prefix=prefix, start=start, stop=stop))
+
+
 class WriteTxn(ReadTxn):
     """A read-write transaction: sees its own writes, becomes visible to others only on commit."""
 

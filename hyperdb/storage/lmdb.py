@@ -178,8 +178,26 @@ class _LMDBTxn(ReadTxn):
             return iter(())
         return self._scan(db, bounds[0], bounds[1], reverse)
 
+    def scan_keys(
+        self,
+        table: str,
+        *,
+        prefix: bytes = b"",
+        start: bytes | None = None,
+        stop: bytes | None = None,
+    ) -> Iterator[bytes]:
+        self._check_active()
+        if table in self._storage.absent:
+            scan_bounds(prefix, start, stop, False)
+            return iter(())
+        db = self._storage._db(table)
+        bounds = scan_bounds(prefix, start, stop, False)
+        if bounds is None:
+            return iter(())
+        return (key for key, _ in self._scan(db, bounds[0], bounds[1], False, keys_only=True))
+
     def _scan(
-        self, db: _Db, low: bytes, high: bytes | None, reverse: bool
+        self, db: _Db, low: bytes, high: bytes | None, reverse: bool, *, keys_only: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         self._check_active()
         try:
@@ -187,14 +205,19 @@ class _LMDBTxn(ReadTxn):
         except lmdb.Error as exc:
             raise self._fail("scan", exc) from exc
         try:
-            yield from self._walk(cursor, low, high, reverse)
+            yield from self._walk(cursor, low, high, reverse, keys_only)
         finally:
             if not self._done and not self._storage._closed:
                 with contextlib.suppress(lmdb.Error):
                     cursor.close()
 
     def _walk(
-        self, cursor: lmdb.Cursor[bytes], low: bytes, high: bytes | None, reverse: bool
+        self,
+        cursor: lmdb.Cursor[bytes],
+        low: bytes,
+        high: bytes | None,
+        reverse: bool,
+        keys_only: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
         # Bounds longer than any key are cut to MAX_KEY_SIZE for positioning; the comparisons
         # below against the full bounds keep the result exact.
@@ -206,7 +229,10 @@ class _LMDBTxn(ReadTxn):
             else:
                 found = cursor.first()
             while found:
-                key, value = cursor.item()
+                if keys_only:  # the value's pages stay untouched
+                    key, value = cursor.key(), b""
+                else:
+                    key, value = cursor.item()
                 if reverse:
                     if key < low:
                         return
