@@ -153,6 +153,11 @@ def wanted(tx: ReadTxn, limit: int) -> list[tuple[bytes, int]]:
     return found
 
 
+def is_wanted(tx: ReadTxn, blob_id: bytes) -> bool:
+    """Whether the policy wants the blob whole and it is not held whole yet (its ``n`` row)."""
+    return tx.get(TABLE, b"n" + blob_id) is not None
+
+
 def referencing_keys(tx: ReadTxn, blob_id: bytes) -> Iterator[tuple[int, int, str]]:
     """The applied nodes referencing the blob: ``(feed, seq, key)``."""
     for row_key, value in tx.scan(TABLE, prefix=b"r" + blob_id):

@@ -68,16 +68,20 @@ class BlobReplica:
         return list(found)[:MAX_WANTS]
 
     def missing(self, ref: BlobRef) -> list[tuple[int, int]]:
-        """The chunk ranges of ``ref`` to request: those readers wait for first, then the rest."""
+        """The chunk ranges of ``ref`` to request: those readers wait for first, then, if the
+        policy wants the blob whole, the rest (a lazy replica asks only for what is read)."""
         count = chunk_count(ref.size)
         if count == 0:
             return []
         ranges: list[tuple[int, int]] = []
         for start, end in self._demand.ranges(ref.id):
             ranges.extend(self._store.missing(ref, start, min(end, count)))
-        for gap in self._store.missing(ref):
-            if gap not in ranges:
-                ranges.append(gap)
+        with self._context.storage.read() as tx:
+            whole = blob_refs.is_wanted(tx, ref.id)
+        if whole:
+            for gap in self._store.missing(ref):
+                if gap not in ranges:
+                    ranges.append(gap)
         return ranges
 
     def acceptable(self, blob_id: bytes) -> BlobRef | None:
