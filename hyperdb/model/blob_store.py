@@ -249,9 +249,9 @@ class BlobStore:
             held = 0 if row is None else _decode_row(blob_id, row).held
             if held >= count and row is not None:
                 return None
-            new: Sequence[int] = range(start, start + len(chunks))
-            if held:  # only then may some of these chunks be held already
-                new = [i for i in new if txn.get("blob_chunks", pack_chunk(blob_id, i)) is None]
+            ranges = [] if row is None else _held_ranges(blob_id, row)
+            end = start + len(chunks)
+            new: Sequence[int] = [i for s, e in _gaps_of(ranges, start, end) for i in range(s, e)]
             if not new and row is not None:
                 return 0
             pack_node_key = _NODE_KEY.pack
@@ -261,18 +261,21 @@ class BlobStore:
                 "blob_tree",
                 [(pack_node_key(blob_id, n.index), pack_node(n.hash, n.size)) for n in nodes],
             )
-            txn.put("blobs", blob_id, _encode_row(ref.size, held + len(new)))
+            ranges = _merged([*ranges, (start, end)])
+            txn.put("blobs", blob_id, _encode_row(ref.size, held + len(new), ranges))
         return len(new)
 
     def remove(self, blob_id: bytes) -> int:
         """Delete every row of a blob in one transaction; returns the chunk bytes freed."""
         _check_id(blob_id)
         with self.storage.write() as txn:
+            row = txn.get("blobs", blob_id)
             freed = 0
-            chunk_keys = []
-            for key, value in txn.scan("blob_chunks", prefix=blob_id):
-                chunk_keys.append(key)
-                freed += len(value)
+            if row is not None:
+                size = _decode_row(blob_id, row).size
+                for start, end in _held_ranges(blob_id, row):
+                    freed += min(size, end * CHUNK_SIZE) - start * CHUNK_SIZE
+            chunk_keys = list(txn.scan_keys("blob_chunks", prefix=blob_id))
             node_keys = [key for key, _ in txn.scan("blob_tree", prefix=blob_id)]
             for key in chunk_keys:
                 txn.delete("blob_chunks", key)
@@ -304,10 +307,10 @@ class BlobStore:
         with self.storage.read() as txn:
             row = txn.get("blobs", ref.id)
             info = None if row is None else _decode_row(ref.id, row)
-            if info is None or not info.held or info.complete:  # no need to look at the chunks
+            if info is None or not info.held or info.complete:  # no need to look at the ranges
                 return [] if info and info.complete else _gaps([], start, end)
-            held = self._chunk_indices(txn, ref.id, start, end)
-        return _gaps(held, start, end)
+            assert row is not None
+            return _gaps_of(_held_ranges(ref.id, row), start, end)
 
     def read(self, ref: BlobRef, offset: int = 0, length: int | None = None) -> bytes:
         """``length`` bytes of the blob from ``offset`` (fewer at its end; all without length),
@@ -361,7 +364,8 @@ class BlobStore:
     def verify(self, blob_id: bytes) -> bool:
         """Re-check a blob's rows: every chunk has the right size, matches its stored leaf and
         proves to be the blob's from the stored nodes; every stored parent agrees with its stored
-        children; the count equals the chunk rows. True for a blob of which nothing is held."""
+        children; the count and the held ranges are the chunk rows. True for a blob of which
+        nothing is held."""
         _check_id(blob_id)
         with self.storage.read() as txn:
             row = txn.get("blobs", blob_id)
@@ -381,6 +385,7 @@ class BlobStore:
             ref = info.ref
             count = chunk_count(ref.size)
             seen = 0
+            indices: list[int] = []
             for key, chunk in chunks:
                 index = _CHUNK_KEY.unpack(key)[1] if len(key) == _CHUNK_KEY.size else count
                 if index >= count or nodes.get(2 * index) != merkle.hash_leaf(index, chunk):
@@ -391,6 +396,13 @@ class BlobStore:
                 except VerificationError:
                     return False
                 seen += 1
+                indices.append(index)
+            try:
+                ranges = _held_ranges(blob_id, row)
+            except CorruptionError:
+                return False
+            if _merged([(i, i + 1) for i in indices]) != ranges:
+                return False
         for index, node in nodes.items():
             if index & 1:
                 left, right = (nodes.get(i) for i in merkle.children(index))
@@ -401,14 +413,6 @@ class BlobStore:
     def _complete(self, blob_id: bytes) -> bool:
         info = self.info(blob_id)
         return info is not None and info.complete
-
-    @staticmethod
-    def _chunk_indices(txn: ReadTxn, blob_id: bytes, start: int, end: int) -> list[int]:
-        """The indices of the chunks held in ``[start, end)``, read from the keys alone."""
-        keys = txn.scan_keys(
-            "blob_chunks", start=_CHUNK_KEY.pack(blob_id, start), stop=_CHUNK_KEY.pack(blob_id, end)
-        )
-        return [_CHUNK_KEY.unpack(key)[1] for key in keys]
 
     @staticmethod
     def _chunks(txn: ReadTxn, blob_id: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:
@@ -516,8 +520,55 @@ def _node(txn: ReadTxn, blob_id: bytes, index: int) -> TreeNode | None:
     return TreeNode(index, *_NODE_VALUE.unpack(value))
 
 
-def _encode_row(size: int, held: int) -> bytes:
-    return cbor.encode({"s": size, "h": held}, checked=True)
+def _encode_row(size: int, held: int, ranges: Sequence[tuple[int, int]] = ()) -> bytes:
+    """A blob's row: its size, the chunks held, and (``r``) the ranges of chunks held, as
+    ``[start, end, start, end, ...]`` ascending and disjoint, so that what is missing is known
+    without touching the chunks (omitted when the blob is held whole)."""
+    fields: dict[str, object] = {"s": size, "h": held}
+    if held < chunk_count(size):
+        fields["r"] = [bound for pair in ranges for bound in pair]
+    return cbor.encode(fields, checked=True)
+
+
+def _held_ranges(blob_id: bytes, row: bytes) -> list[tuple[int, int]]:
+    """The ranges of chunks held, from the blob's row (all of them when it is complete)."""
+    fields = cbor.decode(row)
+    size = fields["s"]
+    flat = fields.get("r")
+    if flat is None:
+        count = chunk_count(size)
+        return [(0, count)] if count and fields["h"] == count else []
+    if not isinstance(flat, list) or len(flat) % 2 or not all(isinstance(b, int) for b in flat):
+        raise CorruptionError(f"blob {blob_id.hex()[:16]}: its held ranges are damaged")
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _merged(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ranges`` sorted, with overlapping and touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _gaps_of(ranges: Sequence[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of ``[start, end)`` outside the held ``ranges`` (ascending, disjoint)."""
+    gaps = []
+    position = start
+    for low, high in ranges:
+        if high <= position:
+            continue
+        if low >= end:
+            break
+        if low > position:
+            gaps.append((position, low))
+        position = max(position, high)
+    if position < end:
+        gaps.append((position, end))
+    return gaps
 
 
 def _decode_row(blob_id: bytes, row: bytes) -> BlobInfo:
@@ -529,7 +580,7 @@ def _decode_row(blob_id: bytes, row: bytes) -> BlobInfo:
     if (
         not isinstance(size, int)
         or not isinstance(held, int)
-        or len(fields) != 2
+        or not set(fields) <= {"s", "h", "r"}
         or not 0 <= size <= MAX_BLOB_SIZE
         or not 0 <= held <= chunk_count(size)
     ):
