@@ -15,10 +15,11 @@ reads what is held in PATH, and a blob not held fails with ``blob_unavailable`` 
 naming the reason and the peers asked. It refuses to write to a terminal (a blob's bytes could
 drive it): redirect or pipe its output, or give ``--output FILE``.
 
-``attach`` and ``gc`` write: they need the database to themselves, and refuse with ``in_use``
-(exit code 1) while another process holds it (a blob's bytes do not travel through the control
-socket that carries ``put``). Long transfers show a progress bar on stderr when it is a terminal
-(``--progress`` always, ``--no-progress`` never); never with ``--json``.
+``attach`` and ``gc`` write: while another process holds the database (``serve``, ``sync
+--live``, ``join``) they go through its control socket (``hyperdb.cli.control``), as ``put``
+does: the holder reads the file itself (same user, same machine; standard input cannot be passed
+on, so ``attach -`` then fails with ``in_use``). Long transfers show a progress bar on stderr
+when it is a terminal (``--progress`` always, ``--no-progress`` never); never with ``--json``.
 """
 
 from __future__ import annotations
@@ -242,14 +243,19 @@ def _open_source(file: str) -> BinaryIO:
         raise InvalidArgument(f"cannot read {file}: {exc.strerror}") from None
 
 
-def _open_for_writing(path: str, what: str) -> Database:
-    try:
-        return open_existing(path)
-    except StorageInUse:
-        raise StorageInUse(
-            f"{path} is open in another process (a `hyperdb serve` or `sync --live`?): {what} "
-            "cannot go through it, stop it first (or run this on a replica that syncs with it)"
-        ) from None
+def _in_use(path: str, what: str) -> StorageInUse:
+    return StorageInUse(
+        f"{path} is open in another process (a `hyperdb serve` or `sync --live`?) that does not "
+        f"answer on its control socket: {what} cannot go through it; stop it first"
+    )
+
+
+def _forwarded(path: str, request: dict[str, Any], what: str) -> dict[str, Any]:
+    """``request`` done by the process that holds ``path`` (its control socket)."""
+    answer = control.forward_answer(path, request)
+    if answer is None:
+        raise _in_use(path, what)
+    return answer
 
 
 def run_attach(args: argparse.Namespace) -> int:
@@ -259,14 +265,30 @@ def run_attach(args: argparse.Namespace) -> int:
     text = args.value if args.value is not None else os.path.basename(args.file.rstrip("/"))
     source = _open_source(args.file)
     try:
-        with _open_for_writing(args.path, "attach") as db:
-            value = control.stored_value(db.value_encoding, "text", os.fsencode(text))
-            bar = ByteProgress(sys.stderr, "attach", progress_mode(args))
-            try:
-                ref = db.put_blob(source, progress=bar.update)
-            finally:
-                bar.finish()
-            node = db.put(key, value, blobs=[ref])
+        try:
+            db = open_existing(args.path)
+        except StorageInUse:  # held by serve / sync --live / join: it reads the file itself
+            if source is sys.stdin.buffer:
+                raise _in_use(args.path, "attach from standard input") from None
+            request = {
+                "op": "attach",
+                "key": key,
+                "file": os.path.abspath(args.file),
+                "value": control.value_spec("text", os.fsencode(text)),
+            }
+            answer = _forwarded(args.path, request, "attach")
+            encoding = str(answer.get("value_encoding", "binary"))
+            node = control.node_from_json(answer["nodes"][0], encoding)
+            ref = node.blobs[0]
+        else:
+            with db:
+                value = control.stored_value(db.value_encoding, "text", os.fsencode(text))
+                bar = ByteProgress(sys.stderr, "attach", progress_mode(args))
+                try:
+                    ref = db.put_blob(source, progress=bar.update)
+                finally:
+                    bar.finish()
+                node = db.put(key, value, blobs=[ref])
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -431,24 +453,24 @@ def run_gc(args: argparse.Namespace) -> int:
         raise InvalidArgument(
             f"--retention is a non-negative number of seconds, got {args.retention:g}"
         )
-    with _open_for_writing(args.path, "gc") as db:
-        report = db.gc(retention=args.retention)
+    try:
+        db = open_existing(args.path)
+    except StorageInUse:  # held by serve / sync --live / join: done there
+        request = {"op": "gc", "retention": args.retention}
+        report = _forwarded(args.path, request, "gc")["report"]
+    else:
+        with db:
+            report = control.gc_report(db, {"retention": args.retention})
     if args.json:
-        print_json(
-            {
-                "removed": report.removed,
-                "bytes_freed": report.bytes_freed,
-                "waiting": report.waiting,
-            }
-        )
+        print_json(report)
         return EXIT_OK
     print(
-        f"removed {report.removed} blob(s), freed {report.bytes_freed} bytes "
-        f"({size_text(report.bytes_freed)})"
+        f"removed {report['removed']} blob(s), freed {report['bytes_freed']} bytes "
+        f"({size_text(report['bytes_freed'])})"
     )
-    if report.waiting:
+    if report["waiting"]:
         print(
-            f"{report.waiting} unreferenced blob(s) kept until their retention window ends "
+            f"{report['waiting']} unreferenced blob(s) kept until their retention window ends "
             "(--retention 0 removes them now)"
         )
     return EXIT_OK

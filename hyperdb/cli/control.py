@@ -13,7 +13,10 @@ The protocol is JSON lines: one request, one response. A write is ``{"op": "put"
 "resolve", "key": ..., "value": {"form": "text"|"json"|"bytes", "data": BASE64}, "resolver":
 ...}``, or a change of who writes (``authorize`` with ``writer``, ``role``, ``prefixes``;
 ``revoke`` with ``writer``; ``rotate`` with ``old`` and ``new``; ``revert`` with ``writer`` and
-``seq``; keys in hex); its answer is ``{"ok": true, "nodes": [NODE...], "value_encoding": ...}``
+``seq``; keys in hex), an attachment (``attach`` with ``key``, ``value`` and ``file``: the
+absolute path of a file the serving process reads, as the same user, into a blob) or a
+reclamation (``gc`` with ``retention``: seconds or null; its answer adds ``"report"``); its answer
+is ``{"ok": true, "nodes": [NODE...], "value_encoding": ...}``
 or ``{"ok": false, "code": CODE, "message": ...}``, and the client raises the error class with
 that code, so the command prints the same line and exits with the same code as a direct write.
 ``{"op": "changes", "since": HEX|null, "prefix": ..., "live": bool}`` answers ``{"ok": true,
@@ -51,6 +54,7 @@ from typing import Any
 
 from hyperdb.api.database import Database
 from hyperdb.errors import HyperDBError, InvalidArgument, StorageError, StorageInUse
+from hyperdb.feed.blob_tree import BlobRef
 from hyperdb.model import record
 from hyperdb.model.node import Node, node_json
 
@@ -63,7 +67,8 @@ MAX_REQUEST = (record.MAX_VALUE_BYTES * 4) // 3 + 8 + 64 * 1024
 the key (escaped) and the other fields."""
 MAX_RESPONSE = 8 * MAX_REQUEST  # a node's value in JSON may be escaped (six bytes per character)
 GOVERNANCE_OPS = ("authorize", "revoke", "rotate", "revert")
-WRITE_OPS = ("put", "del", "resolve", *GOVERNANCE_OPS)
+BLOB_OPS = ("attach", "gc")
+WRITE_OPS = ("put", "del", "resolve", *GOVERNANCE_OPS, *BLOB_OPS)
 VALUE_FORMS = ("text", "json", "bytes")
 REQUEST_TIMEOUT = 300.0  # seconds a client waits for the answer to a write
 
@@ -195,13 +200,24 @@ def check_request(request: object) -> dict[str, Any]:
         if op == "revert" and (type(seq) is not int or seq < 1):
             raise InvalidArgument("a revert names the first seq to revert, 1 or more")
         return request
+    if op == "gc":
+        retention = request.get("retention")
+        if retention is not None and (
+            isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0
+        ):
+            raise InvalidArgument("a gc names its retention in seconds (0 or more), or null")
+        return request
+    if op == "attach":
+        file = request.get("file")
+        if not isinstance(file, str) or not os.path.isabs(file):
+            raise InvalidArgument("an attach names the absolute path of the file to attach")
     if not isinstance(request.get("key"), str):
         raise InvalidArgument("a request names its key as a string")
     value = request.get("value")
     if value is not None:
         _check_value(value)
-    elif op == "put":
-        raise InvalidArgument("a put has a value")
+    elif op in ("put", "attach"):
+        raise InvalidArgument(f"a{'n' if op == 'attach' else ''} {op} has a value")
     resolver = request.get("resolver")
     if resolver is not None and not isinstance(resolver, str):
         raise InvalidArgument("a resolver is named by a string")
@@ -216,6 +232,8 @@ def execute(db: Database, request: dict[str, Any]) -> list[Node]:
     op = request["op"]
     if op in GOVERNANCE_OPS:
         return _govern(db, request)
+    if op == "gc":
+        return []  # its report: gc_report
     key = request["key"]
     spec = request.get("value")
     value = (
@@ -225,12 +243,20 @@ def execute(db: Database, request: dict[str, Any]) -> list[Node]:
     )
     if op == "put":
         return [db.put(key, value)]
+    if op == "attach":
+        return [db.put(key, value, blobs=[db.put_blob(request["file"])])]
     if op == "del":
         return [db.delete(key)]
     conflict = db.get(key)
     if spec is None:
         return [db.resolve(key, conflict=conflict, resolver=request.get("resolver"))]
     return [db.resolve(key, value, conflict, resolver=request.get("resolver"))]
+
+
+def gc_report(db: Database, request: dict[str, Any]) -> dict[str, int]:
+    """Run the ``gc`` ``request`` asks for on ``db``: its report as JSON."""
+    report = db.gc(retention=request.get("retention"))
+    return {"removed": report.removed, "bytes_freed": report.bytes_freed, "waiting": report.waiting}
 
 
 def _govern(db: Database, request: dict[str, Any]) -> list[Node]:
@@ -291,6 +317,7 @@ def node_from_json(data: dict[str, Any], encoding: str) -> Node:
         role=data.get("role"),
         prefixes=None if data.get("prefixes") is None else tuple(data["prefixes"]),
         revokes=tuple(bytes.fromhex(k) for k in data.get("revokes", ())),
+        blobs=tuple(BlobRef(bytes.fromhex(b["id"]), b["size"]) for b in data.get("blobs", ())),
     )
 
 
@@ -366,6 +393,15 @@ def forward(path: str, request: dict[str, Any]) -> tuple[list[Node], str] | None
     """Send the write ``request`` to the process serving ``path``: the nodes it wrote and the
     database's value encoding, ``None`` when no process answers there, or the error the write
     raised there."""
+    answer = forward_answer(path, request)
+    if answer is None:
+        return None
+    encoding = str(answer.get("value_encoding", "binary"))
+    return [node_from_json(node, encoding) for node in answer["nodes"]], encoding
+
+
+def forward_answer(path: str, request: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`forward`'s answer as the serving process sent it (``None``: no process)."""
     connection = open_connection(path)
     if connection is None:
         return None
@@ -384,8 +420,7 @@ def forward(path: str, request: dict[str, Any]) -> tuple[list[Node], str] | None
             raise StorageError(f"the process serving {path} went away: {exc}") from None
     if answer is None:
         raise StorageError(f"the process serving {path} closed the connection without answering")
-    encoding = str(answer.get("value_encoding", "binary"))
-    return [node_from_json(node, encoding) for node in answer["nodes"]], encoding
+    return answer
 
 
 def write(path: str, request: dict[str, Any], open_database: Callable[[], Database]) -> list[Node]:
@@ -531,19 +566,25 @@ class ControlServer:
                 await writer.wait_closed()
 
     async def _answer(self, request: object) -> dict[str, Any]:
+        report = None
         try:
             checked = check_request(request)
+            if checked["op"] == "gc":
+                report = await asyncio.to_thread(gc_report, self.db, checked)
             nodes = await asyncio.to_thread(execute, self.db, checked)
         except HyperDBError as exc:
             return _failure(exc)
         except Exception as exc:  # a bug must not end the server: say it, and go on
             _log.exception("control request failed")
             return {"ok": False, "code": "internal_error", "message": f"internal error: {exc!r}"}
-        return {
+        answer = {
             "ok": True,
             "nodes": [node_json(node) for node in nodes],
             "value_encoding": self.db.value_encoding,
         }
+        if report is not None:
+            answer["report"] = report
+        return answer
 
     async def _changes(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
