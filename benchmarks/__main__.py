@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_blobs,
     bench_changes,
     bench_discovery,
     bench_governance,
@@ -43,6 +44,7 @@ ALL = (
     "receipts",
     "changes",
     "discovery",
+    "blobs",
     "feed",
     "limits",
 )
@@ -53,6 +55,7 @@ OWN_WORKLOADS: tuple[tuple[str, str, Callable[..., list[Row]]], ...] = (
     ("receipts", "receipts and acknowledgements", bench_receipts.harness_rows),
     ("changes", "change stream and SQLite mirror", bench_changes.harness_rows),
     ("discovery", "finding peers: LAN and DHT", bench_discovery.harness_rows),
+    ("blobs", "blobs: put, replicate, range read, memory", bench_blobs.harness_rows),
 )
 #: Workloads the reference runs (the rest are ours only: ranges and the machine's limits).
 REFERENCE_WORKLOADS = ("put", "batch", "get", "list", "history", "diff", "checkout-get")
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = args.out or ROOT / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    steps = 2 * len(args.sizes) + len(args.writers) + 9
+    steps = 2 * len(args.sizes) + len(args.writers) + 10
     progress = harness.Progress(steps, enabled=None if not args.json else False)
     started = time.monotonic()
     reference, reference_note = reference_runner(args)

@@ -252,6 +252,9 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     assert {"replicate-receipts", "replicate-no-receipts", "acks-1", "acks-3"} <= ours
     assert {"receipt-bytes", "fanout-cpu-receipts", "fanout-cpu-no-receipts"} <= ours
     assert {"changes-singles", "changes-batches-keys", "mirror-batches", "sqlite-insert"} <= ours
+    assert {"blob-put-bytes", "blob-replicate", "blob-range-cold", "blob-dedup-stored"} <= ours
+    limits = {r["workload"] for r in rows if r["impl"] == "limit"}
+    assert "chacha20-poly1305, records (noise)" in limits
     assert {r["workload"] for r in rows if r["impl"] == "limit"} >= {"ed25519 sign (libsodium)"}
     finding = {"discovery-lan-first-data", "discovery-dht-converge", "discovery-dht-lookup"}
     skipped = {r["workload"]: r["reason"] for r in rows if r["impl"] == "skipped"}
