@@ -150,9 +150,22 @@ def test_an_older_store_records_the_callers_choice(tmp_path: Path) -> None:
         hyperdb.open(path, value_encoding="json")
 
 
-@pytest.mark.parametrize("row", [b"\xff", cbor.encode(3), cbor.encode(""), b"\x78\x04json"])
+@pytest.mark.parametrize(
+    "row",
+    [
+        b"\xff",
+        cbor.encode(3),
+        cbor.encode(""),
+        b"\x78\x04json",
+        cbor.encode("utf\x00\x00"),
+        cbor.encode("x" * 101),
+    ],
+)
 def test_a_damaged_encoding_row_is_damage(tmp_path: Path, row: bytes) -> None:
-    """Not a canonical CBOR text of at least one character: damage, never read as binary."""
+    """Not a canonical CBOR text of 1 to 100 printable characters: damage, never read as binary
+    or as a custom codec's name. The store fuzz test found the NUL case: two zeroed bytes made
+    "utf-8" read as a custom codec "utf\\x00\\x00" (encoding_mismatch, where verify must say
+    damaged)."""
     path = tmp_path / "db"
     make_json(path)
     set_row(path, row)
@@ -251,8 +264,9 @@ def test_a_custom_codecs_failures_refuse_the_value_and_write_nothing() -> None:
     [
         (5, "not int"),
         (object(), "not object"),
-        (named(None), "name is a non-empty str"),
-        (named(""), "name is a non-empty str"),
+        (named(None), "name is a non-empty printable str"),
+        (named(""), "name is a non-empty printable str"),
+        (named("a\x00b"), "name is a non-empty printable str"),
         (named("x" * 101), "at most 100 characters"),
         (named("json"), "built-in encoding"),
         (named("UTF-8"), "built-in encoding"),

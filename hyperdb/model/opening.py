@@ -38,7 +38,7 @@ from hyperdb.model import record
 from hyperdb.model import state as state_module
 from hyperdb.model.record import Header
 from hyperdb.model.state import State
-from hyperdb.model.values import Codec, settle
+from hyperdb.model.values import MAX_NAME_LENGTH, Codec, settle
 from hyperdb.primitives import cbor, crypto
 from hyperdb.storage import ReadTxn, Storage, WriteTxn
 
@@ -194,7 +194,7 @@ def stored_encoding(tx: ReadTxn) -> str | None:
         name = cbor.decode(raw)
     except EncodingError:
         name = None
-    if type(name) is not str or not name:
+    if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
         raise CorruptionError(
             f"the store's value encoding row is damaged ({raw[:16].hex()}). Nothing was "
             "changed. Restore the directory from a backup, or clone the database again from a "

@@ -98,9 +98,15 @@ class CustomCodec:
 
     def __init__(self, codec: Any) -> None:
         name = getattr(codec, "name", None)
-        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+        if (
+            not isinstance(name, str)
+            or not name
+            or len(name) > MAX_NAME_LENGTH
+            or not name.isprintable()
+        ):
             raise InvalidArgument(
-                f"a codec's name is a non-empty str of at most {MAX_NAME_LENGTH} characters, "
+                f"a codec's name is a non-empty printable str of at most {MAX_NAME_LENGTH} "
+                "characters, "
                 f"not {name!r}"
             )
         if name.casefold() in ENCODINGS:
