@@ -31,7 +31,12 @@ def test_demo_three_replicas_conflict_resolve_and_verify(tmp_path: Path) -> None
     assert thief in out
     assert "bob and carol learnt the revocation too: same version on all three" in out
     graph = out.split("(hyperdb history alice --graph):\n")[1].split("\n\n")[0].splitlines()
-    assert "doc/title" in graph[0] and "Hello, world" in graph[0] and "*" in graph[0]
+    assert "photos/beach.jpg" in graph[0] and "*" in graph[0]  # the attachment, last
+    assert any("doc/title" in line and "Hello, world" in line for line in graph[1:])
+    assert "synced     bob and carol with alice, twice: 2 blocks and 46 blob chunks moved" in out
+    for name in ("alice", "bob", "carol"):
+        assert f"           {name:<6} blob policy" in out and "holds 1,500,000 bytes of it" in out
+    assert "carol reads it: the same bytes, each chunk verified against the id" in out
     # what the demo claims is really on disk
     base = tmp_path / "hyperdb-demo"
     databases = [hyperdb.open(base / name) for name in ("alice", "bob", "carol")]
@@ -42,6 +47,8 @@ def test_demo_three_replicas_conflict_resolve_and_verify(tmp_path: Path) -> None
             assert [n.value for n in db.get("doc/title")] == [b"Hello, world"]
             assert sum(1 for _ in db.range(gte="notes/", lt="notes0")) == 60
             assert db.verify().ok
+            (status,) = db.blobs()
+            assert status.complete and status.held_bytes == 1_500_000
         keyfile = base / "alice" / "keys" / f"{databases[0].local_key.hex()}.secret"
         assert keyfile.stat().st_mode & 0o777 == 0o600
     finally:

@@ -69,7 +69,6 @@ class ReadTxn(abc.ABC):
         the whole table. The iterator must be consumed inside the transaction's ``with`` block.
         """
 
-
     def scan_keys(
         self,
         table: str,
