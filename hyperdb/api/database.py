@@ -48,7 +48,7 @@ from hyperdb.model.changes import ChangeHub
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.group_commit import GroupCommit
 from hyperdb.model.identity import IdentitySigner
-from hyperdb.model.index_reads import IndexReads, ViewReads
+from hyperdb.model.index_reads import CheckoutReads, IndexReads, ViewReads
 from hyperdb.model.node import Node
 from hyperdb.model.opening import open_readonly, open_writable
 from hyperdb.model.reader import NodeReader
@@ -727,7 +727,7 @@ class Database:
         """A read-only view of the database as of ``version`` (from :meth:`version`)."""
         state = self._open_state()
         heads = decode_version(state, version)
-        return Snapshot(TrieReads(self._context, self._reader, state, heads))
+        return Snapshot(CheckoutReads(self._context, self._reader, state, heads))
 
     def snapshot(self) -> Snapshot:
         """A read-only view of the database as it is now, unaffected by later writes."""

@@ -5,7 +5,9 @@ key-order index (``hyperdb.model.index``), which every commit keeps in step with
 reads one row, a range scans rows in key order, a listing reads the keys under a prefix and sorts
 them into trie hash order. A listing too large to sort in memory is answered by walking the tries
 of the current heads (``hyperdb.model.trie_reads``) instead; both give the same answers.
-Arguments are already checked (normalized keys, checked bounds).
+:class:`CheckoutReads` answers a checkout's ``get`` from the index too, when the key's current
+nodes are all in the checkout's past; :class:`ViewReads` a read-only view's. Arguments are
+already checked (normalized keys, checked bounds).
 """
 
 from __future__ import annotations
@@ -132,4 +134,77 @@ class ViewReads(TrieReads):
                 local = self.state.local_id
                 if stored_heads(tx, local, self._local.head(tx).length) == self.heads:
                     return self._index.get_in(tx, key)
+        return super().get(key)
+
+
+#: Answers a checkout keeps (by key) for repeated gets.
+ANSWERS_KEPT = 4096
+
+
+class CheckoutReads(TrieReads):
+    """The reads of a checkout or snapshot (fixed heads) of a database with an index: a ``get``
+    answers from the key's index row when every node in it is in the past of the heads, and
+    walks the tries otherwise. The row holds the key's current nodes, the maximal ones of all
+    its applied nodes; every applied node of the key is one of them or seen by one; so when they
+    are all in the heads' past, they are also the maximal nodes of that past: the answer as of
+    the heads. While a revocation is in force every get walks the tries (a conservative rule:
+    a checkout names applied nodes only, whose past the index covers, but a revocation rebuilds
+    rows in ways this reasoning does not follow step by step)."""
+
+    def __init__(
+        self,
+        context: DatabaseContext,
+        reader: NodeReader,
+        state: State,
+        heads: Sequence[Pointer],
+    ) -> None:
+        super().__init__(context, reader, state, heads)
+        self._past: dict[int, int] | None = None
+        self._answers: dict[str, tuple[Node, ...]] = {}
+
+    def at(self, heads: Sequence[Pointer]) -> CheckoutReads:
+        return CheckoutReads(self._context, self._reader, self.state, heads)
+
+    def _past_of(self, tx: ReadTxn) -> dict[int, int]:
+        """Feed id -> how many of its blocks the heads have seen (the union of their clocks)."""
+        if self._past is None:
+            past: dict[int, int] = {}
+            for node in self.head_nodes(tx):
+                for feed, length in node.clock.items():
+                    if length > past.get(feed, 0):
+                        past[feed] = length
+            self._past = past
+        return self._past
+
+    def get(self, key: str) -> list[Node]:
+        """The key's nodes as of the heads; answers are kept (a checkout never changes), the
+        latest :data:`ANSWERS_KEPT` keys' (nodes are immutable; each call gets its own list)."""
+        self._context.check_open()
+        if not key:
+            return []
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = tuple(self._get(key))
+            if len(self._answers) >= ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[key] = answer
+        return list(answer)
+
+    def _get(self, key: str) -> list[Node]:
+        state = self._context.state
+        if not (state.has_revocations or self.state.has_revocations):
+            with self._context.storage.read() as tx:
+                row_key = index.row_key(key.encode("utf-8"))
+                row = tx.get("index", row_key)
+                if row is None:
+                    return []  # no node of the key was ever applied
+                past = self._past_of(tx)
+                single = index.decode_single(row)
+                if single is not None:  # the usual row: one node, its value inline
+                    within = single[1] < past.get(single[0], 0)
+                else:
+                    entries = index.decode_row(row_key, row)[1]
+                    within = all(entry.seq < past.get(entry.feed, 0) for entry in entries)
+                if within:
+                    return self._reader.answer_row(tx, state, key, row_key, row)
         return super().get(key)
