@@ -1,5 +1,6 @@
 """The physical limits of this machine for what the engine does underneath: raw LMDB puts and gets
-through py-lmdb, ed25519 signing and verification and BLAKE2b through PyNaCl (libsodium). Each
+through py-lmdb, a durable LMDB commit (the disk's flush-bound rate), ed25519 signing and
+verification and BLAKE2b through PyNaCl (libsodium). Each
 engine figure can be read as a fraction of these: a put can never beat a raw LMDB put plus the
 hashing it needs, a replicated block never beats a signature check per data message."""
 
@@ -43,6 +44,7 @@ def limits(repeat: int, count: int = 20_000) -> list[Row]:
             rows.append(limit(rate("lmdb get (raw, 1 txn)", count, "gets/s", repeat, get)))
         finally:
             env.close()
+        rows.append(limit(flush_bound(where, keys, value, repeat)))
     seed = rng.randbytes(32)
     public, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
     message = rng.randbytes(104)
@@ -71,6 +73,24 @@ def limits(repeat: int, count: int = 20_000) -> list[Row]:
     rows.append(limit(rate("ed25519 verify (libsodium)", n, "sig/s", repeat, verify)))
     rows.append(limit(rate("blake2b-256, 64 B (libsodium)", count, "hashes/s", repeat, blake2b)))
     return rows
+
+
+def flush_bound(where: str, keys: list[bytes], value: bytes, repeat: int) -> Row:
+    """Durable commits of one small row each through py-lmdb (sync and metasync on, as a durable
+    database's): the rate the disk's flushes allow a transaction, which no durable put beats."""
+    env = lmdb.open(f"{where}/durable", map_size=1 << 26, sync=True, metasync=True)
+    n = 200
+    try:
+
+        def commit() -> int:
+            for key in keys[:n]:
+                with env.begin(write=True) as txn:
+                    txn.put(key, value)
+            return n
+
+        return rate("lmdb durable commit (flush-bound)", n, "commits/s", repeat, commit)
+    finally:
+        env.close()
 
 
 def limit(result: Row) -> Row:

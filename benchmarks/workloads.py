@@ -5,10 +5,13 @@ locality), values are 32 random bytes, and every random choice comes from a fixe
 workload names are run on the reference by ``benchmarks.reference``:
 
 * ``load`` (bulk load, 1,000 per batch), ``put`` (single puts, not durable), ``put-durable``
-  (fsync per put), ``batch`` (1,000 per batch into the loaded database), ``get`` (random existing
-  keys), ``list`` (every entry through the trie), ``range`` (every entry in key order),
-  ``history`` (every write), ``diff`` (against the version before the last 1,000 writes),
-  ``checkout-get`` (gets on that older version), at each database size;
+  (fsync per put), ``put-durable-threads`` (8 threads of durable puts, sharing commits),
+  ``batch`` (1,000 per batch into the loaded database), ``get`` (random existing keys),
+  ``list`` (every entry through the trie), ``range`` (every entry in key order), ``history``
+  (every write), ``diff`` (against the version before the last 1,000 writes), ``checkout-get``
+  (gets on that older version), at each database size, and ``memory``: the process's resident
+  set after the load, the gets and the range (MiB; the node cache, ``cache_size``, bounds what
+  the database keeps);
 * ``replicate``: a cold replica brought current over loopback TCP (encrypted), from a server in
   its own process; ``writers``: N writers converging (full mesh up to 100, into one replica
   beyond), then ``writers-get`` and ``writers-open``;
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ DB_WORKLOADS = (
     "load",
     "put",
     "put-durable",
+    "put-durable-threads",
     "batch",
     "get",
     "list",
@@ -43,6 +49,7 @@ DB_WORKLOADS = (
     "history",
     "diff",
     "checkout-get",
+    "memory",
 )
 #: Workloads that read every entry: skipped above this size (they scale linearly by design).
 FULL_SCAN_LIMIT = 1_000_000
@@ -76,6 +83,9 @@ def database(
         load = size / (time.perf_counter() - started)
         if "load" in wanted:
             rows.append(row("load", size, "keys/s", [load]))
+        memory = "memory" in wanted and resident_mib() is not None
+        if memory:
+            rows.append(row("memory-load", size, "MiB", [resident_mib() or 0.0]))
         extra = itertools.count(size)
         n_put = 100 if quick else 500
         if "put" in wanted:
@@ -106,10 +116,16 @@ def database(
             rows.append(
                 rate("list", size, "entries/s", repeat, lambda: sum(1 for _ in db.list("")))
             )
+        if memory:
+            sum(1 for k in sample if db.get(k))
+            rows.append(row("memory-get", size, "MiB", [resident_mib() or 0.0]))
         if "range" in wanted and scan:
             rows.append(
                 rate("range", size, "entries/s", repeat, lambda: sum(1 for _ in db.range()))
             )
+        if memory:
+            sum(1 for _ in db.range())
+            rows.append(row("memory-range", size, "MiB", [resident_mib() or 0.0]))
         if "history" in wanted and scan:
             rows.append(
                 rate("history", size, "writes/s", repeat, lambda: sum(1 for _ in db.history()))
@@ -133,20 +149,67 @@ def database(
                 return sum(1 for k in early if then.get(k))
 
             rows.append(rate("checkout-get", size, "gets/s", repeat, checkout_pass))
-    if "put-durable" in wanted:
+    if "put-durable" in wanted or "put-durable-threads" in wanted:
         with hyperdb.open(path, durable=True) as db:
             extra = itertools.count(10 * size + 10_000_000)
             n = 20 if quick else 100
-            rows.append(
-                rate(
-                    "put-durable",
-                    size,
-                    "puts/s",
-                    repeat,
-                    lambda: len([db.put(key_of(next(extra)), value) for _ in range(n)]),
+            if "put-durable" in wanted:
+                rows.append(
+                    rate(
+                        "put-durable",
+                        size,
+                        "puts/s",
+                        repeat,
+                        lambda: len([db.put(key_of(next(extra)), value) for _ in range(n)]),
+                    )
                 )
-            )
+            if "put-durable-threads" in wanted:
+                rows.append(
+                    rate(
+                        "put-durable-threads",
+                        size,
+                        "puts/s",
+                        repeat,
+                        lambda: threaded_puts(db, extra, value, DURABLE_THREADS, n),
+                    )
+                )
     return rows
+
+
+def resident_mib() -> float | None:
+    """This process's resident set in MiB (``VmRSS``; None where /proc is not there)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+#: Threads of the put-durable-threads workload (their puts share commits: group commit).
+DURABLE_THREADS = 8
+
+
+def threaded_puts(
+    db: hyperdb.Database, keys: Iterator[int], value: bytes, threads: int, each: int
+) -> int:
+    """``threads`` threads each putting ``each`` new keys; returns the puts made."""
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(each):
+            with lock:
+                key = key_of(next(keys))
+            db.put(key, value)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return threads * each
 
 
 def replicate(directory: Path, entries: int, repeat: int) -> list[Row]:

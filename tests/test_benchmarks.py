@@ -247,6 +247,7 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in lines[1:]]
     ours = {r["workload"] for r in rows if r["impl"] == "hyperdb"}
     assert {"put", "put-durable", "batch", "get", "list", "range", "history", "diff"} <= ours
+    assert {"put-durable-threads", "memory-load", "memory-get", "memory-range"} <= ours
     assert {"checkout-get", "replicate", "writers", "writers-get", "feed-append"} <= ours
     assert {"governance-apply", "late-revocation"} <= ours
     assert {"replicate-receipts", "replicate-no-receipts", "acks-1", "acks-3"} <= ours
@@ -255,6 +256,7 @@ def test_the_harness_runs_end_to_end_in_quick_mode(tmp_path: Path) -> None:
     assert {"blob-put-bytes", "blob-replicate", "blob-range-cold", "blob-dedup-stored"} <= ours
     limits = {r["workload"] for r in rows if r["impl"] == "limit"}
     assert "chacha20-poly1305, records (noise)" in limits
+    assert "lmdb durable commit (flush-bound)" in limits
     assert {r["workload"] for r in rows if r["impl"] == "limit"} >= {"ed25519 sign (libsodium)"}
     finding = {"discovery-lan-first-data", "discovery-dht-converge", "discovery-dht-lookup"}
     skipped = {r["workload"]: r["reason"] for r in rows if r["impl"] == "skipped"}
