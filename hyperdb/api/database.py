@@ -88,8 +88,9 @@ def open(
     ``key`` (bytes or hex) opens a new replica of an existing database with its own writer; an
     existing directory must belong to that database. ``durable=False`` skips the fsync of each
     commit: a crash of the process still loses nothing, an OS crash or power loss may lose the
-    last writes. ``cache_size`` bounds the decoded nodes kept in memory (about 0.9 KB each, so
-    about 120 MB for the default 131,072): writes into a database whose trie nodes do not all fit
+    last writes. ``cache_size`` bounds the decoded nodes kept in memory (about 1.3 KB each, so
+    about 160 MB for the default 131,072; the rest of a process's memory is LMDB's mapped pages,
+    which the system reclaims at will): writes into a database whose trie nodes do not all fit
     decode the ones missing again (a put into 100,000 keys visits about 8 nodes), so a larger
     cache makes writes into large databases faster, and a smaller one saves memory.
     ``change_log`` is how many of the latest transactions the change log keeps for
