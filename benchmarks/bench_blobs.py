@@ -46,7 +46,6 @@ import hashlib
 import json
 import os
 import resource
-import selectors
 import shutil
 import struct
 import subprocess
@@ -65,6 +64,7 @@ from noise.connection import NoiseConnection
 
 import hyperdb
 from benchmarks import harness, report
+from benchmarks.processes import child, proc_status, read_line
 from benchmarks.report import Result
 from hyperdb.feed.blob_tree import CHUNK_SIZE, BlobRef, format_ref, parse_ref
 from hyperdb.replication import net
@@ -200,55 +200,16 @@ def max_rss_mib() -> float:
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes / KiB
 
 
-def proc_status(field: str) -> float | None:
-    """A ``kB`` field of ``/proc/self/status`` in MiB (None: no such file or field)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def resident_parts() -> dict[str, float]:
     """The resident set now, MiB: anonymous memory and file pages (LMDB's map among them)."""
     return {name: proc_status(name) or 0.0 for name in ("RssAnon", "RssFile")}
-
-
-def child(function: str, *args: Any) -> list[str]:
-    """The command line running ``function(*args)`` of this module in a fresh interpreter."""
-    code = (
-        "import json, sys\n"
-        "from benchmarks import bench_blobs as b\n"
-        f"b.{function}(*json.loads(sys.argv[1]))\n"
-    )
-    return [sys.executable, "-c", code, json.dumps(args)]
-
-
-def read_line(process: subprocess.Popen[str], expected: str, timeout: float, log: Path) -> str:
-    """The rest of the first line ``process`` prints that starts with ``expected``; an error
-    with the end of its ``log`` (its stderr) if none comes within ``timeout`` seconds."""
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0 and selector.select(left):
-            line = process.stdout.readline()
-            if not line:
-                break
-            if line.startswith(expected):
-                return line[len(expected) :].strip()
-    said = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise RuntimeError(f"no {expected.strip()!r} line within {timeout:.0f} s:\n{said}")
 
 
 def run_child(function: str, args: list[Any], log: Path, timeout: float) -> dict[str, Any]:
     """Run ``function(*args)`` in a child process and return the JSON of its result line."""
     with log.open("w") as errors:
         done = subprocess.run(
-            child(function, *args),
+            child("bench_blobs", function, *args),
             stdout=subprocess.PIPE,
             stderr=errors,
             text=True,
@@ -317,7 +278,7 @@ def served(directory: Path, file: Path, name: str) -> Iterator[Served]:
     log = directory / f"{name}.log"
     with log.open("w") as errors:
         process = subprocess.Popen(
-            child("serve_child", str(directory / name), str(file)),
+            child("bench_blobs", "serve_child", str(directory / name), str(file)),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=errors,

@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import secrets
-import selectors
 import shutil
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ from typing import Any
 
 import hyperdb
 from benchmarks import harness, report
+from benchmarks.processes import child, read_line
 from benchmarks.report import Result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,33 +122,6 @@ def lan(hosts: int) -> Iterator[list[str]]:
         for name in reversed(made):
             with contextlib.suppress(RuntimeError, OSError, subprocess.SubprocessError):
                 ip("netns", "del", name)
-
-
-def child(function: str, *args: Any) -> list[str]:
-    """The command line running ``function(*args)`` of this module in a fresh interpreter."""
-    code = (
-        "import json, sys\n"
-        "from benchmarks import bench_discovery as b\n"
-        f"b.{function}(*json.loads(sys.argv[1]))\n"
-    )
-    return [sys.executable, "-c", code, json.dumps(args)]
-
-
-def read_line(process: subprocess.Popen[str], expected: str, timeout: float, log: Path) -> str:
-    """The rest of the first line ``process`` prints that starts with ``expected``; an error
-    with the end of its ``log`` (its stderr) if none comes within ``timeout`` seconds."""
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0 and selector.select(left):
-            line = process.stdout.readline()
-            if not line:
-                break
-            if line.startswith(expected):
-                return line[len(expected) :].strip()
-    said = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise RuntimeError(f"no {expected.strip()!r} line within {timeout:.0f} s:\n{said}")
 
 
 # -- the replicas ----------------------------------------------------------------------------
@@ -242,7 +215,7 @@ def lan_round(directory: Path, hosts: list[str], hold: float) -> dict[str, float
     with contextlib.ExitStack() as stack:
         try:
             for host, path, log in zip(hosts, paths, logs, strict=True):
-                argv = child("lan_replica", str(path), path.name, count, hold)
+                argv = child("bench_discovery", "lan_replica", str(path), path.name, count, hold)
                 processes.append(
                     subprocess.Popen(
                         ["ip", "netns", "exec", host, *argv],
@@ -408,7 +381,7 @@ def measure_dht(sizes: list[int], replicas: int, repeat: int) -> dict[int, dict[
     """Per DHT size (nodes): each figure's repetitions, each size in a namespace of its own."""
     results: dict[int, dict[str, Any]] = {}
     for size in sizes:
-        argv = child("dht_child", size, replicas, repeat, HOLD)
+        argv = child("bench_discovery", "dht_child", size, replicas, repeat, HOLD)
         done = subprocess.run(
             ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv],
             capture_output=True,

@@ -32,6 +32,7 @@ from typing import Any
 import hyperdb
 from benchmarks import bench_net, bench_writers
 from benchmarks.harness import MESH_LIMIT, Row, rate, row
+from benchmarks.processes import proc_status
 from hyperdb.feed.feed import FEED_TABLES, Feed
 from hyperdb.feed.secret_keys import MemoryKeyStore
 from hyperdb.storage import LMDBStorage
@@ -83,9 +84,9 @@ def database(
         load = size / (time.perf_counter() - started)
         if "load" in wanted:
             rows.append(row("load", size, "keys/s", [load]))
-        memory = "memory" in wanted and resident_mib() is not None
+        memory = "memory" in wanted and proc_status("VmRSS") is not None
         if memory:
-            rows.append(row("memory-load", size, "MiB", [resident_mib() or 0.0]))
+            rows.append(row("memory-load", size, "MiB", [proc_status("VmRSS") or 0.0]))
         extra = itertools.count(size)
         n_put = 100 if quick else 500
         if "put" in wanted:
@@ -118,14 +119,14 @@ def database(
             )
         if memory:
             sum(1 for k in sample if db.get(k))
-            rows.append(row("memory-get", size, "MiB", [resident_mib() or 0.0]))
+            rows.append(row("memory-get", size, "MiB", [proc_status("VmRSS") or 0.0]))
         if "range" in wanted and scan:
             rows.append(
                 rate("range", size, "entries/s", repeat, lambda: sum(1 for _ in db.range()))
             )
         if memory:
             sum(1 for _ in db.range())
-            rows.append(row("memory-range", size, "MiB", [resident_mib() or 0.0]))
+            rows.append(row("memory-range", size, "MiB", [proc_status("VmRSS") or 0.0]))
         if "history" in wanted and scan:
             rows.append(
                 rate("history", size, "writes/s", repeat, lambda: sum(1 for _ in db.history()))
@@ -174,18 +175,6 @@ def database(
                     )
                 )
     return rows
-
-
-def resident_mib() -> float | None:
-    """This process's resident set in MiB (``VmRSS``; None where /proc is not there)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 #: Threads of the put-durable-threads workload (their puts share commits: group commit).
