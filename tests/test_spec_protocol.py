@@ -315,6 +315,19 @@ def test_tree_hashes_in_have_records_take_apart_with_struct() -> None:
     assert [r.hex() for _, _, r in records] == case["fields"]["roots"]
 
 
+def tree_node(known: dict[int, tuple[bytes, int]], index: int) -> tuple[bytes, int]:
+    """Node ``index`` (hash, size) of a tree whose leaves and proof nodes are in ``known``
+    (flat index -> hash, size), parents computed from their children (spec/feed.md §2) and
+    kept in ``known``."""
+    if index not in known:
+        depth = ((index + 1) & ~index).bit_length() - 1
+        assert depth > 0, f"leaf {index} is neither sent nor proven"
+        half = 1 << (depth - 1)
+        (left, ls), (right, rs) = tree_node(known, index - half), tree_node(known, index + half)
+        known[index] = (b2b(b"\x01" + u64(ls + rs) + left + right), ls + rs)
+    return known[index]
+
+
 @pytest.mark.parametrize(
     "case", [c for c in MESSAGES if c["type"] == "data"], ids=lambda c: c["name"]
 )
@@ -332,13 +345,7 @@ def test_data_proofs_verify_from_the_formulas(case: dict[str, Any]) -> None:
         known[2 * (start + offset)] = (b2b(b"\x00" + u64(len(block)) + block), len(block))
 
     def node(index: int) -> tuple[bytes, int]:
-        if index not in known:
-            depth = ((index + 1) & ~index).bit_length() - 1
-            assert depth > 0, f"leaf {index} is neither sent nor proven"
-            half = 1 << (depth - 1)
-            (left, ls), (right, rs) = node(index - half), node(index + half)
-            known[index] = (b2b(b"\x01" + u64(ls + rs) + left + right), ls + rs)
-        return known[index]
+        return tree_node(known, index)
 
     roots: list[int] = []
     first, remaining = 0, length
@@ -409,13 +416,7 @@ def blob_id(size: int, known: dict[int, tuple[bytes, int]]) -> bytes:
     roots' hashes from ``known`` (flat index -> hash, size), parents computed as needed."""
 
     def node(index: int) -> tuple[bytes, int]:
-        if index not in known:
-            depth = ((index + 1) & ~index).bit_length() - 1
-            assert depth > 0, f"leaf {index} is neither sent nor proven"
-            half = 1 << (depth - 1)
-            (left, ls), (right, rs) = node(index - half), node(index + half)
-            known[index] = (b2b(b"\x01" + u64(ls + rs) + left + right), ls + rs)
-        return known[index]
+        return tree_node(known, index)
 
     roots = full_roots(-(-size // BLOB_CHUNK))
     return b2b(b"\x03" + u64(size) + b"".join(node(r)[0] + u64(r) + u64(node(r)[1]) for r in roots))
