@@ -39,6 +39,9 @@ from hyperdb.model.record import ROLE_WRITER as RECORD_WRITER
 from hyperdb.model.state import StateBuilder
 from hyperdb.primitives import crypto
 
+#: Tree hashes remembered by feed and length (see ``StoreReplica.tree_hash``).
+TREE_HASHES_KEPT = 65_536
+
 #: A grant's role (``hyperdb.model.record``) as the role an identify message claims.
 _ROLES = {RECORD_WRITER: ROLE_WRITER, RECORD_OWNER: ROLE_OWNER, RECORD_SEEDER: ROLE_SEEDER}
 
@@ -78,6 +81,7 @@ class StoreReplica:
         self._offered = (context.state, {}, {})  # nothing cached: no lengths dict is this one
         self._forked: frozenset[bytes] | None = None  # read from the store when first needed
         self._accepting: Callable[[], bool] | None = None
+        self._tree_hashes: dict[tuple[bytes, int], bytes] = {}
 
     @property
     def lock(self) -> Any:
@@ -273,6 +277,12 @@ class StoreReplica:
         return self._context.lengths().get(feed_key, (0, 0))[0]
 
     def tree_hash(self, feed_key: bytes, length: int) -> bytes | None:
+        """See the port. Remembered (a stored prefix of a feed never changes: its blocks were
+        verified against the writer's signature, and a fork freezes the feed as it is): every
+        have record of a session with the feature fork-roots asks for one."""
+        known = self._tree_hashes.get((feed_key, length))
+        if known is not None:
+            return known
         state = self._context.state
         feed_id = state.ids.get(feed_key)
         if feed_id is None:
@@ -281,7 +291,11 @@ class StoreReplica:
         with self._context.storage.read() as tx:
             if not 1 <= length <= feed.head(tx).length:
                 return None
-            return feed.tree_hash(length, tx)
+            found = feed.tree_hash(length, tx)
+        if len(self._tree_hashes) >= TREE_HASHES_KEPT:
+            self._tree_hashes.clear()
+        self._tree_hashes[(feed_key, length)] = found
+        return found
 
     def check_fork(
         self, feed_key: bytes, start: int, blocks: Sequence[bytes], proof: Proof
