@@ -128,3 +128,34 @@ def test_the_group_commit_alone() -> None:
             assert results[n] == [n * 10, (n + 100) * 10]
     assert len(calls[1]) == 9  # the five queued requests tried as one group first
     assert group.requests == 5  # the leader's, and the four good ones alone after the failure
+
+
+def test_resolve_beside_group_committed_puts_does_not_deadlock(tmp_path: Path) -> None:
+    """resolve holds the database lock while it writes: through the group commit it waited for
+    a leader that waited for that lock (found in review: a hang). Mutation tried: resolve's
+    write without ``alone`` (caught: the threads did not finish in time)."""
+    db = hyperdb.open(tmp_path / "db")
+    db.put("k", b"0")
+    stop = threading.Event()
+
+    def putter(n: int) -> None:
+        i = 0
+        while not stop.is_set() and i < 400:
+            db.put(f"p{n}/{i}", b"v")
+            i += 1
+
+    def resolver() -> None:
+        for i in range(30):
+            db.resolve("k", str(i).encode())
+
+    workers = [threading.Thread(target=putter, args=(n,), daemon=True) for n in range(3)]
+    resolving = threading.Thread(target=resolver, daemon=True)
+    for thread in [*workers, resolving]:
+        thread.start()
+    resolving.join(20)
+    stop.set()
+    for thread in workers:
+        thread.join(5)
+    assert not resolving.is_alive() and not any(t.is_alive() for t in workers)
+    assert db.get("k")[0].value == b"29"
+    db.close()

@@ -347,7 +347,7 @@ class Database:
                     raise NotFound(f"key {normal!r} is absent: there is nothing to resolve")
                 kind = "del" if resolution.deleted else "put"
                 op = self.check_op(kind, normal, resolution.value)
-            return self._write([op])[0]
+            return self._write([op], alone=True)[0]  # the lock is held: never the group commit
 
     @overload
     def batch(self, ops: None = None) -> Batch: ...
@@ -513,8 +513,9 @@ class Database:
         alone: bool = False,
     ) -> list[Node]:
         """Write ``ops`` after ``system``: conditional writes and puts referencing blobs under
-        the lock, alone; other writes to a durable store through the group commit (``alone``:
-        not, for a caller that holds the lock)."""
+        the lock, alone; other writes to a durable store through the group commit. A caller that
+        holds the lock must pass ``alone``: waiting in the group commit while holding it would
+        deadlock against a leader that needs it."""
         if expectations or (not alone and any(type(op) is BlobOp for op in ops)):
             with self._context.lock:  # checked and written under it: nothing lands in between
                 for normal, expected in expectations:
