@@ -13,7 +13,8 @@ Mutations tried (each caught, then reverted):
 - ``BlobExchange._on_data`` not checking that the data answers an outstanding request (only
   that the blob is one the peer holds): caught by ``test_an_unrequested_range_ends_the_session``
   (the victim stored the chunks);
-- the size comparison in ``BlobExchange._on_have`` removed: caught by
+- the check in ``BlobExchange._on_have`` that a blob-have names exactly a wanted id and size
+  removed: caught by
   ``test_an_oversize_blob_ends_the_session`` (the session went on: the victim requested
   chunks, and no error was logged);
 - the range check in ``BlobExchange._on_request`` removed: caught by
@@ -150,7 +151,7 @@ async def announce(peer: EvilPeer, world: World, size: int | None = None) -> Blo
     """Answer the victim's want with a blob-have (of the true size unless ``size``) and return
     its first request."""
     want = await wanted_by_victim(peer)
-    assert world.wanted.id in want.ids
+    assert world.wanted in want.blobs
     ref = BlobRef(world.wanted.id, world.wanted.size if size is None else size)
     await peer.send_messages(BlobHave((ref,)))
     return await request_of(peer)
@@ -281,7 +282,7 @@ def test_an_oversize_blob_ends_the_session(world: World, caplog: pytest.LogCaptu
 
     async def oversize(peer: EvilPeer, world: World) -> None:
         want = await wanted_by_victim(peer)
-        assert world.wanted.id in want.ids
+        assert world.wanted in want.blobs
         lie = BlobRef(world.wanted.id, world.wanted.size + 100 * CHUNK_SIZE)
         await peer.send_messages(BlobHave((lie,)))
 
@@ -299,7 +300,7 @@ def test_a_chunk_index_out_of_range_ends_the_session(
     count = chunk_count(world.held.size)
 
     async def beyond(peer: EvilPeer, world: World) -> None:
-        await peer.send_messages(BlobWant((world.held.id,)))
+        await peer.send_messages(BlobWant((world.held,)))
         await peer.read_until(lambda: BlobHave((world.held,)) in peer.messages, 10)
         await peer.send_messages(BlobRequest(world.held.id, 0, count))
         await peer.read_until(lambda: any(isinstance(m, BlobData) for m in peer.messages), 10)
@@ -318,7 +319,7 @@ def test_blob_messages_without_the_feature_end_the_session(
     """The peer's hello leaves the feature out, then it sends blob messages anyway."""
     before = dump_data(world.victim._context.storage)
     messages = {
-        "want": BlobWant((world.held.id,)),
+        "want": BlobWant((world.held,)),
         "have": BlobHave((world.wanted,)),
         "request": BlobRequest(world.held.id, 0, 1),
         "data": blob_data(world.wanted_data, 0, 64),

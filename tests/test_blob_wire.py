@@ -97,7 +97,7 @@ def roundtrip(message: Message) -> None:
 
 def test_the_largest_messages_roundtrip_and_fit_a_frame() -> None:
     ids = tuple(i.to_bytes(32, "big") for i in range(MAX_BLOB_IDS))
-    roundtrip(BlobWant(ids))
+    roundtrip(BlobWant(tuple(BlobRef(i, MAX_BLOB_SIZE) for i in ids)))
     roundtrip(BlobUnhave(ids))
     roundtrip(BlobHave(tuple(BlobRef(i, MAX_BLOB_SIZE) for i in ids)))
     roundtrip(BlobHave((BlobRef(ID, 0),)))  # the empty blob
@@ -195,7 +195,7 @@ def test_an_eager_replica_fetches_what_the_feed_references_in_the_same_session()
     assert b.blobs.held(empty.id) == empty and b.blobs.data(empty) == b""
     assert second.blobs.blobs_completed == 1 and second.blobs.chunks_stored == 4
     assert first.blobs.chunks_sent == 4
-    assert taps[id(second)].of(BlobWant) == [BlobWant((ref.id,))]  # the empty one is held
+    assert taps[id(second)].of(BlobWant) == [BlobWant((ref,))]  # the empty one is held
     assert taps[id(first)].of(BlobHave) == [BlobHave((ref,))]
     first.close()
     second.close()
@@ -415,7 +415,7 @@ def test_a_side_is_not_idle_while_its_wants_are_unanswered() -> None:
     one, two, _ = session(a, b)
     two.receive_data(one.data_to_send())
     out = two.data_to_send()
-    assert BlobWant((ref.id,)) in Tap.decode(out)
+    assert BlobWant((ref,)) in Tap.decode(out)
     assert not two.idle and two.blobs.busy
     one.receive_data(out)
     back = one.data_to_send()
@@ -520,7 +520,7 @@ def wanting(size: int = 3 * CHUNK_SIZE + 7, **options: object) -> tuple[Victim, 
     victim_replica = BlobFeedReplica(a.key, writer=False, **options)  # type: ignore[arg-type]
     victim_replica.blobs.reference(ref)
     victim = Victim(victim_replica)
-    assert victim.of(BlobWant) == [BlobWant((ref.id,))]
+    assert victim.of(BlobWant) == [BlobWant((ref,))]
     return victim, ref, data
 
 
@@ -529,7 +529,7 @@ def serving(data: bytes) -> tuple[Victim, BlobRef]:
     replica = BlobFeedReplica(eager=False)
     ref = replica.blobs.put(data)
     victim = Victim(replica)
-    assert victim.send(BlobWant((ref.id,))) == [BlobHave((ref,))]
+    assert victim.send(BlobWant((ref,))) == [BlobHave((ref,))]
     return victim, ref
 
 
@@ -563,7 +563,7 @@ def test_a_have_with_another_size_ends_the_session() -> None:
     victim, ref, _ = wanting()
     ended(victim, "protocol_error", "(oversize)", BlobHave((BlobRef(ref.id, ref.size + 1),)))
     victim, ref, _ = wanting()
-    ended(victim, "protocol_error", "accepts at", BlobHave((BlobRef(ref.id, ref.size - 1),)))
+    ended(victim, "protocol_error", "wanted at", BlobHave((BlobRef(ref.id, ref.size - 1),)))
 
 
 def test_a_blob_over_the_local_limit_is_not_wanted() -> None:
@@ -666,17 +666,21 @@ def test_requests_are_served_in_order_and_a_reclaimed_blob_is_unhave() -> None:
 def test_wants_are_bounded_and_never_repeated() -> None:
     replica = BlobFeedReplica(eager=False)
     victim = Victim(replica)
-    ids = [i.to_bytes(32, "big") for i in range(MAX_BLOB_IDS)]
+    ids = [BlobRef(i.to_bytes(32, "big"), 1) for i in range(MAX_BLOB_IDS)]
     victim.send(BlobWant(tuple(ids)))
     ended(victim, "protocol_error", "twice", BlobWant((ids[5],)))
     victim = Victim(BlobFeedReplica(eager=False))
     batches = [
-        BlobWant(tuple((n * MAX_BLOB_IDS + i).to_bytes(32, "big") for i in range(MAX_BLOB_IDS)))
+        BlobWant(
+            tuple(
+                BlobRef((n * MAX_BLOB_IDS + i).to_bytes(32, "big"), 1) for i in range(MAX_BLOB_IDS)
+            )
+        )
         for n in range(MAX_SESSION_BLOB_WANTS // MAX_BLOB_IDS)
     ]
     answers = victim.send(*batches)
     assert len(answers) == len(batches) and all(isinstance(m, BlobUnhave) for m in answers)
-    ended(victim, "protocol_error", "more than", BlobWant((bytes([0xFF]) * 32,)))
+    ended(victim, "protocol_error", "more than", BlobWant((BlobRef(bytes([0xFF]) * 32, 1),)))
 
 
 def test_owed_blobs_are_looked_at_in_bounded_batches() -> None:
@@ -687,7 +691,7 @@ def test_owed_blobs_are_looked_at_in_bounded_batches() -> None:
     datas = [b"blob %d" % i for i in range(RECHECK_PER_SCHEDULE + 10)]
     refs = sorted(blob_id_of(d) for d in datas)
     for first in range(0, len(refs), MAX_BLOB_IDS):
-        victim.send(BlobWant(tuple(r.id for r in refs[first : first + MAX_BLOB_IDS])))
+        victim.send(BlobWant(tuple(refs[first : first + MAX_BLOB_IDS])))
     for data in datas:
         replica.blobs.put(data)
     calls = 0
@@ -719,7 +723,7 @@ def test_blob_messages_without_the_feature_end_the_session() -> None:
         victim = Victim(replica, features=features, peer_features=peer_features)
         assert not victim.connection.blobs.active and replica.blobs.sessions == 0
         for message in (
-            BlobWant((ref.id,)),
+            BlobWant((ref,)),
             BlobHave((ref,)),
             BlobRequest(ref.id, 0, 1),
             proof_of(b"held", 0, 1),
@@ -735,7 +739,7 @@ def test_blob_messages_before_the_identify_end_the_session() -> None:
     connection = Connection(replica, initiator=False)
     connection.receive_data(peer.data_to_send())
     with raises_code("protocol_error") as caught:
-        connection.receive_data(encode_frame(BlobWant((ID,))))
+        connection.receive_data(encode_frame(BlobWant((BlobRef(ID, 1),))))
     assert "expected identify" in str(caught.value)
     assert replica.blobs.sessions == 0
 
@@ -746,7 +750,7 @@ def test_version_one_has_no_blobs() -> None:
     connection = Connection(replica, initiator=False, version=1)
     connection.receive_data(peer.data_to_send())
     with raises_code("protocol_error"):
-        connection.receive_data(encode_frame(BlobWant((ID,))))
+        connection.receive_data(encode_frame(BlobWant((BlobRef(ID, 1),))))
     assert replica.blobs.sessions == 0
 
 

@@ -209,3 +209,33 @@ def test_blobs_peers_lack_are_wanted_last() -> None:
     assert set(wants[:44]) == set(by_id[256:])  # the 44 not asked yet come first now
     with raises_code("blob_unavailable", match="put_blob first"):  # in batches too
         eager.batch([{"key": "x", "value": b"", "blobs": [refs[0]]}])
+
+
+def test_a_writer_giving_a_wrong_size_does_not_break_honest_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile writer references a blob's id with another size (which no blob can have, the id
+    commits to its size): that reference is kept apart from the genuine one, and an honest peer
+    holding the blob still serves it.
+
+    Failing before: the wrong size overwrote the blob's reference row, so the victim wanted the
+    blob at the wrong size and the honest peer's blob-have at the true size ended the session
+    ("... which this replica accepts at ...")."""
+    honest = hyperdb.open(memory=True)
+    hostile = hyperdb.open(memory=True, key=honest.key)
+    victim = hyperdb.open(memory=True, key=honest.key, blob_policy="eager")
+    honest.authorize(hostile.local_key)
+    ref = honest.put_blob(DATA)
+    honest.put("good", b"", blobs=[ref])
+    sync(honest, hostile)
+    bogus = (ref.id, ref.size + 1)
+    with monkeypatch.context() as patch:  # skip the writer's own check that it holds the blob
+        patch.setattr(hyperdb.api.blobs.Blobs, "check_refs", lambda self, blobs: (bogus,))
+        hostile.put("bad", b"", blobs=[ref])
+    sync(hostile, victim)  # both nodes, neither blob: the hostile writer holds none
+    assert victim.get("bad") is not None
+    hyperdb.replicate(honest, victim)
+    assert victim.get_blob(ref, timeout=0) == DATA
+    hyperdb.replicate(hostile, victim)  # the wrong size is wanted of a peer: it lacks it
+    hyperdb.replicate(honest, victim)
+    assert victim.get_blob(ref, timeout=0) == DATA

@@ -147,7 +147,7 @@ def expected_body(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
     if kind == "idle":
         return {"c": fields["seen"]}
     if kind == "blobwant":
-        return {"w": b"".join(h(blob) for blob in fields["ids"])}
+        return {"w": b"".join(h(blob) + u64(size) for blob, size in fields["blobs"])}
     if kind == "blobunhave":
         return {"u": b"".join(h(blob) for blob in fields["ids"])}
     if kind == "blobhave":
@@ -208,7 +208,7 @@ def message_of(kind: str, fields: dict[str, Any]) -> Message:
     if kind == "idle":
         return Idle(fields["seen"])
     if kind == "blobwant":
-        return BlobWant(tuple(h(blob) for blob in fields["ids"]))
+        return BlobWant(tuple(BlobRef(h(blob), size) for blob, size in fields["blobs"]))
     if kind == "blobunhave":
         return BlobUnhave(tuple(h(blob) for blob in fields["ids"]))
     if kind == "blobhave":
@@ -472,21 +472,21 @@ def test_blob_data_proofs_verify_from_the_formulas(case: dict[str, Any]) -> None
 
 
 def test_blob_records_take_apart_with_struct() -> None:
-    """blob-want / blob-unhave: 32-byte ids; blob-have: id (32) || u64 size; all strictly
+    """blob-unhave: 32-byte ids; blob-want and blob-have: id (32) || u64 size; all strictly
     ascending by id."""
     for case in MESSAGES:
         if case["type"] not in ("blobwant", "blobunhave", "blobhave"):
             continue
         body = cbor2.loads(split(case["frame"]))
-        if case["type"] == "blobhave":
-            raw = body["h"]
+        if case["type"] in ("blobwant", "blobhave"):
+            raw = body["w" if case["type"] == "blobwant" else "h"]
             assert len(raw) % 40 == 0 and 1 <= len(raw) // 40 <= 256
             pairs = [struct.unpack_from(">32sQ", raw, at) for at in range(0, len(raw), 40)]
             assert [[i.hex(), n] for i, n in pairs] == case["fields"]["blobs"]
             ids = [i for i, _ in pairs]
             assert all(n <= 1 << 40 for _, n in pairs)
         else:
-            raw = body["w" if case["type"] == "blobwant" else "u"]
+            raw = body["u"]
             assert len(raw) % 32 == 0 and 1 <= len(raw) // 32 <= 256
             ids = [raw[at : at + 32] for at in range(0, len(raw), 32)]
             assert [i.hex() for i in ids] == case["fields"]["ids"]

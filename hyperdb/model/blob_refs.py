@@ -2,18 +2,24 @@
 
 This module owns the ``blob_refs`` table (``spec/blobs.md`` section 3). It is derived state,
 like the index: written in the transaction that applies (or takes back) the nodes that
-reference blobs, cleared and rebuilt by a reindex. Its rows:
+reference blobs, cleared and rebuilt by a reindex.
 
-* ``"r" ‖ id ‖ u32 feed ‖ u64 seq`` -> the node's key (UTF-8): an applied node references the
-  blob;
-* ``"p" ‖ u32 feed ‖ u64 seq`` -> the ids the node references, concatenated (to take them back);
-* ``"w" ‖ u32 feed ‖ id`` -> u32 count of the writer's applied nodes referencing the blob, and a
-  byte: 1 if the blob counts towards the writer's quota use;
-* ``"q" ‖ u32 feed`` -> u64 bytes of the distinct blobs the writer references (its quota use);
-* ``"i" ‖ id`` -> canonical CBOR ``[size, status, references]``: status 0 accepted, 1 larger than
-  this replica's limit, 2 over its writer's quota (the first decision that accepted it stands);
-* ``"n" ‖ id`` -> u64 size: wanted by the blob policy (``eager``, or a key under one of its
-  prefixes) and not held whole yet;
+A reference is the id and the size a node gives (``id ‖ u64 size``): the id commits to one
+size, so a node giving another size references a blob that cannot exist, and its reference is
+kept apart from the genuine one (it never shadows it, nor counts in its place). Its rows:
+
+* ``"r" ‖ id ‖ u64 size ‖ u32 feed ‖ u64 seq`` -> the node's key (UTF-8): an applied node
+  references the blob at that size;
+* ``"p" ‖ u32 feed ‖ u64 seq`` -> the references of the node, ``id ‖ u64 size`` each,
+  concatenated (to take them back);
+* ``"w" ‖ u32 feed ‖ id ‖ u64 size`` -> u32 count of the writer's applied nodes with that
+  reference, and a byte: 1 if it counts towards the writer's quota use;
+* ``"q" ‖ u32 feed`` -> u64 bytes of the distinct references of the writer (its quota use);
+* ``"i" ‖ id ‖ u64 size`` -> canonical CBOR ``[size, status, references]``: status 0 accepted, 1
+  larger than this replica's limit, 2 over its writer's quota (the first decision that accepted
+  it stands);
+* ``"n" ‖ id ‖ u64 size`` -> u64 size: wanted by the blob policy (``eager``, or a key under one of
+  its prefixes) and not held whole yet;
 * ``"g" ‖ id`` -> empty: removed by ``gc``; not wanted again until a new node references it;
 * ``"u" ‖ id`` -> u64 unix time: when ``gc`` first found the blob referenced by no current node.
 
@@ -44,6 +50,7 @@ _COUNT = struct.Struct(">IB")
 _POINTER = struct.Struct(">IQ")
 _U64 = struct.Struct(">Q")
 _ID = record.BLOB_ID_SIZE
+_REF = _ID + 8  # a reference: id ‖ u64 size
 DEFAULT_MAX_SIZE = 1 << 36  # 64 GiB
 DEFAULT_QUOTA: int | None = None
 DEFAULT_RETENTION = 24 * 3600.0
@@ -124,18 +131,18 @@ def is_complete(tx: ReadTxn, blob_id: bytes) -> bool:
 @dataclass(frozen=True, slots=True)
 class Reference:
     """How this replica stands to one referenced blob: its size, status (:data:`ACCEPTED`, ...)
-    and how many applied nodes reference it."""
+    and how many applied nodes reference it at that size."""
 
     size: int
     status: int
     references: int
 
 
-def reference(tx: ReadTxn, blob_id: bytes) -> Reference | None:
-    """The blob's reference row (None: no applied node references it)."""
-    row = tx.get(TABLE, b"i" + blob_id)
-    if row is None:
-        return None
+def _ref_key(blob_id: bytes, size: int) -> bytes:
+    return blob_id + _U64.pack(size)
+
+
+def _decode_reference(blob_id: bytes, row: bytes) -> Reference:
     try:
         size, status, count = cbor.decode(row)
     except (EncodingError, ValueError, TypeError) as exc:
@@ -143,38 +150,61 @@ def reference(tx: ReadTxn, blob_id: bytes) -> Reference | None:
     return Reference(size, status, count)
 
 
+def reference(tx: ReadTxn, blob_id: bytes, size: int | None = None) -> Reference | None:
+    """The reference row of the blob at ``size`` (None: no applied node references it so).
+    Without ``size``, the one of the sizes applied nodes reference the blob at that this replica
+    stands best to (accepted first): the id commits to one size, so only one can be genuine."""
+    if size is not None:
+        row = tx.get(TABLE, b"i" + _ref_key(blob_id, size))
+        return None if row is None else _decode_reference(blob_id, row)
+    found = [_decode_reference(blob_id, row) for _, row in tx.scan(TABLE, prefix=b"i" + blob_id)]
+    return min(found, key=lambda ref: ref.status) if found else None
+
+
 def wanted(tx: ReadTxn, limit: int) -> list[tuple[bytes, int]]:
     """Up to ``limit`` blobs the policy wants and that are not held whole: ``(id, size)``."""
-    found = []
-    for row_key, value in tx.scan(TABLE, prefix=b"n"):
-        found.append((row_key[1:], _U64.unpack(value)[0]))
-        if len(found) >= limit:
-            break
-    return found
+    return [ref for ref, _ in zip(wanted_from(tx, b""), range(limit), strict=False)]
 
 
-def is_wanted(tx: ReadTxn, blob_id: bytes) -> bool:
-    """Whether the policy wants the blob whole and it is not held whole yet (its ``n`` row)."""
-    return tx.get(TABLE, b"n" + blob_id) is not None
+def wanted_from(tx: ReadTxn, after: bytes) -> Iterator[tuple[bytes, int]]:
+    """The wanted blobs ``(id, size)`` in order of id and size, from the first after ``after``
+    (an id ‖ u64 size as :func:`wanted_position` gives; ``b""``: from the first)."""
+    start = b"n" + after + b"\x00" if after else None
+    for row_key, value in tx.scan(TABLE, prefix=b"n", start=start):
+        yield row_key[1 : 1 + _ID], _U64.unpack(value)[0]
+
+
+def wanted_position(blob_id: bytes, size: int) -> bytes:
+    """Where a scan of the wanted blobs resumes after ``(blob_id, size)``."""
+    return _ref_key(blob_id, size)
+
+
+def is_wanted(tx: ReadTxn, blob_id: bytes, size: int | None = None) -> bool:
+    """Whether the policy wants the blob (at ``size``; without, at any size) whole and it is not
+    held whole yet (its ``n`` row)."""
+    if size is not None:
+        return tx.get(TABLE, b"n" + _ref_key(blob_id, size)) is not None
+    return any(True for _ in tx.scan_keys(TABLE, prefix=b"n" + blob_id))
 
 
 def referencing_keys(tx: ReadTxn, blob_id: bytes) -> Iterator[tuple[int, int, str]]:
-    """The applied nodes referencing the blob: ``(feed, seq, key)``."""
+    """The applied nodes referencing the blob (at any size): ``(feed, seq, key)``."""
     for row_key, value in tx.scan(TABLE, prefix=b"r" + blob_id):
-        feed, seq = _POINTER.unpack(row_key[1 + _ID :])
+        feed, seq = _POINTER.unpack(row_key[-_POINTER.size :])
         yield feed, seq, value.decode("utf-8")
 
 
 def note_complete(tx: WriteTxn, blob_id: bytes) -> None:
-    """The blob is now held whole: no longer wanted."""
-    tx.delete(TABLE, b"n" + blob_id)
+    """The blob is now held whole: no longer wanted (at any size: the id commits to one)."""
+    for row_key in list(tx.scan_keys(TABLE, prefix=b"n" + blob_id)):
+        tx.delete(TABLE, row_key)
 
 
 def note_removed(tx: WriteTxn, blob_id: bytes) -> None:
     """``gc`` removed the blob: not wanted again until a new node references it."""
-    tx.delete(TABLE, b"n" + blob_id)
+    note_complete(tx, blob_id)
     tx.delete(TABLE, b"u" + blob_id)
-    if tx.get(TABLE, b"i" + blob_id) is not None:
+    if any(True for _ in tx.scan_keys(TABLE, prefix=b"i" + blob_id)):
         tx.put(TABLE, b"g" + blob_id, b"")
 
 
@@ -206,17 +236,17 @@ def update(
     of the nodes ``taken_back`` (``(feed, seq)``; nodes that reference none are skipped)."""
     for feed, seq in taken_back:
         pointer = _POINTER.pack(feed, seq)
-        ids = tx.get(TABLE, b"p" + pointer)
-        if ids is None:
+        refs = tx.get(TABLE, b"p" + pointer)
+        if refs is None:
             continue
         tx.delete(TABLE, b"p" + pointer)
-        for at in range(0, len(ids), _ID):
-            _forget(tx, ids[at : at + _ID], feed, pointer)
+        for at in range(0, len(refs), _REF):
+            _forget(tx, refs[at : at + _ID], _U64.unpack_from(refs, at + _ID)[0], feed, pointer)
     for node in applied:
         pointer = _POINTER.pack(node.feed, node.seq)
         if tx.get(TABLE, b"p" + pointer) is not None:
             continue  # applied again (a settlement moved it back): already recorded
-        tx.put(TABLE, b"p" + pointer, b"".join(blob_id for blob_id, _ in node.blobs))
+        tx.put(TABLE, b"p" + pointer, b"".join(_ref_key(i, s) for i, s in node.blobs))
         for blob_id, size in node.blobs:
             _add(tx, settings, blob_id, size, node.feed, pointer, node.key)
 
@@ -230,9 +260,10 @@ def _add(
     pointer: bytes,
     key: str,
 ) -> None:
-    tx.put(TABLE, b"r" + blob_id + pointer, key.encode("utf-8"))
+    ref = _ref_key(blob_id, size)
+    tx.put(TABLE, b"r" + ref + pointer, key.encode("utf-8"))
     tx.delete(TABLE, b"g" + blob_id)  # referenced anew: wanted again if the policy says so
-    mine = b"w" + _FEED.pack(feed) + blob_id
+    mine = b"w" + _FEED.pack(feed) + ref
     count_row = tx.get(TABLE, mine)
     count, counted = (0, 0) if count_row is None else _COUNT.unpack(count_row)
     status = ACCEPTED
@@ -249,23 +280,24 @@ def _add(
     elif not counted:
         status = OVER_QUOTA
     tx.put(TABLE, mine, _COUNT.pack(count + 1, counted))
-    before = reference(tx, blob_id)
-    if before is not None:  # the size is the id's: too large for one reference is for all
+    before = reference(tx, blob_id, size)
+    if before is not None:  # too large for one reference is for all of that size
         status = min(status, before.status)
         references = before.references + 1
     else:
         references = 1
-    tx.put(TABLE, b"i" + blob_id, cbor.encode([size, status, references]))
+    tx.put(TABLE, b"i" + ref, cbor.encode([size, status, references]))
     if status == ACCEPTED and size and settings.wants(key) and not is_complete(tx, blob_id):
-        tx.put(TABLE, b"n" + blob_id, _U64.pack(size))
+        tx.put(TABLE, b"n" + ref, _U64.pack(size))
 
 
-def _forget(tx: WriteTxn, blob_id: bytes, feed: int, pointer: bytes) -> None:
-    tx.delete(TABLE, b"r" + blob_id + pointer)
-    before = reference(tx, blob_id)
+def _forget(tx: WriteTxn, blob_id: bytes, size: int, feed: int, pointer: bytes) -> None:
+    ref = _ref_key(blob_id, size)
+    tx.delete(TABLE, b"r" + ref + pointer)
+    before = reference(tx, blob_id, size)
     if before is None:
         return
-    mine = b"w" + _FEED.pack(feed) + blob_id
+    mine = b"w" + _FEED.pack(feed) + ref
     count_row = tx.get(TABLE, mine)
     count, counted = (0, 0) if count_row is None else _COUNT.unpack(count_row)
     if count <= 1:
@@ -273,17 +305,16 @@ def _forget(tx: WriteTxn, blob_id: bytes, feed: int, pointer: bytes) -> None:
         used_row = tx.get(TABLE, b"q" + _FEED.pack(feed))
         if used_row is not None and counted:
             used = _U64.unpack(used_row)[0]
-            tx.put(TABLE, b"q" + _FEED.pack(feed), _U64.pack(max(0, used - before.size)))
+            tx.put(TABLE, b"q" + _FEED.pack(feed), _U64.pack(max(0, used - size)))
     else:
         tx.put(TABLE, mine, _COUNT.pack(count - 1, counted))
     if before.references <= 1:
-        tx.delete(TABLE, b"i" + blob_id)
-        tx.delete(TABLE, b"n" + blob_id)
-        tx.delete(TABLE, b"g" + blob_id)
+        tx.delete(TABLE, b"i" + ref)
+        tx.delete(TABLE, b"n" + ref)
+        if not any(True for _ in tx.scan_keys(TABLE, prefix=b"i" + blob_id)):
+            tx.delete(TABLE, b"g" + blob_id)
     else:
-        tx.put(
-            TABLE, b"i" + blob_id, cbor.encode([before.size, before.status, before.references - 1])
-        )
+        tx.put(TABLE, b"i" + ref, cbor.encode([size, before.status, before.references - 1]))
 
 
 def clear(tx: WriteTxn) -> None:
@@ -306,23 +337,29 @@ def settle_policy(tx: WriteTxn, settings: BlobSettings) -> None:
 
 def apply_policy(tx: WriteTxn, settings: BlobSettings) -> None:
     """Recompute the wanted rows for ``settings`` (after the policy changed between opens)."""
-    for row_key, _ in list(tx.scan(TABLE, prefix=b"n")):
+    for row_key in list(tx.scan_keys(TABLE, prefix=b"n")):
         tx.delete(TABLE, row_key)
     for row_key, value in list(tx.scan(TABLE, prefix=b"r")):
-        blob_id = row_key[1 : 1 + _ID]
-        if tx.get(TABLE, b"n" + blob_id) is not None or tx.get(TABLE, b"g" + blob_id) is not None:
+        ref = row_key[1 : 1 + _REF]
+        blob_id, size = ref[:_ID], _U64.unpack(ref[_ID:])[0]
+        if tx.get(TABLE, b"n" + ref) is not None or is_removed(tx, blob_id):
             continue
-        found = reference(tx, blob_id)
+        found = reference(tx, blob_id, size)
         if (
             found is not None
             and found.status == ACCEPTED
-            and found.size
+            and size
             and settings.wants(value.decode("utf-8"))
             and not is_complete(tx, blob_id)
         ):
-            tx.put(TABLE, b"n" + blob_id, _U64.pack(found.size))
+            tx.put(TABLE, b"n" + ref, _U64.pack(size))
+
+
+def references_exactly(tx: ReadTxn, blob_id: bytes, size: int) -> bool:
+    """Whether an applied node references the blob at exactly ``size``."""
+    return tx.get(TABLE, b"i" + _ref_key(blob_id, size)) is not None
 
 
 def referenced_ids(tx: ReadTxn) -> list[bytes]:
-    """Every blob an applied node references, by id."""
-    return [row_key[1:] for row_key, _ in tx.scan(TABLE, prefix=b"i")]
+    """Every blob an applied node references, by id (once, whatever sizes it is referenced at)."""
+    return list(dict.fromkeys(row_key[1 : 1 + _ID] for row_key in tx.scan_keys(TABLE, prefix=b"i")))

@@ -77,23 +77,21 @@ class BlobReplica:
         for start, end in self._demand.ranges(ref.id):
             ranges.extend(self._store.missing(ref, start, min(end, count)))
         with self._context.storage.read() as tx:
-            whole = blob_refs.is_wanted(tx, ref.id)
+            whole = blob_refs.is_wanted(tx, ref.id, ref.size)
         if whole:
             for gap in self._store.missing(ref):
                 if gap not in ranges:
                     ranges.append(gap)
         return ranges
 
-    def acceptable(self, blob_id: bytes) -> BlobRef | None:
-        """The blob's reference if an applied node references it and this replica's limits
-        accept it."""
+    def acceptable(self, ref: BlobRef) -> bool:
+        """Whether an applied node references exactly ``ref`` (id and size) and this replica's
+        limits accept it."""
         if not self._accepts:
-            return None
+            return False
         with self._context.storage.read() as tx:
-            found = blob_refs.reference(tx, blob_id)
-        if found is None or found.status != blob_refs.ACCEPTED:
-            return None
-        return BlobRef(blob_id, found.size)
+            found = blob_refs.reference(tx, ref.id, ref.size)
+        return found is not None and found.status == blob_refs.ACCEPTED
 
     def held(self, blob_id: bytes) -> BlobRef | None:
         info = self._store.info(blob_id)
@@ -109,11 +107,10 @@ class BlobReplica:
     ) -> int:
         """Verify and store chunks a peer sent (VerificationError, nothing stored, when they do
         not prove to be the blob's; ProtocolError for a blob this replica does not accept)."""
-        accepted = self.acceptable(ref.id)
-        if accepted is None or accepted != ref:
-            if self._accepts and accepted is None:  # no longer referenced since it was asked
-                return 0  # for (a revocation, a limit): an honest peer's answer, dropped
+        if not self._accepts:
             raise ProtocolError(f"blob {ref.id.hex()[:16]} is not one this replica accepts")
+        if not self.acceptable(ref):  # no longer referenced so since it was asked for (a
+            return 0  # revocation, a limit): an honest peer's answer, dropped
         context = self._context
         with context.lock:
             context.check_open()

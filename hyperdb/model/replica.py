@@ -95,8 +95,8 @@ class StoreReplica:
     def blob_missing(self, ref: BlobRef) -> list[tuple[int, int]]:
         return [] if self._blobs is None else self._blobs.missing(ref)
 
-    def blob_acceptable(self, blob_id: bytes) -> BlobRef | None:
-        return None if self._blobs is None else self._blobs.acceptable(blob_id)
+    def blob_acceptable(self, ref: BlobRef) -> bool:
+        return self._blobs is not None and self._blobs.acceptable(ref)
 
     def blob_held(self, blob_id: bytes) -> BlobRef | None:
         return None if self._blobs is None else self._blobs.held(blob_id)

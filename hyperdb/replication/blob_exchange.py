@@ -2,9 +2,10 @@
 
 With the feature ``blobs`` on, each side wants the blobs its replica wants now
 (``Replica.blob_wants``: referenced by applied nodes, within its policy and limits, readers'
-demands first) and the peer answers every wanted id once: ``blob-have`` with the size when it
-holds the blob complete, ``blob-unhave`` when it does not, and ``blob-have`` later in the session
-if it comes to hold one it said it lacked. A side then requests the chunk ranges its replica is
+demands first), each with the size its referencing node gives (one size per id at a time), and
+the peer answers every wanted blob once: ``blob-have`` when it holds exactly that id and size
+complete, ``blob-unhave`` when it does not, and ``blob-have`` later in the session if it comes
+to hold one it said it lacked. A side then requests the chunk ranges its replica is
 missing (``Replica.blob_missing``) of the blobs the peer holds, at most
 :data:`MAX_BLOB_REQUESTS` requests of at most 64 chunks outstanding, and ingests each answer
 (verified against the blob's id by the replica: a chunk or proof that does not verify ends the
@@ -13,8 +14,9 @@ session and nothing of it is stored). Each side answers the peer's requests in o
 announces that blob again in the session and drops the peer's requests of it still in flight.
 
 Everything a peer sends is checked against this session's state: a blob-have or blob-unhave
-names only ids this side wanted (a blob-have once, with the size this side accepts: a blob this
-side does not accept, or of another size, is a protocol error), a request only a blob announced
+names only ids this side wanted (a blob-have once, with exactly the id and size wanted: another
+size is a protocol error, and so is a blob-have of a blob the peer said was gone after announcing
+it), a request only a blob announced
 held and chunks inside it, blob-data exactly one outstanding request; the peer's wants are
 bounded (:data:`MAX_SESSION_BLOB_WANTS` per session) and so are its queued requests
 (:data:`MAX_BLOB_REQUESTS`). Memory per session is bounded by these counts.
@@ -52,7 +54,7 @@ MAX_SESSION_BLOB_WANTS = 65_536
 #: change (the rest at the next ones): a peer wanting many blobs costs a bounded amount of work.
 RECHECK_PER_SCHEDULE = 1024
 
-_OWED, _GONE = -1, -2
+_HELD, _OWED, _GONE = 0, -1, -2
 
 
 def _short(blob_id: bytes) -> str:
@@ -68,17 +70,24 @@ class BlobExchange:
         self._upload = upload
         self._download = download
         self._open = False  # the feature is on and replica.blob_sessions(+1) was called
-        # what this side wanted: asked (no answer yet), held by the peer (its size), lacking
-        self._asked: set[bytes] = set()
+        # what this side wanted (one size per id at a time): asked (no answer yet), held by the
+        # peer (the id and size it announced), lacking (each size it lacks, by id); announced
+        # and then lost (gone: never announced again in this session)
+        self._asked: dict[bytes, BlobRef] = {}
         self._peer_has: dict[bytes, BlobRef] = {}
-        self._peer_lacks: set[bytes] = set()
+        self._peer_lacks: dict[bytes, set[int]] = {}
+        self._peer_gone: set[bytes] = set()
+        self._wanted = 0  # blobs wanted in this session
         self._fetch: dict[bytes, BlobRef] = {}  # held by the peer, wanted and not complete here
         self._pulls: dict[tuple[bytes, int], int] = {}  # outstanding requests: (id, start) -> end
-        # what the peer wanted: id -> the size announced held, or _OWED (said lacking: announced
-        # once held here) or _GONE (announced, then lost; or refused when not uploading: never
-        # announced again in this session); the owed ones in the order to look at them
-        self._peer_wanted: dict[bytes, int] = {}
-        self._owed: dict[bytes, None] = {}
+        # what the peer wanted: each blob (id and size) -> _HELD (announced), _OWED (said lacking:
+        # announced once held here) or _GONE (announced, then lost; or refused when not
+        # uploading: never announced again in this session); the owed ones in the order to look
+        # at them; the ids announced (their size), and those announced and then lost
+        self._peer_wanted: dict[BlobRef, int] = {}
+        self._owed: dict[BlobRef, None] = {}
+        self._announced: dict[bytes, int] = {}
+        self._withdrawn: set[bytes] = set()
         self._recheck = 0  # owed blobs still to look at since the last local change
         self._serving: deque[tuple[BlobRef, int, int]] = deque()
         self._wants_stale = True  # read replica.blob_wants() again at the next schedule
@@ -124,7 +133,7 @@ class BlobExchange:
     @property
     def wanted(self) -> int:
         """Blob ids this side wanted in this session."""
-        return len(self._asked) + len(self._peer_has) + len(self._peer_lacks)
+        return self._wanted
 
     # --- receiving --------------------------------------------------------------------------------
 
@@ -146,22 +155,24 @@ class BlobExchange:
 
     def _on_want(self, message: BlobWant) -> list[BlobMessage]:
         wanted = self._peer_wanted
-        if len(wanted) + len(message.ids) > MAX_SESSION_BLOB_WANTS:
+        if len(wanted) + len(message.blobs) > MAX_SESSION_BLOB_WANTS:
             raise ProtocolError(f"the peer wanted more than {MAX_SESSION_BLOB_WANTS} blobs")
         held: list[BlobRef] = []
         lacking: list[bytes] = []
-        for blob_id in message.ids:
-            if blob_id in wanted:
+        for want in message.blobs:
+            blob_id = want.id
+            if want in wanted:
                 raise ProtocolError(f"the peer wanted blob {_short(blob_id)} twice")
-            ref = self._replica.blob_held(blob_id) if self._upload else None
-            if ref is not None and ref.id == blob_id:
+            ref = self._held(want)
+            if ref is not None:
                 held.append(ref)
-                wanted[blob_id] = ref.size
+                wanted[want] = _HELD
+                self._announced[blob_id] = ref.size
             else:
                 lacking.append(blob_id)
-                wanted[blob_id] = _OWED if self._upload else _GONE
+                wanted[want] = _OWED if self._upload else _GONE
                 if self._upload:
-                    self._owed[blob_id] = None
+                    self._owed[want] = None
         out: list[BlobMessage] = []
         if held:
             out.append(BlobHave(tuple(held)))  # ids ascending, as wanted
@@ -169,48 +180,67 @@ class BlobExchange:
             out.append(BlobUnhave(tuple(lacking)))
         return out
 
+    def _held(self, want: BlobRef) -> BlobRef | None:
+        """``want`` if this side holds exactly it (and may announce it in this session)."""
+        if not self._upload or want.id in self._withdrawn:
+            return None
+        ref = self._replica.blob_held(want.id)
+        return ref if ref == want else None
+
     def _on_have(self, message: BlobHave) -> None:
         for ref in message.blobs:
             blob_id = ref.id
+            if blob_id in self._peer_gone:
+                raise ProtocolError(
+                    f"the peer announced blob {_short(blob_id)} again after saying it was gone"
+                )
             if blob_id in self._peer_has:
                 raise ProtocolError(f"the peer announced blob {_short(blob_id)} twice")
-            if blob_id not in self._asked and blob_id not in self._peer_lacks:
-                raise ProtocolError(
-                    f"a blob-have of blob {_short(blob_id)}, which this replica did not want"
-                )
-            accepted = self._replica.blob_acceptable(blob_id)
-            if accepted is not None and accepted.size != ref.size:
+            asked = self._asked.get(blob_id)
+            lacked = self._peer_lacks.get(blob_id, set())
+            if asked != ref and ref.size not in lacked:
+                if asked is None and not lacked:
+                    raise ProtocolError(
+                        f"a blob-have of blob {_short(blob_id)}, which this replica did not want"
+                    )
+                sizes = sorted({*lacked, *([asked.size] if asked is not None else [])})
                 raise ProtocolError(
                     f"the peer announced blob {_short(blob_id)} of {ref.size} bytes, which "
-                    f"this replica accepts at {accepted.size} bytes"
-                    + (" (oversize)" if ref.size > accepted.size else "")
+                    f"this replica wanted at {' or '.join(map(str, sizes))} bytes"
+                    + (" (oversize)" if ref.size > max(sizes) else "")
                 )
-            self._asked.discard(blob_id)
-            self._peer_lacks.discard(blob_id)
+            if asked == ref:
+                del self._asked[blob_id]
+            lacked.discard(ref.size)
+            if not lacked:
+                self._peer_lacks.pop(blob_id, None)
             self._peer_has[blob_id] = ref
-            if accepted is not None and self._download:
-                self._fetch[blob_id] = accepted
+            if self._download and self._replica.blob_acceptable(ref):
+                self._fetch[blob_id] = ref
 
     def _on_unhave(self, message: BlobUnhave, peer: str) -> None:
         for blob_id in message.ids:
-            if blob_id in self._peer_lacks:
-                raise ProtocolError(f"the peer said twice it lacks blob {_short(blob_id)}")
-            if blob_id not in self._asked and blob_id not in self._peer_has:
-                raise ProtocolError(
-                    f"a blob-unhave of blob {_short(blob_id)}, which this replica did not want"
-                )
-            self._asked.discard(blob_id)
-            if self._peer_has.pop(blob_id, None) is not None:  # gone: its requests are dropped
-                self._fetch.pop(blob_id, None)
-                for pull in [pull for pull in self._pulls if pull[0] == blob_id]:
-                    del self._pulls[pull]
-            self._peer_lacks.add(blob_id)
+            ref = self._asked.pop(blob_id, None)
+            if ref is None:
+                ref = self._peer_has.pop(blob_id, None)
+                if ref is not None:  # gone: its requests are dropped, never announced again
+                    self._peer_gone.add(blob_id)
+                    self._fetch.pop(blob_id, None)
+                    for pull in [pull for pull in self._pulls if pull[0] == blob_id]:
+                        del self._pulls[pull]
+                elif blob_id in self._peer_lacks:
+                    raise ProtocolError(f"the peer said twice it lacks blob {_short(blob_id)}")
+                else:
+                    raise ProtocolError(
+                        f"a blob-unhave of blob {_short(blob_id)}, which this replica did not want"
+                    )
+            self._peer_lacks.setdefault(blob_id, set()).add(ref.size)
             self._replica.blob_peer_lacks(blob_id, peer)
 
     def _on_request(self, message: BlobRequest) -> None:
         blob_id = message.id
-        size = self._peer_wanted.get(blob_id, _OWED)
-        if size == _GONE and self._upload:
+        size = self._announced.get(blob_id, -1)
+        if blob_id in self._withdrawn:
             return  # sent before the peer read this side's blob-unhave, which answered it
         if size < 0:
             raise ProtocolError(
@@ -248,10 +278,11 @@ class BlobExchange:
         del self._fetch[ref.id]
         self.blobs_completed += 1
         self._wants_stale = True  # the replica wants others now
-        if self._peer_wanted.get(ref.id) != _OWED:
+        if self._peer_wanted.get(ref) != _OWED or ref.id in self._withdrawn:
             return []
-        del self._owed[ref.id]
-        self._peer_wanted[ref.id] = ref.size
+        del self._owed[ref]
+        self._peer_wanted[ref] = _HELD
+        self._announced[ref.id] = ref.size
         return [BlobHave((ref,))]
 
     # --- deciding ---------------------------------------------------------------------------------
@@ -284,43 +315,51 @@ class BlobExchange:
         owed = self._owed
         take = min(self._recheck, RECHECK_PER_SCHEDULE, len(owed))
         self._recheck -= take
-        held: list[BlobRef] = []
-        for blob_id in list(islice(owed, take)):
-            del owed[blob_id]
-            ref = self._replica.blob_held(blob_id)
-            if ref is not None and ref.id == blob_id:
-                held.append(ref)
-                self._peer_wanted[blob_id] = ref.size
+        held: dict[bytes, BlobRef] = {}
+        for want in list(islice(owed, take)):
+            del owed[want]
+            ref = self._held(want) if want.id not in held else None
+            if ref is not None:
+                held[ref.id] = ref
+                self._peer_wanted[want] = _HELD
+                self._announced[ref.id] = ref.size
             else:
-                owed[blob_id] = None
-        held.sort()
-        for first in range(0, len(held), MAX_BLOB_IDS):
-            yield BlobHave(tuple(held[first : first + MAX_BLOB_IDS]))
+                owed[want] = None
+        announce = sorted(held.values())
+        for first in range(0, len(announce), MAX_BLOB_IDS):
+            yield BlobHave(tuple(announce[first : first + MAX_BLOB_IDS]))
 
     def _want(self) -> Iterator[BlobWant]:
-        """Want what the replica wants and this session did not want yet; a blob wanted again
-        that the peer announced (fetched and since reclaimed here, or not accepted then) is
-        fetched again without asking."""
-        fresh: set[bytes] = set()
+        """Want what the replica wants and this session did not want yet, one size per id at a
+        time (of two sizes of an id, one the peer lacks, the other); a blob wanted again that the
+        peer announced (fetched and since reclaimed here, or not accepted then) is fetched again
+        without asking."""
+        fresh: dict[bytes, BlobRef] = {}
         for ref in self._replica.blob_wants():
             blob_id = ref.id
             if blob_id in self._peer_has:
-                self._fetch.setdefault(blob_id, ref)  # _request checks it is accepted still
-            elif blob_id not in self._asked and blob_id not in self._peer_lacks:
-                fresh.add(blob_id)
+                if self._peer_has[blob_id] == ref:
+                    self._fetch.setdefault(blob_id, ref)  # _request checks it is accepted still
+            elif (
+                blob_id not in self._asked
+                and blob_id not in fresh
+                and blob_id not in self._peer_gone
+                and ref.size not in self._peer_lacks.get(blob_id, ())
+            ):
+                fresh[blob_id] = ref
         room = MAX_SESSION_BLOB_WANTS - self.wanted
-        ids = sorted(fresh)[: max(room, 0)]
-        self._asked.update(ids)
-        for first in range(0, len(ids), MAX_BLOB_IDS):
-            yield BlobWant(tuple(ids[first : first + MAX_BLOB_IDS]))
+        refs = sorted(fresh.values())[: max(room, 0)]
+        self._asked.update((ref.id, ref) for ref in refs)
+        self._wanted += len(refs)
+        for first in range(0, len(refs), MAX_BLOB_IDS):
+            yield BlobWant(tuple(refs[first : first + MAX_BLOB_IDS]))
 
     def _request(self) -> Iterator[BlobMessage]:
         replica = self._replica
         for blob_id, ref in list(self._fetch.items()):
             if len(self._pulls) >= MAX_BLOB_REQUESTS:
                 return
-            accepted = replica.blob_acceptable(blob_id)
-            if accepted is None or accepted != ref:  # no longer accepted here: not fetched
+            if not replica.blob_acceptable(ref):  # no longer accepted here: not fetched
                 del self._fetch[blob_id]
                 continue
             count = chunk_count(ref.size)
@@ -357,7 +396,11 @@ class BlobExchange:
         ref, start, end = self._serving.popleft()
         served = self._replica.blob_serve(ref, start, end)
         if served is None:
-            self._peer_wanted[ref.id] = _GONE
+            self._withdrawn.add(ref.id)
+            self._announced.pop(ref.id, None)
+            for want, state in self._peer_wanted.items():
+                if want.id == ref.id and state == _HELD:
+                    self._peer_wanted[want] = _GONE
             self._serving = deque(item for item in self._serving if item[0].id != ref.id)
             return BlobUnhave((ref.id,))
         chunks, nodes = served

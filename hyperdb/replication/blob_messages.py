@@ -2,10 +2,11 @@
 types and strict decoding.
 
 Five message types carry blobs (``spec/blobs.md``) beside the feeds: :class:`BlobWant` (type 11)
-names blobs the sender wants, :class:`BlobHave` (12) and :class:`BlobUnhave` (15) answer each
-wanted id (held complete, with its size; or not held), :class:`BlobRequest` (13) asks for a range
-of at most :data:`MAX_BLOB_REQUEST_CHUNKS` chunks of a blob the peer holds and :class:`BlobData`
-(14) answers it with the chunks and the Merkle nodes that prove them against the blob's id.
+names blobs the sender wants (id and size), :class:`BlobHave` (12) and :class:`BlobUnhave` (15)
+answer each wanted id (held complete, at exactly that size; or not held), :class:`BlobRequest`
+(13) asks for a range of at most :data:`MAX_BLOB_REQUEST_CHUNKS` chunks of a blob the peer holds
+and :class:`BlobData` (14) answers it with the chunks and the Merkle nodes that prove them against
+the blob's id.
 
 Lists of fixed-size entries are one byte string of records, as everywhere in the protocol: ids
 (32 bytes, :data:`BLOB_ID_RECORD`), id and size (40 bytes, :data:`BLOB_HAVE_RECORD`), proof nodes
@@ -52,9 +53,10 @@ MAX_BLOB_NODE_INDEX = 2 * MAX_BLOB_CHUNKS
 #: Most proof nodes of a blob-data: the largest range proof of any blob (``spec/blobs.md`` §1.4).
 MAX_BLOB_PROOF_NODES = MAX_PROOF_NODES
 
-#: One id of a blob-want's ``"w"`` or a blob-unhave's ``"u"``.
+#: One id of a blob-unhave's ``"u"``.
 BLOB_ID_RECORD = struct.Struct(f">{BLOB_ID_SIZE}s")
-#: One blob of a blob-have's ``"h"``: 32-byte id, u64 big-endian size in bytes.
+#: One blob of a blob-want's ``"w"`` or a blob-have's ``"h"``: 32-byte id, u64 big-endian size
+#: in bytes.
 BLOB_HAVE_RECORD = struct.Struct(f">{BLOB_ID_SIZE}sQ")
 #: One proof node of a blob-data's ``"n"``: u64 index, 32-byte hash, u64 size (as in data).
 BLOB_NODE_RECORD = struct.Struct(f">Q{HASH_SIZE}sQ")
@@ -62,10 +64,11 @@ BLOB_NODE_RECORD = struct.Struct(f">Q{HASH_SIZE}sQ")
 
 @dataclass(frozen=True, slots=True)
 class BlobWant:
-    """The sender wants these blobs (ids, strictly ascending): each is answered by a blob-have
-    or a blob-unhave."""
+    """The sender wants these blobs (ids strictly ascending, each with the size the sender's
+    referencing node gives): each is answered by a blob-have of exactly that id and size, or a
+    blob-unhave."""
 
-    ids: tuple[bytes, ...]
+    blobs: tuple[BlobRef, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +131,7 @@ def map_blob(message: BlobMessage) -> dict[str, Any]:
     if isinstance(message, BlobHave):
         return {"t": BLOB_HAVE, "h": b"".join(starmap(BLOB_HAVE_RECORD.pack, message.blobs))}
     if isinstance(message, BlobWant):
-        return {"t": BLOB_WANT, "w": b"".join(message.ids)}
+        return {"t": BLOB_WANT, "w": b"".join(starmap(BLOB_HAVE_RECORD.pack, message.blobs))}
     return {"t": BLOB_UNHAVE, "u": b"".join(message.ids)}
 
 
@@ -136,22 +139,13 @@ def decode_blob(kind: int, obj: dict[str, Any]) -> BlobMessage:
     """The blob message of type ``kind`` (11 to 15) from its decoded map."""
     if kind == BLOB_WANT:
         check_keys(obj, ("t", "w"), "blob-want")
-        return BlobWant(_ids(obj, "w", "blob-want"))
+        return BlobWant(_refs(obj, "w", "blob-want"))
     if kind == BLOB_UNHAVE:
         check_keys(obj, ("t", "u"), "blob-unhave")
         return BlobUnhave(_ids(obj, "u", "blob-unhave"))
     if kind == BLOB_HAVE:
         check_keys(obj, ("t", "h"), "blob-have")
-        records = _records(obj, "h", BLOB_HAVE_RECORD, 1, MAX_BLOB_IDS, "blob-have")
-        blobs = tuple(starmap(BlobRef, BLOB_HAVE_RECORD.iter_unpack(records)))
-        _ascending([blob.id for blob in blobs], "blob-have")
-        for blob in blobs:
-            if blob.size > MAX_BLOB_SIZE:
-                raise ProtocolError(
-                    f"a blob-have names blob {blob.id.hex()[:16]} of {blob.size} bytes, more "
-                    f"than the largest blob ({MAX_BLOB_SIZE})"
-                )
-        return BlobHave(blobs)
+        return BlobHave(_refs(obj, "h", "blob-have"))
     if kind == BLOB_REQUEST:
         name = "blob-request"
         check_keys(obj, ("t", "i", "s", "e"), name)
@@ -204,6 +198,20 @@ def _records(
             f"{record.size} bytes, not {len(raw)} bytes"
         )
     return raw
+
+
+def _refs(obj: dict[str, Any], key: str, name: str) -> tuple[BlobRef, ...]:
+    """1 to 256 blob records (id and size), ids strictly ascending, sizes at most the largest."""
+    records = _records(obj, key, BLOB_HAVE_RECORD, 1, MAX_BLOB_IDS, name)
+    blobs = tuple(starmap(BlobRef, BLOB_HAVE_RECORD.iter_unpack(records)))
+    _ascending([blob.id for blob in blobs], name)
+    for blob in blobs:
+        if blob.size > MAX_BLOB_SIZE:
+            raise ProtocolError(
+                f"a {name} names blob {blob.id.hex()[:16]} of {blob.size} bytes, more "
+                f"than the largest blob ({MAX_BLOB_SIZE})"
+            )
+    return blobs
 
 
 def _ids(obj: dict[str, Any], key: str, name: str) -> tuple[bytes, ...]:

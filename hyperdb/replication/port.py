@@ -154,16 +154,15 @@ class Replica(Protocol):
         what it already asked for), so several peers may serve one blob."""
         ...
 
-    def blob_acceptable(self, blob_id: bytes) -> BlobRef | None:
-        """The blob ``blob_id`` as this side accepts it (its size from the referencing node),
-        or None: referenced by no applied node of an authorized writer, or over the local
-        limits (maximum size, the writer's quota). A peer announcing it with another size broke
-        the protocol; one this side does not accept is never requested."""
+    def blob_acceptable(self, ref: BlobRef) -> bool:
+        """Whether this side accepts exactly ``ref`` (id and size): an applied node of an
+        authorized writer references the blob at that size, within the local limits (maximum
+        size, the writer's quota). A blob this side does not accept is never requested."""
         ...
 
     def blob_held(self, blob_id: bytes) -> BlobRef | None:
-        """The blob if this side holds it complete (it may be announced and served), else
-        None."""
+        """The blob if this side holds it complete and an applied node references it at its size
+        (it may be announced and served), else None."""
         ...
 
     def blob_serve(

@@ -21,7 +21,6 @@ from hyperdb.primitives import cbor as encoding
 from hyperdb.primitives import crypto
 from hyperdb.replication.blob_messages import (
     BLOB_HAVE_RECORD,
-    BLOB_ID_RECORD,
     BLOB_NODE_RECORD,
     BlobData,
     BlobHave,
@@ -104,9 +103,9 @@ def fields(message: Message) -> dict[str, object]:
         }
     if isinstance(message, Idle):
         return {"seen": message.seen}
-    if isinstance(message, (BlobWant, BlobUnhave)):
+    if isinstance(message, BlobUnhave):
         return {"ids": [blob.hex() for blob in message.ids]}
-    if isinstance(message, BlobHave):
+    if isinstance(message, (BlobWant, BlobHave)):
         return {"blobs": [[blob.id.hex(), blob.size] for blob in message.blobs]}
     if isinstance(message, BlobRequest):
         return {"id": message.id.hex(), "start": message.start, "end": message.end}
@@ -192,8 +191,8 @@ def main() -> None:
     empty = blob_id_of(b"")
     top = 1 << 24  # chunks of the largest blob
 
-    def ids(count: int) -> bytes:
-        return b"".join(BLOB_ID_RECORD.pack(i.to_bytes(32, "big")) for i in range(count))
+    def want_records(count: int) -> bytes:
+        return b"".join(BLOB_HAVE_RECORD.pack(i.to_bytes(32, "big"), 1) for i in range(count))
 
     binding = bytes(range(64, 128))
     signer = IdentitySigner(key, keypair.secret_key)
@@ -229,7 +228,7 @@ def main() -> None:
         case("data with several proof nodes", Data.from_proof(key, middle, middle_proof)),
         case("idle", Idle(7)),
         case("error", Error("bad proof")),
-        case("blob-want", BlobWant(tuple(sorted([three.id, small.id])))),
+        case("blob-want", BlobWant(tuple(sorted([three, small])))),
         case("blob-have", BlobHave(tuple(sorted([three, small, empty])))),
         case("blob-request", BlobRequest(three.id, 1, 3)),
         case(
@@ -359,12 +358,20 @@ def main() -> None:
         ),
         ("257 proof nodes", data({"n": node_records(*[(2, digest, 5)] * 257)})),
         ("proof nodes as an array of triples", data({"n": [[2, digest, 5]]})),
-        ("blob-want of no id", blob(11, {"w": b""})),
-        ("blob-want of 257 ids", blob(11, {"w": ids(257)})),
-        ("blob-want not in id order", blob(11, {"w": high + low})),
-        ("blob-want naming an id twice", blob(11, {"w": low + low})),
-        ("blob-want id of 31 bytes", blob(11, {"w": low[1:]})),
-        ("blob-want ids as an array", blob(11, {"w": [low]})),
+        ("blob-want of no blob", blob(11, {"w": b""})),
+        ("blob-want of 257 blobs", blob(11, {"w": want_records(257)})),
+        (
+            "blob-want not in id order",
+            blob(11, {"w": BLOB_HAVE_RECORD.pack(high, 1) + BLOB_HAVE_RECORD.pack(low, 1)}),
+        ),
+        (
+            "blob-want naming an id twice (two sizes)",
+            blob(11, {"w": BLOB_HAVE_RECORD.pack(low, 1) + BLOB_HAVE_RECORD.pack(low, 2)}),
+        ),
+        ("blob-want of ids without sizes", blob(11, {"w": low + high})),
+        ("blob-want record of 39 bytes", blob(11, {"w": BLOB_HAVE_RECORD.pack(low, 1)[1:]})),
+        ("blob-want beyond 2^40 bytes", blob(11, {"w": BLOB_HAVE_RECORD.pack(low, (1 << 40) + 1)})),
+        ("blob-want records as an array", blob(11, {"w": [BLOB_HAVE_RECORD.pack(low, 1)]})),
         ("blob-have of no blob", blob(12, {"h": b""})),
         ("blob-have beyond 2^40 bytes", blob(12, {"h": BLOB_HAVE_RECORD.pack(low, (1 << 40) + 1)})),
         ("blob-have record of 39 bytes", blob(12, {"h": BLOB_HAVE_RECORD.pack(low, 1)[1:]})),

@@ -115,7 +115,7 @@ class DictBlobs:
         wanted = list(self.demanded.values())
         if self.eager:
             wanted += [r for r in self.referenced.values() if r.id not in self.demanded]
-        return [r for r in wanted if self.acceptable(r.id) and not self.complete(r.id)][:256]
+        return [r for r in wanted if self.acceptable(r) and not self.complete(r.id)][:256]
 
     def missing(self, ref: BlobRef) -> list[tuple[int, int]]:
         held = self.chunks.get(ref.id, {})
@@ -129,11 +129,10 @@ class DictBlobs:
                 ranges.append((index, index + 1))
         return ranges
 
-    def acceptable(self, blob_id: bytes) -> BlobRef | None:
-        ref = self.referenced.get(blob_id) or self.demanded.get(blob_id)
-        if ref is None or (self.max_size is not None and ref.size > self.max_size):
-            return None
-        return ref
+    def acceptable(self, ref: BlobRef) -> bool:
+        if ref not in (self.referenced.get(ref.id), self.demanded.get(ref.id)):
+            return False
+        return self.max_size is None or ref.size <= self.max_size
 
     def held(self, blob_id: bytes) -> BlobRef | None:
         if blob_id == EMPTY.id:
@@ -154,7 +153,7 @@ class DictBlobs:
     def ingest(
         self, ref: BlobRef, start: int, chunks: Sequence[bytes], proof: Sequence[TreeNode]
     ) -> int:
-        if self.acceptable(ref.id) != ref:
+        if not self.acceptable(ref):
             raise ProtocolError(f"blob {ref} is not accepted here")
         nodes = verify_range(ref, start, chunks, proof)  # VerificationError: nothing stored
         self.ingests += 1
@@ -180,8 +179,8 @@ class BlobMethods:
     def blob_missing(self, ref: BlobRef) -> list[tuple[int, int]]:
         return self.blobs.missing(ref)
 
-    def blob_acceptable(self, blob_id: bytes) -> BlobRef | None:
-        return self.blobs.acceptable(blob_id)
+    def blob_acceptable(self, ref: BlobRef) -> bool:
+        return self.blobs.acceptable(ref)
 
     def blob_held(self, blob_id: bytes) -> BlobRef | None:
         return self.blobs.held(blob_id)

@@ -20,8 +20,8 @@ class NoBlobs:
     def blob_missing(self, ref: BlobRef) -> list[tuple[int, int]]:
         return []
 
-    def blob_acceptable(self, blob_id: bytes) -> BlobRef | None:
-        return None
+    def blob_acceptable(self, ref: BlobRef) -> bool:
+        return False
 
     def blob_held(self, blob_id: bytes) -> BlobRef | None:
         return None
