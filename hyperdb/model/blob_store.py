@@ -166,7 +166,16 @@ class BlobStore:
                     progress(hasher.size // 2, size)
             ref = hasher.finish()
             if not self._complete(ref.id):
-                self._store(ref, map(chunk, range(hasher.count)), tree, progress)
+                chunks: Iterator[bytes] = map(chunk, range(hasher.count))
+                if not isinstance(data, bytes):  # a mutable buffer: checked as a file is
+                    chunks = _checked(chunks, tree)
+                try:
+                    self._store(ref, chunks, tree, progress)
+                except _Changed as exc:
+                    raise InvalidArgument(
+                        "the blob's buffer changed while it was being stored; its complete "
+                        "content was not stored"
+                    ) from exc
         if progress is not None:
             progress(size, size)
         return ref
@@ -421,6 +430,15 @@ class BlobStore:
         )
         for key, chunk in rows:
             yield _CHUNK_KEY.unpack(key)[1], chunk
+
+
+def _checked(chunks: Iterable[bytes], tree: IO[bytes]) -> Iterator[bytes]:
+    """put's second pass over a buffer: each chunk checked against its leaf in the first pass's
+    ``tree``. Raises _Changed at a difference, before the chunk that differs is given out."""
+    for index, chunk in enumerate(chunks):
+        if merkle.hash_leaf(index, chunk) != _kept(tree, 2 * index):
+            raise _Changed
+        yield chunk
 
 
 def _reread(file: IO[bytes], count: int, tree: IO[bytes]) -> Iterator[bytes]:
