@@ -239,3 +239,27 @@ def test_a_writer_giving_a_wrong_size_does_not_break_honest_sessions(
     hyperdb.replicate(hostile, victim)  # the wrong size is wanted of a peer: it lacks it
     hyperdb.replicate(honest, victim)
     assert victim.get_blob(ref, timeout=0) == DATA
+
+
+def test_a_key_names_the_blob_of_the_value_get_one_gives() -> None:
+    """Two writers attach different blobs to one key concurrently: open_blob(key) reads the blob
+    of the node get_one chooses (the same on every replica), and a winning deletion leaves no
+    blob. Found in review: the key's blob was chosen by another rule than get_one's. Mutation
+    tried: the first node by writer key (caught on one of the two replicas)."""
+    a = hyperdb.open(memory=True, blob_policy="eager")
+    b = hyperdb.open(memory=True, key=a.key, blob_policy="eager")
+    a.authorize(b.local_key)
+    sync(a, b)
+    a.put("k", b"a", blobs=[a.put_blob(b"from a")])
+    b.put("k", b"b", blobs=[b.put_blob(b"from b")])
+    sync(a, b)
+    for db in (a, b):
+        chosen = db.get_one("k")
+        assert chosen is not None
+        assert db.get_blob("k") == (b"from a" if chosen.value == b"a" else b"from b")
+    a.delete("k")
+    sync(a, b)
+    for db in (a, b):
+        if db.get_one("k") is None:
+            with raises_code("blob_unavailable", match="no value"):
+                db.get_blob("k")

@@ -80,14 +80,14 @@ class Blobs:
         reader: NodeReader,
         store: BlobStore,
         demand: BlobDemand,
-        get: Callable[[str], list[Node]],
+        get_one: Callable[[str], Node | None],
         writable: Callable[[], str | None],
     ) -> None:
         self._context = context
         self._reader = reader
         self._store = store
         self._demand = demand
-        self._get = get
+        self._get_one = get_one
         self._writable = writable
 
     # --- writing ----------------------------------------------------------------------------------
@@ -134,10 +134,9 @@ class Blobs:
         if isinstance(target, str) and target.startswith("blob:"):
             return parse_ref(target)
         if isinstance(target, str):
-            nodes = [node for node in self._get(target) if not node.deleted]
-            if not nodes:
+            node = self._get_one(target)  # the value get_one gives, on every replica alike
+            if node is None:
                 raise BlobUnavailable(f"key {target!r} has no value", reason="no such key")
-            node = max(nodes, key=lambda n: (n.clock.get(n.writer, 0), n.writer))
             if not node.blobs:
                 raise BlobUnavailable(
                     f"the value of {target!r} references no blob", reason="no blob"

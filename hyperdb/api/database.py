@@ -234,7 +234,7 @@ class Database:
             self._writes = WritePath(context, reader, opened.local)
             self._reads = IndexReads(context, reader)
         self._blobs = Blobs(
-            context, reader, blob_store, blob_demand, self._reads.get, self._write_refusal
+            context, reader, blob_store, blob_demand, self.get_one, self._write_refusal
         )
         #: Durable plain writes of concurrent threads share one commit (one flush).
         self._group: GroupCommit[Op, Node] | None = (
