@@ -9,11 +9,15 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 import hyperdb
 from hyperdb.feed.blob_tree import CHUNK_SIZE, BlobRef, blob_id_of
+from hyperdb.model import blob_refs
+from hyperdb.model.node import StoredNode
 from tests.helpers.errors import raises_code
 from tests.helpers.memory_sync import sync
 
@@ -189,26 +193,29 @@ def test_a_read_only_database_cannot_put_blobs(tmp_path: Path) -> None:
             view.gc()
 
 
-def test_blobs_peers_lack_are_wanted_last() -> None:
-    """A session wants at most 256 blobs at once: those a peer said it lacks go last, so the
-    others get their turn. Mutation tried: no ordering (caught: the same 256 came first)."""
+def test_a_wanted_blob_is_reached_past_thousands_no_peer_has() -> None:
+    """5,000 wanted blobs no peer holds sort before the one a peer holds: the wanted rows are
+    read from a cursor that moves on (skipping blobs peers lacked), and each blob-unhave makes
+    the session look again, so the held one is reached and fetched.
+
+    Failing before: the wants read only the first 4,096 wanted rows in id order (those peers
+    lacked sorted last among them), so the held blob was never wanted and its read failed."""
     writer = hyperdb.open(memory=True)
-    refs = [writer.put_blob(n.to_bytes(2, "big")) for n in range(300)]
-    with writer.batch() as b:
-        for n, ref in enumerate(refs):
-            b.put(f"k{n}", b"", blobs=[ref])
-    relay = hyperdb.open(memory=True, key=writer.key)  # lazy: the nodes, no blob
-    hyperdb.replicate(writer, relay)
+    real = writer.put_blob(b"the one a peer holds")
+    writer.put("real", b"", blobs=[real])
     eager = hyperdb.open(memory=True, key=writer.key, blob_policy="eager")
-    first = eager.replication_port.blob_wants()
-    assert first == []
-    hyperdb.replicate(relay, eager)  # the relay answers every want: it lacks them
-    wants = eager.replication_port.blob_wants()
-    assert len(wants) == 256
-    by_id = sorted(refs)  # the first session wanted the first 256 by id: the relay lacked them
-    assert set(wants[:44]) == set(by_id[256:])  # the 44 not asked yet come first now
+    context = eager._context
+    unobtainable = [
+        cast(StoredNode, SimpleNamespace(feed=999, seq=n, key=f"none/{n}", blobs=((b, 1),)))
+        for n, b in enumerate(n.to_bytes(32, "big") for n in range(1, 5001))
+    ]
+    assert all(node.blobs[0][0] < real.id for node in unobtainable)
+    with context.lock, context.storage.write() as tx:
+        blob_refs.update(tx, context.blob_settings, unobtainable, ())
+    hyperdb.replicate(writer, eager)  # the writer lacks all but one
+    assert eager.get_blob(real, timeout=0) == b"the one a peer holds"
     with raises_code("blob_unavailable", match="put_blob first"):  # in batches too
-        eager.batch([{"key": "x", "value": b"", "blobs": [refs[0]]}])
+        eager.batch([{"key": "x", "value": b"", "blobs": [BlobRef(bytes(31) + b"\x01", 1)]}])
 
 
 def test_a_writer_giving_a_wrong_size_does_not_break_honest_sessions(
@@ -244,8 +251,8 @@ def test_a_writer_giving_a_wrong_size_does_not_break_honest_sessions(
 def test_a_key_names_the_blob_of_the_value_get_one_gives() -> None:
     """Two writers attach different blobs to one key concurrently: open_blob(key) reads the blob
     of the node get_one chooses (the same on every replica), and a winning deletion leaves no
-    blob. Found in review: the key's blob was chosen by another rule than get_one's. Mutation
-    tried: the first node by writer key (caught on one of the two replicas)."""
+    blob. Found in review: the key's blob was chosen by another rule than get_one's (the node
+    with the greatest entry of its own writer in its clock); with that rule this test failed."""
     a = hyperdb.open(memory=True, blob_policy="eager")
     b = hyperdb.open(memory=True, key=a.key, blob_policy="eager")
     a.authorize(b.local_key)
