@@ -226,7 +226,8 @@ class Blobs:
 
     def gc(self, retention: float | None, now: float | None = None) -> GcReport:
         """Remove the blobs no current node references once they have been found so for
-        ``retention`` seconds (``None``: the database's ``blob_retention``)."""
+        ``retention`` seconds (``None``: the database's ``blob_retention``). A blob held in part
+        that no node references is being stored (``put_blob``) and is left alone."""
         why = self._writable()
         if why is not None:
             raise ReadOnly(why)
@@ -245,6 +246,11 @@ class Blobs:
                     if info.id in current:
                         blob_refs.mark_unreferenced(tx, info.id, None)
                         continue
+                    if (
+                        not info.complete
+                        and next(blob_refs.referencing_keys(tx, info.id), None) is None
+                    ):
+                        continue  # being stored by put_blob (no node may reference it yet)
                     since = blob_refs.unreferenced_since(tx, info.id)
                     if since is None:
                         since = now
