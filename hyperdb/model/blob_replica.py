@@ -9,7 +9,7 @@ is verified first (``BlobStore.ingest``), and a completed blob stops being wante
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from hyperdb.errors import ProtocolError
 from hyperdb.feed.blob_tree import BlobRef, chunk_count
@@ -18,9 +18,11 @@ from hyperdb.model import blob_refs
 from hyperdb.model.blob_demand import BlobDemand
 from hyperdb.model.blob_store import BlobStore
 from hyperdb.model.context import DatabaseContext
+from hyperdb.storage import ReadTxn
 
-#: Most blobs one call of :meth:`BlobReplica.wants` names, of the wanted rows it reads.
+#: Most blobs one call of :meth:`BlobReplica.wants` names.
 MAX_WANTS = 256
+#: Most wanted rows one call of :meth:`BlobReplica.wants` reads (from where the last stopped).
 MAX_SCANNED = 4096
 #: Blobs remembered as lacked by a peer (their wants go last, so others get their turn).
 MAX_LACKED = 4096
@@ -43,29 +45,56 @@ class BlobReplica:
         self._demand = demand
         self._accepts = accepts
         self._lacked: dict[bytes, None] = {}  # in the order peers said they lack them
+        self._cursor = b""  # the wanted row after which the next scan begins (b"": the first)
 
     def wants(self) -> list[BlobRef]:
         """Readers' demands first, then the policy's wanted blobs not held whole, those a peer
-        said it lacks last (so that a session is not stuck on blobs nobody has)."""
+        said it lacks last (so that a session is not stuck on blobs nobody has).
+
+        The wanted rows are read from a cursor that moves on past what each call read (at most
+        :data:`MAX_SCANNED` rows, wrapping around), and rows of blobs a peer lacked are skipped
+        while looking for :data:`MAX_WANTS` others: however many unobtainable blobs sort first,
+        every wanted blob is reached in turn, at bounded work per call."""
         if not self._accepts:
             return []
         found = dict.fromkeys(self._demand.wanted())
         stale = []
-        policy: list[BlobRef] = []
+        fresh: list[BlobRef] = []
+        lacked: list[BlobRef] = []
         with self._context.storage.read() as tx:
-            for blob_id, size in blob_refs.wanted(tx, MAX_SCANNED):
-                if blob_refs.is_complete(tx, blob_id):
-                    stale.append(blob_id)  # completed by a write that crashed before its note
+            for ref in self._scan(tx):
+                if blob_refs.is_complete(tx, ref.id):
+                    stale.append(ref.id)  # completed by a write that crashed before its note
+                elif ref.id in self._lacked:
+                    lacked.append(ref)
                 else:
-                    policy.append(BlobRef(blob_id, size))
-        lacked = self._lacked
-        policy.sort(key=lambda ref: ref.id in lacked)
-        found.update(dict.fromkeys(policy))
+                    fresh.append(ref)
+                    if len(fresh) >= MAX_WANTS:
+                        break
+        found.update(dict.fromkeys(fresh))
+        found.update(dict.fromkeys(lacked))
         if stale:
             with self._context.lock, self._context.storage.write() as tx:
                 for blob_id in stale:
                     blob_refs.note_complete(tx, blob_id)
         return list(found)[:MAX_WANTS]
+
+    def _scan(self, tx: ReadTxn) -> Iterator[BlobRef]:
+        """At most MAX_SCANNED wanted rows from the cursor on, wrapping around once. The cursor
+        moves past each row read; having read them all, the next scan begins at the first."""
+        start = self._cursor
+        scanned = 0
+        for after in (start, b"") if start else (b"",):
+            for blob_id, size in blob_refs.wanted_from(tx, after):
+                position = blob_refs.wanted_position(blob_id, size)
+                if after != start and position > start:
+                    break  # wrapped around to where this scan began
+                self._cursor = position
+                yield BlobRef(blob_id, size)
+                scanned += 1
+                if scanned >= MAX_SCANNED:
+                    return
+        self._cursor = b""
 
     def missing(self, ref: BlobRef) -> list[tuple[int, int]]:
         """The chunk ranges of ``ref`` to request: those readers wait for first, then, if the

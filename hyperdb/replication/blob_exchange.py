@@ -235,6 +235,7 @@ class BlobExchange:
                         f"a blob-unhave of blob {_short(blob_id)}, which this replica did not want"
                     )
             self._peer_lacks.setdefault(blob_id, set()).add(ref.size)
+            self._wants_stale = True  # the replica may want others now
             self._replica.blob_peer_lacks(blob_id, peer)
 
     def _on_request(self, message: BlobRequest) -> None:
