@@ -93,6 +93,14 @@ def open(
     which the system reclaims at will): writes into a database whose trie nodes do not all fit
     decode the ones missing again (a put into 100,000 keys visits about 8 nodes), so a larger
     cache makes writes into large databases faster, and a smaller one saves memory.
+    ``blob_policy`` decides which blobs (``put_blob``) this replica fetches while replicating:
+    ``"lazy"`` (none: chunks are fetched from connected peers when a read needs them),
+    ``"eager"`` (every blob its applied nodes reference) or a list of key prefixes (the blobs of
+    keys under them). ``blob_max_size`` (bytes, 64 GiB by default) and ``blob_quota`` (bytes of
+    distinct blobs one writer's nodes may reference here; ``None``, the default: no limit) decide
+    which referenced blobs it accepts at all; ``blob_retention`` is how long (seconds, a day by
+    default) ``gc`` keeps a blob no current value references. All four are local: they decide
+    what this replica stores, never which nodes it applies.
     ``change_log`` is how many of the latest transactions the change log keeps for
     :meth:`Database.changes` (a few dozen bytes each plus the changed keys; 0 keeps none, and
     change streams then read diffs of the tries).

@@ -67,9 +67,9 @@ def add_commands(commands: Any) -> None:
         "it back and replicas fetch it by their blob policy. KEY's value is --value TEXT, by "
         "default the file's base name, stored as `put` stores a VALUE (its bytes in a binary "
         "database, a string in a utf-8 one, a JSON string in a json one). Prints the key and "
-        "the blob's reference (blob:<hex>:<size>). The database must not be held by another "
-        "process (`serve`, `sync --live`): the blob's bytes do not go through its control "
-        "socket.",
+        "the blob's reference (blob:<hex>:<size>). While another process holds the database "
+        "(`serve`, `sync --live`, `join`), that process stores the file (same user, same "
+        "machine); standard input cannot be passed on to it.",
     )
     add_path(attach)
     attach.add_argument("key", help="a /-separated key, e.g. photos/cat")
@@ -122,8 +122,8 @@ def add_commands(commands: Any) -> None:
         "deleted, or never written) once they have been found so for the retention window: "
         "--retention SECONDS, default the database's blob_retention; 0 removes them now. "
         "Prints the blobs removed, the bytes freed, and how many wait for their window to "
-        "end. The feeds are untouched: `verify` still passes. The database must not be held "
-        "by another process.",
+        "end. The feeds are untouched: `verify` still passes. While another process holds "
+        "the database (`serve`, `sync --live`, `join`), it runs there.",
     )
     add_path(gc)
     gc.add_argument(

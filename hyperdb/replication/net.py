@@ -118,7 +118,8 @@ class SyncResult:
     seconds: float = 0.0
     blocks_received: int = 0
     blocks_sent: int = 0
-    #: Blob chunks received (verified and stored here, or already held) and sent.
+    #: Blob chunks received (in the blob-data messages, whether new here, already held or
+    #: dropped as no longer accepted) and sent.
     blob_chunks_received: int = 0
     blob_chunks_sent: int = 0
     bytes_received: int = 0
