@@ -288,3 +288,18 @@ def test_gc_leaves_a_blob_being_stored_alone() -> None:
     assert reports and reports[0].removed == 0
     db.put("k", b"", blobs=[ref])
     assert db.get_blob("k") == data
+
+
+def test_only_referenced_blobs_are_announced() -> None:
+    """A blob put with put_blob and referenced by no applied node is not announced nor served to
+    peers (spec/blobs.md 3.1: a replica accepts, stores and serves referenced blobs); once a node
+    references it, it is.
+
+    Failing before: blob_held answered every blob held whole, referenced or not."""
+    db = hyperdb.open(memory=True)
+    ref = db.put_blob(DATA)
+    port = db.replication_port
+    assert port.blob_held(ref.id) is None
+    db.put("k", b"", blobs=[ref])
+    assert port.blob_held(ref.id) == ref
+

@@ -123,8 +123,15 @@ class BlobReplica:
         return found is not None and found.status == blob_refs.ACCEPTED
 
     def held(self, blob_id: bytes) -> BlobRef | None:
+        """The blob if it is held whole and an applied node references it at its size: only a
+        referenced blob is announced and served (``spec/blobs.md`` §3.1), not one put with
+        ``put_blob`` and never referenced, nor one only taken-back nodes referenced."""
         info = self._store.info(blob_id)
-        return info.ref if info is not None and info.complete else None
+        if info is None or not info.complete:
+            return None
+        with self._context.storage.read() as tx:
+            referenced = blob_refs.references_exactly(tx, blob_id, info.ref.size)
+        return info.ref if referenced else None
 
     def serve(
         self, ref: BlobRef, start: int, end: int
