@@ -303,3 +303,18 @@ def test_only_referenced_blobs_are_announced() -> None:
     db.put("k", b"", blobs=[ref])
     assert port.blob_held(ref.id) == ref
 
+
+def test_verify_checks_blob_content_and_reads_refuse_a_damaged_chunk(tmp_path: Path) -> None:
+    """A chunk changed on disk is damage (verify: kind ``blob``), and a read of it raises
+    ``corrupt``: never wrong bytes. Mutation tried: verify not looking at blobs (caught)."""
+    with hyperdb.open(tmp_path / "db") as db:
+        ref = db.put_blob(DATA)
+        db.put("k", b"", blobs=[ref])
+        assert db.verify().ok and db.verify().blobs == 1
+        with db._context.storage.write() as tx:
+            key, chunk = next(iter(tx.scan("blob_chunks", prefix=ref.id)))
+            tx.put("blob_chunks", key, bytes([chunk[0] ^ 1]) + chunk[1:])
+        report = db.verify()
+        assert [d.kind for d in report.damage] == ["blob"]
+        with raises_code("corrupt"):
+            db.get_blob(ref)

@@ -327,6 +327,7 @@ def run_verify(args: argparse.Namespace) -> int:
                 "tree_nodes": report.tree_nodes,
                 "records": report.records,
                 "keys": report.keys,
+                "blobs": report.blobs,
                 "damage": [
                     {
                         "kind": d.kind,
@@ -346,6 +347,7 @@ def run_verify(args: argparse.Namespace) -> int:
             f"checked {report.feeds} feed(s), {intact} intact ({report.blocks} blocks, "
             f"{report.tree_nodes} tree nodes and their signatures), {report.records} records "
             f"decoded, {report.keys} key(s) of the index checked against the tries"
+            + (f", {report.blobs} blob(s) checked" if report.blobs else "")
         )
         for damage in report.damage:
             where = f" feed {damage.feed.hex()}" if damage.feed else ""
@@ -384,7 +386,7 @@ def _report_unopenable(args: argparse.Namespace, exc: CorruptionError) -> int:
     if args.json:
         damage: dict[str, Any] = {"kind": "store", "message": message, "feed": None}
         damage.update(seqs=[], key=None)
-        counts = dict.fromkeys(("feeds", "blocks", "tree_nodes", "records", "keys"), 0)
+        counts = dict.fromkeys(("feeds", "blocks", "tree_nodes", "records", "keys", "blobs"), 0)
         print_json({"ok": False, **counts, "damage": [damage]})
     else:
         print(f"DAMAGED store: {printable_message(message)}")

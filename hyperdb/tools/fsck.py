@@ -30,6 +30,7 @@ from typing import Protocol
 from hyperdb.errors import CorruptionError, HyperDBError, StorageError
 from hyperdb.feed import Feed, ForkEvidence, decode_evidence
 from hyperdb.model import governed, record
+from hyperdb.model.blob_store import BlobStore
 from hyperdb.model.cache import NodeCache
 from hyperdb.model.context import DatabaseContext
 from hyperdb.model.index_reads import IndexReads
@@ -66,7 +67,8 @@ class Damage:
     that is not a valid record), ``"state"`` (the stored authorizations disagree with the applied
     records), ``"index"`` (the derived index disagrees with the tries) or
     ``"store"`` (the storage engine found its own pages damaged, and the check stopped there) or
-    ``"receipt"`` (a stored receipt or last-seen row of a peer that does not check out)."""
+    ``"receipt"`` (a stored receipt or last-seen row of a peer that does not check out) or
+    ``"blob"`` (a blob's stored chunks or tree that do not verify)."""
 
     kind: str
     message: str
@@ -84,6 +86,8 @@ class VerifyReport:
     tree_nodes: int = 0
     records: int = 0
     keys: int = 0
+    #: Blobs held (whole or in part), each checked.
+    blobs: int = 0
     damage: builtins.list[Damage] = field(default_factory=list)
     #: The forks recorded here, by writer key: frozen feeds, not damage (``ok`` ignores them).
     forks: builtins.list[ForkEvidence] = field(default_factory=list)
@@ -109,6 +113,7 @@ def verify_database(
     try:
         _check(storage, state, index, tries, report, progress)
         _check_peer_rows(storage, state, report)
+        _check_blobs(storage, report)
     except _UNREADABLE as exc:  # the storage engine's pages, or rows it wrote, are damaged
         report.damage.append(Damage("store", f"the check could not go on: {_what(exc)}"))
     return report
@@ -129,6 +134,19 @@ def _check_peer_rows(storage: Storage, state: State, report: VerifyReport) -> No
         for row, problem in check_rows(tx, discovery_key):
             name = row[len(ROW_PREFIX) :].hex()[:16]
             report.damage.append(Damage("receipt", f"the row of peer {name}: {problem}"))
+
+
+def _check_blobs(storage: Storage, report: VerifyReport) -> None:
+    """Every blob held (``spec/blobs.md`` §2): each stored chunk matches its leaf and proves to
+    be the blob's, the stored tree agrees with itself, the row's count and ranges are the chunk
+    rows. Damage of kind ``blob``; reads of a damaged chunk refuse it, never return it."""
+    store = BlobStore(storage)
+    for info in store.held():
+        report.blobs += 1
+        if not store.verify(info.id):
+            report.damage.append(
+                Damage("blob", f"blob {info.id.hex()[:16]}: its stored chunks do not verify")
+            )
 
 
 def _what(exc: BaseException) -> str:
