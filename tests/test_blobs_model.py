@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import hyperdb
 from hyperdb.feed.blob_tree import CHUNK_SIZE, blob_id_of
+from hyperdb.model import blob_refs
 from hyperdb.model.blob_store import BlobStore
 from hyperdb.replication.connection import Connection
 
@@ -126,3 +127,27 @@ def test_every_wanted_blob_arrives_whole_and_every_stored_chunk_verifies(
         with db._context.storage.read() as tx:
             stored = sum(len(v) for _, v in tx.scan("blob_chunks"))
         assert stored == sum(s.held_bytes for s in held.values())
+
+
+def test_a_reindex_keeps_what_gc_removed_unwanted() -> None:
+    """gc removed a blob only an overwritten node references; a reindex rebuilds the references
+    from the nodes and must not make it wanted again (only a node applied anew does).
+
+    Failing before: the rebuild cleared the blob's gc note with every reference it recorded, so
+    an eager replica wanted the removed blob again after a reindex."""
+    db = hyperdb.open(memory=True, blob_policy="eager")
+    ref = db.put_blob(b"x" * (CHUNK_SIZE + 1))
+    db.put("k", b"", blobs=[ref])
+    db.put("k", b"replaced")
+    assert db.gc(retention=0).removed == 1
+    context = db._context
+    with context.storage.read() as tx:
+        assert blob_refs.is_removed(tx, ref.id) and not blob_refs.is_wanted(tx, ref.id)
+    db.reindex()
+    with context.storage.read() as tx:
+        assert blob_refs.is_removed(tx, ref.id) and not blob_refs.is_wanted(tx, ref.id)
+    assert ref not in db.replication_port.blob_wants()
+    db.put_blob(b"x" * (CHUNK_SIZE + 1))
+    db.put("again", b"", blobs=[ref])  # referenced anew: the note goes
+    with context.storage.read() as tx:
+        assert not blob_refs.is_removed(tx, ref.id)

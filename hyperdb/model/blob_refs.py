@@ -231,9 +231,13 @@ def update(
     settings: BlobSettings,
     applied: Sequence[StoredNode],
     taken_back: Iterable[tuple[int, int]],
+    *,
+    rebuild: bool = False,
 ) -> None:
     """Record the references of the nodes ``applied`` (in the order applied) and forget those
-    of the nodes ``taken_back`` (``(feed, seq)``; nodes that reference none are skipped)."""
+    of the nodes ``taken_back`` (``(feed, seq)``; nodes that reference none are skipped).
+    ``rebuild``: the nodes were applied before (a reindex rebuilds the table), so ``gc``'s
+    removals stand; otherwise a node referencing a removed blob makes it wanted again."""
     for feed, seq in taken_back:
         pointer = _POINTER.pack(feed, seq)
         refs = tx.get(TABLE, b"p" + pointer)
@@ -248,7 +252,7 @@ def update(
             continue  # applied again (a settlement moved it back): already recorded
         tx.put(TABLE, b"p" + pointer, b"".join(_ref_key(i, s) for i, s in node.blobs))
         for blob_id, size in node.blobs:
-            _add(tx, settings, blob_id, size, node.feed, pointer, node.key)
+            _add(tx, settings, blob_id, size, node.feed, pointer, node.key, rebuild=rebuild)
 
 
 def _add(
@@ -259,10 +263,13 @@ def _add(
     feed: int,
     pointer: bytes,
     key: str,
+    *,
+    rebuild: bool = False,
 ) -> None:
     ref = _ref_key(blob_id, size)
     tx.put(TABLE, b"r" + ref + pointer, key.encode("utf-8"))
-    tx.delete(TABLE, b"g" + blob_id)  # referenced anew: wanted again if the policy says so
+    if not rebuild:
+        tx.delete(TABLE, b"g" + blob_id)  # referenced anew: wanted again if the policy says so
     mine = b"w" + _FEED.pack(feed) + ref
     count_row = tx.get(TABLE, mine)
     count, counted = (0, 0) if count_row is None else _COUNT.unpack(count_row)
@@ -287,7 +294,13 @@ def _add(
     else:
         references = 1
     tx.put(TABLE, b"i" + ref, cbor.encode([size, status, references]))
-    if status == ACCEPTED and size and settings.wants(key) and not is_complete(tx, blob_id):
+    if (
+        status == ACCEPTED
+        and size
+        and settings.wants(key)
+        and not is_complete(tx, blob_id)
+        and not (rebuild and is_removed(tx, blob_id))
+    ):
         tx.put(TABLE, b"n" + ref, _U64.pack(size))
 
 

@@ -267,7 +267,7 @@ class WritePath:
                     b, self._reader.builder_loader(b), list(state.feeds), self._reader.decode
                 )
                 b.set_heads(b.heads)
-                blob_refs.update(tx, context.blob_settings, b.blob_nodes, ())
+                blob_refs.update(tx, context.blob_settings, b.blob_nodes, (), rebuild=True)
                 new_state = b.build()
                 count = sum(
                     1
