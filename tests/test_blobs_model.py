@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -151,3 +152,27 @@ def test_a_reindex_keeps_what_gc_removed_unwanted() -> None:
     db.put("again", b"", blobs=[ref])  # referenced anew: the note goes
     with context.storage.read() as tx:
         assert not blob_refs.is_removed(tx, ref.id)
+
+
+def test_limits_changed_between_opens_recompute_the_statuses(tmp_path: Path) -> None:
+    """blob_max_size and blob_quota are local and may change between opens: the statuses (and
+    so what is wanted and accepted) follow the limits of this open.
+
+    Failing before: only a changed policy was noticed; a blob accepted under one limit stayed
+    accepted after reopening with a smaller one (and refused stayed refused)."""
+    path = tmp_path / "db"
+    data = b"y" * (CHUNK_SIZE + 1)
+    with hyperdb.open(path) as db:
+        ref = db.put_blob(data)
+        db.put("k", b"", blobs=[ref])
+
+    def status(**limits: int) -> int:
+        with hyperdb.open(path, **limits) as db, db._context.storage.read() as tx:  # type: ignore[arg-type]
+            found = blob_refs.reference(tx, ref.id, ref.size)
+            assert found is not None
+            return found.status
+
+    assert status() == blob_refs.ACCEPTED
+    assert status(blob_max_size=CHUNK_SIZE) == blob_refs.TOO_LARGE
+    assert status(blob_quota=CHUNK_SIZE) == blob_refs.OVER_QUOTA
+    assert status() == blob_refs.ACCEPTED

@@ -338,14 +338,46 @@ def clear(tx: WriteTxn) -> None:
 
 
 POLICY_ROW = b"blob_policy"  # in the meta table: the policy the wanted rows were made for
+LIMITS_ROW = b"blob_limits"  # in the meta table: [max_size, quota] the statuses were made for
+
+
+def limits_row(settings: BlobSettings) -> bytes:
+    """The limits as the ``meta`` row ``blob_limits`` records them."""
+    return cbor.encode([settings.max_size, settings.quota])
 
 
 def settle_policy(tx: WriteTxn, settings: BlobSettings) -> None:
-    """Make the wanted rows follow ``settings`` if the policy differs from the one recorded in
-    ``meta`` (the policy is local: each open may give another), and record it."""
-    if tx.get("meta", POLICY_ROW) != settings.policy_row:
+    """Make the reference rows follow ``settings`` if they differ from those recorded in ``meta``
+    (they are local: each open may give others), and record them. A changed policy recomputes the
+    wanted rows; a changed size limit or quota recomputes every status, quota use and wanted row
+    (:func:`recompute`: quota decisions then follow the order of writer and seq, not the order
+    the nodes were first applied in)."""
+    if tx.get("meta", LIMITS_ROW) != limits_row(settings):
+        recompute(tx, settings)
+        tx.put("meta", LIMITS_ROW, limits_row(settings))
+        tx.put("meta", POLICY_ROW, settings.policy_row)
+    elif tx.get("meta", POLICY_ROW) != settings.policy_row:
         apply_policy(tx, settings)
         tx.put("meta", POLICY_ROW, settings.policy_row)
+
+
+def recompute(tx: WriteTxn, settings: BlobSettings) -> None:
+    """Recompute the statuses, quota uses and wanted rows for ``settings`` from the nodes'
+    references (``p`` and ``r`` rows), node by node in order of writer and seq (``gc``'s notes
+    stand)."""
+    for prefix in (b"w", b"q", b"i", b"n"):
+        for row_key in list(tx.scan_keys(TABLE, prefix=prefix)):
+            tx.delete(TABLE, row_key)
+    for row_key, refs in list(tx.scan(TABLE, prefix=b"p")):
+        pointer = row_key[1:]
+        feed = _POINTER.unpack(pointer)[0]
+        for at in range(0, len(refs), _REF):
+            ref = refs[at : at + _REF]
+            key = tx.get(TABLE, b"r" + ref + pointer)
+            if key is None:
+                raise CorruptionError(f"the reference rows of blob {ref[:_ID].hex()[:16]} differ")
+            size = _U64.unpack(ref[_ID:])[0]
+            _add(tx, settings, ref[:_ID], size, feed, pointer, key.decode("utf-8"), rebuild=True)
 
 
 def apply_policy(tx: WriteTxn, settings: BlobSettings) -> None:
