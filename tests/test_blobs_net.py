@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 import hyperdb
-from hyperdb.feed.blob_tree import CHUNK_SIZE
+from hyperdb.feed.blob_tree import CHUNK_SIZE, BlobRef
+from hyperdb.model.blob_demand import BlobDemand
 from hyperdb.replication import net
 from tests.helpers.errors import raises_code
 from tests.helpers.waiting import wait_until
@@ -101,3 +102,36 @@ def test_a_read_fails_fast_naming_the_peers_that_lack_the_blob() -> None:
             reader.get_blob("video", timeout=30)
         assert time.monotonic() - started < 10
         assert caught.value.peers == (relay.local_key.hex(),)  # type: ignore[attr-defined]
+
+
+def test_a_reader_gives_up_only_when_every_open_session_lacks_the_blob() -> None:
+    """Lacks are counted per open session: two anonymous peers are two, a lack heard before the
+    reader asked counts (that session will not ask its peer again), and a session's lacks go
+    when it ends.
+
+    Failing before: lacks were a set of peer labels (two anonymous peers lacking counted as one,
+    so with one of them lacking a reader gave up while the other had not answered), a lack heard
+    before a reader registered its demand was dropped (the reader waited until its timeout), and
+    lacks outlived their session."""
+    ref = BlobRef(bytes(32), 1)
+
+    def wait(demand: BlobDemand, timeout: float = 0.05) -> tuple[bool, str, tuple[str, ...]]:
+        return demand.wait(ref, 0, 1, lambda: False, timeout)
+
+    demand = BlobDemand(lambda: None)
+    first, second = object(), object()
+    demand.sessions(1, first)
+    demand.sessions(1, second)
+    demand.lacks(ref.id, "anonymous", first)  # heard before any reader asked
+    assert wait(demand)[1] == "timed out"  # the second peer has not answered
+    demand.lacks(ref.id, "anonymous", second)
+    assert wait(demand, 10) == (False, "no connected peer holds it", ("anonymous",))
+    demand.sessions(-1, first)
+    demand.sessions(-1, second)
+    third = object()
+    demand.sessions(1, third)
+    assert wait(demand)[1] == "timed out"  # the ended sessions' lacks are gone
+    demand.lacks(ref.id, "abcd", object())  # a session not open: ignored
+    assert wait(demand)[1] == "timed out"
+    demand.sessions(-1, third)
+    assert wait(demand, 10) == (False, "no connected peer", ())

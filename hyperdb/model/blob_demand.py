@@ -5,10 +5,13 @@ chunks missing registers a :class:`Demand` here and waits. The sessions of the d
 a ``Connection`` with the blobs feature) learn of demands through the replication port
 (``blob_wants``, ``blob_missing``), which they read again whenever the change hub wakes them:
 registering a demand wakes them. They report back: data stored (:meth:`BlobDemand.arrived`,
-after each verified chunk range), a peer saying it does not hold a blob (:meth:`lacks`), and
-how many sessions can be asked at all (:meth:`sessions`). A waiting reader gives up with
-:class:`~hyperdb.errors.BlobUnavailable` when no session is open, when every open session's
-peer said it lacks the blob, or when its time runs out, never hanging.
+after each verified chunk range), a session's peer saying it does not hold a blob
+(:meth:`lacks`), and which sessions can be asked at all (:meth:`sessions`, each by a token of
+its own). A waiting reader gives up with :class:`~hyperdb.errors.BlobUnavailable` when no session
+is open, when the peer of every open session said it lacks the blob, or when its time runs out,
+never hanging. Lacks are counted by session (two peers with the same label are two), kept while
+the session is open (the latest :data:`MAX_SESSION_LACKS` of each, so that a lack heard before a
+reader asked counts too: that session will not ask its peer again) and dropped when it ends.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from hyperdb.feed.blob_tree import BlobRef
 
 #: Most blobs the readers of one database wait for at once (more wait in line).
 MAX_DEMANDS = 256
+#: Most blobs remembered as lacked by one session's peer (the latest).
+MAX_SESSION_LACKS = 4096
 
 
 @dataclass(eq=False)
@@ -42,21 +47,25 @@ class BlobDemand:
         self._wake = wake
         self._cond = threading.Condition()
         self._demands: dict[bytes, list[Demand]] = {}
-        self._sessions = 0
         self._arrivals = 0
-        self._lacking: dict[bytes, set[str]] = {}
+        # the open sessions (by token) and, of each, the blobs its peer lacks (id -> its label)
+        self._sessions: dict[object, dict[bytes, str]] = {}
 
     # --- the sessions' side -----------------------------------------------------------------------
 
-    def sessions(self, delta: int) -> None:
-        """A session able to carry blobs opened (+1) or ended (-1)."""
+    def sessions(self, delta: int, session: object) -> None:
+        """The session ``session`` (a token of its own) able to carry blobs opened (+1) or ended
+        (-1: what its peer lacked is forgotten)."""
         with self._cond:
-            self._sessions = max(0, self._sessions + delta)
+            if delta > 0:
+                self._sessions.setdefault(session, {})
+            else:
+                self._sessions.pop(session, None)
             self._cond.notify_all()
 
     @property
     def open_sessions(self) -> int:
-        return self._sessions
+        return len(self._sessions)
 
     def wanted(self) -> list[BlobRef]:
         """The blobs readers wait for, oldest demand first."""
@@ -74,11 +83,18 @@ class BlobDemand:
             self._arrivals += 1
             self._cond.notify_all()
 
-    def lacks(self, blob_id: bytes, peer: str) -> None:
-        """``peer`` said it does not hold the blob."""
+    def lacks(self, blob_id: bytes, peer: str, session: object) -> None:
+        """The peer of the open session ``session`` (``peer``: its label) said it does not hold
+        the blob."""
         with self._cond:
+            lacked = self._sessions.get(session)
+            if lacked is None:
+                return  # ended meanwhile
+            lacked.pop(blob_id, None)
+            lacked[blob_id] = peer
+            while len(lacked) > MAX_SESSION_LACKS:
+                del lacked[next(iter(lacked))]
             if blob_id in self._demands:
-                self._lacking.setdefault(blob_id, set()).add(peer)
                 self._cond.notify_all()
 
     # --- the readers' side ------------------------------------------------------------------------
@@ -106,11 +122,11 @@ class BlobDemand:
                 while True:
                     if held():
                         return True, "", ()
-                    lacking = tuple(sorted(self._lacking.get(ref.id, ())))
-                    if self._sessions == 0:
-                        why = "no connected peer" if not lacking else "no connected peer holds it"
-                        return False, why, lacking
-                    if len(lacking) >= self._sessions:
+                    peers = [s[ref.id] for s in self._sessions.values() if ref.id in s]
+                    lacking = tuple(sorted(set(peers)))
+                    if not self._sessions:
+                        return False, "no connected peer", ()
+                    if len(peers) >= len(self._sessions):
                         return False, "no connected peer holds it", lacking
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -123,4 +139,3 @@ class BlobDemand:
                     demands.remove(demand)
                 if not demands:
                     self._demands.pop(ref.id, None)
-                    self._lacking.pop(ref.id, None)

@@ -160,12 +160,12 @@ class BlobReplica:
             self._demand.arrived()
         return stored
 
-    def peer_lacks(self, blob_id: bytes, peer: str) -> None:
-        self._demand.lacks(blob_id, peer)
+    def peer_lacks(self, blob_id: bytes, peer: str, session: object) -> None:
+        self._demand.lacks(blob_id, peer, session)
         self._lacked.pop(blob_id, None)
         self._lacked[blob_id] = None
         while len(self._lacked) > MAX_LACKED:
             del self._lacked[next(iter(self._lacked))]
 
-    def sessions(self, delta: int) -> None:
-        self._demand.sessions(delta)
+    def sessions(self, delta: int, session: object) -> None:
+        self._demand.sessions(delta, session)

@@ -113,13 +113,13 @@ class StoreReplica:
             raise ProtocolError("this replica stores no blobs")
         return self._blobs.ingest(ref, start, chunks, proof)
 
-    def blob_peer_lacks(self, blob_id: bytes, peer: str) -> None:
+    def blob_peer_lacks(self, blob_id: bytes, peer: str, session: object) -> None:
         if self._blobs is not None:
-            self._blobs.peer_lacks(blob_id, peer)
+            self._blobs.peer_lacks(blob_id, peer, session)
 
-    def blob_sessions(self, delta: int) -> None:
+    def blob_sessions(self, delta: int, session: object) -> None:
         if self._blobs is not None:
-            self._blobs.sessions(delta)
+            self._blobs.sessions(delta, session)
 
     def add_change_listener(self, listener: Callable[[], object]) -> None:
         self._hub.add_listener(listener)

@@ -107,7 +107,7 @@ class BlobExchange:
     def start(self) -> None:
         """The peer's hello turned the feature on: count this session with the replica."""
         if not self._open:
-            self._replica.blob_sessions(1)
+            self._replica.blob_sessions(1, self)
             self._open = True
 
     def stop(self) -> None:
@@ -115,7 +115,7 @@ class BlobExchange:
         self._serving.clear()
         if self._open:
             self._open = False
-            self._replica.blob_sessions(-1)
+            self._replica.blob_sessions(-1, self)
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class BlobExchange:
                     )
             self._peer_lacks.setdefault(blob_id, set()).add(ref.size)
             self._wants_stale = True  # the replica may want others now
-            self._replica.blob_peer_lacks(blob_id, peer)
+            self._replica.blob_peer_lacks(blob_id, peer, self)
 
     def _on_request(self, message: BlobRequest) -> None:
         blob_id = message.id

@@ -182,14 +182,16 @@ class Replica(Protocol):
         verify (the session then ends)."""
         ...
 
-    def blob_peer_lacks(self, blob_id: bytes, peer: str) -> None:
-        """A peer said it does not hold that blob (``peer``: its proved writer key in hex, or
-        "anonymous"), for the peers a failed read names (``BlobUnavailable.peers``)."""
+    def blob_peer_lacks(self, blob_id: bytes, peer: str, session: object) -> None:
+        """The peer of the session ``session`` (the token its blob_sessions calls gave) said it
+        does not hold that blob (``peer``: its proved writer key in hex, or "anonymous", for the
+        peers a failed read names, ``BlobUnavailable.peers``). Lacks are counted per session."""
         ...
 
-    def blob_sessions(self, delta: int) -> None:
+    def blob_sessions(self, delta: int, session: object) -> None:
         """A session with the feature blobs opened (+1) or ended (-1; exactly once for each +1),
-        so that a reader knows whether any peer may still serve a missing blob."""
+        ``session`` a token of its own (the same in both calls and in its blob_peer_lacks), so
+        that a reader knows whether any peer may still serve a missing blob."""
         ...
 
 

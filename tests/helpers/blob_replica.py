@@ -195,10 +195,10 @@ class BlobMethods:
     ) -> int:
         return self.blobs.ingest(ref, start, chunks, proof)
 
-    def blob_peer_lacks(self, blob_id: bytes, peer: str) -> None:
+    def blob_peer_lacks(self, blob_id: bytes, peer: str, session: object) -> None:
         self.blobs.lacking.append((blob_id, peer))
 
-    def blob_sessions(self, delta: int) -> None:
+    def blob_sessions(self, delta: int, session: object) -> None:
         self.blobs.sessions += delta
         assert self.blobs.sessions >= 0
 

@@ -36,8 +36,8 @@ class NoBlobs:
     ) -> int:
         raise ProtocolError("this replica stores no blobs")
 
-    def blob_peer_lacks(self, blob_id: bytes, peer: str) -> None:
+    def blob_peer_lacks(self, blob_id: bytes, peer: str, session: object) -> None:
         pass
 
-    def blob_sessions(self, delta: int) -> None:
+    def blob_sessions(self, delta: int, session: object) -> None:
         self.blob_session_count += delta
