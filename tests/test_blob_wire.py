@@ -566,6 +566,25 @@ def test_a_have_with_another_size_ends_the_session() -> None:
     ended(victim, "protocol_error", "wanted at", BlobHave((BlobRef(ref.id, ref.size - 1),)))
 
 
+def test_a_have_after_the_peer_said_the_blob_is_gone_ends_the_session() -> None:
+    """spec 4.8: a blob the peer announced and then said it lacks is gone there, never announced
+    again in the session. Failing before: the blob-unhave moved it back among the lacked ones,
+    so a second blob-have was taken (and its chunks requested again)."""
+    victim, ref, _ = wanting()
+    victim.send(BlobHave((ref,)), BlobUnhave((ref.id,)))
+    ended(victim, "protocol_error", "after saying it was gone", BlobHave((ref,)))
+
+
+def test_a_want_of_a_held_blob_at_another_size_is_answered_lacking() -> None:
+    """A blob-have answers exactly the id and size wanted: a want of a held id at another size
+    (a hostile writer's reference) gets a blob-unhave."""
+    replica = BlobFeedReplica(eager=False)
+    ref = replica.blobs.put(b"held")
+    victim = Victim(replica)
+    assert victim.send(BlobWant((BlobRef(ref.id, ref.size + 1),))) == [BlobUnhave((ref.id,))]
+    assert victim.send(BlobWant((ref,))) == [BlobHave((ref,))]
+
+
 def test_a_blob_over_the_local_limit_is_not_wanted() -> None:
     a = BlobFeedReplica()
     ref = a.attach(os.urandom(5000))

@@ -266,7 +266,7 @@ class BlobExchange:
                 f"{_short(blob_id)}"
             )
         del self._pulls[blob_id, message.start]
-        ref = self._peer_has[blob_id]  # the size this side accepted (requests end on unhave)
+        ref = self._peer_has[blob_id]  # as announced: exactly as wanted (requests end on unhave)
         self.chunks_received += len(message.chunks)
         chunks, nodes = list(message.chunks), list(message.nodes)
         self.chunks_stored += self._replica.blob_ingest(ref, message.start, chunks, nodes)
