@@ -159,7 +159,7 @@ class Blobs:
     def _fetch(self, ref: BlobRef, first: int, ahead: int, last: int, timeout: float) -> None:
         """Wait for chunks ``[first, last)`` (asking for ``[first, ahead)``), or raise."""
         with self._context.storage.read() as tx:
-            found = blob_refs.reference(tx, ref.id)
+            found = blob_refs.reference(tx, ref.id, ref.size)
         if found is None:
             raise BlobUnavailable(
                 f"blob {ref} is not held here, and no node applied here references it, so "
