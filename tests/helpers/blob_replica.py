@@ -173,6 +173,17 @@ class BlobMethods:
 
     blobs: DictBlobs
 
+    def __init__(
+        self,
+        key: bytes | None = None,
+        *,
+        eager: bool = True,
+        max_size: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(key, **options)  # type: ignore[call-arg]  # the FeedReplica's
+        self.blobs = DictBlobs(eager=eager, max_size=max_size)
+
     def blob_wants(self) -> list[BlobRef]:
         return self.blobs.wants()
 
@@ -215,17 +226,6 @@ class BlobFeedReplica(BlobMethods, FeedReplica):
     """A FeedReplica with blobs in dicts; a stored feed block made by :func:`reference_block`
     references a blob."""
 
-    def __init__(
-        self,
-        key: bytes | None = None,
-        *,
-        eager: bool = True,
-        max_size: int | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(key, **options)
-        self.blobs = DictBlobs(eager=eager, max_size=max_size)
-
     def attach(self, data: bytes) -> BlobRef:
         """Store a blob and reference it from this replica's own feed."""
         ref = self.blobs.put(data)
@@ -245,17 +245,6 @@ class BlobFeedReplica(BlobMethods, FeedReplica):
 class ServedBlobFeedReplica(BlobMethods, ServedFeedReplica):
     """:class:`BlobFeedReplica` that the TCP transport can serve (a lock, change listeners told
     of blob chunks stored too)."""
-
-    def __init__(
-        self,
-        key: bytes | None = None,
-        *,
-        eager: bool = True,
-        max_size: int | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(key, **options)
-        self.blobs = DictBlobs(eager=eager, max_size=max_size)
 
     def attach(self, data: bytes) -> BlobRef:
         with self.lock:
