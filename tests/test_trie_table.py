@@ -21,7 +21,7 @@ from trie import (
     TrieTable,
     pointer,
 )
-from trie.table import _decode, _lazy_row, _scan
+from trie.table import CHECK, _decode, _lazy_row, _scan
 
 P = pointer
 Entry = tuple[int, int, list[Pointer]]
@@ -412,10 +412,17 @@ def _general_check(data: bytes, path: bytes, bounds: dict[int, int]) -> object:
 
 
 def _fast_check(data: bytes, path: bytes, bounds: dict[int, int]) -> object:
-    try:
-        return TrieTable.check_encoded(data, path, lambda feed: bounds.get(feed, 0))
-    except trie.TrieError as exc:
-        return (type(exc), str(exc))
+    """check_encoded's answer (the compiled one pass of trie/_chain.c first, where it is
+    built), held to the same answer through the one pass in Python alone (check_usual)."""
+    answers = []
+    usual = TrieTable.check_usual if type(data) is bytes else TrieTable.check_encoded
+    for check in (TrieTable.check_encoded, usual):
+        try:
+            answers.append(check(data, path, lambda feed: bounds.get(feed, 0)))
+        except trie.TrieError as exc:
+            answers.append((type(exc), str(exc)))
+    assert answers[0] == answers[1], answers
+    return answers[0]
 
 
 small_entries = st.lists(
@@ -493,3 +500,17 @@ def test_check_encoded_examples() -> None:
     assert both((3, 0, [P(0, 0)]))[0] is TrieShapeError  # type: ignore[index]
     assert _fast_check(b"", path, bounds) is True
     assert _fast_check(bytearray(table((0, 0, [P(0, 2)])).encode()), path, bounds) is True
+
+
+@pytest.mark.skipif(CHECK is None, reason="trie/_chain.c is not built here (no C compiler)")
+def test_the_compiled_check_answers_the_usual_tables_itself() -> None:
+    """The compiled one pass answers the usual table (not handing it over), and hands over what
+    it does not read (several pointers in a bucket, a feed of 64). Mutation tried in the C loop:
+    the seq comparison with ``>`` instead of ``>=`` (caught by the property tests above)."""
+    assert CHECK is not None
+    path = bytes([1, 2, 4])
+    bounds = {0: 3, 1: 200}.get
+    assert CHECK(table((0, 0, [P(0, 0)]), (2, 4, [P(1, 199)])).encode(), path, bounds) is True
+    assert CHECK(table((0, 0, [P(0, 3)])).encode(), path, bounds) is False
+    assert CHECK(table((0, 0, [P(0, 0), P(1, 1)])).encode(), path, bounds) is None
+    assert CHECK(table((0, 0, [P(64, 0)])).encode(), path, bounds) is None

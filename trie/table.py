@@ -343,6 +343,17 @@ class TrieTable:
         :class:`TrieShapeError`) and returns the answer that expression would."""
         if type(data) is not bytes:
             return cls.decode(data).check_node(path, limit)
+        if CHECK is not None:
+            answer = CHECK(data, path, limit)
+            if answer is not None:
+                return answer
+        return cls.check_usual(data, path, limit)
+
+    @classmethod
+    def check_usual(cls, data: bytes, path: bytes, limit: Callable[[int], int]) -> bool:
+        """:meth:`check_encoded`'s one pass in Python (``trie/_chain.c`` compiles the same loop,
+        :data:`CHECK`; the tests hold the two to the same answers), handing anything else over
+        to the general path."""
         end = len(data)
         path_length = len(path)
         set_buckets = _SET_BUCKETS
@@ -519,6 +530,19 @@ def table_from_rows(rows: dict[int, Row], forked: bool | None = None) -> TrieTab
 # positions of keys up to four components, every bitfield, the feed words of the first 64 writers)
 # and seqs of up to three bytes (the first two million nodes of a feed).
 
+
+def _compiled_check() -> Callable[[bytes, bytes, Callable[[int], int]], bool | None] | None:
+    try:
+        from trie._chain import check_encoded
+    except ImportError:  # not built (installed without a C compiler): the loop in Python
+        return None
+    return check_encoded
+
+
+CHECK = _compiled_check()
+"""The compiled one-pass check of ``trie/_chain.c`` when it was built at install (``None``:
+not built): ``True``/``False`` where :meth:`TrieTable.check_usual` answers in its one pass,
+``None`` where that hands over to the general path."""
 
 _SET_BUCKETS: tuple[tuple[int, ...], ...] = tuple(
     tuple(bucket for bucket in range(BUCKETS) if bits >> bucket & 1) for bits in range(1 << BUCKETS)
