@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import trie
 from hyperdb.errors import CorruptionError, EncodingError, InvalidArgument
 from hyperdb.model import record
+from hyperdb.model.blob_store import complete_in
 from hyperdb.model.node import StoredNode
 from hyperdb.primitives import cbor
 from hyperdb.storage import ReadTxn, WriteTxn
@@ -113,19 +114,6 @@ def check_settings(
     if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
         raise InvalidArgument("blob_retention is a non-negative number of seconds")
     return BlobSettings(chosen, max_size, quota, float(retention))
-
-
-def is_complete(tx: ReadTxn, blob_id: bytes) -> bool:
-    """Whether the blob is held whole (its ``blobs`` row, ``spec/blobs.md`` section 2)."""
-    row = tx.get("blobs", blob_id)
-    if row is None:
-        return False
-    try:
-        info = cbor.decode(row)
-        size, held = info["s"], info["h"]
-    except (EncodingError, KeyError, TypeError) as exc:
-        raise CorruptionError(f"the row of blob {blob_id.hex()[:16]} is damaged") from exc
-    return bool(held == -(-size // 65_536))
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +286,7 @@ def _add(
         status == ACCEPTED
         and size
         and settings.wants(key)
-        and not is_complete(tx, blob_id)
+        and not complete_in(tx, blob_id)
         and not (rebuild and is_removed(tx, blob_id))
     ):
         tx.put(TABLE, b"n" + ref, _U64.pack(size))
@@ -395,7 +383,7 @@ def apply_policy(tx: WriteTxn, settings: BlobSettings) -> None:
             and found.status == ACCEPTED
             and size
             and settings.wants(value.decode("utf-8"))
-            and not is_complete(tx, blob_id)
+            and not complete_in(tx, blob_id)
         ):
             tx.put(TABLE, b"n" + ref, _U64.pack(size))
 

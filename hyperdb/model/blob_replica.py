@@ -16,7 +16,7 @@ from hyperdb.feed.blob_tree import BlobRef, chunk_count
 from hyperdb.feed.merkle import TreeNode
 from hyperdb.model import blob_refs
 from hyperdb.model.blob_demand import BlobDemand
-from hyperdb.model.blob_store import BlobStore
+from hyperdb.model.blob_store import BlobStore, complete_in
 from hyperdb.model.context import DatabaseContext
 from hyperdb.storage import ReadTxn
 
@@ -63,7 +63,7 @@ class BlobReplica:
         lacked: list[BlobRef] = []
         with self._context.storage.read() as tx:
             for ref in self._scan(tx):
-                if blob_refs.is_complete(tx, ref.id):
+                if complete_in(tx, ref.id):
                     stale.append(ref.id)  # completed by a write that crashed before its note
                 elif ref.id in self._lacked:
                     lacked.append(ref)

@@ -45,7 +45,14 @@ from hyperdb.feed.merkle import TreeNode
 from hyperdb.primitives import cbor
 from hyperdb.storage import ReadTxn, Storage
 
-__all__ = ["BATCH_CHUNKS", "BLOB_CONTENT_TABLES", "BlobInfo", "BlobSource", "BlobStore"]
+__all__ = [
+    "BATCH_CHUNKS",
+    "BLOB_CONTENT_TABLES",
+    "BlobInfo",
+    "BlobSource",
+    "BlobStore",
+    "complete_in",
+]
 
 BLOB_CONTENT_TABLES = ("blobs", "blob_chunks", "blob_tree")
 #: Most chunks a local put writes per transaction.
@@ -536,6 +543,12 @@ def _node(txn: ReadTxn, blob_id: bytes, index: int) -> TreeNode | None:
     if len(value) != _NODE_VALUE.size:
         raise CorruptionError(f"blob {blob_id.hex()[:16]}: tree node {index} is damaged")
     return TreeNode(index, *_NODE_VALUE.unpack(value))
+
+
+def complete_in(txn: ReadTxn, blob_id: bytes) -> bool:
+    """Whether the blob is held whole, read in the open transaction ``txn`` (its row)."""
+    row = txn.get("blobs", blob_id)
+    return row is not None and _decode_row(blob_id, row).complete
 
 
 def _encode_row(size: int, held: int, ranges: Sequence[tuple[int, int]] = ()) -> bytes:
