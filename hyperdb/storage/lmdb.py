@@ -168,15 +168,7 @@ class _LMDBTxn(ReadTxn):
         stop: bytes | None = None,
         reverse: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
-        self._check_active()
-        if table in self._storage.absent:
-            scan_bounds(prefix, start, stop, reverse)  # the arguments are checked all the same
-            return iter(())
-        db = self._storage._db(table)
-        bounds = scan_bounds(prefix, start, stop, reverse)
-        if bounds is None:
-            return iter(())
-        return self._scan(db, bounds[0], bounds[1], reverse)
+        return self._rows(table, prefix, start, stop, reverse, keys_only=False)
 
     def scan_keys(
         self,
@@ -186,15 +178,28 @@ class _LMDBTxn(ReadTxn):
         start: bytes | None = None,
         stop: bytes | None = None,
     ) -> Iterator[bytes]:
+        return (key for key, _ in self._rows(table, prefix, start, stop, False, keys_only=True))
+
+    def _rows(
+        self,
+        table: str,
+        prefix: bytes,
+        start: bytes | None,
+        stop: bytes | None,
+        reverse: bool,
+        *,
+        keys_only: bool,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """:meth:`scan` and :meth:`scan_keys`: the arguments checked now, the rows lazily."""
         self._check_active()
         if table in self._storage.absent:
-            scan_bounds(prefix, start, stop, False)
+            scan_bounds(prefix, start, stop, reverse)  # the arguments are checked all the same
             return iter(())
         db = self._storage._db(table)
-        bounds = scan_bounds(prefix, start, stop, False)
+        bounds = scan_bounds(prefix, start, stop, reverse)
         if bounds is None:
             return iter(())
-        return (key for key, _ in self._scan(db, bounds[0], bounds[1], False, keys_only=True))
+        return self._scan(db, bounds[0], bounds[1], reverse, keys_only=keys_only)
 
     def _scan(
         self, db: _Db, low: bytes, high: bytes | None, reverse: bool, *, keys_only: bool = False
