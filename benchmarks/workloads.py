@@ -96,7 +96,7 @@ def database(
                     size,
                     "puts/s",
                     repeat,
-                    lambda: len([db.put(key_of(next(extra)), value) for _ in range(n_put)]),
+                    lambda: single_puts(db, extra, value, n_put),
                 )
             )
         if "batch" in wanted:
@@ -161,7 +161,7 @@ def database(
                         size,
                         "puts/s",
                         repeat,
-                        lambda: len([db.put(key_of(next(extra)), value) for _ in range(n)]),
+                        lambda: single_puts(db, extra, value, n),
                     )
                 )
             if "put-durable-threads" in wanted:
@@ -175,6 +175,13 @@ def database(
                     )
                 )
     return rows
+
+
+def single_puts(db: hyperdb.Database, keys: Iterator[int], value: bytes, count: int) -> int:
+    """``count`` puts of new keys, one at a time; returns the puts made."""
+    for _ in range(count):
+        db.put(key_of(next(keys)), value)
+    return count
 
 
 #: Threads of the put-durable-threads workload (their puts share commits: group commit).
